@@ -1,0 +1,164 @@
+//! The Salesforce REST shape of an invocable action (`domain.md` §5): inputs in, one result
+//! element out.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::engine::Engine;
+use crate::error::CheckoutError;
+use crate::machine::{Action, Command, Output};
+
+/// One error of a result element.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionError {
+    /// The errorCode, e.g. `ALREADY_IN_PROCESS`.
+    #[serde(rename = "statusCode")]
+    pub status_code: String,
+    /// What went wrong.
+    pub message: String,
+    /// Input fields involved.
+    pub fields: Vec<String>,
+}
+
+/// One result element, exactly as Salesforce answers an invocable action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionResult {
+    /// The action's API name.
+    pub action_name: String,
+    /// `null` on success.
+    pub errors: Option<Vec<ActionError>>,
+    /// Whether the action succeeded.
+    pub is_success: bool,
+    /// The outputs on success (`null` when the action has none).
+    pub output_values: Option<Map<String, Value>>,
+    /// The HTTP status this element stands for (not part of the Salesforce element).
+    #[serde(skip)]
+    pub http_status: u16,
+}
+
+impl ActionResult {
+    /// A success with these outputs.
+    pub fn success(action_name: &str, output: &Output) -> ActionResult {
+        let output_values = match output {
+            Output::RequestId(id) => Some(single("requestId", id.to_string())),
+            Output::BackgroundOperationId(id) => {
+                Some(single("backgroundOperationId", id.to_string()))
+            }
+            Output::Nothing => None,
+        };
+        ActionResult {
+            action_name: action_name.to_owned(),
+            errors: None,
+            is_success: true,
+            output_values,
+            http_status: 200,
+        }
+    }
+
+    /// A failure carrying the error's code, message and status.
+    pub fn failure(action_name: &str, error: &CheckoutError) -> ActionResult {
+        ActionResult::error(
+            action_name,
+            error.code().as_str(),
+            &error.to_string(),
+            error.http_status(),
+        )
+    }
+
+    /// A failure with an explicit code (for codes outside [`CheckoutError`], e.g. `NOT_FOUND`).
+    pub fn error(action_name: &str, code: &str, message: &str, http_status: u16) -> ActionResult {
+        ActionResult {
+            action_name: action_name.to_owned(),
+            errors: Some(vec![ActionError {
+                status_code: code.to_owned(),
+                message: message.to_owned(),
+                fields: Vec::new(),
+            }]),
+            is_success: false,
+            output_values: None,
+            http_status,
+        }
+    }
+}
+
+fn single(key: &str, value: String) -> Map<String, Value> {
+    let mut map = Map::new();
+    map.insert(key.to_owned(), Value::String(value));
+    map
+}
+
+/// The inputs each action takes (`domain.md` §2).
+pub fn input_names(action: Action) -> &'static [&'static str] {
+    match action {
+        Action::CheckoutSession => &["cartId", "initialState"],
+        Action::UpdateCheckoutSessionState => {
+            &["checkoutSessionId", "nextState", "expCurrentState"]
+        }
+        Action::CartToOrder => &["cartId", "runAsync"],
+        Action::ActivateOrder => &["cartId", "orderStatus", "runAsync"],
+        _ => &["cartId"],
+    }
+}
+
+/// Turns one input object of an action call into a command. Unknown keys and non-object
+/// inputs are `INVALID_INPUT`; a missing or non-text ID is kept as given so that the
+/// documented invalid-ID error applies.
+pub fn command_from_input(action: Action, input: &Value) -> Result<Command, CheckoutError> {
+    let Value::Object(fields) = input else {
+        return Err(CheckoutError::InvalidInput(format!(
+            "each input of {action} must be a JSON object"
+        )));
+    };
+    let allowed = input_names(action);
+    if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(CheckoutError::InvalidInput(format!(
+            "{action} has no input {unknown:?}; its inputs are {}",
+            allowed.join(", ")
+        )));
+    }
+    let text = |key: &str| -> Option<String> {
+        fields.get(key).and_then(|v| match v {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        })
+    };
+    let cart_id = || text("cartId").unwrap_or_default();
+    Ok(match action {
+        Action::CheckoutSession => Command::StartSession {
+            cart_id: cart_id(),
+            initial_state: text("initialState"),
+        },
+        Action::UpdateCheckoutSessionState => Command::UpdateSession {
+            session_id: text("checkoutSessionId").unwrap_or_default(),
+            next_state: text("nextState").unwrap_or_default(),
+            exp_current_state: text("expCurrentState"),
+        },
+        Action::CancelCartAsyncOperation => Command::Cancel { cart_id: cart_id() },
+        _ => Command::RunStep {
+            action,
+            cart_id: cart_id(),
+        },
+    })
+}
+
+impl Engine {
+    /// Invokes an action by API name with one input object as `actor`, answering the
+    /// Salesforce result element. Never panics on bad input.
+    pub fn invoke(&self, action_name: &str, input: &Value, actor: &str) -> ActionResult {
+        let Some(action) = Action::from_api_name(action_name) else {
+            return ActionResult::error(
+                action_name,
+                "NOT_FOUND",
+                &format!("no standard action named {action_name:?}"),
+                404,
+            );
+        };
+        let name = action.api_name();
+        match command_from_input(action, input).and_then(|cmd| self.execute(actor, cmd)) {
+            Ok(output) => ActionResult::success(name, &output),
+            Err(e) => ActionResult::failure(name, &e),
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The engine: the imperative shell around [`decide`](crate::machine::decide). It loads a
+//! snapshot, decides, and commits the result in one version-checked store transaction,
+//! retrying from a fresh read when a concurrent command won the compare-and-set.
+
+mod worker;
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use worker::{OperationReport, WorkerPool};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{CheckoutError, StoreError};
+use crate::ids::RandomIds;
+use crate::integrations::Integrations;
+use crate::machine::{
+    Action, Command, DecideContext, Event, IdSource, Node, OperationSettings, Output, SessionNode,
+    Snapshot, StepKind, Target, TransitionTable, Unmet,
+};
+use crate::model::{KeyPrefix, SfId};
+use crate::store::{Commit, HistoryEntry, LoadKey, Store};
+
+/// Engine settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EngineConfig {
+    /// Timeout and retry limit of new operations.
+    pub operations: OperationSettings,
+    /// How many times a command is re-decided after losing a compare-and-set.
+    pub max_attempts: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            operations: OperationSettings::default(),
+            max_attempts: 64,
+        }
+    }
+}
+
+/// Wakes idle workers when an operation is created.
+#[derive(Debug, Default)]
+pub(crate) struct WorkSignal {
+    generation: Mutex<u64>,
+    ready: Condvar,
+}
+
+impl WorkSignal {
+    fn notify(&self) {
+        let mut g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        *g = g.wrapping_add(1);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = *g;
+        let _ = self
+            .ready
+            .wait_timeout_while(g, timeout, |g| *g == seen)
+            .map_err(|e| e.into_inner());
+    }
+}
+
+/// A command the actor may issue now, as `permitted` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Permitted {
+    /// The action (or `advance (screen)`) by name.
+    pub name: String,
+    /// The command that would be accepted.
+    pub command: Command,
+}
+
+/// The checkout engine. Cheap to clone: every part is shared.
+#[derive(Clone)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    table: Arc<TransitionTable>,
+    clock: Arc<dyn Clock>,
+    ids: Arc<dyn IdSource>,
+    integrations: Arc<Integrations>,
+    config: EngineConfig,
+    signal: Arc<WorkSignal>,
+}
+
+impl Engine {
+    /// An engine over `store` with the standard template, the system clock, random IDs and
+    /// no integrations mapped.
+    pub fn new(store: Arc<dyn Store>) -> Engine {
+        Engine {
+            store,
+            table: Arc::new(TransitionTable::standard()),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(RandomIds),
+            integrations: Arc::new(Integrations::new()),
+            config: EngineConfig::default(),
+            signal: Arc::new(WorkSignal::default()),
+        }
+    }
+
+    /// Uses another (validated) table.
+    pub fn with_table(mut self, table: TransitionTable) -> Engine {
+        self.table = Arc::new(table);
+        self
+    }
+
+    /// Uses another clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Engine {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses another ID source.
+    pub fn with_ids(mut self, ids: Arc<dyn IdSource>) -> Engine {
+        self.ids = ids;
+        self
+    }
+
+    /// Uses these integrations.
+    pub fn with_integrations(mut self, integrations: Integrations) -> Engine {
+        self.integrations = Arc::new(integrations);
+        self
+    }
+
+    /// Uses these settings.
+    pub fn with_config(mut self, config: EngineConfig) -> Engine {
+        self.config = config;
+        self
+    }
+
+    /// The table the engine runs.
+    pub fn table(&self) -> &TransitionTable {
+        &self.table
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Loads what `command` needs, with `actor` as the acting user (`None`: a worker).
+    fn load(&self, actor: Option<&str>, command: &Command) -> Result<Snapshot, CheckoutError> {
+        let key = match command.target() {
+            Target::Cart(raw) => SfId::parse_kind(&raw, KeyPrefix::WebCart)
+                .ok()
+                .map(LoadKey::Cart),
+            Target::Session(raw) => SfId::parse(&raw).ok().map(LoadKey::Session),
+            Target::Operation(id) => Some(LoadKey::Operation(id)),
+        };
+        let mut snapshot = match key {
+            Some(key) => self.store.load(key)?,
+            None => Snapshot::default(),
+        };
+        snapshot.user = match actor.map(SfId::parse) {
+            Some(Ok(id)) => self.store.user(&id)?,
+            _ => None,
+        };
+        Ok(snapshot)
+    }
+
+    /// Carries out a command as `actor` (a user ID as given): decides it against a fresh
+    /// snapshot and commits it atomically. A refused command changes nothing.
+    pub fn execute(&self, actor: &str, command: Command) -> Result<Output, CheckoutError> {
+        self.execute_as(Some(actor), &command)
+    }
+
+    pub(crate) fn execute_as(
+        &self,
+        actor: Option<&str>,
+        command: &Command,
+    ) -> Result<Output, CheckoutError> {
+        let actor_id = actor.and_then(|a| SfId::parse(a).ok());
+        for _ in 0..self.config.max_attempts.max(1) {
+            let snapshot = self.load(actor, command)?;
+            let now = self.clock.now();
+            let ctx = DecideContext {
+                table: &self.table,
+                now,
+                ids: self.ids.as_ref(),
+                settings: self.config.operations,
+            };
+            let decision = crate::machine::decide(&ctx, &snapshot, command)?;
+            if decision.changes.is_empty() {
+                return Ok(decision.output);
+            }
+            let cart_id = snapshot
+                .cart
+                .as_ref()
+                .map(|c| c.id)
+                .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
+            let history = decision
+                .moves
+                .iter()
+                .map(|m| HistoryEntry {
+                    at: now,
+                    actor: actor_id,
+                    cart_id,
+                    event: decision.event,
+                    machine: m.machine,
+                    record: m.record,
+                    from: m.from.to_string(),
+                    to: m.to.to_string(),
+                })
+                .collect();
+            let creates_work = decision
+                .changes
+                .operations
+                .iter()
+                .any(|op| op.status == crate::model::OperationStatus::New);
+            let commit = Commit {
+                changes: decision.changes,
+                history,
+            };
+            match self.store.commit(&commit) {
+                Ok(()) => {
+                    if creates_work {
+                        self.signal.notify();
+                    }
+                    tracing::debug!(event = %decision.event, cart = %cart_id, "committed");
+                    return Ok(decision.output);
+                }
+                // Another command won the compare-and-set: decide again on what it wrote.
+                Err(StoreError::Conflict(_)) | Err(StoreError::Invariant(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(CheckoutError::Contention(self.config.max_attempts))
+    }
+
+    /// Every unmet requirement of `command` for `actor`, without changing anything (a dry run).
+    pub fn check(&self, actor: &str, command: &Command) -> Result<Vec<Unmet>, CheckoutError> {
+        let snapshot = self.load(Some(actor), command)?;
+        Ok(crate::machine::check(&self.table, &snapshot, command))
+    }
+
+    /// What `actor` may do on a cart's checkout now: each command whose requirements all hold.
+    pub fn permitted(&self, actor: &str, cart_id: &SfId) -> Result<Vec<Permitted>, CheckoutError> {
+        let cart = cart_id.to_string();
+        let snapshot = self.load(
+            Some(actor),
+            &Command::Cancel {
+                cart_id: cart.clone(),
+            },
+        )?;
+        let mut candidates = vec![
+            Command::StartSession {
+                cart_id: cart.clone(),
+                initial_state: None,
+            },
+            Command::Cancel {
+                cart_id: cart.clone(),
+            },
+        ];
+        for step in &self.table.template().steps {
+            if let StepKind::Async(action) = step.kind {
+                candidates.push(Command::RunStep {
+                    action,
+                    cart_id: cart.clone(),
+                });
+            }
+        }
+        if let Some(session) = snapshot.session.as_ref().filter(|s| !s.is_archived) {
+            let from = Node::Session(SessionNode::At(session.state, crate::machine::Phase::Open));
+            let current = session.state.map(|s| s.as_str().to_owned());
+            if let Some(row) = self
+                .table
+                .find(Event::Action(Action::UpdateCheckoutSessionState), from)
+                && let Some(next) = row.next_state
+            {
+                candidates.push(Command::UpdateSession {
+                    session_id: session.id.to_string(),
+                    next_state: next.as_str().to_owned(),
+                    exp_current_state: current.clone(),
+                });
+            }
+            if let Some(row) = self.table.find(Event::Advance, from)
+                && let Node::Session(SessionNode::At(Some(next), _)) = row.to
+            {
+                candidates.push(Command::Advance {
+                    session_id: session.id.to_string(),
+                    state: next.as_str().to_owned(),
+                    exp_current_state: current,
+                });
+            }
+        }
+        let mut permitted = Vec::new();
+        for command in candidates {
+            let snap = self.load(Some(actor), &command)?;
+            if crate::machine::check(&self.table, &snap, &command).is_empty()
+                && command_has_effect(&snap, &command)
+            {
+                permitted.push(Permitted {
+                    name: command.event().label().to_owned(),
+                    command,
+                });
+            }
+        }
+        Ok(permitted)
+    }
+
+    /// Waits up to `timeout` for new work (used by idle workers).
+    pub(crate) fn wait_for_work(&self, timeout: Duration) {
+        self.signal.wait(timeout);
+    }
+
+    pub(crate) fn integrations(&self) -> &Integrations {
+        &self.integrations
+    }
+}
+
+/// Whether a command whose requirements hold would change anything (so `permitted` does not
+/// offer a cancel with nothing to cancel).
+fn command_has_effect(snapshot: &Snapshot, command: &Command) -> bool {
+    match command {
+        Command::Cancel { .. } => {
+            snapshot.session.as_ref().is_some_and(|s| !s.is_archived)
+                || snapshot
+                    .cart
+                    .as_ref()
+                    .is_some_and(|c| c.status == crate::model::CartStatus::Checkout)
+        }
+        _ => true,
+    }
+}

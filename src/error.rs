@@ -1,0 +1,137 @@
+//! `CheckoutError`: every refusal carries a Salesforce errorCode and an HTTP status.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::machine::{Action, Event, Node, Requirement};
+
+/// The Salesforce `errorCode` (`statusCode` in an action result) of a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ErrorCode {
+    /// `UNKNOWN_EXCEPTION`.
+    #[serde(rename = "UNKNOWN_EXCEPTION")]
+    UnknownException,
+    /// `BAD_REQUEST`.
+    #[serde(rename = "BAD_REQUEST")]
+    BadRequest,
+    /// `INVALID_OPERATION`.
+    #[serde(rename = "INVALID_OPERATION")]
+    InvalidOperation,
+    /// `ALREADY_IN_PROCESS`.
+    #[serde(rename = "ALREADY_IN_PROCESS")]
+    AlreadyInProcess,
+    /// `INSUFFICIENT_ACCESS_OR_READONLY`.
+    #[serde(rename = "INSUFFICIENT_ACCESS_OR_READONLY")]
+    InsufficientAccessOrReadonly,
+    /// `INVALID_INPUT`.
+    #[serde(rename = "INVALID_INPUT")]
+    InvalidInput,
+}
+
+impl ErrorCode {
+    /// The code as Salesforce spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownException => "UNKNOWN_EXCEPTION",
+            ErrorCode::BadRequest => "BAD_REQUEST",
+            ErrorCode::InvalidOperation => "INVALID_OPERATION",
+            ErrorCode::AlreadyInProcess => "ALREADY_IN_PROCESS",
+            ErrorCode::InsufficientAccessOrReadonly => "INSUFFICIENT_ACCESS_OR_READONLY",
+            ErrorCode::InvalidInput => "INVALID_INPUT",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure of the store underneath the engine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// A record changed since it was read: the compare-and-set lost.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// A commit would break an invariant the store enforces (e.g. a second active operation).
+    #[error("invariant: {0}")]
+    Invariant(String),
+    /// Reading or writing failed.
+    #[error("storage: {0}")]
+    Io(String),
+}
+
+/// Why a command was refused or could not be carried out. A refused command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckoutError {
+    /// A documented requirement is unmet.
+    #[error("{message}")]
+    Refused {
+        /// The first unmet requirement.
+        requirement: Requirement,
+        /// Its documented error code for this action.
+        code: ErrorCode,
+        /// Its documented HTTP status for this action.
+        status: u16,
+        /// What is wrong, for a person.
+        message: String,
+    },
+    /// A worker's claim or completion no longer applies (another worker or a cancel won).
+    #[error("stale: {0}")]
+    Stale(String),
+    /// The action has no implementation in this version.
+    #[error("{0} is not available in this version of cartflow")]
+    Unsupported(Action),
+    /// The input is not of the documented shape.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The engine computed a move the table does not declare; nothing was committed.
+    #[error("undeclared transition on {event}: {from} -> {to}")]
+    Undeclared {
+        /// The event.
+        event: Event,
+        /// The node before.
+        from: Node,
+        /// The node after.
+        to: Node,
+    },
+    /// Concurrent commands kept winning the compare-and-set; nothing was committed.
+    #[error("the session kept changing under {0} attempts; nothing was committed")]
+    Contention(u32),
+    /// The store failed; nothing was committed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl CheckoutError {
+    /// The Salesforce errorCode.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CheckoutError::Refused { code, .. } => *code,
+            CheckoutError::InvalidInput(_) => ErrorCode::InvalidInput,
+            _ => ErrorCode::UnknownException,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            CheckoutError::Refused { status, .. } => *status,
+            CheckoutError::Stale(_) => 409,
+            CheckoutError::Unsupported(_) => 501,
+            CheckoutError::InvalidInput(_) => 400,
+            CheckoutError::Contention(_) => 503,
+            CheckoutError::Undeclared { .. } | CheckoutError::Store(_) => 500,
+        }
+    }
+
+    /// The unmet requirement, for a refusal.
+    pub fn requirement(&self) -> Option<Requirement> {
+        match self {
+            CheckoutError::Refused { requirement, .. } => Some(*requirement),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The ten checkout core actions and the other events the table knows.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::ProviderKind;
+
+/// One of the ten checkout core actions, by its invocable-action API name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Action {
+    /// `checkoutSessionAction`: start (or resume) a checkout.
+    #[serde(rename = "checkoutSessionAction")]
+    CheckoutSession,
+    /// `updateCheckoutSessionStateAction`: the compare-and-set that locks the session.
+    #[serde(rename = "updateCheckoutSessionStateAction")]
+    UpdateCheckoutSessionState,
+    /// `checkCartInventoryAction`: the `CheckInventory` transition.
+    #[serde(rename = "checkCartInventoryAction")]
+    CheckCartInventory,
+    /// `priceCart`.
+    #[serde(rename = "priceCart")]
+    PriceCart,
+    /// `calcCartPromotionsAction`.
+    #[serde(rename = "calcCartPromotionsAction")]
+    CalcCartPromotions,
+    /// `calcCartShipmentAction`.
+    #[serde(rename = "calcCartShipmentAction")]
+    CalcCartShipment,
+    /// `calcCartTaxesAction`.
+    #[serde(rename = "calcCartTaxesAction")]
+    CalcCartTaxes,
+    /// `cartToOrderAction`.
+    #[serde(rename = "cartToOrderAction")]
+    CartToOrder,
+    /// `activateOrderAction`.
+    #[serde(rename = "activateOrderAction")]
+    ActivateOrder,
+    /// `cancelCartAsyncOperation`.
+    #[serde(rename = "cancelCartAsyncOperation")]
+    CancelCartAsyncOperation,
+}
+
+impl Action {
+    /// All ten, in `domain.md` order.
+    pub const ALL: [Action; 10] = [
+        Action::CheckoutSession,
+        Action::UpdateCheckoutSessionState,
+        Action::CheckCartInventory,
+        Action::PriceCart,
+        Action::CalcCartPromotions,
+        Action::CalcCartShipment,
+        Action::CalcCartTaxes,
+        Action::CartToOrder,
+        Action::ActivateOrder,
+        Action::CancelCartAsyncOperation,
+    ];
+
+    /// The invocable action's API name.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Action::CheckoutSession => "checkoutSessionAction",
+            Action::UpdateCheckoutSessionState => "updateCheckoutSessionStateAction",
+            Action::CheckCartInventory => "checkCartInventoryAction",
+            Action::PriceCart => "priceCart",
+            Action::CalcCartPromotions => "calcCartPromotionsAction",
+            Action::CalcCartShipment => "calcCartShipmentAction",
+            Action::CalcCartTaxes => "calcCartTaxesAction",
+            Action::CartToOrder => "cartToOrderAction",
+            Action::ActivateOrder => "activateOrderAction",
+            Action::CancelCartAsyncOperation => "cancelCartAsyncOperation",
+        }
+    }
+
+    /// Looks an action up by API name; also takes the `updateCheckoutSessionAction` spelling
+    /// that one help page uses.
+    pub fn from_api_name(name: &str) -> Option<Action> {
+        if name == "updateCheckoutSessionAction" {
+            return Some(Action::UpdateCheckoutSessionState);
+        }
+        Action::ALL.into_iter().find(|a| a.api_name() == name)
+    }
+
+    /// The provider kind an async cart action runs, if it is one.
+    pub fn provider_kind(self) -> Option<ProviderKind> {
+        match self {
+            Action::CheckCartInventory => Some(ProviderKind::Inventory),
+            Action::PriceCart => Some(ProviderKind::Price),
+            Action::CalcCartPromotions => Some(ProviderKind::Promotions),
+            Action::CalcCartShipment => Some(ProviderKind::Shipment),
+            Action::CalcCartTaxes => Some(ProviderKind::Tax),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.api_name())
+    }
+}
+
+/// What fires a transition: an action, a screen step's write, or a worker's report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Event {
+    /// A core action invoked by a user.
+    Action(Action),
+    /// A screen step writes the next State onto the session.
+    Advance,
+    /// The payment step submits the buyer's payment token for authorisation.
+    Authorize,
+    /// A worker claims a New operation.
+    Claim,
+    /// A worker reports the integration passed.
+    Succeed,
+    /// A worker reports the integration failed (or the provider errored, panicked, timed out).
+    Fail,
+}
+
+impl Event {
+    /// The label used in diagrams and history.
+    pub fn label(self) -> &'static str {
+        match self {
+            Event::Action(action) => action.api_name(),
+            Event::Advance => "advance (screen)",
+            Event::Authorize => "authorize payment",
+            Event::Claim => "claim",
+            Event::Succeed => "complete",
+            Event::Fail => "fail",
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}

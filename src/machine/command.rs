@@ -1,0 +1,152 @@
+//! Commands (the machine's inputs) and snapshots (what it decides over).
+
+use serde::Serialize;
+
+use crate::machine::{Action, Event};
+use crate::model::{
+    Account, BackgroundOperation, CartCheckoutSession, Level, SfId, User, WebCart, WebStore,
+};
+
+/// One request to move a checkout. Inputs that come from callers stay raw strings here:
+/// validating them is part of deciding, so a malformed ID gets its documented error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Command {
+    /// `checkoutSessionAction`.
+    StartSession {
+        /// The cart's ID as given.
+        cart_id: String,
+        /// The State to start in; the template's entry when absent.
+        initial_state: Option<String>,
+    },
+    /// `updateCheckoutSessionStateAction`: compare-and-set State, record NextState, lock.
+    UpdateSession {
+        /// The session's ID as given.
+        session_id: String,
+        /// The State the async step leads to.
+        next_state: String,
+        /// The State the caller believes the session is in.
+        exp_current_state: Option<String>,
+    },
+    /// A screen step writes the next State onto the session.
+    Advance {
+        /// The session's ID as given.
+        session_id: String,
+        /// The State to move to.
+        state: String,
+        /// The State the caller believes the session is in.
+        exp_current_state: Option<String>,
+    },
+    /// One of the async cart actions (`checkCartInventoryAction`, `priceCart`, ...).
+    RunStep {
+        /// Which action.
+        action: Action,
+        /// The cart's ID as given.
+        cart_id: String,
+    },
+    /// `cancelCartAsyncOperation`.
+    Cancel {
+        /// The cart's ID as given.
+        cart_id: String,
+    },
+    /// A worker claims a New operation.
+    Claim {
+        /// The operation.
+        operation_id: SfId,
+        /// How long the claim is good for, in milliseconds.
+        lease_ms: u64,
+    },
+    /// A worker reports the outcome of an operation it claimed.
+    Finish {
+        /// The operation.
+        operation_id: SfId,
+        /// The attempt the worker claimed (the fencing token).
+        attempt: u32,
+        /// What the provider answered.
+        outcome: StepOutcome,
+    },
+}
+
+/// What a command addresses, so the engine knows what to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A cart, by the ID as given.
+    Cart(String),
+    /// A session, by the ID as given.
+    Session(String),
+    /// An operation.
+    Operation(SfId),
+}
+
+impl Command {
+    /// The event the command fires.
+    pub fn event(&self) -> Event {
+        match self {
+            Command::StartSession { .. } => Event::Action(Action::CheckoutSession),
+            Command::UpdateSession { .. } => Event::Action(Action::UpdateCheckoutSessionState),
+            Command::Advance { .. } => Event::Advance,
+            Command::RunStep { action, .. } => Event::Action(*action),
+            Command::Cancel { .. } => Event::Action(Action::CancelCartAsyncOperation),
+            Command::Claim { .. } => Event::Claim,
+            Command::Finish { outcome, .. } => match outcome {
+                StepOutcome::Passed => Event::Succeed,
+                _ => Event::Fail,
+            },
+        }
+    }
+
+    /// The record the command addresses.
+    pub fn target(&self) -> Target {
+        match self {
+            Command::StartSession { cart_id, .. }
+            | Command::RunStep { cart_id, .. }
+            | Command::Cancel { cart_id } => Target::Cart(cart_id.clone()),
+            Command::UpdateSession { session_id, .. } | Command::Advance { session_id, .. } => {
+                Target::Session(session_id.clone())
+            }
+            Command::Claim { operation_id, .. } | Command::Finish { operation_id, .. } => {
+                Target::Operation(*operation_id)
+            }
+        }
+    }
+}
+
+/// A message an integration writes for the buyer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ValidationMessage {
+    /// Severity; failures are `Error`.
+    pub level: Level,
+    /// Text for the buyer (clipped to 255 characters when stored).
+    pub message: String,
+    /// The cart or cart item it is about.
+    pub related_entity_id: Option<SfId>,
+}
+
+/// The outcome of one provider call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum StepOutcome {
+    /// The check passed.
+    Passed,
+    /// The check failed with messages of the provider's kind.
+    Failed(Vec<ValidationMessage>),
+    /// The provider errored, panicked or timed out: a SystemError.
+    SystemFailure(String),
+}
+
+/// Everything `decide` reads: loaded by the engine in one consistent read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The acting user, if they exist.
+    pub user: Option<User>,
+    /// The cart the command addresses, if it exists.
+    pub cart: Option<WebCart>,
+    /// The cart's store.
+    pub store: Option<WebStore>,
+    /// The cart's effective account.
+    pub account: Option<Account>,
+    /// The cart's active session, or for a session-addressed command the session named.
+    pub session: Option<CartCheckoutSession>,
+    /// The session's current operation, or for a worker command the operation named.
+    pub operation: Option<BackgroundOperation>,
+    /// Whether any operation of the cart is New or Running.
+    pub cart_has_active_operation: bool,
+}

@@ -1,0 +1,603 @@
+//! `decide`: the pure core. Given a snapshot, a command and the time, it returns the records
+//! to write or the documented refusal. It does no I/O and reads no clock.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+use crate::error::CheckoutError;
+use crate::machine::requirement::{guards, unmet};
+use crate::machine::table::{OperationNode, Phase, SessionNode};
+use crate::machine::{
+    Action, Command, Event, Machine, Node, Snapshot, StepOutcome, TransitionTable,
+};
+use crate::model::{
+    BackgroundOperation, CartCheckoutSession, CartStatus, CartValidationOutput, KeyPrefix, Level,
+    OperationStatus, OutputType, SessionState, SfId, WebCart, clip_message,
+};
+
+/// Hands out new record IDs. Injected so tests and simulations control it.
+pub trait IdSource: Send + Sync {
+    /// A new, unused ID for an object kind.
+    fn next_id(&self, kind: KeyPrefix) -> SfId;
+}
+
+/// Settings `decide` applies to the operations it creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct OperationSettings {
+    /// Longest a provider call may take, in milliseconds (Salesforce's ceiling is 120 s).
+    pub timeout_ms: u64,
+    /// Claims after the first that a sweeper may make when a worker disappears.
+    pub retry_limit: u32,
+}
+
+impl Default for OperationSettings {
+    fn default() -> Self {
+        OperationSettings {
+            timeout_ms: 120_000,
+            retry_limit: 2,
+        }
+    }
+}
+
+/// The inputs of `decide` besides the snapshot and command.
+pub struct DecideContext<'a> {
+    /// The validated table.
+    pub table: &'a TransitionTable,
+    /// The time of the command.
+    pub now: DateTime<Utc>,
+    /// Where new IDs come from.
+    pub ids: &'a dyn IdSource,
+    /// Settings for new operations.
+    pub settings: OperationSettings,
+}
+
+/// One machine's move in a decision, checked against the table before anything is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Move {
+    /// The machine.
+    pub machine: Machine,
+    /// The record that moves.
+    pub record: SfId,
+    /// Its node before.
+    pub from: Node,
+    /// Its node after.
+    pub to: Node,
+}
+
+/// The records a decision writes. Every record carries its new version (old + 1; 1 for a new
+/// record): the store writes all of them or none, and only where each stored version is the
+/// old one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    /// Carts to write.
+    pub carts: Vec<WebCart>,
+    /// Sessions to write.
+    pub sessions: Vec<CartCheckoutSession>,
+    /// Operations to write.
+    pub operations: Vec<BackgroundOperation>,
+    /// Delete the cart's CartValidationOutputs first.
+    pub clear_outputs_of: Option<SfId>,
+    /// CartValidationOutputs to add.
+    pub outputs: Vec<CartValidationOutput>,
+}
+
+impl Changes {
+    /// True when the decision writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.carts.is_empty()
+            && self.sessions.is_empty()
+            && self.operations.is_empty()
+            && self.clear_outputs_of.is_none()
+            && self.outputs.is_empty()
+    }
+}
+
+/// What an accepted command answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Output {
+    /// A session action's `requestId` (the session's Id).
+    RequestId(SfId),
+    /// An async action's `backgroundOperationId`.
+    BackgroundOperationId(SfId),
+    /// No output values.
+    Nothing,
+}
+
+/// An accepted command: its event, moves, writes and answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    /// The event fired.
+    pub event: Event,
+    /// The declared moves it makes.
+    pub moves: Vec<Move>,
+    /// What to write.
+    pub changes: Changes,
+    /// What to answer.
+    pub output: Output,
+}
+
+/// A session's node, given its current operation.
+pub fn session_node(
+    session: Option<&CartCheckoutSession>,
+    operation: Option<&BackgroundOperation>,
+) -> SessionNode {
+    match session {
+        None => SessionNode::Absent,
+        Some(s) if s.is_archived => SessionNode::Archived,
+        Some(s) => {
+            let running = operation.is_some_and(|op| {
+                Some(op.id) == s.background_operation_id && op.status.is_active()
+            });
+            let phase = match (s.is_processing, running) {
+                (false, _) => Phase::Open,
+                (true, false) => Phase::Locked,
+                (true, true) => Phase::Running,
+            };
+            SessionNode::At(s.state, phase)
+        }
+    }
+}
+
+/// An operation's node.
+pub fn operation_node(operation: Option<&BackgroundOperation>) -> OperationNode {
+    operation.map_or(OperationNode::Absent, |op| OperationNode::Is(op.status))
+}
+
+/// Decides a command. `Ok` holds the declared moves and the records to write; `Err` is the
+/// first unmet requirement (with its documented code and status) or why nothing applies.
+pub fn decide(
+    ctx: &DecideContext<'_>,
+    snapshot: &Snapshot,
+    command: &Command,
+) -> Result<Decision, CheckoutError> {
+    let event = command.event();
+    for g in guards(event) {
+        if let Err(message) =
+            crate::machine::requirement::evaluate(g.requirement, ctx.table, snapshot, command)
+        {
+            return Err(CheckoutError::Refused {
+                requirement: g.requirement,
+                code: g.code,
+                status: g.status,
+                message,
+            });
+        }
+    }
+    let mut plan = Plan::new(ctx, snapshot, event);
+    let output = match command {
+        Command::StartSession { .. } => plan.start_session(),
+        Command::UpdateSession { .. } => plan.lock_session(),
+        Command::Advance { state, .. } => plan.advance(state),
+        Command::RunStep { action, .. } => plan.run_step(*action),
+        Command::Cancel { .. } => plan.cancel(),
+        Command::Claim { lease_ms, .. } => plan.claim(*lease_ms),
+        Command::Finish {
+            attempt, outcome, ..
+        } => plan.finish(*attempt, outcome),
+    }?;
+    plan.into_decision(output)
+}
+
+/// Every unmet requirement of a command, in check order, without deciding it.
+pub fn check(
+    table: &TransitionTable,
+    snapshot: &Snapshot,
+    command: &Command,
+) -> Vec<crate::machine::Unmet> {
+    unmet(table, snapshot, command)
+}
+
+/// The records a decision is building, beside the originals, so moves can be derived.
+struct Plan<'a> {
+    ctx: &'a DecideContext<'a>,
+    snapshot: &'a Snapshot,
+    event: Event,
+    cart: Option<WebCart>,
+    sessions: Vec<(Option<CartCheckoutSession>, CartCheckoutSession)>,
+    operations: Vec<(Option<BackgroundOperation>, BackgroundOperation)>,
+    clear_outputs_of: Option<SfId>,
+    outputs: Vec<CartValidationOutput>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(ctx: &'a DecideContext<'a>, snapshot: &'a Snapshot, event: Event) -> Plan<'a> {
+        Plan {
+            ctx,
+            snapshot,
+            event,
+            cart: None,
+            sessions: Vec::new(),
+            operations: Vec::new(),
+            clear_outputs_of: None,
+            outputs: Vec::new(),
+        }
+    }
+
+    fn cart_id(&self) -> Result<SfId, CheckoutError> {
+        self.snapshot
+            .cart
+            .as_ref()
+            .map(|c| c.id)
+            .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))
+    }
+
+    fn set_cart_status(&mut self, status: CartStatus) {
+        if let Some(cart) = &self.snapshot.cart
+            && cart.status != status
+        {
+            let mut next = cart.clone();
+            next.status = status;
+            self.cart = Some(next);
+        }
+    }
+
+    fn edit_session(
+        &mut self,
+        edit: impl FnOnce(&mut CartCheckoutSession),
+    ) -> Result<SfId, CheckoutError> {
+        let original = self
+            .snapshot
+            .session
+            .clone()
+            .ok_or_else(|| CheckoutError::Stale("the session disappeared".into()))?;
+        let mut next = original.clone();
+        edit(&mut next);
+        let id = next.id;
+        self.sessions.push((Some(original), next));
+        Ok(id)
+    }
+
+    fn edit_operation(
+        &mut self,
+        edit: impl FnOnce(&mut BackgroundOperation),
+    ) -> Result<SfId, CheckoutError> {
+        let original = self
+            .snapshot
+            .operation
+            .clone()
+            .ok_or_else(|| CheckoutError::Stale("the operation disappeared".into()))?;
+        let mut next = original.clone();
+        edit(&mut next);
+        let id = next.id;
+        self.operations.push((Some(original), next));
+        Ok(id)
+    }
+
+    fn start_session(&mut self) -> Result<Output, CheckoutError> {
+        let cart_id = self.cart_id()?;
+        self.set_cart_status(CartStatus::Checkout);
+        self.clear_outputs_of = Some(cart_id);
+        let snapshot = self.snapshot;
+        match &snapshot.session {
+            Some(s) if !s.is_archived && s.state != Some(SessionState::Error) => {
+                // Resume: the checkout already has its session.
+                return Ok(Output::RequestId(s.id));
+            }
+            Some(s) if !s.is_archived => {
+                // A failed checkout restarts: archive it and open a new one.
+                self.edit_session(|s| {
+                    s.is_archived = true;
+                    s.is_processing = false;
+                })?;
+            }
+            _ => {}
+        }
+        let entry = self.ctx.table.template().entry();
+        let session = CartCheckoutSession {
+            id: self.ctx.ids.next_id(KeyPrefix::CartCheckoutSession),
+            web_cart_id: cart_id,
+            state: entry,
+            next_state: None,
+            is_processing: false,
+            is_error: false,
+            is_archived: false,
+            background_operation_id: None,
+            order_id: None,
+            version: 0,
+        };
+        let id = session.id;
+        self.sessions.push((None, session));
+        Ok(Output::RequestId(id))
+    }
+
+    fn lock_session(&mut self) -> Result<Output, CheckoutError> {
+        let state = self.snapshot.session.as_ref().and_then(|s| s.state);
+        let from = Node::Session(SessionNode::At(state, Phase::Open));
+        let next = self
+            .ctx
+            .table
+            .find(self.event, from)
+            .and_then(|row| row.next_state);
+        let id = self.edit_session(|s| {
+            s.next_state = next;
+            s.is_processing = true;
+        })?;
+        Ok(Output::RequestId(id))
+    }
+
+    fn advance(&mut self, state: &str) -> Result<Output, CheckoutError> {
+        let target: SessionState = state.parse().map_err(|e: crate::model::ParseEnumError| {
+            CheckoutError::InvalidInput(e.to_string())
+        })?;
+        let id = self.edit_session(|s| s.state = Some(target))?;
+        Ok(Output::RequestId(id))
+    }
+
+    fn run_step(&mut self, action: Action) -> Result<Output, CheckoutError> {
+        let kind = action
+            .provider_kind()
+            .ok_or(CheckoutError::Unsupported(action))?;
+        let cart_id = self.cart_id()?;
+        let session_id = self
+            .snapshot
+            .session
+            .as_ref()
+            .map(|s| s.id)
+            .ok_or_else(|| CheckoutError::Stale("the session disappeared".into()))?;
+        let operation = BackgroundOperation {
+            id: self.ctx.ids.next_id(KeyPrefix::BackgroundOperation),
+            name: action.api_name().to_owned(),
+            cart_id,
+            checkout_session_id: session_id,
+            provider_kind: kind,
+            status: OperationStatus::New,
+            error: None,
+            submitted_at: self.ctx.now,
+            started_at: None,
+            finished_at: None,
+            expires_at: None,
+            attempt: 0,
+            retry_limit: self.ctx.settings.retry_limit,
+            timeout_ms: self.ctx.settings.timeout_ms,
+            version: 0,
+        };
+        let op_id = operation.id;
+        self.operations.push((None, operation));
+        self.edit_session(|s| s.background_operation_id = Some(op_id))?;
+        Ok(Output::BackgroundOperationId(op_id))
+    }
+
+    fn cancel(&mut self) -> Result<Output, CheckoutError> {
+        let now = self.ctx.now;
+        if self
+            .snapshot
+            .session
+            .as_ref()
+            .is_some_and(|s| !s.is_archived)
+        {
+            self.edit_session(|s| {
+                s.is_archived = true;
+                s.is_processing = false;
+            })?;
+        }
+        if self
+            .snapshot
+            .operation
+            .as_ref()
+            .is_some_and(|op| op.status.is_active())
+        {
+            self.edit_operation(|op| {
+                op.status = OperationStatus::Canceled;
+                op.finished_at = Some(now);
+                op.expires_at = None;
+            })?;
+        }
+        if self
+            .snapshot
+            .cart
+            .as_ref()
+            .is_some_and(|c| c.status == CartStatus::Checkout)
+        {
+            self.set_cart_status(CartStatus::Active);
+        }
+        Ok(Output::Nothing)
+    }
+
+    fn claim(&mut self, lease_ms: u64) -> Result<Output, CheckoutError> {
+        let op = self
+            .snapshot
+            .operation
+            .as_ref()
+            .ok_or_else(|| CheckoutError::Stale("no such operation".into()))?;
+        if op.status != OperationStatus::New {
+            return Err(CheckoutError::Stale(format!(
+                "operation {} is {}, not New",
+                op.id,
+                op.status.as_str()
+            )));
+        }
+        let now = self.ctx.now;
+        let id = self.edit_operation(|op| {
+            op.status = OperationStatus::Running;
+            op.attempt += 1;
+            op.started_at = Some(now);
+            op.expires_at =
+                Some(now + Duration::milliseconds(lease_ms.min(i64::MAX as u64) as i64));
+        })?;
+        Ok(Output::BackgroundOperationId(id))
+    }
+
+    fn finish(&mut self, attempt: u32, outcome: &StepOutcome) -> Result<Output, CheckoutError> {
+        let op = self
+            .snapshot
+            .operation
+            .as_ref()
+            .ok_or_else(|| CheckoutError::Stale("no such operation".into()))?;
+        if op.status != OperationStatus::Running || op.attempt != attempt {
+            return Err(CheckoutError::Stale(format!(
+                "operation {} is {} at attempt {}; the report of attempt {attempt} is discarded",
+                op.id,
+                op.status.as_str(),
+                op.attempt
+            )));
+        }
+        let session = self.snapshot.session.as_ref().filter(|s| {
+            !s.is_archived && s.is_processing && s.background_operation_id == Some(op.id)
+        });
+        let Some(session) = session else {
+            return Err(CheckoutError::Stale(format!(
+                "operation {} no longer belongs to an active, locked session",
+                op.id
+            )));
+        };
+        let now = self.ctx.now;
+        let (op_id, cart_id, kind) = (op.id, op.cart_id, op.provider_kind);
+        match outcome {
+            StepOutcome::Passed => {
+                let from = Node::Session(session_node(Some(session), Some(op)));
+                let next = match self.ctx.table.find(Event::Succeed, from).map(|r| r.to) {
+                    Some(Node::Session(SessionNode::At(state, _))) => state,
+                    _ => None,
+                };
+                self.edit_operation(|op| {
+                    op.status = OperationStatus::Complete;
+                    op.finished_at = Some(now);
+                    op.expires_at = None;
+                })?;
+                self.edit_session(|s| {
+                    s.state = next.or(s.next_state);
+                    s.next_state = None;
+                    s.is_processing = false;
+                })?;
+            }
+            StepOutcome::Failed(_) | StepOutcome::SystemFailure(_) => {
+                let (output_type, messages, error) = match outcome {
+                    StepOutcome::Failed(messages) => (
+                        kind.output_type(),
+                        messages.clone(),
+                        format!("{} reported {} problem(s)", op.name, messages.len()),
+                    ),
+                    StepOutcome::SystemFailure(reason) => (
+                        OutputType::SystemError,
+                        vec![crate::machine::ValidationMessage {
+                            level: Level::Error,
+                            message: "We couldn't complete this step because of a system error. Try again or contact the store.".into(),
+                            related_entity_id: Some(cart_id),
+                        }],
+                        reason.clone(),
+                    ),
+                    StepOutcome::Passed => unreachable!("handled above"),
+                };
+                for m in messages {
+                    self.outputs.push(CartValidationOutput {
+                        id: self.ctx.ids.next_id(KeyPrefix::CartValidationOutput),
+                        cart_id,
+                        background_operation_id: Some(op_id),
+                        level: m.level,
+                        output_type,
+                        message: clip_message(&m.message),
+                        related_entity_id: m.related_entity_id,
+                        is_dismissed: false,
+                    });
+                }
+                self.edit_operation(|op| {
+                    op.status = OperationStatus::Error;
+                    op.error = Some(clip_message(&error));
+                    op.finished_at = Some(now);
+                    op.expires_at = None;
+                })?;
+                self.edit_session(|s| {
+                    s.state = Some(SessionState::Error);
+                    s.next_state = None;
+                    s.is_processing = false;
+                    s.is_error = true;
+                })?;
+            }
+        }
+        Ok(Output::BackgroundOperationId(op_id))
+    }
+
+    /// Derives every moved node, checks each against the table, bumps versions.
+    fn into_decision(self, output: Output) -> Result<Decision, CheckoutError> {
+        let table = self.ctx.table;
+        let event = self.event;
+        let mut moves = Vec::new();
+        let mut push = |machine: Machine, record: SfId, from: Node, to: Node| {
+            if from != to {
+                moves.push(Move {
+                    machine,
+                    record,
+                    from,
+                    to,
+                });
+            }
+        };
+        let op_after = |session: &CartCheckoutSession| {
+            self.operations
+                .iter()
+                .map(|(_, op)| op)
+                .find(|op| Some(op.id) == session.background_operation_id)
+                .or(self.snapshot.operation.as_ref())
+        };
+        if let (Some(before), Some(after)) = (&self.snapshot.cart, &self.cart) {
+            push(
+                Machine::Cart,
+                after.id,
+                Node::Cart(before.status),
+                Node::Cart(after.status),
+            );
+        }
+        for (before, after) in &self.sessions {
+            let from = session_node(before.as_ref(), self.snapshot.operation.as_ref());
+            let to = session_node(Some(after), op_after(after));
+            push(
+                Machine::Session,
+                after.id,
+                Node::Session(from),
+                Node::Session(to),
+            );
+        }
+        for (before, after) in &self.operations {
+            push(
+                Machine::Operation,
+                after.id,
+                Node::Operation(operation_node(before.as_ref())),
+                Node::Operation(operation_node(Some(after))),
+            );
+        }
+        for m in &moves {
+            if !table.admits(event, m.from, m.to) {
+                return Err(CheckoutError::Undeclared {
+                    event,
+                    from: m.from,
+                    to: m.to,
+                });
+            }
+        }
+        let bump = |v: u64| v + 1;
+        let changes = Changes {
+            carts: self
+                .cart
+                .into_iter()
+                .map(|mut c| {
+                    c.version = bump(c.version);
+                    c
+                })
+                .collect(),
+            sessions: self
+                .sessions
+                .into_iter()
+                .map(|(_, mut s)| {
+                    s.version = bump(s.version);
+                    s
+                })
+                .collect(),
+            operations: self
+                .operations
+                .into_iter()
+                .map(|(_, mut o)| {
+                    o.version = bump(o.version);
+                    o
+                })
+                .collect(),
+            clear_outputs_of: self.clear_outputs_of,
+            outputs: self.outputs,
+        };
+        Ok(Decision {
+            event,
+            moves,
+            changes,
+            output,
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! The pure core: the checkout template, the transition table, the requirements and
+//! [`decide`]. Nothing here does I/O or reads a clock.
+
+mod action;
+mod command;
+mod decide;
+mod requirement;
+mod table;
+mod template;
+
+pub use action::{Action, Event};
+pub use command::{Command, Snapshot, StepOutcome, Target, ValidationMessage};
+pub use decide::{
+    Changes, DecideContext, Decision, IdSource, Move, OperationSettings, Output, check, decide,
+    operation_node, session_node,
+};
+pub use requirement::{Guard, Requirement, Unmet, evaluate, guards};
+pub use table::{
+    ENTRY_NODES, Machine, Node, OperationNode, Phase, SessionNode, TableError, Transition,
+    TransitionTable,
+};
+pub use template::{Step, StepKind, Template};

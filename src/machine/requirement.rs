@@ -1,0 +1,463 @@
+//! Requirements: the named guards of each action, in the order they are checked, each with
+//! the errorCode and HTTP status the documentation gives for that action.
+
+use serde::Serialize;
+
+use crate::error::ErrorCode;
+use crate::machine::table::{Phase, SessionNode};
+use crate::machine::{Action, Command, Event, Node, Snapshot, TransitionTable};
+use crate::model::{Access, CartStatus, Permission, SessionState, SfId};
+
+/// A named precondition of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Requirement {
+    /// The caller exists and holds a permission that may invoke checkout actions
+    /// (B2B buyer, B2B Commerce Integrator or Modify All Data).
+    CallerMayInvoke,
+    /// The cartId is a well-formed WebCart ID that names a cart.
+    CartIdValid,
+    /// The checkoutSessionId is a well-formed ID that names a session.
+    SessionIdValid,
+    /// The caller can edit the cart: owner, an Edit share, or Modify All Data.
+    CallerCanEditCart,
+    /// The cart's effective account exists, is active, and is the caller's own account
+    /// (internal users act for any account).
+    EffectiveAccountValid,
+    /// The buyer account is a member of the cart's store.
+    CallerIsStoreMember,
+    /// The cart's status is Checkout.
+    CartInCheckout,
+    /// The cart's status is Active or Checkout (a checkout can start).
+    CartOpenForCheckout,
+    /// The cart's status is not Closed.
+    CartNotClosed,
+    /// The cart's status is neither Closed nor Processing.
+    CartNotClosedOrProcessing,
+    /// The cart's active session is not locked for an async step.
+    NoSessionInProgress,
+    /// The initialState input names the template's entry State.
+    InitialStateIsEntry,
+    /// A session exists and is not archived.
+    SessionExists,
+    /// The session's State is not empty.
+    SessionStateNotEmpty,
+    /// The session is locked (IsProcessing true) for the async step.
+    SessionIsProcessing,
+    /// The session is not locked (IsProcessing false).
+    SessionNotProcessing,
+    /// The session's State is the step this action belongs to.
+    SessionAtStep,
+    /// The session's NextState is the State that follows this step.
+    NextStateSet,
+    /// The session's State equals the caller's expCurrentState.
+    ExpectedStateMatches,
+    /// The requested State is the one the table declares after the current State.
+    TargetIsNextStep,
+    /// No background operation of the cart is New or Running.
+    NoOperationInProgress,
+}
+
+/// A requirement as one action checks it: with the documented code and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Guard {
+    /// The requirement.
+    pub requirement: Requirement,
+    /// The errorCode when it is unmet.
+    pub code: ErrorCode,
+    /// The HTTP status when it is unmet.
+    pub status: u16,
+}
+
+/// An unmet requirement, as `check` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unmet {
+    /// The requirement.
+    pub requirement: Requirement,
+    /// Its errorCode for this action.
+    pub code: ErrorCode,
+    /// Its HTTP status for this action.
+    pub status: u16,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+const fn guard(requirement: Requirement, code: ErrorCode, status: u16) -> Guard {
+    Guard {
+        requirement,
+        code,
+        status,
+    }
+}
+
+use ErrorCode as C;
+use Requirement as R;
+
+/// `checkoutSessionAction` (`domain.md` §2.2).
+const START: &[Guard] = &[
+    guard(R::CallerMayInvoke, C::BadRequest, 400),
+    guard(R::CartIdValid, C::UnknownException, 500),
+    guard(R::CallerCanEditCart, C::BadRequest, 400),
+    guard(R::EffectiveAccountValid, C::BadRequest, 400),
+    guard(R::CallerIsStoreMember, C::BadRequest, 400),
+    guard(R::CartOpenForCheckout, C::InvalidOperation, 403),
+    guard(R::NoSessionInProgress, C::BadRequest, 400),
+    guard(R::InitialStateIsEntry, C::UnknownException, 500),
+];
+
+/// `updateCheckoutSessionStateAction`, and the screen steps' writes of State (§2.2, §3).
+const UPDATE: &[Guard] = &[
+    guard(R::CallerMayInvoke, C::BadRequest, 400),
+    guard(R::SessionIdValid, C::UnknownException, 403),
+    guard(R::CallerCanEditCart, C::InsufficientAccessOrReadonly, 400),
+    guard(
+        R::EffectiveAccountValid,
+        C::InsufficientAccessOrReadonly,
+        400,
+    ),
+    guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 400),
+    guard(R::CartNotClosedOrProcessing, C::InvalidOperation, 403),
+    guard(R::SessionExists, C::InvalidOperation, 403),
+    guard(R::SessionStateNotEmpty, C::InvalidOperation, 403),
+    guard(R::SessionNotProcessing, C::InvalidOperation, 409),
+    guard(R::ExpectedStateMatches, C::InvalidOperation, 409),
+    guard(R::TargetIsNextStep, C::InvalidOperation, 403),
+];
+
+/// The async cart actions (§2.1, order from `design.md`).
+const ASYNC: &[Guard] = &[
+    guard(R::CallerMayInvoke, C::BadRequest, 400),
+    guard(R::CartIdValid, C::UnknownException, 500),
+    guard(R::CallerCanEditCart, C::BadRequest, 400),
+    guard(
+        R::EffectiveAccountValid,
+        C::InsufficientAccessOrReadonly,
+        500,
+    ),
+    guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 500),
+    guard(R::CartInCheckout, C::InvalidOperation, 403),
+    guard(R::SessionExists, C::InvalidOperation, 403),
+    guard(R::SessionStateNotEmpty, C::InvalidOperation, 403),
+    guard(R::SessionIsProcessing, C::InvalidOperation, 403),
+    guard(R::SessionAtStep, C::InvalidOperation, 403),
+    guard(R::NextStateSet, C::InvalidOperation, 403),
+    guard(R::NoOperationInProgress, C::AlreadyInProcess, 400),
+];
+
+/// `cancelCartAsyncOperation` (§2.2).
+const CANCEL: &[Guard] = &[
+    guard(R::CallerMayInvoke, C::BadRequest, 400),
+    guard(R::CartIdValid, C::UnknownException, 500),
+    guard(R::CallerCanEditCart, C::BadRequest, 400),
+    guard(
+        R::EffectiveAccountValid,
+        C::InsufficientAccessOrReadonly,
+        500,
+    ),
+    guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 500),
+    guard(R::CartNotClosed, C::InvalidOperation, 403),
+];
+
+/// The guards of an event, in the order they are checked (first unmet wins). Worker events
+/// have none: they are fenced by the operation's status and attempt instead.
+pub fn guards(event: Event) -> &'static [Guard] {
+    match event {
+        Event::Action(Action::CheckoutSession) => START,
+        Event::Action(Action::UpdateCheckoutSessionState) | Event::Advance => UPDATE,
+        Event::Action(Action::CancelCartAsyncOperation) => CANCEL,
+        Event::Action(_) | Event::Authorize => ASYNC,
+        Event::Claim | Event::Succeed | Event::Fail => &[],
+    }
+}
+
+/// The State a session-addressed command asks to move to, and the expected current State.
+fn requested_states(command: &Command) -> (Option<&str>, Option<&str>) {
+    match command {
+        Command::UpdateSession {
+            next_state,
+            exp_current_state,
+            ..
+        } => (Some(next_state.as_str()), exp_current_state.as_deref()),
+        Command::Advance {
+            state,
+            exp_current_state,
+            ..
+        } => (Some(state.as_str()), exp_current_state.as_deref()),
+        _ => (None, None),
+    }
+}
+
+/// The step an async command belongs to.
+fn step_state(table: &TransitionTable, event: Event) -> Option<SessionState> {
+    match event {
+        Event::Action(action) => table.template().step_of(action).map(|s| s.state),
+        Event::Authorize => table
+            .template()
+            .steps
+            .iter()
+            .find(|s| s.kind == crate::machine::StepKind::Payment)
+            .map(|s| s.state),
+        _ => None,
+    }
+}
+
+fn show(state: Option<SessionState>) -> &'static str {
+    state.map_or("(empty)", SessionState::as_str)
+}
+
+/// Evaluates one requirement; `Err` carries the message for a person.
+pub fn evaluate(
+    requirement: Requirement,
+    table: &TransitionTable,
+    snapshot: &Snapshot,
+    command: &Command,
+) -> Result<(), String> {
+    let user = snapshot.user.as_ref();
+    let cart = snapshot.cart.as_ref();
+    let session = snapshot.session.as_ref();
+    let event = command.event();
+    match requirement {
+        R::CallerMayInvoke => match user {
+            None => Err("the caller is not a known user".into()),
+            Some(u)
+                if u.has(Permission::B2BBuyer)
+                    || u.has(Permission::B2BCommerceIntegrator)
+                    || u.has(Permission::ModifyAllData) =>
+            {
+                Ok(())
+            }
+            Some(u) => Err(format!(
+                "user {} lacks the permission to invoke {event} (B2B buyer, B2BCommerceIntegrator or ModifyAllData)",
+                u.id
+            )),
+        },
+        R::CartIdValid => {
+            let (Command::StartSession { cart_id, .. }
+            | Command::RunStep { cart_id, .. }
+            | Command::Cancel { cart_id }) = command
+            else {
+                return cart.map(|_| ()).ok_or_else(|| "no cart".into());
+            };
+            match SfId::parse_kind(cart_id, crate::model::KeyPrefix::WebCart) {
+                Err(e) => Err(format!("invalid cartId: {e}")),
+                Ok(id) if cart.is_some_and(|c| c.id == id) => Ok(()),
+                Ok(id) => Err(format!("invalid cartId: no cart {id}")),
+            }
+        }
+        R::SessionIdValid => match session {
+            Some(_) => Ok(()),
+            None => {
+                let given = match command {
+                    Command::UpdateSession { session_id, .. }
+                    | Command::Advance { session_id, .. } => session_id.as_str(),
+                    _ => "",
+                };
+                Err(format!("invalid checkoutSessionId {given:?}: no such session"))
+            }
+        },
+        R::CallerCanEditCart => match (user, cart) {
+            (Some(u), Some(c)) => match c.access_of(u) {
+                Some(Access::Edit) => Ok(()),
+                Some(Access::Read) => Err(format!("user {} can read cart {} but not edit it", u.id, c.id)),
+                None => Err(format!("user {} has no access to cart {}", u.id, c.id)),
+            },
+            _ => Err("no access to the cart".into()),
+        },
+        R::EffectiveAccountValid => {
+            let (Some(u), Some(c)) = (user, cart) else {
+                return Err("the cart's effective account is unknown".into());
+            };
+            match &snapshot.account {
+                None => Err(format!("the cart's effective account {} does not exist", c.account_id)),
+                Some(a) if !a.is_active => Err(format!("the cart's effective account {} is not active", a.id)),
+                Some(a) if u.account_id.is_some_and(|own| own != a.id) => Err(format!(
+                    "the cart's effective account {} is not accessible to user {}",
+                    a.id, u.id
+                )),
+                Some(_) => Ok(()),
+            }
+        }
+        R::CallerIsStoreMember => {
+            let (Some(u), Some(c)) = (user, cart) else {
+                return Err("the store is unknown".into());
+            };
+            let buyer = u.account_id.unwrap_or(c.account_id);
+            match &snapshot.store {
+                Some(store) if store.buyer_accounts.contains(&buyer) => Ok(()),
+                Some(store) => Err(format!("account {buyer} is not a member of store {}", store.id)),
+                None => Err(format!("the cart's store {} does not exist", c.web_store_id)),
+            }
+        }
+        R::CartInCheckout => cart_status_in(cart, &[CartStatus::Checkout]),
+        R::CartOpenForCheckout => cart_status_in(cart, &[CartStatus::Active, CartStatus::Checkout]),
+        R::CartNotClosed => cart_status_in(
+            cart,
+            &[
+                CartStatus::Active,
+                CartStatus::Checkout,
+                CartStatus::PendingClosed,
+                CartStatus::PendingDelete,
+                CartStatus::Processing,
+            ],
+        ),
+        R::CartNotClosedOrProcessing => cart_status_in(
+            cart,
+            &[
+                CartStatus::Active,
+                CartStatus::Checkout,
+                CartStatus::PendingClosed,
+                CartStatus::PendingDelete,
+            ],
+        ),
+        R::NoSessionInProgress => match session {
+            Some(s) if s.is_processing && !s.is_archived => {
+                Err(format!("cart already in progress: session {} is processing", s.id))
+            }
+            _ => Ok(()),
+        },
+        R::InitialStateIsEntry => {
+            let entry = table.template().entry();
+            let Command::StartSession { initial_state, .. } = command else {
+                return Ok(());
+            };
+            match initial_state.as_deref() {
+                None => Ok(()),
+                Some(given) if entry.is_some_and(|e| e.as_str() == given) => Ok(()),
+                Some(given) => Err(format!(
+                    "session not created: initialState {given:?} is not the template's entry ({})",
+                    show(entry)
+                )),
+            }
+        }
+        R::SessionExists => match session {
+            Some(s) if s.is_archived => Err(format!("session {} is archived", s.id)),
+            Some(_) => Ok(()),
+            None => Err("the cart has no checkout session".into()),
+        },
+        R::SessionStateNotEmpty => match session {
+            Some(s) if s.state.is_some() => Ok(()),
+            _ => Err("the session's State is empty".into()),
+        },
+        R::SessionIsProcessing => match session {
+            Some(s) if s.is_processing => Ok(()),
+            _ => Err("the session is not locked (IsProcessing is false): call updateCheckoutSessionStateAction first".into()),
+        },
+        R::SessionNotProcessing => match session {
+            Some(s) if s.is_processing => Err(format!("session {} is locked (IsProcessing is true)", s.id)),
+            _ => Ok(()),
+        },
+        R::SessionAtStep => {
+            let expected = step_state(table, event);
+            let actual = session.and_then(|s| s.state);
+            match expected {
+                Some(step) if actual == Some(step) => Ok(()),
+                Some(step) => Err(format!(
+                    "{event} runs in the {step} step; the session is in {}",
+                    show(actual)
+                )),
+                None => Err(format!("{event} is not a step of template {}", table.template().name)),
+            }
+        }
+        R::NextStateSet => {
+            let expected = step_state(table, event)
+                .and_then(|step| table.template().step(step))
+                .and_then(|step| step.next);
+            let actual = session.and_then(|s| s.next_state);
+            if expected.is_some() && actual == expected {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the session's NextState is {}, expected {}",
+                    show(actual),
+                    show(expected)
+                ))
+            }
+        }
+        R::ExpectedStateMatches => {
+            let (_, expected) = requested_states(command);
+            let actual = session.and_then(|s| s.state);
+            match expected {
+                Some(given) if Some(given) != actual.map(SessionState::as_str) => Err(format!(
+                    "the session's State is {}, not the expected {given:?}",
+                    show(actual)
+                )),
+                _ => Ok(()),
+            }
+        }
+        R::TargetIsNextStep => {
+            let (requested, _) = requested_states(command);
+            let requested = requested.unwrap_or_default();
+            let current = session.and_then(|s| s.state);
+            let from = Node::Session(SessionNode::At(current, Phase::Open));
+            let declared = match table.find(event, from) {
+                Some(row) if event == Event::Advance => match row.to {
+                    Node::Session(SessionNode::At(state, _)) => state,
+                    _ => None,
+                },
+                Some(row) => row.next_state,
+                None => None,
+            };
+            match declared {
+                Some(next) if next.as_str() == requested => Ok(()),
+                Some(next) => Err(format!(
+                    "{event} from {} leads to {next}, not {requested:?}",
+                    show(current)
+                )),
+                None => Err(format!("{event} is not declared from {}", show(current))),
+            }
+        }
+        R::NoOperationInProgress => {
+            let active = snapshot
+                .operation
+                .as_ref()
+                .filter(|op| op.status.is_active());
+            match active {
+                Some(op) => Err(format!(
+                    "an integration is already in progress: operation {} is {}",
+                    op.id,
+                    op.status.as_str()
+                )),
+                None if snapshot.cart_has_active_operation => {
+                    Err("an integration is already in progress for this cart".into())
+                }
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+fn cart_status_in(
+    cart: Option<&crate::model::WebCart>,
+    allowed: &[CartStatus],
+) -> Result<(), String> {
+    match cart {
+        Some(c) if allowed.contains(&c.status) => Ok(()),
+        Some(c) => Err(format!(
+            "cart {} is {}; this needs {}",
+            c.id,
+            c.status.as_str(),
+            allowed
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )),
+        None => Err("no cart".into()),
+    }
+}
+
+/// Every unmet requirement of `command`, in check order (a dry run).
+pub fn unmet(table: &TransitionTable, snapshot: &Snapshot, command: &Command) -> Vec<Unmet> {
+    guards(command.event())
+        .iter()
+        .filter_map(|g| {
+            evaluate(g.requirement, table, snapshot, command)
+                .err()
+                .map(|message| Unmet {
+                    requirement: g.requirement,
+                    code: g.code,
+                    status: g.status,
+                    message,
+                })
+        })
+        .collect()
+}

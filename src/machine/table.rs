@@ -1,0 +1,541 @@
+//! The transition table: every legal move of a session, a cart and an operation, as data.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::Bfs;
+use serde::{Deserialize, Serialize};
+
+use crate::machine::{Action, Event, StepKind, Template};
+use crate::model::{CartStatus, OperationStatus, SessionState};
+
+/// The three state machines a checkout drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Machine {
+    /// CartCheckoutSession: State, IsProcessing, IsArchived.
+    Session,
+    /// WebCart.Status.
+    Cart,
+    /// BackgroundOperation.Status.
+    Operation,
+}
+
+/// Where a session is in its step: free, locked by Update Checkout Session, or waiting on
+/// its background operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Phase {
+    /// IsProcessing false.
+    Open,
+    /// IsProcessing true, no New or Running operation yet.
+    Locked,
+    /// IsProcessing true, the session's operation is New or Running.
+    Running,
+}
+
+/// A session's node in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum SessionNode {
+    /// The cart has no active session.
+    Absent,
+    /// An active session: its State (`None` when empty) and phase.
+    At(Option<SessionState>, Phase),
+    /// The session is archived (finished or cancelled); it never changes again.
+    Archived,
+}
+
+/// An operation's node in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum OperationNode {
+    /// Not created yet.
+    Absent,
+    /// Created, with this status.
+    Is(OperationStatus),
+}
+
+/// A state of one of the three machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Node {
+    /// A session node.
+    Session(SessionNode),
+    /// A cart status.
+    Cart(CartStatus),
+    /// An operation node.
+    Operation(OperationNode),
+}
+
+impl Node {
+    /// The machine this node belongs to.
+    pub fn machine(self) -> Machine {
+        match self {
+            Node::Session(_) => Machine::Session,
+            Node::Cart(_) => Machine::Cart,
+            Node::Operation(_) => Machine::Operation,
+        }
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Session(SessionNode::Absent) => f.write_str("no session"),
+            Node::Session(SessionNode::Archived) => f.write_str("Archived"),
+            Node::Session(SessionNode::At(state, phase)) => {
+                let name = state.map_or("(empty State)", SessionState::as_str);
+                match phase {
+                    Phase::Open => f.write_str(name),
+                    Phase::Locked => write!(f, "{name} (locked)"),
+                    Phase::Running => write!(f, "{name} (running)"),
+                }
+            }
+            Node::Cart(status) => f.write_str(status.as_str()),
+            Node::Operation(OperationNode::Absent) => f.write_str("no operation"),
+            Node::Operation(OperationNode::Is(status)) => f.write_str(status.as_str()),
+        }
+    }
+}
+
+/// One declared move: `event` takes a machine from `from` to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Transition {
+    /// What fires it.
+    pub event: Event,
+    /// The node before.
+    pub from: Node,
+    /// The node after.
+    pub to: Node,
+    /// For the lock of an async step: the NextState it records.
+    pub next_state: Option<SessionState>,
+}
+
+/// Why a template or table is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// The template has no entry step, or more than one.
+    #[error("template {0:?} needs exactly one entry step, it has {1}")]
+    Entry(String, usize),
+    /// A step's `next` names a State that is no step of the template.
+    #[error("step {from} goes to {to}, which is not a step of the template")]
+    UnknownTarget {
+        /// The step.
+        from: SessionState,
+        /// The unknown target.
+        to: SessionState,
+    },
+    /// A non-terminal step has no next step, or the terminal step has one.
+    #[error("step {0} {1}")]
+    BadNext(SessionState, &'static str),
+    /// Two steps share a State, or two steps run the same action.
+    #[error("{0} appears in more than one step")]
+    Duplicate(String),
+    /// `Error` is the failure state, not a step.
+    #[error("Error is the failure state and cannot be a step")]
+    ErrorAsStep,
+    /// An action that is not an async cart action was used as an async step.
+    #[error("{0} cannot be the action of an async step")]
+    NotAsync(Action),
+    /// A step or node no path from the entry reaches.
+    #[error("{0} is unreachable from the entry")]
+    Unreachable(String),
+    /// Two rows leave the same node on the same event.
+    #[error("two transitions leave {from} on {event}")]
+    Ambiguous {
+        /// The event.
+        event: Event,
+        /// The node.
+        from: Node,
+    },
+}
+
+/// The validated table the engine runs, the diagram draws and the tests check against.
+#[derive(Debug, Clone)]
+pub struct TransitionTable {
+    template: Template,
+    rows: Vec<Transition>,
+    by_event_and_source: BTreeMap<(Event, Node), usize>,
+}
+
+/// The nodes a machine can be in without any transition having happened.
+pub const ENTRY_NODES: [Node; 3] = [
+    Node::Session(SessionNode::Absent),
+    Node::Cart(CartStatus::Active),
+    Node::Operation(OperationNode::Absent),
+];
+
+impl TransitionTable {
+    /// The table of the standard template.
+    pub fn standard() -> TransitionTable {
+        TransitionTable::build(Template::standard()).expect("the standard template is valid")
+    }
+
+    /// Builds and validates the table of a template.
+    pub fn build(template: Template) -> Result<TransitionTable, TableError> {
+        validate_template(&template)?;
+        let rows = rows_of(&template);
+        let mut by_event_and_source = BTreeMap::new();
+        for (index, row) in rows.iter().enumerate() {
+            if by_event_and_source
+                .insert((row.event, row.from), index)
+                .is_some()
+            {
+                return Err(TableError::Ambiguous {
+                    event: row.event,
+                    from: row.from,
+                });
+            }
+        }
+        let table = TransitionTable {
+            template,
+            rows,
+            by_event_and_source,
+        };
+        table.check_reachable()?;
+        Ok(table)
+    }
+
+    /// The template the table was built from.
+    pub fn template(&self) -> &Template {
+        &self.template
+    }
+
+    /// Every row, in a stable order.
+    pub fn rows(&self) -> &[Transition] {
+        &self.rows
+    }
+
+    /// The row `event` fires from `from`, if any.
+    pub fn find(&self, event: Event, from: Node) -> Option<&Transition> {
+        self.by_event_and_source
+            .get(&(event, from))
+            .map(|&index| &self.rows[index])
+    }
+
+    /// Whether moving from `from` to `to` on `event` is declared.
+    pub fn admits(&self, event: Event, from: Node, to: Node) -> bool {
+        from == to || self.find(event, from).is_some_and(|row| row.to == to)
+    }
+
+    /// Every node that appears in the table, sorted.
+    pub fn nodes(&self) -> BTreeSet<Node> {
+        self.rows.iter().flat_map(|r| [r.from, r.to]).collect()
+    }
+
+    /// The petgraph view of the table: nodes, and one edge per row labelled with its event.
+    pub fn graph(&self) -> (DiGraph<Node, Event>, BTreeMap<Node, NodeIndex>) {
+        let mut graph = DiGraph::new();
+        let mut index = BTreeMap::new();
+        for node in self.nodes() {
+            index.insert(node, graph.add_node(node));
+        }
+        for row in &self.rows {
+            graph.add_edge(index[&row.from], index[&row.to], row.event);
+        }
+        (graph, index)
+    }
+
+    fn check_reachable(&self) -> Result<(), TableError> {
+        let (graph, index) = self.graph();
+        let mut seen = BTreeSet::new();
+        for entry in ENTRY_NODES {
+            let Some(&start) = index.get(&entry) else {
+                continue;
+            };
+            let mut bfs = Bfs::new(&graph, start);
+            while let Some(found) = bfs.next(&graph) {
+                seen.insert(graph[found]);
+            }
+        }
+        match self.nodes().into_iter().find(|node| !seen.contains(node)) {
+            Some(node) => Err(TableError::Unreachable(node.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn validate_template(template: &Template) -> Result<(), TableError> {
+    let entries = template
+        .steps
+        .iter()
+        .filter(|s| s.kind == StepKind::Entry)
+        .count();
+    if entries != 1 {
+        return Err(TableError::Entry(template.name.clone(), entries));
+    }
+    let mut states = BTreeSet::new();
+    let mut actions = BTreeSet::new();
+    for step in &template.steps {
+        if step.state == SessionState::Error {
+            return Err(TableError::ErrorAsStep);
+        }
+        if !states.insert(step.state) {
+            return Err(TableError::Duplicate(step.state.to_string()));
+        }
+        if let StepKind::Async(action) = step.kind {
+            if action.provider_kind().is_none()
+                && !matches!(action, Action::CartToOrder | Action::ActivateOrder)
+            {
+                return Err(TableError::NotAsync(action));
+            }
+            if !actions.insert(action) {
+                return Err(TableError::Duplicate(action.to_string()));
+            }
+        }
+        match (step.kind, step.next) {
+            (StepKind::Terminal, Some(_)) => {
+                return Err(TableError::BadNext(
+                    step.state,
+                    "is terminal but has a next step",
+                ));
+            }
+            (StepKind::Terminal, None) => {}
+            (_, None) => return Err(TableError::BadNext(step.state, "has no next step")),
+            (_, Some(_)) => {}
+        }
+    }
+    for step in &template.steps {
+        if let Some(next) = step.next
+            && !states.contains(&next)
+        {
+            return Err(TableError::UnknownTarget {
+                from: step.state,
+                to: next,
+            });
+        }
+    }
+    // Every step must be on the path from the entry.
+    let mut reached = BTreeSet::new();
+    let mut cursor = template.entry();
+    while let Some(state) = cursor {
+        if !reached.insert(state) {
+            break;
+        }
+        cursor = template.step(state).and_then(|s| s.next);
+    }
+    if let Some(step) = template.steps.iter().find(|s| !reached.contains(&s.state)) {
+        return Err(TableError::Unreachable(step.state.to_string()));
+    }
+    Ok(())
+}
+
+fn session(state: SessionState, phase: Phase) -> Node {
+    Node::Session(SessionNode::At(Some(state), phase))
+}
+
+fn row(event: Event, from: Node, to: Node) -> Transition {
+    Transition {
+        event,
+        from,
+        to,
+        next_state: None,
+    }
+}
+
+/// Generates the rows of a (validated) template.
+fn rows_of(template: &Template) -> Vec<Transition> {
+    use OperationNode as O;
+    use OperationStatus as S;
+    let start = Event::Action(Action::CheckoutSession);
+    let update = Event::Action(Action::UpdateCheckoutSessionState);
+    let cancel = Event::Action(Action::CancelCartAsyncOperation);
+    let entry = template.entry().unwrap_or(SessionState::Start);
+
+    let mut rows = vec![
+        row(
+            start,
+            Node::Session(SessionNode::Absent),
+            session(entry, Phase::Open),
+        ),
+        row(
+            start,
+            session(SessionState::Error, Phase::Open),
+            Node::Session(SessionNode::Archived),
+        ),
+        row(
+            start,
+            Node::Cart(CartStatus::Active),
+            Node::Cart(CartStatus::Checkout),
+        ),
+        row(
+            cancel,
+            Node::Cart(CartStatus::Checkout),
+            Node::Cart(CartStatus::Active),
+        ),
+        row(
+            Event::Claim,
+            Node::Operation(O::Is(S::New)),
+            Node::Operation(O::Is(S::Running)),
+        ),
+        row(
+            Event::Succeed,
+            Node::Operation(O::Is(S::Running)),
+            Node::Operation(O::Is(S::Complete)),
+        ),
+        row(
+            Event::Fail,
+            Node::Operation(O::Is(S::Running)),
+            Node::Operation(O::Is(S::Error)),
+        ),
+        row(
+            cancel,
+            Node::Operation(O::Is(S::New)),
+            Node::Operation(O::Is(S::Canceled)),
+        ),
+        row(
+            cancel,
+            Node::Operation(O::Is(S::Running)),
+            Node::Operation(O::Is(S::Canceled)),
+        ),
+    ];
+    for step in &template.steps {
+        let Some(next) = step.next else { continue };
+        let here = step.state;
+        let emit = match step.kind {
+            StepKind::Entry | StepKind::Screen => {
+                rows.push(row(
+                    Event::Advance,
+                    session(here, Phase::Open),
+                    session(next, Phase::Open),
+                ));
+                continue;
+            }
+            StepKind::Terminal => continue,
+            StepKind::Async(action) => Event::Action(action),
+            StepKind::Payment => Event::Authorize,
+        };
+        rows.push(Transition {
+            next_state: Some(next),
+            ..row(
+                update,
+                session(here, Phase::Open),
+                session(here, Phase::Locked),
+            )
+        });
+        rows.push(row(
+            emit,
+            session(here, Phase::Locked),
+            session(here, Phase::Running),
+        ));
+        rows.push(row(
+            emit,
+            Node::Operation(O::Absent),
+            Node::Operation(O::Is(S::New)),
+        ));
+        rows.push(row(
+            Event::Succeed,
+            session(here, Phase::Running),
+            session(next, Phase::Open),
+        ));
+        rows.push(row(
+            Event::Fail,
+            session(here, Phase::Running),
+            session(SessionState::Error, Phase::Open),
+        ));
+    }
+    // Cancel archives the session from wherever it is.
+    let active: BTreeSet<Node> = rows
+        .iter()
+        .flat_map(|r| [r.from, r.to])
+        .filter(|n| matches!(n, Node::Session(SessionNode::At(..))))
+        .collect();
+    for node in active {
+        rows.push(row(cancel, node, Node::Session(SessionNode::Archived)));
+    }
+    rows.sort();
+    rows.dedup();
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Step;
+
+    #[test]
+    fn the_standard_table_holds_every_state_and_action() {
+        let table = TransitionTable::standard();
+        let nodes = table.nodes();
+        for &state in SessionState::ALL {
+            assert!(
+                nodes.contains(&session(state, Phase::Open)),
+                "{state} missing"
+            );
+        }
+        let events: BTreeSet<Event> = table.rows().iter().map(|r| r.event).collect();
+        for action in Action::ALL {
+            assert!(events.contains(&Event::Action(action)), "{action} missing");
+        }
+    }
+
+    #[test]
+    fn unknown_targets_and_unreachable_steps_are_refused() {
+        let mut template = Template::standard();
+        template.steps[1].next = Some(SessionState::Error);
+        assert_eq!(
+            TransitionTable::build(template).unwrap_err(),
+            TableError::UnknownTarget {
+                from: SessionState::ShippingAddress,
+                to: SessionState::Error
+            }
+        );
+
+        let mut template = Template::standard();
+        template.steps.retain(|s| s.state != SessionState::Taxes);
+        assert!(matches!(
+            TransitionTable::build(template),
+            Err(TableError::UnknownTarget {
+                to: SessionState::Taxes,
+                ..
+            })
+        ));
+
+        let mut template = Template::standard();
+        template.steps[1].next = Some(SessionState::ConfirmPrice);
+        assert_eq!(
+            TransitionTable::build(template).unwrap_err(),
+            TableError::Unreachable("Inventory".into())
+        );
+    }
+
+    #[test]
+    fn templates_with_bad_shapes_are_refused() {
+        let mut template = Template::standard();
+        template.steps.push(Step {
+            state: SessionState::Error,
+            kind: StepKind::Screen,
+            next: Some(SessionState::Complete),
+        });
+        assert_eq!(
+            TransitionTable::build(template).unwrap_err(),
+            TableError::ErrorAsStep
+        );
+
+        let mut template = Template::standard();
+        template.steps[0].kind = StepKind::Screen;
+        assert!(matches!(
+            TransitionTable::build(template),
+            Err(TableError::Entry(_, 0))
+        ));
+
+        let mut template = Template::standard();
+        template.steps[1].kind = StepKind::Async(Action::CancelCartAsyncOperation);
+        assert!(matches!(
+            TransitionTable::build(template),
+            Err(TableError::NotAsync(_))
+        ));
+    }
+
+    #[test]
+    fn a_store_can_remove_a_step() {
+        let table = TransitionTable::build(Template::without_promotions()).unwrap();
+        assert!(
+            !table
+                .nodes()
+                .contains(&session(SessionState::CalculatePromotions, Phase::Open))
+        );
+        assert!(table.admits(
+            Event::Succeed,
+            session(SessionState::ConfirmPrice, Phase::Running),
+            session(SessionState::ShippingCost, Phase::Open)
+        ));
+    }
+}

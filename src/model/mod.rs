@@ -1,0 +1,461 @@
+//! Plain data: the Salesforce objects a checkout reads and writes.
+//!
+//! Field names serialize in Salesforce's own spelling (`WebCartId`, `IsProcessing`, ...) and
+//! every status is an enum that serializes as the exact Salesforce string.
+
+mod id;
+mod state;
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+pub use id::{IdError, KeyPrefix, SfId};
+pub use state::{ParseEnumError, SessionState};
+
+/// Longest CartValidationOutput message Salesforce stores.
+pub const MAX_MESSAGE_LEN: usize = 255;
+
+/// A store: the context every cart and checkout belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct WebStore {
+    /// Record ID (`0ZE`).
+    pub id: SfId,
+    /// Display name.
+    pub name: String,
+    /// Minutes a checkout may live; `None` never expires, `0` disables checkout.
+    #[serde(default = "default_ttl")]
+    pub checkout_time_to_live: Option<u32>,
+    /// Buyer accounts that are members of the store (through its buyer groups).
+    #[serde(default)]
+    pub buyer_accounts: BTreeSet<SfId>,
+}
+
+fn default_ttl() -> Option<u32> {
+    Some(2880)
+}
+
+/// A buyer account: a cart's effective account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Account {
+    /// Record ID (`001`).
+    pub id: SfId,
+    /// Display name.
+    pub name: String,
+    /// Whether the account is active (enabled as a buyer).
+    #[serde(default = "yes")]
+    pub is_active: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A permission that decides who may invoke checkout actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Permission {
+    /// The buyer's permission to check out (the B2B buyer permission set).
+    #[serde(rename = "B2BBuyer")]
+    B2BBuyer,
+    /// An integration user acting for a store.
+    #[serde(rename = "B2BCommerceIntegrator")]
+    B2BCommerceIntegrator,
+    /// Modify All Data: an administrator, who also sees every cart.
+    #[serde(rename = "ModifyAllData")]
+    ModifyAllData,
+}
+
+/// A user: the actor of every command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct User {
+    /// Record ID (`005`).
+    pub id: SfId,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// The buyer account of an external (buyer) user; `None` for internal users.
+    #[serde(default)]
+    pub account_id: Option<SfId>,
+    /// Permissions held.
+    #[serde(default)]
+    pub permissions: BTreeSet<Permission>,
+}
+
+impl User {
+    /// Whether the user holds `permission`.
+    pub fn has(&self, permission: Permission) -> bool {
+        self.permissions.contains(&permission)
+    }
+}
+
+/// WebCart.Status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum CartStatus {
+    /// Open for edits.
+    Active,
+    /// In checkout: locked against edits.
+    Checkout,
+    /// Ordered; nothing may change it.
+    Closed,
+    /// Being closed.
+    PendingClosed,
+    /// Being deleted.
+    PendingDelete,
+    /// Busy with a platform process.
+    Processing,
+}
+
+impl CartStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [CartStatus; 6] = [
+        CartStatus::Active,
+        CartStatus::Checkout,
+        CartStatus::Closed,
+        CartStatus::PendingClosed,
+        CartStatus::PendingDelete,
+        CartStatus::Processing,
+    ];
+
+    /// The Salesforce string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CartStatus::Active => "Active",
+            CartStatus::Checkout => "Checkout",
+            CartStatus::Closed => "Closed",
+            CartStatus::PendingClosed => "PendingClosed",
+            CartStatus::PendingDelete => "PendingDelete",
+            CartStatus::Processing => "Processing",
+        }
+    }
+}
+
+/// The level of access a share grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Access {
+    /// May read the cart.
+    Read,
+    /// May read and change the cart.
+    Edit,
+}
+
+/// A share of a cart with another user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CartShare {
+    /// The user the cart is shared with.
+    pub user_id: SfId,
+    /// What the share allows.
+    pub access: Access,
+}
+
+/// A cart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct WebCart {
+    /// Record ID (`0a6`).
+    pub id: SfId,
+    /// The store the cart belongs to.
+    pub web_store_id: SfId,
+    /// The effective (buyer) account.
+    pub account_id: SfId,
+    /// The owning user.
+    pub owner_id: SfId,
+    /// Cart status.
+    pub status: CartStatus,
+    /// Other users the cart is shared with.
+    #[serde(default)]
+    pub shares: Vec<CartShare>,
+    /// Optimistic-concurrency version, bumped by every committed change.
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl WebCart {
+    /// The access `user` has to this cart through ownership, sharing or Modify All Data.
+    pub fn access_of(&self, user: &User) -> Option<Access> {
+        if user.id == self.owner_id || user.has(Permission::ModifyAllData) {
+            return Some(Access::Edit);
+        }
+        self.shares
+            .iter()
+            .filter(|s| s.user_id == user.id)
+            .map(|s| s.access)
+            .max()
+    }
+}
+
+/// CartItem.Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum CartItemType {
+    /// A product line: stock applies.
+    #[default]
+    Product,
+    /// A charge line (shipping, fees): no stock.
+    Charge,
+}
+
+/// A cart line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CartItem {
+    /// Record ID (`0a9`).
+    pub id: SfId,
+    /// The cart.
+    pub cart_id: SfId,
+    /// Stock keeping unit; blank or missing fails the inventory check.
+    #[serde(default)]
+    pub sku: Option<String>,
+    /// The product, where known.
+    #[serde(default, rename = "Product2Id")]
+    pub product2_id: Option<String>,
+    /// Quantity ordered.
+    pub quantity: Decimal,
+    /// Product or charge.
+    #[serde(default, rename = "Type")]
+    pub item_type: CartItemType,
+    /// Unit price, once priced.
+    #[serde(default)]
+    pub sales_price: Option<Decimal>,
+}
+
+/// A cart's checkout session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CartCheckoutSession {
+    /// Record ID (`2z9`).
+    pub id: SfId,
+    /// The cart.
+    pub web_cart_id: SfId,
+    /// The step the session is in; `None` is the empty State that the requirements refuse.
+    pub state: Option<SessionState>,
+    /// What State becomes when the running async step succeeds.
+    #[serde(default)]
+    pub next_state: Option<SessionState>,
+    /// True while the session is locked for an async step.
+    #[serde(default)]
+    pub is_processing: bool,
+    /// True once a step failed.
+    #[serde(default)]
+    pub is_error: bool,
+    /// True once the session is finished or cancelled.
+    #[serde(default)]
+    pub is_archived: bool,
+    /// The session's current background operation.
+    #[serde(default)]
+    pub background_operation_id: Option<SfId>,
+    /// The order made from the cart.
+    #[serde(default)]
+    pub order_id: Option<SfId>,
+    /// Optimistic-concurrency version, bumped by every committed change.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// BackgroundOperation.Status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OperationStatus {
+    /// Waiting for a worker.
+    New,
+    /// Claimed by a worker.
+    Running,
+    /// Finished successfully.
+    Complete,
+    /// Finished with a failure.
+    Error,
+    /// Cancelled before it finished.
+    Canceled,
+}
+
+impl OperationStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [OperationStatus; 5] = [
+        OperationStatus::New,
+        OperationStatus::Running,
+        OperationStatus::Complete,
+        OperationStatus::Error,
+        OperationStatus::Canceled,
+    ];
+
+    /// New or Running: the operation still holds the cart's one integration slot.
+    pub fn is_active(self) -> bool {
+        matches!(self, OperationStatus::New | OperationStatus::Running)
+    }
+
+    /// The Salesforce string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperationStatus::New => "New",
+            OperationStatus::Running => "Running",
+            OperationStatus::Complete => "Complete",
+            OperationStatus::Error => "Error",
+            OperationStatus::Canceled => "Canceled",
+        }
+    }
+}
+
+/// The kind of check a provider performs (StoreIntegratedService.ServiceProviderType).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ProviderKind {
+    /// Stock availability.
+    Inventory,
+    /// Prices.
+    Price,
+    /// Promotions.
+    Promotions,
+    /// Shipping cost.
+    Shipment,
+    /// Taxes.
+    Tax,
+    /// Payment authorisation.
+    Payment,
+}
+
+impl ProviderKind {
+    /// The CartValidationOutput type a failure of this kind writes.
+    pub fn output_type(self) -> OutputType {
+        match self {
+            ProviderKind::Inventory => OutputType::Inventory,
+            ProviderKind::Price => OutputType::Pricing,
+            ProviderKind::Promotions => OutputType::Promotions,
+            ProviderKind::Shipment => OutputType::Shipping,
+            ProviderKind::Tax => OutputType::Taxes,
+            ProviderKind::Payment => OutputType::Other,
+        }
+    }
+}
+
+/// A background operation: one run of an integration for a cart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct BackgroundOperation {
+    /// Record ID (`0bO`).
+    pub id: SfId,
+    /// The action that created it, e.g. `checkCartInventoryAction`.
+    pub name: String,
+    /// The cart it works on.
+    pub cart_id: SfId,
+    /// The session that waits for it.
+    pub checkout_session_id: SfId,
+    /// The kind of provider it runs.
+    pub provider_kind: ProviderKind,
+    /// Lifecycle status.
+    pub status: OperationStatus,
+    /// Why it ended in Error.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// When it was created.
+    pub submitted_at: DateTime<Utc>,
+    /// When a worker last claimed it.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal status.
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When the current claim's lease runs out.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Claims so far; a completion must carry the current one (the fencing token).
+    #[serde(default)]
+    pub attempt: u32,
+    /// Claims after the first that a sweeper may make.
+    #[serde(default)]
+    pub retry_limit: u32,
+    /// Longest a provider call may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// Optimistic-concurrency version, bumped by every committed change.
+    #[serde(default)]
+    pub version: u64,
+}
+
+/// CartValidationOutput.Level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Level {
+    /// For information.
+    Info,
+    /// Blocks the checkout.
+    Error,
+    /// Worth showing, does not block.
+    Warning,
+}
+
+/// CartValidationOutput.Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OutputType {
+    /// The integration itself failed (error, panic, timeout).
+    SystemError,
+    /// Stock.
+    Inventory,
+    /// Prices.
+    Pricing,
+    /// Promotions.
+    Promotions,
+    /// Shipping.
+    Shipping,
+    /// Taxes.
+    Taxes,
+    /// Entitlements.
+    Entitlement,
+    /// Anything else.
+    Other,
+}
+
+/// A message from an integration to the buyer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CartValidationOutput {
+    /// Record ID (`0a7`).
+    pub id: SfId,
+    /// The cart.
+    pub cart_id: SfId,
+    /// The operation that wrote it.
+    #[serde(default)]
+    pub background_operation_id: Option<SfId>,
+    /// Severity.
+    pub level: Level,
+    /// Which kind of check wrote it.
+    #[serde(rename = "Type")]
+    pub output_type: OutputType,
+    /// The text for the buyer, at most 255 characters.
+    pub message: String,
+    /// The cart or cart item it is about.
+    #[serde(default)]
+    pub related_entity_id: Option<SfId>,
+    /// Whether the buyer dismissed it.
+    #[serde(default)]
+    pub is_dismissed: bool,
+}
+
+/// Cuts `message` to at most [`MAX_MESSAGE_LEN`] characters.
+pub fn clip_message(message: &str) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_LEN) {
+        Some((cut, _)) => message[..cut].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_serialize_as_salesforce_strings() {
+        for status in CartStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        for status in OperationStatus::ALL {
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+    }
+
+    #[test]
+    fn messages_are_clipped_on_character_boundaries() {
+        let long = "é".repeat(300);
+        assert_eq!(clip_message(&long).chars().count(), MAX_MESSAGE_LEN);
+        assert_eq!(clip_message("short"), "short");
+    }
+}

@@ -1,0 +1,284 @@
+//! A small, fixed world of records for the demo, examples, tests and benchmarks: one store,
+//! its buyer accounts and users with every combination of permission and access that the
+//! requirements distinguish, and carts ready to check out.
+
+use rust_decimal::Decimal;
+
+use crate::model::{
+    Access, Account, CartItem, CartItemType, CartShare, CartStatus, KeyPrefix, Permission, SfId,
+    User, WebCart, WebStore,
+};
+use crate::store::{DataSet, StockLevel};
+
+/// The record number every sample ID is built from, so sample IDs are stable.
+fn id(kind: KeyPrefix, n: u64) -> SfId {
+    SfId::from_number(kind, 1_000 + n)
+}
+
+/// The sample store.
+pub fn store_id() -> SfId {
+    id(KeyPrefix::WebStore, 1)
+}
+/// A store the buyers' account is not a member of.
+pub fn other_store_id() -> SfId {
+    id(KeyPrefix::WebStore, 2)
+}
+/// The buyers' account (active, a member of the sample store).
+pub fn account_id() -> SfId {
+    id(KeyPrefix::Account, 1)
+}
+/// An inactive account.
+pub fn inactive_account_id() -> SfId {
+    id(KeyPrefix::Account, 2)
+}
+/// An account ID with no record.
+pub fn missing_account_id() -> SfId {
+    id(KeyPrefix::Account, 3)
+}
+/// The buyer: owns the sample carts, holds the B2B buyer permission.
+pub fn buyer_id() -> SfId {
+    id(KeyPrefix::User, 1)
+}
+/// A colleague with an Edit share on the sample carts.
+pub fn colleague_id() -> SfId {
+    id(KeyPrefix::User, 2)
+}
+/// A colleague with only a Read share.
+pub fn reader_id() -> SfId {
+    id(KeyPrefix::User, 3)
+}
+/// A user of the same account without any checkout permission.
+pub fn no_permission_id() -> SfId {
+    id(KeyPrefix::User, 4)
+}
+/// A buyer of the same account with no share of the sample carts.
+pub fn stranger_id() -> SfId {
+    id(KeyPrefix::User, 5)
+}
+/// An integration user (B2BCommerceIntegrator, Modify All Data, no account).
+pub fn integrator_id() -> SfId {
+    id(KeyPrefix::User, 6)
+}
+
+/// The sample carts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleCart {
+    /// Two lines of one SKU and one of another, all in stock.
+    InStock,
+    /// Wants more of a SKU than the stock table holds.
+    ShortStock,
+    /// Closed: nothing may change it.
+    Closed,
+    /// Its effective account is inactive.
+    InactiveAccount,
+    /// Its store does not list the buyers' account.
+    ForeignStore,
+}
+
+impl SampleCart {
+    /// Every sample cart.
+    pub const ALL: [SampleCart; 5] = [
+        SampleCart::InStock,
+        SampleCart::ShortStock,
+        SampleCart::Closed,
+        SampleCart::InactiveAccount,
+        SampleCart::ForeignStore,
+    ];
+
+    /// The cart's ID.
+    pub fn id(self) -> SfId {
+        id(KeyPrefix::WebCart, 1 + self as u64)
+    }
+}
+
+fn user(n: SfId, name: &str, account: Option<SfId>, permissions: &[Permission]) -> User {
+    User {
+        id: n,
+        name: name.to_owned(),
+        account_id: account,
+        permissions: permissions.iter().copied().collect(),
+    }
+}
+
+fn item(n: u64, cart: SfId, sku: &str, quantity: u32) -> CartItem {
+    CartItem {
+        id: id(KeyPrefix::CartItem, n),
+        cart_id: cart,
+        sku: Some(sku.to_owned()),
+        product2_id: None,
+        quantity: Decimal::from(quantity),
+        item_type: CartItemType::Product,
+        sales_price: None,
+    }
+}
+
+/// A cart of `lines` product lines for the sample buyer in the sample store, each wanting
+/// one unit of SKU `SKU-{n % skus}`, with stock for all of them: for benchmarks and load.
+pub fn bulk_cart(cart_number: u64, lines: u64, skus: u64) -> (WebCart, Vec<CartItem>) {
+    let cart = WebCart {
+        id: id(KeyPrefix::WebCart, 100_000 + cart_number),
+        web_store_id: store_id(),
+        account_id: account_id(),
+        owner_id: buyer_id(),
+        status: CartStatus::Active,
+        shares: Vec::new(),
+        version: 0,
+    };
+    let items = (0..lines)
+        .map(|n| {
+            item(
+                1_000_000 + cart_number * 10_000 + n,
+                cart.id,
+                &format!("SKU-{}", n % skus.max(1)),
+                1,
+            )
+        })
+        .collect();
+    (cart, items)
+}
+
+/// Stock for [`bulk_cart`]: `units` of each of `skus` SKUs.
+pub fn bulk_stock(skus: u64, units: u32) -> Vec<StockLevel> {
+    (0..skus.max(1))
+        .map(|n| StockLevel {
+            store_id: store_id(),
+            sku: format!("SKU-{n}"),
+            quantity: Decimal::from(units),
+        })
+        .collect()
+}
+
+/// The sample world.
+pub fn dataset() -> DataSet {
+    let members = [account_id(), inactive_account_id()].into_iter().collect();
+    let stores = vec![
+        WebStore {
+            id: store_id(),
+            name: "Alpine Supply B2B".into(),
+            checkout_time_to_live: Some(2880),
+            buyer_accounts: members,
+        },
+        WebStore {
+            id: other_store_id(),
+            name: "Harbour Wholesale".into(),
+            checkout_time_to_live: Some(2880),
+            buyer_accounts: Default::default(),
+        },
+    ];
+    let accounts = vec![
+        Account {
+            id: account_id(),
+            name: "Summit Outfitters".into(),
+            is_active: true,
+        },
+        Account {
+            id: inactive_account_id(),
+            name: "Dormant Traders".into(),
+            is_active: false,
+        },
+    ];
+    let buyer_perm = [Permission::B2BBuyer];
+    let users = vec![
+        user(buyer_id(), "Bea Buyer", Some(account_id()), &buyer_perm),
+        user(
+            colleague_id(),
+            "Cole Colleague",
+            Some(account_id()),
+            &buyer_perm,
+        ),
+        user(reader_id(), "Rae Reader", Some(account_id()), &buyer_perm),
+        user(no_permission_id(), "Nate NoPerm", Some(account_id()), &[]),
+        user(
+            stranger_id(),
+            "Stan Stranger",
+            Some(account_id()),
+            &buyer_perm,
+        ),
+        user(
+            integrator_id(),
+            "Ivy Integrator",
+            None,
+            &[Permission::B2BCommerceIntegrator, Permission::ModifyAllData],
+        ),
+    ];
+    let shares = vec![
+        CartShare {
+            user_id: colleague_id(),
+            access: Access::Edit,
+        },
+        CartShare {
+            user_id: reader_id(),
+            access: Access::Read,
+        },
+    ];
+    let cart = |which: SampleCart, store: SfId, account: SfId, status: CartStatus| WebCart {
+        id: which.id(),
+        web_store_id: store,
+        account_id: account,
+        owner_id: buyer_id(),
+        status,
+        shares: shares.clone(),
+        version: 0,
+    };
+    let carts = vec![
+        cart(
+            SampleCart::InStock,
+            store_id(),
+            account_id(),
+            CartStatus::Active,
+        ),
+        cart(
+            SampleCart::ShortStock,
+            store_id(),
+            account_id(),
+            CartStatus::Active,
+        ),
+        cart(
+            SampleCart::Closed,
+            store_id(),
+            account_id(),
+            CartStatus::Closed,
+        ),
+        cart(
+            SampleCart::InactiveAccount,
+            store_id(),
+            inactive_account_id(),
+            CartStatus::Active,
+        ),
+        cart(
+            SampleCart::ForeignStore,
+            other_store_id(),
+            account_id(),
+            CartStatus::Active,
+        ),
+    ];
+    let mut items = Vec::new();
+    let mut n = 0;
+    for which in SampleCart::ALL {
+        let lines: &[(&str, u32)] = match which {
+            SampleCart::ShortStock => &[("TENT-4P", 3), ("STOVE-X", 2), ("TENT-4P", 2)],
+            _ => &[("TENT-4P", 2), ("ROPE-60M", 5), ("TENT-4P", 1)],
+        };
+        for (sku, quantity) in lines {
+            n += 1;
+            items.push(item(n, which.id(), sku, *quantity));
+        }
+    }
+    let stock = [("TENT-4P", 4), ("ROPE-60M", 40), ("STOVE-X", 1)]
+        .into_iter()
+        .map(|(sku, units)| StockLevel {
+            store_id: store_id(),
+            sku: sku.into(),
+            quantity: Decimal::from(units),
+        })
+        .collect();
+    DataSet {
+        stores,
+        accounts,
+        users,
+        carts,
+        items,
+        stock,
+        ..DataSet::default()
+    }
+}

@@ -1,0 +1,394 @@
+//! The in-memory store: the reference implementation of the [`Store`] contract.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use chrono::{DateTime, Utc};
+
+use crate::error::StoreError;
+use crate::machine::Snapshot;
+use crate::model::{
+    Account, BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, SfId, User,
+    WebCart, WebStore,
+};
+use crate::store::{Commit, DataSet, DataSetError, HistoryEntry, LoadKey, StockLevel, Store};
+
+#[derive(Debug, Default)]
+struct Tables {
+    stores: HashMap<SfId, WebStore>,
+    accounts: HashMap<SfId, Account>,
+    users: HashMap<SfId, User>,
+    carts: HashMap<SfId, WebCart>,
+    items: HashMap<SfId, Vec<CartItem>>,
+    stock: Vec<StockLevel>,
+    sessions: HashMap<SfId, CartCheckoutSession>,
+    sessions_by_cart: HashMap<SfId, Vec<SfId>>,
+    active_session: HashMap<SfId, SfId>,
+    operations: HashMap<SfId, BackgroundOperation>,
+    operations_by_cart: HashMap<SfId, Vec<SfId>>,
+    active_operation: HashMap<SfId, SfId>,
+    new_operations: BTreeSet<(DateTime<Utc>, SfId)>,
+    outputs: HashMap<SfId, Vec<CartValidationOutput>>,
+    history: HashMap<SfId, Vec<HistoryEntry>>,
+}
+
+impl Tables {
+    fn put_session(&mut self, session: CartCheckoutSession) {
+        let cart = session.web_cart_id;
+        if !self.sessions.contains_key(&session.id) {
+            self.sessions_by_cart
+                .entry(cart)
+                .or_default()
+                .push(session.id);
+        }
+        if session.is_archived {
+            if self.active_session.get(&cart) == Some(&session.id) {
+                self.active_session.remove(&cart);
+            }
+        } else {
+            self.active_session.insert(cart, session.id);
+        }
+        self.sessions.insert(session.id, session);
+    }
+
+    fn put_operation(&mut self, op: BackgroundOperation) {
+        let cart = op.cart_id;
+        match self.operations.get(&op.id) {
+            Some(old) => {
+                self.new_operations.remove(&(old.submitted_at, old.id));
+            }
+            None => self.operations_by_cart.entry(cart).or_default().push(op.id),
+        }
+        if op.status == crate::model::OperationStatus::New {
+            self.new_operations.insert((op.submitted_at, op.id));
+        }
+        if op.status.is_active() {
+            self.active_operation.insert(cart, op.id);
+        } else if self.active_operation.get(&cart) == Some(&op.id) {
+            self.active_operation.remove(&cart);
+        }
+        self.operations.insert(op.id, op);
+    }
+
+    fn cart_snapshot(&self, cart_id: SfId) -> Snapshot {
+        let Some(cart) = self.carts.get(&cart_id) else {
+            return Snapshot::default();
+        };
+        let session = self
+            .active_session
+            .get(&cart_id)
+            .and_then(|id| self.sessions.get(id))
+            .cloned();
+        let operation = session
+            .as_ref()
+            .and_then(|s| s.background_operation_id)
+            .and_then(|id| self.operations.get(&id))
+            .cloned();
+        Snapshot {
+            user: None,
+            store: self.stores.get(&cart.web_store_id).cloned(),
+            account: self.accounts.get(&cart.account_id).cloned(),
+            cart: Some(cart.clone()),
+            session,
+            operation,
+            cart_has_active_operation: self.active_operation.contains_key(&cart_id),
+        }
+    }
+
+    /// Checks versions and invariants of a commit without applying it.
+    fn check(&self, commit: &Commit) -> Result<(), StoreError> {
+        fn expect(kind: &str, id: SfId, stored: Option<u64>, new: u64) -> Result<(), StoreError> {
+            let ok = match stored {
+                None => new == 1,
+                Some(v) => v + 1 == new,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(StoreError::Conflict(format!(
+                    "{kind} {id} is at version {}, the change expects {}",
+                    stored.map_or("none".into(), |v| v.to_string()),
+                    new.saturating_sub(1)
+                )))
+            }
+        }
+        let changes = &commit.changes;
+        for cart in &changes.carts {
+            let stored = self.carts.get(&cart.id).map(|c| c.version);
+            if stored.is_none() {
+                return Err(StoreError::Invariant(format!(
+                    "cart {} does not exist",
+                    cart.id
+                )));
+            }
+            expect("cart", cart.id, stored, cart.version)?;
+        }
+        let mut active_session = HashMap::new();
+        for session in &changes.sessions {
+            let stored = self.sessions.get(&session.id).map(|s| s.version);
+            expect("session", session.id, stored, session.version)?;
+            let cart = session.web_cart_id;
+            let current = active_session
+                .entry(cart)
+                .or_insert_with(|| self.active_session.get(&cart).copied());
+            if session.is_archived {
+                if *current == Some(session.id) {
+                    *current = None;
+                }
+            }
+        }
+        for session in changes.sessions.iter().filter(|s| !s.is_archived) {
+            let current = active_session
+                .get_mut(&session.web_cart_id)
+                .expect("seen above");
+            match current {
+                Some(other) if *other != session.id => {
+                    return Err(StoreError::Invariant(format!(
+                        "cart {} already has active session {other}",
+                        session.web_cart_id
+                    )));
+                }
+                _ => *current = Some(session.id),
+            }
+        }
+        let mut active_operation = HashMap::new();
+        for op in &changes.operations {
+            let stored = self.operations.get(&op.id).map(|o| o.version);
+            expect("operation", op.id, stored, op.version)?;
+            let current = active_operation
+                .entry(op.cart_id)
+                .or_insert_with(|| self.active_operation.get(&op.cart_id).copied());
+            if !op.status.is_active() && *current == Some(op.id) {
+                *current = None;
+            }
+        }
+        for op in changes.operations.iter().filter(|o| o.status.is_active()) {
+            let current = active_operation.get_mut(&op.cart_id).expect("seen above");
+            match current {
+                Some(other) if *other != op.id => {
+                    return Err(StoreError::Invariant(format!(
+                        "cart {} already has New or Running operation {other}",
+                        op.cart_id
+                    )));
+                }
+                _ => *current = Some(op.id),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, commit: &Commit) {
+        let changes = &commit.changes;
+        for cart in &changes.carts {
+            self.carts.insert(cart.id, cart.clone());
+        }
+        for session in &changes.sessions {
+            self.put_session(session.clone());
+        }
+        for op in &changes.operations {
+            self.put_operation(op.clone());
+        }
+        if let Some(cart) = changes.clear_outputs_of {
+            self.outputs.remove(&cart);
+        }
+        for output in &changes.outputs {
+            self.outputs
+                .entry(output.cart_id)
+                .or_default()
+                .push(output.clone());
+        }
+        for entry in &commit.history {
+            self.history
+                .entry(entry.cart_id)
+                .or_default()
+                .push(entry.clone());
+        }
+    }
+}
+
+/// Every record in memory behind one lock: each commit is atomic by construction, and the
+/// version checks make it behave like the durable stores under concurrency.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    tables: RwLock<Tables>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    /// A store holding a data set, after [`DataSet::validate`].
+    pub fn from_dataset(data: DataSet) -> Result<MemoryStore, DataSetError> {
+        data.validate()?;
+        let mut t = Tables::default();
+        t.stores = data.stores.into_iter().map(|r| (r.id, r)).collect();
+        t.accounts = data.accounts.into_iter().map(|r| (r.id, r)).collect();
+        t.users = data.users.into_iter().map(|r| (r.id, r)).collect();
+        t.carts = data.carts.into_iter().map(|r| (r.id, r)).collect();
+        for item in data.items {
+            t.items.entry(item.cart_id).or_default().push(item);
+        }
+        t.stock = data.stock;
+        for session in data.sessions {
+            t.put_session(session);
+        }
+        for op in data.operations {
+            t.put_operation(op);
+        }
+        for output in data.validation_outputs {
+            t.outputs.entry(output.cart_id).or_default().push(output);
+        }
+        for entry in data.history {
+            t.history.entry(entry.cart_id).or_default().push(entry);
+        }
+        Ok(MemoryStore {
+            tables: RwLock::new(t),
+        })
+    }
+
+    /// Every record, in the data-directory format (sorted by ID, so files diff well).
+    pub fn to_dataset(&self) -> DataSet {
+        let t = self.read();
+        fn sorted<T: Clone>(values: impl Iterator<Item = T>, key: impl Fn(&T) -> SfId) -> Vec<T> {
+            let mut v: Vec<T> = values.collect();
+            v.sort_by_key(|r| key(r));
+            v
+        }
+        let mut history: Vec<HistoryEntry> = t.history.values().flatten().cloned().collect();
+        history.sort_by(|a, b| (a.at, a.cart_id).cmp(&(b.at, b.cart_id)));
+        DataSet {
+            stores: sorted(t.stores.values().cloned(), |r| r.id),
+            accounts: sorted(t.accounts.values().cloned(), |r| r.id),
+            users: sorted(t.users.values().cloned(), |r| r.id),
+            carts: sorted(t.carts.values().cloned(), |r| r.id),
+            items: sorted(t.items.values().flatten().cloned(), |r| r.id),
+            stock: t.stock.clone(),
+            sessions: sorted(t.sessions.values().cloned(), |r| r.id),
+            operations: sorted(t.operations.values().cloned(), |r| r.id),
+            validation_outputs: sorted(t.outputs.values().flatten().cloned(), |r| r.id),
+            history,
+        }
+    }
+
+    /// Stock levels carried by the data set this store was loaded from.
+    pub fn stock(&self) -> Vec<StockLevel> {
+        self.read().stock.clone()
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Tables> {
+        // A panic while holding the lock cannot leave a half-applied commit: `apply` runs
+        // only after `check` passed and does not fail, so a poisoned lock is still sound.
+        self.tables.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Tables> {
+        self.tables.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn user(&self, id: &SfId) -> Result<Option<User>, StoreError> {
+        Ok(self.read().users.get(id).cloned())
+    }
+
+    fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError> {
+        let t = self.read();
+        Ok(match key {
+            LoadKey::Cart(cart) => t.cart_snapshot(cart),
+            LoadKey::Session(id) => match t.sessions.get(&id) {
+                None => Snapshot::default(),
+                Some(session) => {
+                    let mut snap = t.cart_snapshot(session.web_cart_id);
+                    snap.operation = session
+                        .background_operation_id
+                        .and_then(|op| t.operations.get(&op))
+                        .cloned();
+                    snap.session = Some(session.clone());
+                    snap
+                }
+            },
+            LoadKey::Operation(id) => match t.operations.get(&id) {
+                None => Snapshot::default(),
+                Some(op) => {
+                    let mut snap = t.cart_snapshot(op.cart_id);
+                    snap.session = t.sessions.get(&op.checkout_session_id).cloned();
+                    snap.operation = Some(op.clone());
+                    snap
+                }
+            },
+        })
+    }
+
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let mut t = self.write();
+        t.check(commit)?;
+        t.apply(commit);
+        Ok(())
+    }
+
+    fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError> {
+        Ok(self
+            .read()
+            .new_operations
+            .iter()
+            .take(limit)
+            .map(|(_, id)| *id)
+            .collect())
+    }
+
+    fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
+        Ok(self.read().carts.get(id).cloned())
+    }
+
+    fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
+        Ok(self.read().items.get(cart_id).cloned().unwrap_or_default())
+    }
+
+    fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError> {
+        Ok(self.read().sessions.get(id).cloned())
+    }
+
+    fn sessions_of(&self, cart_id: &SfId) -> Result<Vec<CartCheckoutSession>, StoreError> {
+        let t = self.read();
+        Ok(t.sessions_by_cart
+            .get(cart_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| t.sessions.get(id).cloned())
+            .collect())
+    }
+
+    fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError> {
+        Ok(self.read().operations.get(id).cloned())
+    }
+
+    fn operations_of(&self, cart_id: &SfId) -> Result<Vec<BackgroundOperation>, StoreError> {
+        let t = self.read();
+        Ok(t.operations_by_cart
+            .get(cart_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| t.operations.get(id).cloned())
+            .collect())
+    }
+
+    fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError> {
+        Ok(self
+            .read()
+            .outputs
+            .get(cart_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError> {
+        Ok(self
+            .read()
+            .history
+            .get(cart_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,90 @@
+//! Stores: where checkouts live. One trait; the in-memory store is the reference.
+
+mod dataset;
+mod memory;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use dataset::{DataSet, DataSetError, StockLevel};
+pub use memory::MemoryStore;
+
+use crate::error::StoreError;
+use crate::machine::{Changes, Event, Machine, Snapshot};
+use crate::model::{
+    BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, SfId, User, WebCart,
+};
+
+/// One committed move, kept forever: who did what, when, from which node to which.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HistoryEntry {
+    /// When it was committed.
+    pub at: DateTime<Utc>,
+    /// The user, or `None` for a worker.
+    pub actor: Option<SfId>,
+    /// The cart the move belongs to.
+    pub cart_id: SfId,
+    /// The event fired.
+    pub event: Event,
+    /// The machine that moved.
+    pub machine: Machine,
+    /// The record that moved.
+    pub record: SfId,
+    /// The node before, as the diagram names it.
+    pub from: String,
+    /// The node after.
+    pub to: String,
+}
+
+/// Everything one command writes: applied atomically, or not at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Commit {
+    /// The records, each carrying its new version.
+    pub changes: Changes,
+    /// The moves, for the history.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// What a snapshot is loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadKey {
+    /// A cart: its active session and that session's operation.
+    Cart(SfId),
+    /// A session (archived or not) and its cart.
+    Session(SfId),
+    /// An operation, its session and its cart.
+    Operation(SfId),
+}
+
+/// The contract every store keeps: consistent snapshots, and commits that apply every record
+/// or none, each only where the stored version is the one the decision read. A store also
+/// refuses a commit that would give a cart two New or Running operations or two active
+/// sessions, whatever the caller believed.
+pub trait Store: Send + Sync {
+    /// A user by ID.
+    fn user(&self, id: &SfId) -> Result<Option<User>, StoreError>;
+    /// Reads everything `decide` needs about one cart in one consistent view (the user is
+    /// left for the engine to fill in).
+    fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError>;
+    /// Applies a commit atomically; [`StoreError::Conflict`] when a version moved.
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+    /// Up to `limit` New operations, oldest first.
+    fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError>;
+    /// A cart by ID.
+    fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError>;
+    /// A cart's lines.
+    fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError>;
+    /// A session by ID.
+    fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError>;
+    /// Every session of a cart, archived ones included.
+    fn sessions_of(&self, cart_id: &SfId) -> Result<Vec<CartCheckoutSession>, StoreError>;
+    /// An operation by ID.
+    fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError>;
+    /// Every operation of a cart, oldest first.
+    fn operations_of(&self, cart_id: &SfId) -> Result<Vec<BackgroundOperation>, StoreError>;
+    /// A cart's CartValidationOutputs.
+    fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError>;
+    /// A cart's history, oldest first.
+    fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError>;
+}
