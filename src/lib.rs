@@ -40,3 +40,8 @@ pub use api::ActionResult;
 pub use engine::{Engine, EngineConfig};
 pub use error::{CheckoutError, ErrorCode, StoreError};
 pub use store::{MemoryStore, Store};
+
+/// The README's code blocks, compiled and run as doc tests so they cannot go stale.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -35,18 +35,14 @@ const LEASE_MARGIN_MS: u64 = 30_000;
 impl Engine {
     /// Claims the oldest New operation, runs it, and reports its outcome. `Ok(None)` when
     /// there is nothing to do.
+    /// Another worker may win every candidate; then this returns `Ok(None)` too.
     pub fn run_next_operation(&self) -> Result<Option<OperationReport>, CheckoutError> {
-        loop {
-            let candidates = self.store.claimable_operations(8)?;
-            if candidates.is_empty() {
-                return Ok(None);
-            }
-            for id in candidates {
-                if let Some(claimed) = self.claim(id)? {
-                    return self.run_claimed(claimed).map(Some);
-                }
+        for id in self.store.claimable_operations(8)? {
+            if let Some(claimed) = self.claim(id)? {
+                return self.run_claimed(claimed).map(Some);
             }
         }
+        Ok(None)
     }
 
     /// Runs operations until none is New. Returns how many ran.

@@ -221,6 +221,16 @@ impl<'a> Plan<'a> {
             .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))
     }
 
+    /// A Closed cart is final: not even a worker's report may change it.
+    fn refuse_closed_cart(&self) -> Result<(), CheckoutError> {
+        match &self.snapshot.cart {
+            Some(cart) if cart.status == CartStatus::Closed => {
+                Err(CheckoutError::Stale(format!("cart {} is Closed", cart.id)))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn set_cart_status(&mut self, status: CartStatus) {
         if let Some(cart) = &self.snapshot.cart
             && cart.status != status
@@ -399,6 +409,7 @@ impl<'a> Plan<'a> {
             .operation
             .as_ref()
             .ok_or_else(|| CheckoutError::Stale("no such operation".into()))?;
+        self.refuse_closed_cart()?;
         if op.status != OperationStatus::New {
             return Err(CheckoutError::Stale(format!(
                 "operation {} is {}, not New",
@@ -423,6 +434,7 @@ impl<'a> Plan<'a> {
             .operation
             .as_ref()
             .ok_or_else(|| CheckoutError::Stale("no such operation".into()))?;
+        self.refuse_closed_cart()?;
         if op.status != OperationStatus::Running || op.attempt != attempt {
             return Err(CheckoutError::Stale(format!(
                 "operation {} is {} at attempt {}; the report of attempt {attempt} is discarded",

@@ -70,6 +70,14 @@ impl Tables {
         self.operations.insert(op.id, op);
     }
 
+    /// Operations of Closed carts are never claimed: a Closed cart is final.
+    fn is_closed_cart_operation(&self, operation: &SfId) -> bool {
+        self.operations
+            .get(operation)
+            .and_then(|op| self.carts.get(&op.cart_id))
+            .is_some_and(|cart| cart.status == crate::model::CartStatus::Closed)
+    }
+
     fn cart_snapshot(&self, cart_id: SfId) -> Snapshot {
         let Some(cart) = self.carts.get(&cart_id) else {
             return Snapshot::default();
@@ -329,10 +337,10 @@ impl Store for MemoryStore {
     }
 
     fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError> {
-        Ok(self
-            .read()
-            .new_operations
+        let t = self.read();
+        Ok(t.new_operations
             .iter()
+            .filter(|(_, id)| !t.is_closed_cart_operation(id))
             .take(limit)
             .map(|(_, id)| *id)
             .collect())

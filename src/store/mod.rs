@@ -2,12 +2,16 @@
 
 mod dataset;
 mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use dataset::{DataSet, DataSetError, StockLevel};
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{Durability, SqliteStore};
 
 use crate::error::StoreError;
 use crate::machine::{Changes, Event, Machine, Snapshot};
@@ -69,7 +73,7 @@ pub trait Store: Send + Sync {
     fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError>;
     /// Applies a commit atomically; [`StoreError::Conflict`] when a version moved.
     fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
-    /// Up to `limit` New operations, oldest first.
+    /// Up to `limit` New operations of carts that are not Closed, oldest first.
     fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError>;
     /// A cart by ID.
     fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError>;

@@ -1,0 +1,180 @@
+//! `cartflow invoke`: one action call (or a bulk of them) against a data directory.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cartflow::engine::OperationReport;
+use cartflow::ids::RandomIds;
+use cartflow::integrations::Integrations;
+use cartflow::machine::StepOutcome;
+use cartflow::{Engine, MemoryStore, Store};
+use serde_json::Value;
+
+use crate::cli::datadir::{self, DataDirError};
+use crate::cli::{element_json, print_stdout};
+
+/// What to invoke, as the command line gave it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The action's API name.
+    pub action: String,
+    /// One input object or a JSON array of them, as text.
+    pub input: String,
+    /// The acting user's ID.
+    pub actor: String,
+    /// The data directory.
+    pub data: PathBuf,
+    /// Run background operations until idle afterwards.
+    pub wait: bool,
+}
+
+/// Exit status when every element succeeded.
+const ALL_SUCCEEDED: u8 = 0;
+/// Exit status when any element failed.
+const SOME_FAILED: u8 = 1;
+/// Exit status for a usage or data error.
+const USAGE: u8 = 2;
+
+/// Runs the request; prints the element(s) on stdout and problems on stderr.
+pub fn run(request: &Request) -> ExitCode {
+    match invoke(request) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            eprintln!("cartflow invoke: {message}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+/// The inputs of the call: one object, or the bulk shape (an array).
+enum Inputs {
+    One(Value),
+    Bulk(Vec<Value>),
+}
+
+fn parse_inputs(text: &str) -> Result<Inputs, String> {
+    match serde_json::from_str::<Value>(text) {
+        Err(e) => Err(format!("--input is not valid JSON: {e}")),
+        Ok(Value::Array(items)) if items.is_empty() => {
+            Err("--input is an empty array: give at least one input object".into())
+        }
+        Ok(Value::Array(items)) => Ok(Inputs::Bulk(items)),
+        // Anything else is one input; the engine answers INVALID_INPUT for a non-object.
+        Ok(one) => Ok(Inputs::One(one)),
+    }
+}
+
+fn invoke(request: &Request) -> Result<u8, String> {
+    let inputs = parse_inputs(&request.input)?;
+    let data = datadir::load(&request.data).map_err(|e| e.to_string())?;
+    let integrations = Integrations::with_stock_tables(&data.stock);
+    let store = Arc::new(MemoryStore::from_dataset(data).map_err(|e| {
+        format!(
+            "{} is not a consistent data set: {e}",
+            datadir::data_file(&request.data).display()
+        )
+    })?);
+    let before = store.to_dataset();
+    let engine = Engine::new(Arc::clone(&store) as Arc<dyn Store>)
+        .with_ids(Arc::new(RandomIds))
+        .with_integrations(integrations);
+
+    let (results, bulk) = match inputs {
+        Inputs::One(input) => (
+            vec![engine.invoke(&request.action, &input, &request.actor)],
+            false,
+        ),
+        Inputs::Bulk(items) => (
+            items
+                .iter()
+                .map(|input| engine.invoke(&request.action, input, &request.actor))
+                .collect(),
+            true,
+        ),
+    };
+    let worker = if request.wait {
+        run_worker(&engine, &*store)
+    } else {
+        Ok(())
+    };
+
+    // Save before printing: what stdout reports must be what the file holds.
+    let after = store.to_dataset();
+    if after != before {
+        datadir::save(&request.data, &after).map_err(|e: DataDirError| {
+            format!("{e}; the data file was left as it was, so nothing of this call was kept")
+        })?;
+    }
+
+    let elements: Vec<Value> = results.iter().map(element_json).collect();
+    let printed = if bulk {
+        Value::Array(elements)
+    } else {
+        elements.into_iter().next().unwrap_or(Value::Null)
+    };
+    let mut text = serde_json::to_string_pretty(&printed).map_err(|e| e.to_string())?;
+    text.push('\n');
+    if print_stdout(&text) != ExitCode::SUCCESS {
+        return Ok(USAGE);
+    }
+    worker?;
+    Ok(if results.iter().all(|r| r.is_success) {
+        ALL_SUCCEEDED
+    } else {
+        SOME_FAILED
+    })
+}
+
+/// Runs background operations until none is New, reporting each on stderr.
+fn run_worker(engine: &Engine, store: &dyn Store) -> Result<(), String> {
+    let mut ran = 0;
+    loop {
+        match engine.run_next_operation() {
+            Ok(Some(report)) => {
+                ran += 1;
+                eprintln!("{}", describe(store, &report));
+            }
+            Ok(None) => break,
+            Err(e) => return Err(format!("the worker stopped: {e}")),
+        }
+    }
+    if ran == 0 {
+        eprintln!("worker: no background operation was waiting");
+    }
+    Ok(())
+}
+
+fn describe(store: &dyn Store, report: &OperationReport) -> String {
+    let operation = store.operation(&report.operation_id).ok().flatten();
+    let name = operation
+        .as_ref()
+        .map_or("operation", |op| op.name.as_str());
+    let status = operation
+        .as_ref()
+        .map_or("unknown", |op| op.status.as_str());
+    let mut line = format!("worker: {name} {} ended {status}", report.operation_id);
+    let session = operation
+        .as_ref()
+        .and_then(|op| store.session(&op.checkout_session_id).ok().flatten());
+    if let Some(session) = session {
+        line.push_str(&format!(
+            "; session {} State {}",
+            session.id,
+            session.state.map_or("(empty)", |s| s.as_str())
+        ));
+    }
+    match &report.outcome {
+        StepOutcome::Passed => {}
+        StepOutcome::Failed(messages) => {
+            for message in messages {
+                line.push_str(&format!("\n  {:?}: {}", message.level, message.message));
+            }
+        }
+        StepOutcome::SystemFailure(reason) => line.push_str(&format!("\n  SystemError: {reason}")),
+    }
+    if !report.applied {
+        line.push_str(" (report discarded: the operation had moved on)");
+    }
+    line
+}

@@ -1,0 +1,45 @@
+//! The subcommands of the `cartflow` binary.
+
+pub mod datadir;
+pub mod demo;
+pub mod invoke;
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use cartflow::ActionResult;
+use serde_json::Value;
+
+/// Logs go to stderr, filtered by `RUST_LOG` (warnings and errors by default), so stdout
+/// stays machine-readable.
+pub fn install_log_subscriber() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Writes `text` to stdout; a closed pipe (`cartflow diagram | head`) is not an error.
+pub fn print_stdout(text: &str) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cartflow: cannot write to stdout: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A result element as the CLI prints it: the Salesforce element plus `httpStatus`, an extra
+/// field that Salesforce clients tolerate (`domain.md` §5) and scripts can read.
+pub fn element_json(result: &ActionResult) -> Value {
+    let mut value = serde_json::to_value(result).unwrap_or(Value::Null);
+    if let Value::Object(fields) = &mut value {
+        fields.insert("httpStatus".into(), Value::from(result.http_status));
+    }
+    value
+}

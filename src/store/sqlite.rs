@@ -1,0 +1,606 @@
+//! The SQLite store: the embedded default. WAL journal, `BEGIN IMMEDIATE` for writes, and
+//! the invariants enforced by the schema itself (partial unique indexes).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{
+    Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::StoreError;
+use crate::machine::Snapshot;
+use crate::model::{
+    BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, SfId,
+    User, WebCart,
+};
+use crate::store::{Commit, DataSet, HistoryEntry, LoadKey, StockLevel, Store};
+
+/// The schema migrations, in order; schema version N is the first N applied.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_initial.sql")];
+
+/// How durable a commit is (SQLite's `synchronous` setting in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a commit survives a process crash; a power loss may lose the
+    /// last commits, never corrupt the file.
+    #[default]
+    Normal,
+    /// `synchronous=FULL`: a commit survives a power loss too.
+    Full,
+}
+
+/// A SQLite database file holding one cartflow store.
+pub struct SqliteStore {
+    path: PathBuf,
+    durability: Durability,
+    idle: Mutex<Vec<Connection>>,
+}
+
+fn io(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+/// Maps a write error: a broken unique index is an invariant the commit would break.
+fn write_error(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
+            StoreError::Invariant(e.to_string())
+        }
+        _ => io(e),
+    }
+}
+
+fn time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(io)
+}
+
+fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Io(format!("a stored record is unreadable: {e}")))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its schema up to date.
+    /// A database written by a newer schema is refused.
+    pub fn open(path: impl AsRef<Path>, durability: Durability) -> Result<SqliteStore, StoreError> {
+        let store = SqliteStore {
+            path: path.as_ref().to_owned(),
+            durability,
+            idle: Mutex::new(Vec::new()),
+        };
+        let mut conn = store.connect()?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(io)?;
+        migrate(&mut conn)?;
+        store.release(conn);
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open(&self.path)
+            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", self.path.display())))?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(io)?;
+        let sync = match self.durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync).map_err(io)?;
+        Ok(conn)
+    }
+
+    fn take(&self) -> Result<Connection, StoreError> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => self.connect(),
+        }
+    }
+
+    fn release(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < 16 {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `f` in a transaction of `behavior` on a pooled connection.
+    fn in_tx<T>(
+        &self,
+        behavior: TransactionBehavior,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.take()?;
+        let result = (|| {
+            let tx = conn.transaction_with_behavior(behavior).map_err(io)?;
+            let value = f(&tx)?;
+            tx.commit().map_err(io)?;
+            Ok(value)
+        })();
+        self.release(conn);
+        result
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.in_tx(TransactionBehavior::Deferred, f)
+    }
+
+    /// Adds every record of a data set in one transaction (for seeding a new database).
+    pub fn import(&self, data: &DataSet) -> Result<(), StoreError> {
+        data.validate()
+            .map_err(|e| StoreError::Invariant(e.to_string()))?;
+        self.in_tx(TransactionBehavior::Immediate, |tx| {
+            for r in &data.stores {
+                insert_body(tx, "stores", &r.id, r)?;
+            }
+            for r in &data.accounts {
+                insert_body(tx, "accounts", &r.id, r)?;
+            }
+            for r in &data.users {
+                insert_body(tx, "users", &r.id, r)?;
+            }
+            for r in &data.carts {
+                tx.execute(
+                    "INSERT INTO carts (id, version, status, body) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        r.id.as_str(),
+                        r.version as i64,
+                        r.status.as_str(),
+                        to_json(r)?
+                    ],
+                )
+                .map_err(write_error)?;
+            }
+            for r in &data.items {
+                tx.execute(
+                    "INSERT INTO cart_items (id, cart_id, body) VALUES (?1, ?2, ?3)",
+                    params![r.id.as_str(), r.cart_id.as_str(), to_json(r)?],
+                )
+                .map_err(write_error)?;
+            }
+            for s in &data.stock {
+                tx.execute(
+                    "INSERT INTO stock (store_id, sku, quantity) VALUES (?1, ?2, ?3)",
+                    params![s.store_id.as_str(), s.sku, s.quantity.to_string()],
+                )
+                .map_err(write_error)?;
+            }
+            for r in &data.sessions {
+                insert_session(tx, r)?;
+            }
+            for r in &data.operations {
+                insert_operation(tx, r)?;
+            }
+            for r in &data.validation_outputs {
+                insert_output(tx, r)?;
+            }
+            for h in &data.history {
+                insert_history(tx, h)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Whether the database holds no store yet.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        self.read(|tx| {
+            let count: i64 = tx
+                .query_row("SELECT COUNT(*) FROM stores", [], |r| r.get(0))
+                .map_err(io)?;
+            Ok(count == 0)
+        })
+    }
+
+    /// Every stock level, for the built-in stock-table provider.
+    pub fn stock(&self) -> Result<Vec<StockLevel>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx
+                .prepare("SELECT store_id, sku, quantity FROM stock ORDER BY store_id, sku")
+                .map_err(io)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                })
+                .map_err(io)?;
+            let mut levels = Vec::new();
+            for row in rows {
+                let (store, sku, quantity) = row.map_err(io)?;
+                levels.push(StockLevel {
+                    store_id: SfId::parse(&store).map_err(io)?,
+                    sku,
+                    quantity: quantity.parse().map_err(io)?,
+                });
+            }
+            Ok(levels)
+        })
+    }
+
+    /// Runs `PRAGMA integrity_check`; `Ok(())` when SQLite answers `ok`.
+    pub fn integrity_check(&self) -> Result<(), StoreError> {
+        self.read(|tx| {
+            let answer: String = tx
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .map_err(io)?;
+            if answer == "ok" {
+                Ok(())
+            } else {
+                Err(StoreError::Io(format!("integrity_check: {answer}")))
+            }
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(io)?;
+    let latest = MIGRATIONS.len() as i64;
+    if current > latest {
+        return Err(StoreError::Io(format!(
+            "the database has schema version {current}, newer than this cartflow's {latest}: upgrade cartflow"
+        )));
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(io)?;
+    // Re-read under the write lock: another process may have migrated meanwhile.
+    let current: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(io)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Io(format!("migration {}: {e}", index + 1)))?;
+        tx.pragma_update(None, "user_version", (index + 1) as i64)
+            .map_err(io)?;
+    }
+    tx.commit().map_err(io)
+}
+
+fn insert_body<T: Serialize>(
+    tx: &Transaction<'_>,
+    table: &str,
+    id: &SfId,
+    record: &T,
+) -> Result<(), StoreError> {
+    tx.execute(
+        &format!("INSERT INTO {table} (id, body) VALUES (?1, ?2)"),
+        params![id.as_str(), to_json(record)?],
+    )
+    .map_err(write_error)?;
+    Ok(())
+}
+
+fn insert_session(tx: &Transaction<'_>, s: &CartCheckoutSession) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO sessions (id, cart_id, version, is_archived, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![s.id.as_str(), s.web_cart_id.as_str(), s.version as i64, s.is_archived, to_json(s)?],
+    )
+    .map_err(write_error)?;
+    Ok(())
+}
+
+fn insert_operation(tx: &Transaction<'_>, op: &BackgroundOperation) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO operations (id, cart_id, version, status, submitted_at, expires_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            op.id.as_str(),
+            op.cart_id.as_str(),
+            op.version as i64,
+            op.status.as_str(),
+            time(&op.submitted_at),
+            op.expires_at.as_ref().map(time),
+            to_json(op)?
+        ],
+    )
+    .map_err(write_error)?;
+    Ok(())
+}
+
+fn insert_output(tx: &Transaction<'_>, o: &CartValidationOutput) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO validation_outputs (id, cart_id, body) VALUES (?1, ?2, ?3)",
+        params![o.id.as_str(), o.cart_id.as_str(), to_json(o)?],
+    )
+    .map_err(write_error)?;
+    Ok(())
+}
+
+fn insert_history(tx: &Transaction<'_>, h: &HistoryEntry) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO history (cart_id, body) VALUES (?1, ?2)",
+        params![h.cart_id.as_str(), to_json(h)?],
+    )
+    .map_err(write_error)?;
+    Ok(())
+}
+
+/// One record's body by ID.
+fn body<T: DeserializeOwned>(
+    tx: &Transaction<'_>,
+    table: &str,
+    id: &SfId,
+) -> Result<Option<T>, StoreError> {
+    let text: Option<String> = tx
+        .query_row(
+            &format!("SELECT body FROM {table} WHERE id = ?1"),
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(io)?;
+    text.map(|t| from_json(&t)).transpose()
+}
+
+/// Every body a query returns.
+fn bodies<T: DeserializeOwned>(
+    tx: &Transaction<'_>,
+    sql: &str,
+    key: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = tx.prepare_cached(sql).map_err(io)?;
+    let rows = stmt
+        .query_map([key], |r| r.get::<_, String>(0))
+        .map_err(io)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(from_json(&row.map_err(io)?)?);
+    }
+    Ok(out)
+}
+
+fn cart_snapshot(tx: &Transaction<'_>, cart_id: &SfId) -> Result<Snapshot, StoreError> {
+    let Some(cart) = body::<WebCart>(tx, "carts", cart_id)? else {
+        return Ok(Snapshot::default());
+    };
+    let session: Option<CartCheckoutSession> = bodies(
+        tx,
+        "SELECT body FROM sessions WHERE cart_id = ?1 AND is_archived = 0",
+        cart_id.as_str(),
+    )?
+    .into_iter()
+    .next();
+    let operation = match session.as_ref().and_then(|s| s.background_operation_id) {
+        Some(op) => body(tx, "operations", &op)?,
+        None => None,
+    };
+    let active: i64 = tx
+        .query_row(
+            "SELECT COUNT(*) FROM operations WHERE cart_id = ?1 AND status IN ('New', 'Running')",
+            [cart_id.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(io)?;
+    Ok(Snapshot {
+        user: None,
+        store: body(tx, "stores", &cart.web_store_id)?,
+        account: body(tx, "accounts", &cart.account_id)?,
+        cart: Some(cart),
+        session,
+        operation,
+        cart_has_active_operation: active > 0,
+    })
+}
+
+fn conflict(kind: &str, id: &SfId, expected: u64) -> StoreError {
+    StoreError::Conflict(format!("{kind} {id} is no longer at version {expected}"))
+}
+
+impl Store for SqliteStore {
+    fn user(&self, id: &SfId) -> Result<Option<User>, StoreError> {
+        self.read(|tx| body(tx, "users", id))
+    }
+
+    fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError> {
+        self.read(|tx| match key {
+            LoadKey::Cart(cart) => cart_snapshot(tx, &cart),
+            LoadKey::Session(id) => match body::<CartCheckoutSession>(tx, "sessions", &id)? {
+                None => Ok(Snapshot::default()),
+                Some(session) => {
+                    let mut snap = cart_snapshot(tx, &session.web_cart_id)?;
+                    snap.operation = match session.background_operation_id {
+                        Some(op) => body(tx, "operations", &op)?,
+                        None => None,
+                    };
+                    snap.session = Some(session);
+                    Ok(snap)
+                }
+            },
+            LoadKey::Operation(id) => match body::<BackgroundOperation>(tx, "operations", &id)? {
+                None => Ok(Snapshot::default()),
+                Some(op) => {
+                    let mut snap = cart_snapshot(tx, &op.cart_id)?;
+                    snap.session = body(tx, "sessions", &op.checkout_session_id)?;
+                    snap.operation = Some(op);
+                    Ok(snap)
+                }
+            },
+        })
+    }
+
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        let changes = &commit.changes;
+        self.in_tx(TransactionBehavior::Immediate, |tx| {
+            for cart in &changes.carts {
+                let updated = tx
+                    .execute(
+                        "UPDATE carts SET version = ?1, status = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
+                        params![
+                            cart.version as i64,
+                            cart.status.as_str(),
+                            to_json(cart)?,
+                            cart.id.as_str(),
+                            cart.version as i64 - 1
+                        ],
+                    )
+                    .map_err(write_error)?;
+                if updated != 1 {
+                    return Err(conflict("cart", &cart.id, cart.version - 1));
+                }
+            }
+            // Archive before activating, so a restart's archive-then-create passes the index.
+            let (archiving, others): (Vec<_>, Vec<_>) =
+                changes.sessions.iter().partition(|s| s.is_archived);
+            for s in archiving.into_iter().chain(others) {
+                if s.version == 1 {
+                    insert_session(tx, s).map_err(|e| match e {
+                        StoreError::Invariant(m) if m.contains("PRIMARY") || m.contains("sessions.id") => {
+                            conflict("session", &s.id, 0)
+                        }
+                        other => other,
+                    })?;
+                    continue;
+                }
+                let updated = tx
+                    .execute(
+                        "UPDATE sessions SET version = ?1, is_archived = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
+                        params![s.version as i64, s.is_archived, to_json(s)?, s.id.as_str(), s.version as i64 - 1],
+                    )
+                    .map_err(write_error)?;
+                if updated != 1 {
+                    return Err(conflict("session", &s.id, s.version - 1));
+                }
+            }
+            let (ending, others): (Vec<_>, Vec<_>) =
+                changes.operations.iter().partition(|o| !o.status.is_active());
+            for op in ending.into_iter().chain(others) {
+                if op.version == 1 {
+                    insert_operation(tx, op)?;
+                    continue;
+                }
+                let updated = tx
+                    .execute(
+                        "UPDATE operations SET version = ?1, status = ?2, expires_at = ?3, body = ?4
+                         WHERE id = ?5 AND version = ?6",
+                        params![
+                            op.version as i64,
+                            op.status.as_str(),
+                            op.expires_at.as_ref().map(time),
+                            to_json(op)?,
+                            op.id.as_str(),
+                            op.version as i64 - 1
+                        ],
+                    )
+                    .map_err(write_error)?;
+                if updated != 1 {
+                    return Err(conflict("operation", &op.id, op.version - 1));
+                }
+            }
+            if let Some(cart) = changes.clear_outputs_of {
+                tx.execute("DELETE FROM validation_outputs WHERE cart_id = ?1", [cart.as_str()])
+                    .map_err(write_error)?;
+            }
+            for output in &changes.outputs {
+                insert_output(tx, output)?;
+            }
+            for entry in &commit.history {
+                insert_history(tx, entry)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT o.id FROM operations o JOIN carts c ON c.id = o.cart_id
+                     WHERE o.status = 'New' AND c.status != ?1
+                     ORDER BY o.submitted_at, o.id LIMIT ?2",
+                )
+                .map_err(io)?;
+            let rows = stmt
+                .query_map(params![CartStatus::Closed.as_str(), limit as i64], |r| {
+                    r.get::<_, String>(0)
+                })
+                .map_err(io)?;
+            let mut ids = Vec::new();
+            for row in rows {
+                ids.push(SfId::parse(&row.map_err(io)?).map_err(io)?);
+            }
+            Ok(ids)
+        })
+    }
+
+    fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
+        self.read(|tx| body(tx, "carts", id))
+    }
+
+    fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
+        self.read(|tx| {
+            bodies(
+                tx,
+                "SELECT body FROM cart_items WHERE cart_id = ?1 ORDER BY id",
+                cart_id.as_str(),
+            )
+        })
+    }
+
+    fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError> {
+        self.read(|tx| body(tx, "sessions", id))
+    }
+
+    fn sessions_of(&self, cart_id: &SfId) -> Result<Vec<CartCheckoutSession>, StoreError> {
+        self.read(|tx| {
+            bodies(
+                tx,
+                "SELECT body FROM sessions WHERE cart_id = ?1 ORDER BY rowid",
+                cart_id.as_str(),
+            )
+        })
+    }
+
+    fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError> {
+        self.read(|tx| body(tx, "operations", id))
+    }
+
+    fn operations_of(&self, cart_id: &SfId) -> Result<Vec<BackgroundOperation>, StoreError> {
+        self.read(|tx| {
+            bodies(
+                tx,
+                "SELECT body FROM operations WHERE cart_id = ?1 ORDER BY submitted_at, rowid",
+                cart_id.as_str(),
+            )
+        })
+    }
+
+    fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError> {
+        self.read(|tx| {
+            bodies(
+                tx,
+                "SELECT body FROM validation_outputs WHERE cart_id = ?1 ORDER BY rowid",
+                cart_id.as_str(),
+            )
+        })
+    }
+
+    fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.read(|tx| {
+            bodies(
+                tx,
+                "SELECT body FROM history WHERE cart_id = ?1 ORDER BY seq",
+                cart_id.as_str(),
+            )
+        })
+    }
+}
