@@ -21,7 +21,6 @@ fn memory(data: DataSet) -> (Arc<dyn Store>, Option<tempfile::TempDir>) {
     (Arc::new(MemoryStore::from_dataset(data).unwrap()), None)
 }
 
-#[cfg(feature = "sqlite")]
 fn sqlite(data: DataSet) -> (Arc<dyn Store>, Option<tempfile::TempDir>) {
     use cartflow::store::{Durability, SqliteStore};
     let dir = tempfile::tempdir().unwrap();
@@ -31,10 +30,7 @@ fn sqlite(data: DataSet) -> (Arc<dyn Store>, Option<tempfile::TempDir>) {
 }
 
 fn stores() -> Vec<(&'static str, Open)> {
-    let mut all: Vec<(&'static str, Open)> = vec![("memory", memory)];
-    #[cfg(feature = "sqlite")]
-    all.push(("sqlite", sqlite));
-    all
+    vec![("memory", memory), ("sqlite", sqlite)]
 }
 
 fn id(kind: KeyPrefix, n: u64) -> SfId {
@@ -322,7 +318,6 @@ fn a_checkout_runs_the_same_on_every_store() {
     }
 }
 
-#[cfg(feature = "sqlite")]
 mod sqlite_only {
     use super::*;
     use cartflow::store::{Durability, SqliteStore};

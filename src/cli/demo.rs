@@ -15,12 +15,9 @@ use serde_json::{Value, json};
 
 use crate::cli::element_json;
 
-/// Where the demo's output goes.
-type Out = String;
-
 /// Runs the demo and prints it; exit status 0 when the story held.
 pub fn run() -> ExitCode {
-    let mut out = Out::new();
+    let mut out = String::new();
     let outcome = story(&mut out);
     let code = crate::cli::print_stdout(&out);
     match outcome {
@@ -86,7 +83,7 @@ impl Demo {
     }
 
     /// A screen step: the flow writes the next State onto the session.
-    fn advance(&self, out: &mut Out, session: &str, from: &str, to: &str) -> Result<(), String> {
+    fn advance(&self, out: &mut String, session: &str, from: &str, to: &str) -> Result<(), String> {
         self.engine
             .execute(
                 &self.buyer,
@@ -106,7 +103,7 @@ impl Demo {
     }
 
     /// checkoutSessionAction, both screen steps, and the lock of the Inventory step.
-    fn to_locked_inventory(&self, out: &mut Out, cart: SampleCart) -> Result<String, String> {
+    fn to_locked_inventory(&self, out: &mut String, cart: SampleCart) -> Result<String, String> {
         let cart_id = cart.id().to_string();
         let session = self.expect_ok(
             "checkoutSessionAction",
@@ -144,7 +141,7 @@ impl Demo {
     }
 
     /// Runs the worker until idle and reports the operation's status.
-    fn run_worker(&self, out: &mut Out, operation: &str) -> Result<String, String> {
+    fn run_worker(&self, out: &mut String, operation: &str) -> Result<String, String> {
         let ran = self.engine.run_until_idle().map_err(|e| e.to_string())?;
         let id: SfId = operation.parse().map_err(|e| format!("{e}"))?;
         let status = self
@@ -165,7 +162,7 @@ impl Demo {
     /// checks that it changed nothing.
     fn refused(
         &self,
-        out: &mut Out,
+        out: &mut String,
         row: &str,
         who: &str,
         cart_id: &str,
@@ -191,7 +188,7 @@ impl Demo {
         }
         say!(
             out,
-            "   {row:32} {:32} {}  {}",
+            "   {row:34} {:32} {}  {}",
             error.status_code,
             result.http_status,
             error.message
@@ -200,7 +197,7 @@ impl Demo {
     }
 }
 
-fn story(out: &mut Out) -> Result<(), String> {
+fn story(out: &mut String) -> Result<(), String> {
     let demo = Demo::new();
     let data = sample::dataset();
     let store = &data.stores[0];
@@ -346,7 +343,7 @@ fn story(out: &mut Out) -> Result<(), String> {
     );
     say!(
         out,
-        "   {:32} {:32} {}  {}",
+        "   {:34} {:32} {}  {}",
         "condition",
         "errorCode",
         "HTTP",
@@ -390,7 +387,7 @@ fn story(out: &mut Out) -> Result<(), String> {
         ("INVALID_OPERATION", 403),
     )?;
     // A double click: the second call finds the first one's operation still New.
-    let mut setup = Out::new();
+    let mut setup = String::new();
     demo.to_locked_inventory(&mut setup, SampleCart::ShortStock)?;
     let pending = demo.expect_ok(
         "checkCartInventoryAction",

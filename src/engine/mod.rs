@@ -235,7 +235,8 @@ impl Engine {
         Ok(crate::machine::check(&self.table, &snapshot, command))
     }
 
-    /// What `actor` may do on a cart's checkout now: each command whose requirements all hold.
+    /// What `actor` may do on a cart's checkout now: each command that would be accepted and
+    /// would change something.
     pub fn permitted(&self, actor: &str, cart_id: &SfId) -> Result<Vec<Permitted>, CheckoutError> {
         let cart = cart_id.to_string();
         let snapshot = self.load(
@@ -285,12 +286,19 @@ impl Engine {
                 });
             }
         }
+        // A command is permitted when deciding it now would succeed and change something;
+        // the IDs it would take come from a scratch source and are thrown away.
+        let scratch = crate::ids::SequentialIds::default();
+        let ctx = DecideContext {
+            table: &self.table,
+            now: self.clock.now(),
+            ids: &scratch,
+            settings: self.config.operations,
+        };
         let mut permitted = Vec::new();
         for command in candidates {
             let snap = self.load(Some(actor), &command)?;
-            if crate::machine::check(&self.table, &snap, &command).is_empty()
-                && command_has_effect(&snap, &command)
-            {
+            if crate::machine::decide(&ctx, &snap, &command).is_ok_and(|d| !d.changes.is_empty()) {
                 permitted.push(Permitted {
                     name: command.event().label().to_owned(),
                     command,
@@ -307,20 +315,5 @@ impl Engine {
 
     pub(crate) fn integrations(&self) -> &Integrations {
         &self.integrations
-    }
-}
-
-/// Whether a command whose requirements hold would change anything (so `permitted` does not
-/// offer a cancel with nothing to cancel).
-fn command_has_effect(snapshot: &Snapshot, command: &Command) -> bool {
-    match command {
-        Command::Cancel { .. } => {
-            snapshot.session.as_ref().is_some_and(|s| !s.is_archived)
-                || snapshot
-                    .cart
-                    .as_ref()
-                    .is_some_and(|c| c.status == crate::model::CartStatus::Checkout)
-        }
-        _ => true,
     }
 }

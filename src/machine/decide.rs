@@ -396,7 +396,7 @@ impl<'a> Plan<'a> {
             .snapshot
             .cart
             .as_ref()
-            .is_some_and(|c| c.status == CartStatus::Checkout)
+            .is_some_and(|c| matches!(c.status, CartStatus::Checkout | CartStatus::Processing))
         {
             self.set_cart_status(CartStatus::Active);
         }

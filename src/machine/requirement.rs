@@ -49,7 +49,8 @@ pub enum Requirement {
     SessionAtStep,
     /// The session's NextState is the State that follows this step.
     NextStateSet,
-    /// The session's State equals the caller's expCurrentState.
+    /// The session's State equals the caller's expCurrentState (required by Update Checkout
+    /// Session, optional for a screen step's write).
     ExpectedStateMatches,
     /// The requested State is the one the table declares after the current State.
     TargetIsNextStep,
@@ -375,6 +376,11 @@ pub fn evaluate(
         R::ExpectedStateMatches => {
             let (_, expected) = requested_states(command);
             let actual = session.and_then(|s| s.state);
+            // Update Checkout Session is a compare-and-set: the expected State is required.
+            // A screen step's write may omit it (domain.md §3: "optionally checking").
+            if expected.is_none() && matches!(command, Command::UpdateSession { .. }) {
+                return Err("expCurrentState is required: the update is a compare-and-set".into());
+            }
             match expected {
                 Some(given) if Some(given) != actual.map(SessionState::as_str) => Err(format!(
                     "the session's State is {}, not the expected {given:?}",

@@ -155,10 +155,12 @@ pub struct TransitionTable {
     by_event_and_source: BTreeMap<(Event, Node), usize>,
 }
 
-/// The nodes a machine can be in without any transition having happened.
-pub const ENTRY_NODES: [Node; 3] = [
+/// The nodes a machine can be in without any transition having happened: a cart is created
+/// Active, or put in Processing by the platform's own processes.
+pub const ENTRY_NODES: [Node; 4] = [
     Node::Session(SessionNode::Absent),
     Node::Cart(CartStatus::Active),
+    Node::Cart(CartStatus::Processing),
     Node::Operation(OperationNode::Absent),
 ];
 
@@ -358,6 +360,11 @@ fn rows_of(template: &Template) -> Vec<Transition> {
         row(
             cancel,
             Node::Cart(CartStatus::Checkout),
+            Node::Cart(CartStatus::Active),
+        ),
+        row(
+            cancel,
+            Node::Cart(CartStatus::Processing),
             Node::Cart(CartStatus::Active),
         ),
         row(

@@ -139,10 +139,8 @@ impl Tables {
             let current = active_session
                 .entry(cart)
                 .or_insert_with(|| self.active_session.get(&cart).copied());
-            if session.is_archived {
-                if *current == Some(session.id) {
-                    *current = None;
-                }
+            if session.is_archived && *current == Some(session.id) {
+                *current = None;
             }
         }
         for session in changes.sessions.iter().filter(|s| !s.is_archived) {
@@ -230,11 +228,13 @@ impl MemoryStore {
     /// A store holding a data set, after [`DataSet::validate`].
     pub fn from_dataset(data: DataSet) -> Result<MemoryStore, DataSetError> {
         data.validate()?;
-        let mut t = Tables::default();
-        t.stores = data.stores.into_iter().map(|r| (r.id, r)).collect();
-        t.accounts = data.accounts.into_iter().map(|r| (r.id, r)).collect();
-        t.users = data.users.into_iter().map(|r| (r.id, r)).collect();
-        t.carts = data.carts.into_iter().map(|r| (r.id, r)).collect();
+        let mut t = Tables {
+            stores: data.stores.into_iter().map(|r| (r.id, r)).collect(),
+            accounts: data.accounts.into_iter().map(|r| (r.id, r)).collect(),
+            users: data.users.into_iter().map(|r| (r.id, r)).collect(),
+            carts: data.carts.into_iter().map(|r| (r.id, r)).collect(),
+            ..Tables::default()
+        };
         for item in data.items {
             t.items.entry(item.cart_id).or_default().push(item);
         }
@@ -265,7 +265,7 @@ impl MemoryStore {
             v
         }
         let mut history: Vec<HistoryEntry> = t.history.values().flatten().cloned().collect();
-        history.sort_by(|a, b| (a.at, a.cart_id).cmp(&(b.at, b.cart_id)));
+        history.sort_by_key(|h| (h.at, h.cart_id));
         DataSet {
             stores: sorted(t.stores.values().cloned(), |r| r.id),
             accounts: sorted(t.accounts.values().cloned(), |r| r.id),

@@ -2,7 +2,6 @@
 
 mod dataset;
 mod memory;
-#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 pub use dataset::{DataSet, DataSetError, StockLevel};
 pub use memory::MemoryStore;
-#[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteStore};
 
 use crate::error::StoreError;
