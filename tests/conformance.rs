@@ -2443,7 +2443,10 @@ fn cancel_returns_a_processing_cart_to_active() {
     let (mut data, session) = locked_at(SampleCart::InStock, SessionState::Inventory);
     set_status(&mut data, SampleCart::InStock, CartStatus::Processing);
     let world = World::new(data);
-    assert_eq!(world.accept(CANCEL, &cart_input(SampleCart::InStock), buyer()), None);
+    assert_eq!(
+        world.accept(CANCEL, &cart_input(SampleCart::InStock), buyer()),
+        None
+    );
     assert!(world.session(&session).is_archived);
     assert_eq!(world.cart(SampleCart::InStock).status, CartStatus::Active);
 }
@@ -2454,6 +2457,10 @@ fn permitted_never_offers_an_action_this_version_cannot_run() {
         let (data, _) = locked_at(SampleCart::InStock, state);
         let world = World::new(data);
         let offered = world.permitted(buyer(), SampleCart::InStock);
-        assert_eq!(offered, ["cancelCartAsyncOperation"], "at {state}: {offered:?}");
+        assert_eq!(
+            offered,
+            ["cancelCartAsyncOperation"],
+            "at {state}: {offered:?}"
+        );
     }
 }

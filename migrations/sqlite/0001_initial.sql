@@ -38,6 +38,7 @@ CREATE TABLE operations (
 );
 CREATE INDEX operations_by_cart ON operations (cart_id, submitted_at);
 CREATE INDEX operations_new ON operations (submitted_at) WHERE status = 'New';
+CREATE INDEX operations_running ON operations (expires_at) WHERE status = 'Running';
 -- At most one New or Running operation per cart, whatever the engine believes.
 CREATE UNIQUE INDEX one_active_operation_per_cart ON operations (cart_id)
     WHERE status IN ('New', 'Running');

@@ -29,6 +29,11 @@ pub struct EngineConfig {
     pub operations: OperationSettings,
     /// How many times a command is re-decided after losing a compare-and-set.
     pub max_attempts: u32,
+    /// How long a worker's claim lasts without a heartbeat, in milliseconds: after a worker
+    /// dies, its operation is retried (or failed) this long after its last heartbeat.
+    pub lease_ms: u64,
+    /// How often a worker renews its claim while the provider works, in milliseconds.
+    pub heartbeat_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +41,8 @@ impl Default for EngineConfig {
         EngineConfig {
             operations: OperationSettings::default(),
             max_attempts: 64,
+            lease_ms: 30_000,
+            heartbeat_ms: 10_000,
         }
     }
 }
@@ -62,6 +69,13 @@ impl WorkSignal {
             .wait_timeout_while(g, timeout, |g| *g == seen)
             .map_err(|e| e.into_inner());
     }
+}
+
+/// A decided command, ready to commit.
+pub(crate) struct Prepared {
+    output: Output,
+    commit: Option<Commit>,
+    creates_work: bool,
 }
 
 /// A command the actor may issue now, as `permitted` lists them.
@@ -162,7 +176,22 @@ impl Engine {
 
     /// Carries out a command as `actor` (a user ID as given): decides it against a fresh
     /// snapshot and commits it atomically. A refused command changes nothing.
+    ///
+    /// Worker commands (`Claim`, `Heartbeat`, `Expire`, `Finish`) are the workers' own and are
+    /// refused here with `INVALID_INPUT`.
     pub fn execute(&self, actor: &str, command: Command) -> Result<Output, CheckoutError> {
+        if matches!(
+            command,
+            Command::Claim { .. }
+                | Command::Heartbeat { .. }
+                | Command::Expire { .. }
+                | Command::Finish { .. }
+        ) {
+            return Err(CheckoutError::InvalidInput(format!(
+                "{} is issued by workers, not by users",
+                command.event()
+            )));
+        }
         self.execute_as(Some(actor), &command)
     }
 
@@ -174,52 +203,16 @@ impl Engine {
         let actor_id = actor.and_then(|a| SfId::parse(a).ok());
         for _ in 0..self.config.max_attempts.max(1) {
             let snapshot = self.load(actor, command)?;
-            let now = self.clock.now();
-            let ctx = DecideContext {
-                table: &self.table,
-                now,
-                ids: self.ids.as_ref(),
-                settings: self.config.operations,
-            };
-            let decision = crate::machine::decide(&ctx, &snapshot, command)?;
-            if decision.changes.is_empty() {
-                return Ok(decision.output);
-            }
-            let cart_id = snapshot
-                .cart
-                .as_ref()
-                .map(|c| c.id)
-                .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
-            let history = decision
-                .moves
-                .iter()
-                .map(|m| HistoryEntry {
-                    at: now,
-                    actor: actor_id,
-                    cart_id,
-                    event: decision.event,
-                    machine: m.machine,
-                    record: m.record,
-                    from: m.from.to_string(),
-                    to: m.to.to_string(),
-                })
-                .collect();
-            let creates_work = decision
-                .changes
-                .operations
-                .iter()
-                .any(|op| op.status == crate::model::OperationStatus::New);
-            let commit = Commit {
-                changes: decision.changes,
-                history,
+            let prepared = self.prepare(actor_id, &snapshot, command)?;
+            let Some(commit) = prepared.commit else {
+                return Ok(prepared.output);
             };
             match self.store.commit(&commit) {
                 Ok(()) => {
-                    if creates_work {
+                    if prepared.creates_work {
                         self.signal.notify();
                     }
-                    tracing::debug!(event = %decision.event, cart = %cart_id, "committed");
-                    return Ok(decision.output);
+                    return Ok(prepared.output);
                 }
                 // Another command won the compare-and-set: decide again on what it wrote.
                 Err(StoreError::Conflict(_)) | Err(StoreError::Invariant(_)) => continue,
@@ -227,6 +220,63 @@ impl Engine {
             }
         }
         Err(CheckoutError::Contention(self.config.max_attempts))
+    }
+
+    /// Decides `command` on `snapshot` and builds the commit (`None` when nothing changes).
+    pub(crate) fn prepare(
+        &self,
+        actor: Option<SfId>,
+        snapshot: &Snapshot,
+        command: &Command,
+    ) -> Result<Prepared, CheckoutError> {
+        let now = self.clock.now();
+        let ctx = DecideContext {
+            table: &self.table,
+            now,
+            ids: self.ids.as_ref(),
+            settings: self.config.operations,
+        };
+        let decision = crate::machine::decide(&ctx, snapshot, command)?;
+        if decision.changes.is_empty() {
+            return Ok(Prepared {
+                output: decision.output,
+                commit: None,
+                creates_work: false,
+            });
+        }
+        let cart_id = snapshot
+            .cart
+            .as_ref()
+            .map(|c| c.id)
+            .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
+        let history = decision
+            .moves
+            .iter()
+            .map(|m| HistoryEntry {
+                at: now,
+                actor,
+                cart_id,
+                event: decision.event,
+                machine: m.machine,
+                record: m.record,
+                from: m.from.to_string(),
+                to: m.to.to_string(),
+            })
+            .collect();
+        let creates_work = decision
+            .changes
+            .operations
+            .iter()
+            .any(|op| op.status == crate::model::OperationStatus::New);
+        tracing::debug!(event = %decision.event, cart = %cart_id, "decided");
+        Ok(Prepared {
+            output: decision.output,
+            commit: Some(Commit {
+                changes: decision.changes,
+                history,
+            }),
+            creates_work,
+        })
     }
 
     /// Every unmet requirement of `command` for `actor`, without changing anything (a dry run).

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::CheckoutError;
 use crate::integrations::{IntegrationRequest, Provider, Verdict};
-use crate::machine::{Command, StepOutcome};
+use crate::machine::{Command, Snapshot, StepOutcome};
 use crate::model::{BackgroundOperation, SfId};
 
 /// What happened to one operation a worker ran.
@@ -29,20 +29,14 @@ pub struct OperationReport {
     pub applied: bool,
 }
 
-/// How long a claim lasts beyond the provider's timeout before a sweeper may take it back.
-const LEASE_MARGIN_MS: u64 = 30_000;
-
 impl Engine {
     /// Claims the oldest New operation, runs it, and reports its outcome. `Ok(None)` when
-    /// there is nothing to do.
-    /// Another worker may win every candidate; then this returns `Ok(None)` too.
+    /// there is nothing to claim (another worker may have won every candidate).
     pub fn run_next_operation(&self) -> Result<Option<OperationReport>, CheckoutError> {
-        for id in self.store.claimable_operations(8)? {
-            if let Some(claimed) = self.claim(id)? {
-                return self.run_claimed(claimed).map(Some);
-            }
+        match self.claim_next()? {
+            Some(claimed) => self.run_claimed(claimed).map(Some),
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     /// Runs operations until none is New. Returns how many ran.
@@ -54,19 +48,48 @@ impl Engine {
         Ok(count)
     }
 
-    /// Claims one operation; `None` when another worker got it first.
-    fn claim(&self, operation_id: SfId) -> Result<Option<BackgroundOperation>, CheckoutError> {
-        let Some(op) = self.store.operation(&operation_id)? else {
-            return Ok(None);
+    /// Ends every claim whose lease ran out (its worker died or hung): the operation goes back
+    /// to New while retries remain, else fails with a SystemError. Returns how many it ended.
+    pub fn sweep_expired(&self) -> Result<usize, CheckoutError> {
+        let mut swept = 0;
+        for id in self.store.expired_operations(self.clock.now(), 64)? {
+            let Some(op) = self.store.operation(&id)? else {
+                continue;
+            };
+            let command = Command::Expire {
+                operation_id: id,
+                attempt: op.attempt,
+            };
+            match self.execute_as(None, &command) {
+                Ok(_) => swept += 1,
+                // Its worker finished or heartbeat meanwhile.
+                Err(CheckoutError::Stale(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(swept)
+    }
+
+    /// Claims one operation through the store's queue.
+    fn claim_next(&self) -> Result<Option<BackgroundOperation>, CheckoutError> {
+        let lease_ms = self.config.lease_ms;
+        let mut claim = |snapshot: Snapshot| {
+            let Some(op) = &snapshot.operation else {
+                return Ok(None);
+            };
+            let command = Command::Claim {
+                operation_id: op.id,
+                lease_ms,
+            };
+            // A candidate that is no longer claimable (stale) is passed by.
+            Ok(self
+                .prepare(None, &snapshot, &command)
+                .ok()
+                .and_then(|prepared| prepared.commit))
         };
-        let command = Command::Claim {
-            operation_id,
-            lease_ms: op.timeout_ms.saturating_add(LEASE_MARGIN_MS),
-        };
-        match self.execute_as(None, &command) {
-            Ok(_) => Ok(self.store.operation(&operation_id)?),
-            Err(CheckoutError::Stale(_)) => Ok(None),
-            Err(e) => Err(e),
+        match self.store.claim_next(&mut claim)? {
+            Some(id) => Ok(self.store.operation(&id)?),
+            None => Ok(None),
         }
     }
 
@@ -82,7 +105,24 @@ impl Engine {
                     items: self.store.cart_items(&cart.id)?,
                     cart,
                 };
-                call_provider(provider, request, Duration::from_millis(op.timeout_ms))
+                let heartbeat = Command::Heartbeat {
+                    operation_id: op.id,
+                    attempt: op.attempt,
+                    lease_ms: self.config.lease_ms,
+                };
+                let beat = || match self.execute_as(None, &heartbeat) {
+                    Ok(_) => true,
+                    Err(CheckoutError::Stale(_)) => false,
+                    // A store hiccup: keep working; the completion will tell.
+                    Err(_) => true,
+                };
+                call_provider(
+                    provider,
+                    request,
+                    Duration::from_millis(op.timeout_ms),
+                    Duration::from_millis(self.config.heartbeat_ms.max(1)),
+                    &beat,
+                )
             }
         };
         let command = Command::Finish {
@@ -106,8 +146,8 @@ impl Engine {
         })
     }
 
-    /// Starts `threads` workers that run operations as they arrive, until the pool is
-    /// stopped or dropped.
+    /// Starts `threads` workers that run operations as they arrive and sweep expired claims
+    /// when idle, until the pool is stopped or dropped.
     pub fn start_workers(&self, threads: usize) -> WorkerPool {
         let stop = Arc::new(AtomicBool::new(false));
         let handles = (0..threads.max(1))
@@ -120,7 +160,12 @@ impl Engine {
                         while !stop.load(Ordering::Acquire) {
                             match engine.run_next_operation() {
                                 Ok(Some(_)) => {}
-                                Ok(None) => engine.wait_for_work(Duration::from_millis(50)),
+                                Ok(None) => {
+                                    if let Err(e) = engine.sweep_expired() {
+                                        tracing::warn!(error = %e, "sweeping expired claims failed");
+                                    }
+                                    engine.wait_for_work(Duration::from_millis(50));
+                                }
                                 Err(e) => {
                                     tracing::warn!(error = %e, "worker step failed");
                                     engine.wait_for_work(Duration::from_millis(50));
@@ -139,13 +184,16 @@ impl Engine {
     }
 }
 
-/// Runs the provider on its own thread so a timeout can be enforced and a panic contained.
-/// A provider that overruns is abandoned: its thread finishes in the background and its
-/// answer is dropped.
+/// Runs the provider on its own thread so a timeout can be enforced and a panic contained,
+/// renewing the claim every `heartbeat` while it works. A provider that overruns is
+/// abandoned: its thread finishes in the background and its answer is dropped. When a
+/// heartbeat finds the claim gone (cancelled, or taken over), waiting stops at once.
 fn call_provider(
     provider: Provider,
     request: IntegrationRequest,
     timeout: Duration,
+    heartbeat: Duration,
+    beat: &dyn Fn() -> bool,
 ) -> StepOutcome {
     let (tx, rx) = mpsc::sync_channel(1);
     let spawned = thread::Builder::new()
@@ -157,7 +205,21 @@ fn call_provider(
     if let Err(e) = spawned {
         return StepOutcome::SystemFailure(format!("could not start the provider: {e}"));
     }
-    match rx.recv_timeout(timeout) {
+    let deadline = Instant::now() + timeout;
+    let answer = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left.min(heartbeat)) {
+            Err(mpsc::RecvTimeoutError::Timeout) if left > heartbeat => {
+                if !beat() {
+                    return StepOutcome::SystemFailure(
+                        "the claim was lost while the provider worked".into(),
+                    );
+                }
+            }
+            other => break other,
+        }
+    };
+    match answer {
         Ok(Ok(Ok(Verdict::Passed))) => StepOutcome::Passed,
         Ok(Ok(Ok(Verdict::Failed(messages)))) if messages.is_empty() => {
             StepOutcome::SystemFailure("the provider failed the check without a message".into())

@@ -111,6 +111,10 @@ pub enum Event {
     Authorize,
     /// A worker claims a New operation.
     Claim,
+    /// A worker extends the lease of the operation it runs.
+    Heartbeat,
+    /// A sweeper returns an operation whose lease ran out to New, for another attempt.
+    Requeue,
     /// A worker reports the integration passed.
     Succeed,
     /// A worker reports the integration failed (or the provider errored, panicked, timed out).
@@ -125,6 +129,8 @@ impl Event {
             Event::Advance => "advance (screen)",
             Event::Authorize => "authorize payment",
             Event::Claim => "claim",
+            Event::Heartbeat => "heartbeat",
+            Event::Requeue => "lease expired (retry)",
             Event::Succeed => "complete",
             Event::Fail => "fail",
         }

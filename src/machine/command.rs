@@ -55,6 +55,23 @@ pub enum Command {
         /// How long the claim is good for, in milliseconds.
         lease_ms: u64,
     },
+    /// A worker extends its claim while the provider works.
+    Heartbeat {
+        /// The operation.
+        operation_id: SfId,
+        /// The attempt the worker claimed.
+        attempt: u32,
+        /// The new lease, in milliseconds from now.
+        lease_ms: u64,
+    },
+    /// A sweeper ends a claim whose lease ran out: back to New while retries remain, else
+    /// the operation fails with a SystemError.
+    Expire {
+        /// The operation.
+        operation_id: SfId,
+        /// The attempt whose lease ran out.
+        attempt: u32,
+    },
     /// A worker reports the outcome of an operation it claimed.
     Finish {
         /// The operation.
@@ -87,6 +104,9 @@ impl Command {
             Command::RunStep { action, .. } => Event::Action(*action),
             Command::Cancel { .. } => Event::Action(Action::CancelCartAsyncOperation),
             Command::Claim { .. } => Event::Claim,
+            Command::Heartbeat { .. } => Event::Heartbeat,
+            // Becomes `Fail` when no retry remains (decided against the operation).
+            Command::Expire { .. } => Event::Requeue,
             Command::Finish { outcome, .. } => match outcome {
                 StepOutcome::Passed => Event::Succeed,
                 _ => Event::Fail,
@@ -103,9 +123,10 @@ impl Command {
             Command::UpdateSession { session_id, .. } | Command::Advance { session_id, .. } => {
                 Target::Session(session_id.clone())
             }
-            Command::Claim { operation_id, .. } | Command::Finish { operation_id, .. } => {
-                Target::Operation(*operation_id)
-            }
+            Command::Claim { operation_id, .. }
+            | Command::Heartbeat { operation_id, .. }
+            | Command::Expire { operation_id, .. }
+            | Command::Finish { operation_id, .. } => Target::Operation(*operation_id),
         }
     }
 }

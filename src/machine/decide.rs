@@ -116,6 +116,15 @@ pub struct Decision {
     pub output: Output,
 }
 
+/// When a lease of `lease_ms` taken at `now` ends.
+fn lease_end(now: DateTime<Utc>, lease_ms: u64) -> DateTime<Utc> {
+    i64::try_from(lease_ms)
+        .ok()
+        .and_then(Duration::try_milliseconds)
+        .and_then(|lease| now.checked_add_signed(lease))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// A session's node, given its current operation.
 pub fn session_node(
     session: Option<&CartCheckoutSession>,
@@ -171,6 +180,10 @@ pub fn decide(
         Command::RunStep { action, .. } => plan.run_step(*action),
         Command::Cancel { .. } => plan.cancel(),
         Command::Claim { lease_ms, .. } => plan.claim(*lease_ms),
+        Command::Heartbeat {
+            attempt, lease_ms, ..
+        } => plan.heartbeat(*attempt, *lease_ms),
+        Command::Expire { attempt, .. } => plan.expire(*attempt),
         Command::Finish {
             attempt, outcome, ..
         } => plan.finish(*attempt, outcome),
@@ -422,15 +435,15 @@ impl<'a> Plan<'a> {
             op.status = OperationStatus::Running;
             op.attempt += 1;
             op.started_at = Some(now);
-            op.expires_at =
-                Some(now + Duration::milliseconds(lease_ms.min(i64::MAX as u64) as i64));
+            op.expires_at = Some(lease_end(now, lease_ms));
         })?;
         Ok(Output::BackgroundOperationId(id))
     }
 
-    fn finish(&mut self, attempt: u32, outcome: &StepOutcome) -> Result<Output, CheckoutError> {
-        let op = self
-            .snapshot
+    /// The operation, if it is Running under `attempt` (the fencing token) on an open cart.
+    fn running_operation(&self, attempt: u32) -> Result<&'a BackgroundOperation, CheckoutError> {
+        let snapshot = self.snapshot;
+        let op = snapshot
             .operation
             .as_ref()
             .ok_or_else(|| CheckoutError::Stale("no such operation".into()))?;
@@ -443,6 +456,46 @@ impl<'a> Plan<'a> {
                 op.attempt
             )));
         }
+        Ok(op)
+    }
+
+    fn heartbeat(&mut self, attempt: u32, lease_ms: u64) -> Result<Output, CheckoutError> {
+        let op = self.running_operation(attempt)?;
+        let until = lease_end(self.ctx.now, lease_ms);
+        // A lease only grows: a late heartbeat must not shorten a newer one.
+        if op.expires_at.is_some_and(|current| current >= until) {
+            return Ok(Output::BackgroundOperationId(op.id));
+        }
+        let id = self.edit_operation(|op| op.expires_at = Some(until))?;
+        Ok(Output::BackgroundOperationId(id))
+    }
+
+    fn expire(&mut self, attempt: u32) -> Result<Output, CheckoutError> {
+        let op = self.running_operation(attempt)?;
+        if let Some(until) = op.expires_at.filter(|until| *until > self.ctx.now) {
+            return Err(CheckoutError::Stale(format!(
+                "the lease of operation {} runs until {until}",
+                op.id
+            )));
+        }
+        // `attempt` counts claims; `retry_limit` the claims allowed after the first.
+        if op.attempt <= op.retry_limit {
+            let id = self.edit_operation(|op| {
+                op.status = OperationStatus::New;
+                op.expires_at = None;
+            })?;
+            return Ok(Output::BackgroundOperationId(id));
+        }
+        self.event = Event::Fail;
+        let reason = format!(
+            "no worker finished operation {} within its lease on any of {} attempts",
+            op.id, op.attempt
+        );
+        self.finish(attempt, &StepOutcome::SystemFailure(reason))
+    }
+
+    fn finish(&mut self, attempt: u32, outcome: &StepOutcome) -> Result<Output, CheckoutError> {
+        let op = self.running_operation(attempt)?;
         let session = self.snapshot.session.as_ref().filter(|s| {
             !s.is_archived && s.is_processing && s.background_operation_id == Some(op.id)
         });

@@ -166,7 +166,7 @@ pub fn guards(event: Event) -> &'static [Guard] {
         Event::Action(Action::UpdateCheckoutSessionState) | Event::Advance => UPDATE,
         Event::Action(Action::CancelCartAsyncOperation) => CANCEL,
         Event::Action(_) | Event::Authorize => ASYNC,
-        Event::Claim | Event::Succeed | Event::Fail => &[],
+        Event::Claim | Event::Heartbeat | Event::Requeue | Event::Succeed | Event::Fail => &[],
     }
 }
 

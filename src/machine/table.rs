@@ -368,6 +368,11 @@ fn rows_of(template: &Template) -> Vec<Transition> {
             Node::Cart(CartStatus::Active),
         ),
         row(
+            Event::Requeue,
+            Node::Operation(O::Is(S::Running)),
+            Node::Operation(O::Is(S::New)),
+        ),
+        row(
             Event::Claim,
             Node::Operation(O::Is(S::New)),
             Node::Operation(O::Is(S::Running)),

@@ -346,6 +346,27 @@ impl Store for MemoryStore {
             .collect())
     }
 
+    fn expired_operations(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SfId>, StoreError> {
+        let t = self.read();
+        let mut expired: Vec<(DateTime<Utc>, SfId)> = t
+            .active_operation
+            .values()
+            .filter_map(|id| t.operations.get(id))
+            .filter(|op| op.status == crate::model::OperationStatus::Running)
+            .filter_map(|op| {
+                op.expires_at
+                    .filter(|end| *end <= now)
+                    .map(|end| (end, op.id))
+            })
+            .collect();
+        expired.sort();
+        Ok(expired.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
     fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
         Ok(self.read().carts.get(id).cloned())
     }

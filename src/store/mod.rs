@@ -48,6 +48,9 @@ pub struct Commit {
     pub history: Vec<HistoryEntry>,
 }
 
+/// Builds the commit that claims the operation of a snapshot, or `None` to pass it by.
+pub type ClaimFn<'a> = dyn FnMut(Snapshot) -> Result<Option<Commit>, StoreError> + 'a;
+
 /// What a snapshot is loaded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadKey {
@@ -73,6 +76,26 @@ pub trait Store: Send + Sync {
     fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
     /// Up to `limit` New operations of carts that are not Closed, oldest first.
     fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError>;
+    /// Up to `limit` Running operations whose lease ended before `now`.
+    fn expired_operations(&self, now: DateTime<Utc>, limit: usize)
+    -> Result<Vec<SfId>, StoreError>;
+    /// Claims one claimable operation: offers candidates' snapshots to `claim`, which answers
+    /// the commit that claims it (or `None` to pass), and applies the first such commit that
+    /// holds. Returns the claimed operation. Stores with row locks override this so that
+    /// concurrent workers skip each other's candidates instead of racing for the oldest.
+    fn claim_next(&self, claim: &mut ClaimFn<'_>) -> Result<Option<SfId>, StoreError> {
+        for id in self.claimable_operations(8)? {
+            let Some(commit) = claim(self.load(LoadKey::Operation(id))?)? else {
+                continue;
+            };
+            match self.commit(&commit) {
+                Ok(()) => return Ok(Some(id)),
+                Err(StoreError::Conflict(_) | StoreError::Invariant(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
     /// A cart by ID.
     fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError>;
     /// A cart's lines.

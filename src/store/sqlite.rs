@@ -542,6 +542,29 @@ impl Store for SqliteStore {
         })
     }
 
+    fn expired_operations(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<SfId>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT id FROM operations WHERE status = 'Running' AND expires_at <= ?1
+                     ORDER BY expires_at, id LIMIT ?2",
+                )
+                .map_err(io)?;
+            let rows = stmt
+                .query_map(params![time(&now), limit as i64], |r| r.get::<_, String>(0))
+                .map_err(io)?;
+            let mut ids = Vec::new();
+            for row in rows {
+                ids.push(SfId::parse(&row.map_err(io)?).map_err(io)?);
+            }
+            Ok(ids)
+        })
+    }
+
     fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
         self.read(|tx| body(tx, "carts", id))
     }

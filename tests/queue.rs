@@ -1,0 +1,264 @@
+//! The operation queue: leases, heartbeats, the sweeper and fencing by attempt.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use cartflow::clock::ManualClock;
+use cartflow::ids::SequentialIds;
+use cartflow::integrations::{IntegrationRequest, Integrations, ProviderError, Verdict};
+use cartflow::machine::{Command, OperationSettings, StepOutcome};
+use cartflow::model::{OperationStatus, OutputType, SessionState, SfId};
+use cartflow::sample::{self, SampleCart};
+use cartflow::{CheckoutError, Engine, EngineConfig, MemoryStore};
+use chrono::{Duration, TimeZone, Utc};
+use serde_json::json;
+
+/// A provider that waits until the test releases it, then passes.
+fn gated_provider() -> (Integrations, mpsc::Sender<()>) {
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Mutex::new(gate);
+    let mut integrations = Integrations::new();
+    integrations.set_inventory(
+        sample::store_id(),
+        Arc::new(
+            move |_: &IntegrationRequest| -> Result<Verdict, ProviderError> {
+                let _ = gate.lock().unwrap().recv();
+                Ok(Verdict::Passed)
+            },
+        ),
+    );
+    (integrations, release)
+}
+
+struct Rig {
+    engine: Engine,
+    clock: Arc<ManualClock>,
+    session: SfId,
+    operation: SfId,
+}
+
+/// An engine with a manual clock whose InStock cart has a New inventory operation.
+fn rig(integrations: Integrations, config: EngineConfig) -> Rig {
+    let clock = Arc::new(ManualClock::new(
+        Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
+    ));
+    let engine = Engine::new(Arc::new(
+        MemoryStore::from_dataset(sample::dataset()).unwrap(),
+    ))
+    .with_ids(Arc::new(SequentialIds::default()))
+    .with_clock(clock.clone())
+    .with_integrations(integrations)
+    .with_config(config);
+    let buyer = sample::buyer_id().to_string();
+    let cart = json!({"cartId": SampleCart::InStock.id().to_string()});
+    let started = engine.invoke("checkoutSessionAction", &cart, &buyer);
+    let session = started.output_values.unwrap()["requestId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (from, to) in [
+        ("Start", "Shipping Address"),
+        ("Shipping Address", "Inventory"),
+    ] {
+        engine
+            .execute(
+                &buyer,
+                Command::Advance {
+                    session_id: session.clone(),
+                    state: to.into(),
+                    exp_current_state: Some(from.into()),
+                },
+            )
+            .unwrap();
+    }
+    let lock = json!({"checkoutSessionId": session, "expCurrentState": "Inventory", "nextState": "Confirm Price"});
+    assert!(
+        engine
+            .invoke("updateCheckoutSessionStateAction", &lock, &buyer)
+            .is_success
+    );
+    let op = engine.invoke("checkCartInventoryAction", &cart, &buyer);
+    let operation = op.output_values.unwrap()["backgroundOperationId"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    Rig {
+        engine,
+        clock,
+        session: session.parse().unwrap(),
+        operation,
+    }
+}
+
+fn quiet_config(retry_limit: u32) -> EngineConfig {
+    EngineConfig {
+        operations: OperationSettings {
+            timeout_ms: 3_600_000,
+            retry_limit,
+        },
+        lease_ms: 30_000,
+        // No heartbeat during the test: the worker behaves as if it had died.
+        heartbeat_ms: 3_600_000,
+        ..EngineConfig::default()
+    }
+}
+
+#[test]
+fn an_expired_claim_is_retried_and_the_stale_workers_report_is_discarded() {
+    let (integrations, release) = gated_provider();
+    let rig = rig(integrations, quiet_config(2));
+    let store = rig.engine.store().clone();
+
+    let first = {
+        let engine = rig.engine.clone();
+        thread::spawn(move || engine.run_next_operation())
+    };
+    // Wait until the first worker holds the claim.
+    while store.operation(&rig.operation).unwrap().unwrap().status != OperationStatus::Running {
+        thread::yield_now();
+    }
+    assert_eq!(
+        rig.engine.sweep_expired().unwrap(),
+        0,
+        "the lease still runs"
+    );
+    rig.clock.advance(Duration::seconds(31));
+    assert_eq!(rig.engine.sweep_expired().unwrap(), 1);
+    let op = store.operation(&rig.operation).unwrap().unwrap();
+    assert_eq!((op.status, op.attempt), (OperationStatus::New, 1));
+    let session = store.session(&rig.session).unwrap().unwrap();
+    assert!(
+        session.is_processing,
+        "the session still waits for its operation"
+    );
+
+    // A second worker claims attempt 2; the first (stale) worker then reports: discarded.
+    let second = {
+        let engine = rig.engine.clone();
+        thread::spawn(move || engine.run_next_operation())
+    };
+    while store.operation(&rig.operation).unwrap().unwrap().attempt != 2 {
+        thread::yield_now();
+    }
+    release.send(()).unwrap();
+    let stale = first.join().unwrap().unwrap().unwrap();
+    assert_eq!((stale.attempt, stale.applied), (1, false));
+    release.send(()).unwrap();
+    let fresh = second.join().unwrap().unwrap().unwrap();
+    assert_eq!(
+        (fresh.attempt, fresh.applied, fresh.outcome),
+        (2, true, StepOutcome::Passed)
+    );
+
+    let op = store.operation(&rig.operation).unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Complete);
+    let session = store.session(&rig.session).unwrap().unwrap();
+    assert_eq!(session.state, Some(SessionState::ConfirmPrice));
+    let requeues = store
+        .history(&SampleCart::InStock.id())
+        .unwrap()
+        .into_iter()
+        .filter(|h| h.from == "Running" && h.to == "New")
+        .count();
+    assert_eq!(requeues, 1);
+}
+
+#[test]
+fn a_claim_that_expires_after_its_last_retry_fails_the_step() {
+    let (integrations, release) = gated_provider();
+    let rig = rig(integrations, quiet_config(0));
+    let store = rig.engine.store().clone();
+    let worker = {
+        let engine = rig.engine.clone();
+        thread::spawn(move || engine.run_next_operation())
+    };
+    while store.operation(&rig.operation).unwrap().unwrap().status != OperationStatus::Running {
+        thread::yield_now();
+    }
+    rig.clock.advance(Duration::seconds(31));
+    assert_eq!(rig.engine.sweep_expired().unwrap(), 1);
+    let op = store.operation(&rig.operation).unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Error);
+    let session = store.session(&rig.session).unwrap().unwrap();
+    assert_eq!(session.state, Some(SessionState::Error));
+    assert!(session.is_error && !session.is_processing);
+    let outputs = store.validation_outputs(&SampleCart::InStock.id()).unwrap();
+    assert_eq!(outputs.len(), 1);
+    assert_eq!(outputs[0].output_type, OutputType::SystemError);
+    release.send(()).unwrap();
+    assert!(!worker.join().unwrap().unwrap().unwrap().applied);
+    assert_eq!(
+        store.operation(&rig.operation).unwrap().unwrap().status,
+        OperationStatus::Error
+    );
+}
+
+#[test]
+fn heartbeats_keep_a_long_provider_call_claimed() {
+    let (integrations, release) = gated_provider();
+    let config = EngineConfig {
+        heartbeat_ms: 5,
+        ..quiet_config(2)
+    };
+    let rig = rig(integrations, config);
+    let store = rig.engine.store().clone();
+    let worker = {
+        let engine = rig.engine.clone();
+        thread::spawn(move || engine.run_next_operation())
+    };
+    let first_lease = loop {
+        let op = store.operation(&rig.operation).unwrap().unwrap();
+        if op.status == OperationStatus::Running {
+            break op.expires_at.unwrap();
+        }
+        thread::yield_now();
+    };
+    // Far past the first lease: only a heartbeat taken after the move can have renewed it.
+    rig.clock.advance(Duration::seconds(120));
+    let renewed = loop {
+        let until = store
+            .operation(&rig.operation)
+            .unwrap()
+            .unwrap()
+            .expires_at
+            .unwrap();
+        if until > first_lease + Duration::seconds(100) {
+            break until;
+        }
+        thread::yield_now();
+    };
+    assert_eq!(
+        rig.engine.sweep_expired().unwrap(),
+        0,
+        "renewed until {renewed}"
+    );
+    release.send(()).unwrap();
+    let report = worker.join().unwrap().unwrap().unwrap();
+    assert!(report.applied && report.attempt == 1);
+}
+
+#[test]
+fn users_cannot_issue_worker_commands() {
+    let (integrations, _release) = gated_provider();
+    let rig = rig(integrations, quiet_config(2));
+    let err = rig
+        .engine
+        .execute(
+            &sample::buyer_id().to_string(),
+            Command::Claim {
+                operation_id: rig.operation,
+                lease_ms: 1,
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, CheckoutError::InvalidInput(_)), "{err}");
+    let op = rig
+        .engine
+        .store()
+        .operation(&rig.operation)
+        .unwrap()
+        .unwrap();
+    assert_eq!(op.status, OperationStatus::New);
+}
