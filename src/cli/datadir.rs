@@ -1,79 +1,182 @@
-//! The data directory: `<dir>/cartflow.json` holds a [`DataSet`] (see `docs/data-format.md`).
+//! Where the command line's data lives. `--data` names one of:
+//!
+//! - a data directory: the SQLite database `<dir>/cartflow.db`, seeded once from
+//!   `<dir>/cartflow.json` (a [`DataSet`]) while the database is new or empty;
+//! - `sqlite:<path>`: an existing SQLite database file;
+//! - `postgres://...` / `postgresql://...`: a PostgreSQL database.
+//!
+//! See `docs/data-format.md`.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write as _};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use cartflow::store::{DataSet, DataSetError};
+use cartflow::Store;
+use cartflow::error::StoreError;
+use cartflow::store::{DataSet, DataSetError, Durability, SqliteStore, StockLevel};
 
-/// The file name inside a data directory.
+/// The seed file inside a data directory.
 pub const DATA_FILE: &str = "cartflow.json";
+/// The database file inside a data directory.
+pub const DATABASE_FILE: &str = "cartflow.db";
 
-/// Why a data directory cannot be read or written.
+/// Why the data cannot be opened. Each of these exits with status 2 and changes nothing.
 #[derive(Debug, thiserror::Error)]
-pub enum DataDirError {
+pub enum DataError {
     /// The directory does not exist or is not a directory.
     #[error("data directory {0} does not exist or is not a directory")]
     NoDirectory(PathBuf),
-    /// The data file could not be read.
+    /// The directory holds neither a database nor a seed.
+    #[error(
+        "data directory {0} holds neither {DATABASE_FILE} nor {DATA_FILE}: put a {DATA_FILE} \
+         there to seed a new database (docs/data-format.md)"
+    )]
+    NoData(PathBuf),
+    /// A `sqlite:` location names no file.
+    #[error("no SQLite database at {0}; to create one, pass a data directory holding {DATA_FILE}")]
+    NoDatabase(PathBuf),
+    /// The seed could not be read.
     #[error("cannot read {0}: {1}")]
     Read(PathBuf, io::Error),
-    /// The data file is not a valid data set.
+    /// The seed is not a valid data set.
     #[error("{0} is not a valid cartflow data file: {1}")]
     Malformed(PathBuf, serde_json::Error),
-    /// The records contradict each other.
+    /// The seed's records contradict each other.
     #[error("{0} is not a consistent data set: {1}")]
-    Inconsistent(PathBuf, DataSetError),
-    /// The data file could not be written.
-    #[error("cannot write {0}: {1}")]
-    Write(PathBuf, io::Error),
+    Inconsistent(PathBuf, String),
+    /// The seed holds no store, so the database would count as empty and be seeded again.
+    #[error("{0} holds no WebStore (its \"stores\" list is empty): there is nothing to check out")]
+    NoStore(PathBuf),
+    /// The database could not be opened, seeded or read.
+    #[error("{0}: {1}")]
+    Database(String, StoreError),
+    /// A PostgreSQL URL, in a build without the PostgreSQL store.
+    #[error("PostgreSQL support is not built yet: use a data directory or sqlite:<path>")]
+    PostgresNotBuilt,
 }
 
-/// The path of the data file of `dir`.
-pub fn data_file(dir: &Path) -> PathBuf {
-    dir.join(DATA_FILE)
+/// An opened store and what the built-in inventory provider needs from it.
+pub struct Opened {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The stock table, for `Integrations::with_stock_tables`.
+    pub stock: Vec<StockLevel>,
+    /// Where the data is, for messages.
+    pub location: String,
 }
 
-/// Reads and validates the data set of `dir`.
-pub fn load(dir: &Path) -> Result<DataSet, DataDirError> {
-    if !dir.is_dir() {
-        return Err(DataDirError::NoDirectory(dir.to_path_buf()));
+/// Opens the store that `spec` (the `--data` value) names; see the module documentation.
+pub fn open_store(spec: &str) -> Result<Opened, DataError> {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        // The PostgreSQL store plugs in here: connect, then read its stock table as below.
+        return Err(DataError::PostgresNotBuilt);
     }
-    let path = data_file(dir);
-    let text = fs::read_to_string(&path).map_err(|e| DataDirError::Read(path.clone(), e))?;
+    let store = match spec.strip_prefix("sqlite:") {
+        Some(path) => {
+            // `sqlite:///abs/path` and `sqlite://rel/path` are spelled as URLs usually are.
+            let path = Path::new(path.strip_prefix("//").unwrap_or(path));
+            if !path.is_file() {
+                return Err(DataError::NoDatabase(path.to_path_buf()));
+            }
+            open_sqlite(path)?
+        }
+        None => open_directory(Path::new(spec))?,
+    };
+    let location = store.path().display().to_string();
+    let stock = store
+        .stock()
+        .map_err(|e| DataError::Database(location.clone(), e))?;
+    Ok(Opened {
+        store: Arc::new(store),
+        stock,
+        location,
+    })
+}
+
+fn open_sqlite(path: &Path) -> Result<SqliteStore, DataError> {
+    SqliteStore::open(path, Durability::Normal)
+        .map_err(|e| DataError::Database(path.display().to_string(), e))
+}
+
+/// Opens `<dir>/cartflow.db`, importing `<dir>/cartflow.json` when the database is new or
+/// empty. The seed is read and checked before the database is touched, so a bad seed
+/// creates nothing.
+fn open_directory(dir: &Path) -> Result<SqliteStore, DataError> {
+    if !dir.is_dir() {
+        return Err(DataError::NoDirectory(dir.to_path_buf()));
+    }
+    let db = dir.join(DATABASE_FILE);
+    let seed_file = dir.join(DATA_FILE);
+    let existed = db.exists();
+    let has_seed = seed_file.exists();
+    if !existed && !has_seed {
+        return Err(DataError::NoData(dir.to_path_buf()));
+    }
+    let seed = if existed || !has_seed {
+        None
+    } else {
+        Some(load(dir)?)
+    };
+    let store = open_sqlite(&db)?;
+    let location = db.display().to_string();
+    let database = |e| DataError::Database(location.clone(), e);
+    if !store.is_empty().map_err(database)? {
+        return Ok(store);
+    }
+    let seed = match seed {
+        Some(seed) => seed,
+        None if has_seed => load(dir)?,
+        // An empty database and nothing to seed it with: it is what it is.
+        None => return Ok(store),
+    };
+    match store.import(&seed) {
+        Ok(()) => Ok(store),
+        // Another process seeded it first: the same seed, so use what it wrote.
+        Err(StoreError::Invariant(_)) if !store.is_empty().map_err(database)? => Ok(store),
+        Err(e) => {
+            if !existed {
+                // Leave the directory as it was: the database this call created goes too.
+                drop(store);
+                remove_database(&db);
+            }
+            Err(database(e))
+        }
+    }
+}
+
+/// Reads and checks the seed of `dir`.
+pub fn load(dir: &Path) -> Result<DataSet, DataError> {
+    let path = dir.join(DATA_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| DataError::Read(path.clone(), e))?;
     let data: DataSet =
-        serde_json::from_str(&text).map_err(|e| DataDirError::Malformed(path.clone(), e))?;
+        serde_json::from_str(&text).map_err(|e| DataError::Malformed(path.clone(), e))?;
     data.validate()
-        .map_err(|e| DataDirError::Inconsistent(path, e))?;
+        .map_err(|e: DataSetError| DataError::Inconsistent(path.clone(), e.to_string()))?;
+    let mut stock: Vec<_> = data.stock.iter().map(|s| (s.store_id, &s.sku)).collect();
+    stock.sort();
+    if let Some(pair) = stock.windows(2).find(|pair| pair[0] == pair[1]) {
+        let (store, sku) = pair[0];
+        return Err(DataError::Inconsistent(
+            path,
+            format!("store {store} lists SKU {sku} twice in \"stock\""),
+        ));
+    }
+    if data.stores.is_empty() {
+        return Err(DataError::NoStore(path));
+    }
     Ok(data)
 }
 
-/// Replaces the data file of `dir` with `data`, atomically: the new text goes to a temporary
-/// file in the same directory, is flushed to disk, and is renamed over the old file, so a
-/// crash leaves either the old file or the new one, never half of one.
-pub fn save(dir: &Path, data: &DataSet) -> Result<(), DataDirError> {
-    let path = data_file(dir);
-    let mut text = serde_json::to_string_pretty(data)
-        .map_err(|e| DataDirError::Write(path.clone(), io::Error::other(e)))?;
-    text.push('\n');
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let temp = dir.join(format!(".{DATA_FILE}.{}-{nonce}.tmp", std::process::id()));
-    let written = write_synced(&temp, text.as_bytes()).and_then(|()| fs::rename(&temp, &path));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(DataDirError::Write(path, e));
+/// Removes a SQLite database and the files SQLite keeps beside it; missing ones are fine.
+pub fn remove_database(db: &Path) {
+    let mut names = vec![db.to_path_buf()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        names.push(PathBuf::from(name));
     }
-    // Make the rename itself durable; not every platform can open a directory for this.
-    if let Ok(directory) = File::open(dir) {
-        let _ = directory.sync_all();
+    for name in names {
+        let _ = fs::remove_file(name);
     }
-    Ok(())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }

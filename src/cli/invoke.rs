@@ -1,6 +1,6 @@
-//! `cartflow invoke`: one action call (or a bulk of them) against a data directory.
+//! `cartflow invoke`: one action call (or a bulk of them) against a data directory or
+//! database. Each accepted call commits to the database as it is made.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -8,10 +8,10 @@ use cartflow::engine::OperationReport;
 use cartflow::ids::RandomIds;
 use cartflow::integrations::Integrations;
 use cartflow::machine::StepOutcome;
-use cartflow::{Engine, MemoryStore, Store};
+use cartflow::{Engine, Store};
 use serde_json::Value;
 
-use crate::cli::datadir::{self, DataDirError};
+use crate::cli::datadir;
 use crate::cli::{element_json, print_stdout};
 
 /// What to invoke, as the command line gave it.
@@ -23,8 +23,8 @@ pub struct Request {
     pub input: String,
     /// The acting user's ID.
     pub actor: String,
-    /// The data directory.
-    pub data: PathBuf,
+    /// The data directory or database URL (see [`datadir::open_store`]).
+    pub data: String,
     /// Run background operations until idle afterwards.
     pub wait: bool,
 }
@@ -66,19 +66,12 @@ fn parse_inputs(text: &str) -> Result<Inputs, String> {
 }
 
 fn invoke(request: &Request) -> Result<u8, String> {
+    // The input is checked before the data is opened: a usage error touches nothing.
     let inputs = parse_inputs(&request.input)?;
-    let data = datadir::load(&request.data).map_err(|e| e.to_string())?;
-    let integrations = Integrations::with_stock_tables(&data.stock);
-    let store = Arc::new(MemoryStore::from_dataset(data).map_err(|e| {
-        format!(
-            "{} is not a consistent data set: {e}",
-            datadir::data_file(&request.data).display()
-        )
-    })?);
-    let before = store.to_dataset();
-    let engine = Engine::new(Arc::clone(&store) as Arc<dyn Store>)
+    let opened = datadir::open_store(&request.data).map_err(|e| e.to_string())?;
+    let engine = Engine::new(Arc::clone(&opened.store))
         .with_ids(Arc::new(RandomIds))
-        .with_integrations(integrations);
+        .with_integrations(Integrations::with_stock_tables(&opened.stock));
 
     let (results, bulk) = match inputs {
         Inputs::One(input) => (
@@ -94,18 +87,10 @@ fn invoke(request: &Request) -> Result<u8, String> {
         ),
     };
     let worker = if request.wait {
-        run_worker(&engine, &*store)
+        run_worker(&engine, &*opened.store)
     } else {
         Ok(())
     };
-
-    // Save before printing: what stdout reports must be what the file holds.
-    let after = store.to_dataset();
-    if after != before {
-        datadir::save(&request.data, &after).map_err(|e: DataDirError| {
-            format!("{e}; the data file was left as it was, so nothing of this call was kept")
-        })?;
-    }
 
     let elements: Vec<Value> = results.iter().map(element_json).collect();
     let printed = if bulk {

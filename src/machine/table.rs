@@ -156,9 +156,13 @@ pub struct TransitionTable {
 }
 
 /// The nodes a machine can be in without any transition having happened: a cart is created
-/// Active, or put in Processing by the platform's own processes.
-pub const ENTRY_NODES: [Node; 4] = [
+/// Active, or put in Processing by the platform's own processes; a session with an empty
+/// State can only come from imported data, and can only be cancelled.
+pub const ENTRY_NODES: [Node; 7] = [
     Node::Session(SessionNode::Absent),
+    Node::Session(SessionNode::At(None, Phase::Open)),
+    Node::Session(SessionNode::At(None, Phase::Locked)),
+    Node::Session(SessionNode::At(None, Phase::Running)),
     Node::Cart(CartStatus::Active),
     Node::Cart(CartStatus::Processing),
     Node::Operation(OperationNode::Absent),
@@ -443,10 +447,11 @@ fn rows_of(template: &Template) -> Vec<Transition> {
             session(SessionState::Error, Phase::Open),
         ));
     }
-    // Cancel archives the session from wherever it is.
+    // Cancel archives the session from wherever it is, an imported empty State included.
     let active: BTreeSet<Node> = rows
         .iter()
         .flat_map(|r| [r.from, r.to])
+        .chain(ENTRY_NODES)
         .filter(|n| matches!(n, Node::Session(SessionNode::At(..))))
         .collect();
     for node in active {

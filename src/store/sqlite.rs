@@ -235,6 +235,53 @@ impl SqliteStore {
         })
     }
 
+    /// Every record read back as a [`DataSet`] (the records in one consistent view; stock is
+    /// written only by [`import`](Self::import)). Records are sorted by ID (the stored
+    /// 18-character text sorts as [`SfId`] does), stock by store and SKU, history by time and
+    /// cart with each cart's entries in commit order: the order of `MemoryStore::to_dataset`.
+    pub fn export(&self) -> Result<DataSet, StoreError> {
+        fn all<T: DeserializeOwned>(
+            tx: &Transaction<'_>,
+            table: &str,
+        ) -> Result<Vec<T>, StoreError> {
+            let mut stmt = tx
+                .prepare(&format!("SELECT body FROM {table} ORDER BY id"))
+                .map_err(io)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(io)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(from_json(&row.map_err(io)?)?);
+            }
+            Ok(out)
+        }
+        let mut data = self.read(|tx| {
+            let mut history: Vec<HistoryEntry> = Vec::new();
+            let mut stmt = tx
+                .prepare("SELECT body FROM history ORDER BY seq")
+                .map_err(io)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(io)?;
+            for row in rows {
+                history.push(from_json(&row.map_err(io)?)?);
+            }
+            Ok(DataSet {
+                stores: all(tx, "stores")?,
+                accounts: all(tx, "accounts")?,
+                users: all(tx, "users")?,
+                carts: all(tx, "carts")?,
+                items: all(tx, "cart_items")?,
+                stock: Vec::new(),
+                sessions: all(tx, "sessions")?,
+                operations: all(tx, "operations")?,
+                validation_outputs: all(tx, "validation_outputs")?,
+                history,
+            })
+        })?;
+        // A stable sort: entries of one cart at one instant keep their commit order.
+        data.history.sort_by_key(|h| (h.at, h.cart_id));
+        data.stock = self.stock()?;
+        Ok(data)
+    }
+
     /// Runs `PRAGMA integrity_check`; `Ok(())` when SQLite answers `ok`.
     pub fn integrity_check(&self) -> Result<(), StoreError> {
         self.read(|tx| {

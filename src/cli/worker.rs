@@ -1,0 +1,240 @@
+//! `cartflow worker`: a process that runs background operations from a shared database until
+//! it is told to stop (SIGTERM, SIGINT) or, with `--exit-when-idle`, until no operation is
+//! New or Running. Any number of worker processes may share one database: claims are leased
+//! and fenced by attempt, and each worker sweeps the expired claims of workers that died.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cartflow::engine::OperationReport;
+use cartflow::ids::RandomIds;
+use cartflow::integrations::Integrations;
+use cartflow::machine::StepOutcome;
+use cartflow::{Engine, EngineConfig, Store};
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+
+use crate::cli::datadir;
+
+/// How to run, as the command line gave it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The data directory or database URL (see [`datadir::open_store`]).
+    pub data: String,
+    /// Worker threads in this process.
+    pub threads: usize,
+    /// How long a claim lasts without a heartbeat.
+    pub lease_ms: u64,
+    /// How often a claim is renewed while a provider works.
+    pub heartbeat_ms: u64,
+    /// Stop once no operation is New or Running.
+    pub exit_when_idle: bool,
+}
+
+/// How long an idle worker waits before it looks for work again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Exit status for a usage or data error.
+const USAGE: u8 = 2;
+
+/// Runs workers until stopped; exit status 0 after a clean stop.
+pub fn run(request: &Request) -> ExitCode {
+    match serve(request) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("cartflow worker: {message}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+fn serve(request: &Request) -> Result<ExitCode, String> {
+    if request.threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    if request.heartbeat_ms == 0 || request.heartbeat_ms >= request.lease_ms {
+        return Err(format!(
+            "--heartbeat-ms ({}) must be above 0 and below --lease-ms ({}), or claims lapse while \
+             their workers are alive",
+            request.heartbeat_ms, request.lease_ms
+        ));
+    }
+    let opened = datadir::open_store(&request.data).map_err(|e| e.to_string())?;
+    let engine = Engine::new(Arc::clone(&opened.store))
+        .with_ids(Arc::new(RandomIds))
+        .with_integrations(Integrations::with_stock_tables(&opened.stock))
+        .with_config(EngineConfig {
+            lease_ms: request.lease_ms,
+            heartbeat_ms: request.heartbeat_ms,
+            ..EngineConfig::default()
+        });
+
+    let stop = Arc::new(Stop::default());
+    let on_signal = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if on_signal.is_requested() {
+            // A second signal: leave now; the claims held are swept once their lease ends.
+            std::process::exit(130);
+        }
+        eprintln!("cartflow worker: stopping after the operations in hand");
+        on_signal.request();
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+
+    eprintln!(
+        "cartflow worker: {} thread(s) on {}, lease {} ms, heartbeat {} ms; {}",
+        request.threads,
+        opened.location,
+        request.lease_ms,
+        request.heartbeat_ms,
+        if request.exit_when_idle {
+            "exits when no operation is New or Running"
+        } else {
+            "stop with SIGTERM or Ctrl-C"
+        }
+    );
+    let failed = Arc::new(AtomicBool::new(false));
+    let handles: Vec<_> = (0..request.threads)
+        .map(|n| {
+            let engine = engine.clone();
+            let stop = Arc::clone(&stop);
+            let failed = Arc::clone(&failed);
+            let settings = (request.lease_ms, request.exit_when_idle);
+            thread::Builder::new()
+                .name(format!("cartflow-worker-{n}"))
+                .spawn(move || work(&engine, &stop, settings))
+                .map(|handle| (handle, failed))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+    for (handle, failed) in handles {
+        if handle.join().is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+    }
+    if failed.load(Ordering::Relaxed) {
+        eprintln!("cartflow worker: a worker thread panicked");
+        return Ok(ExitCode::FAILURE);
+    }
+    eprintln!("cartflow worker: stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One worker thread: claim and run, sweep expired claims when idle (and at least every half
+/// lease when busy, so a dead worker's operation is not left behind a stream of new work).
+fn work(engine: &Engine, stop: &Stop, (lease_ms, exit_when_idle): (u64, bool)) {
+    let sweep_every = Duration::from_millis(lease_ms / 2);
+    let mut last_sweep: Option<Instant> = None;
+    let mut idle_once = false;
+    while !stop.is_requested() {
+        let ran = match engine.run_next_operation() {
+            Ok(Some(report)) => {
+                print_report(engine.store().as_ref(), &report);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "a worker step failed");
+                false
+            }
+        };
+        if !ran || last_sweep.is_none_or(|at| at.elapsed() >= sweep_every) {
+            if let Err(e) = engine.sweep_expired() {
+                tracing::warn!(error = %e, "sweeping expired claims failed");
+            }
+            last_sweep = Some(Instant::now());
+        }
+        if ran {
+            idle_once = false;
+            continue;
+        }
+        if exit_when_idle {
+            match is_idle(engine.store().as_ref()) {
+                // Idle twice in a row, a poll apart: a claim or requeue by another process
+                // between the two reads of one check cannot end the run early.
+                Ok(true) if idle_once => {
+                    stop.request();
+                    break;
+                }
+                Ok(idle) => idle_once = idle,
+                Err(e) => tracing::warn!(error = %e, "cannot tell whether work is left"),
+            }
+        }
+        stop.wait(POLL);
+    }
+}
+
+/// No operation is New (claimable) or Running (under any lease).
+fn is_idle(store: &dyn Store) -> Result<bool, cartflow::StoreError> {
+    // Every lease ends before the year 9999, so "expired by then" is "every Running one".
+    let end_of_time: DateTime<Utc> = Utc
+        .with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
+    // New first: a requeue (Running -> New) between the reads is rare; a claim is not.
+    Ok(store.claimable_operations(1)?.is_empty()
+        && store.expired_operations(end_of_time, 1)?.is_empty())
+}
+
+/// One JSON line per operation run, on stdout, written once its result is committed.
+fn print_report(store: &dyn Store, report: &OperationReport) {
+    let (outcome, messages): (&str, Vec<&str>) = match &report.outcome {
+        StepOutcome::Passed => ("passed", Vec::new()),
+        StepOutcome::Failed(messages) => (
+            "failed",
+            messages.iter().map(|m| m.message.as_str()).collect(),
+        ),
+        StepOutcome::SystemFailure(reason) => ("system failure", vec![reason.as_str()]),
+    };
+    let status = if report.applied {
+        Some(match report.outcome {
+            StepOutcome::Passed => "Complete",
+            _ => "Error",
+        })
+    } else {
+        None
+    };
+    let operation = store.operation(&report.operation_id).ok().flatten();
+    let line = json!({
+        "operationId": report.operation_id.to_string(),
+        "name": operation.as_ref().map(|op| op.name.clone()),
+        "cartId": operation.as_ref().map(|op| op.cart_id.to_string()),
+        "attempt": report.attempt,
+        "outcome": outcome,
+        "messages": messages,
+        "applied": report.applied,
+        "status": status,
+    });
+    let mut out = std::io::stdout().lock();
+    // A closed stdout must not stop the work: the database is the record.
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+/// A stop request that idle workers can wait on.
+#[derive(Default)]
+struct Stop {
+    requested: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Stop {
+    fn request(&self) {
+        *self.requested.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.changed.notify_all();
+    }
+
+    fn is_requested(&self) -> bool {
+        *self.requested.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait(&self, timeout: Duration) {
+        let requested = self.requested.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .changed
+            .wait_timeout_while(requested, timeout, |requested| !*requested);
+    }
+}
