@@ -5,12 +5,14 @@
 //! - One cluster per machine, in this order: the checkout session, the cart, the background
 //!   operation. A node is labelled with [`Node`]'s `Display` (`Inventory (locked)`,
 //!   `Checkout`, `Running`, ...); an edge with [`Event::label`].
-//! - Every row of the table is one edge, with one exception. The table has a
-//!   `cancelCartAsyncOperation` row into `Archived` from every active session node; drawn one
-//!   by one they would bury the flow, so the drawing collapses them into a single edge from
-//!   a small "any active state" node to `Archived` (a point in DOT, a small labelled state in
-//!   Mermaid, which has no point shape). [`collapsed`] says which rows this covers; the
-//!   table itself still holds each of them.
+//! - Every row of the table is one edge, with two exceptions. The table has a
+//!   `cancelCartAsyncOperation` row into `Archived` from every active session node, and a
+//!   `checkoutSessionAction` row into `Archived` from every open one (a restart archives a
+//!   failed or expired session); drawn one by one they would bury the flow, so the drawing
+//!   collapses each family into a single edge from a small "any active state" / "any open
+//!   state" node to `Archived` (a point in DOT, a small labelled state in Mermaid, which has
+//!   no point shape). [`collapsed`] says which rows this covers; the table itself still
+//!   holds each of them.
 //! - Layout hints that change no edge: in DOT the phases of one step (`Inventory`,
 //!   `Inventory (locked)`, `Inventory (running)`) share a row, and `fail` edges are red.
 //! - The output is byte-stable: nodes in [`Node`] order, edges sorted by source, target and
@@ -22,28 +24,47 @@ use std::fmt::Write as _;
 
 use petgraph::visit::EdgeRef;
 
-use crate::machine::{Action, Event, Machine, Node, SessionNode, Transition, TransitionTable};
+use crate::machine::{
+    Action, Event, Machine, Node, Phase, SessionNode, Transition, TransitionTable,
+};
 use crate::model::SessionState;
 
-/// The event whose rows into `Archived` are collapsed.
-const CANCEL: Event = Event::Action(Action::CancelCartAsyncOperation);
-
-/// The node ID of the "any active state" point.
-const ANY_ACTIVE_ID: &str = "session_any_active";
-
-/// The label of the "any active state" point.
-const ANY_ACTIVE_LABEL: &str = "any active state";
-
-/// Whether the drawing folds `row` into the single "any active state" edge: a
-/// `cancelCartAsyncOperation` row from an active session node into `Archived`.
-pub fn collapsed(row: &Transition) -> bool {
-    is_collapsed(row.event, row.from, row.to)
+/// A family of rows into `Archived` that the drawing folds into one edge from a point.
+struct Collapse {
+    event: Event,
+    point_id: &'static str,
+    point_label: &'static str,
+    /// Which source nodes the family covers.
+    covers: fn(Node) -> bool,
 }
 
-fn is_collapsed(event: Event, from: Node, to: Node) -> bool {
-    event == CANCEL
-        && matches!(from, Node::Session(SessionNode::At(..)))
-        && to == Node::Session(SessionNode::Archived)
+const COLLAPSES: [Collapse; 2] = [
+    Collapse {
+        event: Event::Action(Action::CancelCartAsyncOperation),
+        point_id: "session_any_active",
+        point_label: "any active state",
+        covers: |n| matches!(n, Node::Session(SessionNode::At(..))),
+    },
+    Collapse {
+        event: Event::Action(Action::CheckoutSession),
+        point_id: "session_any_open",
+        point_label: "any open state",
+        covers: |n| matches!(n, Node::Session(SessionNode::At(_, Phase::Open))),
+    },
+];
+
+/// Whether the drawing folds `row` into one of the collapsed edges into `Archived`.
+pub fn collapsed(row: &Transition) -> bool {
+    collapse_of(row.event, row.from, row.to).is_some()
+}
+
+fn collapse_of(event: Event, from: Node, to: Node) -> Option<&'static Collapse> {
+    if to != Node::Session(SessionNode::Archived) {
+        return None;
+    }
+    COLLAPSES
+        .iter()
+        .find(|c| c.event == event && (c.covers)(from))
 }
 
 /// The Graphviz DOT drawing of `table`.
@@ -78,7 +99,7 @@ pub fn dot(table: &TransitionTable) -> String {
         for node in &cluster.nodes {
             let _ = match node.kind {
                 Kind::State => writeln!(out, "    {} [label={}];", node.id, dot_quote(&node.label)),
-                Kind::AnyActive => writeln!(
+                Kind::Point => writeln!(
                     out,
                     "    {} [shape=point, width=0.12, xlabel={}];",
                     node.id,
@@ -151,13 +172,17 @@ pub fn mermaid(table: &TransitionTable) -> String {
     if drawing
         .clusters
         .iter()
-        .any(|c| c.nodes.iter().any(|n| n.kind == Kind::AnyActive))
+        .any(|c| c.nodes.iter().any(|n| n.kind == Kind::Point))
     {
         let _ = writeln!(
             out,
             "    classDef anyActive font-size:10px,stroke-dasharray:4 3"
         );
-        let _ = writeln!(out, "    class {ANY_ACTIVE_ID} anyActive");
+        for cluster in &drawing.clusters {
+            for node in cluster.nodes.iter().filter(|n| n.kind == Kind::Point) {
+                let _ = writeln!(out, "    class {} anyActive", node.id);
+            }
+        }
     }
     out
 }
@@ -165,7 +190,7 @@ pub fn mermaid(table: &TransitionTable) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     State,
-    AnyActive,
+    Point,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -203,11 +228,11 @@ impl Drawing {
         let nodes: BTreeSet<Node> = graph.node_weights().copied().collect();
         // Sorted by (from, to, label) in Node order, so edges follow the flow.
         let mut edges: BTreeMap<Machine, BTreeSet<(Node, Node, &'static str)>> = BTreeMap::new();
-        let mut any_active = false;
+        let mut points: BTreeSet<usize> = BTreeSet::new();
         for edge in graph.edge_references() {
             let (from, to, event) = (graph[edge.source()], graph[edge.target()], *edge.weight());
-            if is_collapsed(event, from, to) {
-                any_active = true;
+            if let Some(c) = collapse_of(event, from, to) {
+                points.extend(COLLAPSES.iter().position(|x| std::ptr::eq(x, c)));
                 continue;
             }
             edges
@@ -246,16 +271,20 @@ impl Drawing {
                     collapsed: false,
                 })
                 .collect();
-            if machine == Machine::Session && any_active {
+            for c in points
+                .iter()
+                .map(|&i| &COLLAPSES[i])
+                .filter(|_| machine == Machine::Session)
+            {
                 drawn_nodes.push(DrawnNode {
-                    id: ANY_ACTIVE_ID.to_owned(),
-                    label: ANY_ACTIVE_LABEL.to_owned(),
-                    kind: Kind::AnyActive,
+                    id: c.point_id.to_owned(),
+                    label: c.point_label.to_owned(),
+                    kind: Kind::Point,
                 });
                 drawn_edges.push(DrawnEdge {
-                    from: ANY_ACTIVE_ID.to_owned(),
+                    from: c.point_id.to_owned(),
                     to: node_id(Node::Session(SessionNode::Archived)),
-                    label: CANCEL.label().to_owned(),
+                    label: c.event.label().to_owned(),
                     collapsed: true,
                 });
             }
@@ -363,27 +392,37 @@ mod tests {
     }
 
     #[test]
-    fn one_edge_per_row_except_the_collapsed_cancels() {
+    fn one_edge_per_row_except_the_collapsed_families() {
         for template in [Template::standard(), Template::without_promotions()] {
             let table = TransitionTable::build(template).unwrap();
             let collapsed_rows = table.rows().iter().filter(|r| collapsed(r)).count();
-            let active_nodes = table
-                .nodes()
-                .into_iter()
-                .filter(|n| matches!(n, Node::Session(SessionNode::At(..))))
-                .count();
-            assert_eq!(collapsed_rows, active_nodes);
-            let drawn = table.rows().len() - collapsed_rows + 1;
+            let session_nodes = |open_only: bool| {
+                table
+                    .nodes()
+                    .into_iter()
+                    .filter(|n| match n {
+                        Node::Session(SessionNode::At(_, phase)) => {
+                            !open_only || *phase == Phase::Open
+                        }
+                        _ => false,
+                    })
+                    .count()
+            };
+            // One cancel row from every active node, one restart row from every open one.
+            assert_eq!(collapsed_rows, session_nodes(false) + session_nodes(true));
+            let drawn = table.rows().len() - collapsed_rows + COLLAPSES.len();
             assert_eq!(edge_lines(&dot(&table), " -> ").len(), drawn);
             assert_eq!(edge_lines(&mermaid(&table), " --> ").len(), drawn);
-            // Exactly one cancel edge reaches Archived from an active node: the collapsed one.
+            // Each family reaches Archived through exactly one edge, from its point.
             let dot = dot(&table);
-            let into_archived: Vec<_> = edge_lines(&dot, "-> session_archived")
-                .into_iter()
-                .filter(|l| l.contains("cancelCartAsyncOperation"))
-                .collect();
-            assert_eq!(into_archived.len(), 1);
-            assert!(into_archived[0].trim_start().starts_with(ANY_ACTIVE_ID));
+            for c in &COLLAPSES {
+                let into_archived: Vec<_> = edge_lines(&dot, "-> session_archived")
+                    .into_iter()
+                    .filter(|l| l.contains(c.event.label()))
+                    .collect();
+                assert_eq!(into_archived.len(), 1, "{}", c.event);
+                assert!(into_archived[0].trim_start().starts_with(c.point_id));
+            }
         }
     }
 
@@ -407,7 +446,7 @@ mod tests {
         let table = TransitionTable::standard();
         let ids: BTreeSet<String> = table.nodes().into_iter().map(node_id).collect();
         assert_eq!(ids.len(), table.nodes().len());
-        assert!(!ids.contains(ANY_ACTIVE_ID));
+        assert!(COLLAPSES.iter().all(|c| !ids.contains(c.point_id)));
         assert!(
             ids.iter()
                 .all(|id| id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))

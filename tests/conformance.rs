@@ -261,6 +261,7 @@ fn add_session(
         is_archived: false,
         background_operation_id: None,
         order_id: None,
+        created_date: None,
         version: 0,
     });
     id

@@ -707,6 +707,7 @@ impl MSession {
             is_archived: self.archived,
             background_operation_id: self.op,
             order_id: None,
+            created_date: None,
             version: 0,
         }
     }

@@ -282,7 +282,12 @@ impl Engine {
     /// Every unmet requirement of `command` for `actor`, without changing anything (a dry run).
     pub fn check(&self, actor: &str, command: &Command) -> Result<Vec<Unmet>, CheckoutError> {
         let snapshot = self.load(Some(actor), command)?;
-        Ok(crate::machine::check(&self.table, &snapshot, command))
+        Ok(crate::machine::check(
+            &self.table,
+            &snapshot,
+            command,
+            self.clock.now(),
+        ))
     }
 
     /// What `actor` may do on a cart's checkout now: each command that would be accepted and

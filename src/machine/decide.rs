@@ -161,9 +161,13 @@ pub fn decide(
 ) -> Result<Decision, CheckoutError> {
     let event = command.event();
     for g in guards(event) {
-        if let Err(message) =
-            crate::machine::requirement::evaluate(g.requirement, ctx.table, snapshot, command)
-        {
+        if let Err(message) = crate::machine::requirement::evaluate(
+            g.requirement,
+            ctx.table,
+            snapshot,
+            command,
+            ctx.now,
+        ) {
             return Err(CheckoutError::Refused {
                 requirement: g.requirement,
                 code: g.code,
@@ -196,8 +200,9 @@ pub fn check(
     table: &TransitionTable,
     snapshot: &Snapshot,
     command: &Command,
+    now: DateTime<Utc>,
 ) -> Vec<crate::machine::Unmet> {
-    unmet(table, snapshot, command)
+    unmet(table, snapshot, command, now)
 }
 
 /// The records a decision is building, beside the originals, so moves can be derived.
@@ -291,13 +296,19 @@ impl<'a> Plan<'a> {
         self.set_cart_status(CartStatus::Checkout);
         self.clear_outputs_of = Some(cart_id);
         let snapshot = self.snapshot;
+        let expired = |s: &CartCheckoutSession| {
+            s.created_date
+                .zip(snapshot.store.as_ref())
+                .and_then(|(created, store)| store.checkout_expiry(created))
+                .is_some_and(|expiry| self.ctx.now >= expiry)
+        };
         match &snapshot.session {
-            Some(s) if !s.is_archived && s.state != Some(SessionState::Error) => {
+            Some(s) if !s.is_archived && s.state != Some(SessionState::Error) && !expired(s) => {
                 // Resume: the checkout already has its session.
                 return Ok(Output::RequestId(s.id));
             }
             Some(s) if !s.is_archived => {
-                // A failed checkout restarts: archive it and open a new one.
+                // A failed or expired checkout restarts: archive it and open a new one.
                 self.edit_session(|s| {
                     s.is_archived = true;
                     s.is_processing = false;
@@ -316,6 +327,7 @@ impl<'a> Plan<'a> {
             is_archived: false,
             background_operation_id: None,
             order_id: None,
+            created_date: Some(self.ctx.now),
             version: 0,
         };
         let id = session.id;

@@ -1,6 +1,7 @@
 //! Requirements: the named guards of each action, in the order they are checked, each with
 //! the errorCode and HTTP status the documentation gives for that action.
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::ErrorCode;
@@ -39,6 +40,10 @@ pub enum Requirement {
     InitialStateIsEntry,
     /// A session exists and is not archived.
     SessionExists,
+    /// The store allows checkout (its time-to-live is not 0).
+    CheckoutEnabled,
+    /// The session is younger than the store's checkout time-to-live.
+    SessionNotExpired,
     /// The session's State is not empty.
     SessionStateNotEmpty,
     /// The session is locked (IsProcessing true) for the async step.
@@ -101,6 +106,7 @@ const START: &[Guard] = &[
     guard(R::EffectiveAccountValid, C::BadRequest, 400),
     guard(R::CallerIsStoreMember, C::BadRequest, 400),
     guard(R::CartOpenForCheckout, C::InvalidOperation, 403),
+    guard(R::CheckoutEnabled, C::InvalidOperation, 403),
     guard(R::NoSessionInProgress, C::BadRequest, 400),
     guard(R::InitialStateIsEntry, C::UnknownException, 500),
 ];
@@ -118,6 +124,7 @@ const UPDATE: &[Guard] = &[
     guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 400),
     guard(R::CartNotClosedOrProcessing, C::InvalidOperation, 403),
     guard(R::SessionExists, C::InvalidOperation, 403),
+    guard(R::SessionNotExpired, C::InvalidOperation, 403),
     guard(R::SessionStateNotEmpty, C::InvalidOperation, 403),
     guard(R::SessionNotProcessing, C::InvalidOperation, 409),
     guard(R::ExpectedStateMatches, C::InvalidOperation, 409),
@@ -137,6 +144,7 @@ const ASYNC: &[Guard] = &[
     guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 500),
     guard(R::CartInCheckout, C::InvalidOperation, 403),
     guard(R::SessionExists, C::InvalidOperation, 403),
+    guard(R::SessionNotExpired, C::InvalidOperation, 403),
     guard(R::SessionStateNotEmpty, C::InvalidOperation, 403),
     guard(R::SessionIsProcessing, C::InvalidOperation, 403),
     guard(R::SessionAtStep, C::InvalidOperation, 403),
@@ -211,6 +219,7 @@ pub fn evaluate(
     table: &TransitionTable,
     snapshot: &Snapshot,
     command: &Command,
+    now: DateTime<Utc>,
 ) -> Result<(), String> {
     let user = snapshot.user.as_ref();
     let cart = snapshot.cart.as_ref();
@@ -327,6 +336,25 @@ pub fn evaluate(
                     "session not created: initialState {given:?} is not the template's entry ({})",
                     show(entry)
                 )),
+            }
+        }
+        R::CheckoutEnabled => match &snapshot.store {
+            Some(store) if !store.checkout_enabled() => Err(format!(
+                "store {} has checkout disabled (CheckoutTimeToLive is 0)",
+                store.id
+            )),
+            _ => Ok(()),
+        },
+        R::SessionNotExpired => {
+            let expiry = session
+                .and_then(|s| s.created_date)
+                .zip(snapshot.store.as_ref())
+                .and_then(|(created, store)| store.checkout_expiry(created));
+            match expiry {
+                Some(expiry) if now >= expiry => Err(format!(
+                    "the checkout session expired at {expiry}: start checkout again"
+                )),
+                _ => Ok(()),
             }
         }
         R::SessionExists => match session {
@@ -452,11 +480,16 @@ fn cart_status_in(
 }
 
 /// Every unmet requirement of `command`, in check order (a dry run).
-pub fn unmet(table: &TransitionTable, snapshot: &Snapshot, command: &Command) -> Vec<Unmet> {
+pub fn unmet(
+    table: &TransitionTable,
+    snapshot: &Snapshot,
+    command: &Command,
+    now: DateTime<Utc>,
+) -> Vec<Unmet> {
     guards(command.event())
         .iter()
         .filter_map(|g| {
-            evaluate(g.requirement, table, snapshot, command)
+            evaluate(g.requirement, table, snapshot, command, now)
                 .err()
                 .map(|message| Unmet {
                     requirement: g.requirement,

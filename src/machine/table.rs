@@ -353,11 +353,6 @@ fn rows_of(template: &Template) -> Vec<Transition> {
         ),
         row(
             start,
-            session(SessionState::Error, Phase::Open),
-            Node::Session(SessionNode::Archived),
-        ),
-        row(
-            start,
             Node::Cart(CartStatus::Active),
             Node::Cart(CartStatus::Checkout),
         ),
@@ -456,6 +451,10 @@ fn rows_of(template: &Template) -> Vec<Transition> {
         .collect();
     for node in active {
         rows.push(row(cancel, node, Node::Session(SessionNode::Archived)));
+        // A restart archives a failed or expired session that is not locked.
+        if matches!(node, Node::Session(SessionNode::At(_, Phase::Open))) {
+            rows.push(row(start, node, Node::Session(SessionNode::Archived)));
+        }
     }
     rows.sort();
     rows.dedup();

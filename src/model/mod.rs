@@ -35,7 +35,26 @@ pub struct WebStore {
 }
 
 fn default_ttl() -> Option<u32> {
-    Some(2880)
+    Some(DEFAULT_CHECKOUT_TTL_MINUTES)
+}
+
+/// The platform's default checkout time-to-live: 48 hours.
+pub const DEFAULT_CHECKOUT_TTL_MINUTES: u32 = 2880;
+
+/// The longest checkout time-to-live the platform accepts: a year.
+pub const MAX_CHECKOUT_TTL_MINUTES: u32 = 525_600;
+
+impl WebStore {
+    /// Whether the store lets buyers check out at all (a time-to-live of 0 disables it).
+    pub fn checkout_enabled(&self) -> bool {
+        self.checkout_time_to_live != Some(0)
+    }
+
+    /// When a session created at `created` expires; `None` never.
+    pub fn checkout_expiry(&self, created: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let minutes = self.checkout_time_to_live?.min(MAX_CHECKOUT_TTL_MINUTES);
+        created.checked_add_signed(chrono::Duration::minutes(i64::from(minutes)))
+    }
 }
 
 /// A buyer account: a cart's effective account.
@@ -251,6 +270,10 @@ pub struct CartCheckoutSession {
     /// The order made from the cart.
     #[serde(default)]
     pub order_id: Option<SfId>,
+    /// When the session was created; the store's checkout time-to-live counts from here
+    /// (`None`, for imported sessions without it, never expires).
+    #[serde(default)]
+    pub created_date: Option<DateTime<Utc>>,
     /// Optimistic-concurrency version, bumped by every committed change.
     #[serde(default)]
     pub version: u64,
