@@ -5,8 +5,8 @@
 use rust_decimal::Decimal;
 
 use crate::model::{
-    Access, Account, CartItem, CartItemType, CartShare, CartStatus, KeyPrefix, Permission, SfId,
-    User, WebCart, WebStore,
+    Access, Account, CartItem, CartShare, CartStatus, KeyPrefix, Permission, SfId, User, WebCart,
+    WebStore,
 };
 use crate::store::{DataSet, StockLevel};
 
@@ -101,29 +101,24 @@ fn user(n: SfId, name: &str, account: Option<SfId>, permissions: &[Permission]) 
 }
 
 fn item(n: u64, cart: SfId, sku: &str, quantity: u32) -> CartItem {
-    CartItem {
-        id: id(KeyPrefix::CartItem, n),
-        cart_id: cart,
-        sku: Some(sku.to_owned()),
-        product2_id: None,
-        quantity: Decimal::from(quantity),
-        item_type: CartItemType::Product,
-        sales_price: None,
-    }
+    CartItem::product(
+        id(KeyPrefix::CartItem, n),
+        cart,
+        Some(sku.to_owned()),
+        Decimal::from(quantity),
+    )
 }
 
 /// A cart of `lines` product lines for the sample buyer in the sample store, each wanting
 /// one unit of SKU `SKU-{n % skus}`, with stock for all of them: for benchmarks and load.
 pub fn bulk_cart(cart_number: u64, lines: u64, skus: u64) -> (WebCart, Vec<CartItem>) {
-    let cart = WebCart {
-        id: id(KeyPrefix::WebCart, 100_000 + cart_number),
-        web_store_id: store_id(),
-        account_id: account_id(),
-        owner_id: buyer_id(),
-        status: CartStatus::Active,
-        shares: Vec::new(),
-        version: 0,
-    };
+    let cart = WebCart::new(
+        id(KeyPrefix::WebCart, 100_000 + cart_number),
+        store_id(),
+        account_id(),
+        buyer_id(),
+        CartStatus::Active,
+    );
     let items = (0..lines)
         .map(|n| {
             item(
@@ -212,13 +207,8 @@ pub fn dataset() -> DataSet {
         },
     ];
     let cart = |which: SampleCart, store: SfId, account: SfId, status: CartStatus| WebCart {
-        id: which.id(),
-        web_store_id: store,
-        account_id: account,
-        owner_id: buyer_id(),
-        status,
         shares: shares.clone(),
-        version: 0,
+        ..WebCart::new(which.id(), store, account, buyer_id(), status)
     };
     let carts = vec![
         cart(

@@ -505,11 +505,6 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
             )
         };
         let cart = WebCart {
-            id: cart_id,
-            web_store_id: store,
-            account_id: account,
-            owner_id: owner,
-            status,
             shares: spec
                 .shares
                 .iter()
@@ -518,23 +513,23 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
                     access: *access,
                 })
                 .collect(),
-            version: 0,
+            ..WebCart::new(cart_id, store, account, owner, status)
         };
         let mut cart_items = Vec::new();
         for item in &spec.items {
             items += 1;
             cart_items.push(CartItem {
-                id: id(KeyPrefix::CartItem, items),
-                cart_id,
-                sku: SKUS[usize::from(item.sku) % SKUS.len()].map(str::to_owned),
-                product2_id: None,
-                quantity: Decimal::from(item.quantity),
                 item_type: if item.charge {
                     CartItemType::Charge
                 } else {
                     CartItemType::Product
                 },
-                sales_price: None,
+                ..CartItem::product(
+                    id(KeyPrefix::CartItem, items),
+                    cart_id,
+                    SKUS[usize::from(item.sku) % SKUS.len()].map(str::to_owned),
+                    Decimal::from(item.quantity),
+                )
             });
         }
         let mut m_sessions = Vec::new();

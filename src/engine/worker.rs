@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::CheckoutError;
-use crate::integrations::{IntegrationRequest, Provider, Verdict};
+use crate::integrations::{CartPatch, IntegrationRequest, Provider, Verdict};
 use crate::machine::{Command, Snapshot, StepOutcome};
 use crate::model::{BackgroundOperation, SfId};
 
@@ -94,16 +94,20 @@ impl Engine {
     }
 
     fn run_claimed(&self, op: BackgroundOperation) -> Result<OperationReport, CheckoutError> {
-        let outcome = match self.store.cart(&op.cart_id)? {
-            None => StepOutcome::SystemFailure(format!("cart {} no longer exists", op.cart_id)),
+        let (outcome, update) = match self.store.cart(&op.cart_id)? {
+            None => (
+                StepOutcome::SystemFailure(format!("cart {} no longer exists", op.cart_id)),
+                None,
+            ),
             Some(cart) => {
                 let provider = self
                     .integrations()
                     .provider(cart.web_store_id, op.provider_kind);
+                let items = self.store.cart_items(&cart.id)?;
                 let request = IntegrationRequest {
                     operation_id: op.id,
-                    items: self.store.cart_items(&cart.id)?,
-                    cart,
+                    items: items.clone(),
+                    cart: cart.clone(),
                 };
                 let heartbeat = Command::Heartbeat {
                     operation_id: op.id,
@@ -116,19 +120,30 @@ impl Engine {
                     // A store hiccup: keep working; the completion will tell.
                     Err(_) => true,
                 };
-                call_provider(
+                let (outcome, patch) = call_provider(
                     provider,
                     request,
                     Duration::from_millis(op.timeout_ms),
                     Duration::from_millis(self.config.heartbeat_ms.max(1)),
                     &beat,
-                )
+                );
+                match patch.map(|p| crate::integrations::apply_patch(&cart, &items, &p)) {
+                    None => (outcome, None),
+                    Some(Ok(update)) => (outcome, Some(update)),
+                    Some(Err(e)) => (
+                        StepOutcome::SystemFailure(format!(
+                            "the provider's answer is unusable: {e}"
+                        )),
+                        None,
+                    ),
+                }
             }
         };
         let command = Command::Finish {
             operation_id: op.id,
             attempt: op.attempt,
             outcome: outcome.clone(),
+            update,
         };
         let applied = match self.execute_as(None, &command) {
             Ok(_) => true,
@@ -194,7 +209,7 @@ fn call_provider(
     timeout: Duration,
     heartbeat: Duration,
     beat: &dyn Fn() -> bool,
-) -> StepOutcome {
+) -> (StepOutcome, Option<CartPatch>) {
     let (tx, rx) = mpsc::sync_channel(1);
     let spawned = thread::Builder::new()
         .name("cartflow-provider".into())
@@ -203,7 +218,8 @@ fn call_provider(
             let _ = tx.send(result);
         });
     if let Err(e) = spawned {
-        return StepOutcome::SystemFailure(format!("could not start the provider: {e}"));
+        let reason = format!("could not start the provider: {e}");
+        return (StepOutcome::SystemFailure(reason), None);
     }
     let deadline = Instant::now() + timeout;
     let answer = loop {
@@ -211,16 +227,16 @@ fn call_provider(
         match rx.recv_timeout(left.min(heartbeat)) {
             Err(mpsc::RecvTimeoutError::Timeout) if left > heartbeat => {
                 if !beat() {
-                    return StepOutcome::SystemFailure(
-                        "the claim was lost while the provider worked".into(),
-                    );
+                    let reason = "the claim was lost while the provider worked".into();
+                    return (StepOutcome::SystemFailure(reason), None);
                 }
             }
             other => break other,
         }
     };
-    match answer {
+    let outcome = match answer {
         Ok(Ok(Ok(Verdict::Passed))) => StepOutcome::Passed,
+        Ok(Ok(Ok(Verdict::Updated(patch)))) => return (StepOutcome::Passed, Some(patch)),
         Ok(Ok(Ok(Verdict::Failed(messages)))) if messages.is_empty() => {
             StepOutcome::SystemFailure("the provider failed the check without a message".into())
         }
@@ -241,7 +257,8 @@ fn call_provider(
         Err(mpsc::RecvTimeoutError::Disconnected) => {
             StepOutcome::SystemFailure("the provider ended without an answer".into())
         }
-    }
+    };
+    (outcome, None)
 }
 
 /// Worker threads; stops them (after their current operation) when stopped or dropped.

@@ -10,8 +10,10 @@ use serde::Serialize;
 
 pub use stock::StockTable;
 
-use crate::machine::ValidationMessage;
-use crate::model::{CartItem, ProviderKind, SfId, WebCart};
+use rust_decimal::Decimal;
+
+use crate::machine::{CartUpdate, ValidationMessage};
+use crate::model::{CartItem, CartItemType, DeliveryOption, ProviderKind, SfId, WebCart};
 
 /// What a provider is asked to check: the operation and the cart as it stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -29,8 +31,118 @@ pub struct IntegrationRequest {
 pub enum Verdict {
     /// The check passed.
     Passed,
+    /// The check passed and computed amounts for the cart (prices, adjustments, options, ...).
+    Updated(CartPatch),
     /// The check failed: one message per problem, written as CartValidationOutputs.
     Failed(Vec<ValidationMessage>),
+}
+
+/// New amounts of one cart line; `None` leaves a field as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemAmounts {
+    /// The line.
+    pub item_id: SfId,
+    /// Unit list price.
+    pub list_price: Option<Decimal>,
+    /// Unit sales price.
+    pub sales_price: Option<Decimal>,
+    /// SalesPrice × Quantity.
+    pub total_price: Option<Decimal>,
+    /// Promotion adjustment (zero or negative).
+    pub adjustment_amount: Option<Decimal>,
+    /// Tax on the line.
+    pub tax_amount: Option<Decimal>,
+}
+
+impl ItemAmounts {
+    /// No change to `item_id` yet.
+    pub fn of(item_id: SfId) -> ItemAmounts {
+        ItemAmounts {
+            item_id,
+            list_price: None,
+            sales_price: None,
+            total_price: None,
+            adjustment_amount: None,
+            tax_amount: None,
+        }
+    }
+}
+
+/// What a passed provider computed. The engine applies it to the lines the provider saw and
+/// derives the cart's totals from all lines, so totals always add up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CartPatch {
+    /// New amounts per line.
+    pub items: Vec<ItemAmounts>,
+    /// Shipping options to offer the buyer.
+    pub delivery_options: Option<Vec<DeliveryOption>>,
+    /// The cart's charges (e.g. the chosen delivery method's price).
+    pub total_charge_amount: Option<Decimal>,
+    /// The payment authorisation reference.
+    pub payment_authorization_id: Option<String>,
+}
+
+/// Applies a patch to the lines a provider saw, and totals the cart:
+/// products = Σ TotalPrice of product lines, adjustments = Σ AdjustmentAmount,
+/// taxes = Σ TaxAmount, grand total = products + adjustments + charges + taxes.
+/// A patch naming a line the cart does not have is a provider error.
+pub fn apply_patch(
+    cart: &WebCart,
+    items: &[CartItem],
+    patch: &CartPatch,
+) -> Result<CartUpdate, ProviderError> {
+    let mut lines: Vec<CartItem> = items.to_vec();
+    let mut changed = std::collections::BTreeSet::new();
+    for amounts in &patch.items {
+        let Some(line) = lines.iter_mut().find(|l| l.id == amounts.item_id) else {
+            return Err(ProviderError(format!(
+                "the provider priced line {}, which cart {} does not have",
+                amounts.item_id, cart.id
+            )));
+        };
+        let set = |field: &mut Option<Decimal>, value: Option<Decimal>| {
+            if value.is_some() {
+                *field = value;
+            }
+        };
+        set(&mut line.list_price, amounts.list_price);
+        set(&mut line.sales_price, amounts.sales_price);
+        set(&mut line.total_price, amounts.total_price);
+        set(&mut line.adjustment_amount, amounts.adjustment_amount);
+        set(&mut line.tax_amount, amounts.tax_amount);
+        changed.insert(line.id);
+    }
+    let sum = |field: fn(&CartItem) -> Option<Decimal>, products_only: bool| {
+        lines
+            .iter()
+            .filter(|l| !products_only || l.item_type == CartItemType::Product)
+            .filter_map(field)
+            .fold(None, |acc: Option<Decimal>, v| {
+                Some(acc.unwrap_or_default() + v)
+            })
+    };
+    let products = sum(|l| l.total_price, true);
+    let adjustments = sum(|l| l.adjustment_amount, false);
+    let taxes = sum(|l| l.tax_amount, false);
+    let charges = patch.total_charge_amount.or(cart.total_charge_amount);
+    let grand = products.map(|p| {
+        p + adjustments.unwrap_or_default()
+            + charges.unwrap_or_default()
+            + taxes.unwrap_or_default()
+    });
+    Ok(CartUpdate {
+        items: lines
+            .into_iter()
+            .filter(|l| changed.contains(&l.id))
+            .collect(),
+        delivery_options: patch.delivery_options.clone(),
+        payment_authorization_id: patch.payment_authorization_id.clone(),
+        total_product_amount: products,
+        total_adjustment_amount: adjustments,
+        total_charge_amount: charges,
+        total_tax_amount: taxes,
+        grand_total_amount: grand,
+    })
 }
 
 /// A provider could not do its job (the platform's "exception thrown by a provider"):
@@ -39,29 +151,77 @@ pub enum Verdict {
 #[error("{0}")]
 pub struct ProviderError(pub String);
 
-/// Checks stock for a cart (`checkCartInventoryAction`).
-///
-/// Called from a worker thread outside any lock or transaction, with a timeout: a provider
-/// that errors, panics or overruns ends the operation in Error, never a stuck session.
-pub trait InventoryProvider: Send + Sync + 'static {
-    /// Checks the request's cart.
-    fn check_inventory(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError>;
+/// Declares a provider trait for one kind of check, with a blanket implementation for
+/// closures, so a test or a small integration can be a function.
+macro_rules! provider_trait {
+    ($(#[$doc:meta])* $name:ident, $method:ident) => {
+        $(#[$doc])*
+        ///
+        /// Called from a worker thread outside any lock or transaction, with a timeout: a
+        /// provider that errors, panics or overruns ends the operation in Error, never a stuck
+        /// session.
+        pub trait $name: Send + Sync + 'static {
+            /// Runs the check on the request's cart.
+            fn $method(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError>;
+        }
+
+        impl<F> $name for F
+        where
+            F: Fn(&IntegrationRequest) -> Result<Verdict, ProviderError> + Send + Sync + 'static,
+        {
+            fn $method(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
+                self(request)
+            }
+        }
+    };
 }
 
-impl<F> InventoryProvider for F
-where
-    F: Fn(&IntegrationRequest) -> Result<Verdict, ProviderError> + Send + Sync + 'static,
-{
-    fn check_inventory(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
-        self(request)
-    }
-}
+provider_trait!(
+    /// Checks stock for a cart (`checkCartInventoryAction`).
+    InventoryProvider,
+    check_inventory
+);
+provider_trait!(
+    /// Prices a cart's lines (`priceCart`).
+    PriceProvider,
+    price_cart
+);
+provider_trait!(
+    /// Applies promotions to a priced cart (`calcCartPromotionsAction`).
+    PromotionsProvider,
+    apply_promotions
+);
+provider_trait!(
+    /// Offers shipping options and prices the chosen one (`calcCartShipmentAction`).
+    ShipmentProvider,
+    calculate_shipment
+);
+provider_trait!(
+    /// Computes taxes (`calcCartTaxesAction`).
+    TaxProvider,
+    calculate_taxes
+);
+provider_trait!(
+    /// Authorises the buyer's tokenized payment (the Authorize Payment step).
+    PaymentProvider,
+    authorize_payment
+);
 
 /// The provider bound to one (store, kind).
 #[derive(Clone)]
 pub enum Provider {
     /// An inventory provider.
     Inventory(Arc<dyn InventoryProvider>),
+    /// A price provider.
+    Price(Arc<dyn PriceProvider>),
+    /// A promotions provider.
+    Promotions(Arc<dyn PromotionsProvider>),
+    /// A shipment provider.
+    Shipment(Arc<dyn ShipmentProvider>),
+    /// A tax provider.
+    Tax(Arc<dyn TaxProvider>),
+    /// A payment provider.
+    Payment(Arc<dyn PaymentProvider>),
     /// No mapping: the platform's internal data is used, which for cartflow means the
     /// step passes without an external check.
     Internal,
@@ -72,15 +232,33 @@ impl Provider {
     pub fn run(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
         match self {
             Provider::Inventory(p) => p.check_inventory(request),
+            Provider::Price(p) => p.price_cart(request),
+            Provider::Promotions(p) => p.apply_promotions(request),
+            Provider::Shipment(p) => p.calculate_shipment(request),
+            Provider::Tax(p) => p.calculate_taxes(request),
+            Provider::Payment(p) => p.authorize_payment(request),
             Provider::Internal => Ok(Verdict::Passed),
         }
+    }
+
+    /// The kind of check this provider performs (`None` for internal data).
+    pub fn kind(&self) -> Option<ProviderKind> {
+        Some(match self {
+            Provider::Inventory(_) => ProviderKind::Inventory,
+            Provider::Price(_) => ProviderKind::Price,
+            Provider::Promotions(_) => ProviderKind::Promotions,
+            Provider::Shipment(_) => ProviderKind::Shipment,
+            Provider::Tax(_) => ProviderKind::Tax,
+            Provider::Payment(_) => ProviderKind::Payment,
+            Provider::Internal => return None,
+        })
     }
 }
 
 /// Each store's StoreIntegratedService mapping: which provider performs each kind of check.
 #[derive(Clone, Default)]
 pub struct Integrations {
-    inventory: HashMap<SfId, Arc<dyn InventoryProvider>>,
+    by_store: HashMap<(SfId, ProviderKind), Provider>,
 }
 
 impl Integrations {
@@ -89,26 +267,30 @@ impl Integrations {
         Integrations::default()
     }
 
+    /// Maps a store's checks of the provider's kind to `provider`, replacing any mapping
+    /// (`Provider::Internal` has no kind and maps nothing).
+    pub fn set(&mut self, store: SfId, provider: Provider) -> &mut Self {
+        if let Some(kind) = provider.kind() {
+            self.by_store.insert((store, kind), provider);
+        }
+        self
+    }
+
     /// Maps a store's Inventory checks to `provider`.
     pub fn set_inventory(
         &mut self,
         store: SfId,
         provider: Arc<dyn InventoryProvider>,
     ) -> &mut Self {
-        self.inventory.insert(store, provider);
-        self
+        self.set(store, Provider::Inventory(provider))
     }
 
     /// The provider of `kind` for `store`.
     pub fn provider(&self, store: SfId, kind: ProviderKind) -> Provider {
-        match kind {
-            ProviderKind::Inventory => self
-                .inventory
-                .get(&store)
-                .cloned()
-                .map_or(Provider::Internal, Provider::Inventory),
-            _ => Provider::Internal,
-        }
+        self.by_store
+            .get(&(store, kind))
+            .cloned()
+            .unwrap_or(Provider::Internal)
     }
 
     /// Maps every store with stock levels to a [`StockTable`] of them.

@@ -121,26 +121,24 @@ mod tests {
     }
 
     fn request(lines: &[(Option<&str>, i64, CartItemType)]) -> IntegrationRequest {
-        let cart = WebCart {
-            id: id(KeyPrefix::WebCart, 1),
-            web_store_id: id(KeyPrefix::WebStore, 1),
-            account_id: id(KeyPrefix::Account, 1),
-            owner_id: id(KeyPrefix::User, 1),
-            status: CartStatus::Checkout,
-            shares: vec![],
-            version: 1,
-        };
+        let cart = WebCart::new(
+            id(KeyPrefix::WebCart, 1),
+            id(KeyPrefix::WebStore, 1),
+            id(KeyPrefix::Account, 1),
+            id(KeyPrefix::User, 1),
+            CartStatus::Checkout,
+        );
         let items = lines
             .iter()
             .enumerate()
             .map(|(n, (sku, qty, kind))| CartItem {
-                id: id(KeyPrefix::CartItem, n as u64),
-                cart_id: cart.id,
-                sku: sku.map(str::to_owned),
-                product2_id: None,
-                quantity: Decimal::from(*qty),
                 item_type: *kind,
-                sales_price: None,
+                ..CartItem::product(
+                    id(KeyPrefix::CartItem, n as u64),
+                    cart.id,
+                    sku.map(str::to_owned),
+                    Decimal::from(*qty),
+                )
             })
             .collect();
         IntegrationRequest {
@@ -152,7 +150,7 @@ mod tests {
 
     fn messages(verdict: Verdict) -> Vec<String> {
         match verdict {
-            Verdict::Passed => vec![],
+            Verdict::Passed | Verdict::Updated(_) => vec![],
             Verdict::Failed(m) => m.into_iter().map(|m| m.message).collect(),
         }
     }

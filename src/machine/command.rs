@@ -3,8 +3,11 @@
 use serde::Serialize;
 
 use crate::machine::{Action, Event};
+use rust_decimal::Decimal;
+
 use crate::model::{
-    Account, BackgroundOperation, CartCheckoutSession, Level, SfId, User, WebCart, WebStore,
+    Account, BackgroundOperation, CartCheckoutSession, CartItem, DeliveryOption, Level, SfId, User,
+    WebCart, WebStore,
 };
 
 /// One request to move a checkout. Inputs that come from callers stay raw strings here:
@@ -80,6 +83,8 @@ pub enum Command {
         attempt: u32,
         /// What the provider answered.
         outcome: StepOutcome,
+        /// What a passed check writes to the cart (prices, options, ...), if anything.
+        update: Option<CartUpdate>,
     },
 }
 
@@ -129,6 +134,28 @@ impl Command {
             | Command::Finish { operation_id, .. } => Target::Operation(*operation_id),
         }
     }
+}
+
+/// What a passed integration writes to the cart: whole new records of the lines it changed,
+/// and the cart's new amounts (computed from every line, so they always add up).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CartUpdate {
+    /// The changed lines, whole.
+    pub items: Vec<CartItem>,
+    /// The shipping options offered, when the integration offers them.
+    pub delivery_options: Option<Vec<DeliveryOption>>,
+    /// The payment authorisation reference, when the integration authorised payment.
+    pub payment_authorization_id: Option<String>,
+    /// Sum of the product lines' TotalPrice.
+    pub total_product_amount: Option<Decimal>,
+    /// Sum of the promotion adjustments.
+    pub total_adjustment_amount: Option<Decimal>,
+    /// Charges.
+    pub total_charge_amount: Option<Decimal>,
+    /// Taxes.
+    pub total_tax_amount: Option<Decimal>,
+    /// The grand total.
+    pub grand_total_amount: Option<Decimal>,
 }
 
 /// A message an integration writes for the buyer.

@@ -75,6 +75,8 @@ pub struct Changes {
     pub sessions: Vec<CartCheckoutSession>,
     /// Operations to write.
     pub operations: Vec<BackgroundOperation>,
+    /// Cart lines to replace; only with a cart in `carts`, whose version guards them.
+    pub items: Vec<crate::model::CartItem>,
     /// Delete the cart's CartValidationOutputs first.
     pub clear_outputs_of: Option<SfId>,
     /// CartValidationOutputs to add.
@@ -87,6 +89,7 @@ impl Changes {
         self.carts.is_empty()
             && self.sessions.is_empty()
             && self.operations.is_empty()
+            && self.items.is_empty()
             && self.clear_outputs_of.is_none()
             && self.outputs.is_empty()
     }
@@ -189,8 +192,11 @@ pub fn decide(
         } => plan.heartbeat(*attempt, *lease_ms),
         Command::Expire { attempt, .. } => plan.expire(*attempt),
         Command::Finish {
-            attempt, outcome, ..
-        } => plan.finish(*attempt, outcome),
+            attempt,
+            outcome,
+            update,
+            ..
+        } => plan.finish(*attempt, outcome, update.as_ref()),
     }?;
     plan.into_decision(output)
 }
@@ -211,6 +217,7 @@ struct Plan<'a> {
     snapshot: &'a Snapshot,
     event: Event,
     cart: Option<WebCart>,
+    items: Vec<crate::model::CartItem>,
     sessions: Vec<(Option<CartCheckoutSession>, CartCheckoutSession)>,
     operations: Vec<(Option<BackgroundOperation>, BackgroundOperation)>,
     clear_outputs_of: Option<SfId>,
@@ -224,6 +231,7 @@ impl<'a> Plan<'a> {
             snapshot,
             event,
             cart: None,
+            items: Vec::new(),
             sessions: Vec::new(),
             operations: Vec::new(),
             clear_outputs_of: None,
@@ -237,6 +245,37 @@ impl<'a> Plan<'a> {
             .as_ref()
             .map(|c| c.id)
             .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))
+    }
+
+    /// Writes what a passed integration computed onto the cart and its lines.
+    fn apply_cart_update(
+        &mut self,
+        update: &crate::machine::CartUpdate,
+    ) -> Result<(), CheckoutError> {
+        let mut cart = self
+            .cart
+            .clone()
+            .or_else(|| self.snapshot.cart.clone())
+            .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
+        if let Some(options) = &update.delivery_options {
+            cart.delivery_options = options.clone();
+        }
+        if let Some(authorization) = &update.payment_authorization_id {
+            cart.payment_authorization_id = Some(authorization.clone());
+        }
+        cart.total_product_amount = update.total_product_amount;
+        cart.total_adjustment_amount = update.total_adjustment_amount;
+        cart.total_charge_amount = update.total_charge_amount;
+        cart.total_tax_amount = update.total_tax_amount;
+        cart.grand_total_amount = update.grand_total_amount;
+        if update.items.iter().any(|item| item.cart_id != cart.id) {
+            return Err(CheckoutError::Stale(
+                "an update names a line of another cart".into(),
+            ));
+        }
+        self.items = update.items.clone();
+        self.cart = Some(cart);
+        Ok(())
     }
 
     /// A Closed cart is final: not even a worker's report may change it.
@@ -503,10 +542,15 @@ impl<'a> Plan<'a> {
             "no worker finished operation {} within its lease on any of {} attempts",
             op.id, op.attempt
         );
-        self.finish(attempt, &StepOutcome::SystemFailure(reason))
+        self.finish(attempt, &StepOutcome::SystemFailure(reason), None)
     }
 
-    fn finish(&mut self, attempt: u32, outcome: &StepOutcome) -> Result<Output, CheckoutError> {
+    fn finish(
+        &mut self,
+        attempt: u32,
+        outcome: &StepOutcome,
+        update: Option<&crate::machine::CartUpdate>,
+    ) -> Result<Output, CheckoutError> {
         let op = self.running_operation(attempt)?;
         let session = self.snapshot.session.as_ref().filter(|s| {
             !s.is_archived && s.is_processing && s.background_operation_id == Some(op.id)
@@ -536,6 +580,9 @@ impl<'a> Plan<'a> {
                     s.next_state = None;
                     s.is_processing = false;
                 })?;
+                if let Some(update) = update {
+                    self.apply_cart_update(update)?;
+                }
             }
             StepOutcome::Failed(_) | StepOutcome::SystemFailure(_) => {
                 let (output_type, messages, error) = match outcome {
@@ -667,6 +714,7 @@ impl<'a> Plan<'a> {
                     o
                 })
                 .collect(),
+            items: self.items,
             clear_outputs_of: self.clear_outputs_of,
             outputs: self.outputs,
         };

@@ -189,12 +189,71 @@ pub struct WebCart {
     /// Other users the cart is shared with.
     #[serde(default)]
     pub shares: Vec<CartShare>,
+    /// Where the order ships (written by the Shipping Address screen).
+    #[serde(default)]
+    pub deliver_to: Option<Address>,
+    /// The shipping options the Shipment integration offers (written by it).
+    #[serde(default)]
+    pub delivery_options: Vec<DeliveryOption>,
+    /// The chosen delivery method (written by the Delivery Method screen).
+    #[serde(default)]
+    pub delivery_method_id: Option<String>,
+    /// The tokenized payment method (written by the Payment And Billing Address screen).
+    #[serde(default)]
+    pub payment_token: Option<String>,
+    /// The payment gateway's authorisation reference, once authorised.
+    #[serde(default)]
+    pub payment_authorization_id: Option<String>,
+    /// Sum of the product lines' TotalPrice.
+    #[serde(default)]
+    pub total_product_amount: Option<Decimal>,
+    /// Sum of the promotion adjustments (zero or negative).
+    #[serde(default)]
+    pub total_adjustment_amount: Option<Decimal>,
+    /// Shipping and other charges.
+    #[serde(default)]
+    pub total_charge_amount: Option<Decimal>,
+    /// Taxes.
+    #[serde(default)]
+    pub total_tax_amount: Option<Decimal>,
+    /// Products + adjustments + charges + taxes.
+    #[serde(default)]
+    pub grand_total_amount: Option<Decimal>,
     /// Optimistic-concurrency version, bumped by every committed change.
     #[serde(default)]
     pub version: u64,
 }
 
 impl WebCart {
+    /// A cart with no shares, no checkout details and no amounts yet, at version 0.
+    pub fn new(
+        id: SfId,
+        web_store_id: SfId,
+        account_id: SfId,
+        owner_id: SfId,
+        status: CartStatus,
+    ) -> WebCart {
+        WebCart {
+            id,
+            web_store_id,
+            account_id,
+            owner_id,
+            status,
+            shares: Vec::new(),
+            deliver_to: None,
+            delivery_options: Vec::new(),
+            delivery_method_id: None,
+            payment_token: None,
+            payment_authorization_id: None,
+            total_product_amount: None,
+            total_adjustment_amount: None,
+            total_charge_amount: None,
+            total_tax_amount: None,
+            grand_total_amount: None,
+            version: 0,
+        }
+    }
+
     /// The access `user` has to this cart through ownership, sharing or Modify All Data.
     pub fn access_of(&self, user: &User) -> Option<Access> {
         if user.id == self.owner_id || user.has(Permission::ModifyAllData) {
@@ -240,6 +299,69 @@ pub struct CartItem {
     /// Unit price, once priced.
     #[serde(default)]
     pub sales_price: Option<Decimal>,
+    /// Unit list price, once priced.
+    #[serde(default)]
+    pub list_price: Option<Decimal>,
+    /// SalesPrice × Quantity, once priced.
+    #[serde(default)]
+    pub total_price: Option<Decimal>,
+    /// Promotion adjustment of the line (zero or negative).
+    #[serde(default)]
+    pub adjustment_amount: Option<Decimal>,
+    /// Tax on the line.
+    #[serde(default)]
+    pub tax_amount: Option<Decimal>,
+}
+
+/// A postal address (Salesforce's compound Address fields).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Address {
+    /// Street and number.
+    #[serde(default)]
+    pub street: String,
+    /// City.
+    #[serde(default)]
+    pub city: String,
+    /// State or province code.
+    #[serde(default)]
+    pub state_code: Option<String>,
+    /// Postal code.
+    #[serde(default)]
+    pub postal_code: String,
+    /// ISO 3166 country code.
+    pub country_code: String,
+}
+
+/// A shipping option with its price, as the Shipment integration offers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DeliveryOption {
+    /// The delivery method's identifier.
+    pub delivery_method_id: String,
+    /// Its display name.
+    pub name: String,
+    /// What it costs.
+    pub amount: Decimal,
+}
+
+impl CartItem {
+    /// An unpriced product line.
+    pub fn product(id: SfId, cart_id: SfId, sku: Option<String>, quantity: Decimal) -> CartItem {
+        CartItem {
+            id,
+            cart_id,
+            sku,
+            product2_id: None,
+            quantity,
+            item_type: CartItemType::Product,
+            sales_price: None,
+            list_price: None,
+            total_price: None,
+            adjustment_amount: None,
+            tax_amount: None,
+        }
+    }
 }
 
 /// A cart's checkout session.

@@ -131,6 +131,16 @@ impl Tables {
             }
             expect("cart", cart.id, stored, cart.version)?;
         }
+        if let Some(item) = changes
+            .items
+            .iter()
+            .find(|i| !changes.carts.iter().any(|c| c.id == i.cart_id))
+        {
+            return Err(StoreError::Invariant(format!(
+                "line {} is written without its cart {}, whose version guards it",
+                item.id, item.cart_id
+            )));
+        }
         let mut active_session = HashMap::new();
         for session in &changes.sessions {
             let stored = self.sessions.get(&session.id).map(|s| s.version);
@@ -187,6 +197,13 @@ impl Tables {
         let changes = &commit.changes;
         for cart in &changes.carts {
             self.carts.insert(cart.id, cart.clone());
+        }
+        for item in &changes.items {
+            let lines = self.items.entry(item.cart_id).or_default();
+            match lines.iter_mut().find(|l| l.id == item.id) {
+                Some(line) => *line = item.clone(),
+                None => lines.push(item.clone()),
+            }
         }
         for session in &changes.sessions {
             self.put_session(session.clone());
