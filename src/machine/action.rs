@@ -107,6 +107,9 @@ pub enum Event {
     Action(Action),
     /// A screen step writes the next State onto the session.
     Advance,
+    /// A screen step writes the buyer's input (address, delivery method, payment token) onto
+    /// the cart; no state moves.
+    Input,
     /// The payment step submits the buyer's payment token for authorisation.
     Authorize,
     /// A worker claims a New operation.
@@ -127,6 +130,7 @@ impl Event {
         match self {
             Event::Action(action) => action.api_name(),
             Event::Advance => "advance (screen)",
+            Event::Input => "buyer input (screen)",
             Event::Authorize => "authorize payment",
             Event::Claim => "claim",
             Event::Heartbeat => "heartbeat",

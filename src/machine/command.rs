@@ -6,8 +6,8 @@ use crate::machine::{Action, Event};
 use rust_decimal::Decimal;
 
 use crate::model::{
-    Account, BackgroundOperation, CartCheckoutSession, CartItem, DeliveryOption, Level, SfId, User,
-    WebCart, WebStore,
+    Account, Address, BackgroundOperation, CartCheckoutSession, CartItem, DeliveryOption, Level,
+    SfId, User, WebCart, WebStore,
 };
 
 /// One request to move a checkout. Inputs that come from callers stay raw strings here:
@@ -38,6 +38,13 @@ pub enum Command {
         state: String,
         /// The State the caller believes the session is in.
         exp_current_state: Option<String>,
+    },
+    /// A screen step writes the buyer's input onto the cart (`None` fields stay as they are).
+    SetDetails {
+        /// The cart's ID as given.
+        cart_id: String,
+        /// What the buyer entered.
+        details: CheckoutDetails,
     },
     /// One of the async cart actions (`checkCartInventoryAction`, `priceCart`, ...).
     RunStep {
@@ -106,6 +113,7 @@ impl Command {
             Command::StartSession { .. } => Event::Action(Action::CheckoutSession),
             Command::UpdateSession { .. } => Event::Action(Action::UpdateCheckoutSessionState),
             Command::Advance { .. } => Event::Advance,
+            Command::SetDetails { .. } => Event::Input,
             Command::RunStep { action, .. } => Event::Action(*action),
             Command::Cancel { .. } => Event::Action(Action::CancelCartAsyncOperation),
             Command::Claim { .. } => Event::Claim,
@@ -123,6 +131,7 @@ impl Command {
     pub fn target(&self) -> Target {
         match self {
             Command::StartSession { cart_id, .. }
+            | Command::SetDetails { cart_id, .. }
             | Command::RunStep { cart_id, .. }
             | Command::Cancel { cart_id } => Target::Cart(cart_id.clone()),
             Command::UpdateSession { session_id, .. } | Command::Advance { session_id, .. } => {
@@ -134,6 +143,21 @@ impl Command {
             | Command::Finish { operation_id, .. } => Target::Operation(*operation_id),
         }
     }
+}
+
+/// The buyer's input of the screen steps; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CheckoutDetails {
+    /// Where to ship (Shipping Address).
+    #[serde(default)]
+    pub deliver_to: Option<Address>,
+    /// One of the offered delivery methods (Delivery Method).
+    #[serde(default)]
+    pub delivery_method_id: Option<String>,
+    /// The tokenized payment method (Payment And Billing Address).
+    #[serde(default)]
+    pub payment_token: Option<String>,
 }
 
 /// What a passed integration writes to the cart: whole new records of the lines it changed,

@@ -184,6 +184,7 @@ pub fn decide(
         Command::StartSession { .. } => plan.start_session(),
         Command::UpdateSession { .. } => plan.lock_session(),
         Command::Advance { state, .. } => plan.advance(state),
+        Command::SetDetails { details, .. } => plan.set_details(details),
         Command::RunStep { action, .. } => plan.run_step(*action),
         Command::Cancel { .. } => plan.cancel(),
         Command::Claim { lease_ms, .. } => plan.claim(*lease_ms),
@@ -395,6 +396,44 @@ impl<'a> Plan<'a> {
         })?;
         let id = self.edit_session(|s| s.state = Some(target))?;
         Ok(Output::RequestId(id))
+    }
+
+    fn set_details(
+        &mut self,
+        details: &crate::machine::CheckoutDetails,
+    ) -> Result<Output, CheckoutError> {
+        let mut cart = self
+            .snapshot
+            .cart
+            .clone()
+            .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
+        if let Some(address) = &details.deliver_to {
+            cart.deliver_to = Some(address.clone());
+        }
+        if let Some(token) = &details.payment_token {
+            cart.payment_token = Some(token.clone());
+        }
+        if let Some(method) = &details.delivery_method_id {
+            // The charge is the offered option's price; the grand total follows it.
+            let charge = cart
+                .delivery_options
+                .iter()
+                .find(|o| &o.delivery_method_id == method)
+                .map(|o| o.amount);
+            cart.delivery_method_id = Some(method.clone());
+            cart.total_charge_amount = charge;
+            cart.grand_total_amount = cart.total_product_amount.map(|products| {
+                products
+                    + cart.total_adjustment_amount.unwrap_or_default()
+                    + charge.unwrap_or_default()
+                    + cart.total_tax_amount.unwrap_or_default()
+            });
+        }
+        let session = self.snapshot.session.as_ref().map(|s| s.id);
+        if self.snapshot.cart.as_ref() != Some(&cart) {
+            self.cart = Some(cart);
+        }
+        Ok(session.map_or(Output::Nothing, Output::RequestId))
     }
 
     fn run_step(&mut self, action: Action) -> Result<Output, CheckoutError> {

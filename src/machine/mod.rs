@@ -9,7 +9,9 @@ mod table;
 mod template;
 
 pub use action::{Action, Event};
-pub use command::{CartUpdate, Command, Snapshot, StepOutcome, Target, ValidationMessage};
+pub use command::{
+    CartUpdate, CheckoutDetails, Command, Snapshot, StepOutcome, Target, ValidationMessage,
+};
 pub use decide::{
     Changes, DecideContext, Decision, IdSource, Move, OperationSettings, Output, check, decide,
     operation_node, session_node,

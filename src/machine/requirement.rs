@@ -61,6 +61,8 @@ pub enum Requirement {
     TargetIsNextStep,
     /// No background operation of the cart is New or Running.
     NoOperationInProgress,
+    /// A chosen delivery method is one the Shipment integration offered.
+    DeliveryMethodOffered,
 }
 
 /// A requirement as one action checks it: with the documented code and status.
@@ -152,6 +154,25 @@ const ASYNC: &[Guard] = &[
     guard(R::NoOperationInProgress, C::AlreadyInProcess, 400),
 ];
 
+/// A screen step's write of buyer input onto the cart: the session's access rules, on a
+/// cart in checkout whose session is not locked.
+const INPUT: &[Guard] = &[
+    guard(R::CallerMayInvoke, C::BadRequest, 400),
+    guard(R::CartIdValid, C::UnknownException, 500),
+    guard(R::CallerCanEditCart, C::InsufficientAccessOrReadonly, 400),
+    guard(
+        R::EffectiveAccountValid,
+        C::InsufficientAccessOrReadonly,
+        400,
+    ),
+    guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 400),
+    guard(R::CartInCheckout, C::InvalidOperation, 403),
+    guard(R::SessionExists, C::InvalidOperation, 403),
+    guard(R::SessionNotExpired, C::InvalidOperation, 403),
+    guard(R::SessionNotProcessing, C::InvalidOperation, 409),
+    guard(R::DeliveryMethodOffered, C::InvalidInput, 400),
+];
+
 /// `cancelCartAsyncOperation` (§2.2).
 const CANCEL: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
@@ -173,6 +194,7 @@ pub fn guards(event: Event) -> &'static [Guard] {
         Event::Action(Action::CheckoutSession) => START,
         Event::Action(Action::UpdateCheckoutSessionState) | Event::Advance => UPDATE,
         Event::Action(Action::CancelCartAsyncOperation) => CANCEL,
+        Event::Input => INPUT,
         Event::Action(_) | Event::Authorize => ASYNC,
         Event::Claim | Event::Heartbeat | Event::Requeue | Event::Succeed | Event::Fail => &[],
     }
@@ -242,6 +264,7 @@ pub fn evaluate(
         },
         R::CartIdValid => {
             let (Command::StartSession { cart_id, .. }
+            | Command::SetDetails { cart_id, .. }
             | Command::RunStep { cart_id, .. }
             | Command::Cancel { cart_id }) = command
             else {
@@ -437,6 +460,24 @@ pub fn evaluate(
                     show(current)
                 )),
                 None => Err(format!("{event} is not declared from {}", show(current))),
+            }
+        }
+        R::DeliveryMethodOffered => {
+            let Command::SetDetails { details, .. } = command else {
+                return Ok(());
+            };
+            match (&details.delivery_method_id, cart) {
+                (Some(method), Some(c)) if !c.delivery_options.iter().any(|o| &o.delivery_method_id == method) => {
+                    Err(format!(
+                        "delivery method {method:?} is not one the cart was offered ({})",
+                        c.delivery_options
+                            .iter()
+                            .map(|o| o.delivery_method_id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                }
+                _ => Ok(()),
             }
         }
         R::NoOperationInProgress => {
