@@ -1,5 +1,9 @@
-//! The contract every `Store` keeps, run against each implementation.
+//! The contract every `Store` keeps, run against each implementation (PostgreSQL too when
+//! the harness in `tests/support` can provide a database).
 
+mod support;
+
+use std::any::Any;
 use std::sync::Arc;
 
 use cartflow::ids::SequentialIds;
@@ -15,22 +19,37 @@ use cartflow::{Engine, MemoryStore, Store, StoreError};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 
-type Open = fn(DataSet) -> (Arc<dyn Store>, Option<tempfile::TempDir>);
+/// What keeps a store's backing alive (a temporary directory, a test database) until dropped.
+type Guard = Box<dyn Any>;
 
-fn memory(data: DataSet) -> (Arc<dyn Store>, Option<tempfile::TempDir>) {
+type Open = fn(DataSet) -> (Arc<dyn Store>, Option<Guard>);
+
+fn memory(data: DataSet) -> (Arc<dyn Store>, Option<Guard>) {
     (Arc::new(MemoryStore::from_dataset(data).unwrap()), None)
 }
 
-fn sqlite(data: DataSet) -> (Arc<dyn Store>, Option<tempfile::TempDir>) {
+fn sqlite(data: DataSet) -> (Arc<dyn Store>, Option<Guard>) {
     use cartflow::store::{Durability, SqliteStore};
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("cartflow.db"), Durability::Normal).unwrap();
     store.import(&data).unwrap();
-    (Arc::new(store), Some(dir))
+    (Arc::new(store), Some(Box::new(dir)))
+}
+
+fn postgres(data: DataSet) -> (Arc<dyn Store>, Option<Guard>) {
+    use cartflow::store::PostgresStore;
+    let db = support::postgres().expect("PostgreSQL was available a moment ago");
+    let store = PostgresStore::connect(db.url()).unwrap();
+    store.import(&data).unwrap();
+    (Arc::new(store), Some(Box::new(db)))
 }
 
 fn stores() -> Vec<(&'static str, Open)> {
-    vec![("memory", memory), ("sqlite", sqlite)]
+    let mut stores: Vec<(&'static str, Open)> = vec![("memory", memory), ("sqlite", sqlite)];
+    if support::postgres_available() {
+        stores.push(("postgres", postgres));
+    }
+    stores
 }
 
 fn id(kind: KeyPrefix, n: u64) -> SfId {
@@ -48,6 +67,7 @@ fn session(n: u64, cart: SfId, archived: bool) -> CartCheckoutSession {
         is_archived: archived,
         background_operation_id: None,
         order_id: None,
+        created_date: None,
         version: 1,
     }
 }
@@ -365,5 +385,401 @@ mod sqlite_only {
         drop(conn);
         let err = SqliteStore::open(&path, Durability::Normal).err().unwrap();
         assert!(err.to_string().contains("newer"), "{err}");
+    }
+}
+
+mod postgres_only {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::{Barrier, Mutex};
+    use std::thread;
+
+    use cartflow::machine::{Event, Machine};
+    use cartflow::store::PostgresStore;
+
+    /// How many migrations this build ships: the schema version a migrated database records.
+    fn shipped_migrations() -> i32 {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "sql")
+            })
+            .count() as i32
+    }
+
+    fn recorded_versions(db: &support::TestDb) -> Vec<i32> {
+        db.client()
+            .query("SELECT version FROM cartflow_schema ORDER BY version", &[])
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
+    #[test]
+    fn a_reconnected_store_keeps_every_commit() {
+        let Some(db) = support::postgres() else {
+            return;
+        };
+        {
+            let store = PostgresStore::connect(db.url()).unwrap();
+            assert!(store.is_empty().unwrap());
+            store.import(&sample::dataset()).unwrap();
+            let engine = Engine::new(Arc::new(store));
+            let r = engine.invoke(
+                "checkoutSessionAction",
+                &json!({"cartId": SampleCart::InStock.id().to_string()}),
+                &sample::buyer_id().to_string(),
+            );
+            assert!(r.is_success);
+        }
+        let store = PostgresStore::connect(db.url()).unwrap();
+        let cart = SampleCart::InStock.id();
+        assert_eq!(
+            store.cart(&cart).unwrap().unwrap().status,
+            CartStatus::Checkout
+        );
+        assert_eq!(store.sessions_of(&cart).unwrap().len(), 1);
+        assert!(!store.is_empty().unwrap());
+        assert_eq!(store.stock().unwrap(), {
+            let mut stock = sample::dataset().stock;
+            stock.sort_by(|a, b| (a.store_id, &a.sku).cmp(&(b.store_id, &b.sku)));
+            stock
+        });
+        let versions = recorded_versions(&db);
+        assert_eq!(versions, (1..=shipped_migrations()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_database_from_a_newer_schema_is_refused() {
+        let Some(db) = support::postgres() else {
+            return;
+        };
+        drop(PostgresStore::connect(db.url()).unwrap());
+        let newer = shipped_migrations() + 1;
+        db.client()
+            .execute(
+                "INSERT INTO cartflow_schema (version) VALUES ($1)",
+                &[&newer],
+            )
+            .unwrap();
+        let err = PostgresStore::connect(db.url()).err().unwrap();
+        let message = err.to_string();
+        assert!(matches!(err, StoreError::Io(_)), "{err:?}");
+        assert!(
+            message.contains("newer") && message.contains(&newer.to_string()),
+            "{message}"
+        );
+        // Nothing was touched: the newer version is still the one recorded.
+        assert_eq!(recorded_versions(&db).last(), Some(&newer));
+    }
+
+    #[test]
+    fn processes_connecting_at_once_migrate_once() {
+        let Some(db) = support::postgres() else {
+            return;
+        };
+        let barrier = Barrier::new(8);
+        let results: Vec<Result<PostgresStore, StoreError>> = thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        PostgresStore::connect(db.url())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for result in &results {
+            assert!(result.is_ok(), "{:?}", result.as_ref().err());
+        }
+        assert_eq!(
+            recorded_versions(&db),
+            (1..=shipped_migrations()).collect::<Vec<_>>()
+        );
+        // Every store works on the one schema.
+        results[0]
+            .as_ref()
+            .unwrap()
+            .import(&sample::dataset())
+            .unwrap();
+        for store in &results {
+            let cart = store
+                .as_ref()
+                .unwrap()
+                .cart(&SampleCart::InStock.id())
+                .unwrap();
+            assert_eq!(cart.unwrap().status, CartStatus::Active);
+        }
+    }
+
+    #[test]
+    fn two_stores_racing_on_one_session_let_exactly_one_win() {
+        let Some(db) = support::postgres() else {
+            return;
+        };
+        // Two pools, as two engine processes would have.
+        let a = PostgresStore::connect(db.url()).unwrap();
+        let b = PostgresStore::connect(db.url()).unwrap();
+        a.import(&sample::dataset()).unwrap();
+        let cart = SampleCart::InStock.id();
+        let first = session(1, cart, false);
+        a.commit(&commit(Changes {
+            sessions: vec![first.clone()],
+            ..Changes::default()
+        }))
+        .unwrap();
+        const ROUNDS: u64 = 25;
+        let states = [SessionState::ShippingAddress, SessionState::Inventory];
+        let mut winners = BTreeMap::new();
+        for round in 0..ROUNDS {
+            let read_a = a.session(&first.id).unwrap().unwrap();
+            let read_b = b.session(&first.id).unwrap().unwrap();
+            assert_eq!(read_a, read_b);
+            let barrier = Barrier::new(2);
+            let results: Vec<Result<(), StoreError>> = thread::scope(|scope| {
+                let handles: Vec<_> = [(&a, read_a, states[0]), (&b, read_b, states[1])]
+                    .into_iter()
+                    .map(|(store, mut s, state)| {
+                        let barrier = &barrier;
+                        scope.spawn(move || {
+                            s.state = Some(state);
+                            s.version += 1;
+                            barrier.wait();
+                            store.commit(&commit(Changes {
+                                sessions: vec![s],
+                                ..Changes::default()
+                            }))
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let won: Vec<usize> = (0..2).filter(|k| results[*k].is_ok()).collect();
+            assert_eq!(won.len(), 1, "round {round}: {results:?}");
+            let lost = 1 - won[0];
+            assert!(
+                matches!(results[lost], Err(StoreError::Conflict(_))),
+                "round {round}: {results:?}"
+            );
+            let stored = a.session(&first.id).unwrap().unwrap();
+            assert_eq!(stored.version, 2 + round);
+            assert_eq!(stored.state, Some(states[won[0]]), "round {round}");
+            *winners.entry(won[0]).or_insert(0) += 1;
+        }
+        assert_eq!(winners.values().sum::<u64>(), ROUNDS);
+    }
+
+    #[test]
+    fn a_worker_passes_by_an_operation_another_worker_holds() {
+        let Some(db) = support::postgres() else {
+            return;
+        };
+        let mut data = sample::dataset();
+        let (older_cart, newer_cart) = (SampleCart::InStock.id(), SampleCart::ShortStock.id());
+        data.sessions = vec![session(1, older_cart, false), session(2, newer_cart, false)];
+        data.operations = vec![
+            operation(1, older_cart, data.sessions[0].id, OperationStatus::New, 1),
+            operation(2, newer_cart, data.sessions[1].id, OperationStatus::New, 2),
+        ];
+        let (older, newer) = (data.operations[0].clone(), data.operations[1].clone());
+        let store = PostgresStore::connect(db.url()).unwrap();
+        store.import(&data).unwrap();
+        // Another process holds the oldest operation's row lock, mid-claim.
+        let mut other = db.client();
+        let mut held = other.transaction().unwrap();
+        held.execute(
+            "SELECT id FROM operations WHERE id = $1 FOR UPDATE",
+            &[&older.id.as_str()],
+        )
+        .unwrap();
+        let mut running = |snap: cartflow::machine::Snapshot| {
+            let mut op = snap.operation.expect("a snapshot of the candidate");
+            op.status = OperationStatus::Running;
+            op.attempt += 1;
+            op.version += 1;
+            Ok::<_, StoreError>(Some(commit(Changes {
+                operations: vec![op],
+                ..Changes::default()
+            })))
+        };
+        let mut offered = Vec::new();
+        let claimed = store
+            .claim_next(&mut |snap| {
+                offered.push(snap.operation.as_ref().unwrap().id);
+                running(snap)
+            })
+            .unwrap();
+        assert_eq!(claimed, Some(newer.id));
+        assert_eq!(offered, [newer.id], "the held row was offered");
+        // Nothing else is free while the lock is held; once released, the older one is.
+        assert_eq!(store.claim_next(&mut running).unwrap(), None);
+        held.rollback().unwrap();
+        assert_eq!(store.claim_next(&mut running).unwrap(), Some(older.id));
+        for id in [older.id, newer.id] {
+            assert_eq!(
+                store.operation(&id).unwrap().unwrap().status,
+                OperationStatus::Running
+            );
+        }
+    }
+
+    #[test]
+    fn candidates_the_closure_passes_by_stay_new() {
+        let Some(db) = support::postgres() else {
+            return;
+        };
+        let mut data = sample::dataset();
+        let carts = [SampleCart::InStock.id(), SampleCart::ShortStock.id()];
+        data.sessions = vec![session(1, carts[0], false), session(2, carts[1], false)];
+        data.operations = vec![
+            operation(1, carts[0], data.sessions[0].id, OperationStatus::New, 1),
+            operation(2, carts[1], data.sessions[1].id, OperationStatus::New, 2),
+        ];
+        let store = PostgresStore::connect(db.url()).unwrap();
+        store.import(&data).unwrap();
+        let mut offered = Vec::new();
+        let claimed = store
+            .claim_next(&mut |snap| {
+                offered.push(snap.operation.unwrap().id);
+                Ok(None)
+            })
+            .unwrap();
+        assert_eq!(claimed, None);
+        let expected: Vec<SfId> = data.operations.iter().map(|o| o.id).collect();
+        assert_eq!(offered, expected, "each candidate once, oldest first");
+        assert_eq!(store.claimable_operations(10).unwrap(), expected);
+    }
+
+    /// Drives `cart` to a locked Inventory step with a New inventory operation.
+    fn submit_inventory_check(engine: &Engine, cart: SfId) -> SfId {
+        let buyer = sample::buyer_id().to_string();
+        let cart_json = json!({"cartId": cart.to_string()});
+        let started = engine.invoke("checkoutSessionAction", &cart_json, &buyer);
+        let session = started.output_values.unwrap()["requestId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for (from, to) in [
+            ("Start", "Shipping Address"),
+            ("Shipping Address", "Inventory"),
+        ] {
+            engine
+                .execute(
+                    &buyer,
+                    Command::Advance {
+                        session_id: session.clone(),
+                        state: to.into(),
+                        exp_current_state: Some(from.into()),
+                    },
+                )
+                .unwrap();
+        }
+        let lock = json!({"checkoutSessionId": session, "expCurrentState": "Inventory", "nextState": "Confirm Price"});
+        assert!(
+            engine
+                .invoke("updateCheckoutSessionStateAction", &lock, &buyer)
+                .is_success
+        );
+        let submitted = engine.invoke("checkCartInventoryAction", &cart_json, &buyer);
+        assert!(submitted.is_success, "{submitted:?}");
+        session.parse().unwrap()
+    }
+
+    #[test]
+    fn eight_threads_in_two_processes_claim_each_of_200_operations_once() {
+        const CARTS: u64 = 200;
+        const THREADS: usize = 8;
+        let Some(db) = support::postgres() else {
+            return;
+        };
+        // Prepare 200 carts with a New operation each on a memory store, then seed PostgreSQL.
+        let mut data = sample::dataset();
+        let mut carts = Vec::new();
+        for n in 0..CARTS {
+            let (cart, items) = sample::bulk_cart(n, 2, 3);
+            carts.push(cart.id);
+            data.carts.push(cart);
+            data.items.extend(items);
+        }
+        data.stock.extend(sample::bulk_stock(3, 1_000_000));
+        let staging = Arc::new(MemoryStore::from_dataset(data).unwrap());
+        let engine = Engine::new(staging.clone()).with_ids(Arc::new(SequentialIds::default()));
+        for cart in &carts {
+            submit_inventory_check(&engine, *cart);
+        }
+        let seeded = staging.to_dataset();
+        let operations: BTreeSet<SfId> = seeded
+            .operations
+            .iter()
+            .filter(|op| op.status == OperationStatus::New)
+            .map(|op| op.id)
+            .collect();
+        assert_eq!(operations.len(), CARTS as usize);
+
+        let first = PostgresStore::connect(db.url()).unwrap();
+        first.import(&seeded).unwrap();
+        let second = PostgresStore::connect(db.url()).unwrap();
+        let engines: Vec<Engine> = [first, second]
+            .into_iter()
+            .map(|store| {
+                Engine::new(Arc::new(store))
+                    .with_integrations(Integrations::with_stock_tables(&seeded.stock))
+            })
+            .collect();
+        let ran: Mutex<Vec<SfId>> = Mutex::default();
+        let barrier = Barrier::new(THREADS);
+        thread::scope(|scope| {
+            for k in 0..THREADS {
+                let (engine, ran, barrier) = (&engines[k % 2], &ran, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    loop {
+                        match engine.run_next_operation().unwrap() {
+                            Some(report) => {
+                                assert!(report.applied, "{report:?}");
+                                ran.lock().unwrap().push(report.operation_id);
+                            }
+                            // Nothing free: done once nothing is New (others may hold the rest).
+                            None => {
+                                if engine.store().claimable_operations(1).unwrap().is_empty() {
+                                    break;
+                                }
+                                thread::yield_now();
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let ran = ran.into_inner().unwrap();
+        assert_eq!(ran.len(), operations.len(), "operations run");
+        assert_eq!(ran.iter().copied().collect::<BTreeSet<_>>(), operations);
+
+        let store = engines[1].store();
+        for cart in &carts {
+            let ops = store.operations_of(cart).unwrap();
+            assert_eq!(ops.len(), 1, "cart {cart}");
+            let op = &ops[0];
+            assert_eq!(op.status, OperationStatus::Complete, "{op:?}");
+            assert_eq!(op.attempt, 1, "operation {} was claimed again", op.id);
+            let history = store.history(cart).unwrap();
+            let moves = |event| {
+                history
+                    .iter()
+                    .filter(|h| h.machine == Machine::Operation && h.record == op.id)
+                    .filter(|h| h.event == event)
+                    .count()
+            };
+            assert_eq!(moves(Event::Claim), 1, "claims of {}", op.id);
+            assert_eq!(moves(Event::Succeed), 1, "completions of {}", op.id);
+            assert_eq!(moves(Event::Fail), 0, "failures of {}", op.id);
+        }
     }
 }

@@ -53,6 +53,14 @@ CREATE TABLE validation_outputs (
     body jsonb NOT NULL
 );
 CREATE INDEX validation_outputs_by_cart ON validation_outputs (cart_id, seq);
+CREATE TABLE orders (
+    id text PRIMARY KEY,
+    cart_id text NOT NULL,
+    version bigint NOT NULL,
+    status text NOT NULL,
+    body jsonb NOT NULL
+);
+CREATE INDEX orders_by_cart ON orders (cart_id);
 CREATE TABLE history (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     cart_id text NOT NULL,

@@ -44,6 +44,14 @@ CREATE UNIQUE INDEX one_active_operation_per_cart ON operations (cart_id)
     WHERE status IN ('New', 'Running');
 CREATE TABLE validation_outputs (id TEXT PRIMARY KEY, cart_id TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX validation_outputs_by_cart ON validation_outputs (cart_id);
+CREATE TABLE orders (
+    id TEXT PRIMARY KEY,
+    cart_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX orders_by_cart ON orders (cart_id);
 CREATE TABLE history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     cart_id TEXT NOT NULL,

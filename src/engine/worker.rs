@@ -82,10 +82,14 @@ impl Engine {
                 lease_ms,
             };
             // A candidate that is no longer claimable (stale) is passed by.
-            Ok(self
-                .prepare(None, &snapshot, &command)
-                .ok()
-                .and_then(|prepared| prepared.commit))
+            match self.prepare(None, &snapshot, &command) {
+                Ok(prepared) => Ok(prepared.commit),
+                Err(CheckoutError::Stale(_)) => Ok(None),
+                Err(e) => {
+                    tracing::warn!(operation = %op.id, error = %e, "cannot claim; passed by");
+                    Ok(None)
+                }
+            }
         };
         match self.store.claim_next(&mut claim)? {
             Some(id) => Ok(self.store.operation(&id)?),

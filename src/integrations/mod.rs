@@ -137,6 +137,7 @@ pub fn apply_patch(
             .collect(),
         delivery_options: patch.delivery_options.clone(),
         payment_authorization_id: patch.payment_authorization_id.clone(),
+        order: None,
         total_product_amount: products,
         total_adjustment_amount: adjustments,
         total_charge_amount: charges,

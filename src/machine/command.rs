@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 use crate::model::{
     Account, Address, BackgroundOperation, CartCheckoutSession, CartItem, DeliveryOption, Level,
-    SfId, User, WebCart, WebStore,
+    Order, SfId, User, WebCart, WebStore,
 };
 
 /// One request to move a checkout. Inputs that come from callers stay raw strings here:
@@ -170,6 +170,8 @@ pub struct CartUpdate {
     pub delivery_options: Option<Vec<DeliveryOption>>,
     /// The payment authorisation reference, when the integration authorised payment.
     pub payment_authorization_id: Option<String>,
+    /// The order the step made or activated, whole.
+    pub order: Option<Order>,
     /// Sum of the product lines' TotalPrice.
     pub total_product_amount: Option<Decimal>,
     /// Sum of the promotion adjustments.
@@ -221,4 +223,8 @@ pub struct Snapshot {
     pub operation: Option<BackgroundOperation>,
     /// Whether any operation of the cart is New or Running.
     pub cart_has_active_operation: bool,
+    /// The session's order, if it has one.
+    pub order: Option<Order>,
+    /// Whether the cart has an Error-level CartValidationOutput that is not dismissed.
+    pub has_error_outputs: bool,
 }

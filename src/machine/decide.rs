@@ -77,6 +77,8 @@ pub struct Changes {
     pub operations: Vec<BackgroundOperation>,
     /// Cart lines to replace; only with a cart in `carts`, whose version guards them.
     pub items: Vec<crate::model::CartItem>,
+    /// Orders to write.
+    pub orders: Vec<crate::model::Order>,
     /// Delete the cart's CartValidationOutputs first.
     pub clear_outputs_of: Option<SfId>,
     /// CartValidationOutputs to add.
@@ -90,6 +92,7 @@ impl Changes {
             && self.sessions.is_empty()
             && self.operations.is_empty()
             && self.items.is_empty()
+            && self.orders.is_empty()
             && self.clear_outputs_of.is_none()
             && self.outputs.is_empty()
     }
@@ -219,6 +222,7 @@ struct Plan<'a> {
     event: Event,
     cart: Option<WebCart>,
     items: Vec<crate::model::CartItem>,
+    orders: Vec<crate::model::Order>,
     sessions: Vec<(Option<CartCheckoutSession>, CartCheckoutSession)>,
     operations: Vec<(Option<BackgroundOperation>, BackgroundOperation)>,
     clear_outputs_of: Option<SfId>,
@@ -233,6 +237,7 @@ impl<'a> Plan<'a> {
             event,
             cart: None,
             items: Vec::new(),
+            orders: Vec::new(),
             sessions: Vec::new(),
             operations: Vec::new(),
             clear_outputs_of: None,
@@ -754,6 +759,14 @@ impl<'a> Plan<'a> {
                 })
                 .collect(),
             items: self.items,
+            orders: self
+                .orders
+                .into_iter()
+                .map(|mut o| {
+                    o.version = bump(o.version);
+                    o
+                })
+                .collect(),
             clear_outputs_of: self.clear_outputs_of,
             outputs: self.outputs,
         };

@@ -189,11 +189,13 @@ pub enum KeyPrefix {
     CartValidationOutput,
     /// `Order`, prefix `801`.
     Order,
+    /// `OrderSummary`, prefix `1Os`.
+    OrderSummary,
 }
 
 impl KeyPrefix {
     /// Every kind, in declaration order.
-    pub const ALL: [KeyPrefix; 9] = [
+    pub const ALL: [KeyPrefix; 10] = [
         KeyPrefix::Account,
         KeyPrefix::User,
         KeyPrefix::WebStore,
@@ -203,6 +205,7 @@ impl KeyPrefix {
         KeyPrefix::BackgroundOperation,
         KeyPrefix::CartValidationOutput,
         KeyPrefix::Order,
+        KeyPrefix::OrderSummary,
     ];
 
     /// The three-character key prefix.
@@ -217,6 +220,7 @@ impl KeyPrefix {
             KeyPrefix::BackgroundOperation => "0bO",
             KeyPrefix::CartValidationOutput => "0a7",
             KeyPrefix::Order => "801",
+            KeyPrefix::OrderSummary => "1Os",
         }
     }
 
@@ -232,6 +236,7 @@ impl KeyPrefix {
             KeyPrefix::BackgroundOperation => "BackgroundOperation",
             KeyPrefix::CartValidationOutput => "CartValidationOutput",
             KeyPrefix::Order => "Order",
+            KeyPrefix::OrderSummary => "OrderSummary",
         }
     }
 }

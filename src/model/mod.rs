@@ -575,6 +575,99 @@ pub struct CartValidationOutput {
     pub is_dismissed: bool,
 }
 
+/// Order.Status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OrderStatus {
+    /// Made from the cart; still editable.
+    Draft,
+    /// Activated: read-only, with an OrderSummary.
+    Activated,
+}
+
+impl OrderStatus {
+    /// The Salesforce string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Draft => "Draft",
+            OrderStatus::Activated => "Activated",
+        }
+    }
+}
+
+/// A line of an order, copied from a cart line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct OrderItem {
+    /// The cart line it was made from.
+    pub cart_item_id: SfId,
+    /// Stock keeping unit.
+    #[serde(default)]
+    pub sku: Option<String>,
+    /// The product, where known.
+    #[serde(default, rename = "Product2Id")]
+    pub product2_id: Option<String>,
+    /// Quantity.
+    pub quantity: Decimal,
+    /// Product or charge.
+    #[serde(rename = "Type")]
+    pub item_type: CartItemType,
+    /// Unit price.
+    #[serde(default)]
+    pub unit_price: Option<Decimal>,
+    /// Total price of the line.
+    #[serde(default)]
+    pub total_price: Option<Decimal>,
+    /// Promotion adjustment.
+    #[serde(default)]
+    pub adjustment_amount: Option<Decimal>,
+    /// Tax.
+    #[serde(default)]
+    pub tax_amount: Option<Decimal>,
+}
+
+/// An order made from a cart by `cartToOrderAction`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Order {
+    /// Record ID (`801`).
+    pub id: SfId,
+    /// The cart it was made from.
+    pub cart_id: SfId,
+    /// The store.
+    pub web_store_id: SfId,
+    /// The buyer account.
+    pub account_id: SfId,
+    /// The buyer.
+    pub owner_id: SfId,
+    /// Draft, then Activated.
+    pub status: OrderStatus,
+    /// The lines.
+    pub items: Vec<OrderItem>,
+    /// Where it ships.
+    #[serde(default)]
+    pub deliver_to: Option<Address>,
+    /// The delivery method.
+    #[serde(default)]
+    pub delivery_method_id: Option<String>,
+    /// The payment authorisation reference.
+    #[serde(default)]
+    pub payment_authorization_id: Option<String>,
+    /// Products + adjustments + charges + taxes, as the cart had it.
+    #[serde(default)]
+    pub grand_total_amount: Option<Decimal>,
+    /// When it was made.
+    pub created_date: DateTime<Utc>,
+    /// When it was activated.
+    #[serde(default)]
+    pub activated_date: Option<DateTime<Utc>>,
+    /// The OrderSummary made at activation.
+    #[serde(default)]
+    pub order_summary_id: Option<SfId>,
+    /// Optimistic-concurrency version, bumped by every committed change.
+    #[serde(default)]
+    pub version: u64,
+}
+
 /// Cuts `message` to at most [`MAX_MESSAGE_LEN`] characters.
 pub fn clip_message(message: &str) -> String {
     match message.char_indices().nth(MAX_MESSAGE_LEN) {

@@ -8,8 +8,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Account, BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, SfId, User,
-    WebCart, WebStore,
+    Account, BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, Order, SfId,
+    User, WebCart, WebStore,
 };
 use crate::store::HistoryEntry;
 
@@ -56,6 +56,9 @@ pub struct DataSet {
     /// Validation outputs.
     #[serde(default)]
     pub validation_outputs: Vec<CartValidationOutput>,
+    /// Orders.
+    #[serde(default)]
+    pub orders: Vec<Order>,
     /// Transition history.
     #[serde(default)]
     pub history: Vec<HistoryEntry>,
@@ -98,7 +101,8 @@ impl DataSet {
             .chain(self.items.iter().map(|r| r.id))
             .chain(self.sessions.iter().map(|r| r.id))
             .chain(self.operations.iter().map(|r| r.id))
-            .chain(self.validation_outputs.iter().map(|r| r.id));
+            .chain(self.validation_outputs.iter().map(|r| r.id))
+            .chain(self.orders.iter().map(|r| r.id));
         for id in all {
             if !ids.insert(id) {
                 return Err(DataSetError::Duplicate(id));
@@ -141,6 +145,11 @@ impl DataSet {
                     op.cart_id,
                     "New or Running operation",
                 ));
+            }
+        }
+        for order in &self.orders {
+            if !carts.contains(&order.cart_id) {
+                return Err(dangling(order.id, "CartId", order.cart_id));
             }
         }
         for output in &self.validation_outputs {

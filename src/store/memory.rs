@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use crate::error::StoreError;
 use crate::machine::Snapshot;
 use crate::model::{
-    Account, BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, SfId, User,
-    WebCart, WebStore,
+    Account, BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, Order, SfId,
+    User, WebCart, WebStore,
 };
 use crate::store::{Commit, DataSet, DataSetError, HistoryEntry, LoadKey, StockLevel, Store};
 
@@ -29,6 +29,7 @@ struct Tables {
     active_operation: HashMap<SfId, SfId>,
     new_operations: BTreeSet<(DateTime<Utc>, SfId)>,
     outputs: HashMap<SfId, Vec<CartValidationOutput>>,
+    orders: HashMap<SfId, Order>,
     history: HashMap<SfId, Vec<HistoryEntry>>,
 }
 
@@ -70,6 +71,10 @@ impl Tables {
         self.operations.insert(op.id, op);
     }
 
+    fn session_order(&self, order: Option<SfId>) -> Option<Order> {
+        order.and_then(|id| self.orders.get(&id)).cloned()
+    }
+
     /// Operations of Closed carts are never claimed: a Closed cart is final.
     fn is_closed_cart_operation(&self, operation: &SfId) -> bool {
         self.operations
@@ -92,6 +97,7 @@ impl Tables {
             .and_then(|s| s.background_operation_id)
             .and_then(|id| self.operations.get(&id))
             .cloned();
+        let session_order_id = session.as_ref().and_then(|s| s.order_id);
         Snapshot {
             user: None,
             store: self.stores.get(&cart.web_store_id).cloned(),
@@ -100,6 +106,12 @@ impl Tables {
             session,
             operation,
             cart_has_active_operation: self.active_operation.contains_key(&cart_id),
+            order: self.session_order(session_order_id),
+            has_error_outputs: self.outputs.get(&cart_id).is_some_and(|outputs| {
+                outputs
+                    .iter()
+                    .any(|o| o.level == crate::model::Level::Error && !o.is_dismissed)
+            }),
         }
     }
 
@@ -167,6 +179,10 @@ impl Tables {
                 _ => *current = Some(session.id),
             }
         }
+        for order in &changes.orders {
+            let stored = self.orders.get(&order.id).map(|o| o.version);
+            expect("order", order.id, stored, order.version)?;
+        }
         let mut active_operation = HashMap::new();
         for op in &changes.operations {
             let stored = self.operations.get(&op.id).map(|o| o.version);
@@ -210,6 +226,9 @@ impl Tables {
         }
         for op in &changes.operations {
             self.put_operation(op.clone());
+        }
+        for order in &changes.orders {
+            self.orders.insert(order.id, order.clone());
         }
         if let Some(cart) = changes.clear_outputs_of {
             self.outputs.remove(&cart);
@@ -265,6 +284,7 @@ impl MemoryStore {
         for output in data.validation_outputs {
             t.outputs.entry(output.cart_id).or_default().push(output);
         }
+        t.orders = data.orders.into_iter().map(|o| (o.id, o)).collect();
         for entry in data.history {
             t.history.entry(entry.cart_id).or_default().push(entry);
         }
@@ -293,6 +313,7 @@ impl MemoryStore {
             sessions: sorted(t.sessions.values().cloned(), |r| r.id),
             operations: sorted(t.operations.values().cloned(), |r| r.id),
             validation_outputs: sorted(t.outputs.values().flatten().cloned(), |r| r.id),
+            orders: sorted(t.orders.values().cloned(), |r| r.id),
             history,
         }
     }
@@ -418,6 +439,10 @@ impl Store for MemoryStore {
             .flatten()
             .filter_map(|id| t.operations.get(id).cloned())
             .collect())
+    }
+
+    fn order(&self, id: &SfId) -> Result<Option<Order>, StoreError> {
+        Ok(self.read().orders.get(id).cloned())
     }
 
     fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError> {

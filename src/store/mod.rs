@@ -2,6 +2,7 @@
 
 mod dataset;
 mod memory;
+mod postgres;
 mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -9,12 +10,14 @@ use serde::{Deserialize, Serialize};
 
 pub use dataset::{DataSet, DataSetError, StockLevel};
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use sqlite::{Durability, SqliteStore};
 
 use crate::error::StoreError;
 use crate::machine::{Changes, Event, Machine, Snapshot};
 use crate::model::{
-    BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, SfId, User, WebCart,
+    BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, Order, SfId, User,
+    WebCart,
 };
 
 /// One committed move, kept forever: who did what, when, from which node to which.
@@ -108,6 +111,8 @@ pub trait Store: Send + Sync {
     fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError>;
     /// Every operation of a cart, oldest first.
     fn operations_of(&self, cart_id: &SfId) -> Result<Vec<BackgroundOperation>, StoreError>;
+    /// An order by ID.
+    fn order(&self, id: &SfId) -> Result<Option<Order>, StoreError>;
     /// A cart's CartValidationOutputs.
     fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError>;
     /// A cart's history, oldest first.

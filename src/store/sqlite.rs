@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use crate::error::StoreError;
 use crate::machine::Snapshot;
 use crate::model::{
-    BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, SfId,
-    User, WebCart,
+    BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, Order,
+    SfId, User, WebCart,
 };
 use crate::store::{Commit, DataSet, HistoryEntry, LoadKey, StockLevel, Store};
 
@@ -47,7 +47,12 @@ fn io(e: impl std::fmt::Display) -> StoreError {
 
 /// Maps a write error: a broken unique index is an invariant the commit would break.
 fn write_error(e: rusqlite::Error) -> StoreError {
+    const SQLITE_CONSTRAINT_PRIMARYKEY: std::ffi::c_int = 1555;
     match &e {
+        // A second insert of one ID lost a race: the record exists now.
+        rusqlite::Error::SqliteFailure(f, _) if f.extended_code == SQLITE_CONSTRAINT_PRIMARYKEY => {
+            StoreError::Conflict(e.to_string())
+        }
         rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
             StoreError::Invariant(e.to_string())
         }
@@ -190,6 +195,9 @@ impl SqliteStore {
             for r in &data.validation_outputs {
                 insert_output(tx, r)?;
             }
+            for o in &data.orders {
+                insert_order(tx, o)?;
+            }
             for h in &data.history {
                 insert_history(tx, h)?;
             }
@@ -273,6 +281,7 @@ impl SqliteStore {
                 sessions: all(tx, "sessions")?,
                 operations: all(tx, "operations")?,
                 validation_outputs: all(tx, "validation_outputs")?,
+                orders: all(tx, "orders")?,
                 history,
             })
         })?;
@@ -373,6 +382,21 @@ fn insert_output(tx: &Transaction<'_>, o: &CartValidationOutput) -> Result<(), S
     Ok(())
 }
 
+fn insert_order(tx: &Transaction<'_>, o: &Order) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO orders (id, cart_id, version, status, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            o.id.as_str(),
+            o.cart_id.as_str(),
+            o.version as i64,
+            o.status.as_str(),
+            to_json(o)?
+        ],
+    )
+    .map_err(write_error)?;
+    Ok(())
+}
+
 fn insert_history(tx: &Transaction<'_>, h: &HistoryEntry) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO history (cart_id, body) VALUES (?1, ?2)",
@@ -438,6 +462,19 @@ fn cart_snapshot(tx: &Transaction<'_>, cart_id: &SfId) -> Result<Snapshot, Store
             |r| r.get(0),
         )
         .map_err(io)?;
+    let order = match session.as_ref().and_then(|s| s.order_id) {
+        Some(id) => body(tx, "orders", &id)?,
+        None => None,
+    };
+    let has_error_outputs: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM validation_outputs WHERE cart_id = ?1
+               AND json_extract(body, '$.Level') = 'Error'
+               AND NOT json_extract(body, '$.IsDismissed'))",
+            [cart_id.as_str()],
+            |r| r.get(0),
+        )
+        .map_err(io)?;
     Ok(Snapshot {
         user: None,
         store: body(tx, "stores", &cart.web_store_id)?,
@@ -446,6 +483,8 @@ fn cart_snapshot(tx: &Transaction<'_>, cart_id: &SfId) -> Result<Snapshot, Store
         session,
         operation,
         cart_has_active_operation: active > 0,
+        order,
+        has_error_outputs,
     })
 }
 
@@ -505,17 +544,31 @@ impl Store for SqliteStore {
                     return Err(conflict("cart", &cart.id, cart.version - 1));
                 }
             }
+            if let Some(item) = changes
+                .items
+                .iter()
+                .find(|i| !changes.carts.iter().any(|c| c.id == i.cart_id))
+            {
+                return Err(StoreError::Invariant(format!(
+                    "line {} is written without its cart {}, whose version guards it",
+                    item.id, item.cart_id
+                )));
+            }
+            for item in &changes.items {
+                tx.execute(
+                    "INSERT INTO cart_items (id, cart_id, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET body = excluded.body
+                     WHERE cart_items.cart_id = excluded.cart_id",
+                    params![item.id.as_str(), item.cart_id.as_str(), to_json(item)?],
+                )
+                .map_err(write_error)?;
+            }
             // Archive before activating, so a restart's archive-then-create passes the index.
             let (archiving, others): (Vec<_>, Vec<_>) =
                 changes.sessions.iter().partition(|s| s.is_archived);
             for s in archiving.into_iter().chain(others) {
                 if s.version == 1 {
-                    insert_session(tx, s).map_err(|e| match e {
-                        StoreError::Invariant(m) if m.contains("PRIMARY") || m.contains("sessions.id") => {
-                            conflict("session", &s.id, 0)
-                        }
-                        other => other,
-                    })?;
+                    insert_session(tx, s)?;
                     continue;
                 }
                 let updated = tx
@@ -551,6 +604,27 @@ impl Store for SqliteStore {
                     .map_err(write_error)?;
                 if updated != 1 {
                     return Err(conflict("operation", &op.id, op.version - 1));
+                }
+            }
+            for order in &changes.orders {
+                if order.version == 1 {
+                    insert_order(tx, order)?;
+                    continue;
+                }
+                let updated = tx
+                    .execute(
+                        "UPDATE orders SET version = ?1, status = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
+                        params![
+                            order.version as i64,
+                            order.status.as_str(),
+                            to_json(order)?,
+                            order.id.as_str(),
+                            order.version as i64 - 1
+                        ],
+                    )
+                    .map_err(write_error)?;
+                if updated != 1 {
+                    return Err(conflict("order", &order.id, order.version - 1));
                 }
             }
             if let Some(cart) = changes.clear_outputs_of {
@@ -652,6 +726,10 @@ impl Store for SqliteStore {
                 cart_id.as_str(),
             )
         })
+    }
+
+    fn order(&self, id: &SfId) -> Result<Option<Order>, StoreError> {
+        self.read(|tx| body(tx, "orders", id))
     }
 
     fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError> {
