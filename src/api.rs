@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::Engine;
 use crate::error::CheckoutError;
-use crate::machine::{Action, Command, Output};
+use crate::machine::{Action, Command, Output, PAYMENT_OPERATION};
 
 /// One error of a result element.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +125,15 @@ pub fn command_from_input(action: Action, input: &Value) -> Result<Command, Chec
         })
     };
     let cart_id = || text("cartId").unwrap_or_default();
+    let run_async = || match fields.get("runAsync") {
+        None | Some(Value::Null) => Ok(true),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(CheckoutError::InvalidInput(format!(
+            "runAsync must be true or false, not {other}"
+        ))),
+    };
     Ok(match action {
         Action::CheckoutSession => Command::StartSession {
             cart_id: cart_id(),
@@ -136,6 +145,15 @@ pub fn command_from_input(action: Action, input: &Value) -> Result<Command, Chec
             exp_current_state: text("expCurrentState"),
         },
         Action::CancelCartAsyncOperation => Command::Cancel { cart_id: cart_id() },
+        Action::CartToOrder => Command::CartToOrder {
+            cart_id: cart_id(),
+            run_async: run_async()?,
+        },
+        Action::ActivateOrder => Command::ActivateOrder {
+            cart_id: cart_id(),
+            order_status: text("orderStatus"),
+            run_async: run_async()?,
+        },
         _ => Command::RunStep {
             action,
             cart_id: cart_id(),
@@ -146,7 +164,31 @@ pub fn command_from_input(action: Action, input: &Value) -> Result<Command, Chec
 impl Engine {
     /// Invokes an action by API name with one input object as `actor`, answering the
     /// Salesforce result element. Never panics on bad input.
+    ///
+    /// Besides the ten core actions it answers `authorizePayment` (input `cartId`): the
+    /// Authorize Payment step, which Salesforce's template runs through a payment
+    /// integration rather than a core action.
     pub fn invoke(&self, action_name: &str, input: &Value, actor: &str) -> ActionResult {
+        if action_name == PAYMENT_OPERATION {
+            let command = match input {
+                Value::Object(fields) if fields.keys().all(|k| k == "cartId") => {
+                    Ok(Command::AuthorizePayment {
+                        cart_id: fields
+                            .get("cartId")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned(),
+                    })
+                }
+                _ => Err(CheckoutError::InvalidInput(format!(
+                    "{PAYMENT_OPERATION} takes one input object with cartId"
+                ))),
+            };
+            return match command.and_then(|cmd| self.execute(actor, cmd)) {
+                Ok(output) => ActionResult::success(action_name, &output),
+                Err(e) => ActionResult::failure(action_name, &e),
+            };
+        }
         let Some(action) = Action::from_api_name(action_name) else {
             return ActionResult::error(
                 action_name,

@@ -401,6 +401,8 @@ mod tests {
                     .nodes()
                     .into_iter()
                     .filter(|n| match n {
+                        // A completed checkout can be neither cancelled nor restarted.
+                        Node::Session(SessionNode::At(Some(SessionState::Complete), _)) => false,
                         Node::Session(SessionNode::At(_, phase)) => {
                             !open_only || *phase == Phase::Open
                         }

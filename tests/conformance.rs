@@ -285,7 +285,7 @@ fn add_operation(
         name: action.api_name().into(),
         cart_id: s.web_cart_id,
         checkout_session_id: session,
-        provider_kind: action.provider_kind().unwrap_or(ProviderKind::Inventory),
+        provider_kind: action.provider_kind(),
         status,
         error: None,
         submitted_at: chrono::Utc::now(),
@@ -1155,7 +1155,7 @@ fn inventory_effect_records_one_new_operation_on_the_session() {
     assert_eq!(recorded.id, op);
     assert_eq!(recorded.status, OperationStatus::New);
     assert_eq!(recorded.name, INVENTORY);
-    assert_eq!(recorded.provider_kind, ProviderKind::Inventory);
+    assert_eq!(recorded.provider_kind, Some(ProviderKind::Inventory));
     assert_eq!(recorded.checkout_session_id, session);
     let s = world.session(&session);
     assert_eq!(s.background_operation_id, Some(op));
@@ -1314,7 +1314,7 @@ fn async_accepted_records_a_new_operation_and_a_worker_step_advances_for_each_ac
         let recorded = world.operation(&op);
         assert_eq!(recorded.status, OperationStatus::New, "{action}");
         assert_eq!(recorded.name, action.api_name());
-        assert_eq!(Some(recorded.provider_kind), action.provider_kind());
+        assert_eq!(recorded.provider_kind, action.provider_kind());
         assert_eq!(world.session(&session).background_operation_id, Some(op));
         // No provider is mapped for these kinds: internal data, the step passes.
         assert!(world.engine.run_next_operation().unwrap().unwrap().applied);
@@ -2189,19 +2189,199 @@ fn cancel_shared_rows_invalid_cart_permission_access_account_membership() {
 // Not implemented yet: Cart to Order, Activate Order (and the payment step)
 // ---------------------------------------------------------------------------------------
 
+/// Adds a Draft order of `cart`'s lines to the session.
+fn add_draft_order(data: &mut DataSet, session: SfId, cart: SampleCart) -> SfId {
+    let id = SfId::from_number(KeyPrefix::Order, 7_000 + data.orders.len() as u64);
+    let s = data.sessions.iter_mut().find(|s| s.id == session).unwrap();
+    s.order_id = Some(id);
+    data.orders.push(cartflow::model::Order {
+        id,
+        cart_id: cart.id(),
+        web_store_id: sample::store_id(),
+        account_id: sample::account_id(),
+        owner_id: buyer(),
+        status: cartflow::model::OrderStatus::Draft,
+        items: Vec::new(),
+        deliver_to: None,
+        delivery_method_id: None,
+        payment_authorization_id: None,
+        grand_total_amount: None,
+        created_date: chrono::Utc::now(),
+        activated_date: None,
+        order_summary_id: None,
+        version: 0,
+    });
+    id
+}
+
+fn activate_input(cart: SampleCart, status: &str, run_async: bool) -> Value {
+    json!({"cartId": cart.id().to_string(), "orderStatus": status, "runAsync": run_async})
+}
+
 #[test]
-fn not_yet_cart_to_order_and_activate_order_answer_501_at_their_step() {
-    for action in [Action::CartToOrder, Action::ActivateOrder] {
-        let (data, _) = locked_at(SampleCart::InStock, step_of(action));
+fn cart_to_order_makes_a_draft_order_of_the_cart_lines_on_the_session() {
+    for run_async in [true, false] {
+        let (data, session) = locked_at(SampleCart::InStock, SessionState::CartToOrder);
         let world = World::new(data);
-        let before = world.data();
-        let result = world.invoke(action.api_name(), &cart_input(SampleCart::InStock), buyer());
-        assert!(!result.is_success);
-        assert_eq!(result.http_status, 501, "{result:?}");
-        let message = &result.errors.unwrap()[0].message;
-        assert!(message.contains("not available"), "{message}");
-        assert_eq!(world.data(), before);
+        let input = json!({"cartId": SampleCart::InStock.id().to_string(), "runAsync": run_async});
+        let op: SfId = world
+            .accept("cartToOrderAction", &input, buyer())
+            .unwrap()
+            .parse()
+            .unwrap();
+        if run_async {
+            assert_eq!(world.operation(&op).status, OperationStatus::New);
+            world.engine.run_until_idle().unwrap();
+        }
+        // runAsync false: the operation ran before the call answered.
+        assert_eq!(world.operation(&op).status, OperationStatus::Complete);
+        let s = world.session(&session);
+        assert_eq!(s.state, Some(SessionState::AuthorizePayment));
+        let order = world
+            .store
+            .order(&s.order_id.expect("an order"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(order.status, cartflow::model::OrderStatus::Draft);
+        let lines = world.store.cart_items(&SampleCart::InStock.id()).unwrap();
+        assert_eq!(order.items.len(), lines.len());
+        assert_eq!(order.cart_id, SampleCart::InStock.id());
     }
+}
+
+#[test]
+fn activate_order_with_a_status_other_than_activated_is_unknown_exception_500() {
+    let (mut data, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
+    add_draft_order(&mut data, session, SampleCart::InStock);
+    let world = World::new(data);
+    for status in ["Draft", "activate", ""] {
+        world.refuse(
+            "activateOrderAction",
+            &activate_input(SampleCart::InStock, status, true),
+            buyer(),
+            R::OrderStatusIsActivate,
+            UNKNOWN_EXCEPTION,
+            500,
+        );
+    }
+}
+
+#[test]
+fn activate_order_without_a_draft_order_is_invalid_input_403() {
+    let (data, _) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
+    let world = World::new(data);
+    world.refuse(
+        "activateOrderAction",
+        &activate_input(SampleCart::InStock, "Activated", true),
+        buyer(),
+        R::DraftOrderOnSession,
+        "INVALID_INPUT",
+        403,
+    );
+}
+
+#[test]
+fn activate_order_with_error_outputs_on_the_cart_is_invalid_input_403() {
+    let (mut data, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
+    add_draft_order(&mut data, session, SampleCart::InStock);
+    data.validation_outputs
+        .push(cartflow::model::CartValidationOutput {
+            id: SfId::from_number(KeyPrefix::CartValidationOutput, 8_000),
+            cart_id: SampleCart::InStock.id(),
+            background_operation_id: None,
+            level: cartflow::model::Level::Error,
+            output_type: cartflow::model::OutputType::Pricing,
+            message: "price changed".into(),
+            related_entity_id: None,
+            is_dismissed: false,
+        });
+    let world = World::new(data);
+    world.refuse(
+        "activateOrderAction",
+        &activate_input(SampleCart::InStock, "Activated", true),
+        buyer(),
+        R::NoErrorOutputs,
+        "INVALID_INPUT",
+        403,
+    );
+}
+
+#[test]
+fn activate_order_outside_its_step_or_while_processing_is_invalid_input_403() {
+    let (mut data, session) = locked_at(SampleCart::InStock, SessionState::CartToOrder);
+    add_draft_order(&mut data, session, SampleCart::InStock);
+    let world = World::new(data);
+    world.refuse(
+        "activateOrderAction",
+        &activate_input(SampleCart::InStock, "Activated", true),
+        buyer(),
+        R::SessionAtStep,
+        "INVALID_INPUT",
+        403,
+    );
+
+    let (mut data, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
+    add_draft_order(&mut data, session, SampleCart::InStock);
+    add_operation(
+        &mut data,
+        session,
+        Action::ActivateOrder,
+        OperationStatus::Running,
+    );
+    let world = World::new(data);
+    world.refuse(
+        "activateOrderAction",
+        &activate_input(SampleCart::InStock, "Activated", true),
+        buyer(),
+        R::NoOperationInProgress,
+        "INVALID_INPUT",
+        403,
+    );
+}
+
+#[test]
+fn activate_order_activates_the_order_with_a_summary_and_the_last_screen_closes_the_cart() {
+    let (mut data, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
+    let order = add_draft_order(&mut data, session, SampleCart::InStock);
+    let world = World::new(data);
+    world.accept(
+        "activateOrderAction",
+        &activate_input(SampleCart::InStock, "Activated", false),
+        buyer(),
+    );
+    let activated = world.store.order(&order).unwrap().unwrap();
+    assert_eq!(activated.status, cartflow::model::OrderStatus::Activated);
+    assert!(activated.order_summary_id.is_some() && activated.activated_date.is_some());
+    assert_eq!(
+        world.session(&session).state,
+        Some(SessionState::OrderConfirmation)
+    );
+
+    // Order Confirmation -> Complete: the cart closes, the session is archived at Complete.
+    world
+        .engine
+        .execute(
+            &buyer().to_string(),
+            Command::Advance {
+                session_id: session.to_string(),
+                state: "Complete".into(),
+                exp_current_state: Some("Order Confirmation".into()),
+            },
+        )
+        .unwrap();
+    let s = world.session(&session);
+    assert_eq!(s.state, Some(SessionState::Complete));
+    assert!(s.is_archived);
+    assert_eq!(world.cart(SampleCart::InStock).status, CartStatus::Closed);
+    // A Closed cart is final.
+    world.refuse(
+        CANCEL,
+        &cart_input(SampleCart::InStock),
+        buyer(),
+        R::CartNotClosed,
+        INVALID_OPERATION,
+        403,
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2453,15 +2633,17 @@ fn cancel_returns_a_processing_cart_to_active() {
 }
 
 #[test]
-fn permitted_never_offers_an_action_this_version_cannot_run() {
-    for state in [SessionState::CartToOrder, SessionState::ActivateOrder] {
-        let (data, _) = locked_at(SampleCart::InStock, state);
+fn permitted_offers_the_order_steps_at_their_locked_step() {
+    for (state, action) in [
+        (SessionState::CartToOrder, "cartToOrderAction"),
+        (SessionState::ActivateOrder, "activateOrderAction"),
+    ] {
+        let (mut data, session) = locked_at(SampleCart::InStock, state);
+        add_draft_order(&mut data, session, SampleCart::InStock);
         let world = World::new(data);
         let offered = world.permitted(buyer(), SampleCart::InStock);
-        assert_eq!(
-            offered,
-            ["cancelCartAsyncOperation"],
-            "at {state}: {offered:?}"
-        );
+        let mut expected = [action, CANCEL];
+        expected.sort();
+        assert_eq!(offered, expected, "at {state}");
     }
 }

@@ -84,7 +84,7 @@ fn operation(
         name: "checkCartInventoryAction".into(),
         cart_id: cart,
         checkout_session_id: session,
-        provider_kind: ProviderKind::Inventory,
+        provider_kind: Some(ProviderKind::Inventory),
         status,
         error: None,
         submitted_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, minute, 0).unwrap(),

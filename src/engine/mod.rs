@@ -192,7 +192,22 @@ impl Engine {
                 command.event()
             )));
         }
-        self.execute_as(Some(actor), &command)
+        let inline = matches!(
+            command,
+            Command::CartToOrder {
+                run_async: false,
+                ..
+            } | Command::ActivateOrder {
+                run_async: false,
+                ..
+            }
+        );
+        let output = self.execute_as(Some(actor), &command)?;
+        if let (true, Output::BackgroundOperationId(id)) = (inline, &output) {
+            // runAsync false: the operation runs here, before the call answers.
+            self.run_operation_now(*id)?;
+        }
+        Ok(output)
     }
 
     pub(crate) fn execute_as(
@@ -331,7 +346,11 @@ impl Engine {
                     exp_current_state: current.clone(),
                 });
             }
-            if let Some(row) = self.table.find(Event::Advance, from)
+            let screen = self
+                .table
+                .find(Event::Advance, from)
+                .or_else(|| self.table.find(Event::Close, from));
+            if let Some(row) = screen
                 && let Node::Session(SessionNode::At(Some(next), _)) = row.to
             {
                 candidates.push(Command::Advance {

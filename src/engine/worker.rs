@@ -12,8 +12,14 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::error::CheckoutError;
 use crate::integrations::{CartPatch, IntegrationRequest, Provider, Verdict};
-use crate::machine::{Command, Snapshot, StepOutcome};
-use crate::model::{BackgroundOperation, SfId};
+use crate::machine::{Action, CartUpdate, Command, Snapshot, StepOutcome, ValidationMessage};
+use crate::model::{
+    BackgroundOperation, KeyPrefix, Level, Order, OrderItem, OrderStatus, ProviderKind, SfId,
+    WebCart,
+};
+
+/// What an order step produced: its outcome, no cart update, and the order.
+type OrderOutcome = (StepOutcome, Option<CartUpdate>, Option<Order>);
 
 /// What happened to one operation a worker ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -35,6 +41,24 @@ impl Engine {
     pub fn run_next_operation(&self) -> Result<Option<OperationReport>, CheckoutError> {
         match self.claim_next()? {
             Some(claimed) => self.run_claimed(claimed).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Claims and runs one particular operation in this thread (for `runAsync` false).
+    /// `Ok(None)` when a worker claimed it first.
+    pub fn run_operation_now(&self, id: SfId) -> Result<Option<OperationReport>, CheckoutError> {
+        let command = Command::Claim {
+            operation_id: id,
+            lease_ms: self.config.lease_ms,
+        };
+        match self.execute_as(None, &command) {
+            Ok(_) => {}
+            Err(CheckoutError::Stale(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        match self.store.operation(&id)? {
+            Some(op) => self.run_claimed(op).map(Some),
             None => Ok(None),
         }
     }
@@ -98,56 +122,27 @@ impl Engine {
     }
 
     fn run_claimed(&self, op: BackgroundOperation) -> Result<OperationReport, CheckoutError> {
-        let (outcome, update) = match self.store.cart(&op.cart_id)? {
+        let (outcome, update, order) = match self.store.cart(&op.cart_id)? {
             None => (
                 StepOutcome::SystemFailure(format!("cart {} no longer exists", op.cart_id)),
                 None,
+                None,
             ),
-            Some(cart) => {
-                let provider = self
-                    .integrations()
-                    .provider(cart.web_store_id, op.provider_kind);
-                let items = self.store.cart_items(&cart.id)?;
-                let request = IntegrationRequest {
-                    operation_id: op.id,
-                    items: items.clone(),
-                    cart: cart.clone(),
-                };
-                let heartbeat = Command::Heartbeat {
-                    operation_id: op.id,
-                    attempt: op.attempt,
-                    lease_ms: self.config.lease_ms,
-                };
-                let beat = || match self.execute_as(None, &heartbeat) {
-                    Ok(_) => true,
-                    Err(CheckoutError::Stale(_)) => false,
-                    // A store hiccup: keep working; the completion will tell.
-                    Err(_) => true,
-                };
-                let (outcome, patch) = call_provider(
-                    provider,
-                    request,
-                    Duration::from_millis(op.timeout_ms),
-                    Duration::from_millis(self.config.heartbeat_ms.max(1)),
-                    &beat,
-                );
-                match patch.map(|p| crate::integrations::apply_patch(&cart, &items, &p)) {
-                    None => (outcome, None),
-                    Some(Ok(update)) => (outcome, Some(update)),
-                    Some(Err(e)) => (
-                        StepOutcome::SystemFailure(format!(
-                            "the provider's answer is unusable: {e}"
-                        )),
-                        None,
-                    ),
+            Some(cart) => match Action::from_api_name(&op.name) {
+                Some(Action::CartToOrder) => self.draft_order(&cart)?,
+                Some(Action::ActivateOrder) => self.activate_order(&op)?,
+                _ => {
+                    let (outcome, update) = self.run_integration(&op, cart)?;
+                    (outcome, update, None)
                 }
-            }
+            },
         };
         let command = Command::Finish {
             operation_id: op.id,
             attempt: op.attempt,
             outcome: outcome.clone(),
             update,
+            order,
         };
         let applied = match self.execute_as(None, &command) {
             Ok(_) => true,
@@ -163,6 +158,124 @@ impl Engine {
             outcome,
             applied,
         })
+    }
+
+    /// Runs the store's provider of the operation's kind, outside any lock, with a timeout
+    /// and heartbeats.
+    fn run_integration(
+        &self,
+        op: &BackgroundOperation,
+        cart: WebCart,
+    ) -> Result<(StepOutcome, Option<CartUpdate>), CheckoutError> {
+        let kind = op.provider_kind.unwrap_or(ProviderKind::Inventory);
+        let provider = self.integrations().provider(cart.web_store_id, kind);
+        if kind == ProviderKind::Payment && matches!(provider, Provider::Internal) {
+            // No order is ever placed on an unauthorised payment.
+            let message = ValidationMessage {
+                level: Level::Error,
+                message: "This store has no payment gateway configured.".into(),
+                related_entity_id: Some(cart.id),
+            };
+            return Ok((StepOutcome::Failed(vec![message]), None));
+        }
+        let items = self.store.cart_items(&cart.id)?;
+        let request = IntegrationRequest {
+            operation_id: op.id,
+            items: items.clone(),
+            cart: cart.clone(),
+        };
+        let heartbeat = Command::Heartbeat {
+            operation_id: op.id,
+            attempt: op.attempt,
+            lease_ms: self.config.lease_ms,
+        };
+        let beat = || match self.execute_as(None, &heartbeat) {
+            Ok(_) => true,
+            Err(CheckoutError::Stale(_)) => false,
+            // A store hiccup: keep working; the completion will tell.
+            Err(_) => true,
+        };
+        let (outcome, patch) = call_provider(
+            provider,
+            request,
+            Duration::from_millis(op.timeout_ms),
+            Duration::from_millis(self.config.heartbeat_ms.max(1)),
+            &beat,
+        );
+        Ok(
+            match patch.map(|p| crate::integrations::apply_patch(&cart, &items, &p)) {
+                None => (outcome, None),
+                Some(Ok(update)) => (outcome, Some(update)),
+                Some(Err(e)) => (
+                    StepOutcome::SystemFailure(format!("the provider's answer is unusable: {e}")),
+                    None,
+                ),
+            },
+        )
+    }
+
+    /// `cartToOrderAction`'s work: a Draft order with one line per cart line.
+    fn draft_order(&self, cart: &WebCart) -> Result<OrderOutcome, CheckoutError> {
+        let items = self.store.cart_items(&cart.id)?;
+        if items.is_empty() {
+            let message = ValidationMessage {
+                level: Level::Error,
+                message: "The cart has no lines to order.".into(),
+                related_entity_id: Some(cart.id),
+            };
+            return Ok((StepOutcome::Failed(vec![message]), None, None));
+        }
+        let order = Order {
+            id: self.ids.next_id(KeyPrefix::Order),
+            cart_id: cart.id,
+            web_store_id: cart.web_store_id,
+            account_id: cart.account_id,
+            owner_id: cart.owner_id,
+            status: OrderStatus::Draft,
+            items: items
+                .iter()
+                .map(|line| OrderItem {
+                    cart_item_id: line.id,
+                    sku: line.sku.clone(),
+                    product2_id: line.product2_id.clone(),
+                    quantity: line.quantity,
+                    item_type: line.item_type,
+                    unit_price: line.sales_price,
+                    total_price: line.total_price,
+                    adjustment_amount: line.adjustment_amount,
+                    tax_amount: line.tax_amount,
+                })
+                .collect(),
+            deliver_to: cart.deliver_to.clone(),
+            delivery_method_id: cart.delivery_method_id.clone(),
+            payment_authorization_id: cart.payment_authorization_id.clone(),
+            grand_total_amount: cart.grand_total_amount,
+            created_date: self.clock.now(),
+            activated_date: None,
+            order_summary_id: None,
+            version: 0,
+        };
+        Ok((StepOutcome::Passed, None, Some(order)))
+    }
+
+    /// `activateOrderAction`'s work: the session's Draft order becomes Activated, with an
+    /// OrderSummary.
+    fn activate_order(&self, op: &BackgroundOperation) -> Result<OrderOutcome, CheckoutError> {
+        let order = self
+            .store
+            .session(&op.checkout_session_id)?
+            .and_then(|s| s.order_id)
+            .map(|id| self.store.order(&id))
+            .transpose()?
+            .flatten();
+        let Some(mut order) = order.filter(|o| o.status == OrderStatus::Draft) else {
+            let reason = "the session has no Draft order to activate".to_owned();
+            return Ok((StepOutcome::SystemFailure(reason), None, None));
+        };
+        order.status = OrderStatus::Activated;
+        order.activated_date = Some(self.clock.now());
+        order.order_summary_id = Some(self.ids.next_id(KeyPrefix::OrderSummary));
+        Ok((StepOutcome::Passed, None, Some(order)))
     }
 
     /// Starts `threads` workers that run operations as they arrive and sweep expired claims

@@ -107,6 +107,9 @@ pub enum Event {
     Action(Action),
     /// A screen step writes the next State onto the session.
     Advance,
+    /// The last screen step (Order Confirmation) completes the checkout: the cart closes and
+    /// the session is archived at `Complete`.
+    Close,
     /// A screen step writes the buyer's input (address, delivery method, payment token) onto
     /// the cart; no state moves.
     Input,
@@ -131,6 +134,7 @@ impl Event {
             Event::Action(action) => action.api_name(),
             Event::Advance => "advance (screen)",
             Event::Input => "buyer input (screen)",
+            Event::Close => "complete checkout (screen)",
             Event::Authorize => "authorize payment",
             Event::Claim => "claim",
             Event::Heartbeat => "heartbeat",

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 
 use crate::model::{
     Account, Address, BackgroundOperation, CartCheckoutSession, CartItem, DeliveryOption, Level,
-    Order, SfId, User, WebCart, WebStore,
+    Order, SessionState, SfId, User, WebCart, WebStore,
 };
 
 /// One request to move a checkout. Inputs that come from callers stay raw strings here:
@@ -53,6 +53,28 @@ pub enum Command {
         /// The cart's ID as given.
         cart_id: String,
     },
+    /// `cartToOrderAction`: make a Draft order from the cart.
+    CartToOrder {
+        /// The cart's ID as given.
+        cart_id: String,
+        /// False: the engine runs the operation before answering.
+        run_async: bool,
+    },
+    /// `activateOrderAction`: activate the session's Draft order.
+    ActivateOrder {
+        /// The cart's ID as given.
+        cart_id: String,
+        /// Must mean "activate" (`Activated`).
+        order_status: Option<String>,
+        /// False: the engine runs the operation before answering.
+        run_async: bool,
+    },
+    /// The Authorize Payment step: authorise the cart's payment token through the store's
+    /// payment integration (not a core action; the template calls a payment integration).
+    AuthorizePayment {
+        /// The cart's ID as given.
+        cart_id: String,
+    },
     /// `cancelCartAsyncOperation`.
     Cancel {
         /// The cart's ID as given.
@@ -92,6 +114,8 @@ pub enum Command {
         outcome: StepOutcome,
         /// What a passed check writes to the cart (prices, options, ...), if anything.
         update: Option<CartUpdate>,
+        /// The order a passed order step made or activated, whole.
+        order: Option<Order>,
     },
 }
 
@@ -112,7 +136,13 @@ impl Command {
         match self {
             Command::StartSession { .. } => Event::Action(Action::CheckoutSession),
             Command::UpdateSession { .. } => Event::Action(Action::UpdateCheckoutSessionState),
+            Command::Advance { state, .. } if state == SessionState::Complete.as_str() => {
+                Event::Close
+            }
             Command::Advance { .. } => Event::Advance,
+            Command::CartToOrder { .. } => Event::Action(Action::CartToOrder),
+            Command::ActivateOrder { .. } => Event::Action(Action::ActivateOrder),
+            Command::AuthorizePayment { .. } => Event::Authorize,
             Command::SetDetails { .. } => Event::Input,
             Command::RunStep { action, .. } => Event::Action(*action),
             Command::Cancel { .. } => Event::Action(Action::CancelCartAsyncOperation),
@@ -132,6 +162,9 @@ impl Command {
         match self {
             Command::StartSession { cart_id, .. }
             | Command::SetDetails { cart_id, .. }
+            | Command::CartToOrder { cart_id, .. }
+            | Command::ActivateOrder { cart_id, .. }
+            | Command::AuthorizePayment { cart_id }
             | Command::RunStep { cart_id, .. }
             | Command::Cancel { cart_id } => Target::Cart(cart_id.clone()),
             Command::UpdateSession { session_id, .. } | Command::Advance { session_id, .. } => {
@@ -170,8 +203,6 @@ pub struct CartUpdate {
     pub delivery_options: Option<Vec<DeliveryOption>>,
     /// The payment authorisation reference, when the integration authorised payment.
     pub payment_authorization_id: Option<String>,
-    /// The order the step made or activated, whole.
-    pub order: Option<Order>,
     /// Sum of the product lines' TotalPrice.
     pub total_product_amount: Option<Decimal>,
     /// Sum of the promotion adjustments.

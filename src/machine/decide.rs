@@ -12,8 +12,11 @@ use crate::machine::{
 };
 use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartStatus, CartValidationOutput, KeyPrefix, Level,
-    OperationStatus, OutputType, SessionState, SfId, WebCart, clip_message,
+    OperationStatus, Order, OutputType, ProviderKind, SessionState, SfId, WebCart, clip_message,
 };
+
+/// The name of the payment step's operations (payment is not a core action).
+pub const PAYMENT_OPERATION: &str = "authorizePayment";
 
 /// Hands out new record IDs. Injected so tests and simulations control it.
 pub trait IdSource: Send + Sync {
@@ -138,6 +141,10 @@ pub fn session_node(
 ) -> SessionNode {
     match session {
         None => SessionNode::Absent,
+        // A completed checkout is archived but keeps its terminal node.
+        Some(s) if s.is_archived && s.state == Some(SessionState::Complete) => {
+            SessionNode::At(s.state, Phase::Open)
+        }
         Some(s) if s.is_archived => SessionNode::Archived,
         Some(s) => {
             let running = operation.is_some_and(|op| {
@@ -189,6 +196,11 @@ pub fn decide(
         Command::Advance { state, .. } => plan.advance(state),
         Command::SetDetails { details, .. } => plan.set_details(details),
         Command::RunStep { action, .. } => plan.run_step(*action),
+        Command::CartToOrder { .. } => plan.run_step(Action::CartToOrder),
+        Command::ActivateOrder { .. } => plan.run_step(Action::ActivateOrder),
+        Command::AuthorizePayment { .. } => {
+            plan.start_operation(PAYMENT_OPERATION, Some(ProviderKind::Payment))
+        }
         Command::Cancel { .. } => plan.cancel(),
         Command::Claim { lease_ms, .. } => plan.claim(*lease_ms),
         Command::Heartbeat {
@@ -199,8 +211,9 @@ pub fn decide(
             attempt,
             outcome,
             update,
+            order,
             ..
-        } => plan.finish(*attempt, outcome, update.as_ref()),
+        } => plan.finish(*attempt, outcome, update.as_ref(), order.as_ref()),
     }?;
     plan.into_decision(output)
 }
@@ -313,6 +326,15 @@ impl<'a> Plan<'a> {
             .session
             .clone()
             .ok_or_else(|| CheckoutError::Stale("the session disappeared".into()))?;
+        // A second edit in one decision builds on the first.
+        if let Some((_, planned)) = self
+            .sessions
+            .iter_mut()
+            .find(|(before, _)| before.as_ref().is_some_and(|b| b.id == original.id))
+        {
+            edit(planned);
+            return Ok(original.id);
+        }
         let mut next = original.clone();
         edit(&mut next);
         let id = next.id;
@@ -329,6 +351,14 @@ impl<'a> Plan<'a> {
             .operation
             .clone()
             .ok_or_else(|| CheckoutError::Stale("the operation disappeared".into()))?;
+        if let Some((_, planned)) = self
+            .operations
+            .iter_mut()
+            .find(|(before, _)| before.as_ref().is_some_and(|b| b.id == original.id))
+        {
+            edit(planned);
+            return Ok(original.id);
+        }
         let mut next = original.clone();
         edit(&mut next);
         let id = next.id;
@@ -399,7 +429,15 @@ impl<'a> Plan<'a> {
         let target: SessionState = state.parse().map_err(|e: crate::model::ParseEnumError| {
             CheckoutError::InvalidInput(e.to_string())
         })?;
-        let id = self.edit_session(|s| s.state = Some(target))?;
+        let complete = target == SessionState::Complete;
+        let id = self.edit_session(|s| {
+            s.state = Some(target);
+            // The checkout is over: the session is archived at Complete.
+            s.is_archived |= complete;
+        })?;
+        if complete {
+            self.set_cart_status(CartStatus::Closed);
+        }
         Ok(Output::RequestId(id))
     }
 
@@ -442,9 +480,19 @@ impl<'a> Plan<'a> {
     }
 
     fn run_step(&mut self, action: Action) -> Result<Output, CheckoutError> {
-        let kind = action
-            .provider_kind()
-            .ok_or(CheckoutError::Unsupported(action))?;
+        let kind = action.provider_kind();
+        if kind.is_none() && !matches!(action, Action::CartToOrder | Action::ActivateOrder) {
+            return Err(CheckoutError::Unsupported(action));
+        }
+        self.start_operation(action.api_name(), kind)
+    }
+
+    /// Creates the New operation of an async step and records it on the session.
+    fn start_operation(
+        &mut self,
+        name: &str,
+        kind: Option<ProviderKind>,
+    ) -> Result<Output, CheckoutError> {
         let cart_id = self.cart_id()?;
         let session_id = self
             .snapshot
@@ -454,7 +502,7 @@ impl<'a> Plan<'a> {
             .ok_or_else(|| CheckoutError::Stale("the session disappeared".into()))?;
         let operation = BackgroundOperation {
             id: self.ctx.ids.next_id(KeyPrefix::BackgroundOperation),
-            name: action.api_name().to_owned(),
+            name: name.to_owned(),
             cart_id,
             checkout_session_id: session_id,
             provider_kind: kind,
@@ -586,7 +634,7 @@ impl<'a> Plan<'a> {
             "no worker finished operation {} within its lease on any of {} attempts",
             op.id, op.attempt
         );
-        self.finish(attempt, &StepOutcome::SystemFailure(reason), None)
+        self.finish(attempt, &StepOutcome::SystemFailure(reason), None, None)
     }
 
     fn finish(
@@ -594,6 +642,7 @@ impl<'a> Plan<'a> {
         attempt: u32,
         outcome: &StepOutcome,
         update: Option<&crate::machine::CartUpdate>,
+        order: Option<&Order>,
     ) -> Result<Output, CheckoutError> {
         let op = self.running_operation(attempt)?;
         let session = self.snapshot.session.as_ref().filter(|s| {
@@ -627,11 +676,19 @@ impl<'a> Plan<'a> {
                 if let Some(update) = update {
                     self.apply_cart_update(update)?;
                 }
+                if let Some(order) = order {
+                    if order.cart_id != cart_id {
+                        return Err(CheckoutError::Stale("an order of another cart".into()));
+                    }
+                    self.orders.push(order.clone());
+                    let order_id = order.id;
+                    self.edit_session(|s| s.order_id = Some(order_id))?;
+                }
             }
             StepOutcome::Failed(_) | StepOutcome::SystemFailure(_) => {
                 let (output_type, messages, error) = match outcome {
                     StepOutcome::Failed(messages) => (
-                        kind.output_type(),
+                        kind.map_or(OutputType::Other, ProviderKind::output_type),
                         messages.clone(),
                         format!("{} reported {} problem(s)", op.name, messages.len()),
                     ),

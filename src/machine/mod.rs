@@ -13,8 +13,8 @@ pub use command::{
     CartUpdate, CheckoutDetails, Command, Snapshot, StepOutcome, Target, ValidationMessage,
 };
 pub use decide::{
-    Changes, DecideContext, Decision, IdSource, Move, OperationSettings, Output, check, decide,
-    operation_node, session_node,
+    Changes, DecideContext, Decision, IdSource, Move, OperationSettings, Output, PAYMENT_OPERATION,
+    check, decide, operation_node, session_node,
 };
 pub use requirement::{Guard, Requirement, Unmet, evaluate, guards};
 pub use table::{

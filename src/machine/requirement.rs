@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::error::ErrorCode;
 use crate::machine::table::{Phase, SessionNode};
 use crate::machine::{Action, Command, Event, Node, Snapshot, TransitionTable};
-use crate::model::{Access, CartStatus, Permission, SessionState, SfId};
+use crate::model::{Access, CartStatus, OrderStatus, Permission, SessionState, SfId};
 
 /// A named precondition of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -63,6 +63,12 @@ pub enum Requirement {
     NoOperationInProgress,
     /// A chosen delivery method is one the Shipment integration offered.
     DeliveryMethodOffered,
+    /// The orderStatus input means "activate" (`Activated`).
+    OrderStatusIsActivate,
+    /// The session has a Draft order (made by `cartToOrderAction`).
+    DraftOrderOnSession,
+    /// The cart has no Error-level CartValidationOutput.
+    NoErrorOutputs,
 }
 
 /// A requirement as one action checks it: with the documented code and status.
@@ -173,6 +179,32 @@ const INPUT: &[Guard] = &[
     guard(R::DeliveryMethodOffered, C::InvalidInput, 400),
 ];
 
+/// `activateOrderAction` (§2.2): the shared rows, an order status that must mean
+/// "activate" (500 `UNKNOWN_EXCEPTION`), and the step, the Draft order, the absence of
+/// Error outputs and of a running operation, each 403 `INVALID_INPUT`.
+const ACTIVATE: &[Guard] = &[
+    guard(R::CallerMayInvoke, C::BadRequest, 400),
+    guard(R::CartIdValid, C::UnknownException, 500),
+    guard(R::CallerCanEditCart, C::BadRequest, 400),
+    guard(
+        R::EffectiveAccountValid,
+        C::InsufficientAccessOrReadonly,
+        500,
+    ),
+    guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 500),
+    guard(R::OrderStatusIsActivate, C::UnknownException, 500),
+    guard(R::CartInCheckout, C::InvalidOperation, 403),
+    guard(R::SessionExists, C::InvalidOperation, 403),
+    guard(R::SessionNotExpired, C::InvalidOperation, 403),
+    guard(R::SessionStateNotEmpty, C::InvalidOperation, 403),
+    guard(R::SessionIsProcessing, C::InvalidOperation, 403),
+    guard(R::SessionAtStep, C::InvalidInput, 403),
+    guard(R::NextStateSet, C::InvalidInput, 403),
+    guard(R::DraftOrderOnSession, C::InvalidInput, 403),
+    guard(R::NoErrorOutputs, C::InvalidInput, 403),
+    guard(R::NoOperationInProgress, C::InvalidInput, 403),
+];
+
 /// `cancelCartAsyncOperation` (§2.2).
 const CANCEL: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
@@ -192,7 +224,8 @@ const CANCEL: &[Guard] = &[
 pub fn guards(event: Event) -> &'static [Guard] {
     match event {
         Event::Action(Action::CheckoutSession) => START,
-        Event::Action(Action::UpdateCheckoutSessionState) | Event::Advance => UPDATE,
+        Event::Action(Action::UpdateCheckoutSessionState) | Event::Advance | Event::Close => UPDATE,
+        Event::Action(Action::ActivateOrder) => ACTIVATE,
         Event::Action(Action::CancelCartAsyncOperation) => CANCEL,
         Event::Input => INPUT,
         Event::Action(_) | Event::Authorize => ASYNC,
@@ -265,6 +298,9 @@ pub fn evaluate(
         R::CartIdValid => {
             let (Command::StartSession { cart_id, .. }
             | Command::SetDetails { cart_id, .. }
+            | Command::CartToOrder { cart_id, .. }
+            | Command::ActivateOrder { cart_id, .. }
+            | Command::AuthorizePayment { cart_id }
             | Command::RunStep { cart_id, .. }
             | Command::Cancel { cart_id }) = command
             else {
@@ -446,7 +482,7 @@ pub fn evaluate(
             let current = session.and_then(|s| s.state);
             let from = Node::Session(SessionNode::At(current, Phase::Open));
             let declared = match table.find(event, from) {
-                Some(row) if event == Event::Advance => match row.to {
+                Some(row) if matches!(event, Event::Advance | Event::Close) => match row.to {
                     Node::Session(SessionNode::At(state, _)) => state,
                     _ => None,
                 },
@@ -460,6 +496,36 @@ pub fn evaluate(
                     show(current)
                 )),
                 None => Err(format!("{event} is not declared from {}", show(current))),
+            }
+        }
+        R::OrderStatusIsActivate => match command {
+            Command::ActivateOrder { order_status, .. }
+                if order_status.as_deref() != Some(OrderStatus::Activated.as_str()) =>
+            {
+                Err(format!(
+                    "orderStatus {:?} does not mean activate: use \"{}\"",
+                    order_status.as_deref().unwrap_or(""),
+                    OrderStatus::Activated.as_str()
+                ))
+            }
+            _ => Ok(()),
+        },
+        R::DraftOrderOnSession => match (&snapshot.order, session.and_then(|s| s.order_id)) {
+            (Some(order), Some(id)) if order.id == id && order.status == OrderStatus::Draft => {
+                Ok(())
+            }
+            (Some(order), Some(_)) => Err(format!(
+                "order {} is {}, not Draft",
+                order.id,
+                order.status.as_str()
+            )),
+            _ => Err("the session has no order: run cartToOrderAction first".into()),
+        },
+        R::NoErrorOutputs => {
+            if snapshot.has_error_outputs {
+                Err("the cart has Error-level validation outputs".into())
+            } else {
+                Ok(())
             }
         }
         R::DeliveryMethodOffered => {

@@ -286,6 +286,12 @@ fn validate_template(template: &Template) -> Result<(), TableError> {
                 return Err(TableError::Duplicate(action.to_string()));
             }
         }
+        if step.kind == StepKind::Terminal && step.state != SessionState::Complete {
+            return Err(TableError::BadNext(
+                step.state,
+                "is terminal but is not Complete",
+            ));
+        }
         match (step.kind, step.next) {
             (StepKind::Terminal, Some(_)) => {
                 return Err(TableError::BadNext(
@@ -402,11 +408,27 @@ fn rows_of(template: &Template) -> Vec<Transition> {
         let here = step.state;
         let emit = match step.kind {
             StepKind::Entry | StepKind::Screen => {
+                // The step into the terminal state completes the checkout and closes the cart.
+                let terminal = template
+                    .step(next)
+                    .is_some_and(|s| s.kind == StepKind::Terminal);
+                let event = if terminal {
+                    Event::Close
+                } else {
+                    Event::Advance
+                };
                 rows.push(row(
-                    Event::Advance,
+                    event,
                     session(here, Phase::Open),
                     session(next, Phase::Open),
                 ));
+                if terminal {
+                    rows.push(row(
+                        event,
+                        Node::Cart(CartStatus::Checkout),
+                        Node::Cart(CartStatus::Closed),
+                    ));
+                }
                 continue;
             }
             StepKind::Terminal => continue,
@@ -450,6 +472,10 @@ fn rows_of(template: &Template) -> Vec<Transition> {
         .filter(|n| matches!(n, Node::Session(SessionNode::At(..))))
         .collect();
     for node in active {
+        // A completed checkout is final: its cart is Closed.
+        if node == session(SessionState::Complete, Phase::Open) {
+            continue;
+        }
         rows.push(row(cancel, node, Node::Session(SessionNode::Archived)));
         // A restart archives a failed or expired session that is not locked.
         if matches!(node, Node::Session(SessionNode::At(_, Phase::Open))) {

@@ -486,8 +486,10 @@ pub struct BackgroundOperation {
     pub cart_id: SfId,
     /// The session that waits for it.
     pub checkout_session_id: SfId,
-    /// The kind of provider it runs.
-    pub provider_kind: ProviderKind,
+    /// The kind of provider it runs; `None` for the engine's own work (making and
+    /// activating the order).
+    #[serde(default)]
+    pub provider_kind: Option<ProviderKind>,
     /// Lifecycle status.
     pub status: OperationStatus,
     /// Why it ended in Error.
