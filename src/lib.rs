@@ -29,6 +29,7 @@ pub mod clock;
 pub mod diagram;
 pub mod engine;
 pub mod error;
+pub mod flow;
 pub mod ids;
 pub mod integrations;
 pub mod machine;

@@ -1,11 +1,12 @@
-//! `cartflow`: draw the checkout transition table, run the demo, and invoke checkout actions
-//! against a data directory.
+//! `cartflow`: draw the checkout transition table, run the demo, invoke checkout actions
+//! against a data directory or database, and run worker processes on a shared database.
 
 mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cartflow::EngineConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// The Salesforce B2B Commerce checkout flow as an explicit, typed finite-state machine.
@@ -17,8 +18,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 Examples:
   cartflow demo
   cartflow diagram --format dot > states.dot
+  cp -r examples/data /tmp/cart
   cartflow invoke checkoutSessionAction --input '{\"cartId\": \"0a60000000000GE\"}' \\
-      --as 0050000000000G9 --data examples/data
+      --as 0050000000000G9 --data /tmp/cart
+  cartflow worker --data /tmp/cart --exit-when-idle
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=cartflow=debug) to see more."
 )]
@@ -40,31 +43,61 @@ Examples:
         #[arg(long, value_enum, default_value_t = Format::Dot)]
         format: Format,
     },
-    /// Walk a checkout through the inventory step on the sample data, in memory.
-    #[command(after_help = "\
-Example:
-  cartflow demo
-
-Nothing is written to disk; the run takes well under a second.")]
-    Demo,
-    /// Invoke a checkout action on a data directory, as Salesforce's REST API would.
+    /// Walk a checkout through the inventory step on the sample data, in a SQLite database.
     #[command(after_help = "\
 Examples:
+  cartflow demo
+  cartflow demo --data /tmp
+
+Writes <DIR>/cartflow-demo.db (replacing the one a previous run left, with its -wal and
+-shm files) and touches no other file. The run takes well under a second.")]
+    Demo {
+        /// The directory to write cartflow-demo.db in.
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        data: PathBuf,
+    },
+    /// Invoke a checkout action on a data directory or database, as Salesforce's REST API would.
+    #[command(after_help = "\
+Examples (on a copy of the example directory: `cp -r examples/data /tmp/cart`):
   # Lock the Inventory step of the example session, then check stock and run the worker.
-  cartflow invoke updateCheckoutSessionStateAction --as 0050000000000G9 --data examples/data \\
+  cartflow invoke updateCheckoutSessionStateAction --as 0050000000000G9 --data /tmp/cart \\
       --input '{\"checkoutSessionId\": \"2z90000000000G9\", \"expCurrentState\": \"Inventory\", \"nextState\": \"Confirm Price\"}'
-  cartflow invoke checkCartInventoryAction --as 0050000000000G9 --data examples/data --wait \\
+  cartflow invoke checkCartInventoryAction --as 0050000000000G9 --data /tmp/cart --wait \\
       --input '{\"cartId\": \"0a60000000000G9\"}'
 
   # Several inputs at once (the bulk shape): one result per input, in order.
-  cartflow invoke checkoutSessionAction --as 0050000000000G9 --data examples/data \\
+  cartflow invoke checkoutSessionAction --as 0050000000000G9 --data /tmp/cart \\
       --input '[{\"cartId\": \"0a60000000000GE\"}, {\"cartId\": \"0a60000000000GB\"}]'
+
+  # The same database by its file name.
+  cartflow invoke cancelCartAsyncOperation --as 0050000000000G9 --data sqlite:/tmp/cart/cartflow.db \\
+      --input '{\"cartId\": \"0a60000000000GE\"}'
 
 Prints the result element (a JSON array of them for an array input) with an extra
 \"httpStatus\" field. Exit status: 0 when every element succeeded, 1 when any failed,
-2 for a usage or data error (nothing is written then). The data file is rewritten,
-atomically, only when something changed. See docs/data-format.md.")]
+2 for a usage or data error (nothing is written then). Each accepted call is committed
+to the database at once; a refused one changes nothing. See docs/data-format.md.")]
     Invoke(InvokeArgs),
+    /// Run background operations from a shared database until stopped.
+    #[command(after_help = "\
+Examples:
+  # Two worker processes of two threads each on one data directory; Ctrl-C stops one.
+  cartflow worker --data /tmp/cart --threads 2 &
+  cartflow worker --data /tmp/cart --threads 2
+
+  # Drain the queue, then exit (for scripts and batch jobs).
+  cartflow worker --data sqlite:/tmp/cart/cartflow.db --exit-when-idle
+
+  # Retry the work of a crashed worker within a second.
+  cartflow worker --data /tmp/cart --lease-ms 1000 --heartbeat-ms 200
+
+Prints one JSON line per operation run on stdout, once its result is committed:
+{\"operationId\", \"name\", \"cartId\", \"attempt\", \"outcome\", \"messages\", \"applied\",
+\"status\"}; \"applied\" is false when the claim had been taken over and the report was
+discarded. SIGTERM or SIGINT stops the worker after the operations in hand (exit 0); a
+second signal exits at once, and the claims it held are retried once their lease ends.
+Inventory checks use the database's stock table. Exit status 2 for a usage or data error.")]
+    Worker(WorkerArgs),
 }
 
 /// A diagram language.
@@ -88,12 +121,35 @@ struct InvokeArgs {
     /// The ID of the user who invokes the action.
     #[arg(long = "as", value_name = "USER_ID")]
     actor: String,
-    /// The data directory holding cartflow.json.
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
+    /// A data directory (cartflow.db, seeded from cartflow.json), sqlite:<path>, or a
+    /// postgres:// URL.
+    #[arg(long, value_name = "DIR|URL")]
+    data: String,
     /// Afterwards, run background operations until none is waiting.
     #[arg(long)]
     wait: bool,
+}
+
+/// The arguments of `cartflow worker`.
+#[derive(Debug, clap::Args)]
+struct WorkerArgs {
+    /// A data directory (cartflow.db, seeded from cartflow.json), sqlite:<path>, or a
+    /// postgres:// URL.
+    #[arg(long, value_name = "DIR|URL")]
+    data: String,
+    /// Worker threads in this process.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
+    /// How long a claim lasts without a heartbeat: a dead worker's operation is retried
+    /// this long after its last heartbeat.
+    #[arg(long, value_name = "MS", default_value_t = EngineConfig::default().lease_ms)]
+    lease_ms: u64,
+    /// How often a claim is renewed while a provider works (below --lease-ms).
+    #[arg(long, value_name = "MS", default_value_t = EngineConfig::default().heartbeat_ms)]
+    heartbeat_ms: u64,
+    /// Exit once no operation is New or Running.
+    #[arg(long)]
+    exit_when_idle: bool,
 }
 
 fn main() -> ExitCode {
@@ -108,13 +164,20 @@ fn main() -> ExitCode {
             };
             cli::print_stdout(&text)
         }
-        Commands::Demo => cli::demo::run(),
+        Commands::Demo { data } => cli::demo::run(&data),
         Commands::Invoke(args) => cli::invoke::run(&cli::invoke::Request {
             action: args.action,
             input: args.input,
             actor: args.actor,
             data: args.data,
             wait: args.wait,
+        }),
+        Commands::Worker(args) => cli::worker::run(&cli::worker::Request {
+            data: args.data,
+            threads: args.threads,
+            lease_ms: args.lease_ms,
+            heartbeat_ms: args.heartbeat_ms,
+            exit_when_idle: args.exit_when_idle,
         }),
     }
 }

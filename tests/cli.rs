@@ -1,15 +1,17 @@
-//! The `cartflow` binary, run as a user would: the demo, the diagram, and `invoke` against a
-//! data directory in a temporary folder.
+//! The `cartflow` binary, run as a user would: the demo, the diagram, `invoke` against a
+//! SQLite data directory (seeded from its `cartflow.json`) in a temporary folder, and a
+//! worker draining what `invoke` queued. Results are read back from the database.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use cartflow::MemoryStore;
 use cartflow::model::{
     CartCheckoutSession, CartStatus, KeyPrefix, OperationStatus, SessionState, SfId,
 };
 use cartflow::sample::{self, SampleCart};
-use cartflow::store::DataSet;
+use cartflow::store::{DataSet, Durability, SqliteStore};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -40,13 +42,14 @@ fn prepared() -> DataSet {
         is_archived: false,
         background_operation_id: None,
         order_id: None,
-        version: 0,
+        created_date: None,
+        version: 1,
     });
     data
 }
 
-/// A temporary data directory holding `data` (written compactly, so any rewrite by the
-/// binary, which pretty-prints, shows in the bytes).
+/// A temporary data directory whose `cartflow.json` holds `data`; the binary creates
+/// `cartflow.db` beside it on first use.
 struct DataDir {
     tmp: TempDir,
 }
@@ -66,16 +69,24 @@ impl DataDir {
         self.tmp.path()
     }
 
-    fn file(&self) -> PathBuf {
+    fn seed_file(&self) -> PathBuf {
         self.path().join("cartflow.json")
     }
 
-    fn bytes(&self) -> Vec<u8> {
-        fs::read(self.file()).unwrap()
+    fn db_file(&self) -> PathBuf {
+        self.path().join("cartflow.db")
     }
 
+    fn seed_bytes(&self) -> Vec<u8> {
+        fs::read(self.seed_file()).unwrap()
+    }
+
+    /// Every record in the database (which must exist: reading never creates it).
     fn data(&self) -> DataSet {
-        serde_json::from_slice(&self.bytes()).unwrap()
+        assert!(self.db_file().is_file(), "no database yet");
+        let store = SqliteStore::open(self.db_file(), Durability::Normal).unwrap();
+        store.integrity_check().unwrap();
+        store.export().unwrap()
     }
 
     fn session(&self, id: &SfId) -> CartCheckoutSession {
@@ -88,6 +99,24 @@ impl DataDir {
 
     /// Runs `cartflow invoke` in the directory.
     fn invoke(&self, action: &str, input: &Value, actor: &SfId, wait: bool) -> Invoked {
+        self.invoke_on(
+            &self.path().display().to_string(),
+            action,
+            input,
+            actor,
+            wait,
+        )
+    }
+
+    /// Runs `cartflow invoke` with `--data <data>`.
+    fn invoke_on(
+        &self,
+        data: &str,
+        action: &str,
+        input: &Value,
+        actor: &SfId,
+        wait: bool,
+    ) -> Invoked {
         let mut args = vec![
             "invoke".to_owned(),
             action.to_owned(),
@@ -96,13 +125,22 @@ impl DataDir {
             "--as".to_owned(),
             actor.to_string(),
             "--data".to_owned(),
-            self.path().display().to_string(),
+            data.to_owned(),
         ];
         if wait {
             args.push("--wait".to_owned());
         }
         Invoked::from(run(self.path(), &args))
     }
+}
+
+/// What a freshly seeded database must hold: the seed in the in-memory store's order, with
+/// stock sorted by store and SKU as the database reads it back.
+fn as_seeded(data: DataSet) -> DataSet {
+    let mut data = MemoryStore::from_dataset(data).unwrap().to_dataset();
+    data.stock
+        .sort_by(|a, b| (a.store_id, &a.sku).cmp(&(b.store_id, &b.sku)));
+    data
 }
 
 /// The outcome of one `cartflow invoke`.
@@ -148,6 +186,16 @@ fn cart_input(cart: SfId) -> Value {
     json!({"cartId": cart.to_string()})
 }
 
+/// The names in a directory, sorted.
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn the_demo_exits_zero_and_prints_the_seven_error_codes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -177,8 +225,89 @@ fn the_demo_exits_zero_and_prints_the_seven_error_codes() {
     assert!(stdout.contains("State Error, IsProcessing false, IsError true"));
     assert!(stdout.contains("SKU STOVE-X: 2 wanted, only 1 available."));
     assert!(stdout.contains("SKU TENT-4P: 5 wanted, only 4 available."));
-    // Nothing is written to disk.
-    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn the_demo_leaves_a_sqlite_database_and_tells_the_same_story_on_rerun() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("cartflow-demo.db");
+    let first = run(tmp.path(), &["demo"]);
+    assert!(first.status.success(), "{first:?}");
+    let stdout = String::from_utf8(first.stdout.clone()).unwrap();
+    let shown = db.canonicalize().unwrap();
+    assert!(
+        stdout.contains(&shown.display().to_string()),
+        "the demo says where its database is: {stdout}"
+    );
+    // Only the demo's database (SQLite may leave its -wal and -shm files beside it).
+    for name in names(tmp.path()) {
+        assert!(name.starts_with("cartflow-demo.db"), "{name}");
+    }
+    let read = || {
+        let store = SqliteStore::open(&db, Durability::Normal).unwrap();
+        store.integrity_check().unwrap();
+        store.export().unwrap()
+    };
+    let data = read();
+    let status_of = |data: &DataSet, status: OperationStatus| {
+        data.operations
+            .iter()
+            .filter(|op| op.status == status)
+            .count()
+    };
+    assert_eq!(status_of(&data, OperationStatus::Complete), 1);
+    assert_eq!(status_of(&data, OperationStatus::Error), 1);
+    assert_eq!(
+        status_of(&data, OperationStatus::New),
+        1,
+        "the double click"
+    );
+    let in_stock = data
+        .sessions
+        .iter()
+        .find(|s| s.web_cart_id == SampleCart::InStock.id())
+        .unwrap();
+    assert_eq!(in_stock.state, Some(SessionState::ConfirmPrice));
+
+    // Other files in the directory, and a stale -wal of the demo's, before the rerun.
+    let others = [
+        ("cartflow.db", b"not the demo's".as_slice()),
+        ("cartflow.json", b"{}".as_slice()),
+        ("notes.txt", b"keep me".as_slice()),
+    ];
+    for (name, bytes) in others {
+        fs::write(tmp.path().join(name), bytes).unwrap();
+    }
+    fs::write(tmp.path().join("cartflow-demo.db-wal"), b"stale").unwrap();
+    let second = run(tmp.path(), &["demo"]);
+    assert!(second.status.success(), "{second:?}");
+    assert_eq!(
+        String::from_utf8(second.stdout).unwrap(),
+        stdout,
+        "a rerun tells the same story"
+    );
+    for (name, bytes) in others {
+        assert_eq!(fs::read(tmp.path().join(name)).unwrap(), bytes, "{name}");
+    }
+    let again = read();
+    let ids = |data: &DataSet| {
+        (
+            data.sessions.iter().map(|s| s.id).collect::<Vec<_>>(),
+            data.operations
+                .iter()
+                .map(|o| (o.id, o.status))
+                .collect::<Vec<_>>(),
+            data.validation_outputs.len(),
+            data.history.len(),
+        )
+    };
+    assert_eq!(ids(&again), ids(&data), "the rerun replaced the database");
+
+    // A directory that does not exist is a usage error, and is not created.
+    let missing = tmp.path().join("nowhere");
+    let output = run(tmp.path(), &["demo", "--data", missing.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(!missing.exists());
 }
 
 #[test]
@@ -209,8 +338,7 @@ fn invoke_answers_each_documented_error_row_of_check_cart_inventory() {
     let in_stock = SampleCart::InStock.id();
     let check = "checkCartInventoryAction";
 
-    let refusal = |row: &str, input: Value, actor: SfId, code: &str, status: u16| {
-        let before = dir.bytes();
+    let refused = |row: &str, input: Value, actor: SfId, code: &str, status: u16| {
         let result = dir.invoke(check, &input, &actor, false);
         assert_eq!(result.code, 1, "{row}: {}", result.stdout);
         assert_eq!(result.stdout["actionName"], check, "{row}");
@@ -218,20 +346,33 @@ fn invoke_answers_each_documented_error_row_of_check_cart_inventory() {
         assert_eq!(result.stdout["outputValues"], Value::Null, "{row}");
         assert_eq!(result.stdout["errors"][0]["statusCode"], code, "{row}");
         assert_eq!(result.stdout["httpStatus"], status, "{row}");
+    };
+    let refusal = |row: &str, input: Value, actor: SfId, code: &str, status: u16| {
+        let before = dir.data();
+        refused(row, input, actor, code, status);
         assert!(
-            dir.bytes() == before,
-            "{row}: a refused call rewrote the data file"
+            dir.data() == before,
+            "{row}: a refused call changed the database"
         );
     };
 
-    // Invalid cartId: malformed, and well-formed naming no cart.
-    refusal(
+    // The first call seeds the database with exactly the JSON; its refusal adds nothing.
+    assert!(!dir.db_file().exists());
+    refused(
         "invalid cartId",
         json!({"cartId": "not-a-cart-id"}),
         buyer,
         "UNKNOWN_EXCEPTION",
         500,
     );
+    let (got, want) = (
+        serde_json::to_value(dir.data()).unwrap(),
+        serde_json::to_value(as_seeded(prepared())).unwrap(),
+    );
+    for (key, records) in want.as_object().unwrap() {
+        assert_eq!(&got[key], records, "the seeded {key}");
+    }
+
     refusal(
         "no such cart",
         cart_input(SfId::from_number(KeyPrefix::WebCart, 777)),
@@ -276,7 +417,7 @@ fn invoke_answers_each_documented_error_row_of_check_cart_inventory() {
     );
 
     // Already in process: lock the step, start the check without running the worker, and
-    // call again (a double click). Each accepted call is saved for the next process to see.
+    // call again (a double click). Each accepted call is committed for the next process.
     dir.invoke(
         "updateCheckoutSessionStateAction",
         &json!({"checkoutSessionId": inventory_session_id().to_string(),
@@ -307,6 +448,7 @@ fn invoke_answers_each_documented_error_row_of_check_cart_inventory() {
 #[test]
 fn invoke_walks_a_checkout_through_the_inventory_step() {
     let dir = DataDir::new(&prepared());
+    let seed = dir.seed_bytes();
     let buyer = sample::buyer_id();
 
     // checkoutSessionAction on a fresh cart: the cart moves to Checkout, a session starts.
@@ -370,12 +512,51 @@ fn invoke_walks_a_checkout_through_the_inventory_step() {
     assert_eq!(op.status, OperationStatus::Complete);
     assert!(!data.history.is_empty());
 
-    // Saves go through a temporary file that is renamed away: none is left behind.
-    let names: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(names, ["cartflow.json"]);
+    // Commits go to the database: the seed is left as it was, and the database is closed
+    // cleanly (no -wal or -shm file left behind).
+    assert_eq!(dir.seed_bytes(), seed);
+    assert_eq!(names(dir.path()), ["cartflow.db", "cartflow.json"]);
+}
+
+#[test]
+fn the_seed_is_imported_once_and_a_sqlite_location_names_the_same_database() {
+    let dir = DataDir::new(&prepared());
+    let buyer = sample::buyer_id();
+    let fresh = SampleCart::ShortStock.id();
+    dir.invoke("checkoutSessionAction", &cart_input(fresh), &buyer, false)
+        .output("requestId");
+
+    // Once the database holds the seed, cartflow.json is not read again.
+    fs::write(dir.seed_file(), "not JSON at all").unwrap();
+    let by_url = format!("sqlite:{}", dir.db_file().display());
+    let cancelled = dir.invoke_on(
+        &by_url,
+        "cancelCartAsyncOperation",
+        &cart_input(fresh),
+        &buyer,
+        false,
+    );
+    assert_eq!(cancelled.code, 0, "{}", cancelled.stderr);
+    let cart = |dir: &DataDir| {
+        dir.data()
+            .carts
+            .into_iter()
+            .find(|c| c.id == fresh)
+            .unwrap()
+    };
+    assert_eq!(cart(&dir).status, CartStatus::Active);
+    let again = dir.invoke("checkoutSessionAction", &cart_input(fresh), &buyer, false);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(cart(&dir).status, CartStatus::Checkout);
+
+    // An empty database (as a fresh SqliteStore leaves it) is seeded too.
+    let empty = DataDir::new(&prepared());
+    drop(SqliteStore::open(empty.db_file(), Durability::Normal).unwrap());
+    assert!(empty.data().stores.is_empty());
+    empty
+        .invoke("checkoutSessionAction", &cart_input(fresh), &buyer, false)
+        .output("requestId");
+    assert_eq!(empty.data().stores.len(), prepared().stores.len());
 }
 
 #[test]
@@ -416,10 +597,10 @@ fn a_bulk_input_answers_one_element_per_input_in_order() {
 }
 
 #[test]
-fn bad_data_or_usage_exits_2_and_leaves_the_file_alone() {
+fn bad_data_or_usage_exits_2_and_changes_nothing() {
     let buyer = sample::buyer_id();
     let input = cart_input(SampleCart::InStock.id());
-    let cases: [(&str, String); 4] = [
+    let cases: [(&str, String); 7] = [
         ("truncated JSON", "{\"stores\": [".to_owned()),
         (
             "unknown field",
@@ -431,10 +612,17 @@ fn bad_data_or_usage_exits_2_and_leaves_the_file_alone() {
             data.users.push(data.users[0].clone());
             serde_json::to_string(&data).unwrap()
         }),
+        ("a SKU stocked twice", {
+            let mut data = sample::dataset();
+            data.stock.push(data.stock[0].clone());
+            serde_json::to_string(&data).unwrap()
+        }),
+        ("no store", "{\"carts\": []}".to_owned()),
+        ("an empty object", "{}".to_owned()),
     ];
     for (what, text) in cases {
         let dir = DataDir::new(&DataSet::default());
-        fs::write(dir.file(), &text).unwrap();
+        fs::write(dir.seed_file(), &text).unwrap();
         let result = dir.invoke("checkCartInventoryAction", &input, &buyer, true);
         assert_eq!(result.code, 2, "{what}: {}", result.stderr);
         assert!(
@@ -443,58 +631,88 @@ fn bad_data_or_usage_exits_2_and_leaves_the_file_alone() {
             result.stderr
         );
         assert_eq!(result.stdout, Value::Null, "{what}: nothing on stdout");
-        assert_eq!(fs::read_to_string(dir.file()).unwrap(), text, "{what}");
+        assert_eq!(fs::read_to_string(dir.seed_file()).unwrap(), text, "{what}");
+        assert_eq!(names(dir.path()), ["cartflow.json"], "{what}: no database");
     }
 
-    // A missing directory, a directory without a data file, malformed --input.
+    // A missing directory, a directory without data, a file that is no database.
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nowhere");
-    let output = run(
-        tmp.path(),
-        &[
-            "invoke",
-            "checkCartInventoryAction",
-            "--input",
-            "{}",
-            "--as",
-            "005000000000001",
-            "--data",
-            missing.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("does not exist"));
+    let cases = [
+        (missing.display().to_string(), "does not exist"),
+        (tmp.path().display().to_string(), "holds neither"),
+        (
+            format!("sqlite:{}", tmp.path().join("none.db").display()),
+            "no SQLite database",
+        ),
+        (
+            // No server listens there: a clear error naming the database, never a panic.
+            "postgres://cartflow:secret@127.0.0.1:1/cartflow".to_owned(),
+            "postgres://cartflow:***@127.0.0.1:1/cartflow",
+        ),
+    ];
+    for (data, message) in cases {
+        let output = run(
+            tmp.path(),
+            &[
+                "invoke",
+                "checkCartInventoryAction",
+                "--input",
+                "{}",
+                "--as",
+                "005000000000001",
+                "--data",
+                &data,
+            ],
+        );
+        assert_eq!(output.status.code(), Some(2), "{data}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{data}: {stderr}");
+        assert!(output.stdout.is_empty(), "{data}");
+    }
     assert!(!missing.exists());
+    assert!(names(tmp.path()).is_empty(), "nothing was created");
 
-    let empty = DataDir::new(&DataSet::default());
-    fs::remove_file(empty.file()).unwrap();
-    let result = empty.invoke("checkCartInventoryAction", &input, &buyer, false);
+    let junk = DataDir::new(&prepared());
+    fs::write(junk.db_file(), b"this is not a SQLite database, not at all").unwrap();
+    let result = junk.invoke("checkCartInventoryAction", &input, &buyer, false);
     assert_eq!(result.code, 2);
-    assert!(!empty.file().exists(), "no data file is created");
-
-    let dir = DataDir::new(&prepared());
-    let before = dir.bytes();
-    let output = run(
-        dir.path(),
-        &[
-            "invoke",
-            "checkCartInventoryAction",
-            "--input",
-            "{\"cartId\": ",
-            "--as",
-            &buyer.to_string(),
-            "--data",
-            ".",
-        ],
+    assert!(result.stderr.contains("cartflow.db"), "{}", result.stderr);
+    assert_eq!(
+        fs::read(junk.db_file()).unwrap(),
+        b"this is not a SQLite database, not at all"
     );
-    assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--input is not valid JSON"));
-    assert!(dir.bytes() == before);
+
+    // Malformed --input, before and after the database exists.
+    let dir = DataDir::new(&prepared());
+    let bad_input = |dir: &DataDir| {
+        let output = run(
+            dir.path(),
+            &[
+                "invoke",
+                "checkCartInventoryAction",
+                "--input",
+                "{\"cartId\": ",
+                "--as",
+                &buyer.to_string(),
+                "--data",
+                ".",
+            ],
+        );
+        assert_eq!(output.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("--input is not valid JSON"));
+    };
+    bad_input(&dir);
+    assert!(!dir.db_file().exists(), "a usage error opens nothing");
+    dir.invoke("checkoutSessionAction", &input, &buyer, false);
+    let before = dir.data();
+    bad_input(&dir);
+    assert!(dir.data() == before);
 
     // A required argument left out is a clap usage error: exit 2 too.
     let output = run(dir.path(), &["invoke", "checkCartInventoryAction"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(dir.bytes() == before);
+    assert!(dir.data() == before);
 }
 
 #[test]
@@ -565,6 +783,116 @@ fn the_example_data_directory_walks_through_the_inventory_step() {
 }
 
 #[test]
+fn a_worker_drains_what_invoke_queued_and_exits_when_idle() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/cartflow.json");
+    let data: DataSet = serde_json::from_slice(&fs::read(&example).unwrap()).unwrap();
+    let dir = DataDir::new(&data);
+    let buyer = sample::buyer_id();
+    let mut queued = Vec::new();
+    for cart in [SampleCart::InStock, SampleCart::ShortStock] {
+        let session = data
+            .sessions
+            .iter()
+            .find(|s| s.web_cart_id == cart.id())
+            .unwrap();
+        dir.invoke(
+            "updateCheckoutSessionStateAction",
+            &json!({"checkoutSessionId": session.id.to_string(),
+                    "expCurrentState": "Inventory", "nextState": "Confirm Price"}),
+            &buyer,
+            false,
+        )
+        .output("requestId");
+        let op = dir
+            .invoke(
+                "checkCartInventoryAction",
+                &cart_input(cart.id()),
+                &buyer,
+                false,
+            )
+            .output("backgroundOperationId");
+        queued.push((op.parse::<SfId>().unwrap(), session.id));
+    }
+
+    let output = run(
+        dir.path(),
+        &[
+            "worker",
+            "--data",
+            ".",
+            "--threads",
+            "2",
+            "--exit-when-idle",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    // One JSON line per operation, each applied, in whatever order the threads took them.
+    let mut lines: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    lines.sort_by_key(|line| line["operationId"].as_str().unwrap().to_owned());
+    let mut expected = vec![
+        (queued[0].0.to_string(), "Complete"),
+        (queued[1].0.to_string(), "Error"),
+    ];
+    expected.sort();
+    let reported: Vec<(String, &str)> = lines
+        .iter()
+        .map(|line| {
+            assert_eq!(line["applied"], true, "{line}");
+            (
+                line["operationId"].as_str().unwrap().to_owned(),
+                line["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(reported, expected);
+    let failed = lines.iter().find(|line| line["status"] == "Error").unwrap();
+    assert!(
+        failed["messages"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("SKU STOVE-X: 2 wanted, only 1 available.")),
+        "{failed}"
+    );
+    assert_eq!(
+        dir.session(&queued[0].1).state,
+        Some(SessionState::ConfirmPrice)
+    );
+    assert_eq!(dir.session(&queued[1].1).state, Some(SessionState::Error));
+
+    // Nothing left: a second worker exits at once, having run nothing.
+    let output = run(dir.path(), &["worker", "--data", ".", "--exit-when-idle"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(output.stdout.is_empty());
+
+    // Usage errors.
+    for args in [
+        &["worker", "--data", ".", "--threads", "0"][..],
+        &[
+            "worker",
+            "--data",
+            ".",
+            "--lease-ms",
+            "100",
+            "--heartbeat-ms",
+            "100",
+        ],
+        &["worker", "--data", "postgresql://127.0.0.1:1/cartflow"],
+        &["worker"],
+    ] {
+        let output = run(dir.path(), args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+    let help = run(dir.path(), &["worker", "--help"]);
+    let help = String::from_utf8(help.stdout).unwrap();
+    assert!(help.contains("Examples:") && help.contains("--exit-when-idle"));
+}
+
+#[test]
 fn the_small_example_of_the_data_format_doc_works_as_written() {
     let doc =
         fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/data-format.md")).unwrap();
@@ -582,17 +910,107 @@ fn the_small_example_of_the_data_format_doc_works_as_written() {
         false,
     )
     .output("requestId");
-    dir.invoke(
-        "checkCartInventoryAction",
-        &json!({"cartId": "0a6000000000001"}),
-        &buyer,
-        true,
-    )
-    .output("backgroundOperationId");
+    let op = dir
+        .invoke(
+            "checkCartInventoryAction",
+            &json!({"cartId": "0a6000000000001"}),
+            &buyer,
+            true,
+        )
+        .output("backgroundOperationId");
     let session = dir.session(&"2z9000000000001".parse().unwrap());
     assert_eq!(session.state, Some(SessionState::ConfirmPrice));
-    // The rewrite spells IDs in their 18-character form.
-    let text = String::from_utf8(dir.bytes()).unwrap();
-    assert!(text.contains(&format!("\"{buyer}\"")));
-    assert_eq!(buyer.to_string().len(), 18);
+    let data = dir.data();
+    let op = data
+        .operations
+        .iter()
+        .find(|o| o.id.to_string() == op)
+        .unwrap();
+    assert_eq!(op.status, OperationStatus::Complete);
+    // The database spells IDs in their 18-character form; the seed stays as written.
+    assert_eq!(op.cart_id.to_string(), "0a6000000000001AAA");
+    assert_eq!(fs::read_to_string(dir.seed_file()).unwrap(), example);
+}
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[test]
+fn invoke_and_worker_run_against_a_postgresql_url() {
+    let Some(db) = support::postgres() else {
+        return;
+    };
+    let store = cartflow::store::PostgresStore::connect(db.url()).unwrap();
+    store.import(&prepared()).unwrap();
+    drop(store);
+    // The CLI takes URLs; the harness may hand out `key=value` connection strings.
+    let url = if db.url().contains("://") {
+        db.url().to_owned()
+    } else {
+        let field = |key: &str| {
+            db.url()
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        format!(
+            "postgresql:///{}?host={}&port={}&user={}",
+            field("dbname"),
+            field("host"),
+            field("port"),
+            field("user")
+        )
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let actor = sample::buyer_id().to_string();
+    let lock = json!({
+        "checkoutSessionId": inventory_session_id().to_string(),
+        "expCurrentState": "Inventory",
+        "nextState": "Confirm Price"
+    });
+    let steps: [(&str, Value); 2] = [
+        ("updateCheckoutSessionStateAction", lock),
+        (
+            "checkCartInventoryAction",
+            cart_input(SampleCart::InStock.id()),
+        ),
+    ];
+    for (action, input) in steps {
+        let output = run(
+            tmp.path(),
+            &[
+                "invoke",
+                action,
+                "--input",
+                &input.to_string(),
+                "--as",
+                &actor,
+                "--data",
+                &url,
+            ],
+        );
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{action}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let worker = run(tmp.path(), &["worker", "--data", &url, "--exit-when-idle"]);
+    assert_eq!(
+        worker.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&worker.stderr)
+    );
+    let store = cartflow::store::PostgresStore::connect(db.url()).unwrap();
+    let session = cartflow::Store::session(&store, &inventory_session_id())
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.state, Some(SessionState::ConfirmPrice));
+    assert!(
+        tmp.path().read_dir().unwrap().next().is_none(),
+        "nothing written to the directory"
+    );
 }

@@ -783,3 +783,33 @@ mod postgres_only {
         }
     }
 }
+
+#[test]
+fn records_imported_at_version_zero_can_be_updated() {
+    for (name, open) in stores() {
+        let mut data = sample::dataset();
+        let mut seeded = session(1, SampleCart::InStock.id(), false);
+        seeded.version = 0;
+        data.sessions.push(seeded.clone());
+        let (store, _guard) = open(data);
+        let mut next = seeded.clone();
+        next.state = Some(SessionState::ShippingAddress);
+        next.version = 1;
+        store
+            .commit(&commit(Changes {
+                sessions: vec![next.clone()],
+                ..Changes::default()
+            }))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(store.session(&next.id).unwrap().unwrap(), next, "{name}");
+        // The same version again lost the compare-and-set.
+        let again = store.commit(&commit(Changes {
+            sessions: vec![next],
+            ..Changes::default()
+        }));
+        assert!(
+            matches!(again, Err(StoreError::Conflict(_))),
+            "{name}: {again:?}"
+        );
+    }
+}

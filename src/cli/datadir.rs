@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use cartflow::Store;
 use cartflow::error::StoreError;
-use cartflow::store::{DataSet, DataSetError, Durability, SqliteStore, StockLevel};
+use cartflow::store::{DataSet, DataSetError, Durability, PostgresStore, SqliteStore, StockLevel};
 
 /// The seed file inside a data directory.
 pub const DATA_FILE: &str = "cartflow.json";
@@ -51,9 +51,6 @@ pub enum DataError {
     /// The database could not be opened, seeded or read.
     #[error("{0}: {1}")]
     Database(String, StoreError),
-    /// A PostgreSQL URL, in a build without the PostgreSQL store.
-    #[error("PostgreSQL support is not built yet: use a data directory or sqlite:<path>")]
-    PostgresNotBuilt,
 }
 
 /// An opened store and what the built-in inventory provider needs from it.
@@ -69,8 +66,15 @@ pub struct Opened {
 /// Opens the store that `spec` (the `--data` value) names; see the module documentation.
 pub fn open_store(spec: &str) -> Result<Opened, DataError> {
     if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        // The PostgreSQL store plugs in here: connect, then read its stock table as below.
-        return Err(DataError::PostgresNotBuilt);
+        let location = redact_password(spec);
+        let database = |e| DataError::Database(location.clone(), e);
+        let store = PostgresStore::connect(spec).map_err(database)?;
+        let stock = store.stock().map_err(database)?;
+        return Ok(Opened {
+            store: Arc::new(store),
+            stock,
+            location,
+        });
     }
     let store = match spec.strip_prefix("sqlite:") {
         Some(path) => {
@@ -92,6 +96,20 @@ pub fn open_store(spec: &str) -> Result<Opened, DataError> {
         stock,
         location,
     })
+}
+
+/// A database URL fit for messages: `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 fn open_sqlite(path: &Path) -> Result<SqliteStore, DataError> {

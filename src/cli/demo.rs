@@ -1,7 +1,8 @@
-//! `cartflow demo`: the Check Cart Inventory step told as a story, on the sample data in
-//! memory. Every claim it prints is checked as it goes: a step that does not behave as the
-//! story says stops the demo with exit status 1.
+//! `cartflow demo`: the Check Cart Inventory step told as a story, on the sample data in a
+//! SQLite database, `<dir>/cartflow-demo.db`. Every claim it prints is checked as it goes: a
+//! step that does not behave as the story says stops the demo with exit status 1.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -10,15 +11,57 @@ use cartflow::integrations::Integrations;
 use cartflow::machine::Command;
 use cartflow::model::{CartCheckoutSession, SfId};
 use cartflow::sample::{self, SampleCart};
-use cartflow::{ActionResult, Engine, MemoryStore, Store};
+use cartflow::store::{Durability, SqliteStore};
+use cartflow::{ActionResult, Engine, Store};
 use serde_json::{Value, json};
 
+use crate::cli::datadir::remove_database;
 use crate::cli::element_json;
 
-/// Runs the demo and prints it; exit status 0 when the story held.
-pub fn run() -> ExitCode {
+macro_rules! say {
+    ($out:expr) => { $out.push('\n') };
+    ($out:expr, $($arg:tt)*) => {{ $out.push_str(&format!($($arg)*)); $out.push('\n'); }};
+}
+
+/// The demo's database file name.
+pub const DEMO_DATABASE: &str = "cartflow-demo.db";
+
+/// Runs the demo in `dir` and prints it; exit status 0 when the story held, 1 when it
+/// broke, 2 when the database cannot be written.
+pub fn run(dir: &Path) -> ExitCode {
+    if !dir.is_dir() {
+        eprintln!(
+            "cartflow demo: {} does not exist or is not a directory",
+            dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    let path = dir
+        .canonicalize()
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .join(DEMO_DATABASE);
+    // Each run starts from the sample world, so a rerun tells the same story.
+    remove_database(&path);
+    let demo = match Demo::new(&path) {
+        Ok(demo) => demo,
+        Err(message) => {
+            eprintln!("cartflow demo: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let mut out = String::new();
-    let outcome = story(&mut out);
+    let outcome = story(&demo, &mut out);
+    // Close the database (SQLite folds its -wal file back in) before saying where it is.
+    drop(demo);
+    if outcome.is_ok() {
+        say!(out);
+        say!(
+            out,
+            "The demo's database is {} (give `--data sqlite:{}` to invoke or worker).",
+            path.display(),
+            path.display()
+        );
+    }
     let code = crate::cli::print_stdout(&out);
     match outcome {
         Ok(()) => code,
@@ -29,33 +72,34 @@ pub fn run() -> ExitCode {
     }
 }
 
-macro_rules! say {
-    ($out:expr) => { $out.push('\n') };
-    ($out:expr, $($arg:tt)*) => {{ $out.push_str(&format!($($arg)*)); $out.push('\n'); }};
-}
-
 /// The width of the step column.
 const STEP: usize = 34;
 
 struct Demo {
     engine: Engine,
-    store: Arc<MemoryStore>,
+    store: Arc<SqliteStore>,
     buyer: String,
 }
 
 impl Demo {
-    fn new() -> Demo {
-        let data = sample::dataset();
-        let integrations = Integrations::with_stock_tables(&data.stock);
-        let store = Arc::new(MemoryStore::from_dataset(data).expect("the sample data is valid"));
+    /// A new database at `path` holding the sample world; stock checks read its stock table.
+    fn new(path: &Path) -> Result<Demo, String> {
+        let cannot = |e: cartflow::StoreError| format!("cannot write {}: {e}", path.display());
+        let store = Arc::new(SqliteStore::open(path, Durability::Normal).map_err(cannot)?);
+        store.import(&sample::dataset()).map_err(cannot)?;
+        let integrations = Integrations::with_stock_tables(&store.stock().map_err(cannot)?);
         let engine = Engine::new(Arc::clone(&store) as Arc<dyn Store>)
             .with_ids(Arc::new(SequentialIds::default()))
             .with_integrations(integrations);
-        Demo {
+        Ok(Demo {
             engine,
             store,
             buyer: sample::buyer_id().to_string(),
-        }
+        })
+    }
+
+    fn export(&self) -> Result<cartflow::store::DataSet, String> {
+        self.store.export().map_err(|e| e.to_string())
     }
 
     fn session(&self, id: &str) -> Result<CartCheckoutSession, String> {
@@ -168,7 +212,7 @@ impl Demo {
         cart_id: &str,
         expected: (&str, u16),
     ) -> Result<ActionResult, String> {
-        let before = self.store.to_dataset();
+        let before = self.export()?;
         let result = self.invoke("checkCartInventoryAction", &json!({"cartId": cart_id}), who);
         let error = result
             .errors
@@ -183,7 +227,7 @@ impl Demo {
                 element_json(&result)
             ));
         }
-        if self.store.to_dataset() != before {
+        if self.export()? != before {
             return Err(format!("{row}: a refused call changed the store"));
         }
         say!(
@@ -197,8 +241,7 @@ impl Demo {
     }
 }
 
-fn story(out: &mut String) -> Result<(), String> {
-    let demo = Demo::new();
+fn story(demo: &Demo, out: &mut String) -> Result<(), String> {
     let data = sample::dataset();
     let store = &data.stores[0];
     let stock: Vec<String> = data
@@ -217,7 +260,7 @@ fn story(out: &mut String) -> Result<(), String> {
 
     say!(
         out,
-        "cartflow demo: the Check Cart Inventory step, in memory"
+        "cartflow demo: the Check Cart Inventory step, on SQLite ({DEMO_DATABASE})"
     );
     say!(
         out,
@@ -431,7 +474,7 @@ fn story(out: &mut String) -> Result<(), String> {
     say!(out);
     say!(
         out,
-        "Next: `cartflow invoke --help` drives the same actions on a data directory (examples/data);"
+        "Next: `cartflow invoke --help` drives the same actions on a data directory (a copy of examples/data);"
     );
     say!(
         out,

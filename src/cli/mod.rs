@@ -3,6 +3,7 @@
 pub mod datadir;
 pub mod demo;
 pub mod invoke;
+pub mod worker;
 
 use std::io::Write as _;
 use std::process::ExitCode;

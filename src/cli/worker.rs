@@ -5,7 +5,6 @@
 
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -97,26 +96,25 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
             "stop with SIGTERM or Ctrl-C"
         }
     );
-    let failed = Arc::new(AtomicBool::new(false));
-    let handles: Vec<_> = (0..request.threads)
+    let settings = (request.lease_ms, request.exit_when_idle);
+    let handles = (0..request.threads)
         .map(|n| {
             let engine = engine.clone();
             let stop = Arc::clone(&stop);
-            let failed = Arc::clone(&failed);
-            let settings = (request.lease_ms, request.exit_when_idle);
             thread::Builder::new()
                 .name(format!("cartflow-worker-{n}"))
                 .spawn(move || work(&engine, &stop, settings))
-                .map(|handle| (handle, failed))
         })
-        .collect::<Result<_, _>>()
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot start a worker thread: {e}"))?;
-    for (handle, failed) in handles {
-        if handle.join().is_err() {
-            failed.store(true, Ordering::Relaxed);
-        }
-    }
-    if failed.load(Ordering::Relaxed) {
+    // Join every thread (no short cut): each finishes the operation in hand.
+    let panicked = handles
+        .into_iter()
+        .map(|handle| handle.join().is_err())
+        .filter(|&panicked| panicked)
+        .count()
+        > 0;
+    if panicked {
         eprintln!("cartflow worker: a worker thread panicked");
         return Ok(ExitCode::FAILURE);
     }

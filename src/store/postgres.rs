@@ -485,6 +485,23 @@ fn insert_history<C: GenericClient>(
     Ok(())
 }
 
+/// Whether `table` holds a record with this ID.
+fn exists<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    table: &'static str,
+    id: &SfId,
+) -> Result<bool, StoreError> {
+    let sql = match table {
+        "sessions" => "SELECT 1 FROM sessions WHERE id = $1",
+        "operations" => "SELECT 1 FROM operations WHERE id = $1",
+        _ => "SELECT 1 FROM orders WHERE id = $1",
+    };
+    Ok(db
+        .query_opt(sql, &[&id.as_str()])
+        .map_err(pg_error)?
+        .is_some())
+}
+
 /// One record by ID; `sql` selects `body` by `id = $1`.
 fn body<C: GenericClient, T: DeserializeOwned>(
     db: &mut Db<'_, C>,
@@ -626,10 +643,6 @@ fn apply<C: GenericClient>(db: &mut Db<'_, C>, commit: &Commit) -> Result<(), St
     let (archiving, others): (Vec<_>, Vec<_>) =
         changes.sessions.iter().partition(|s| s.is_archived);
     for s in archiving.into_iter().chain(others) {
-        if s.version == 1 {
-            insert_session(db, s)?;
-            continue;
-        }
         let updated = db
             .execute(
                 "UPDATE sessions SET version = $1, is_archived = $2, body = $3 WHERE id = $4 AND version = $5",
@@ -643,6 +656,11 @@ fn apply<C: GenericClient>(db: &mut Db<'_, C>, commit: &Commit) -> Result<(), St
             )
             .map_err(pg_error)?;
         if updated != 1 {
+            // Version 1 is a new record (or one imported at version 0, updated above).
+            if s.version == 1 && !exists(db, "sessions", &s.id)? {
+                insert_session(db, s)?;
+                continue;
+            }
             return Err(conflict("session", &s.id, s.version.saturating_sub(1)));
         }
     }
@@ -651,10 +669,6 @@ fn apply<C: GenericClient>(db: &mut Db<'_, C>, commit: &Commit) -> Result<(), St
         .iter()
         .partition(|o| !o.status.is_active());
     for op in ending.into_iter().chain(others) {
-        if op.version == 1 {
-            insert_operation(db, op)?;
-            continue;
-        }
         let updated = db
             .execute(
                 "UPDATE operations SET version = $1, status = $2, expires_at = $3, body = $4
@@ -670,6 +684,11 @@ fn apply<C: GenericClient>(db: &mut Db<'_, C>, commit: &Commit) -> Result<(), St
             )
             .map_err(pg_error)?;
         if updated != 1 {
+            // Version 1 is a new record (or one imported at version 0, updated above).
+            if op.version == 1 && !exists(db, "operations", &op.id)? {
+                insert_operation(db, op)?;
+                continue;
+            }
             return Err(conflict("operation", &op.id, op.version.saturating_sub(1)));
         }
     }
@@ -693,10 +712,6 @@ fn apply<C: GenericClient>(db: &mut Db<'_, C>, commit: &Commit) -> Result<(), St
         .map_err(pg_error)?;
     }
     for order in &changes.orders {
-        if order.version == 1 {
-            insert_order(db, order)?;
-            continue;
-        }
         let updated = db
             .execute(
                 "UPDATE orders SET version = $1, status = $2, body = $3 WHERE id = $4 AND version = $5",
@@ -710,6 +725,11 @@ fn apply<C: GenericClient>(db: &mut Db<'_, C>, commit: &Commit) -> Result<(), St
             )
             .map_err(pg_error)?;
         if updated != 1 {
+            // Version 1 is a new record (or one imported at version 0, updated above).
+            if order.version == 1 && !exists(db, "orders", &order.id)? {
+                insert_order(db, order)?;
+                continue;
+            }
             return Err(conflict(
                 "order",
                 &order.id,

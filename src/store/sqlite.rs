@@ -406,6 +406,16 @@ fn insert_history(tx: &Transaction<'_>, h: &HistoryEntry) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Whether `table` holds a record with this ID.
+fn exists(tx: &Transaction<'_>, table: &str, id: &SfId) -> Result<bool, StoreError> {
+    tx.query_row(
+        &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ?1)"),
+        [id.as_str()],
+        |r| r.get(0),
+    )
+    .map_err(io)
+}
+
 /// One record's body by ID.
 fn body<T: DeserializeOwned>(
     tx: &Transaction<'_>,
@@ -567,10 +577,7 @@ impl Store for SqliteStore {
             let (archiving, others): (Vec<_>, Vec<_>) =
                 changes.sessions.iter().partition(|s| s.is_archived);
             for s in archiving.into_iter().chain(others) {
-                if s.version == 1 {
-                    insert_session(tx, s)?;
-                    continue;
-                }
+
                 let updated = tx
                     .execute(
                         "UPDATE sessions SET version = ?1, is_archived = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
@@ -578,16 +585,18 @@ impl Store for SqliteStore {
                     )
                     .map_err(write_error)?;
                 if updated != 1 {
-                    return Err(conflict("session", &s.id, s.version - 1));
+                    // Version 1 is a new record (or one imported at version 0, updated above).
+                    if s.version == 1 && !exists(tx, "sessions", &s.id)? {
+                        insert_session(tx, s)?;
+                        continue;
+                    }
+                    return Err(conflict("session", &s.id, s.version.saturating_sub(1)));
                 }
             }
             let (ending, others): (Vec<_>, Vec<_>) =
                 changes.operations.iter().partition(|o| !o.status.is_active());
             for op in ending.into_iter().chain(others) {
-                if op.version == 1 {
-                    insert_operation(tx, op)?;
-                    continue;
-                }
+
                 let updated = tx
                     .execute(
                         "UPDATE operations SET version = ?1, status = ?2, expires_at = ?3, body = ?4
@@ -603,14 +612,16 @@ impl Store for SqliteStore {
                     )
                     .map_err(write_error)?;
                 if updated != 1 {
-                    return Err(conflict("operation", &op.id, op.version - 1));
+                    // Version 1 is a new record (or one imported at version 0, updated above).
+                    if op.version == 1 && !exists(tx, "operations", &op.id)? {
+                        insert_operation(tx, op)?;
+                        continue;
+                    }
+                    return Err(conflict("operation", &op.id, op.version.saturating_sub(1)));
                 }
             }
             for order in &changes.orders {
-                if order.version == 1 {
-                    insert_order(tx, order)?;
-                    continue;
-                }
+
                 let updated = tx
                     .execute(
                         "UPDATE orders SET version = ?1, status = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
@@ -624,7 +635,12 @@ impl Store for SqliteStore {
                     )
                     .map_err(write_error)?;
                 if updated != 1 {
-                    return Err(conflict("order", &order.id, order.version - 1));
+                    // Version 1 is a new record (or one imported at version 0, updated above).
+                    if order.version == 1 && !exists(tx, "orders", &order.id)? {
+                        insert_order(tx, order)?;
+                        continue;
+                    }
+                    return Err(conflict("order", &order.id, order.version.saturating_sub(1)));
                 }
             }
             if let Some(cart) = changes.clear_outputs_of {
