@@ -1,14 +1,24 @@
 //! Integrations: the providers that perform each kind of check, and each store's mapping
 //! of kind to provider (StoreIntegratedService).
 
+mod payment;
+mod price_book;
+mod promotions;
+mod shipping;
 mod stock;
+mod tax;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use payment::TokenGateway;
+pub use price_book::{NegotiatedPrice, PriceBook, round_money};
+pub use promotions::{PromotionRule, Promotions};
+pub use shipping::{DeliveryMethod, RateBand, RateBasis, ShippingRates};
 pub use stock::StockTable;
+pub use tax::{TaxRate, TaxTable};
 
 use rust_decimal::Decimal;
 
@@ -112,24 +122,25 @@ pub fn apply_patch(
         set(&mut line.tax_amount, amounts.tax_amount);
         changed.insert(line.id);
     }
+    let overflow = || ProviderError("the cart's amounts exceed what cartflow can total".into());
     let sum = |field: fn(&CartItem) -> Option<Decimal>, products_only: bool| {
         lines
             .iter()
             .filter(|l| !products_only || l.item_type == CartItemType::Product)
             .filter_map(field)
-            .fold(None, |acc: Option<Decimal>, v| {
-                Some(acc.unwrap_or_default() + v)
+            .try_fold(None, |acc: Option<Decimal>, v| {
+                acc.unwrap_or_default().checked_add(v).map(Some)
             })
+            .ok_or_else(overflow)
     };
-    let products = sum(|l| l.total_price, true);
-    let adjustments = sum(|l| l.adjustment_amount, false);
-    let taxes = sum(|l| l.tax_amount, false);
+    let products = sum(|l| l.total_price, true)?;
+    let adjustments = sum(|l| l.adjustment_amount, false)?;
+    let taxes = sum(|l| l.tax_amount, false)?;
     let charges = patch.total_charge_amount.or(cart.total_charge_amount);
-    let grand = products.map(|p| {
-        p + adjustments.unwrap_or_default()
-            + charges.unwrap_or_default()
-            + taxes.unwrap_or_default()
-    });
+    let grand = match products {
+        None => None,
+        Some(p) => Some(grand_total(p, adjustments, charges, taxes).ok_or_else(overflow)?),
+    };
     Ok(CartUpdate {
         items: lines
             .into_iter()
@@ -137,13 +148,26 @@ pub fn apply_patch(
             .collect(),
         delivery_options: patch.delivery_options.clone(),
         payment_authorization_id: patch.payment_authorization_id.clone(),
-        order: None,
         total_product_amount: products,
         total_adjustment_amount: adjustments,
         total_charge_amount: charges,
         total_tax_amount: taxes,
         grand_total_amount: grand,
     })
+}
+
+/// Products + adjustments + charges + taxes, or `None` when the sum overflows.
+pub fn grand_total(
+    products: Decimal,
+    adjustments: Option<Decimal>,
+    charges: Option<Decimal>,
+    taxes: Option<Decimal>,
+) -> Option<Decimal> {
+    [adjustments, charges, taxes]
+        .into_iter()
+        .try_fold(products, |total, part| {
+            total.checked_add(part.unwrap_or_default())
+        })
 }
 
 /// A provider could not do its job (the platform's "exception thrown by a provider"):
@@ -308,5 +332,81 @@ impl Integrations {
             integrations.set_inventory(store, Arc::new(table));
         }
         integrations
+    }
+}
+
+#[cfg(test)]
+mod patch_tests {
+    use super::*;
+    use crate::model::{CartStatus, KeyPrefix};
+
+    fn cart_and_lines() -> (WebCart, Vec<CartItem>) {
+        let id = |kind, n| SfId::from_number(kind, n);
+        let cart = WebCart::new(
+            id(KeyPrefix::WebCart, 1),
+            id(KeyPrefix::WebStore, 1),
+            id(KeyPrefix::Account, 1),
+            id(KeyPrefix::User, 1),
+            CartStatus::Checkout,
+        );
+        let lines = (0..2)
+            .map(|n| {
+                CartItem::product(
+                    id(KeyPrefix::CartItem, n),
+                    cart.id,
+                    Some("A".into()),
+                    Decimal::ONE,
+                )
+            })
+            .collect();
+        (cart, lines)
+    }
+
+    #[test]
+    fn totals_add_up_from_every_line() {
+        let (cart, lines) = cart_and_lines();
+        let patch = CartPatch {
+            items: lines
+                .iter()
+                .map(|l| ItemAmounts {
+                    total_price: Some(Decimal::new(1050, 2)),
+                    adjustment_amount: Some(Decimal::new(-50, 2)),
+                    ..ItemAmounts::of(l.id)
+                })
+                .collect(),
+            total_charge_amount: Some(Decimal::new(500, 2)),
+            ..CartPatch::default()
+        };
+        let update = apply_patch(&cart, &lines, &patch).unwrap();
+        assert_eq!(update.total_product_amount, Some(Decimal::new(2100, 2)));
+        assert_eq!(update.total_adjustment_amount, Some(Decimal::new(-100, 2)));
+        assert_eq!(update.grand_total_amount, Some(Decimal::new(2500, 2)));
+        assert_eq!(update.items.len(), 2);
+    }
+
+    #[test]
+    fn overflowing_amounts_are_a_provider_error_not_a_panic() {
+        let (cart, lines) = cart_and_lines();
+        let patch = CartPatch {
+            items: lines
+                .iter()
+                .map(|l| ItemAmounts {
+                    total_price: Some(Decimal::MAX),
+                    ..ItemAmounts::of(l.id)
+                })
+                .collect(),
+            ..CartPatch::default()
+        };
+        assert!(apply_patch(&cart, &lines, &patch).is_err());
+    }
+
+    #[test]
+    fn a_patch_naming_a_foreign_line_is_refused() {
+        let (cart, lines) = cart_and_lines();
+        let patch = CartPatch {
+            items: vec![ItemAmounts::of(SfId::from_number(KeyPrefix::CartItem, 99))],
+            ..CartPatch::default()
+        };
+        assert!(apply_patch(&cart, &lines, &patch).is_err());
     }
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::error::CheckoutError;
-use crate::machine::requirement::{guards, unmet};
+use crate::machine::requirement::{Requirement, guards, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
     Action, Command, Event, Machine, Node, Snapshot, StepOutcome, TransitionTable,
@@ -181,6 +181,14 @@ pub fn decide(
             command,
             ctx.now,
         ) {
+            if let Some(output) = replay(snapshot, command, g.requirement) {
+                return Ok(Decision {
+                    event,
+                    moves: Vec::new(),
+                    changes: Changes::default(),
+                    output,
+                });
+            }
             return Err(CheckoutError::Refused {
                 requirement: g.requirement,
                 code: g.code,
@@ -216,6 +224,43 @@ pub fn decide(
         } => plan.finish(*attempt, outcome, update.as_ref(), order.as_ref()),
     }?;
     plan.into_decision(output)
+}
+
+/// The original answer of an async action that already took effect, when it is repeated
+/// right after its operation completed: that operation, never a second one (so never a second
+/// order). Only requirements about the session's progress are waived so; every security
+/// requirement before them must still hold. A repeat while the operation runs still gets
+/// `ALREADY_IN_PROCESS`, and a repeated Update Checkout Session still loses the
+/// compare-and-set, as the documentation says a racing second tab does.
+fn replay(snapshot: &Snapshot, command: &Command, unmet: Requirement) -> Option<Output> {
+    let session = snapshot.session.as_ref().filter(|s| !s.is_archived)?;
+    match command {
+        Command::RunStep { .. }
+        | Command::CartToOrder { .. }
+        | Command::ActivateOrder { .. }
+        | Command::AuthorizePayment { .. }
+            if matches!(
+                unmet,
+                Requirement::SessionIsProcessing
+                    | Requirement::SessionAtStep
+                    | Requirement::NextStateSet
+            ) =>
+        {
+            let name = match command {
+                Command::RunStep { action, .. } => action.api_name(),
+                Command::CartToOrder { .. } => Action::CartToOrder.api_name(),
+                Command::ActivateOrder { .. } => Action::ActivateOrder.api_name(),
+                _ => PAYMENT_OPERATION,
+            };
+            let op = snapshot.operation.as_ref()?;
+            let done = op.name == name
+                && op.status == OperationStatus::Complete
+                && Some(op.id) == session.background_operation_id
+                && !session.is_processing;
+            done.then_some(Output::BackgroundOperationId(op.id))
+        }
+        _ => None,
+    }
 }
 
 /// Every unmet requirement of a command, in check order, without deciding it.
@@ -465,12 +510,22 @@ impl<'a> Plan<'a> {
                 .map(|o| o.amount);
             cart.delivery_method_id = Some(method.clone());
             cart.total_charge_amount = charge;
-            cart.grand_total_amount = cart.total_product_amount.map(|products| {
-                products
-                    + cart.total_adjustment_amount.unwrap_or_default()
-                    + charge.unwrap_or_default()
-                    + cart.total_tax_amount.unwrap_or_default()
-            });
+            cart.grand_total_amount = match cart.total_product_amount {
+                None => None,
+                Some(products) => Some(
+                    crate::integrations::grand_total(
+                        products,
+                        cart.total_adjustment_amount,
+                        charge,
+                        cart.total_tax_amount,
+                    )
+                    .ok_or_else(|| {
+                        CheckoutError::InvalidInput(
+                            "with this delivery charge the cart's total overflows".into(),
+                        )
+                    })?,
+                ),
+            };
         }
         let session = self.snapshot.session.as_ref().map(|s| s.id);
         if self.snapshot.cart.as_ref() != Some(&cart) {

@@ -1,0 +1,221 @@
+//! The built-in payment provider: a token gateway that authorises or declines.
+
+use std::collections::BTreeSet;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::integrations::price_book::{config_error, problem};
+use crate::integrations::{CartPatch, IntegrationRequest, PaymentProvider, ProviderError, Verdict};
+use crate::model::SfId;
+
+/// A payment gateway for tokenized payment methods. Authorises the cart's GrandTotalAmount
+/// against its PaymentToken and sets PaymentAuthorizationId to `AUTH-<operation id>` (a
+/// retried attempt of one operation reports the same reference).
+/// Fails, one message per problem, when the cart has no payment token, when the token is one
+/// the gateway declines, when the cart has no grand total yet or a negative one, and when
+/// the grand total is above the gateway's limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct TokenGateway {
+    /// Tokens the gateway declines (compared after trimming blanks).
+    #[serde(default)]
+    pub declined_tokens: BTreeSet<String>,
+    /// The largest grand total one authorisation may cover; no limit when absent.
+    #[serde(default)]
+    pub limit: Option<Decimal>,
+}
+
+impl TokenGateway {
+    /// A gateway that authorises every token, of any amount.
+    pub fn new() -> TokenGateway {
+        TokenGateway::default()
+    }
+
+    /// Declines `token`.
+    pub fn decline(mut self, token: &str) -> TokenGateway {
+        self.declined_tokens.insert(token.to_owned());
+        self
+    }
+
+    /// Refuses grand totals above `limit`.
+    pub fn limit(mut self, limit: Decimal) -> TokenGateway {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The authorisation reference of an operation.
+    pub fn authorization_id(operation_id: &SfId) -> String {
+        format!("AUTH-{operation_id}")
+    }
+
+    /// Checks the configuration: the limit is not negative.
+    pub fn validate(&self) -> Result<(), ProviderError> {
+        match self.limit {
+            Some(limit) if limit < Decimal::ZERO => Err(config_error(
+                "TokenGateway",
+                format!("the limit {limit} is negative"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl PaymentProvider for TokenGateway {
+    fn authorize_payment(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
+        self.validate()?;
+        let cart = &request.cart;
+        let mut problems = Vec::new();
+        let token = cart
+            .payment_token
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        match token {
+            None => problems.push(problem(
+                "No payment method was given: enter one before placing the order.".into(),
+                cart.id,
+            )),
+            Some(token) if self.declined_tokens.iter().any(|d| d.trim() == token) => {
+                problems.push(problem(
+                    "The payment method was declined: use another one.".into(),
+                    cart.id,
+                ));
+            }
+            Some(_) => {}
+        }
+        match cart.grand_total_amount {
+            None => problems.push(problem(
+                "The cart has no total yet, so the payment cannot be authorised.".into(),
+                cart.id,
+            )),
+            Some(total) if total < Decimal::ZERO => problems.push(problem(
+                format!("The cart's total {total} is negative, so it cannot be charged."),
+                cart.id,
+            )),
+            Some(total) => {
+                if let Some(limit) = self.limit.filter(|limit| total > *limit) {
+                    problems.push(problem(
+                        format!(
+                            "The order total {total} is above the payment limit of {limit}: the payment was declined."
+                        ),
+                        cart.id,
+                    ));
+                }
+            }
+        }
+        Ok(if problems.is_empty() {
+            Verdict::Updated(CartPatch {
+                payment_authorization_id: Some(TokenGateway::authorization_id(
+                    &request.operation_id,
+                )),
+                ..CartPatch::default()
+            })
+        } else {
+            Verdict::Failed(problems)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::integrations::price_book::testing::*;
+    use crate::model::{Level, WebCart};
+
+    fn paying(token: Option<&str>, total: Option<&str>) -> WebCart {
+        WebCart {
+            payment_token: token.map(str::to_owned),
+            grand_total_amount: total.map(d),
+            ..cart()
+        }
+    }
+
+    fn gateway() -> TokenGateway {
+        TokenGateway::new()
+            .decline("tok_declined")
+            .limit(d("1000.00"))
+    }
+
+    fn messages(cart: WebCart) -> Vec<String> {
+        let found = failures(gateway().authorize_payment(&request(cart, vec![])).unwrap());
+        assert!(found.iter().all(|m| m.level == Level::Error));
+        assert!(found.iter().all(|m| m.related_entity_id == Some(cart_id())));
+        found.into_iter().map(|m| m.message).collect()
+    }
+
+    fn cart_id() -> SfId {
+        cart().id
+    }
+
+    #[test]
+    fn a_good_token_within_the_limit_is_authorised_deterministically() {
+        let req = request(paying(Some("tok_visa"), Some("1000.00")), vec![]);
+        let first = patch(gateway().authorize_payment(&req).unwrap());
+        let expected = format!("AUTH-{}", req.operation_id);
+        assert_eq!(
+            first.payment_authorization_id.as_deref(),
+            Some(expected.as_str())
+        );
+        assert!(first.items.is_empty() && first.total_charge_amount.is_none());
+        let again = patch(gateway().authorize_payment(&req).unwrap());
+        assert_eq!(again, first);
+        // No limit: any amount goes.
+        let big = request(paying(Some("tok_visa"), Some("99999999.99")), vec![]);
+        assert!(matches!(
+            TokenGateway::new().authorize_payment(&big).unwrap(),
+            Verdict::Updated(_)
+        ));
+    }
+
+    #[test]
+    fn a_missing_or_blank_token_fails() {
+        for token in [None, Some(""), Some("   ")] {
+            let found = messages(paying(token, Some("10.00")));
+            assert_eq!(found.len(), 1);
+            assert!(found[0].contains("No payment method"));
+        }
+    }
+
+    #[test]
+    fn a_declined_token_fails() {
+        let found = messages(paying(Some(" tok_declined "), Some("10.00")));
+        assert_eq!(found, ["The payment method was declined: use another one."]);
+    }
+
+    #[test]
+    fn an_amount_above_the_limit_is_declined() {
+        let found = messages(paying(Some("tok_visa"), Some("1000.01")));
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("1000.01 is above the payment limit of 1000.00"));
+    }
+
+    #[test]
+    fn every_problem_gets_its_own_message() {
+        assert_eq!(
+            messages(paying(Some("tok_declined"), Some("5000"))).len(),
+            2
+        );
+        assert_eq!(messages(paying(None, None)).len(), 2);
+        let negative = messages(paying(Some("tok_visa"), Some("-1")));
+        assert!(negative[0].contains("negative"));
+    }
+
+    #[test]
+    fn a_negative_limit_is_a_provider_error() {
+        let err = TokenGateway::new()
+            .limit(d("-1"))
+            .authorize_payment(&request(paying(Some("t"), Some("1")), vec![]))
+            .unwrap_err();
+        assert!(err.0.starts_with("TokenGateway configuration"), "{err}");
+    }
+
+    #[test]
+    fn the_gateway_round_trips_through_json() {
+        let json = serde_json::json!({"DeclinedTokens": ["tok_declined"], "Limit": "1000.00"});
+        let parsed: TokenGateway = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(parsed, gateway());
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), json);
+        assert!(serde_json::from_value::<TokenGateway>(serde_json::json!({"Limt": "1"})).is_err());
+    }
+}
