@@ -2,10 +2,17 @@
 //! its buyer accounts and users with every combination of permission and access that the
 //! requirements distinguish, and carts ready to check out.
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 
+use crate::integrations::{
+    DeliveryMethod, Integrations, PriceBook, PromotionRule, Promotions, Provider, RateBand,
+    RateBasis, ShippingRates, TaxTable, TokenGateway,
+};
+
 use crate::model::{
-    Access, Account, CartItem, CartShare, CartStatus, KeyPrefix, Permission, SfId, User, WebCart,
+    Access, Account, Address, CartItem, CartShare, CartStatus, KeyPrefix, Permission, SfId, User, WebCart,
     WebStore,
 };
 use crate::store::{DataSet, StockLevel};
@@ -271,4 +278,81 @@ pub fn dataset() -> DataSet {
         stock,
         ..DataSet::default()
     }
+}
+
+/// A payment token the sample gateway declines.
+pub const DECLINED_TOKEN: &str = "tok_declined";
+
+/// A payment token the sample gateway authorises.
+pub const GOOD_TOKEN: &str = "tok_visa_4242";
+
+/// A shipping address the sample tax table has a rate for (Colorado, 2.9 %).
+pub fn denver() -> Address {
+    Address {
+        street: "1701 Wynkoop St".into(),
+        city: "Denver".into(),
+        state_code: Some("CO".into()),
+        postal_code: "80202".into(),
+        country_code: "US".into(),
+    }
+}
+
+fn money(units: i64, cents: u32) -> Decimal {
+    Decimal::new(units * 100 + i64::from(cents), 2)
+}
+
+/// The sample store's integrations: the stock table of `data`, and a price book (with a
+/// negotiated price for the buyers' account), promotions (10 % off rope, 25 off orders of
+/// 1,000 or more), weight- and amount-based shipping rates, a tax table and a token gateway
+/// that declines [`DECLINED_TOKEN`] and amounts over 5,000.
+pub fn integrations(data: &DataSet) -> Integrations {
+    let band = |from: i64, below: Option<i64>, price: Decimal| {
+        RateBand::new(Decimal::from(from), below.map(Decimal::from), price)
+    };
+    let price = PriceBook::new()
+        .list("TENT-4P", money(249, 99))
+        .list("ROPE-60M", money(89, 90))
+        .list("STOVE-X", money(129, 0))
+        .negotiated(account_id(), "TENT-4P", money(229, 50));
+    let promotions = Promotions::new()
+        .rule(PromotionRule::Percentage {
+            sku: Some("ROPE-60M".into()),
+            percent: Decimal::from(10),
+        })
+        .rule(PromotionRule::Threshold {
+            min_subtotal: Decimal::from(1000),
+            amount_off: Decimal::from(25),
+        });
+    let shipping = ShippingRates::new(vec![
+        DeliveryMethod::new(
+            "GROUND",
+            "Ground",
+            RateBasis::Weight,
+            vec![band(0, Some(10), money(9, 90)), band(10, Some(50), money(19, 90))],
+        ),
+        DeliveryMethod::new(
+            "FREIGHT",
+            "Freight",
+            RateBasis::Amount,
+            vec![band(0, Some(2000), money(60, 0)), band(2000, None, Decimal::ZERO)],
+        ),
+    ])
+    .weight("TENT-4P", Decimal::new(42, 1))
+    .weight("ROPE-60M", Decimal::new(38, 1))
+    .weight("STOVE-X", Decimal::new(12, 1));
+    let tax = TaxTable::new()
+        .rate("US", None, Decimal::new(5, 2))
+        .rate("US", Some("CO"), Decimal::new(29, 3));
+    let payment = TokenGateway::new()
+        .decline(DECLINED_TOKEN)
+        .limit(Decimal::from(5000));
+    let mut integrations = Integrations::with_stock_tables(&data.stock);
+    let store = store_id();
+    integrations
+        .set(store, Provider::Price(Arc::new(price)))
+        .set(store, Provider::Promotions(Arc::new(promotions)))
+        .set(store, Provider::Shipment(Arc::new(shipping)))
+        .set(store, Provider::Tax(Arc::new(tax)))
+        .set(store, Provider::Payment(Arc::new(payment)));
+    integrations
 }

@@ -272,6 +272,10 @@ impl Engine {
             let reason = "the session has no Draft order to activate".to_owned();
             return Ok((StepOutcome::SystemFailure(reason), None, None));
         };
+        // The payment was authorised after the order was drafted: record it now.
+        if let Some(cart) = self.store.cart(&op.cart_id)? {
+            order.payment_authorization_id = cart.payment_authorization_id;
+        }
         order.status = OrderStatus::Activated;
         order.activated_date = Some(self.clock.now());
         order.order_summary_id = Some(self.ids.next_id(KeyPrefix::OrderSummary));
