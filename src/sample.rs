@@ -12,8 +12,8 @@ use crate::integrations::{
 };
 
 use crate::model::{
-    Access, Account, Address, CartItem, CartShare, CartStatus, KeyPrefix, Permission, SfId, User, WebCart,
-    WebStore,
+    Access, Account, Address, CartItem, CartShare, CartStatus, KeyPrefix, Permission, SfId, User,
+    WebCart, WebStore,
 };
 use crate::store::{DataSet, StockLevel};
 
@@ -80,16 +80,19 @@ pub enum SampleCart {
     InactiveAccount,
     /// Its store does not list the buyers' account.
     ForeignStore,
+    /// A second in-stock cart of the buyer's, like `InStock`.
+    Reorder,
 }
 
 impl SampleCart {
     /// Every sample cart.
-    pub const ALL: [SampleCart; 5] = [
+    pub const ALL: [SampleCart; 6] = [
         SampleCart::InStock,
         SampleCart::ShortStock,
         SampleCart::Closed,
         SampleCart::InactiveAccount,
         SampleCart::ForeignStore,
+        SampleCart::Reorder,
     ];
 
     /// The cart's ID.
@@ -248,6 +251,12 @@ pub fn dataset() -> DataSet {
             account_id(),
             CartStatus::Active,
         ),
+        cart(
+            SampleCart::Reorder,
+            store_id(),
+            account_id(),
+            CartStatus::Active,
+        ),
     ];
     let mut items = Vec::new();
     let mut n = 0;
@@ -328,21 +337,29 @@ pub fn integrations(data: &DataSet) -> Integrations {
             "GROUND",
             "Ground",
             RateBasis::Weight,
-            vec![band(0, Some(10), money(9, 90)), band(10, Some(50), money(19, 90))],
+            vec![
+                band(0, Some(10), money(9, 90)),
+                band(10, Some(50), money(19, 90)),
+            ],
         ),
         DeliveryMethod::new(
             "FREIGHT",
             "Freight",
             RateBasis::Amount,
-            vec![band(0, Some(2000), money(60, 0)), band(2000, None, Decimal::ZERO)],
+            vec![
+                band(0, Some(2000), money(60, 0)),
+                band(2000, None, Decimal::ZERO),
+            ],
         ),
     ])
     .weight("TENT-4P", Decimal::new(42, 1))
     .weight("ROPE-60M", Decimal::new(38, 1))
     .weight("STOVE-X", Decimal::new(12, 1));
-    let tax = TaxTable::new()
-        .rate("US", None, Decimal::new(5, 2))
-        .rate("US", Some("CO"), Decimal::new(29, 3));
+    let tax = TaxTable::new().rate("US", None, Decimal::new(5, 2)).rate(
+        "US",
+        Some("CO"),
+        Decimal::new(29, 3),
+    );
     let payment = TokenGateway::new()
         .decline(DECLINED_TOKEN)
         .limit(Decimal::from(5000));

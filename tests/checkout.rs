@@ -39,7 +39,11 @@ fn a_checkout_runs_from_start_to_an_activated_order_and_a_closed_cart() {
     let engine = engine_over(store.clone(), 1);
     let cart = SampleCart::InStock.id();
     let outcome = drive(&engine, &buyer(), &cart, &full_input(), Waiting::RunInline).unwrap();
-    let Drive::Complete { session_id, order_id } = outcome else {
+    let Drive::Complete {
+        session_id,
+        order_id,
+    } = outcome
+    else {
         panic!("not complete: {outcome:?}");
     };
     let order = store.order(&order_id).unwrap().unwrap();
@@ -62,8 +66,14 @@ fn a_checkout_runs_from_start_to_an_activated_order_and_a_closed_cart() {
         .filter(|h| h.record == session_id)
         .map(|h| h.to)
         .collect();
-    for state in SessionState::ALL.iter().filter(|s| **s != SessionState::Error) {
-        assert!(reached.iter().any(|to| to == state.as_str()), "{state} not reached: {reached:?}");
+    for state in SessionState::ALL
+        .iter()
+        .filter(|s| **s != SessionState::Error)
+    {
+        assert!(
+            reached.iter().any(|to| to == state.as_str()),
+            "{state} not reached: {reached:?}"
+        );
     }
     // Driving a complete checkout again is a no-op answer.
     let again = drive(&engine, &buyer(), &cart, &full_input(), Waiting::RunInline).unwrap();
@@ -82,7 +92,13 @@ fn a_checkout_stopped_anywhere_is_continued_by_another_engine() {
     };
     let stopped = drive(&first, &buyer(), &cart, &partial, Waiting::RunInline).unwrap();
     assert!(
-        matches!(stopped, Drive::NeedsInput { state: SessionState::PaymentAndBillingAddress, .. }),
+        matches!(
+            stopped,
+            Drive::NeedsInput {
+                state: SessionState::PaymentAndBillingAddress,
+                ..
+            }
+        ),
         "{stopped:?}"
     );
     drop(first);
@@ -102,7 +118,11 @@ fn a_declined_payment_ends_in_error_without_an_activated_order() {
         ..full_input()
     };
     let outcome = drive(&engine, &buyer(), &cart, &input, Waiting::RunInline).unwrap();
-    let Drive::Failed { session_id, outputs } = outcome else {
+    let Drive::Failed {
+        session_id,
+        outputs,
+    } = outcome
+    else {
         panic!("not failed: {outcome:?}");
     };
     assert_eq!(outputs.len(), 1);
@@ -111,7 +131,10 @@ fn a_declined_payment_ends_in_error_without_an_activated_order() {
     // The Draft order exists but was never activated, and the cart stays in checkout.
     let order = store.order(&session.order_id.unwrap()).unwrap().unwrap();
     assert_eq!(order.status, OrderStatus::Draft);
-    assert_eq!(store.cart(&cart).unwrap().unwrap().status, CartStatus::Checkout);
+    assert_eq!(
+        store.cart(&cart).unwrap().unwrap().status,
+        CartStatus::Checkout
+    );
 }
 
 #[test]
@@ -120,12 +143,27 @@ fn short_stock_fails_before_any_order_is_made() {
     let engine = engine_over(store.clone(), 1);
     let cart = SampleCart::ShortStock.id();
     let outcome = drive(&engine, &buyer(), &cart, &full_input(), Waiting::RunInline).unwrap();
-    let Drive::Failed { outputs, session_id } = outcome else {
+    let Drive::Failed {
+        outputs,
+        session_id,
+    } = outcome
+    else {
         panic!("not failed: {outcome:?}");
     };
     assert_eq!(outputs.len(), 2);
-    assert!(outputs.iter().all(|o| o.output_type == OutputType::Inventory));
-    assert!(store.session(&session_id).unwrap().unwrap().order_id.is_none());
+    assert!(
+        outputs
+            .iter()
+            .all(|o| o.output_type == OutputType::Inventory)
+    );
+    assert!(
+        store
+            .session(&session_id)
+            .unwrap()
+            .unwrap()
+            .order_id
+            .is_none()
+    );
 }
 
 #[test]

@@ -255,19 +255,28 @@ fn the_demo_leaves_a_sqlite_database_and_tells_the_same_story_on_rerun() {
             .filter(|op| op.status == status)
             .count()
     };
-    assert_eq!(status_of(&data, OperationStatus::Complete), 1);
-    assert_eq!(status_of(&data, OperationStatus::Error), 1);
     assert_eq!(
         status_of(&data, OperationStatus::New),
         1,
         "the double click"
     );
+    // Short stock and the declined payment.
+    assert_eq!(status_of(&data, OperationStatus::Error), 2);
     let in_stock = data
         .sessions
         .iter()
         .find(|s| s.web_cart_id == SampleCart::InStock.id())
         .unwrap();
-    assert_eq!(in_stock.state, Some(SessionState::ConfirmPrice));
+    assert_eq!(in_stock.state, Some(SessionState::Complete));
+    let orders = |status: cartflow::model::OrderStatus| {
+        data.orders.iter().filter(|o| o.status == status).count()
+    };
+    assert_eq!(orders(cartflow::model::OrderStatus::Activated), 1);
+    assert_eq!(
+        orders(cartflow::model::OrderStatus::Draft),
+        1,
+        "the declined one"
+    );
 
     // Other files in the directory, and a stale -wal of the demo's, before the rerun.
     let others = [

@@ -1,4 +1,4 @@
-//! `cartflow demo`: the Check Cart Inventory step told as a story, on the sample data in a
+//! `cartflow demo`: a checkout told as a story, on the sample data in a
 //! SQLite database, `<dir>/cartflow-demo.db`. Every claim it prints is checked as it goes: a
 //! step that does not behave as the story says stops the demo with exit status 1.
 
@@ -6,10 +6,11 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use cartflow::clock::ManualClock;
+use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
 use cartflow::ids::SequentialIds;
-use cartflow::integrations::Integrations;
 use cartflow::machine::Command;
-use cartflow::model::{CartCheckoutSession, SfId};
+use cartflow::model::{CartCheckoutSession, CartStatus, OrderStatus, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::{Durability, SqliteStore};
 use cartflow::{ActionResult, Engine, Store};
@@ -78,6 +79,7 @@ const STEP: usize = 34;
 struct Demo {
     engine: Engine,
     store: Arc<SqliteStore>,
+    clock: Arc<ManualClock>,
     buyer: String,
 }
 
@@ -87,13 +89,22 @@ impl Demo {
         let cannot = |e: cartflow::StoreError| format!("cannot write {}: {e}", path.display());
         let store = Arc::new(SqliteStore::open(path, Durability::Normal).map_err(cannot)?);
         store.import(&sample::dataset()).map_err(cannot)?;
-        let integrations = Integrations::with_stock_tables(&store.stock().map_err(cannot)?);
+        let integrations = sample::integrations(&sample::dataset());
+        // A clock of the demo's own, so every run prints the same story and the expiry
+        // chapter can let two days pass in an instant.
+        let clock = Arc::new(ManualClock::new(
+            chrono::DateTime::parse_from_rfc3339("2026-11-02T09:00:00Z")
+                .map_err(|e| e.to_string())?
+                .to_utc(),
+        ));
         let engine = Engine::new(Arc::clone(&store) as Arc<dyn Store>)
             .with_ids(Arc::new(SequentialIds::default()))
+            .with_clock(clock.clone())
             .with_integrations(integrations);
         Ok(Demo {
             engine,
             store,
+            clock,
             buyer: sample::buyer_id().to_string(),
         })
     }
@@ -260,7 +271,7 @@ fn story(demo: &Demo, out: &mut String) -> Result<(), String> {
 
     say!(
         out,
-        "cartflow demo: the Check Cart Inventory step, on SQLite ({DEMO_DATABASE})"
+        "cartflow demo: a B2B checkout, step by step, on SQLite ({DEMO_DATABASE})"
     );
     say!(
         out,
@@ -471,6 +482,9 @@ fn story(demo: &Demo, out: &mut String) -> Result<(), String> {
         say!(out, "     {line}");
     }
 
+    whole_checkout(demo, out)?;
+    failure_paths(demo, out)?;
+
     say!(out);
     say!(
         out,
@@ -479,6 +493,207 @@ fn story(demo: &Demo, out: &mut String) -> Result<(), String> {
     say!(
         out,
         "`cartflow diagram --format dot` draws every move the engine allows."
+    );
+    Ok(())
+}
+
+/// Prints the State moves of a session, from its history.
+fn print_moves(demo: &Demo, out: &mut String, cart: SfId, session: SfId) -> Result<(), String> {
+    let history = demo.store.history(&cart).map_err(|e| e.to_string())?;
+    for entry in history.iter().filter(|h| h.record == session) {
+        say!(
+            out,
+            "   {:STEP$} {} -> {}",
+            entry.event.label(),
+            entry.from,
+            entry.to
+        );
+    }
+    Ok(())
+}
+
+fn amount(value: Option<rust_decimal::Decimal>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// 4. The in-stock cart of chapter 1 goes on from Confirm Price to an activated order.
+fn whole_checkout(demo: &Demo, out: &mut String) -> Result<(), String> {
+    say!(out);
+    say!(
+        out,
+        "4. The whole checkout: the first cart goes on to an activated order"
+    );
+    say!(
+        out,
+        "   The flow driver runs the template's hub loop with the buyer's input: ship to Denver,"
+    );
+    say!(
+        out,
+        "   the cheapest delivery method, payment token {}, place the order.",
+        sample::GOOD_TOKEN
+    );
+    let cart = SampleCart::InStock.id();
+    let input = BuyerInput {
+        deliver_to: Some(sample::denver()),
+        delivery_method_id: None,
+        payment_token: Some(sample::GOOD_TOKEN.into()),
+        place_order: true,
+    };
+    // Chapter 1 passed the Shipping Address screen without one: the buyer enters it now.
+    demo.engine
+        .execute(
+            &demo.buyer,
+            Command::SetDetails {
+                cart_id: cart.to_string(),
+                details: cartflow::machine::CheckoutDetails {
+                    deliver_to: input.deliver_to.clone(),
+                    ..Default::default()
+                },
+            },
+        )
+        .map_err(|e| format!("the address was refused: {e}"))?;
+    let outcome = drive(&demo.engine, &demo.buyer, &cart, &input, Waiting::RunInline)
+        .map_err(|e| format!("the checkout stopped: {e}"))?;
+    let Drive::Complete {
+        session_id,
+        order_id,
+    } = outcome
+    else {
+        return Err(format!("the checkout did not complete: {outcome:?}"));
+    };
+    print_moves(demo, out, cart, session_id)?;
+    let c = demo
+        .store
+        .cart(&cart)
+        .map_err(|e| e.to_string())?
+        .ok_or("the cart vanished")?;
+    say!(
+        out,
+        "   {:STEP$} products {}, promotions {}, shipping {} ({}), tax {}, total {}",
+        "cart amounts",
+        amount(c.total_product_amount),
+        amount(c.total_adjustment_amount),
+        amount(c.total_charge_amount),
+        c.delivery_method_id.as_deref().unwrap_or("-"),
+        amount(c.total_tax_amount),
+        amount(c.grand_total_amount)
+    );
+    let order = demo
+        .store
+        .order(&order_id)
+        .map_err(|e| e.to_string())?
+        .ok_or("the order vanished")?;
+    if order.status != OrderStatus::Activated || c.status != CartStatus::Closed {
+        return Err("the order is not activated or the cart not closed".into());
+    }
+    say!(
+        out,
+        "   {:STEP$} {} {} (OrderSummary {}, payment {}), cart {}",
+        "order",
+        order.id,
+        order.status.as_str(),
+        order
+            .order_summary_id
+            .map_or("-".into(), |id| id.to_string()),
+        order.payment_authorization_id.as_deref().unwrap_or("-"),
+        c.status.as_str()
+    );
+    Ok(())
+}
+
+/// 5. A declined payment, and a checkout left until its time-to-live ran out.
+fn failure_paths(demo: &Demo, out: &mut String) -> Result<(), String> {
+    say!(out);
+    say!(out, "5. When checkout fails");
+    let cart = SampleCart::Reorder.id();
+    let input = BuyerInput {
+        deliver_to: Some(sample::denver()),
+        delivery_method_id: None,
+        payment_token: Some(sample::DECLINED_TOKEN.into()),
+        place_order: true,
+    };
+    let outcome = drive(&demo.engine, &demo.buyer, &cart, &input, Waiting::RunInline)
+        .map_err(|e| format!("the checkout stopped: {e}"))?;
+    let Drive::Failed { outputs, .. } = outcome else {
+        return Err(format!("the declined payment did not fail: {outcome:?}"));
+    };
+    say!(
+        out,
+        "   {:STEP$} token {} on cart {cart}: session State Error",
+        "declined payment",
+        sample::DECLINED_TOKEN
+    );
+    for output in &outputs {
+        say!(
+            out,
+            "     {:?} {:?}: {}",
+            output.level,
+            output.output_type,
+            output.message
+        );
+    }
+    demo.expect_ok(
+        "cancelCartAsyncOperation",
+        &json!({"cartId": cart.to_string()}),
+        None,
+    )?;
+    say!(
+        out,
+        "   {:STEP$} the Draft order is never activated; the cart is Active again",
+        "cancelCartAsyncOperation"
+    );
+
+    // A new checkout, abandoned at the payment screen for longer than the store allows.
+    let partial = BuyerInput {
+        payment_token: None,
+        ..input
+    };
+    let stopped = drive(
+        &demo.engine,
+        &demo.buyer,
+        &cart,
+        &partial,
+        Waiting::RunInline,
+    )
+    .map_err(|e| format!("the checkout stopped: {e}"))?;
+    let Drive::NeedsInput { session_id, state } = stopped else {
+        return Err(format!(
+            "the checkout did not wait for the buyer: {stopped:?}"
+        ));
+    };
+    say!(
+        out,
+        "   {:STEP$} a new checkout waits at {state}; 49 hours pass (CheckoutTimeToLive 2880 min)",
+        "expired session"
+    );
+    demo.clock.advance(chrono::Duration::hours(49));
+    let refused = demo.engine.execute(
+        &demo.buyer,
+        Command::UpdateSession {
+            session_id: session_id.to_string(),
+            next_state: "Checkout Summary".into(),
+            exp_current_state: Some(state.as_str().into()),
+        },
+    );
+    match refused {
+        Err(e) if e.http_status() == 403 => say!(
+            out,
+            "   {:STEP$} {} {}: {e}",
+            "next step refused",
+            e.code(),
+            e.http_status()
+        ),
+        other => return Err(format!("the expired session was not refused: {other:?}")),
+    }
+    let restarted = demo.expect_ok(
+        "checkoutSessionAction",
+        &json!({"cartId": cart.to_string()}),
+        Some("requestId"),
+    )?;
+    say!(
+        out,
+        "   {:STEP$} the expired session is archived; a new one ({restarted}) starts at Start",
+        "checkoutSessionAction"
     );
     Ok(())
 }
