@@ -38,9 +38,15 @@ struct Collapse {
     covers: fn(Node) -> bool,
 }
 
-const COLLAPSES: [Collapse; 2] = [
+const COLLAPSES: [Collapse; 3] = [
     Collapse {
         event: Event::Action(Action::CancelCartAsyncOperation),
+        point_id: "session_any_active",
+        point_label: "any active state",
+        covers: |n| matches!(n, Node::Session(SessionNode::At(..))),
+    },
+    Collapse {
+        event: Event::Edit,
         point_id: "session_any_active",
         point_label: "any active state",
         covers: |n| matches!(n, Node::Session(SessionNode::At(..))),
@@ -276,11 +282,14 @@ impl Drawing {
                 .map(|&i| &COLLAPSES[i])
                 .filter(|_| machine == Machine::Session)
             {
-                drawn_nodes.push(DrawnNode {
-                    id: c.point_id.to_owned(),
-                    label: c.point_label.to_owned(),
-                    kind: Kind::Point,
-                });
+                // Families may share a point (cancel and edit both leave from any active state).
+                if !drawn_nodes.iter().any(|n| n.id == c.point_id) {
+                    drawn_nodes.push(DrawnNode {
+                        id: c.point_id.to_owned(),
+                        label: c.point_label.to_owned(),
+                        kind: Kind::Point,
+                    });
+                }
                 drawn_edges.push(DrawnEdge {
                     from: c.point_id.to_owned(),
                     to: node_id(Node::Session(SessionNode::Archived)),
@@ -410,8 +419,12 @@ mod tests {
                     })
                     .count()
             };
-            // One cancel row from every active node, one restart row from every open one.
-            assert_eq!(collapsed_rows, session_nodes(false) + session_nodes(true));
+            // One cancel and one edit row from every active node, one restart row from every
+            // open one.
+            assert_eq!(
+                collapsed_rows,
+                2 * session_nodes(false) + session_nodes(true)
+            );
             let drawn = table.rows().len() - collapsed_rows + COLLAPSES.len();
             assert_eq!(edge_lines(&dot(&table), " -> ").len(), drawn);
             assert_eq!(edge_lines(&mermaid(&table), " --> ").len(), drawn);

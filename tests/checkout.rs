@@ -183,3 +183,219 @@ fn workers_and_the_driver_share_the_work() {
     workers.stop();
     assert!(matches!(outcome, Drive::Complete { .. }), "{outcome:?}");
 }
+
+mod edits {
+    use super::*;
+    use cartflow::machine::{CartEdit, Command, Requirement};
+    use cartflow::model::OperationStatus;
+    use rust_decimal::Decimal;
+    use serde_json::json;
+
+    fn edit(
+        engine: &Engine,
+        cart: SampleCart,
+        edit: CartEdit,
+    ) -> Result<(), cartflow::CheckoutError> {
+        engine
+            .execute(
+                &buyer(),
+                Command::EditCart {
+                    cart_id: cart.id().to_string(),
+                    edit,
+                },
+            )
+            .map(|_| ())
+    }
+
+    #[test]
+    fn editing_a_cart_in_checkout_cancels_its_operation_and_returns_it_to_active() {
+        let store = store();
+        let engine = engine_over(store.clone(), 1);
+        let cart = SampleCart::InStock;
+        // Walk to a running inventory check (started, not yet run).
+        let input = BuyerInput::default();
+        let stopped = drive(&engine, &buyer(), &cart.id(), &input, Waiting::RunInline).unwrap();
+        assert!(matches!(
+            stopped,
+            Drive::NeedsInput {
+                state: SessionState::ShippingAddress,
+                ..
+            }
+        ));
+        engine
+            .execute(
+                &buyer(),
+                Command::SetDetails {
+                    cart_id: cart.id().to_string(),
+                    details: cartflow::machine::CheckoutDetails {
+                        deliver_to: Some(sample::denver()),
+                        ..Default::default()
+                    },
+                },
+            )
+            .unwrap();
+        let session = store.sessions_of(&cart.id()).unwrap().pop().unwrap();
+        engine
+            .execute(
+                &buyer(),
+                Command::Advance {
+                    session_id: session.id.to_string(),
+                    state: "Inventory".into(),
+                    exp_current_state: Some("Shipping Address".into()),
+                },
+            )
+            .unwrap();
+        let lock = json!({"checkoutSessionId": session.id.to_string(), "expCurrentState": "Inventory", "nextState": "Confirm Price"});
+        assert!(
+            engine
+                .invoke("updateCheckoutSessionStateAction", &lock, &buyer())
+                .is_success
+        );
+        let op = engine.invoke(
+            "checkCartInventoryAction",
+            &json!({"cartId": cart.id().to_string()}),
+            &buyer(),
+        );
+        let op = op.output_values.unwrap()["backgroundOperationId"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+
+        let lines_before = store.cart_items(&cart.id()).unwrap().len();
+        edit(
+            &engine,
+            cart,
+            CartEdit::AddItem {
+                sku: "STOVE-X".into(),
+                quantity: Decimal::ONE,
+            },
+        )
+        .unwrap();
+
+        assert_eq!(
+            store.operation(&op).unwrap().unwrap().status,
+            OperationStatus::Canceled
+        );
+        assert!(store.session(&session.id).unwrap().unwrap().is_archived);
+        let after = store.cart(&cart.id()).unwrap().unwrap();
+        assert_eq!(after.status, CartStatus::Active);
+        assert_eq!(
+            store.cart_items(&cart.id()).unwrap().len(),
+            lines_before + 1
+        );
+        // Nothing is left for a worker, and a new checkout starts from the edited cart.
+        assert_eq!(engine.run_next_operation().unwrap(), None);
+        let done = drive(
+            &engine,
+            &buyer(),
+            &cart.id(),
+            &full_input(),
+            Waiting::RunInline,
+        )
+        .unwrap();
+        assert!(matches!(done, Drive::Complete { .. }), "{done:?}");
+    }
+
+    #[test]
+    fn quantities_change_and_lines_go_and_prices_are_dropped() {
+        let store = store();
+        let engine = engine_over(store.clone(), 1);
+        let cart = SampleCart::InStock;
+        let lines = store.cart_items(&cart.id()).unwrap();
+        edit(
+            &engine,
+            cart,
+            CartEdit::SetQuantity {
+                item_id: lines[0].id.to_string(),
+                quantity: Decimal::from(7),
+            },
+        )
+        .unwrap();
+        edit(
+            &engine,
+            cart,
+            CartEdit::RemoveItem {
+                item_id: lines[1].id.to_string(),
+            },
+        )
+        .unwrap();
+        let now = store.cart_items(&cart.id()).unwrap();
+        assert_eq!(now.len(), lines.len() - 1);
+        assert_eq!(
+            now.iter().find(|l| l.id == lines[0].id).unwrap().quantity,
+            Decimal::from(7)
+        );
+        assert!(now.iter().all(|l| l.id != lines[1].id));
+        assert!(
+            store
+                .cart(&cart.id())
+                .unwrap()
+                .unwrap()
+                .grand_total_amount
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_edits_are_refused_and_change_nothing() {
+        let store = store();
+        let engine = engine_over(store.clone(), 1);
+        let before = store.to_dataset();
+        let foreign_line = store.cart_items(&SampleCart::ShortStock.id()).unwrap()[0]
+            .id
+            .to_string();
+        let cases = [
+            (
+                SampleCart::InStock,
+                CartEdit::AddItem {
+                    sku: " ".into(),
+                    quantity: Decimal::ONE,
+                },
+                Requirement::EditValid,
+                400,
+            ),
+            (
+                SampleCart::InStock,
+                CartEdit::AddItem {
+                    sku: "A".into(),
+                    quantity: Decimal::ZERO,
+                },
+                Requirement::EditValid,
+                400,
+            ),
+            (
+                SampleCart::InStock,
+                CartEdit::RemoveItem {
+                    item_id: foreign_line.clone(),
+                },
+                Requirement::EditValid,
+                400,
+            ),
+            (
+                SampleCart::InStock,
+                CartEdit::SetQuantity {
+                    item_id: "nonsense".into(),
+                    quantity: Decimal::ONE,
+                },
+                Requirement::EditValid,
+                400,
+            ),
+            (
+                SampleCart::Closed,
+                CartEdit::AddItem {
+                    sku: "A".into(),
+                    quantity: Decimal::ONE,
+                },
+                Requirement::CartEditable,
+                403,
+            ),
+        ];
+        for (cart, change, requirement, status) in cases {
+            let err = edit(&engine, cart, change.clone()).unwrap_err();
+            assert_eq!(err.requirement(), Some(requirement), "{change:?}: {err}");
+            assert_eq!(err.http_status(), status, "{change:?}");
+        }
+        assert_eq!(store.to_dataset(), before);
+    }
+}

@@ -813,3 +813,59 @@ fn records_imported_at_version_zero_can_be_updated() {
         );
     }
 }
+
+#[test]
+fn cart_edits_and_a_whole_checkout_run_the_same_on_every_store() {
+    use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
+    use cartflow::machine::CartEdit;
+    use cartflow::model::OrderStatus;
+    for (name, open) in stores() {
+        let data = sample::dataset();
+        let integrations = sample::integrations(&data);
+        let (store, _guard) = open(data);
+        let engine = Engine::new(store.clone())
+            .with_ids(Arc::new(SequentialIds::default()))
+            .with_integrations(integrations);
+        let buyer = sample::buyer_id().to_string();
+        let cart = SampleCart::InStock.id();
+        let lines = store.cart_items(&cart).unwrap();
+        for change in [
+            CartEdit::RemoveItem {
+                item_id: lines[2].id.to_string(),
+            },
+            CartEdit::SetQuantity {
+                item_id: lines[0].id.to_string(),
+                quantity: rust_decimal::Decimal::from(3),
+            },
+        ] {
+            engine
+                .execute(
+                    &buyer,
+                    Command::EditCart {
+                        cart_id: cart.to_string(),
+                        edit: change,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        assert_eq!(store.cart_items(&cart).unwrap().len(), 2, "{name}");
+        let input = BuyerInput {
+            deliver_to: Some(sample::denver()),
+            delivery_method_id: None,
+            payment_token: Some(sample::GOOD_TOKEN.into()),
+            place_order: true,
+        };
+        let outcome = drive(&engine, &buyer, &cart, &input, Waiting::RunInline).unwrap();
+        let Drive::Complete { order_id, .. } = outcome else {
+            panic!("{name}: {outcome:?}");
+        };
+        let order = store.order(&order_id).unwrap().unwrap();
+        assert_eq!(order.status, OrderStatus::Activated, "{name}");
+        assert_eq!(order.items.len(), 2, "{name}");
+        let priced = store.cart_items(&cart).unwrap();
+        assert!(
+            priced.iter().all(|l| l.total_price.is_some()),
+            "{name}: lines priced"
+        );
+    }
+}

@@ -167,6 +167,22 @@ impl Engine {
             Some(key) => self.store.load(key)?,
             None => Snapshot::default(),
         };
+        // An edit naming a line: the line, if it belongs to the cart. Read apart from the
+        // snapshot; the commit's check of the cart's version covers a concurrent change.
+        if let Command::EditCart {
+            edit:
+                crate::machine::CartEdit::SetQuantity { item_id, .. }
+                | crate::machine::CartEdit::RemoveItem { item_id },
+            ..
+        } = command
+            && let (Some(cart), Ok(item)) = (&snapshot.cart, SfId::parse(item_id))
+        {
+            snapshot.edited_item = self
+                .store
+                .cart_items(&cart.id)?
+                .into_iter()
+                .find(|line| line.id == item);
+        }
         snapshot.user = match actor.map(SfId::parse) {
             Some(Ok(id)) => self.store.user(&id)?,
             _ => None,

@@ -107,6 +107,9 @@ pub enum Event {
     Action(Action),
     /// A screen step writes the next State onto the session.
     Advance,
+    /// The buyer changes the cart's lines; a cart in checkout leaves it first, as a cancel
+    /// would (`domain.md` §2.2).
+    Edit,
     /// The last screen step (Order Confirmation) completes the checkout: the cart closes and
     /// the session is archived at `Complete`.
     Close,
@@ -135,6 +138,7 @@ impl Event {
             Event::Advance => "advance (screen)",
             Event::Input => "buyer input (screen)",
             Event::Close => "complete checkout (screen)",
+            Event::Edit => "edit cart",
             Event::Authorize => "authorize payment",
             Event::Claim => "claim",
             Event::Heartbeat => "heartbeat",

@@ -49,6 +49,14 @@ pub enum Command {
         /// What the buyer entered.
         details: CheckoutDetails,
     },
+    /// The buyer changes a line of the cart. A cart in checkout returns to Active first: its
+    /// operation is cancelled and its session archived, in the same commit.
+    EditCart {
+        /// The cart's ID as given.
+        cart_id: String,
+        /// The change.
+        edit: CartEdit,
+    },
     /// One of the async cart actions (`checkCartInventoryAction`, `priceCart`, ...).
     RunStep {
         /// Which action.
@@ -147,6 +155,7 @@ impl Command {
             Command::ActivateOrder { .. } => Event::Action(Action::ActivateOrder),
             Command::AuthorizePayment { .. } => Event::Authorize,
             Command::SetDetails { .. } => Event::Input,
+            Command::EditCart { .. } => Event::Edit,
             Command::RunStep { action, .. } => Event::Action(*action),
             Command::Cancel { .. } => Event::Action(Action::CancelCartAsyncOperation),
             Command::Claim { .. } => Event::Claim,
@@ -165,6 +174,7 @@ impl Command {
         match self {
             Command::StartSession { cart_id, .. }
             | Command::SetDetails { cart_id, .. }
+            | Command::EditCart { cart_id, .. }
             | Command::CartToOrder { cart_id, .. }
             | Command::ActivateOrder { cart_id, .. }
             | Command::AuthorizePayment { cart_id }
@@ -179,6 +189,30 @@ impl Command {
             | Command::Finish { operation_id, .. } => Target::Operation(*operation_id),
         }
     }
+}
+
+/// A change to a cart's lines.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub enum CartEdit {
+    /// A new product line.
+    AddItem {
+        /// Its SKU.
+        sku: String,
+        /// How many (positive).
+        quantity: Decimal,
+    },
+    /// A line's new quantity (positive).
+    SetQuantity {
+        /// The line.
+        item_id: String,
+        /// How many.
+        quantity: Decimal,
+    },
+    /// Removes a line.
+    RemoveItem {
+        /// The line.
+        item_id: String,
+    },
 }
 
 /// The buyer's input of the screen steps; `None` leaves a field as it is.
@@ -261,4 +295,6 @@ pub struct Snapshot {
     pub order: Option<Order>,
     /// Whether the cart has an Error-level CartValidationOutput that is not dismissed.
     pub has_error_outputs: bool,
+    /// The line a `SetQuantity` or `RemoveItem` edit names, when it belongs to the cart.
+    pub edited_item: Option<CartItem>,
 }

@@ -80,6 +80,8 @@ pub struct Changes {
     pub operations: Vec<BackgroundOperation>,
     /// Cart lines to replace; only with a cart in `carts`, whose version guards them.
     pub items: Vec<crate::model::CartItem>,
+    /// Cart lines to delete; only with a cart in `carts`.
+    pub removed_items: Vec<SfId>,
     /// Orders to write.
     pub orders: Vec<crate::model::Order>,
     /// Delete the cart's CartValidationOutputs first.
@@ -95,6 +97,7 @@ impl Changes {
             && self.sessions.is_empty()
             && self.operations.is_empty()
             && self.items.is_empty()
+            && self.removed_items.is_empty()
             && self.orders.is_empty()
             && self.clear_outputs_of.is_none()
             && self.outputs.is_empty()
@@ -203,6 +206,7 @@ pub fn decide(
         Command::UpdateSession { .. } => plan.lock_session(),
         Command::Advance { state, .. } => plan.advance(state),
         Command::SetDetails { details, .. } => plan.set_details(details),
+        Command::EditCart { edit, .. } => plan.edit_cart(edit),
         Command::RunStep { action, .. } => plan.run_step(*action),
         Command::CartToOrder { .. } => plan.run_step(Action::CartToOrder),
         Command::ActivateOrder { .. } => plan.run_step(Action::ActivateOrder),
@@ -280,6 +284,7 @@ struct Plan<'a> {
     event: Event,
     cart: Option<WebCart>,
     items: Vec<crate::model::CartItem>,
+    removed_items: Vec<SfId>,
     orders: Vec<crate::model::Order>,
     sessions: Vec<(Option<CartCheckoutSession>, CartCheckoutSession)>,
     operations: Vec<(Option<BackgroundOperation>, BackgroundOperation)>,
@@ -295,6 +300,7 @@ impl<'a> Plan<'a> {
             event,
             cart: None,
             items: Vec::new(),
+            removed_items: Vec::new(),
             orders: Vec::new(),
             sessions: Vec::new(),
             operations: Vec::new(),
@@ -532,6 +538,72 @@ impl<'a> Plan<'a> {
             self.cart = Some(cart);
         }
         Ok(session.map_or(Output::Nothing, Output::RequestId))
+    }
+
+    fn edit_cart(&mut self, edit: &crate::machine::CartEdit) -> Result<Output, CheckoutError> {
+        use crate::machine::CartEdit;
+        // A cart in checkout leaves it first, exactly as a cancel would.
+        if self
+            .snapshot
+            .cart
+            .as_ref()
+            .is_some_and(|c| c.status == CartStatus::Checkout)
+        {
+            self.cancel()?;
+        }
+        let mut cart = self
+            .cart
+            .clone()
+            .or_else(|| self.snapshot.cart.clone())
+            .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
+        // Every amount and checkout choice depended on the old lines: the next checkout
+        // computes them again.
+        cart.delivery_options.clear();
+        cart.delivery_method_id = None;
+        cart.payment_authorization_id = None;
+        cart.total_product_amount = None;
+        cart.total_adjustment_amount = None;
+        cart.total_charge_amount = None;
+        cart.total_tax_amount = None;
+        cart.grand_total_amount = None;
+        let unpriced = |mut line: crate::model::CartItem| {
+            line.list_price = None;
+            line.sales_price = None;
+            line.total_price = None;
+            line.adjustment_amount = None;
+            line.tax_amount = None;
+            line
+        };
+        match edit {
+            CartEdit::AddItem { sku, quantity } => {
+                let line = crate::model::CartItem::product(
+                    self.ctx.ids.next_id(KeyPrefix::CartItem),
+                    cart.id,
+                    Some(sku.trim().to_owned()),
+                    *quantity,
+                );
+                self.items.push(line);
+            }
+            CartEdit::SetQuantity { quantity, .. } => {
+                let mut line = self
+                    .snapshot
+                    .edited_item
+                    .clone()
+                    .ok_or_else(|| CheckoutError::Stale("the line disappeared".into()))?;
+                line.quantity = *quantity;
+                self.items.push(unpriced(line));
+            }
+            CartEdit::RemoveItem { .. } => {
+                let line = self
+                    .snapshot
+                    .edited_item
+                    .as_ref()
+                    .ok_or_else(|| CheckoutError::Stale("the line disappeared".into()))?;
+                self.removed_items.push(line.id);
+            }
+        }
+        self.cart = Some(cart);
+        Ok(Output::Nothing)
     }
 
     fn run_step(&mut self, action: Action) -> Result<Output, CheckoutError> {
@@ -871,6 +943,7 @@ impl<'a> Plan<'a> {
                 })
                 .collect(),
             items: self.items,
+            removed_items: self.removed_items,
             orders: self
                 .orders
                 .into_iter()

@@ -10,7 +10,8 @@ mod template;
 
 pub use action::{Action, Event};
 pub use command::{
-    CartUpdate, CheckoutDetails, Command, Snapshot, StepOutcome, Target, ValidationMessage,
+    CartEdit, CartUpdate, CheckoutDetails, Command, Snapshot, StepOutcome, Target,
+    ValidationMessage,
 };
 pub use decide::{
     Changes, DecideContext, Decision, IdSource, Move, OperationSettings, Output, PAYMENT_OPERATION,

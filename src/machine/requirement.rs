@@ -63,6 +63,10 @@ pub enum Requirement {
     NoOperationInProgress,
     /// A chosen delivery method is one the Shipment integration offered.
     DeliveryMethodOffered,
+    /// The cart's status is Active or Checkout (its lines may change).
+    CartEditable,
+    /// The edit is well-formed: a positive quantity, a non-blank SKU, a line of this cart.
+    EditValid,
     /// The orderStatus input means "activate" (`Activated`).
     OrderStatusIsActivate,
     /// The session has a Draft order (made by `cartToOrderAction`).
@@ -205,6 +209,18 @@ const ACTIVATE: &[Guard] = &[
     guard(R::NoOperationInProgress, C::InvalidInput, 403),
 ];
 
+/// An edit of the cart's lines. Salesforce documents no error rows for cart edits here;
+/// the codes follow the session actions'.
+const EDIT: &[Guard] = &[
+    guard(R::CallerMayInvoke, C::BadRequest, 400),
+    guard(R::CartIdValid, C::UnknownException, 500),
+    guard(R::CallerCanEditCart, C::BadRequest, 400),
+    guard(R::EffectiveAccountValid, C::BadRequest, 400),
+    guard(R::CallerIsStoreMember, C::BadRequest, 400),
+    guard(R::CartEditable, C::InvalidOperation, 403),
+    guard(R::EditValid, C::InvalidInput, 400),
+];
+
 /// `cancelCartAsyncOperation` (§2.2).
 const CANCEL: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
@@ -228,6 +244,7 @@ pub fn guards(event: Event) -> &'static [Guard] {
         Event::Action(Action::ActivateOrder) => ACTIVATE,
         Event::Action(Action::CancelCartAsyncOperation) => CANCEL,
         Event::Input => INPUT,
+        Event::Edit => EDIT,
         Event::Action(_) | Event::Authorize => ASYNC,
         Event::Claim | Event::Heartbeat | Event::Requeue | Event::Succeed | Event::Fail => &[],
     }
@@ -298,6 +315,7 @@ pub fn evaluate(
         R::CartIdValid => {
             let (Command::StartSession { cart_id, .. }
             | Command::SetDetails { cart_id, .. }
+            | Command::EditCart { cart_id, .. }
             | Command::CartToOrder { cart_id, .. }
             | Command::ActivateOrder { cart_id, .. }
             | Command::AuthorizePayment { cart_id }
@@ -496,6 +514,37 @@ pub fn evaluate(
                     show(current)
                 )),
                 None => Err(format!("{event} is not declared from {}", show(current))),
+            }
+        }
+        R::CartEditable => cart_status_in(cart, &[CartStatus::Active, CartStatus::Checkout]),
+        R::EditValid => {
+            let Command::EditCart { edit, .. } = command else {
+                return Ok(());
+            };
+            let positive = |q: &rust_decimal::Decimal| *q > rust_decimal::Decimal::ZERO;
+            match edit {
+                crate::machine::CartEdit::AddItem { sku, quantity } => {
+                    if sku.trim().is_empty() {
+                        Err("a new line needs a SKU".into())
+                    } else if !positive(quantity) {
+                        Err(format!("quantity {quantity} is not positive"))
+                    } else {
+                        Ok(())
+                    }
+                }
+                crate::machine::CartEdit::SetQuantity { item_id, quantity } => {
+                    if snapshot.edited_item.is_none() {
+                        Err(format!("cart has no line {item_id:?}"))
+                    } else if !positive(quantity) {
+                        Err(format!("quantity {quantity} is not positive: remove the line instead"))
+                    } else {
+                        Ok(())
+                    }
+                }
+                crate::machine::CartEdit::RemoveItem { item_id } => match snapshot.edited_item {
+                    Some(_) => Ok(()),
+                    None => Err(format!("cart has no line {item_id:?}")),
+                },
             }
         }
         R::OrderStatusIsActivate => match command {

@@ -349,6 +349,7 @@ fn rows_of(template: &Template) -> Vec<Transition> {
     let start = Event::Action(Action::CheckoutSession);
     let update = Event::Action(Action::UpdateCheckoutSessionState);
     let cancel = Event::Action(Action::CancelCartAsyncOperation);
+    let edit = Event::Edit;
     let entry = template.entry().unwrap_or(SessionState::Start);
 
     let mut rows = vec![
@@ -477,10 +478,28 @@ fn rows_of(template: &Template) -> Vec<Transition> {
             continue;
         }
         rows.push(row(cancel, node, Node::Session(SessionNode::Archived)));
+        // Editing a cart in checkout takes it out of checkout as a cancel does.
+        rows.push(row(edit, node, Node::Session(SessionNode::Archived)));
         // A restart archives a failed or expired session that is not locked.
         if matches!(node, Node::Session(SessionNode::At(_, Phase::Open))) {
             rows.push(row(start, node, Node::Session(SessionNode::Archived)));
         }
+    }
+    for (from, to) in [
+        (
+            Node::Cart(CartStatus::Checkout),
+            Node::Cart(CartStatus::Active),
+        ),
+        (
+            Node::Operation(O::Is(S::New)),
+            Node::Operation(O::Is(S::Canceled)),
+        ),
+        (
+            Node::Operation(O::Is(S::Running)),
+            Node::Operation(O::Is(S::Canceled)),
+        ),
+    ] {
+        rows.push(row(edit, from, to));
     }
     rows.sort();
     rows.dedup();

@@ -112,6 +112,7 @@ impl Tables {
                     .iter()
                     .any(|o| o.level == crate::model::Level::Error && !o.is_dismissed)
             }),
+            edited_item: None,
         }
     }
 
@@ -142,6 +143,11 @@ impl Tables {
                 )));
             }
             expect("cart", cart.id, stored, cart.version)?;
+        }
+        if !changes.removed_items.is_empty() && changes.carts.is_empty() {
+            return Err(StoreError::Invariant(
+                "lines are removed without their cart, whose version guards them".into(),
+            ));
         }
         if let Some(item) = changes
             .items
@@ -213,6 +219,11 @@ impl Tables {
         let changes = &commit.changes;
         for cart in &changes.carts {
             self.carts.insert(cart.id, cart.clone());
+        }
+        for cart in &changes.carts {
+            if let Some(lines) = self.items.get_mut(&cart.id) {
+                lines.retain(|l| !changes.removed_items.contains(&l.id));
+            }
         }
         for item in &changes.items {
             let lines = self.items.entry(item.cart_id).or_default();

@@ -580,6 +580,7 @@ fn cart_snapshot<C: GenericClient>(
         cart_has_active_operation: active,
         order,
         has_error_outputs,
+        edited_item: None,
     })
 }
 
@@ -701,6 +702,15 @@ fn apply<C: GenericClient>(db: &mut Db<'_, C>, commit: &Commit) -> Result<(), St
             "line {} is written without its cart {}, whose version guards it",
             item.id, item.cart_id
         )));
+    }
+    for cart in &changes.carts {
+        for removed in &changes.removed_items {
+            db.execute(
+                "DELETE FROM cart_items WHERE id = $1 AND cart_id = $2",
+                &[&removed.as_str(), &cart.id.as_str()],
+            )
+            .map_err(pg_error)?;
+        }
     }
     for item in &changes.items {
         db.execute(

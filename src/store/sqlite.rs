@@ -495,6 +495,7 @@ fn cart_snapshot(tx: &Transaction<'_>, cart_id: &SfId) -> Result<Snapshot, Store
         cart_has_active_operation: active > 0,
         order,
         has_error_outputs,
+        edited_item: None,
     })
 }
 
@@ -563,6 +564,15 @@ impl Store for SqliteStore {
                     "line {} is written without its cart {}, whose version guards it",
                     item.id, item.cart_id
                 )));
+            }
+            for cart in &changes.carts {
+                for removed in &changes.removed_items {
+                    tx.execute(
+                        "DELETE FROM cart_items WHERE id = ?1 AND cart_id = ?2",
+                        params![removed.as_str(), cart.id.as_str()],
+                    )
+                    .map_err(write_error)?;
+                }
             }
             for item in &changes.items {
                 tx.execute(
