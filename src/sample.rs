@@ -12,8 +12,8 @@ use crate::integrations::{
 };
 
 use crate::model::{
-    Access, Account, Address, CartItem, CartShare, CartStatus, KeyPrefix, Permission, SfId, User,
-    WebCart, WebStore,
+    Access, Account, Address, CartItem, CartShare, CartStatus, KeyPrefix, Permission, SessionState,
+    SfId, User, WebCart, WebStore,
 };
 use crate::store::{DataSet, StockLevel};
 
@@ -372,4 +372,48 @@ pub fn integrations(data: &DataSet) -> Integrations {
         .set(store, Provider::Tax(Arc::new(tax)))
         .set(store, Provider::Payment(Arc::new(payment)));
     integrations
+}
+
+/// Starts checkout of `cart` as `actor` and walks it to a locked Inventory step, as the
+/// standard template does: `checkoutSessionAction`, the two screen steps, then
+/// `updateCheckoutSessionStateAction`. Returns the session. For examples, tests and
+/// benchmarks that start at the inventory check.
+pub fn lock_inventory_step(
+    engine: &crate::Engine,
+    actor: &str,
+    cart: SfId,
+) -> Result<SfId, crate::CheckoutError> {
+    use crate::machine::{Command, Output};
+    let started = engine.execute(
+        actor,
+        Command::StartSession {
+            cart_id: cart.to_string(),
+            initial_state: None,
+        },
+    )?;
+    let Output::RequestId(session) = started else {
+        return Err(crate::CheckoutError::Stale("no session was started".into()));
+    };
+    for (from, to) in [
+        (SessionState::Start, SessionState::ShippingAddress),
+        (SessionState::ShippingAddress, SessionState::Inventory),
+    ] {
+        engine.execute(
+            actor,
+            Command::Advance {
+                session_id: session.to_string(),
+                state: to.as_str().into(),
+                exp_current_state: Some(from.as_str().into()),
+            },
+        )?;
+    }
+    engine.execute(
+        actor,
+        Command::UpdateSession {
+            session_id: session.to_string(),
+            next_state: SessionState::ConfirmPrice.as_str().into(),
+            exp_current_state: Some(SessionState::Inventory.as_str().into()),
+        },
+    )?;
+    Ok(session)
 }

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use cartflow::ids::SequentialIds;
 use cartflow::integrations::Integrations;
-use cartflow::machine::Command;
 use cartflow::model::{CartStatus, OperationStatus, OutputType, SessionState};
 use cartflow::sample::{self, SampleCart};
 use cartflow::{Engine, MemoryStore};
@@ -29,38 +28,9 @@ fn output(result: &cartflow::ActionResult, key: &str) -> String {
 /// Starts checkout on `cart` and walks it to a locked Inventory step.
 fn to_locked_inventory(engine: &Engine, cart: SampleCart) -> String {
     let buyer = sample::buyer_id().to_string();
-    let session = output(
-        &engine.invoke(
-            "checkoutSessionAction",
-            &json!({"cartId": cart.id().to_string(), "initialState": "Start"}),
-            &buyer,
-        ),
-        "requestId",
-    );
-    for (from, to) in [
-        ("Start", "Shipping Address"),
-        ("Shipping Address", "Inventory"),
-    ] {
-        engine
-            .execute(
-                &buyer,
-                Command::Advance {
-                    session_id: session.clone(),
-                    state: to.into(),
-                    exp_current_state: Some(from.into()),
-                },
-            )
-            .unwrap();
-    }
-    output(
-        &engine.invoke(
-            "updateCheckoutSessionStateAction",
-            &json!({"checkoutSessionId": session, "nextState": "Confirm Price", "expCurrentState": "Inventory"}),
-            &buyer,
-        ),
-        "requestId",
-    );
-    session
+    sample::lock_inventory_step(engine, &buyer, cart.id())
+        .unwrap()
+        .to_string()
 }
 
 #[test]

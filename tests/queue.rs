@@ -52,32 +52,7 @@ fn rig(integrations: Integrations, config: EngineConfig) -> Rig {
     .with_config(config);
     let buyer = sample::buyer_id().to_string();
     let cart = json!({"cartId": SampleCart::InStock.id().to_string()});
-    let started = engine.invoke("checkoutSessionAction", &cart, &buyer);
-    let session = started.output_values.unwrap()["requestId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for (from, to) in [
-        ("Start", "Shipping Address"),
-        ("Shipping Address", "Inventory"),
-    ] {
-        engine
-            .execute(
-                &buyer,
-                Command::Advance {
-                    session_id: session.clone(),
-                    state: to.into(),
-                    exp_current_state: Some(from.into()),
-                },
-            )
-            .unwrap();
-    }
-    let lock = json!({"checkoutSessionId": session, "expCurrentState": "Inventory", "nextState": "Confirm Price"});
-    assert!(
-        engine
-            .invoke("updateCheckoutSessionStateAction", &lock, &buyer)
-            .is_success
-    );
+    let session = sample::lock_inventory_step(&engine, &buyer, SampleCart::InStock.id()).unwrap();
     let op = engine.invoke("checkCartInventoryAction", &cart, &buyer);
     let operation = op.output_values.unwrap()["backgroundOperationId"]
         .as_str()
@@ -87,7 +62,7 @@ fn rig(integrations: Integrations, config: EngineConfig) -> Rig {
     Rig {
         engine,
         clock,
-        session: session.parse().unwrap(),
+        session,
         operation,
     }
 }

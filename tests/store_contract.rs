@@ -262,33 +262,9 @@ fn a_checkout_runs_the_same_on_every_store() {
         let mut last_state = Vec::new();
         for cart in [SampleCart::InStock, SampleCart::ShortStock] {
             let cart_id = cart.id().to_string();
-            let r = engine.invoke("checkoutSessionAction", &json!({"cartId": cart_id}), &buyer);
-            let session = r.output_values.unwrap()["requestId"]
-                .as_str()
-                .unwrap()
-                .to_owned();
-            for (from, to) in [
-                ("Start", "Shipping Address"),
-                ("Shipping Address", "Inventory"),
-            ] {
-                engine
-                    .execute(
-                        &buyer,
-                        Command::Advance {
-                            session_id: session.clone(),
-                            state: to.into(),
-                            exp_current_state: Some(from.into()),
-                        },
-                    )
-                    .unwrap();
-            }
-            let lock = json!({"checkoutSessionId": session, "nextState": "Confirm Price", "expCurrentState": "Inventory"});
-            assert!(
-                engine
-                    .invoke("updateCheckoutSessionStateAction", &lock, &buyer)
-                    .is_success,
-                "{name}"
-            );
+            let session = sample::lock_inventory_step(&engine, &buyer, cart.id())
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .to_string();
             assert!(
                 engine
                     .invoke(

@@ -51,35 +51,7 @@ fn cart() -> serde_json::Value {
 
 /// Starts checkout and walks to a locked Inventory step; returns the session.
 fn locked_inventory(rig: &Rig) -> SfId {
-    let started = rig
-        .engine
-        .invoke("checkoutSessionAction", &cart(), &buyer());
-    let session = started.output_values.unwrap()["requestId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    for (from, to) in [
-        ("Start", "Shipping Address"),
-        ("Shipping Address", "Inventory"),
-    ] {
-        rig.engine
-            .execute(
-                &buyer(),
-                Command::Advance {
-                    session_id: session.clone(),
-                    state: to.into(),
-                    exp_current_state: Some(from.into()),
-                },
-            )
-            .unwrap();
-    }
-    let lock = json!({"checkoutSessionId": session, "expCurrentState": "Inventory", "nextState": "Confirm Price"});
-    assert!(
-        rig.engine
-            .invoke("updateCheckoutSessionStateAction", &lock, &buyer())
-            .is_success
-    );
-    session.parse().unwrap()
+    sample::lock_inventory_step(&rig.engine, &buyer(), SampleCart::InStock.id()).unwrap()
 }
 
 #[test]
