@@ -30,6 +30,8 @@ pub mod diagram;
 pub mod engine;
 pub mod error;
 pub mod flow;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod ids;
 pub mod integrations;
 pub mod machine;

@@ -1,5 +1,6 @@
 //! `cartflow`: draw the checkout transition table, run the demo, invoke checkout actions
-//! against a data directory or database, and run worker processes on a shared database.
+//! against a data directory or database, run worker processes on a shared database, and
+//! serve the Salesforce-shaped HTTP facade.
 
 mod cli;
 
@@ -22,6 +23,7 @@ Examples:
   cartflow invoke checkoutSessionAction --input '{\"cartId\": \"0a60000000000GE\"}' \\
       --as 0050000000000G9 --data /tmp/cart
   cartflow worker --data /tmp/cart --exit-when-idle
+  cartflow serve --data /tmp/cart --addr 127.0.0.1:8080
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=cartflow=debug) to see more."
 )]
@@ -98,6 +100,26 @@ discarded. SIGTERM or SIGINT stops the worker after the operations in hand (exit
 second signal exits at once, and the claims it held are retried once their lease ends.
 Inventory checks use the database's stock table. Exit status 2 for a usage or data error.")]
     Worker(WorkerArgs),
+    /// Serve the Salesforce-shaped REST API (actions and records) over HTTP.
+    #[cfg(feature = "http")]
+    #[command(after_help = "\
+Examples (on a copy of the example directory: `cp -r examples/data /tmp/cart`):
+  cartflow serve --data /tmp/cart --addr 127.0.0.1:8080
+  curl -s http://127.0.0.1:8080/services/data/
+  curl -s -H 'Authorization: Bearer <token>' -H 'Content-Type: application/json' \\
+      -d '{\"inputs\": [{\"cartId\": \"0a60000000000GE\"}]}' \\
+      http://127.0.0.1:8080/services/data/v64.0/actions/standard/checkoutSessionAction
+
+  # Web nodes without workers, and worker processes beside them, on one database.
+  cartflow serve --data postgres://cartflow@db/cartflow --tokens tokens.json --workers 0
+  cartflow worker --data postgres://cartflow@db/cartflow
+
+Tokens map to user IDs in a JSON object ({\"<token>\": \"<userId>\"}); a data directory's
+tokens.json is read unless --tokens names another file. Inventory checks use the database's
+stock table; the other built-in providers are configured through the library
+(cartflow::http::Server). SIGTERM or SIGINT stops accepting, lets the requests in flight
+finish, then stops the workers after the operations in hand (exit 0). See docs/http.md.")]
+    Serve(ServeArgs),
 }
 
 /// A diagram language.
@@ -152,6 +174,26 @@ struct WorkerArgs {
     exit_when_idle: bool,
 }
 
+/// The arguments of `cartflow serve`.
+#[cfg(feature = "http")]
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// A data directory (cartflow.db, seeded from cartflow.json), sqlite:<path>, or a
+    /// postgres:// URL.
+    #[arg(long, value_name = "DIR|URL")]
+    data: String,
+    /// The address to listen on (port 0 picks a free one).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// The token file (JSON: token -> user ID); default <DIR>/tokens.json for a data directory.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Worker threads running background operations in this process; 0 when separate
+    /// `cartflow worker` processes share the database.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    workers: usize,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::install_log_subscriber();
@@ -178,6 +220,13 @@ fn main() -> ExitCode {
             lease_ms: args.lease_ms,
             heartbeat_ms: args.heartbeat_ms,
             exit_when_idle: args.exit_when_idle,
+        }),
+        #[cfg(feature = "http")]
+        Commands::Serve(args) => cli::serve::run(&cli::serve::Request {
+            data: args.data,
+            addr: args.addr,
+            tokens: args.tokens,
+            workers: args.workers,
         }),
     }
 }

@@ -3,6 +3,8 @@
 pub mod datadir;
 pub mod demo;
 pub mod invoke;
+#[cfg(feature = "http")]
+pub mod serve;
 pub mod worker;
 
 use std::io::Write as _;

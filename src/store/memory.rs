@@ -424,6 +424,26 @@ impl Store for MemoryStore {
         Ok(self.read().items.get(cart_id).cloned().unwrap_or_default())
     }
 
+    fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
+        Ok(self
+            .read()
+            .items
+            .values()
+            .flatten()
+            .find(|l| l.id == *id)
+            .cloned())
+    }
+
+    fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {
+        Ok(self
+            .read()
+            .outputs
+            .values()
+            .flatten()
+            .find(|o| o.id == *id)
+            .cloned())
+    }
+
     fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError> {
         Ok(self.read().sessions.get(id).cloned())
     }

@@ -103,6 +103,10 @@ pub trait Store: Send + Sync {
     fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError>;
     /// A cart's lines.
     fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError>;
+    /// A cart line by ID.
+    fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError>;
+    /// A CartValidationOutput by ID.
+    fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError>;
     /// A session by ID.
     fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError>;
     /// Every session of a cart, archived ones included.

@@ -938,6 +938,14 @@ impl Store for PostgresStore {
         })
     }
 
+    fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
+        self.read(|db| body(db, "SELECT body FROM cart_items WHERE id = $1", id))
+    }
+
+    fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {
+        self.read(|db| body(db, "SELECT body FROM validation_outputs WHERE id = $1", id))
+    }
+
     fn order(&self, id: &SfId) -> Result<Option<Order>, StoreError> {
         self.read(|db| body(db, ORDER_BY_ID, id))
     }

@@ -726,6 +726,14 @@ impl Store for SqliteStore {
         })
     }
 
+    fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
+        self.read(|tx| body(tx, "cart_items", id))
+    }
+
+    fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {
+        self.read(|tx| body(tx, "validation_outputs", id))
+    }
+
     fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError> {
         self.read(|tx| body(tx, "sessions", id))
     }

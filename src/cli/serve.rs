@@ -1,0 +1,152 @@
+//! `cartflow serve`: the Salesforce-shaped HTTP facade over a data directory or database,
+//! with workers in-process unless told otherwise. SIGTERM or SIGINT stops it gracefully.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use cartflow::http::{Server, ServerConfig, Tokens};
+use cartflow::ids::RandomIds;
+use cartflow::integrations::Integrations;
+use cartflow::{Engine, MemoryStore};
+
+use crate::cli::datadir;
+
+/// The token file a data directory holds.
+pub const TOKENS_FILE: &str = "tokens.json";
+
+/// How to serve, as the command line gave it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The data directory or database URL (see [`datadir::open_store`]).
+    pub data: String,
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// The token file; `<dir>/tokens.json` for a data directory when absent.
+    pub tokens: Option<PathBuf>,
+    /// Worker threads in this process (0: none).
+    pub workers: usize,
+}
+
+/// Exit status for a usage or data error.
+const USAGE: u8 = 2;
+
+/// Serves until stopped; exit status 0 after a clean stop.
+pub fn run(request: &Request) -> ExitCode {
+    match serve(request) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("cartflow serve: {message}");
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+fn serve(request: &Request) -> Result<(), String> {
+    let directory = Path::new(&request.data);
+    let is_url = ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| request.data.starts_with(scheme));
+    let is_directory = !is_url && directory.is_dir();
+    let tokens = tokens(request, is_directory.then_some(directory))?;
+    let opened = open(&request.data, is_directory)?;
+    let location = opened.location;
+    let engine = Engine::new(opened.store)
+        .with_ids(Arc::new(RandomIds))
+        .with_integrations(Integrations::with_stock_tables(&opened.stock));
+    let config = ServerConfig {
+        addr: request.addr,
+        workers: request.workers,
+        ..ServerConfig::default()
+    };
+    let server = Server::start(engine, tokens, &config)
+        .map_err(|e| format!("cannot listen on {}: {e}", request.addr))?;
+
+    let (stop, stopped) = mpsc::channel();
+    let mut signals = 0u32;
+    ctrlc::set_handler(move || {
+        signals += 1;
+        if signals > 1 {
+            // A second signal: leave now; claims held are retried once their lease ends.
+            std::process::exit(130);
+        }
+        let _ = stop.send(());
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+
+    eprintln!(
+        "cartflow serve: listening on http://{} ({location}), {} worker thread(s); stop with \
+         SIGTERM or Ctrl-C",
+        server.local_addr(),
+        request.workers
+    );
+    // The sender lives in the handler for the life of the process, so this waits for a signal.
+    let _ = stopped.recv();
+    eprintln!("cartflow serve: stopping after the requests and operations in hand");
+    server.shutdown();
+    eprintln!("cartflow serve: stopped");
+    Ok(())
+}
+
+/// The tokens to accept: `--tokens`, else a data directory's `tokens.json`, else none (every
+/// call that needs a token answers 401).
+fn tokens(request: &Request, directory: Option<&Path>) -> Result<Tokens, String> {
+    if let Some(file) = &request.tokens {
+        return load_tokens(file);
+    }
+    match directory.map(|dir| dir.join(TOKENS_FILE)) {
+        Some(file) if file.exists() => load_tokens(&file),
+        Some(file) => {
+            eprintln!(
+                "cartflow serve: no {} (pass --tokens): every call but GET /services/data/ \
+                 answers 401",
+                file.display()
+            );
+            Ok(Tokens::new())
+        }
+        None => {
+            eprintln!(
+                "cartflow serve: no --tokens file: every call but GET /services/data/ answers 401"
+            );
+            Ok(Tokens::new())
+        }
+    }
+}
+
+fn load_tokens(file: &Path) -> Result<Tokens, String> {
+    let tokens = Tokens::load(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    if tokens.is_empty() {
+        eprintln!(
+            "cartflow serve: {} accepts no token: every call but GET /services/data/ answers 401",
+            file.display()
+        );
+    }
+    Ok(tokens)
+}
+
+/// Opens the data. A directory holding neither a database nor a seed is served as an empty
+/// in-memory store (nothing is written to it): there is nothing to check out until a
+/// `cartflow.json` is put there and the server restarted.
+fn open(data: &str, is_directory: bool) -> Result<datadir::Opened, String> {
+    let directory = Path::new(data);
+    if is_directory
+        && !directory.join(datadir::DATABASE_FILE).exists()
+        && !directory.join(datadir::DATA_FILE).exists()
+    {
+        eprintln!(
+            "cartflow serve: {} holds neither {} nor {}: serving an empty store; nothing is \
+             written",
+            directory.display(),
+            datadir::DATABASE_FILE,
+            datadir::DATA_FILE
+        );
+        return Ok(datadir::Opened {
+            store: Arc::new(MemoryStore::new()),
+            stock: Vec::new(),
+            location: "an empty in-memory store".into(),
+        });
+    }
+    datadir::open_store(data).map_err(|e| e.to_string())
+}
