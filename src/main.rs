@@ -100,6 +100,26 @@ discarded. SIGTERM or SIGINT stops the worker after the operations in hand (exit
 second signal exits at once, and the claims it held are retried once their lease ends.
 Inventory checks use the database's stock table. Exit status 2 for a usage or data error.")]
     Worker(WorkerArgs),
+    /// Show a cart's checkout: its lines, sessions, operations, validation outputs, orders and
+    /// the history of every move.
+    #[command(after_help = "\
+Examples:
+  cartflow inspect --cart 0a60000000000G9 --data /tmp/cart
+  cartflow inspect --cart 0a60000000000G9 --data sqlite:cartflow-demo.db --json | jq .history
+
+Exit status: 0, 1 when the store has no such cart, 2 for a usage or data error.")]
+    Inspect {
+        /// The cart's ID.
+        #[arg(long, value_name = "CART_ID")]
+        cart: String,
+        /// A data directory (cartflow.db, seeded from cartflow.json), sqlite:<path>, or a
+        /// postgres:// URL.
+        #[arg(long, value_name = "DIR|URL")]
+        data: String,
+        /// Print JSON (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the Salesforce-shaped REST API (actions and records) over HTTP.
     #[cfg(feature = "http")]
     #[command(after_help = "\
@@ -207,6 +227,9 @@ fn main() -> ExitCode {
             cli::print_stdout(&text)
         }
         Commands::Demo { data } => cli::demo::run(&data),
+        Commands::Inspect { cart, data, json } => {
+            cli::inspect::run(&cli::inspect::Request { cart, data, json })
+        }
         Commands::Invoke(args) => cli::invoke::run(&cli::invoke::Request {
             action: args.action,
             input: args.input,

@@ -1023,3 +1023,42 @@ fn invoke_and_worker_run_against_a_postgresql_url() {
         "nothing written to the directory"
     );
 }
+
+#[test]
+fn inspect_shows_a_carts_checkout_as_text_and_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(run(tmp.path(), &["demo"]).status.success());
+    let db = format!("sqlite:{}", tmp.path().join("cartflow-demo.db").display());
+    let cart = SampleCart::InStock.id().to_string();
+    let text = run(tmp.path(), &["inspect", "--cart", &cart, "--data", &db]);
+    assert_eq!(text.status.code(), Some(0));
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.starts_with(&format!("cart {cart} (Closed)")), "{text}");
+    assert!(text.contains("State Complete"), "{text}");
+    assert!(text.contains("checkoutSessionAction 0a6"), "{text}");
+    let json = run(
+        tmp.path(),
+        &["inspect", "--cart", &cart, "--data", &db, "--json"],
+    );
+    assert_eq!(json.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["orders"][0]["Status"], "Activated");
+    assert!(report["history"].as_array().unwrap().len() > 30);
+    // No such cart: 1; a malformed ID: 2.
+    let missing = SfId::from_number(KeyPrefix::WebCart, 987_654).to_string();
+    assert_eq!(
+        run(tmp.path(), &["inspect", "--cart", &missing, "--data", &db])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        run(
+            tmp.path(),
+            &["inspect", "--cart", "nonsense", "--data", &db]
+        )
+        .status
+        .code(),
+        Some(2)
+    );
+}

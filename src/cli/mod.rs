@@ -2,6 +2,7 @@
 
 pub mod datadir;
 pub mod demo;
+pub mod inspect;
 pub mod invoke;
 #[cfg(feature = "http")]
 pub mod serve;

@@ -1,0 +1,177 @@
+//! `cartflow inspect`: a cart's checkout as the store holds it — the cart, its sessions,
+//! operations, validation outputs, order and history.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use cartflow::model::SfId;
+use cartflow::{Store, StoreError};
+use serde_json::{Value, json};
+
+use crate::cli::datadir::open_store;
+use crate::cli::print_stdout;
+
+/// What to inspect.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The cart's ID as given.
+    pub cart: String,
+    /// The `--data` value.
+    pub data: String,
+    /// Print JSON instead of text.
+    pub json: bool,
+}
+
+/// Prints the cart's checkout; exit 2 for a usage or data error, 1 when no such cart.
+pub fn run(request: &Request) -> ExitCode {
+    let cart: SfId = match request.cart.parse() {
+        Ok(id) => id,
+        Err(e) => {
+            eprintln!("cartflow inspect: --cart: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opened = match open_store(&request.data) {
+        Ok(opened) => opened,
+        Err(e) => {
+            eprintln!("cartflow inspect: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match gather(opened.store.as_ref(), &cart) {
+        Ok(None) => {
+            eprintln!("cartflow inspect: no cart {cart} in {}", opened.location);
+            ExitCode::from(1)
+        }
+        Ok(Some(report)) => {
+            let text = if request.json {
+                let mut text = serde_json::to_string_pretty(&report).unwrap_or_default();
+                text.push('\n');
+                text
+            } else {
+                render(&report)
+            };
+            print_stdout(&text)
+        }
+        Err(e) => {
+            eprintln!("cartflow inspect: {}: {e}", opened.location);
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Everything the store holds about one cart's checkout, as JSON.
+fn gather(store: &dyn Store, cart_id: &SfId) -> Result<Option<Value>, StoreError> {
+    let Some(cart) = store.cart(cart_id)? else {
+        return Ok(None);
+    };
+    let sessions = store.sessions_of(cart_id)?;
+    let mut orders = Vec::new();
+    for id in sessions.iter().filter_map(|s| s.order_id) {
+        orders.extend(store.order(&id)?);
+    }
+    Ok(Some(json!({
+        "cart": cart,
+        "items": store.cart_items(cart_id)?,
+        "sessions": sessions,
+        "operations": store.operations_of(cart_id)?,
+        "validationOutputs": store.validation_outputs(cart_id)?,
+        "orders": orders,
+        "history": store.history(cart_id)?,
+    })))
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        // An event such as {"Action": "priceCart"}: its action's name.
+        Value::Object(fields) if fields.len() == 1 => {
+            fields.values().next().map(text).unwrap_or_default()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The report as text for a person.
+fn render(report: &Value) -> String {
+    let mut out = String::new();
+    let cart = &report["cart"];
+    let _ = writeln!(
+        out,
+        "cart {} ({}), store {}, account {}, owner {}, total {}",
+        text(&cart["Id"]),
+        text(&cart["Status"]),
+        text(&cart["WebStoreId"]),
+        text(&cart["AccountId"]),
+        text(&cart["OwnerId"]),
+        text(&cart["GrandTotalAmount"]),
+    );
+    let list = |out: &mut String, title: &str, key: &str, line: &dyn Fn(&Value) -> String| {
+        let rows = report[key].as_array().cloned().unwrap_or_default();
+        let _ = writeln!(out, "{title} ({})", rows.len());
+        for row in &rows {
+            let _ = writeln!(out, "  {}", line(row));
+        }
+    };
+    list(&mut out, "lines", "items", &|i| {
+        format!(
+            "{} {} x{} total {}",
+            text(&i["Id"]),
+            text(&i["Sku"]),
+            text(&i["Quantity"]),
+            text(&i["TotalPrice"])
+        )
+    });
+    list(&mut out, "sessions", "sessions", &|s| {
+        format!(
+            "{} State {} NextState {} IsProcessing {} IsError {} IsArchived {} Order {}",
+            text(&s["Id"]),
+            text(&s["State"]),
+            text(&s["NextState"]),
+            text(&s["IsProcessing"]),
+            text(&s["IsError"]),
+            text(&s["IsArchived"]),
+            text(&s["OrderId"])
+        )
+    });
+    list(&mut out, "operations", "operations", &|o| {
+        format!(
+            "{} {} {} attempt {} {}",
+            text(&o["Id"]),
+            text(&o["Name"]),
+            text(&o["Status"]),
+            text(&o["Attempt"]),
+            text(&o["Error"])
+        )
+    });
+    list(&mut out, "validation outputs", "validationOutputs", &|v| {
+        format!(
+            "{} {}: {}",
+            text(&v["Level"]),
+            text(&v["Type"]),
+            text(&v["Message"])
+        )
+    });
+    list(&mut out, "orders", "orders", &|o| {
+        format!(
+            "{} {} total {} summary {}",
+            text(&o["Id"]),
+            text(&o["Status"]),
+            text(&o["GrandTotalAmount"]),
+            text(&o["OrderSummaryId"])
+        )
+    });
+    list(&mut out, "history", "history", &|h| {
+        format!(
+            "{} {} {} {}: {} -> {}",
+            text(&h["At"]),
+            text(&h["Actor"]),
+            text(&h["Event"]),
+            text(&h["Record"]),
+            text(&h["From"]),
+            text(&h["To"])
+        )
+    });
+    out
+}
