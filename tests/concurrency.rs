@@ -14,10 +14,10 @@ use cartflow::clock::ManualClock;
 use cartflow::engine::OperationReport;
 use cartflow::ids::SequentialIds;
 use cartflow::integrations::{
-    IntegrationRequest, Integrations, InventoryProvider, ProviderError, Verdict,
+    IntegrationRequest, Integrations, InventoryProvider, Provider, ProviderError, Verdict,
 };
 use cartflow::machine::{Action, Command, Event, Machine, Output, ValidationMessage};
-use cartflow::model::{CartStatus, Level, OperationStatus, SessionState, SfId};
+use cartflow::model::{CartStatus, Level, OperationStatus, OrderStatus, SessionState, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::DataSet;
 use cartflow::{ActionResult, Engine, ErrorCode, MemoryStore};
@@ -26,11 +26,15 @@ use serde_json::json;
 
 type ProviderFn = dyn Fn(&IntegrationRequest) -> Result<Verdict, ProviderError> + Send + Sync;
 
-/// An engine over `data` whose sample store runs `provider` for inventory checks.
+/// An engine over `data` whose sample store runs `provider` for inventory checks and a
+/// gateway that authorises every payment.
 fn engine_with(data: DataSet, provider: Arc<ProviderFn>) -> Engine {
     common::quiet_provider_panics();
     let mut integrations = Integrations::new();
     integrations.set_inventory(sample::store_id(), Arc::new(Shared(provider)));
+    let approve =
+        |_: &IntegrationRequest| -> Result<Verdict, ProviderError> { Ok(Verdict::Passed) };
+    integrations.set(sample::store_id(), Provider::Payment(Arc::new(approve)));
     let start = Utc
         .timestamp_opt(1_700_000_000, 0)
         .single()
@@ -615,5 +619,187 @@ fn parallel_checkouts_of_different_carts_do_not_interfere() {
         assert_eq!(ops.len(), 1);
         assert_eq!(ops[0].status, OperationStatus::Complete);
         assert_eq!(session.background_operation_id, Some(ops[0].id));
+    }
+}
+
+/// Locks the session's async step `from` for the step after it.
+fn lock(engine: &Engine, session: &str, from: SessionState, to: SessionState) {
+    execute(
+        engine,
+        Command::UpdateSession {
+            session_id: session.into(),
+            next_state: to.as_str().into(),
+            exp_current_state: Some(from.as_str().into()),
+        },
+    );
+}
+
+/// Runs an async step: lock, invoke, and let a worker finish it.
+fn run_step(engine: &Engine, session: &str, cart: SfId, step: (SessionState, SessionState)) {
+    lock(engine, session, step.0, step.1);
+    let cart_id = cart.to_string();
+    let command = match step.0 {
+        SessionState::AuthorizePayment => Command::AuthorizePayment { cart_id },
+        SessionState::Inventory => Command::RunStep {
+            action: Action::CheckCartInventory,
+            cart_id,
+        },
+        SessionState::ConfirmPrice => Command::RunStep {
+            action: Action::PriceCart,
+            cart_id,
+        },
+        SessionState::CalculatePromotions => Command::RunStep {
+            action: Action::CalcCartPromotions,
+            cart_id,
+        },
+        SessionState::ShippingCost => Command::RunStep {
+            action: Action::CalcCartShipment,
+            cart_id,
+        },
+        SessionState::Taxes => Command::RunStep {
+            action: Action::CalcCartTaxes,
+            cart_id,
+        },
+        other => panic!("{other} is not a provider step"),
+    };
+    execute(engine, command);
+    engine.run_until_idle().expect("a worker step");
+}
+
+/// Walks a checkout to a locked Cart To Order step; returns the session.
+fn to_locked_cart_to_order(engine: &Engine, cart: SfId) -> String {
+    use SessionState as S;
+    let session = to_inventory(engine, cart);
+    for step in [
+        (S::Inventory, S::ConfirmPrice),
+        (S::ConfirmPrice, S::CalculatePromotions),
+        (S::CalculatePromotions, S::ShippingCost),
+        (S::ShippingCost, S::DeliveryMethod),
+    ] {
+        run_step(engine, &session, cart, step);
+    }
+    advance(engine, &session, "Delivery Method", "Taxes");
+    run_step(
+        engine,
+        &session,
+        cart,
+        (S::Taxes, S::PaymentAndBillingAddress),
+    );
+    advance(
+        engine,
+        &session,
+        "Payment And Billing Address",
+        "Checkout Summary",
+    );
+    advance(engine, &session, "Checkout Summary", "Cart To Order");
+    lock(engine, &session, S::CartToOrder, S::AuthorizePayment);
+    session
+}
+
+/// Races `THREADS` calls of an order step, half with `runAsync` false, then lets a worker
+/// finish; returns the one operation every successful call answered.
+fn race_order_step(engine: &Engine, action: &str, input: serde_json::Value, round: usize) -> SfId {
+    const THREADS: usize = 16;
+    let results = race(THREADS, |k| {
+        let mut input = input.clone();
+        input["runAsync"] = json!(k % 2 == 0);
+        engine.invoke(action, &input, &buyer())
+    });
+    engine.run_until_idle().expect("a worker step");
+    let answered: Vec<&str> = results
+        .iter()
+        .filter(|r| r.is_success)
+        .map(|r| {
+            r.output_values.as_ref().expect("outputs")["backgroundOperationId"]
+                .as_str()
+                .expect("a backgroundOperationId")
+        })
+        .collect();
+    assert!(!answered.is_empty(), "round {round}: {results:?}");
+    // A call while the operation is queued or running is refused; one after it completed
+    // answers it again.
+    for refused in results.iter().filter(|r| !r.is_success) {
+        let expected = if action == "activateOrderAction" {
+            ("INVALID_INPUT".to_owned(), 403)
+        } else {
+            ("ALREADY_IN_PROCESS".to_owned(), 400)
+        };
+        assert_eq!(error_of(refused), expected, "round {round}: {action}");
+    }
+    assert!(
+        answered.iter().all(|op| *op == answered[0]),
+        "round {round}: {action} answered several operations: {answered:?}"
+    );
+    answered[0].parse().expect("an operation ID")
+}
+
+/// Many tabs racing `cartToOrderAction`, then `activateOrderAction`, inside their calls and
+/// asynchronously: one operation each, one order, activated once, and the operations each
+/// claimed and finished once.
+#[test]
+fn racing_order_steps_make_one_order_and_activate_it_once() {
+    let cart = SampleCart::InStock.id();
+    let input = json!({"cartId": cart.to_string()});
+    for round in 0..40 {
+        let engine = engine_with(sample::dataset(), passing());
+        let session = to_locked_cart_to_order(&engine, cart);
+        let store = engine.store();
+        let draft = race_order_step(&engine, "cartToOrderAction", input.clone(), round);
+        let session_id: SfId = session.parse().expect("a session ID");
+        let stored = store.session(&session_id).unwrap().unwrap();
+        assert_eq!(stored.state, Some(SessionState::AuthorizePayment));
+        let order = stored.order_id.expect("the session has its order");
+        assert_eq!(
+            store.order(&order).unwrap().unwrap().status,
+            OrderStatus::Draft
+        );
+        use SessionState as S;
+        run_step(
+            &engine,
+            &session,
+            cart,
+            (S::AuthorizePayment, S::ActivateOrder),
+        );
+        lock(&engine, &session, S::ActivateOrder, S::OrderConfirmation);
+        let mut activate = input.clone();
+        activate["orderStatus"] = json!("Activated");
+        let activation = race_order_step(&engine, "activateOrderAction", activate, round);
+
+        let stored = store.session(&session_id).unwrap().unwrap();
+        assert_eq!(stored.state, Some(S::OrderConfirmation), "round {round}");
+        assert_eq!(stored.order_id, Some(order));
+        let order = store.order(&order).unwrap().unwrap();
+        assert_eq!(order.status, OrderStatus::Activated, "round {round}");
+        assert!(order.order_summary_id.is_some());
+        let ops = store.operations_of(&cart).unwrap();
+        for (name, id) in [
+            ("cartToOrderAction", draft),
+            ("activateOrderAction", activation),
+        ] {
+            let of_step: Vec<_> = ops.iter().filter(|o| o.name == name).collect();
+            assert_eq!(of_step.len(), 1, "round {round}: {name}: {of_step:?}");
+            assert_eq!(of_step[0].id, id);
+            assert_eq!(of_step[0].status, OperationStatus::Complete);
+            assert_eq!(of_step[0].attempt, 1, "round {round}: claimed again");
+        }
+        let history = store.history(&cart).unwrap();
+        for id in [draft, activation] {
+            let moves = |event| {
+                history
+                    .iter()
+                    .filter(|e| e.machine == Machine::Operation && e.record == id)
+                    .filter(|e| e.event == event)
+                    .count()
+            };
+            assert_eq!((moves(Event::Claim), moves(Event::Succeed)), (1, 1));
+        }
+        // Every order of the cart is this one.
+        let orders: Vec<SfId> = store
+            .sessions_of(&cart)
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.order_id)
+            .collect();
+        assert_eq!(orders, vec![order.id], "round {round}");
     }
 }

@@ -1,12 +1,15 @@
 //! Property tests of the engine: random worlds, random command sequences by random actors,
-//! interleaved with worker steps, checked after every step against the transition table, the
-//! store's invariants and a reference model written from `domain.md` and `design.md`.
+//! interleaved with worker steps and the passing of time, checked after every step against
+//! the transition table, the store's invariants, the checkout's own promises (orders, cancel,
+//! Closed carts) and a reference model written from `domain.md`, `design.md` and the
+//! decisions `docs/architecture.md` records (payment, completion, repeats, time-to-live, edits),
+//! never from the crate's own requirement or decision code.
 //!
 //! The generator produces abstract steps (indices and choices); each is turned into a concrete
 //! command only when it runs, against the model's view of the world at that moment. That keeps
 //! generation independent of state (plain proptest, good shrinking) while still letting a
-//! `Hub` step issue the command the checkout flow would issue next, so sequences reach deep
-//! steps and not only early refusals.
+//! `Hub` step issue the command the checkout flow would issue next, so sequences reach the
+//! order steps and the close, not only early refusals.
 
 mod common;
 
@@ -14,19 +17,21 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use cartflow::clock::ManualClock;
+use cartflow::clock::{Clock, ManualClock};
 use cartflow::ids::SequentialIds;
 use cartflow::integrations::{
-    IntegrationRequest, Integrations, InventoryProvider, ProviderError, StockTable, Verdict,
+    IntegrationRequest, Integrations, InventoryProvider, PaymentProvider, Provider, ProviderError,
+    StockTable, Verdict,
 };
 use cartflow::machine::{
-    Action, Command, Event, Machine, Node, OperationNode, Output, Phase, SessionNode, StepOutcome,
-    TransitionTable, ValidationMessage, operation_node, session_node,
+    Action, CartEdit, CheckoutDetails, Command, Event, Machine, Node, OperationNode, Output, Phase,
+    SessionNode, StepOutcome, TransitionTable, ValidationMessage, operation_node, session_node,
 };
 use cartflow::model::{
-    Access, Account, BackgroundOperation, CartCheckoutSession, CartItem, CartItemType, CartShare,
-    CartStatus, CartValidationOutput, KeyPrefix, Level, MAX_MESSAGE_LEN, OperationStatus,
-    OutputType, Permission, ProviderKind, SessionState, SfId, User, WebCart, WebStore,
+    Access, Account, Address, BackgroundOperation, CartCheckoutSession, CartItem, CartItemType,
+    CartShare, CartStatus, CartValidationOutput, DeliveryOption, KeyPrefix, Level, MAX_MESSAGE_LEN,
+    OperationStatus, Order, OrderItem, OrderStatus, OutputType, Permission, ProviderKind,
+    SessionState, SfId, User, WebCart, WebStore,
 };
 use cartflow::store::{DataSet, StockLevel};
 use cartflow::{Engine, ErrorCode, MemoryStore};
@@ -79,49 +84,94 @@ const STEPS: [(SessionState, Stage); 15] = [
     (SessionState::Complete, Stage::Terminal),
 ];
 
-/// The async actions a user can invoke (`domain.md` §2); payment has no core action.
-const ASYNC_ACTIONS: [Action; 7] = [
+/// The async actions that run a store's provider (`domain.md` §2, §4); the order steps and
+/// payment have calls of their own.
+const PROVIDER_ACTIONS: [Action; 5] = [
     Action::CheckCartInventory,
     Action::PriceCart,
     Action::CalcCartPromotions,
     Action::CalcCartShipment,
     Action::CalcCartTaxes,
-    Action::CartToOrder,
-    Action::ActivateOrder,
 ];
+
+/// The name of the payment step's call and operations (payment is not a core action).
+const AUTHORIZE_PAYMENT: &str = "authorizePayment";
+
+/// The only orderStatus that means "activate".
+const ACTIVATED: &str = "Activated";
 
 fn stage_of(state: SessionState) -> Option<Stage> {
     STEPS.iter().find(|(s, _)| *s == state).map(|(_, k)| *k)
 }
 
+fn position(state: SessionState) -> Option<usize> {
+    STEPS.iter().position(|(s, _)| *s == state)
+}
+
 fn next_of(state: SessionState) -> Option<SessionState> {
-    let i = STEPS.iter().position(|(s, _)| *s == state)?;
+    let i = position(state)?;
     match STEPS[i].1 {
         Stage::Terminal => None,
         _ => STEPS.get(i + 1).map(|(s, _)| *s),
     }
 }
 
-fn step_of_action(action: Action) -> Option<SessionState> {
-    STEPS
-        .iter()
-        .find(|(_, k)| *k == Stage::Async(action))
-        .map(|(s, _)| *s)
+/// What a background operation does: an async core action, or the payment step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Work {
+    Step(Action),
+    Payment,
 }
 
-/// Cart to Order and Activate Order answer Unsupported in this version of cartflow.
-fn implemented(action: Action) -> bool {
-    !matches!(action, Action::CartToOrder | Action::ActivateOrder)
-}
+impl Work {
+    fn of(stage: Stage) -> Option<Work> {
+        match stage {
+            Stage::Async(action) => Some(Work::Step(action)),
+            Stage::Payment => Some(Work::Payment),
+            _ => None,
+        }
+    }
 
-/// The provider kind an async action runs (`domain.md` §4).
-fn provider_kind(action: Action) -> ProviderKind {
-    match action {
-        Action::PriceCart => ProviderKind::Price,
-        Action::CalcCartPromotions => ProviderKind::Promotions,
-        Action::CalcCartShipment => ProviderKind::Shipment,
-        Action::CalcCartTaxes => ProviderKind::Tax,
-        _ => ProviderKind::Inventory,
+    /// The step the work belongs to.
+    fn step(self) -> Option<SessionState> {
+        STEPS
+            .iter()
+            .find(|(_, k)| Work::of(*k) == Some(self))
+            .map(|(s, _)| *s)
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Work::Step(action) => action.api_name(),
+            Work::Payment => AUTHORIZE_PAYMENT,
+        }
+    }
+
+    /// The provider kind it runs (`domain.md` §4); making and activating the order are the
+    /// platform's own work.
+    fn provider_kind(self) -> Option<ProviderKind> {
+        Some(match self {
+            Work::Step(Action::CheckCartInventory) => ProviderKind::Inventory,
+            Work::Step(Action::PriceCart) => ProviderKind::Price,
+            Work::Step(Action::CalcCartPromotions) => ProviderKind::Promotions,
+            Work::Step(Action::CalcCartShipment) => ProviderKind::Shipment,
+            Work::Step(Action::CalcCartTaxes) => ProviderKind::Tax,
+            Work::Payment => ProviderKind::Payment,
+            Work::Step(_) => return None,
+        })
+    }
+
+    /// The CartValidationOutput type of a failure: the provider's kind (`domain.md` §4), and
+    /// `Other` for the payment step and the order steps.
+    fn output_type(self) -> OutputType {
+        match self {
+            Work::Step(Action::CheckCartInventory) => OutputType::Inventory,
+            Work::Step(Action::PriceCart) => OutputType::Pricing,
+            Work::Step(Action::CalcCartPromotions) => OutputType::Promotions,
+            Work::Step(Action::CalcCartShipment) => OutputType::Shipping,
+            Work::Step(Action::CalcCartTaxes) => OutputType::Taxes,
+            _ => OutputType::Other,
+        }
     }
 }
 
@@ -134,7 +184,12 @@ enum Kind {
     Start,
     Update,
     Advance,
+    /// The screen step into `Complete`.
+    Close,
     Async(Action),
+    Authorize,
+    Details,
+    Edit,
     Cancel,
 }
 
@@ -147,10 +202,13 @@ enum Why {
     NoEditAccess,
     AccountInvalid,
     NotStoreMember,
+    OrderStatus,
     CartStatus,
+    CheckoutDisabled,
     CheckoutInProgress,
     InitialState,
     NoActiveSession,
+    Expired,
     EmptyState,
     Locked,
     ExpectedStateMismatch,
@@ -158,32 +216,76 @@ enum Why {
     NotLocked,
     WrongStep,
     WrongNextState,
+    NoDraftOrder,
+    ErrorOutputs,
     OperationActive,
-    Unsupported,
+    MethodNotOffered,
+    InvalidEdit,
+    OrderActivated,
 }
+
+const ALL_REASONS: [Why; 26] = [
+    Why::CannotInvoke,
+    Why::InvalidCartId,
+    Why::InvalidSessionId,
+    Why::NoEditAccess,
+    Why::AccountInvalid,
+    Why::NotStoreMember,
+    Why::OrderStatus,
+    Why::CartStatus,
+    Why::CheckoutDisabled,
+    Why::CheckoutInProgress,
+    Why::InitialState,
+    Why::NoActiveSession,
+    Why::Expired,
+    Why::EmptyState,
+    Why::Locked,
+    Why::ExpectedStateMismatch,
+    Why::NotNextStep,
+    Why::NotLocked,
+    Why::WrongStep,
+    Why::WrongNextState,
+    Why::NoDraftOrder,
+    Why::ErrorOutputs,
+    Why::OperationActive,
+    Why::MethodNotOffered,
+    Why::InvalidEdit,
+    Why::OrderActivated,
+];
 
 use ErrorCode::{
     AlreadyInProcess as AIP, BadRequest as BR, InsufficientAccessOrReadonly as ISA,
-    InvalidOperation as IO, UnknownException as UE,
+    InvalidInput as II, InvalidOperation as IO, UnknownException as UE,
 };
 
 /// Every (errorCode, HTTP status) an action may answer: domain.md §2.1 for the async actions
-/// and cancel, §2.2 for the session actions, with the statuses `requirement.rs` fixes where the
-/// documentation gives only "4xx" (a lost compare-and-set is 409), and 501 for the actions not
-/// implemented yet.
+/// and cancel, §2.2 for the session actions and activation, with the statuses
+/// `requirement.rs` fixes where the documentation gives only "4xx" (a lost compare-and-set is
+/// 409). A screen's write of buyer input has the session actions' access rows and refuses a
+/// delivery method nobody offered with 400 `INVALID_INPUT`. The documentation lists no rows
+/// for cart edits; they answer as checkoutSessionAction does, and 400 `INVALID_INPUT` for an
+/// edit that is not well-formed.
 fn documented_pairs(kind: Kind) -> &'static [(ErrorCode, u16)] {
     match kind {
         Kind::Start => &[(BR, 400), (UE, 500), (IO, 403)],
-        Kind::Update | Kind::Advance => &[(BR, 400), (UE, 403), (ISA, 400), (IO, 403), (IO, 409)],
-        Kind::Async(Action::CartToOrder | Action::ActivateOrder) => &[
+        Kind::Update | Kind::Advance | Kind::Close => {
+            &[(BR, 400), (UE, 403), (ISA, 400), (IO, 403), (IO, 409)]
+        }
+        Kind::Async(Action::ActivateOrder) => {
+            &[(BR, 400), (UE, 500), (ISA, 500), (IO, 403), (II, 403)]
+        }
+        Kind::Async(_) | Kind::Authorize => {
+            &[(BR, 400), (UE, 500), (ISA, 500), (IO, 403), (AIP, 400)]
+        }
+        Kind::Details => &[
             (BR, 400),
             (UE, 500),
-            (ISA, 500),
+            (ISA, 400),
             (IO, 403),
-            (AIP, 400),
-            (UE, 501),
+            (IO, 409),
+            (II, 400),
         ],
-        Kind::Async(_) => &[(BR, 400), (UE, 500), (ISA, 500), (IO, 403), (AIP, 400)],
+        Kind::Edit => &[(BR, 400), (UE, 500), (IO, 403), (II, 400)],
         Kind::Cancel => &[(BR, 400), (UE, 500), (ISA, 500), (IO, 403)],
     }
 }
@@ -193,27 +295,52 @@ fn documented_pairs(kind: Kind) -> &'static [(ErrorCode, u16)] {
 fn documented(kind: Kind, why: Why) -> Option<(ErrorCode, u16)> {
     use Kind as K;
     use Why as W;
-    let session_action = matches!(kind, K::Update | K::Advance);
-    let cart_action = matches!(kind, K::Start | K::Async(_) | K::Cancel);
+    let session_action = matches!(kind, K::Update | K::Advance | K::Close);
+    let cart_action = !session_action;
+    let async_action = matches!(kind, K::Async(_) | K::Authorize);
+    let activate = kind == K::Async(Action::ActivateOrder);
+    let input = kind == K::Details;
+    let edit = kind == K::Edit;
     Some(match why {
         W::CannotInvoke => (BR, 400),
         W::InvalidCartId if cart_action => (UE, 500),
         W::InvalidSessionId if session_action => (UE, 403),
-        W::NoEditAccess if cart_action => (BR, 400),
-        W::NoEditAccess | W::AccountInvalid | W::NotStoreMember if session_action => (ISA, 400),
-        W::AccountInvalid | W::NotStoreMember if kind == K::Start => (BR, 400),
+        W::NoEditAccess | W::AccountInvalid | W::NotStoreMember if session_action || input => {
+            (ISA, 400)
+        }
+        W::NoEditAccess => (BR, 400),
+        W::AccountInvalid | W::NotStoreMember if kind == K::Start || edit => (BR, 400),
         W::AccountInvalid | W::NotStoreMember => (ISA, 500),
+        // "an order status other than activate is 500 UNKNOWN_EXCEPTION" (§2.2).
+        W::OrderStatus if activate => (UE, 500),
         W::CartStatus => (IO, 403),
+        W::CheckoutDisabled if kind == K::Start => (IO, 403),
         W::CheckoutInProgress if kind == K::Start => (BR, 400),
         W::InitialState if kind == K::Start => (UE, 500),
-        W::NoActiveSession | W::EmptyState if session_action || matches!(kind, K::Async(_)) => {
+        W::NoActiveSession | W::Expired if session_action || async_action || input => (IO, 403),
+        W::EmptyState if session_action || async_action => (IO, 403),
+        W::NotNextStep if session_action => (IO, 403),
+        W::Locked if session_action || input => (IO, 409),
+        W::ExpectedStateMismatch if session_action => (IO, 409),
+        W::NotLocked if async_action => (IO, 403),
+        // Activation's own rules are 403 INVALID_INPUT (§2.2).
+        W::WrongStep
+        | W::WrongNextState
+        | W::NoDraftOrder
+        | W::ErrorOutputs
+        | W::OperationActive
+            if activate =>
+        {
+            (II, 403)
+        }
+        W::WrongStep | W::WrongNextState if async_action => (IO, 403),
+        W::OperationActive if async_action => (AIP, 400),
+        W::MethodNotOffered if input => (II, 400),
+        W::InvalidEdit if edit => (II, 400),
+        // Once the order is activated the checkout can only complete (docs/architecture.md).
+        W::OrderActivated if matches!(kind, K::Start | K::Edit | K::Cancel) || async_action => {
             (IO, 403)
         }
-        W::NotNextStep if session_action => (IO, 403),
-        W::Locked | W::ExpectedStateMismatch if session_action => (IO, 409),
-        W::NotLocked | W::WrongStep | W::WrongNextState if matches!(kind, K::Async(_)) => (IO, 403),
-        W::OperationActive if matches!(kind, K::Async(_)) => (AIP, 400),
-        W::Unsupported if matches!(kind, K::Async(a) if !implemented(a)) => (UE, 501),
         _ => return None,
     })
 }
@@ -232,10 +359,26 @@ enum Mapping {
     Scripted,
 }
 
+/// Which payment provider a store maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Payment {
+    /// None: no order may be placed (no payment is ever authorised without a gateway).
+    Unmapped,
+    /// A gateway that authorises every payment.
+    Approve,
+    /// A gateway that declines every payment, with one message.
+    Decline,
+    /// The scripted provider.
+    Scripted,
+}
+
 #[derive(Debug, Clone)]
 struct StoreSpec {
     members: u8,
     mapping: Mapping,
+    payment: Payment,
+    /// CheckoutTimeToLive in minutes.
+    ttl: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -258,21 +401,32 @@ struct ActiveSeed {
     /// 0 open, 1 locked, 2 running with a New operation, 3 running with a Running one.
     phase: u8,
     wrong_next: bool,
+    /// From the Authorize Payment step on: 0 no order, 1-2 the step's own (Draft before
+    /// activation, Activated after), 3 the other status, 4 an OrderId that names nothing.
+    order: u8,
+    /// 0 no CreatedDate (never expires), 1 five minutes old, 2 more than two days old.
+    created: u8,
 }
 
 #[derive(Debug, Clone)]
 struct CartSpec {
     /// A cart of the main buyer in the main store: most commands on it get past security.
     good: bool,
+    /// A cart with an active session is in Checkout, as the engine leaves it.
+    consistent: bool,
     store: u8,
     account: u8,
     owner: u8,
     status: CartStatus,
     shares: Vec<(u8, Access)>,
     items: Vec<ItemSpec>,
+    /// The Shipment integration has offered delivery options.
+    options: bool,
+    /// The cart has been priced.
+    priced: bool,
     archived: u8,
     active: Option<ActiveSeed>,
-    outputs: u8,
+    outputs: Vec<(Level, bool)>,
 }
 
 #[derive(Debug, Clone)]
@@ -294,6 +448,25 @@ fn cart_status() -> impl Strategy<Value = CartStatus> {
     ]
 }
 
+fn active_seed() -> impl Strategy<Value = ActiveSeed> {
+    // Any State, and more often one of the order steps.
+    let state = prop_oneof![2 => 0u8..16, 1 => 10u8..14];
+    (
+        prop::option::weighted(0.9, state),
+        0u8..4,
+        prop::bool::weighted(0.2),
+        0u8..5,
+        0u8..3,
+    )
+        .prop_map(|(state, phase, wrong_next, order, created)| ActiveSeed {
+            state,
+            phase,
+            wrong_next,
+            order,
+            created,
+        })
+}
+
 fn cart_spec() -> impl Strategy<Value = CartSpec> {
     let item = (0u8..8, 1u8..=4, prop::bool::weighted(0.15)).prop_map(|(sku, quantity, charge)| {
         ItemSpec {
@@ -303,44 +476,46 @@ fn cart_spec() -> impl Strategy<Value = CartSpec> {
         }
     });
     let share = (0u8..8, prop_oneof![Just(Access::Read), Just(Access::Edit)]);
-    let active = prop::option::weighted(
-        0.4,
-        (
-            prop::option::weighted(0.95, 0u8..16),
-            0u8..4,
-            prop::bool::weighted(0.2),
-        )
-            .prop_map(|(state, phase, wrong_next)| ActiveSeed {
-                state,
-                phase,
-                wrong_next,
-            }),
-    );
+    let level = prop_oneof![
+        3 => Just(Level::Error),
+        1 => Just(Level::Warning),
+        1 => Just(Level::Info),
+    ];
+    let output = (level, prop::bool::weighted(0.3));
     (
-        prop::bool::weighted(0.7),
+        (prop::bool::weighted(0.7), prop::bool::weighted(0.6)),
         (0u8..8, 0u8..8, 0u8..8),
         cart_status(),
         prop::collection::vec(share, 0..3),
         prop::collection::vec(item, 0..5),
-        (0u8..3, active, 0u8..3),
+        (prop::bool::weighted(0.6), prop::bool::weighted(0.5)),
+        (
+            0u8..3,
+            prop::option::weighted(0.45, active_seed()),
+            prop::collection::vec(output, 0..3),
+        ),
     )
         .prop_map(
             |(
-                good,
+                (good, consistent),
                 (store, account, owner),
                 status,
                 shares,
                 items,
+                (options, priced),
                 (archived, active, outputs),
             )| {
                 CartSpec {
                     good,
+                    consistent,
                     store,
                     account,
                     owner,
                     status,
                     shares,
                     items,
+                    options,
+                    priced,
                     archived,
                     active,
                     outputs,
@@ -349,17 +524,35 @@ fn cart_spec() -> impl Strategy<Value = CartSpec> {
         )
 }
 
-fn world_spec() -> impl Strategy<Value = WorldSpec> {
+fn store_spec() -> impl Strategy<Value = StoreSpec> {
     let mapping = prop_oneof![
         1 => Just(Mapping::Internal),
         1 => Just(Mapping::Stock),
         2 => Just(Mapping::Scripted),
     ];
+    let payment = prop_oneof![
+        1 => Just(Payment::Unmapped),
+        3 => Just(Payment::Approve),
+        1 => Just(Payment::Decline),
+        2 => Just(Payment::Scripted),
+    ];
+    let ttl = prop_oneof![
+        3 => Just(Some(2880)),
+        2 => Just(None),
+        2 => Just(Some(30)),
+        1 => Just(Some(0)),
+    ];
+    (any::<u8>(), mapping, payment, ttl).prop_map(|(members, mapping, payment, ttl)| StoreSpec {
+        members,
+        mapping,
+        payment,
+        ttl,
+    })
+}
+
+fn world_spec() -> impl Strategy<Value = WorldSpec> {
     (
-        prop::collection::vec(
-            (any::<u8>(), mapping).prop_map(|(members, mapping)| StoreSpec { members, mapping }),
-            1..=3,
-        ),
+        prop::collection::vec(store_spec(), 1..=3),
         prop::collection::vec(prop::bool::weighted(0.8), 1..=3),
         prop::collection::vec(
             (0u8..8, 0u8..8).prop_map(|(account, permissions)| UserSpec {
@@ -408,7 +601,32 @@ const SKUS: [Option<&str>; 8] = [
     Some("  "),
 ];
 
-/// Builds the data set, the model and the store mappings of a world.
+/// The delivery options a Shipment integration offered, on the carts that have them.
+fn offered_options() -> Vec<DeliveryOption> {
+    [("STD", "Standard", 5), ("EXP", "Express", 20)]
+        .into_iter()
+        .map(|(method, name, amount)| DeliveryOption {
+            delivery_method_id: method.into(),
+            name: name.into(),
+            amount: Decimal::from(amount),
+        })
+        .collect()
+}
+
+/// A delivery method no integration offers.
+const UNOFFERED_METHOD: &str = "DRONE";
+
+fn address() -> Address {
+    Address {
+        street: "1 Main St".into(),
+        city: "Springfield".into(),
+        state_code: Some("IL".into()),
+        postal_code: "62701".into(),
+        country_code: "US".into(),
+    }
+}
+
+/// Builds the data set and the model of a world.
 fn build(spec: &WorldSpec) -> (DataSet, Model) {
     let mut data = DataSet::default();
     let n_accounts = spec.accounts.len() as u64;
@@ -443,7 +661,7 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
         data.stores.push(WebStore {
             id: store,
             name: format!("store {i}"),
-            checkout_time_to_live: Some(2880),
+            checkout_time_to_live: s.ttl,
             buyer_accounts: members,
         });
         if s.mapping == Mapping::Stock {
@@ -455,7 +673,7 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
                 });
             }
         }
-        mappings.push((store, s.mapping));
+        mappings.push((store, s.mapping, s.payment));
     }
     for (i, u) in spec.users.iter().enumerate() {
         let mut permissions: BTreeSet<Permission> = [
@@ -484,25 +702,28 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
             permissions,
         });
     }
-    let (mut items, mut sessions, mut ops, mut outputs) = (0u64, 0u64, 0u64, 0u64);
+    let (mut items, mut sessions, mut ops, mut outputs, mut orders) =
+        (0u64, 0u64, 0u64, 0u64, 0u64);
     let mut model_carts = Vec::new();
     for (c, spec) in spec.carts.iter().enumerate() {
         let cart_id = id(KeyPrefix::WebCart, c as u64 + 1);
-        let (store, account, owner, status) = if spec.good {
-            let status = spec.status;
+        let (store, account, owner) = if spec.good {
             (
                 id(KeyPrefix::WebStore, 1),
                 id(KeyPrefix::Account, 1),
                 id(KeyPrefix::User, 1),
-                status,
             )
         } else {
             (
                 pick(KeyPrefix::WebStore, spec.store, n_stores),
                 pick(KeyPrefix::Account, spec.account, n_accounts),
                 pick(KeyPrefix::User, spec.owner, n_users),
-                spec.status,
             )
+        };
+        let status = if spec.consistent && spec.active.is_some() {
+            CartStatus::Checkout
+        } else {
+            spec.status
         };
         let cart = WebCart {
             shares: spec
@@ -513,6 +734,12 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
                     access: *access,
                 })
                 .collect(),
+            delivery_options: if spec.options {
+                offered_options()
+            } else {
+                Vec::new()
+            },
+            total_product_amount: spec.priced.then(|| Decimal::from(100)),
             ..WebCart::new(cart_id, store, account, owner, status)
         };
         let mut cart_items = Vec::new();
@@ -534,7 +761,8 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
         }
         let mut m_sessions = Vec::new();
         let mut m_ops = Vec::new();
-        let mut seed_op = |action: Action,
+        let mut m_orders = Vec::new();
+        let mut seed_op = |work: Work,
                            session: SfId,
                            status: OperationStatus,
                            data: &mut DataSet,
@@ -545,10 +773,10 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
             let running = status == OperationStatus::Running;
             data.operations.push(BackgroundOperation {
                 id: op_id,
-                name: action.api_name().into(),
+                name: work.name().into(),
                 cart_id,
                 checkout_session_id: session,
-                provider_kind: provider_kind(action),
+                provider_kind: work.provider_kind(),
                 status,
                 error: None,
                 submitted_at: submitted,
@@ -562,7 +790,8 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
             });
             m_ops.push(MOp {
                 id: op_id,
-                action,
+                work,
+                session,
                 status,
                 submitted,
             });
@@ -574,7 +803,7 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
             let state = STEPS[usize::from(k * 5) % STEPS.len()].0;
             let op = (k % 2 == 0).then(|| {
                 seed_op(
-                    Action::CheckCartInventory,
+                    Work::Step(Action::CheckCartInventory),
                     session_id,
                     OperationStatus::Complete,
                     &mut data,
@@ -589,6 +818,8 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
                 error: false,
                 archived: true,
                 op,
+                order: None,
+                created: None,
             };
             data.sessions.push(session.record(cart_id));
             m_sessions.push(session);
@@ -600,16 +831,24 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
                 .state
                 .map(|k| SessionState::ALL[usize::from(k) % SessionState::ALL.len()]);
             let stage = state.and_then(stage_of);
-            // Locked and running are phases of async and payment steps only; a queued
-            // operation needs a provider kind.
-            let lockable = matches!(stage, Some(Stage::Async(_) | Stage::Payment));
-            let runnable = matches!(stage, Some(Stage::Async(a)) if implemented(a));
+            let at = state.and_then(position);
+            // An imported checkout past Inventory carries the check it passed.
+            let inventory = position(SessionState::Inventory);
+            let checked = (at > inventory).then(|| {
+                seed_op(
+                    Work::Step(Action::CheckCartInventory),
+                    session_id,
+                    OperationStatus::Complete,
+                    &mut data,
+                    &mut m_ops,
+                )
+            });
+            // Locked and running are phases of async and payment steps only.
+            let lockable = stage.and_then(Work::of).is_some();
             let phase = match seed.phase {
                 0 => 0,
-                1 if lockable => 1,
-                2 | 3 if runnable => seed.phase,
-                _ if lockable => 1,
-                _ => 0,
+                _ if !lockable => 0,
+                p => p,
             };
             let mut session = MSession {
                 id: session_id,
@@ -618,7 +857,13 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
                 processing: phase > 0,
                 error: state == Some(SessionState::Error),
                 archived: false,
-                op: None,
+                op: checked,
+                order: None,
+                created: match seed.created {
+                    0 => None,
+                    1 => Some(epoch() - Duration::minutes(5)),
+                    _ => Some(epoch() - Duration::minutes(3_000)),
+                },
             };
             if phase > 0 {
                 let next = state.and_then(next_of);
@@ -629,30 +874,51 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
                 };
             }
             if phase >= 2 {
-                let Some(Stage::Async(action)) = stage else {
-                    unreachable!("runnable steps are async")
-                };
+                let work = stage.and_then(Work::of).expect("lockable steps have work");
                 let status = if phase == 2 {
                     OperationStatus::New
                 } else {
                     OperationStatus::Running
                 };
-                session.op = Some(seed_op(action, session_id, status, &mut data, &mut m_ops));
+                session.op = Some(seed_op(work, session_id, status, &mut data, &mut m_ops));
+            }
+            let payment = position(SessionState::AuthorizePayment);
+            let confirmation = state == Some(SessionState::OrderConfirmation);
+            if at >= payment && at <= position(SessionState::OrderConfirmation) && seed.order > 0 {
+                orders += 1;
+                let order_id = id(KeyPrefix::Order, orders);
+                session.order = Some(order_id);
+                let activated = match seed.order {
+                    1 | 2 => Some(confirmation),
+                    3 => Some(!confirmation),
+                    _ => None,
+                };
+                if let Some(activated) = activated {
+                    let order = seeded_order(order_id, orders, &cart, &cart_items, activated);
+                    m_orders.push(MOrder::of(&order));
+                    data.orders.push(order);
+                }
             }
             data.sessions.push(session.record(cart_id));
             m_sessions.push(session);
         }
-        for _ in 0..spec.outputs {
+        let mut m_outputs = Vec::new();
+        for (level, dismissed) in &spec.outputs {
             outputs += 1;
             data.validation_outputs.push(CartValidationOutput {
                 id: id(KeyPrefix::CartValidationOutput, outputs),
                 cart_id,
                 background_operation_id: None,
-                level: Level::Error,
+                level: *level,
                 output_type: OutputType::Inventory,
                 message: "seeded".into(),
                 related_entity_id: Some(cart_id),
-                is_dismissed: false,
+                is_dismissed: *dismissed,
+            });
+            m_outputs.push(MOutput {
+                level: *level,
+                dismissed: *dismissed,
+                output_type: OutputType::Inventory,
             });
         }
         data.items.extend(cart_items.iter().cloned());
@@ -663,7 +929,8 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
             items: cart_items,
             sessions: m_sessions,
             ops: m_ops,
-            outputs: usize::from(spec.outputs),
+            outputs: m_outputs,
+            orders: m_orders,
         });
     }
     let model = Model {
@@ -674,6 +941,51 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
         carts: model_carts,
     };
     (data, model)
+}
+
+/// An order an imported checkout already made.
+fn seeded_order(
+    order_id: SfId,
+    n: u64,
+    cart: &WebCart,
+    items: &[CartItem],
+    activated: bool,
+) -> Order {
+    let made = epoch() - Duration::hours(1);
+    Order {
+        id: order_id,
+        cart_id: cart.id,
+        web_store_id: cart.web_store_id,
+        account_id: cart.account_id,
+        owner_id: cart.owner_id,
+        status: if activated {
+            OrderStatus::Activated
+        } else {
+            OrderStatus::Draft
+        },
+        items: items
+            .iter()
+            .map(|line| OrderItem {
+                cart_item_id: line.id,
+                sku: line.sku.clone(),
+                product2_id: None,
+                quantity: line.quantity,
+                item_type: line.item_type,
+                unit_price: None,
+                total_price: None,
+                adjustment_amount: None,
+                tax_amount: None,
+            })
+            .collect(),
+        deliver_to: None,
+        delivery_method_id: None,
+        payment_authorization_id: None,
+        grand_total_amount: None,
+        created_date: made,
+        activated_date: activated.then_some(made),
+        order_summary_id: activated.then(|| id(KeyPrefix::OrderSummary, n)),
+        version: 0,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -688,6 +1000,8 @@ struct MSession {
     error: bool,
     archived: bool,
     op: Option<SfId>,
+    order: Option<SfId>,
+    created: Option<DateTime<Utc>>,
 }
 
 impl MSession {
@@ -701,9 +1015,23 @@ impl MSession {
             is_error: self.error,
             is_archived: self.archived,
             background_operation_id: self.op,
-            order_id: None,
-            created_date: None,
+            order_id: self.order,
+            created_date: self.created,
             version: 0,
+        }
+    }
+
+    fn of(s: &CartCheckoutSession) -> MSession {
+        MSession {
+            id: s.id,
+            state: s.state,
+            next: s.next_state,
+            processing: s.is_processing,
+            error: s.is_error,
+            archived: s.is_archived,
+            op: s.background_operation_id,
+            order: s.order_id,
+            created: s.created_date,
         }
     }
 }
@@ -711,9 +1039,76 @@ impl MSession {
 #[derive(Debug, Clone)]
 struct MOp {
     id: SfId,
-    action: Action,
+    work: Work,
+    session: SfId,
     status: OperationStatus,
     submitted: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct MOutput {
+    level: Level,
+    dismissed: bool,
+    output_type: OutputType,
+}
+
+impl MOutput {
+    /// An output that blocks activation: Error level, not dismissed.
+    fn blocks(&self) -> bool {
+        self.level == Level::Error && !self.dismissed
+    }
+}
+
+/// Whether a session's order is activated.
+fn activated(cart: &MCart, session: &MSession) -> bool {
+    session
+        .order
+        .and_then(|id| cart.orders.iter().find(|o| o.id == id))
+        .is_some_and(|o| o.status == OrderStatus::Activated)
+}
+
+/// What the model knows of an order: what it was made from and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MOrder {
+    id: SfId,
+    status: OrderStatus,
+    lines: Vec<SfId>,
+    deliver_to: Option<Address>,
+    delivery_method: Option<String>,
+    authorization: Option<String>,
+    grand_total: Option<Decimal>,
+    /// Activated orders carry an OrderSummary and their activation date.
+    summary: bool,
+}
+
+impl MOrder {
+    fn of(order: &Order) -> MOrder {
+        MOrder {
+            id: order.id,
+            status: order.status,
+            lines: order.items.iter().map(|i| i.cart_item_id).collect(),
+            deliver_to: order.deliver_to.clone(),
+            delivery_method: order.delivery_method_id.clone(),
+            authorization: order.payment_authorization_id.clone(),
+            grand_total: order.grand_total_amount,
+            summary: order.order_summary_id.is_some() && order.activated_date.is_some(),
+        }
+    }
+
+    /// A Draft order of the cart as it stands (`domain.md` §2.2: "creates a Draft order from
+    /// the cart").
+    fn draft(id: SfId, cart: &MCart) -> MOrder {
+        MOrder {
+            id,
+            status: OrderStatus::Draft,
+            lines: cart.items.iter().map(|i| i.id).collect(),
+            deliver_to: cart.record.deliver_to.clone(),
+            delivery_method: cart.record.delivery_method_id.clone(),
+            authorization: cart.record.payment_authorization_id.clone(),
+            grand_total: cart.record.grand_total_amount,
+            summary: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -723,7 +1118,8 @@ struct MCart {
     items: Vec<CartItem>,
     sessions: Vec<MSession>,
     ops: Vec<MOp>,
-    outputs: usize,
+    outputs: Vec<MOutput>,
+    orders: Vec<MOrder>,
 }
 
 impl MCart {
@@ -733,6 +1129,10 @@ impl MCart {
 
     fn op_active(&self) -> bool {
         self.ops.iter().any(|o| is_active(o.status))
+    }
+
+    fn order(&self, id: Option<SfId>) -> Option<&MOrder> {
+        id.and_then(|id| self.orders.iter().find(|o| o.id == id))
     }
 }
 
@@ -746,7 +1146,7 @@ struct Model {
     users: Vec<User>,
     accounts: Vec<Account>,
     stores: Vec<WebStore>,
-    mappings: Vec<(SfId, Mapping)>,
+    mappings: Vec<(SfId, Mapping, Payment)>,
     carts: Vec<MCart>,
 }
 
@@ -767,9 +1167,30 @@ enum Call {
         state: String,
         exp: Option<String>,
     },
+    /// One of the five provider steps.
     Run {
         action: Action,
         cart: String,
+    },
+    CartToOrder {
+        cart: String,
+        run_async: bool,
+    },
+    Authorize {
+        cart: String,
+    },
+    Activate {
+        cart: String,
+        status: Option<String>,
+        run_async: bool,
+    },
+    Details {
+        cart: String,
+        details: CheckoutDetails,
+    },
+    Edit {
+        cart: String,
+        edit: CartEdit,
     },
     Cancel {
         cart: String,
@@ -781,10 +1202,30 @@ impl Call {
         match self {
             Call::Start { .. } => Kind::Start,
             Call::Update { .. } => Kind::Update,
+            Call::Advance { state, .. } if state == SessionState::Complete.as_str() => Kind::Close,
             Call::Advance { .. } => Kind::Advance,
             Call::Run { action, .. } => Kind::Async(*action),
+            Call::CartToOrder { .. } => Kind::Async(Action::CartToOrder),
+            Call::Authorize { .. } => Kind::Authorize,
+            Call::Activate { .. } => Kind::Async(Action::ActivateOrder),
+            Call::Details { .. } => Kind::Details,
+            Call::Edit { .. } => Kind::Edit,
             Call::Cancel { .. } => Kind::Cancel,
         }
+    }
+
+    /// `runAsync` false: the operation runs inside the call.
+    fn inline(&self) -> bool {
+        matches!(
+            self,
+            Call::CartToOrder {
+                run_async: false,
+                ..
+            } | Call::Activate {
+                run_async: false,
+                ..
+            }
+        )
     }
 
     fn command(&self) -> Command {
@@ -811,6 +1252,28 @@ impl Call {
                 action,
                 cart_id: cart,
             },
+            Call::CartToOrder { cart, run_async } => Command::CartToOrder {
+                cart_id: cart,
+                run_async,
+            },
+            Call::Authorize { cart } => Command::AuthorizePayment { cart_id: cart },
+            Call::Activate {
+                cart,
+                status,
+                run_async,
+            } => Command::ActivateOrder {
+                cart_id: cart,
+                order_status: status,
+                run_async,
+            },
+            Call::Details { cart, details } => Command::SetDetails {
+                cart_id: cart,
+                details,
+            },
+            Call::Edit { cart, edit } => Command::EditCart {
+                cart_id: cart,
+                edit,
+            },
             Call::Cancel { cart } => Command::Cancel { cart_id: cart },
         }
     }
@@ -827,8 +1290,22 @@ impl Call {
                 json!({"checkoutSessionId": session, "nextState": next, "expCurrentState": exp}),
             ),
             Call::Run { action, cart } => (action.api_name(), json!({"cartId": cart})),
+            Call::CartToOrder { cart, run_async } => (
+                "cartToOrderAction",
+                json!({"cartId": cart, "runAsync": run_async}),
+            ),
+            Call::Authorize { cart } => (AUTHORIZE_PAYMENT, json!({"cartId": cart})),
+            Call::Activate {
+                cart,
+                status,
+                run_async,
+            } => (
+                "activateOrderAction",
+                json!({"cartId": cart, "orderStatus": status, "runAsync": run_async}),
+            ),
             Call::Cancel { cart } => ("cancelCartAsyncOperation", json!({"cartId": cart})),
-            Call::Advance { .. } => return None,
+            // Screens write records directly (domain.md §5: PATCH), not through an action.
+            Call::Advance { .. } | Call::Details { .. } | Call::Edit { .. } => return None,
         })
     }
 }
@@ -848,9 +1325,21 @@ enum Plan {
         session: usize,
         to: SessionState,
     },
-    Run {
+    Work {
         cart: usize,
-        action: Action,
+        work: Work,
+    },
+    /// An async step repeated right after its operation completed: that operation's answer,
+    /// and nothing changes. `why` is the refusal a first call would have met.
+    Replay {
+        op: SfId,
+        why: Why,
+    },
+    Details {
+        cart: usize,
+    },
+    Edit {
+        cart: usize,
     },
     Cancel {
         cart: usize,
@@ -872,6 +1361,24 @@ enum Outcome {
     System,
 }
 
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Passed => "Passed",
+            Outcome::Failed(_) => "Failed",
+            Outcome::System => "System",
+        }
+    }
+}
+
+fn finish_event(outcome: Outcome) -> Event {
+    if outcome == Outcome::Passed {
+        Event::Succeed
+    } else {
+        Event::Fail
+    }
+}
+
 impl Model {
     fn user(&self, id: Option<SfId>) -> Option<&User> {
         id.and_then(|id| self.users.iter().find(|u| u.id == id))
@@ -889,6 +1396,12 @@ impl Model {
                 .position(|s| s.id == id)
                 .map(|s| (c, s))
         })
+    }
+
+    fn store_of(&self, cart: &MCart) -> Option<&WebStore> {
+        self.stores
+            .iter()
+            .find(|s| s.id == cart.record.web_store_id)
     }
 
     fn can_edit(&self, user: &User, cart: &WebCart) -> bool {
@@ -914,9 +1427,29 @@ impl Model {
             .any(|s| s.id == cart.web_store_id && s.buyer_accounts.contains(&cart.account_id))
     }
 
+    /// Whether a session has outlived its store's CheckoutTimeToLive (domain.md §1: minutes,
+    /// none never expires, at most a year). A session without a CreatedDate never expires.
+    fn expired(&self, cart: &MCart, session: &MSession, now: DateTime<Utc>) -> bool {
+        let ttl = self
+            .store_of(cart)
+            .and_then(|store| store.checkout_time_to_live);
+        match (session.created, ttl) {
+            (Some(created), Some(minutes)) => {
+                now >= created + Duration::minutes(i64::from(minutes.min(525_600)))
+            }
+            _ => false,
+        }
+    }
+
     /// Accept or refuse, in design.md's requirement order: permission, the ID, edit access,
     /// the account, store membership, then the action's own rules.
-    fn decide(&self, call: &Call, actor: Option<SfId>, named: Option<SfId>) -> Result<Plan, Why> {
+    fn decide(
+        &self,
+        call: &Call,
+        actor: Option<SfId>,
+        named: Option<SfId>,
+        now: DateTime<Utc>,
+    ) -> Result<Plan, Why> {
         let user = self.user(actor).ok_or(Why::CannotInvoke)?;
         let may_invoke = [
             Permission::B2BBuyer,
@@ -951,6 +1484,20 @@ impl Model {
                 if !matches!(cart.status, CartStatus::Active | CartStatus::Checkout) {
                     return Err(Why::CartStatus);
                 }
+                // A time-to-live of 0 disables checkout (§1).
+                if self
+                    .store_of(cart)
+                    .is_some_and(|s| s.checkout_time_to_live == Some(0))
+                {
+                    return Err(Why::CheckoutDisabled);
+                }
+                // A restart would leave a checkout whose order is activated.
+                if active.is_some_and(|s| {
+                    activated(cart, s)
+                        && (s.state == Some(SessionState::Error) || self.expired(cart, s, now))
+                }) {
+                    return Err(Why::OrderActivated);
+                }
                 if active.is_some_and(|s| s.processing) {
                     return Err(Why::CheckoutInProgress);
                 }
@@ -965,8 +1512,18 @@ impl Model {
                 if matches!(cart.status, CartStatus::Closed | CartStatus::Processing) {
                     return Err(Why::CartStatus);
                 }
+                // The step into Complete closes the cart, and only a cart in checkout can be
+                // closed by its checkout (the table's one row: Checkout -> Closed).
+                if call.kind() == Kind::Close && cart.status != CartStatus::Checkout {
+                    return Err(Why::CartStatus);
+                }
                 if session.archived {
                     return Err(Why::NoActiveSession);
+                }
+                // The last screen is not bound by the time-to-live: a checkout whose order
+                // is activated must always be able to complete.
+                if call.kind() != Kind::Close && self.expired(cart, session, now) {
+                    return Err(Why::Expired);
                 }
                 let state = session.state.ok_or(Why::EmptyState)?;
                 if session.processing {
@@ -1001,43 +1558,145 @@ impl Model {
                     }),
                 }
             }
-            Call::Run { action, .. } => {
+            Call::Run { action, .. } => self.decide_work(c, Work::Step(*action), now),
+            Call::CartToOrder { .. } => self.decide_work(c, Work::Step(Action::CartToOrder), now),
+            Call::Authorize { .. } => self.decide_work(c, Work::Payment, now),
+            Call::Activate { status, .. } => {
+                if status.as_deref() != Some(ACTIVATED) {
+                    return Err(Why::OrderStatus);
+                }
+                self.decide_work(c, Work::Step(Action::ActivateOrder), now)
+            }
+            Call::Details { details, .. } => {
                 if cart.status != CartStatus::Checkout {
                     return Err(Why::CartStatus);
                 }
                 let session = active.ok_or(Why::NoActiveSession)?;
-                let state = session.state.ok_or(Why::EmptyState)?;
-                if !session.processing {
-                    return Err(Why::NotLocked);
+                if self.expired(cart, session, now) {
+                    return Err(Why::Expired);
                 }
-                if step_of_action(*action) != Some(state) {
-                    return Err(Why::WrongStep);
+                if session.processing {
+                    return Err(Why::Locked);
                 }
-                if session.next != next_of(state) {
-                    return Err(Why::WrongNextState);
+                if let Some(method) = &details.delivery_method_id
+                    && !cart
+                        .record
+                        .delivery_options
+                        .iter()
+                        .any(|o| &o.delivery_method_id == method)
+                {
+                    return Err(Why::MethodNotOffered);
                 }
-                if cart.op_active() {
-                    return Err(Why::OperationActive);
+                Ok(Plan::Details { cart: c })
+            }
+            Call::Edit { edit, .. } => {
+                // Lines change on an open cart, or one in checkout, which leaves it (§2.2).
+                if !matches!(cart.status, CartStatus::Active | CartStatus::Checkout) {
+                    return Err(Why::CartStatus);
                 }
-                if !implemented(*action) {
-                    return Err(Why::Unsupported);
+                if active.is_some_and(|s| activated(cart, s)) {
+                    return Err(Why::OrderActivated);
                 }
-                Ok(Plan::Run {
-                    cart: c,
-                    action: *action,
-                })
+                let positive = |q: &Decimal| *q > Decimal::ZERO;
+                let valid = match edit {
+                    CartEdit::AddItem { sku, quantity } => {
+                        !sku.trim().is_empty() && positive(quantity)
+                    }
+                    CartEdit::SetQuantity { item_id, quantity } => {
+                        line_of(cart, item_id).is_some() && positive(quantity)
+                    }
+                    CartEdit::RemoveItem { item_id } => line_of(cart, item_id).is_some(),
+                };
+                if !valid {
+                    return Err(Why::InvalidEdit);
+                }
+                Ok(Plan::Edit { cart: c })
             }
             Call::Cancel { .. } => {
                 if cart.status == CartStatus::Closed {
                     return Err(Why::CartStatus);
+                }
+                if active.is_some_and(|s| activated(cart, s)) {
+                    return Err(Why::OrderActivated);
                 }
                 Ok(Plan::Cancel { cart: c })
             }
         }
     }
 
-    /// Applies an accepted plan, checking the engine's output against it.
-    fn apply(&mut self, plan: Plan, answer: &Answer, now: DateTime<Utc>) -> Result<(), String> {
+    /// The rules every async step shares (§2.1: cart in Checkout, a locked session at this
+    /// step with its NextState, one integration at a time), and activation's own (§2.2: a
+    /// Draft order on the session, no Error-level output).
+    fn decide_work(&self, c: usize, work: Work, now: DateTime<Utc>) -> Result<Plan, Why> {
+        let cart = &self.carts[c];
+        if cart.status != CartStatus::Checkout {
+            return Err(Why::CartStatus);
+        }
+        let session = cart
+            .active()
+            .map(|i| &cart.sessions[i])
+            .ok_or(Why::NoActiveSession)?;
+        if self.expired(cart, session, now) {
+            return Err(Why::Expired);
+        }
+        let state = session.state.ok_or(Why::EmptyState)?;
+        // A step repeated right after its operation completed answers that operation rather
+        // than starting a second (architecture.md, "Repeats"): only the rules about the
+        // session's progress give way to it.
+        let refuse = |why: Why| {
+            let done = cart
+                .ops
+                .iter()
+                .find(|o| Some(o.id) == session.op)
+                .filter(|o| {
+                    o.work == work && o.status == OperationStatus::Complete && !session.processing
+                });
+            match done {
+                Some(op) => Ok(Plan::Replay { op: op.id, why }),
+                None => Err(why),
+            }
+        };
+        if !session.processing {
+            return refuse(Why::NotLocked);
+        }
+        if work.step() != Some(state) {
+            return refuse(Why::WrongStep);
+        }
+        if session.next != next_of(state) {
+            return refuse(Why::WrongNextState);
+        }
+        if work == Work::Step(Action::ActivateOrder) {
+            let draft = cart
+                .order(session.order)
+                .is_some_and(|o| o.status == OrderStatus::Draft);
+            if !draft {
+                return Err(Why::NoDraftOrder);
+            }
+            if cart.outputs.iter().any(MOutput::blocks) {
+                return Err(Why::ErrorOutputs);
+            }
+        }
+        // No step may run on a checkout whose order is already activated (only imported
+        // data can put one at an earlier step): never a second order.
+        if work != Work::Step(Action::ActivateOrder) && activated(cart, session) {
+            return Err(Why::OrderActivated);
+        }
+        if cart.op_active() {
+            return Err(Why::OperationActive);
+        }
+        Ok(Plan::Work { cart: c, work })
+    }
+
+    /// Applies an accepted plan, checking the engine's output against it. Returns the
+    /// operation an async step created.
+    fn apply(
+        &mut self,
+        plan: Plan,
+        call: &Call,
+        answer: &Answer,
+        now: DateTime<Utc>,
+        new_line: Option<SfId>,
+    ) -> Result<Option<(usize, SfId)>, String> {
         let Answer::Ok(output) = answer else {
             return Err(format!(
                 "the model accepts {plan:?}; the engine answered {answer:?}"
@@ -1076,7 +1735,11 @@ impl Model {
                 let created = {
                     let c = &self.carts[cart];
                     match c.active() {
-                        Some(i) if c.sessions[i].state != Some(SessionState::Error) => {
+                        // Resume a live checkout; a failed or expired one starts over.
+                        Some(i)
+                            if c.sessions[i].state != Some(SessionState::Error)
+                                && !self.expired(c, &c.sessions[i], now) =>
+                        {
                             same("requestId", c.sessions[i].id)?;
                             None
                         }
@@ -1085,7 +1748,7 @@ impl Model {
                 };
                 let c = &mut self.carts[cart];
                 c.status = CartStatus::Checkout;
-                c.outputs = 0;
+                c.outputs.clear();
                 if let Some(new) = created {
                     if let Some(i) = c.active() {
                         c.sessions[i].archived = true;
@@ -1099,6 +1762,8 @@ impl Model {
                         error: false,
                         archived: false,
                         op: None,
+                        order: None,
+                        created: Some(now),
                     });
                 }
             }
@@ -1109,46 +1774,116 @@ impl Model {
                 s.processing = true;
             }
             Plan::Advance { cart, session, to } => {
-                let s = &mut self.carts[cart].sessions[session];
+                let c = &mut self.carts[cart];
+                let s = &mut c.sessions[session];
                 same("requestId", s.id)?;
                 s.state = Some(to);
+                // Order Confirmation closes the cart; the finished session is archived.
+                if to == SessionState::Complete {
+                    s.archived = true;
+                    c.status = CartStatus::Closed;
+                }
             }
-            Plan::Run { cart, action } => {
+            Plan::Work { cart, work } => {
                 let op = fresh("backgroundOperationId")?;
                 let c = &mut self.carts[cart];
+                let i = c.active().expect("decide saw an active session");
                 c.ops.push(MOp {
                     id: op,
-                    action,
+                    work,
+                    session: c.sessions[i].id,
                     status: OperationStatus::New,
                     submitted: now,
                 });
-                let i = c.active().expect("decide saw an active session");
                 c.sessions[i].op = Some(op);
+                return Ok(Some((cart, op)));
+            }
+            Plan::Details { cart } => {
+                let Call::Details { details, .. } = call else {
+                    return Err(format!("a details plan for {call:?}"));
+                };
+                let c = &mut self.carts[cart];
+                let session = c.active().map(|i| c.sessions[i].id);
+                same("requestId", session.expect("decide saw an active session"))?;
+                let record = &mut c.record;
+                if let Some(address) = &details.deliver_to {
+                    record.deliver_to = Some(address.clone());
+                }
+                if let Some(token) = &details.payment_token {
+                    record.payment_token = Some(token.clone());
+                }
+                if let Some(method) = &details.delivery_method_id {
+                    // The charge is the chosen option's price; the grand total is products +
+                    // adjustments + charges + taxes (WebCart's own definition).
+                    let charge = record
+                        .delivery_options
+                        .iter()
+                        .find(|o| &o.delivery_method_id == method)
+                        .map(|o| o.amount);
+                    record.delivery_method_id = Some(method.clone());
+                    record.total_charge_amount = charge;
+                    record.grand_total_amount = record.total_product_amount.map(|products| {
+                        products
+                            + record.total_adjustment_amount.unwrap_or_default()
+                            + charge.unwrap_or_default()
+                            + record.total_tax_amount.unwrap_or_default()
+                    });
+                }
+            }
+            Plan::Replay { op, .. } => same("backgroundOperationId", op)?,
+            Plan::Edit { cart } => {
+                if output.is_some() {
+                    return Err(format!("an edit answers no output, got {output:?}"));
+                }
+                let Call::Edit { edit, .. } = call else {
+                    return Err(format!("an edit plan for {call:?}"));
+                };
+                let c = &mut self.carts[cart];
+                // Cancel "runs whenever the buyer edits a cart that is in checkout" (§2.2).
+                if c.status == CartStatus::Checkout {
+                    cancel_checkout(c);
+                }
+                // Every amount and checkout choice depended on the old lines.
+                let record = &mut c.record;
+                record.delivery_options.clear();
+                record.delivery_method_id = None;
+                record.payment_authorization_id = None;
+                record.total_product_amount = None;
+                record.total_adjustment_amount = None;
+                record.total_charge_amount = None;
+                record.total_tax_amount = None;
+                record.grand_total_amount = None;
+                match edit {
+                    CartEdit::AddItem { sku, quantity } => {
+                        let id = new_line.ok_or("an added line without an ID")?;
+                        let sku = Some(sku.trim().to_owned());
+                        c.items
+                            .push(CartItem::product(id, c.record.id, sku, *quantity));
+                    }
+                    CartEdit::SetQuantity { item_id, quantity } => {
+                        let k = line_of(c, item_id).ok_or("decide saw the line")?;
+                        let line = &mut c.items[k];
+                        line.quantity = *quantity;
+                        line.list_price = None;
+                        line.sales_price = None;
+                        line.total_price = None;
+                        line.adjustment_amount = None;
+                        line.tax_amount = None;
+                    }
+                    CartEdit::RemoveItem { item_id } => {
+                        let k = line_of(c, item_id).ok_or("decide saw the line")?;
+                        c.items.remove(k);
+                    }
+                }
             }
             Plan::Cancel { cart } => {
                 if output.is_some() {
                     return Err(format!("cancel answers no output, got {output:?}"));
                 }
-                let c = &mut self.carts[cart];
-                if let Some(i) = c.active() {
-                    let s = &mut c.sessions[i];
-                    s.archived = true;
-                    s.processing = false;
-                    if let Some(op) = c.ops.iter_mut().find(|o| Some(o.id) == s.op)
-                        && is_active(op.status)
-                    {
-                        op.status = OperationStatus::Canceled;
-                    }
-                }
-                // "returns the cart to Active" (§2.2): from Checkout, and from Processing.
-                // PendingClosed and PendingDelete belong to the platform's own processes and
-                // stay as they are.
-                if matches!(c.status, CartStatus::Checkout | CartStatus::Processing) {
-                    c.status = CartStatus::Active;
-                }
+                cancel_checkout(&mut self.carts[cart]);
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The New operation a worker must claim next: the oldest, of a cart that is not Closed
@@ -1164,91 +1899,123 @@ impl Model {
             .map(|(c, o)| (c, o.id))
     }
 
-    /// What the operation's provider will answer (domain.md §4 for the stock table).
+    /// What the operation will come to: its provider's answer (domain.md §4 for the stock
+    /// table), or for the order steps the platform's own work.
     fn predict(&self, cart: usize, op: SfId, behaviour: Behaviour) -> Outcome {
         let c = &self.carts[cart];
-        let action = c.ops.iter().find(|o| o.id == op).map(|o| o.action);
-        if action != Some(Action::CheckCartInventory) {
-            return Outcome::Passed;
-        }
-        let mapping = self
+        let Some(op) = c.ops.iter().find(|o| o.id == op) else {
+            return Outcome::System;
+        };
+        let (_, inventory, payment) = self
             .mappings
             .iter()
-            .find(|(store, _)| *store == c.record.web_store_id)
-            .map_or(Mapping::Internal, |(_, m)| *m);
-        match mapping {
-            Mapping::Internal => Outcome::Passed,
-            Mapping::Scripted => match behaviour {
-                Behaviour::Pass => Outcome::Passed,
-                Behaviour::Fail(n) => Outcome::Failed(usize::from(n)),
-                Behaviour::FailSilently | Behaviour::Error | Behaviour::Panic => Outcome::System,
-            },
-            Mapping::Stock => {
-                let products: Vec<&CartItem> = c
-                    .items
-                    .iter()
-                    .filter(|i| i.item_type == CartItemType::Product)
-                    .collect();
-                if products.is_empty() {
-                    return Outcome::Failed(1);
-                }
-                let mut problems = 0;
-                let mut wanted: BTreeMap<&str, Decimal> = BTreeMap::new();
-                for item in products {
-                    match item.sku.as_deref().map(str::trim) {
-                        None | Some("") => problems += 1,
-                        Some(sku) => *wanted.entry(sku).or_default() += item.quantity,
-                    }
-                }
-                for (sku, quantity) in wanted {
-                    match STOCK.iter().find(|(s, _)| *s == sku) {
-                        Some((_, units)) if Decimal::from(*units) >= quantity => {}
-                        _ => problems += 1,
-                    }
-                }
-                if problems == 0 {
+            .find(|(store, _, _)| *store == c.record.web_store_id)
+            .copied()
+            .unwrap_or((c.record.web_store_id, Mapping::Internal, Payment::Unmapped));
+        let scripted = || match behaviour {
+            Behaviour::Pass => Outcome::Passed,
+            Behaviour::Fail(n) => Outcome::Failed(usize::from(n)),
+            Behaviour::FailSilently | Behaviour::Error | Behaviour::Panic => Outcome::System,
+        };
+        match op.work {
+            // An order of no lines cannot be made.
+            Work::Step(Action::CartToOrder) if c.items.is_empty() => Outcome::Failed(1),
+            Work::Step(Action::CartToOrder) => Outcome::Passed,
+            // Activation needs its Draft order, and no Error output (§2.2) when it runs, not
+            // only when it was requested: an imported queue may hold one that was never checked.
+            Work::Step(Action::ActivateOrder) => {
+                let session = c.sessions.iter().find(|s| s.id == op.session);
+                let draft = session
+                    .and_then(|s| c.order(s.order))
+                    .is_some_and(|o| o.status == OrderStatus::Draft);
+                if draft && !c.outputs.iter().any(MOutput::blocks) {
                     Outcome::Passed
                 } else {
-                    Outcome::Failed(problems)
+                    Outcome::System
                 }
             }
+            // No order is placed on a payment nobody authorised.
+            Work::Payment => match payment {
+                Payment::Unmapped | Payment::Decline => Outcome::Failed(1),
+                Payment::Approve => Outcome::Passed,
+                Payment::Scripted => scripted(),
+            },
+            Work::Step(Action::CheckCartInventory) => match inventory {
+                Mapping::Internal => Outcome::Passed,
+                Mapping::Scripted => scripted(),
+                Mapping::Stock => stock_outcome(&c.items),
+            },
+            Work::Step(_) => Outcome::Passed,
         }
     }
 
     /// Applies a worker's run of `op` (domain.md §3: success moves State to NextState, failure
-    /// to Error with outputs; either way the lock is released).
-    fn finish(&mut self, cart: usize, op: SfId, outcome: Outcome) {
+    /// to Error with outputs; either way the lock is released). `order` is the ID of the order
+    /// a passed Cart To Order made.
+    fn finish(&mut self, cart: usize, op: SfId, outcome: Outcome, order: Option<SfId>) {
         let c = &mut self.carts[cart];
         let status = match outcome {
             Outcome::Passed => OperationStatus::Complete,
             _ => OperationStatus::Error,
         };
-        if let Some(o) = c.ops.iter_mut().find(|o| o.id == op) {
-            o.status = status;
-        }
-        if let Some(s) = c
+        let Some(o) = c.ops.iter_mut().find(|o| o.id == op) else {
+            return;
+        };
+        o.status = status;
+        let work = o.work;
+        let Some(i) = c
             .sessions
-            .iter_mut()
-            .find(|s| s.op == Some(op) && !s.archived)
-        {
-            s.processing = false;
-            match outcome {
-                Outcome::Passed => s.state = s.next.take(),
-                _ => {
-                    s.state = Some(SessionState::Error);
-                    s.next = None;
-                    s.error = true;
-                }
+            .iter()
+            .position(|s| s.op == Some(op) && !s.archived)
+        else {
+            return;
+        };
+        let s = &mut c.sessions[i];
+        s.processing = false;
+        match outcome {
+            Outcome::Passed => s.state = s.next.take(),
+            _ => {
+                s.state = Some(SessionState::Error);
+                s.next = None;
+                s.error = true;
             }
         }
-        c.outputs += match outcome {
-            Outcome::Passed => 0,
-            Outcome::Failed(n) => n,
-            Outcome::System => 1,
+        if outcome == Outcome::Passed {
+            match work {
+                Work::Step(Action::CartToOrder) => {
+                    if let Some(id) = order {
+                        s.order = Some(id);
+                        let draft = MOrder::draft(id, c);
+                        c.orders.push(draft);
+                    }
+                }
+                Work::Step(Action::ActivateOrder) => {
+                    let order = s.order;
+                    // The payment was authorised after the order was drafted.
+                    let authorization = c.record.payment_authorization_id.clone();
+                    if let Some(o) = c.orders.iter_mut().find(|o| Some(o.id) == order) {
+                        o.status = OrderStatus::Activated;
+                        o.authorization = authorization;
+                        o.summary = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (n, output_type) = match outcome {
+            Outcome::Passed => (0, OutputType::Other),
+            Outcome::Failed(n) => (n, work.output_type()),
+            Outcome::System => (1, OutputType::SystemError),
         };
+        c.outputs.extend((0..n).map(|_| MOutput {
+            level: Level::Error,
+            dismissed: false,
+            output_type,
+        }));
     }
 
-    /// The model and the store agree on every cart, session, operation and output count.
+    /// The model and the store agree on every cart, line, session, operation, output and
+    /// order.
     fn compare(&self, data: &DataSet) -> Result<(), String> {
         for cart in &self.carts {
             let id = cart.record.id;
@@ -1257,28 +2024,28 @@ impl Model {
                 .iter()
                 .find(|c| c.id == id)
                 .ok_or_else(|| format!("cart {id} vanished"))?;
-            if stored.status != cart.status {
+            let expected = WebCart {
+                status: cart.status,
+                ..cart.record.clone()
+            };
+            if (WebCart {
+                version: 0,
+                ..stored.clone()
+            }) != expected
+            {
                 return Err(format!(
-                    "cart {id}: model {:?}, store {:?}",
-                    cart.status, stored.status
+                    "cart {id}:\n  model {expected:?}\n  store {stored:?}"
                 ));
+            }
+            let lines: Vec<&CartItem> = data.items.iter().filter(|i| i.cart_id == id).collect();
+            if lines.len() != cart.items.len() || cart.items.iter().any(|i| !lines.contains(&i)) {
+                return Err(format!("cart {id}: its lines changed"));
             }
             let sessions: BTreeMap<SfId, MSession> = data
                 .sessions
                 .iter()
                 .filter(|s| s.web_cart_id == id)
-                .map(|s| {
-                    let m = MSession {
-                        id: s.id,
-                        state: s.state,
-                        next: s.next_state,
-                        processing: s.is_processing,
-                        error: s.is_error,
-                        archived: s.is_archived,
-                        op: s.background_operation_id,
-                    };
-                    (s.id, m)
-                })
+                .map(|s| (s.id, MSession::of(s)))
                 .collect();
             let expected: BTreeMap<SfId, MSession> =
                 cart.sessions.iter().map(|s| (s.id, s.clone())).collect();
@@ -1287,32 +2054,129 @@ impl Model {
                     "cart {id} sessions:\n  model {expected:?}\n  store {sessions:?}"
                 ));
             }
-            let ops: BTreeMap<SfId, OperationStatus> = data
+            type OpView = (OperationStatus, String, Option<ProviderKind>, SfId);
+            let ops: BTreeMap<SfId, OpView> = data
                 .operations
                 .iter()
                 .filter(|o| o.cart_id == id)
-                .map(|o| (o.id, o.status))
+                .map(|o| {
+                    let view = (
+                        o.status,
+                        o.name.clone(),
+                        o.provider_kind,
+                        o.checkout_session_id,
+                    );
+                    (o.id, view)
+                })
                 .collect();
-            let expected: BTreeMap<SfId, OperationStatus> =
-                cart.ops.iter().map(|o| (o.id, o.status)).collect();
+            let expected: BTreeMap<SfId, OpView> = cart
+                .ops
+                .iter()
+                .map(|o| {
+                    let view = (
+                        o.status,
+                        o.work.name().to_owned(),
+                        o.work.provider_kind(),
+                        o.session,
+                    );
+                    (o.id, view)
+                })
+                .collect();
             if ops != expected {
                 return Err(format!(
-                    "cart {id} operations: model {expected:?}, store {ops:?}"
+                    "cart {id} operations:\n  model {expected:?}\n  store {ops:?}"
                 ));
             }
-            let outputs = data
+            let mut outputs: Vec<MOutput> = data
                 .validation_outputs
                 .iter()
                 .filter(|o| o.cart_id == id)
-                .count();
-            if outputs != cart.outputs {
+                .map(|o| MOutput {
+                    level: o.level,
+                    dismissed: o.is_dismissed,
+                    output_type: o.output_type,
+                })
+                .collect();
+            outputs.sort();
+            let mut expected = cart.outputs.clone();
+            expected.sort();
+            if outputs != expected {
                 return Err(format!(
-                    "cart {id}: model {} outputs, store {outputs}",
-                    cart.outputs
+                    "cart {id} outputs:\n  model {expected:?}\n  store {outputs:?}"
+                ));
+            }
+            let orders: BTreeMap<SfId, MOrder> = data
+                .orders
+                .iter()
+                .filter(|o| o.cart_id == id)
+                .map(|o| (o.id, MOrder::of(o)))
+                .collect();
+            let expected: BTreeMap<SfId, MOrder> =
+                cart.orders.iter().map(|o| (o.id, o.clone())).collect();
+            if orders != expected {
+                return Err(format!(
+                    "cart {id} orders:\n  model {expected:?}\n  store {orders:?}"
                 ));
             }
         }
         Ok(())
+    }
+}
+
+/// Cancel's effects (§2.2): the session is archived and its operation Canceled; the cart
+/// "returns to Active" from Checkout, and from Processing. PendingClosed and PendingDelete
+/// belong to the platform's own processes and stay as they are.
+fn cancel_checkout(c: &mut MCart) {
+    if let Some(i) = c.active() {
+        let s = &mut c.sessions[i];
+        s.archived = true;
+        s.processing = false;
+        if let Some(op) = c.ops.iter_mut().find(|o| Some(o.id) == s.op)
+            && is_active(op.status)
+        {
+            op.status = OperationStatus::Canceled;
+        }
+    }
+    if matches!(c.status, CartStatus::Checkout | CartStatus::Processing) {
+        c.status = CartStatus::Active;
+    }
+}
+
+/// The cart's line an edit names, by any spelling of its ID.
+fn line_of(cart: &MCart, raw: &str) -> Option<usize> {
+    let id = SfId::parse(raw).ok()?;
+    cart.items.iter().position(|i| i.id == id)
+}
+
+/// The reference inventory check against the stock table (domain.md §4): lines sharing a
+/// SKU are summed; a blank SKU, an empty cart, an unknown SKU or short stock fail, one
+/// problem each.
+fn stock_outcome(items: &[CartItem]) -> Outcome {
+    let products: Vec<&CartItem> = items
+        .iter()
+        .filter(|i| i.item_type == CartItemType::Product)
+        .collect();
+    if products.is_empty() {
+        return Outcome::Failed(1);
+    }
+    let mut problems = 0;
+    let mut wanted: BTreeMap<&str, Decimal> = BTreeMap::new();
+    for item in products {
+        match item.sku.as_deref().map(str::trim) {
+            None | Some("") => problems += 1,
+            Some(sku) => *wanted.entry(sku).or_default() += item.quantity,
+        }
+    }
+    for (sku, quantity) in wanted {
+        match STOCK.iter().find(|(s, _)| *s == sku) {
+            Some((_, units)) if Decimal::from(*units) >= quantity => {}
+            _ => problems += 1,
+        }
+    }
+    if problems == 0 {
+        Outcome::Passed
+    } else {
+        Outcome::Failed(problems)
     }
 }
 
@@ -1381,12 +2245,66 @@ enum Behaviour {
     Panic,
 }
 
+/// Which order step an `Order` step calls.
+#[derive(Debug, Clone, Copy)]
+enum OrderCall {
+    CartToOrder,
+    Authorize,
+    Activate,
+}
+
+/// The orderStatus input of an activation.
+#[derive(Debug, Clone, Copy)]
+enum StatusChoice {
+    Activated,
+    Draft,
+    Lowercase,
+    Omitted,
+}
+
+/// The buyer input of a screen: each field left alone, or given.
+#[derive(Debug, Clone, Copy)]
+struct DetailsChoice {
+    address: bool,
+    /// 0 none, 1-2 an offered option (when the cart has options), 3 one nobody offered.
+    method: u8,
+    /// 0 none, 1 a token, 2 a blank one.
+    token: u8,
+}
+
+/// A line an edit names.
+#[derive(Debug, Clone, Copy)]
+enum LineRef {
+    /// The cart's own line at this index.
+    Own(usize),
+    /// A line of another cart.
+    Foreign,
+    Malformed,
+}
+
+/// A change to a cart's lines; quantities may be zero or negative, SKUs blank.
+#[derive(Debug, Clone, Copy)]
+enum EditChoice {
+    Add { sku: usize, quantity: i8 },
+    SetQuantity { line: LineRef, quantity: i8 },
+    Remove { line: LineRef },
+}
+
+/// SKUs an added line may have; the engine trims them.
+const ADDED_SKUS: [&str; 5] = ["A", " B ", "Z", "", "  "];
+
 #[derive(Debug, Clone)]
 enum Step {
     /// The command the checkout flow would issue next for the cart at this index.
     Hub {
         cart: usize,
-        salt: u8,
+        salt: u16,
+    },
+    /// `count` hub steps in a row whose providers all pass: a buyer who gets far.
+    Drive {
+        cart: usize,
+        salt: u16,
+        count: u8,
     },
     Start {
         actor: ActorRef,
@@ -1413,13 +2331,45 @@ enum Step {
         cart: CartRef,
         rest: bool,
     },
+    Order {
+        actor: ActorRef,
+        call: OrderCall,
+        cart: CartRef,
+        status: StatusChoice,
+        run_async: bool,
+        rest: bool,
+    },
+    Details {
+        actor: ActorRef,
+        cart: CartRef,
+        details: DetailsChoice,
+    },
+    Edit {
+        actor: ActorRef,
+        cart: CartRef,
+        edit: EditChoice,
+    },
     Cancel {
         actor: ActorRef,
         cart: CartRef,
         rest: bool,
     },
     Worker(Behaviour),
+    /// Time passes, in minutes.
+    Wait(u32),
 }
+
+/// Bits of a hub step's salt.
+const SALT_REST: u16 = 1;
+/// At an Error session: cancel rather than restart.
+const SALT_CANCEL_ON_ERROR: u16 = 1 << 1;
+/// Bits 2-5 pick the provider's answer, bits 6-7 both set double-click a running step.
+const SALT_BEHAVIOUR: u16 = 0b1111 << 2;
+const SALT_DOUBLE_CLICK: u16 = 0b11 << 6;
+/// Run the order steps inside the call (`runAsync` false).
+const SALT_INLINE: u16 = 1 << 8;
+/// Fill in a screen's buyer input before moving on.
+const SALT_DETAILS: u16 = 1 << 9;
 
 const GARBAGE: [&str; 4] = ["", "inventory", "Nonsense", "Start "];
 
@@ -1488,8 +2438,8 @@ fn behaviour() -> impl Strategy<Value = Behaviour> {
     ]
 }
 
-fn behaviour_of(salt: u8) -> Behaviour {
-    match (salt >> 2) % 10 {
+fn behaviour_of(salt: u16) -> Behaviour {
+    match ((salt & SALT_BEHAVIOUR) >> 2) % 10 {
         0..=4 => Behaviour::Pass,
         5 => Behaviour::Fail(1),
         6 => Behaviour::Fail(3),
@@ -1499,9 +2449,56 @@ fn behaviour_of(salt: u8) -> Behaviour {
     }
 }
 
+fn order_call() -> impl Strategy<Value = OrderCall> {
+    prop_oneof![
+        Just(OrderCall::CartToOrder),
+        Just(OrderCall::Authorize),
+        Just(OrderCall::Activate),
+    ]
+}
+
+fn status_choice() -> impl Strategy<Value = StatusChoice> {
+    prop_oneof![
+        6 => Just(StatusChoice::Activated),
+        1 => Just(StatusChoice::Draft),
+        1 => Just(StatusChoice::Lowercase),
+        1 => Just(StatusChoice::Omitted),
+    ]
+}
+
+fn details_choice() -> impl Strategy<Value = DetailsChoice> {
+    (any::<bool>(), 0u8..4, 0u8..3).prop_map(|(address, method, token)| DetailsChoice {
+        address,
+        method,
+        token,
+    })
+}
+
+fn edit_choice() -> impl Strategy<Value = EditChoice> {
+    let quantity = prop_oneof![4 => 1i8..5, 1 => -1i8..=0];
+    let line = prop_oneof![
+        4 => (0usize..5).prop_map(LineRef::Own),
+        1 => Just(LineRef::Foreign),
+        1 => Just(LineRef::Malformed),
+    ];
+    prop_oneof![
+        (0usize..ADDED_SKUS.len(), quantity.clone())
+            .prop_map(|(sku, quantity)| EditChoice::Add { sku, quantity }),
+        (line.clone(), quantity)
+            .prop_map(|(line, quantity)| EditChoice::SetQuantity { line, quantity }),
+        line.prop_map(|line| EditChoice::Remove { line }),
+    ]
+}
+
+fn wait() -> impl Strategy<Value = u32> {
+    prop_oneof![3 => 1u32..60, 1 => 60u32..4_000]
+}
+
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        10 => (0usize..4, any::<u8>()).prop_map(|(cart, salt)| Step::Hub { cart, salt }),
+        10 => (0usize..4, any::<u16>()).prop_map(|(cart, salt)| Step::Hub { cart, salt }),
+        2 => (0usize..4, any::<u16>(), 4u8..24)
+            .prop_map(|(cart, salt, count)| Step::Drive { cart, salt, count }),
         2 => (actor_ref(), cart_ref(), exp_choice(), any::<bool>()).prop_map(
             |(actor, cart, initial, rest)| Step::Start { actor, cart, initial, rest }
         ),
@@ -1511,13 +2508,36 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (actor_ref(), session_ref(), state_choice(), exp_choice()).prop_map(
             |(actor, session, state, exp)| Step::Advance { actor, session, state, exp }
         ),
-        2 => (actor_ref(), 0usize..ASYNC_ACTIONS.len(), cart_ref(), any::<bool>()).prop_map(
+        2 => (actor_ref(), 0usize..PROVIDER_ACTIONS.len(), cart_ref(), any::<bool>()).prop_map(
             |(actor, action, cart, rest)| Step::Run { actor, action, cart, rest }
+        ),
+        2 => (
+            actor_ref(),
+            order_call(),
+            cart_ref(),
+            status_choice(),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(actor, call, cart, status, run_async, rest)| Step::Order {
+                actor,
+                call,
+                cart,
+                status,
+                run_async,
+                rest,
+            }),
+        1 => (actor_ref(), cart_ref(), details_choice()).prop_map(
+            |(actor, cart, details)| Step::Details { actor, cart, details }
+        ),
+        1 => (actor_ref(), cart_ref(), edit_choice()).prop_map(
+            |(actor, cart, edit)| Step::Edit { actor, cart, edit }
         ),
         1 => (actor_ref(), cart_ref(), any::<bool>()).prop_map(
             |(actor, cart, rest)| Step::Cancel { actor, cart, rest }
         ),
         3 => behaviour().prop_map(Step::Worker),
+        1 => wait().prop_map(Step::Wait),
     ]
 }
 
@@ -1551,16 +2571,16 @@ fn malformed(k: usize, real: SfId) -> String {
 /// Where the scripted provider tells that it was called, and waits to be released.
 type Gate = (mpsc::Sender<()>, mpsc::Receiver<()>);
 
-/// The scripted inventory provider: answers as the current step says; may wait at a gate so a
-/// test can look at the store while the operation is Running.
+/// The scripted provider (inventory and payment): answers as the current step says; may wait
+/// at a gate so a test can look at the store while the operation is Running.
 #[derive(Clone)]
 struct Scripted {
     behaviour: Arc<Mutex<Behaviour>>,
     gate: Arc<Mutex<Option<Gate>>>,
 }
 
-impl InventoryProvider for Scripted {
-    fn check_inventory(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
+impl Scripted {
+    fn answer(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
         let gate = self.gate.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((entered, release)) = gate {
             let _ = entered.send(());
@@ -1589,14 +2609,51 @@ impl InventoryProvider for Scripted {
     }
 }
 
-/// Counts of what a run exercised, for the summary line.
+impl InventoryProvider for Scripted {
+    fn check_inventory(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
+        self.answer(request)
+    }
+}
+
+impl PaymentProvider for Scripted {
+    fn authorize_payment(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
+        self.answer(request)
+    }
+}
+
+/// Counts of what a run exercised, for the summary line and the coverage assertions.
 #[derive(Debug, Default)]
 struct Coverage {
     accepted: BTreeMap<Kind, usize>,
     refused: BTreeMap<(Kind, Why), usize>,
     outcomes: BTreeMap<String, usize>,
     states: BTreeSet<SessionState>,
+    /// Named situations the properties were checked in.
+    seen: BTreeMap<&'static str, usize>,
     steps: usize,
+}
+
+impl Coverage {
+    fn note(&mut self, what: &'static str) {
+        *self.seen.entry(what).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: Coverage) {
+        self.steps += other.steps;
+        for (k, n) in other.accepted {
+            *self.accepted.entry(k).or_default() += n;
+        }
+        for (k, n) in other.refused {
+            *self.refused.entry(k).or_default() += n;
+        }
+        for (k, n) in other.outcomes {
+            *self.outcomes.entry(k).or_default() += n;
+        }
+        for (k, n) in other.seen {
+            *self.seen.entry(k).or_default() += n;
+        }
+        self.states.extend(other.states);
+    }
 }
 
 /// One engine over one world, the model beside it, and the checks run after every step.
@@ -1609,7 +2666,9 @@ struct Harness {
     model: Model,
 }
 
-/// A step turned into something to run.
+/// A step turned into something to run. One lives per step and is matched at once, so the
+/// size of the user variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Resolved {
     User {
         actor: String,
@@ -1619,6 +2678,19 @@ enum Resolved {
         rest: bool,
     },
     Worker(Behaviour),
+    Wait(u32),
+}
+
+fn approve(_: &IntegrationRequest) -> Result<Verdict, ProviderError> {
+    Ok(Verdict::Passed)
+}
+
+fn decline(request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
+    Ok(Verdict::Failed(vec![ValidationMessage {
+        level: Level::Error,
+        message: "The card was declined.".into(),
+        related_entity_id: Some(request.cart.id),
+    }]))
 }
 
 impl Harness {
@@ -1630,7 +2702,7 @@ impl Harness {
             gate: Arc::new(Mutex::new(None)),
         };
         let mut integrations = Integrations::new();
-        for (store, mapping) in &model.mappings {
+        for (store, mapping, payment) in &model.mappings {
             match mapping {
                 Mapping::Internal => {}
                 Mapping::Stock => {
@@ -1641,6 +2713,13 @@ impl Harness {
                     integrations.set_inventory(*store, Arc::new(scripted.clone()));
                 }
             }
+            let provider = match payment {
+                Payment::Unmapped => continue,
+                Payment::Approve => Provider::Payment(Arc::new(approve)),
+                Payment::Decline => Provider::Payment(Arc::new(decline)),
+                Payment::Scripted => Provider::Payment(Arc::new(scripted.clone())),
+            };
+            integrations.set(*store, provider);
         }
         let store = Arc::new(MemoryStore::from_dataset(data).expect("a valid world"));
         let clock = Arc::new(ManualClock::new(epoch()));
@@ -1666,6 +2745,10 @@ impl Harness {
 
     fn table(&self) -> &TransitionTable {
         self.engine.table()
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     fn cart(&self, index: usize) -> &MCart {
@@ -1807,6 +2890,28 @@ impl Harness {
         }
     }
 
+    fn details_input(choice: DetailsChoice, cart: &MCart) -> CheckoutDetails {
+        let options = &cart.record.delivery_options;
+        CheckoutDetails {
+            deliver_to: choice.address.then(address),
+            delivery_method_id: match choice.method {
+                0 => None,
+                3 => Some(UNOFFERED_METHOD.into()),
+                k if !options.is_empty() => Some(
+                    options[usize::from(k) % options.len()]
+                        .delivery_method_id
+                        .clone(),
+                ),
+                _ => Some("STD".into()),
+            },
+            payment_token: match choice.token {
+                0 => None,
+                1 => Some("tok_visa_4242".into()),
+                _ => Some("  ".into()),
+            },
+        }
+    }
+
     fn resolve(&self, step: &Step) -> Resolved {
         let user = |actor, named, call, rest| {
             let (actor, actor_id) = self.actor(actor);
@@ -1820,6 +2925,8 @@ impl Harness {
         };
         match *step {
             Step::Hub { cart, salt } => self.hub(cart, salt),
+            // Run one at a time by `run_sequence`.
+            Step::Drive { cart, salt, .. } => self.hub(cart, drive_salt(salt)),
             Step::Start {
                 actor,
                 cart,
@@ -1870,34 +2977,157 @@ impl Harness {
                 rest,
             } => {
                 let (cart, named) = self.cart_input(cart);
-                let action = ASYNC_ACTIONS[action % ASYNC_ACTIONS.len()];
+                let action = PROVIDER_ACTIONS[action % PROVIDER_ACTIONS.len()];
                 user(actor, named, Call::Run { action, cart }, rest)
+            }
+            Step::Order {
+                actor,
+                call,
+                cart,
+                status,
+                run_async,
+                rest,
+            } => {
+                let (cart, named) = self.cart_input(cart);
+                let call = match call {
+                    OrderCall::CartToOrder => Call::CartToOrder { cart, run_async },
+                    OrderCall::Authorize => Call::Authorize { cart },
+                    OrderCall::Activate => Call::Activate {
+                        cart,
+                        status: match status {
+                            StatusChoice::Activated => Some(ACTIVATED.into()),
+                            StatusChoice::Draft => Some("Draft".into()),
+                            StatusChoice::Lowercase => Some("activated".into()),
+                            StatusChoice::Omitted => None,
+                        },
+                        run_async,
+                    },
+                };
+                user(actor, named, call, rest)
+            }
+            Step::Details {
+                actor,
+                cart,
+                details,
+            } => {
+                let index = match cart {
+                    CartRef::Known(c, _) => c,
+                    _ => 0,
+                };
+                let details = Self::details_input(details, self.cart(index));
+                let (cart, named) = self.cart_input(cart);
+                user(actor, named, Call::Details { cart, details }, false)
+            }
+            Step::Edit { actor, cart, edit } => {
+                let index = match cart {
+                    CartRef::Known(c, _) => c,
+                    _ => 0,
+                };
+                let edit = self.edit_input(edit, index);
+                let (cart, named) = self.cart_input(cart);
+                user(actor, named, Call::Edit { cart, edit }, false)
             }
             Step::Cancel { actor, cart, rest } => {
                 let (cart, named) = self.cart_input(cart);
                 user(actor, named, Call::Cancel { cart }, rest)
             }
             Step::Worker(behaviour) => Resolved::Worker(behaviour),
+            Step::Wait(minutes) => Resolved::Wait(minutes),
         }
     }
 
+    fn edit_input(&self, choice: EditChoice, index: usize) -> CartEdit {
+        let cart = self.cart(index);
+        let line = |line: LineRef| match line {
+            LineRef::Own(k) if !cart.items.is_empty() => {
+                cart.items[k % cart.items.len()].id.to_string()
+            }
+            LineRef::Own(_) | LineRef::Foreign => self
+                .model
+                .carts
+                .iter()
+                .filter(|c| c.record.id != cart.record.id)
+                .flat_map(|c| c.items.iter())
+                .map(|i| i.id)
+                .next()
+                .unwrap_or_else(|| id(KeyPrefix::CartItem, UNKNOWN))
+                .to_string(),
+            LineRef::Malformed => "not-a-line".into(),
+        };
+        match choice {
+            EditChoice::Add { sku, quantity } => CartEdit::AddItem {
+                sku: ADDED_SKUS[sku % ADDED_SKUS.len()].into(),
+                quantity: Decimal::from(quantity),
+            },
+            EditChoice::SetQuantity { line: l, quantity } => CartEdit::SetQuantity {
+                item_id: line(l),
+                quantity: Decimal::from(quantity),
+            },
+            EditChoice::Remove { line: l } => CartEdit::RemoveItem { item_id: line(l) },
+        }
+    }
+
+    /// The buyer input a screen asks for and the cart does not have yet, if any.
+    fn missing_details(cart: &MCart, state: SessionState) -> Option<CheckoutDetails> {
+        let record = &cart.record;
+        let details = match state {
+            SessionState::ShippingAddress if record.deliver_to.is_none() => CheckoutDetails {
+                deliver_to: Some(address()),
+                ..CheckoutDetails::default()
+            },
+            SessionState::DeliveryMethod
+                if record.delivery_method_id.is_none() && !record.delivery_options.is_empty() =>
+            {
+                CheckoutDetails {
+                    delivery_method_id: Some(record.delivery_options[0].delivery_method_id.clone()),
+                    ..CheckoutDetails::default()
+                }
+            }
+            SessionState::PaymentAndBillingAddress if record.payment_token.is_none() => {
+                CheckoutDetails {
+                    payment_token: Some("tok_visa_4242".into()),
+                    ..CheckoutDetails::default()
+                }
+            }
+            _ => return None,
+        };
+        Some(details)
+    }
+
+    /// The call that runs the async step `state` names.
+    fn work_call(state: SessionState, cart: String, salt: u16) -> Option<Call> {
+        let run_async = salt & SALT_INLINE == 0;
+        Some(match stage_of(state)? {
+            Stage::Async(Action::CartToOrder) => Call::CartToOrder { cart, run_async },
+            Stage::Async(Action::ActivateOrder) => Call::Activate {
+                cart,
+                status: Some(ACTIVATED.into()),
+                run_async,
+            },
+            Stage::Async(action) => Call::Run { action, cart },
+            Stage::Payment => Call::Authorize { cart },
+            _ => return None,
+        })
+    }
+
     /// The hub loop of domain.md §3 for one cart, as its owner.
-    fn hub(&self, index: usize, salt: u8) -> Resolved {
+    fn hub(&self, index: usize, salt: u16) -> Resolved {
         let cart = self.cart(index);
         let id = cart.record.id;
+        let rest = salt & SALT_REST != 0;
         let user = |call| Resolved::User {
             actor: cart.record.owner_id.to_string(),
             actor_id: Some(cart.record.owner_id),
             named: Some(id),
             call,
-            rest: salt & 1 == 1,
+            rest,
         };
         let on_session = |s: &MSession, call| Resolved::User {
             actor: cart.record.owner_id.to_string(),
             actor_id: Some(cart.record.owner_id),
             named: Some(s.id),
             call,
-            rest: salt & 1 == 1,
+            rest,
         };
         let start = Call::Start {
             cart: id.to_string(),
@@ -1913,30 +3143,45 @@ impl Harness {
             .ops
             .iter()
             .any(|o| Some(o.id) == s.op && is_active(o.status));
+        let work = |state| Self::work_call(state, id.to_string(), salt);
+        if running {
+            // Now and then the buyer double-clicks the step that is already running.
+            return match s.state.and_then(work) {
+                Some(call) if salt & SALT_DOUBLE_CLICK == SALT_DOUBLE_CLICK => user(call),
+                _ => Resolved::Worker(behaviour_of(salt)),
+            };
+        }
+        if self.model.expired(cart, s, self.now()) {
+            // An expired checkout starts over; a locked one can only be cancelled.
+            return user(if s.processing { cancel } else { start });
+        }
         match (s.state, s.processing) {
             (None, _) => user(cancel),
-            (Some(SessionState::Error), _) if salt & 2 == 0 => user(start),
+            (Some(SessionState::Error), _) if salt & SALT_CANCEL_ON_ERROR == 0 => user(start),
             (Some(SessionState::Error), _) => user(cancel),
-            // Now and then the buyer double-clicks the step that is already running.
-            (Some(state), true) if running && salt >> 6 == 3 => match stage_of(state) {
-                Some(Stage::Async(action)) => user(Call::Run {
-                    action,
-                    cart: id.to_string(),
-                }),
-                _ => Resolved::Worker(behaviour_of(salt)),
-            },
-            (Some(_), true) if running => Resolved::Worker(behaviour_of(salt)),
-            (Some(state), true) => match stage_of(state) {
-                Some(Stage::Async(action)) => user(Call::Run {
-                    action,
-                    cart: id.to_string(),
-                }),
-                _ => user(cancel),
-            },
+            (Some(state), true) => work(state).map_or_else(|| user(cancel.clone()), user),
             (Some(state), false) => {
+                // A late double click: the step that has just completed, once more.
+                let completed = cart
+                    .ops
+                    .iter()
+                    .find(|o| Some(o.id) == s.op && o.status == OperationStatus::Complete);
+                if salt & SALT_DOUBLE_CLICK == SALT_DOUBLE_CLICK
+                    && let Some(call) = completed.and_then(|o| o.work.step()).and_then(work)
+                {
+                    return user(call);
+                }
                 let (Some(stage), Some(next)) = (stage_of(state), next_of(state)) else {
                     return user(cancel);
                 };
+                if salt & SALT_DETAILS != 0
+                    && let Some(details) = Self::missing_details(cart, state)
+                {
+                    return user(Call::Details {
+                        cart: id.to_string(),
+                        details,
+                    });
+                }
                 let session = s.id.to_string();
                 let next = next.as_str().to_owned();
                 let exp = Some(state.as_str().to_owned());
@@ -1954,7 +3199,14 @@ impl Harness {
             }
         }
     }
+}
 
+/// A driven buyer's salt: providers pass and nothing is double-clicked.
+fn drive_salt(salt: u16) -> u16 {
+    salt & !(SALT_BEHAVIOUR | SALT_DOUBLE_CLICK)
+}
+
+impl Harness {
     /// Runs a command through `execute` or, when `rest`, the invocable-action shape.
     fn send(&self, actor: &str, call: &Call, rest: bool) -> Answer {
         if rest && let Some((name, input)) = call.rest() {
@@ -2003,11 +3255,20 @@ impl Harness {
         carts
             .iter()
             .map(|id| {
+                let sessions = store.sessions_of(id);
+                let orders: Vec<_> = sessions
+                    .iter()
+                    .flatten()
+                    .filter_map(|s| s.order_id)
+                    .map(|order| store.order(&order))
+                    .collect();
                 let view = (
                     store.cart(id),
-                    store.sessions_of(id),
+                    store.cart_items(id),
+                    sessions,
                     store.operations_of(id),
                     store.validation_outputs(id),
+                    orders,
                     store.history(id),
                 );
                 format!("{view:?}")
@@ -2029,7 +3290,7 @@ impl Harness {
         let closed_before = self.views(&closed);
         let before = self.store.to_dataset();
         let resolved = self.resolve(step);
-        let (events, answer, user_command) = match resolved {
+        let (events, answer, plan) = match resolved {
             Resolved::User {
                 actor,
                 actor_id,
@@ -2037,16 +3298,15 @@ impl Harness {
                 call,
                 rest,
             } => {
-                let answer = self.user_command(&actor, actor_id, named, &call, rest, coverage)?;
-                let accepted = matches!(answer, Answer::Ok(_));
-                let events = if accepted {
-                    vec![call.command().event()]
-                } else {
-                    vec![]
-                };
-                (events, Some(answer), true)
+                let (answer, plan, events) =
+                    self.user_command(&actor, actor_id, named, &call, rest, coverage)?;
+                (events, Some(answer), plan)
             }
-            Resolved::Worker(behaviour) => (self.worker(behaviour, coverage, during)?, None, false),
+            Resolved::Worker(behaviour) => (self.worker(behaviour, coverage, during)?, None, None),
+            Resolved::Wait(minutes) => {
+                self.clock.advance(Duration::minutes(i64::from(minutes)));
+                (vec![], None, None)
+            }
         };
         let after = self.store.to_dataset();
         if events.is_empty() && before != after {
@@ -2056,14 +3316,30 @@ impl Harness {
         }
         let moves = self.check_moves(&before, &after, &events)?;
         let entries = self.check_history(&before, &after, &events)?;
-        if user_command && entries != moves {
+        // One event moves each record at most once, each move one entry; a call that also
+        // ran its operation may move a record several times between the two looks.
+        if (events.len() == 1 && entries != moves) || entries < moves {
             return Err(format!(
-                "{moves} records moved but the history gained {entries} entries"
+                "{moves} records moved but the history gained {entries} entries on {events:?}"
             ));
         }
         self.check_store_invariants(&after)?;
         if self.views(&closed) != closed_before {
             return Err("a Closed cart, or one of its records, changed".into());
+        }
+        self.check_orders(&before, &after, coverage)?;
+        // Cancel, and an edit of a cart in checkout, which cancels it first.
+        let cancelled = match plan {
+            Some(Plan::Cancel { cart }) => Some(cart),
+            Some(Plan::Edit { cart }) => {
+                let id = self.model.carts[cart].record.id;
+                let was = before.carts.iter().find(|c| c.id == id).map(|c| c.status);
+                (was == Some(CartStatus::Checkout)).then_some(cart)
+            }
+            _ => None,
+        };
+        if let Some(cart) = cancelled {
+            self.check_cancel(&before, &after, self.model.carts[cart].record.id)?;
         }
         self.model.compare(&after)?;
         for s in after.sessions.iter().filter_map(|s| s.state) {
@@ -2072,6 +3348,8 @@ impl Harness {
         Ok(answer)
     }
 
+    /// Runs a user command beside the model; returns the answer, the model's plan when both
+    /// accepted it, and the events its commit fired.
     fn user_command(
         &mut self,
         actor: &str,
@@ -2080,9 +3358,10 @@ impl Harness {
         call: &Call,
         rest: bool,
         coverage: &mut Coverage,
-    ) -> Result<Answer, String> {
+    ) -> Result<(Answer, Option<Plan>, Vec<Event>), String> {
         let kind = call.kind();
-        let expected = self.model.decide(call, actor_id, named);
+        let now = self.now();
+        let expected = self.model.decide(call, actor_id, named, now);
         let command = call.command();
         let dry = self
             .engine
@@ -2090,9 +3369,14 @@ impl Harness {
             .map_err(|e| format!("check failed: {e}"))?;
         let answer = self.send(actor, call, rest);
         let context = || format!("{call:?} as {actor:?} (rest: {rest})");
-        // The dry run reports the first unmet requirement with the same code as the refusal.
-        match expected {
-            Err(why) if why != Why::Unsupported => {
+        // The dry run reports the first unmet requirement with the same code as the refusal
+        // (a repeat answered with its original operation still has the requirement unmet).
+        let refused_for = match &expected {
+            Err(why) | Ok(Plan::Replay { why, .. }) => Some(*why),
+            Ok(_) => None,
+        };
+        match refused_for {
+            Some(why) => {
                 let first = dry.first().map(|u| (u.code, u.status));
                 if first != documented(kind, why) {
                     return Err(format!(
@@ -2101,13 +3385,13 @@ impl Harness {
                     ));
                 }
             }
-            _ if !dry.is_empty() => {
+            None if !dry.is_empty() => {
                 return Err(format!(
                     "{}: the model expects every requirement met, the dry run says {dry:?}",
                     context()
                 ));
             }
-            _ => {}
+            None => {}
         }
         match (&expected, &answer) {
             (Err(why), Answer::Err(code, status)) => {
@@ -2132,27 +3416,102 @@ impl Harness {
                     ));
                 }
                 *coverage.refused.entry((kind, *why)).or_default() += 1;
+                Ok((answer, None, vec![]))
             }
             (Ok(plan), Answer::Ok(_)) => {
-                let now = self.clock_now();
-                self.model
-                    .apply(*plan, &answer, now)
+                if let Plan::Start { cart } = *plan {
+                    let c = &self.model.carts[cart];
+                    if c.active()
+                        .is_some_and(|i| self.model.expired(c, &c.sessions[i], now))
+                    {
+                        coverage.note("an expired checkout restarted");
+                    }
+                }
+                let new_line = match (plan, call) {
+                    (
+                        Plan::Edit { cart },
+                        Call::Edit {
+                            edit: CartEdit::AddItem { .. },
+                            ..
+                        },
+                    ) => Some(self.added_line(*cart)?),
+                    _ => None,
+                };
+                let started = self
+                    .model
+                    .apply(*plan, call, &answer, now, new_line)
                     .map_err(|e| format!("{}: {e}", context()))?;
                 *coverage.accepted.entry(kind).or_default() += 1;
+                // A repeat commits nothing: the store must not change.
+                let mut events = match plan {
+                    Plan::Replay { .. } => {
+                        coverage.note("a repeated step answered its operation");
+                        vec![]
+                    }
+                    _ => vec![command.event()],
+                };
+                if let (Some((cart, op)), true) = (started, call.inline()) {
+                    // runAsync false: the operation has run by the time the call answers.
+                    let outcome = self.model.predict(cart, op, Behaviour::Pass);
+                    let order = self.made_order(cart, op, outcome)?;
+                    self.model.finish(cart, op, outcome, order);
+                    events.extend([Event::Claim, finish_event(outcome)]);
+                    coverage.note("an order step ran inside its call");
+                    let work = self.model.carts[cart].ops.iter().find(|o| o.id == op);
+                    let name = work.map_or("?", |o| o.work.name());
+                    *coverage
+                        .outcomes
+                        .entry(format!("{} ({name}, inline)", outcome.label()))
+                        .or_default() += 1;
+                }
+                Ok((answer, Some(*plan), events))
             }
-            (expected, answer) => {
-                return Err(format!(
-                    "{}: the model says {expected:?}, the engine answered {answer:?}",
-                    context()
-                ));
-            }
+            (expected, answer) => Err(format!(
+                "{}: the model says {expected:?}, the engine answered {answer:?}",
+                context()
+            )),
         }
-        Ok(answer)
     }
 
-    fn clock_now(&self) -> DateTime<Utc> {
-        use cartflow::clock::Clock;
-        self.clock.now()
+    /// The line an edit added: the one line of the cart the model does not know yet.
+    fn added_line(&self, cart: usize) -> Result<SfId, String> {
+        let c = &self.model.carts[cart];
+        let new: Vec<SfId> = self
+            .store
+            .to_dataset()
+            .items
+            .iter()
+            .filter(|i| i.cart_id == c.record.id && !c.items.iter().any(|m| m.id == i.id))
+            .map(|i| i.id)
+            .collect();
+        match new[..] {
+            [line] => Ok(line),
+            _ => Err(format!("an edit that adds one line added {new:?}")),
+        }
+    }
+
+    /// The order a passed Cart To Order made: the one order of the cart the model does not
+    /// know yet.
+    fn made_order(&self, cart: usize, op: SfId, outcome: Outcome) -> Result<Option<SfId>, String> {
+        let c = &self.model.carts[cart];
+        let work = c.ops.iter().find(|o| o.id == op).map(|o| o.work);
+        if outcome != Outcome::Passed || work != Some(Work::Step(Action::CartToOrder)) {
+            return Ok(None);
+        }
+        let new: Vec<SfId> = self
+            .store
+            .to_dataset()
+            .orders
+            .iter()
+            .filter(|o| o.cart_id == c.record.id && c.order(Some(o.id)).is_none())
+            .map(|o| o.id)
+            .collect();
+        match new[..] {
+            [order] => Ok(Some(order)),
+            _ => Err(format!(
+                "operation {op} made orders {new:?}; Cart To Order makes exactly one"
+            )),
+        }
     }
 
     /// One worker step; returns the events its commits fire.
@@ -2214,18 +3573,26 @@ impl Harness {
                 report.outcome
             ));
         }
-        *coverage.outcomes.entry(format!("{outcome:?}")).or_default() += 1;
-        self.model.finish(cart, op, outcome);
-        let finish = if outcome == Outcome::Passed {
-            Event::Succeed
-        } else {
-            Event::Fail
-        };
-        Ok(vec![Event::Claim, finish])
+        let work = self.model.carts[cart]
+            .ops
+            .iter()
+            .find(|o| o.id == op)
+            .map(|o| o.work);
+        *coverage
+            .outcomes
+            .entry(format!(
+                "{} ({})",
+                outcome.label(),
+                work.map_or("?", Work::name)
+            ))
+            .or_default() += 1;
+        let order = self.made_order(cart, op, outcome)?;
+        self.model.finish(cart, op, outcome, order);
+        Ok(vec![Event::Claim, finish_event(outcome)])
     }
 
-    /// Every record whose node changed moved along declared rows: one row of the command's
-    /// event, or for a worker step a Claim row then a Succeed or Fail row. Returns the moves.
+    /// Every record whose node changed moved along declared rows: the events in order, each
+    /// moving it along one of its rows or leaving it where it is. Returns the moves.
     fn check_moves(
         &self,
         before: &DataSet,
@@ -2233,14 +3600,16 @@ impl Harness {
         events: &[Event],
     ) -> Result<usize, String> {
         let table = self.table();
-        let admitted = |from: Node, to: Node| match events {
-            [event] => table.admits(*event, from, to),
-            [first, second] => table
-                .nodes()
-                .into_iter()
-                .chain([from])
-                .any(|mid| table.admits(*first, from, mid) && table.admits(*second, mid, to)),
-            _ => from == to,
+        let admitted = |from: Node, to: Node| {
+            let mut reach = BTreeSet::from([from]);
+            for event in events {
+                let next: Vec<Node> = reach
+                    .iter()
+                    .filter_map(|n| table.find(*event, *n).map(|row| row.to))
+                    .collect();
+                reach.extend(next);
+            }
+            reach.contains(&to)
         };
         let mut moves = 0;
         let mut check = |what: String, from: Node, to: Node| {
@@ -2364,6 +3733,153 @@ impl Harness {
         }
         Ok(())
     }
+
+    /// The order promises, read from the store alone:
+    /// - no order without a passed inventory check: a new order belongs to exactly one session
+    ///   of its cart, and that session has a Complete `checkCartInventoryAction`;
+    /// - no activation while Error outputs exist: an order that becomes Activated belonged to
+    ///   a cart with no undismissed Error-level output, and its session, still active, moved
+    ///   to Order Confirmation;
+    /// - never a second order for a cart: at most one Activated order per cart, and no order
+    ///   is made for a cart whose order was activated. A checkout abandoned before activation
+    ///   (cancelled, failed, expired) may leave its Draft behind; such a Draft is never
+    ///   activated, because only the active session's order can be;
+    /// - orders never vanish, and an Activated order stays Activated.
+    fn check_orders(
+        &self,
+        before: &DataSet,
+        after: &DataSet,
+        coverage: &mut Coverage,
+    ) -> Result<(), String> {
+        for cart in &after.carts {
+            let of_cart = |data: &DataSet| -> BTreeMap<SfId, Order> {
+                data.orders
+                    .iter()
+                    .filter(|o| o.cart_id == cart.id)
+                    .map(|o| (o.id, o.clone()))
+                    .collect()
+            };
+            let (old, new) = (of_cart(before), of_cart(after));
+            let activated_before = old.values().any(|o| o.status == OrderStatus::Activated);
+            for (id, order) in &old {
+                match new.get(id) {
+                    None => return Err(format!("order {id} vanished")),
+                    Some(now)
+                        if order.status == OrderStatus::Activated
+                            && now.status != OrderStatus::Activated =>
+                    {
+                        return Err(format!("order {id} was Activated and is {:?}", now.status));
+                    }
+                    _ => {}
+                }
+            }
+            let sessions: Vec<&CartCheckoutSession> = after
+                .sessions
+                .iter()
+                .filter(|s| s.web_cart_id == cart.id)
+                .collect();
+            for (id, order) in &new {
+                let owners: Vec<&&CartCheckoutSession> = sessions
+                    .iter()
+                    .filter(|s| s.order_id == Some(*id))
+                    .collect();
+                let is_new = !old.contains_key(id);
+                if is_new {
+                    let [owner] = owners[..] else {
+                        return Err(format!(
+                            "new order {id} of cart {} belongs to {} sessions",
+                            cart.id,
+                            owners.len()
+                        ));
+                    };
+                    let checked = after.operations.iter().any(|o| {
+                        o.checkout_session_id == owner.id
+                            && o.name == Action::CheckCartInventory.api_name()
+                            && o.status == OperationStatus::Complete
+                    });
+                    if !checked {
+                        return Err(format!(
+                            "order {id} was made in session {} without a passed inventory check",
+                            owner.id
+                        ));
+                    }
+                    if activated_before {
+                        return Err(format!(
+                            "order {id} was made for cart {}, whose order is already activated",
+                            cart.id
+                        ));
+                    }
+                    if !old.is_empty() {
+                        coverage.note("an order was made beside an abandoned Draft");
+                    }
+                }
+                let activated_now = order.status == OrderStatus::Activated
+                    && old
+                        .get(id)
+                        .is_none_or(|o| o.status != OrderStatus::Activated);
+                if activated_now {
+                    let blocking = before.validation_outputs.iter().any(|o| {
+                        o.cart_id == cart.id && o.level == Level::Error && !o.is_dismissed
+                    });
+                    if blocking {
+                        return Err(format!(
+                            "order {id} was activated while cart {} had Error outputs",
+                            cart.id
+                        ));
+                    }
+                    let confirmed = owners.iter().any(|s| {
+                        !s.is_archived && s.state == Some(SessionState::OrderConfirmation)
+                    });
+                    if !confirmed {
+                        return Err(format!(
+                            "order {id} was activated but no active session of it moved to Order Confirmation"
+                        ));
+                    }
+                    coverage.note("an order was activated");
+                }
+            }
+            let activated = new
+                .values()
+                .filter(|o| o.status == OrderStatus::Activated)
+                .count();
+            if activated > 1 {
+                return Err(format!("cart {} has {activated} Activated orders", cart.id));
+            }
+        }
+        Ok(())
+    }
+
+    /// What an accepted cancel guarantees: the cart has no active session and no New or
+    /// Running operation, and it is Active again, unless a platform process holds it
+    /// (PendingClosed, PendingDelete), which cancel leaves as it is.
+    fn check_cancel(&self, before: &DataSet, after: &DataSet, cart: SfId) -> Result<(), String> {
+        let status = |data: &DataSet| data.carts.iter().find(|c| c.id == cart).map(|c| c.status);
+        let expected = match status(before) {
+            Some(held @ (CartStatus::PendingClosed | CartStatus::PendingDelete)) => held,
+            _ => CartStatus::Active,
+        };
+        if status(after) != Some(expected) {
+            return Err(format!(
+                "cancel left cart {cart} {:?}, expected {expected:?}",
+                status(after)
+            ));
+        }
+        if let Some(op) = after
+            .operations
+            .iter()
+            .find(|o| o.cart_id == cart && is_active(o.status))
+        {
+            return Err(format!("cancel left operation {} {:?}", op.id, op.status));
+        }
+        if let Some(s) = after
+            .sessions
+            .iter()
+            .find(|s| s.web_cart_id == cart && !s.is_archived)
+        {
+            return Err(format!("cancel left session {} active", s.id));
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2373,9 +3889,15 @@ fn run_sequence(world: &WorldSpec, steps: &[Step], coverage: &mut Coverage) -> R
     let mut harness = Harness::new(world);
     harness.model.compare(&harness.store.to_dataset())?;
     for (n, step) in steps.iter().enumerate() {
-        harness
-            .step(step, coverage, None)
-            .map_err(|e| format!("step {n} ({step:?}): {e}"))?;
+        let repeat = match step {
+            Step::Drive { count, .. } => usize::from(*count),
+            _ => 1,
+        };
+        for k in 0..repeat {
+            harness
+                .step(step, coverage, None)
+                .map_err(|e| format!("step {n}.{k} ({step:?}): {e}"))?;
+        }
     }
     Ok(())
 }
@@ -2383,8 +3905,8 @@ fn run_sequence(world: &WorldSpec, steps: &[Step], coverage: &mut Coverage) -> R
 #[test]
 fn random_command_sequences_keep_every_invariant() {
     let config = ProptestConfig {
-        // At least 2,000 sequences (a few seconds); PROPTEST_CASES may ask for more.
-        cases: ProptestConfig::default().cases.max(2_000),
+        // At least 2,500 sequences per run (about 15 s); PROPTEST_CASES may ask for more.
+        cases: ProptestConfig::default().cases.max(2_500),
         // Failures are reported with their minimal sequence; no regression files are written.
         failure_persistence: None,
         ..ProptestConfig::default()
@@ -2395,27 +3917,22 @@ fn random_command_sequences_keep_every_invariant() {
     let result = runner.run(&strategy, |(world, steps)| {
         let mut local = Coverage::default();
         let outcome = run_sequence(&world, &steps, &mut local);
-        let mut total = coverage.lock().unwrap_or_else(|e| e.into_inner());
-        total.steps += local.steps;
-        for (k, n) in local.accepted {
-            *total.accepted.entry(k).or_default() += n;
-        }
-        for (k, n) in local.refused {
-            *total.refused.entry(k).or_default() += n;
-        }
-        for (k, n) in local.outcomes {
-            *total.outcomes.entry(k).or_default() += n;
-        }
-        total.states.extend(local.states);
+        coverage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(local);
         outcome.map_err(TestCaseError::fail)
     });
     match result {
         Ok(()) => {}
         Err(TestError::Fail(reason, (world, steps))) => {
             // Show the steps up to the failing one only.
-            let failing = (1..=steps.len())
-                .find(|&n| run_sequence(&world, &steps[..n], &mut Coverage::default()).is_err())
-                .unwrap_or(steps.len());
+            let (failing, reason) = (1..=steps.len())
+                .find_map(|n| {
+                    let run = run_sequence(&world, &steps[..n], &mut Coverage::default());
+                    run.err().map(|e| (n, e))
+                })
+                .unwrap_or((steps.len(), reason.to_string()));
             panic!(
                 "{reason}\nminimal world: {world:#?}\nminimal steps: {:#?}",
                 &steps[..failing]
@@ -2429,21 +3946,28 @@ fn random_command_sequences_keep_every_invariant() {
         *by_reason.entry(*why).or_default() += n;
     }
     println!(
-        "{} sequences, {} steps; accepted {:?}; worker outcomes {:?}; refusals {:?}; States seen: {}",
+        "{} sequences, {} steps; accepted {:?}; outcomes {:?}; refusals {:?}; seen {:?}; States seen: {}",
         config.cases,
         total.steps,
         total.accepted,
         total.outcomes,
         by_reason,
+        total.seen,
         total.states.len()
     );
-    // The generator must reach every kind of command, refusal and provider answer: a
-    // property that never meets a case proves nothing about it.
+    // The generator must reach every kind of command, refusal, provider answer and promise:
+    // a property that never meets a case proves nothing about it.
     for kind in [
         Kind::Start,
         Kind::Update,
         Kind::Advance,
+        Kind::Close,
         Kind::Async(Action::CheckCartInventory),
+        Kind::Async(Action::CartToOrder),
+        Kind::Authorize,
+        Kind::Async(Action::ActivateOrder),
+        Kind::Details,
+        Kind::Edit,
         Kind::Cancel,
     ] {
         assert!(
@@ -2452,204 +3976,120 @@ fn random_command_sequences_keep_every_invariant() {
         );
     }
     let reasons: BTreeSet<Why> = total.refused.keys().map(|(_, why)| *why).collect();
-    for why in [
-        Why::CannotInvoke,
-        Why::InvalidCartId,
-        Why::InvalidSessionId,
-        Why::NoEditAccess,
-        Why::AccountInvalid,
-        Why::NotStoreMember,
-        Why::CartStatus,
-        Why::CheckoutInProgress,
-        Why::InitialState,
-        Why::NoActiveSession,
-        Why::EmptyState,
-        Why::Locked,
-        Why::ExpectedStateMismatch,
-        Why::NotNextStep,
-        Why::NotLocked,
-        Why::WrongStep,
-        Why::WrongNextState,
-        Why::OperationActive,
-        Why::Unsupported,
-    ] {
+    for why in ALL_REASONS {
         assert!(
             reasons.contains(&why),
             "no command was ever refused for {why:?}"
         );
     }
-    for outcome in ["Passed", "Failed", "System"] {
+    for outcome in [
+        "Passed (checkCartInventoryAction",
+        "Failed (checkCartInventoryAction",
+        "System (checkCartInventoryAction",
+        "Passed (cartToOrderAction",
+        "Failed (cartToOrderAction",
+        "Passed (authorizePayment",
+        "Failed (authorizePayment",
+        "System (authorizePayment",
+        "Passed (activateOrderAction",
+    ] {
         assert!(
             total.outcomes.keys().any(|k| k.starts_with(outcome)),
-            "no worker step ever ended {outcome}"
+            "no operation ever ended {outcome})"
         );
+    }
+    for seen in [
+        "an order was activated",
+        "an order step ran inside its call",
+        "an expired checkout restarted",
+        "an order was made beside an abandoned Draft",
+        "a repeated step answered its operation",
+    ] {
+        assert!(total.seen.contains_key(seen), "never seen: {seen}");
     }
 }
 
-/// Drives one fresh cart through the standard table and records every node it is seen in.
-#[test]
-fn every_implemented_node_is_reachable_from_a_fresh_cart() {
-    // A cart starts Active, or Processing when a platform process holds it.
-    let mut world = one_cart(CartStatus::Active, None);
-    let mut processing = world.carts[0].clone();
-    processing.status = CartStatus::Processing;
-    world.carts.push(processing);
-    let mut h = Harness::new(&world);
-    let mut coverage = Coverage::default();
-    let mut seen: BTreeSet<Node> = BTreeSet::new();
-    let observe = |data: &DataSet, seen: &mut BTreeSet<Node>| {
-        let ops: HashMap<SfId, &BackgroundOperation> =
-            data.operations.iter().map(|o| (o.id, o)).collect();
-        for cart in &data.carts {
-            seen.insert(Node::Cart(cart.status));
-            let sessions: Vec<_> = data
-                .sessions
-                .iter()
-                .filter(|s| s.web_cart_id == cart.id)
-                .collect();
-            if sessions.iter().all(|s| s.is_archived) {
-                seen.insert(Node::Session(SessionNode::Absent));
-            }
-            for s in sessions {
-                let op = s.background_operation_id.and_then(|o| ops.get(&o).copied());
-                seen.insert(Node::Session(session_node(Some(s), op)));
-            }
-            if !data.operations.iter().any(|o| o.cart_id == cart.id) {
-                seen.insert(Node::Operation(OperationNode::Absent));
-            }
+/// Collects every node the store's records are in.
+fn observe(data: &DataSet, seen: &mut BTreeSet<Node>) {
+    let ops: HashMap<SfId, &BackgroundOperation> =
+        data.operations.iter().map(|o| (o.id, o)).collect();
+    for cart in &data.carts {
+        seen.insert(Node::Cart(cart.status));
+        let sessions: Vec<_> = data
+            .sessions
+            .iter()
+            .filter(|s| s.web_cart_id == cart.id)
+            .collect();
+        if sessions.iter().all(|s| s.is_archived) {
+            seen.insert(Node::Session(SessionNode::Absent));
         }
-        for op in &data.operations {
-            seen.insert(Node::Operation(operation_node(Some(op))));
+        for s in sessions {
+            let op = s.background_operation_id.and_then(|o| ops.get(&o).copied());
+            seen.insert(Node::Session(session_node(Some(s), op)));
         }
-    };
-    observe(&h.store.to_dataset(), &mut seen);
-    let hub = |salt| Step::Hub { cart: 0, salt };
-    let mut gated = false;
-    let mut unsupported = None;
-    // The happy path, as far as the implemented actions go.
-    for _ in 0..100 {
-        let cart = &h.model.carts[0];
-        let session = cart.active().map(|i| cart.sessions[i].clone());
-        if let Some(s) = &session
-            && s.state == Some(SessionState::CartToOrder)
-            && s.processing
-        {
-            let answer = h
-                .step(&hub(0), &mut coverage, None)
-                .expect("invariants hold");
-            unsupported = answer;
-            break;
+        if !data.operations.iter().any(|o| o.cart_id == cart.id) {
+            seen.insert(Node::Operation(OperationNode::Absent));
+        }
+    }
+    for op in &data.operations {
+        seen.insert(Node::Operation(operation_node(Some(op))));
+    }
+}
+
+/// Hub steps on one cart until its checkout reaches `until` (or the cart closes), every
+/// provider passing; the first running provider call is held at the gate and `look`ed at.
+fn drive(
+    h: &mut Harness,
+    cart: usize,
+    salt: u16,
+    until: Option<SessionState>,
+    seen: &mut BTreeSet<Node>,
+    gated: &mut bool,
+) {
+    let coverage = &mut Coverage::default();
+    for _ in 0..200 {
+        let c = &h.model.carts[cart];
+        if c.status == CartStatus::Closed {
+            return;
+        }
+        let session = c.active().map(|i| c.sessions[i].clone());
+        if until.is_some() && session.as_ref().and_then(|s| s.state) == until {
+            return;
         }
         let running = session.as_ref().is_some_and(|s| {
-            cart.ops
+            c.ops
                 .iter()
                 .any(|o| Some(o.id) == s.op && is_active(o.status))
         });
-        if running && !gated {
+        let scripted = running
+            && c.ops.iter().any(|o| {
+                Some(o.id) == session.as_ref().and_then(|s| s.op)
+                    && o.work == Work::Step(Action::CheckCartInventory)
+            });
+        if scripted && !*gated {
             // Look at the store while the provider runs: the operation is Running.
-            gated = true;
-            let mut look = |data: &DataSet| observe(data, &mut seen);
-            h.step(
-                &Step::Worker(Behaviour::Pass),
-                &mut coverage,
-                Some(&mut look),
-            )
-            .expect("invariants hold");
-        } else if running {
-            h.step(&Step::Worker(Behaviour::Pass), &mut coverage, None)
+            *gated = true;
+            let mut look = |data: &DataSet| observe(data, seen);
+            h.step(&Step::Worker(Behaviour::Pass), coverage, Some(&mut look))
                 .expect("invariants hold");
         } else {
-            h.step(&hub(0), &mut coverage, None)
+            h.step(&Step::Hub { cart, salt }, coverage, None)
                 .expect("invariants hold");
         }
-        observe(&h.store.to_dataset(), &mut seen);
+        observe(&h.store.to_dataset(), seen);
     }
-    // Cart To Order is where the implemented actions end: its action answers Unsupported.
-    assert_eq!(
-        unsupported,
-        Some(Answer::Err("UNKNOWN_EXCEPTION".into(), 501)),
-        "cartToOrderAction is implemented now: extend this test past the Cart To Order step"
-    );
-    let owner = ActorRef::Owner(0);
-    let cart = CartRef::Known(0, IdForm::Full);
-    let cancel = Step::Cancel {
-        actor: owner,
-        cart,
-        rest: false,
-    };
-    // Cancel from a locked step; then a failing inventory check, a restart from Error, and a
-    // cancel while the operation is New.
-    let mut script = vec![cancel.clone()];
-    script.extend([hub(0), hub(0), hub(0), hub(0), hub(0)]);
-    script.push(Step::Worker(Behaviour::Fail(1)));
-    script.push(hub(0));
-    script.extend([hub(0), hub(0), hub(0), hub(0)]);
-    script.push(cancel);
-    // The cart a platform process held returns to Active when its checkout is cancelled.
-    script.push(Step::Cancel {
-        actor: ActorRef::Owner(1),
-        cart: CartRef::Known(1, IdForm::Full),
-        rest: false,
-    });
-    for step in &script {
-        h.step(step, &mut coverage, None).expect("invariants hold");
-        observe(&h.store.to_dataset(), &mut seen);
-    }
-    assert!(seen.contains(&Node::Session(SessionNode::At(
-        Some(SessionState::Error),
-        Phase::Open
-    ))));
-    assert!(seen.contains(&Node::Operation(OperationNode::Is(
-        OperationStatus::Canceled
-    ))));
-    assert_eq!(h.model.carts[1].status, CartStatus::Active);
-
-    // An empty State comes only from imported data (the table's entry nodes): no command
-    // produces one, so driving a fresh cart cannot reach it.
-    let all: BTreeSet<Node> = h
-        .table()
-        .nodes()
-        .into_iter()
-        .filter(|n| !matches!(n, Node::Session(SessionNode::At(None, _))))
-        .collect();
-    let unseen: BTreeSet<Node> = all.difference(&seen).copied().collect();
-    // What lies behind the Unsupported action: Cart To Order running, and every step after it.
-    let behind = |node: &Node| match node {
-        Node::Session(SessionNode::At(Some(state), phase)) => {
-            let index = |s| STEPS.iter().position(|(x, _)| *x == s);
-            let here = index(*state);
-            let cut = index(SessionState::CartToOrder);
-            here > cut || (here == cut && *phase == Phase::Running)
-        }
-        _ => false,
-    };
-    let expected: BTreeSet<Node> = all.iter().filter(|n| behind(n)).copied().collect();
-    println!(
-        "reached {} of {} nodes; not reachable while Cart To Order is Unsupported: {}",
-        all.len() - unseen.len(),
-        all.len(),
-        unseen
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    assert_eq!(
-        unseen, expected,
-        "nodes not reached (left) vs. nodes behind Cart To Order (right)"
-    );
-    assert!(
-        seen.iter().all(|n| all.contains(n)),
-        "a node outside the table was observed"
-    );
+    panic!("cart {cart} did not reach {until:?} in 200 steps");
 }
 
-/// A world of one cart of the main buyer in `status`, with an active session seeded as given.
+/// A world of one store (scripted inventory, a gateway that approves, no time-to-live) and
+/// one cart of the main buyer in `status`, with an active session seeded as given.
 fn one_cart(status: CartStatus, active: Option<ActiveSeed>) -> WorldSpec {
     WorldSpec {
         stores: vec![StoreSpec {
             members: 1,
             mapping: Mapping::Scripted,
+            payment: Payment::Approve,
+            ttl: None,
         }],
         accounts: vec![true],
         users: vec![
@@ -2664,6 +4104,7 @@ fn one_cart(status: CartStatus, active: Option<ActiveSeed>) -> WorldSpec {
         ],
         carts: vec![CartSpec {
             good: true,
+            consistent: false,
             store: 0,
             account: 0,
             owner: 0,
@@ -2674,11 +4115,293 @@ fn one_cart(status: CartStatus, active: Option<ActiveSeed>) -> WorldSpec {
                 quantity: 1,
                 charge: false,
             }],
+            options: true,
+            priced: true,
             archived: 0,
             active,
-            outputs: 0,
+            outputs: vec![],
         }],
     }
+}
+
+/// Drives fresh carts through the standard table and records every node they are seen in:
+/// every node of the table must be reached, except the empty-State ones that only imported
+/// data has.
+#[test]
+fn every_node_of_the_table_is_reachable_from_a_fresh_cart() {
+    // A cart starts Active, or Processing when a platform process holds it.
+    let mut world = one_cart(CartStatus::Active, None);
+    let second = world.carts[0].clone();
+    let mut processing = world.carts[0].clone();
+    processing.status = CartStatus::Processing;
+    world.carts.extend([second, processing]);
+    let mut h = Harness::new(&world);
+    let mut coverage = Coverage::default();
+    let mut seen: BTreeSet<Node> = BTreeSet::new();
+    observe(&h.store.to_dataset(), &mut seen);
+    let mut gated = false;
+    // The happy path to Complete, asynchronously, with the buyer's input at each screen.
+    drive(&mut h, 0, SALT_DETAILS, None, &mut seen, &mut gated);
+    assert!(gated, "the inventory check ran");
+    assert_eq!(h.model.carts[0].status, CartStatus::Closed);
+    let order = &h.model.carts[0].orders;
+    assert!(
+        order.len() == 1 && order[0].status == OrderStatus::Activated,
+        "the checkout placed one order: {order:?}"
+    );
+    assert_eq!(
+        order[0].deliver_to,
+        Some(address()),
+        "the order ships there"
+    );
+
+    // The second cart: a cancel from a locked step; then a failing inventory check, a restart
+    // from Error, and a cancel while the operation is New.
+    let hub = Step::Hub { cart: 1, salt: 0 };
+    let cancel = Step::Cancel {
+        actor: ActorRef::Owner(1),
+        cart: CartRef::Known(1, IdForm::Full),
+        rest: false,
+    };
+    let mut script = vec![hub.clone(); 4];
+    script.push(cancel.clone());
+    script.extend(vec![hub.clone(); 5]);
+    script.push(Step::Worker(Behaviour::Fail(1)));
+    script.extend(vec![hub.clone(); 5]);
+    script.push(cancel);
+    // The cart a platform process held returns to Active when its checkout is cancelled.
+    script.push(Step::Cancel {
+        actor: ActorRef::Owner(2),
+        cart: CartRef::Known(2, IdForm::Full),
+        rest: false,
+    });
+    for step in &script {
+        h.step(step, &mut coverage, None).expect("invariants hold");
+        observe(&h.store.to_dataset(), &mut seen);
+    }
+    assert!(seen.contains(&Node::Session(SessionNode::At(
+        Some(SessionState::Error),
+        Phase::Open
+    ))));
+    assert!(seen.contains(&Node::Operation(OperationNode::Is(
+        OperationStatus::Canceled
+    ))));
+    assert_eq!(h.model.carts[2].status, CartStatus::Active);
+
+    // An empty State comes only from imported data (the table's entry nodes): no command
+    // produces one, so driving a fresh cart cannot reach it.
+    let all: BTreeSet<Node> = h
+        .table()
+        .nodes()
+        .into_iter()
+        .filter(|n| !matches!(n, Node::Session(SessionNode::At(None, _))))
+        .collect();
+    let unseen: BTreeSet<Node> = all.difference(&seen).copied().collect();
+    println!(
+        "reached {} of {} nodes (empty-State nodes excluded)",
+        all.len() - unseen.len(),
+        all.len(),
+    );
+    assert!(
+        unseen.is_empty(),
+        "nodes never reached: {}",
+        unseen
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert!(
+        seen.iter().all(|n| all.contains(n)),
+        "a node outside the table was observed"
+    );
+}
+
+/// Once Order Confirmation closes the cart, nothing changes it again: every command is
+/// refused (the harness checks the cart's records, orders and history are untouched).
+#[test]
+fn nothing_changes_a_cart_after_its_checkout_completes() {
+    let mut h = Harness::new(&one_cart(CartStatus::Active, None));
+    let (mut seen, mut gated) = (BTreeSet::new(), false);
+    drive(&mut h, 0, SALT_INLINE, None, &mut seen, &mut gated);
+    assert_eq!(h.model.carts[0].status, CartStatus::Closed);
+    let owner = ActorRef::Owner(0);
+    let cart = CartRef::Known(0, IdForm::Full);
+    let session = SessionRef::Current(0, IdForm::Full);
+    let mut attempts = vec![
+        Step::Start {
+            actor: owner,
+            cart,
+            initial: ExpChoice::Current,
+            rest: true,
+        },
+        Step::Cancel {
+            actor: owner,
+            cart,
+            rest: true,
+        },
+        Step::Advance {
+            actor: owner,
+            session,
+            state: StateChoice::Current,
+            exp: ExpChoice::Current,
+        },
+        Step::Update {
+            actor: owner,
+            session,
+            next: StateChoice::Next,
+            exp: ExpChoice::Current,
+            rest: true,
+        },
+        Step::Details {
+            actor: owner,
+            cart,
+            details: DetailsChoice {
+                address: true,
+                method: 1,
+                token: 1,
+            },
+        },
+        Step::Wait(5_000),
+        Step::Worker(Behaviour::Pass),
+    ];
+    for call in [
+        OrderCall::CartToOrder,
+        OrderCall::Authorize,
+        OrderCall::Activate,
+    ] {
+        attempts.push(Step::Order {
+            actor: owner,
+            call,
+            cart,
+            status: StatusChoice::Activated,
+            run_async: false,
+            rest: true,
+        });
+    }
+    attempts.extend((0..PROVIDER_ACTIONS.len()).map(|action| Step::Run {
+        actor: owner,
+        action,
+        cart,
+        rest: false,
+    }));
+    let mut coverage = Coverage::default();
+    for step in &attempts {
+        let answer = h.step(step, &mut coverage, None).expect("invariants hold");
+        assert!(
+            !matches!(answer, Some(Answer::Ok(_))),
+            "{step:?} was accepted on a Closed cart"
+        );
+    }
+    assert!(coverage.accepted.is_empty());
+}
+
+/// The promise "never a second order for a cart" after an order was activated: at Order
+/// Confirmation the buyer cancels, lets the session expire, or edits the cart, and checks out
+/// again. Every way out is tried; the failures of all of them are reported together.
+#[test]
+fn an_activated_order_is_never_followed_by_a_second_one() {
+    let owner = ActorRef::Owner(0);
+    let cart = CartRef::Known(0, IdForm::Full);
+    let ways_out = [
+        (
+            "a cancel",
+            Step::Cancel {
+                actor: owner,
+                cart,
+                rest: true,
+            },
+        ),
+        ("the session expiring", Step::Wait(61)),
+        (
+            "an edit of the cart",
+            Step::Edit {
+                actor: owner,
+                cart,
+                edit: EditChoice::Add {
+                    sku: 0,
+                    quantity: 1,
+                },
+            },
+        ),
+    ];
+    let mut broken = Vec::new();
+    for (name, leave) in &ways_out {
+        let mut world = one_cart(CartStatus::Active, None);
+        world.stores[0].ttl = Some(60);
+        let mut h = Harness::new(&world);
+        let (mut seen, mut gated) = (BTreeSet::new(), false);
+        let confirmation = Some(SessionState::OrderConfirmation);
+        drive(&mut h, 0, 0, confirmation, &mut seen, &mut gated);
+        let mut coverage = Coverage::default();
+        if let Err(e) = h.step(leave, &mut coverage, None) {
+            broken.push(format!("{name} at Order Confirmation: {e}"));
+            continue;
+        }
+        // The buyer starts over; `step` checks every promise after each command.
+        for n in 0..60 {
+            let c = &h.model.carts[0];
+            let at = c.active().and_then(|i| c.sessions[i].state);
+            if n > 0 && at == confirmation {
+                break;
+            }
+            let hub = Step::Hub { cart: 0, salt: 0 };
+            if let Err(e) = h.step(&hub, &mut coverage, None) {
+                broken.push(format!("after {name} at Order Confirmation: {e}"));
+                break;
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+/// An imported checkout at Order Confirmation on a cart that is not in Checkout: the step into
+/// Complete must not close that cart (the table's one row is Checkout -> Closed). The model
+/// expects the refusal the cart's status calls for, 403 `INVALID_OPERATION`, with the dry run
+/// naming it.
+#[test]
+fn the_last_screen_closes_only_a_cart_in_checkout() {
+    for status in [
+        CartStatus::Active,
+        CartStatus::PendingClosed,
+        CartStatus::PendingDelete,
+    ] {
+        let confirmation = ActiveSeed {
+            state: Some(13),
+            phase: 0,
+            wrong_next: false,
+            order: 1,
+            created: 0,
+        };
+        let mut h = Harness::new(&one_cart(status, Some(confirmation)));
+        let close = Step::Hub { cart: 0, salt: 0 };
+        let answer = h.step(&close, &mut Coverage::default(), None);
+        assert_eq!(
+            answer,
+            Ok(Some(Answer::Err("INVALID_OPERATION".into(), 403))),
+            "a {status:?} cart"
+        );
+    }
+}
+
+/// An imported queue holds an activation requested while the cart has an Error output: the
+/// worker must not activate the order (no activation while Error outputs exist, §2.2). The
+/// model expects it to fail as an activation without its Draft order does.
+#[test]
+fn a_queued_activation_never_runs_over_error_outputs() {
+    let queued = ActiveSeed {
+        state: Some(12),
+        phase: 2,
+        wrong_next: false,
+        order: 1,
+        created: 0,
+    };
+    let mut world = one_cart(CartStatus::Checkout, Some(queued));
+    world.carts[0].outputs = vec![(Level::Error, false)];
+    let mut h = Harness::new(&world);
+    let worker = Step::Worker(Behaviour::Pass);
+    assert_eq!(h.step(&worker, &mut Coverage::default(), None), Ok(None));
+    assert_eq!(h.model.carts[0].orders[0].status, OrderStatus::Draft);
 }
 
 /// Cancel archives the session "from wherever it is" (domain.md §2.2): a session whose State
@@ -2689,6 +4412,8 @@ fn cancel_releases_a_session_whose_state_is_empty() {
         state: None,
         phase: 0,
         wrong_next: false,
+        order: 0,
+        created: 0,
     };
     let mut h = Harness::new(&one_cart(CartStatus::Checkout, Some(empty)));
     let cancel = Step::Cancel {
@@ -2708,6 +4433,8 @@ fn the_checks_reject_doctored_stores() {
         state: Some(2),
         phase: 2,
         wrong_next: false,
+        order: 0,
+        created: 0,
     };
     let h = Harness::new(&one_cart(CartStatus::Checkout, Some(inventory)));
     let before = h.store.to_dataset();
@@ -2746,6 +4473,11 @@ fn the_checks_reject_doctored_stores() {
         h.check_moves(&before, &completed, &[Event::Claim, Event::Succeed]),
         Ok(2)
     );
+    // The events of a step run in order.
+    assert!(
+        h.check_moves(&before, &completed, &[Event::Succeed, Event::Claim])
+            .is_err()
+    );
 
     // A record that vanishes, a cart that reopens from Closed, a rewritten history.
     let mut vanished = before.clone();
@@ -2781,6 +4513,72 @@ fn the_checks_reject_doctored_stores() {
     );
     assert!(h.check_history(&declared, &before, &[]).is_err());
 
+    // The order promises.
+    let activate = ActiveSeed {
+        state: Some(12),
+        phase: 1,
+        wrong_next: false,
+        order: 1,
+        created: 0,
+    };
+    let h = Harness::new(&one_cart(CartStatus::Checkout, Some(activate)));
+    let before = h.store.to_dataset();
+    assert_eq!(before.orders[0].status, OrderStatus::Draft, "the seed");
+    let coverage = &mut Coverage::default();
+    assert_eq!(h.check_orders(&before, &before, coverage), Ok(()));
+    let mut activated = before.clone();
+    activated.orders[0].status = OrderStatus::Activated;
+    activated.sessions[0].state = Some(SessionState::OrderConfirmation);
+    assert_eq!(h.check_orders(&before, &activated, coverage), Ok(()));
+    // ... while an Error output exists;
+    let mut blocked = before.clone();
+    blocked.validation_outputs.push(CartValidationOutput {
+        id: id(KeyPrefix::CartValidationOutput, 77),
+        cart_id: before.carts[0].id,
+        background_operation_id: None,
+        level: Level::Error,
+        output_type: OutputType::Inventory,
+        message: "short".into(),
+        related_entity_id: None,
+        is_dismissed: false,
+    });
+    assert!(h.check_orders(&blocked, &activated, coverage).is_err());
+    // ... without its session moving on;
+    let mut stuck = activated.clone();
+    stuck.sessions[0].state = Some(SessionState::ActivateOrder);
+    assert!(h.check_orders(&before, &stuck, coverage).is_err());
+    // a second Activated order, or a new order after activation;
+    let mut second = activated.clone();
+    let mut other = second.orders[0].clone();
+    other.id = id(KeyPrefix::Order, 78);
+    second.orders.push(other.clone());
+    assert!(h.check_orders(&second, &second, coverage).is_err());
+    other.status = OrderStatus::Draft;
+    let mut redrafted = activated.clone();
+    redrafted.orders.push(other.clone());
+    redrafted.sessions[0].order_id = Some(other.id);
+    assert!(h.check_orders(&activated, &redrafted, coverage).is_err());
+    // an order made in a session that never passed an inventory check;
+    let mut unchecked = before.clone();
+    unchecked.operations.clear();
+    unchecked.orders.clear();
+    let mut made = unchecked.clone();
+    made.orders.push(other);
+    made.sessions[0].order_id = Some(made.orders[0].id);
+    assert!(h.check_orders(&unchecked, &made, coverage).is_err());
+    // an order that vanishes.
+    assert!(h.check_orders(&before, &unchecked, coverage).is_err());
+
+    // Cancel's promise.
+    let cart = before.carts[0].id;
+    assert!(h.check_cancel(&before, &before, cart).is_err());
+    let mut cancelled = before.clone();
+    cancelled.carts[0].status = CartStatus::Active;
+    cancelled.sessions[0].is_archived = true;
+    assert_eq!(h.check_cancel(&before, &cancelled, cart), Ok(()));
+    cancelled.operations[0].status = OperationStatus::New;
+    assert!(h.check_cancel(&before, &cancelled, cart).is_err());
+
     // The documented pairs are the ones domain.md gives.
     assert_eq!(
         documented(
@@ -2788,6 +4586,14 @@ fn the_checks_reject_doctored_stores() {
             Why::OperationActive
         ),
         Some((AIP, 400))
+    );
+    assert_eq!(
+        documented(Kind::Async(Action::ActivateOrder), Why::OperationActive),
+        Some((II, 403))
+    );
+    assert_eq!(
+        documented(Kind::Async(Action::ActivateOrder), Why::OrderStatus),
+        Some((UE, 500))
     );
     assert_eq!(
         documented(Kind::Update, Why::NotStoreMember),
@@ -2798,4 +4604,10 @@ fn the_checks_reject_doctored_stores() {
         Some((ISA, 500))
     );
     assert_eq!(documented(Kind::Cancel, Why::OperationActive), None);
+    assert_eq!(documented(Kind::Cancel, Why::Expired), None);
+    assert_eq!(
+        documented(Kind::Start, Why::CheckoutDisabled),
+        Some((IO, 403))
+    );
+    assert_eq!(documented(Kind::Authorize, Why::ErrorOutputs), None);
 }

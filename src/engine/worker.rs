@@ -272,6 +272,16 @@ impl Engine {
             let reason = "the session has no Draft order to activate".to_owned();
             return Ok((StepOutcome::SystemFailure(reason), None, None));
         };
+        // Checked again here: an Error output may have arrived after the action was accepted.
+        let blocked = self
+            .store
+            .validation_outputs(&op.cart_id)?
+            .iter()
+            .any(|o| o.level == Level::Error && !o.is_dismissed);
+        if blocked {
+            let reason = "the cart has Error-level validation outputs".to_owned();
+            return Ok((StepOutcome::SystemFailure(reason), None, None));
+        }
         // The payment was authorised after the order was drafted: record it now.
         if let Some(cart) = self.store.cart(&op.cart_id)? {
             order.payment_authorization_id = cart.payment_authorization_id;

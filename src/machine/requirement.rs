@@ -67,6 +67,8 @@ pub enum Requirement {
     CartEditable,
     /// The edit is well-formed: a positive quantity, a non-blank SKU, a line of this cart.
     EditValid,
+    /// The session's order is not activated: once it is, the checkout can only complete.
+    OrderNotActivated,
     /// The orderStatus input means "activate" (`Activated`).
     OrderStatusIsActivate,
     /// The session has a Draft order (made by `cartToOrderAction`).
@@ -119,6 +121,7 @@ const START: &[Guard] = &[
     guard(R::CallerIsStoreMember, C::BadRequest, 400),
     guard(R::CartOpenForCheckout, C::InvalidOperation, 403),
     guard(R::CheckoutEnabled, C::InvalidOperation, 403),
+    guard(R::OrderNotActivated, C::InvalidOperation, 403),
     guard(R::NoSessionInProgress, C::BadRequest, 400),
     guard(R::InitialStateIsEntry, C::UnknownException, 500),
 ];
@@ -143,6 +146,27 @@ const UPDATE: &[Guard] = &[
     guard(R::TargetIsNextStep, C::InvalidOperation, 403),
 ];
 
+/// The last screen step's move to the terminal state (closes the cart): the UPDATE rows, on a
+/// cart in Checkout, and not subject to the time-to-live, so a checkout whose order is
+/// activated can always complete.
+const CLOSE: &[Guard] = &[
+    guard(R::CallerMayInvoke, C::BadRequest, 400),
+    guard(R::SessionIdValid, C::UnknownException, 403),
+    guard(R::CallerCanEditCart, C::InsufficientAccessOrReadonly, 400),
+    guard(
+        R::EffectiveAccountValid,
+        C::InsufficientAccessOrReadonly,
+        400,
+    ),
+    guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 400),
+    guard(R::CartInCheckout, C::InvalidOperation, 403),
+    guard(R::SessionExists, C::InvalidOperation, 403),
+    guard(R::SessionStateNotEmpty, C::InvalidOperation, 403),
+    guard(R::SessionNotProcessing, C::InvalidOperation, 409),
+    guard(R::ExpectedStateMatches, C::InvalidOperation, 409),
+    guard(R::TargetIsNextStep, C::InvalidOperation, 403),
+];
+
 /// The async cart actions (§2.1, order from `design.md`).
 const ASYNC: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
@@ -161,6 +185,7 @@ const ASYNC: &[Guard] = &[
     guard(R::SessionIsProcessing, C::InvalidOperation, 403),
     guard(R::SessionAtStep, C::InvalidOperation, 403),
     guard(R::NextStateSet, C::InvalidOperation, 403),
+    guard(R::OrderNotActivated, C::InvalidOperation, 403),
     guard(R::NoOperationInProgress, C::AlreadyInProcess, 400),
 ];
 
@@ -218,6 +243,7 @@ const EDIT: &[Guard] = &[
     guard(R::EffectiveAccountValid, C::BadRequest, 400),
     guard(R::CallerIsStoreMember, C::BadRequest, 400),
     guard(R::CartEditable, C::InvalidOperation, 403),
+    guard(R::OrderNotActivated, C::InvalidOperation, 403),
     guard(R::EditValid, C::InvalidInput, 400),
 ];
 
@@ -233,6 +259,7 @@ const CANCEL: &[Guard] = &[
     ),
     guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 500),
     guard(R::CartNotClosed, C::InvalidOperation, 403),
+    guard(R::OrderNotActivated, C::InvalidOperation, 403),
 ];
 
 /// The guards of an event, in the order they are checked (first unmet wins). Worker events
@@ -240,7 +267,8 @@ const CANCEL: &[Guard] = &[
 pub fn guards(event: Event) -> &'static [Guard] {
     match event {
         Event::Action(Action::CheckoutSession) => START,
-        Event::Action(Action::UpdateCheckoutSessionState) | Event::Advance | Event::Close => UPDATE,
+        Event::Action(Action::UpdateCheckoutSessionState) | Event::Advance => UPDATE,
+        Event::Close => CLOSE,
         Event::Action(Action::ActivateOrder) => ACTIVATE,
         Event::Action(Action::CancelCartAsyncOperation) => CANCEL,
         Event::Input => INPUT,
@@ -547,6 +575,24 @@ pub fn evaluate(
                 },
             }
         }
+        R::OrderNotActivated => match (&snapshot.order, session) {
+            // checkoutSessionAction may resume such a checkout; only a restart (of a failed
+            // or expired session) would leave it.
+            (Some(order), Some(s))
+                if !s.is_archived
+                    && s.order_id == Some(order.id)
+                    && order.status == OrderStatus::Activated
+                    && (!matches!(command, Command::StartSession { .. })
+                        || s.state == Some(SessionState::Error)
+                        || session_expired(snapshot, now)) =>
+            {
+                Err(format!(
+                    "order {} is activated: the checkout can only complete",
+                    order.id
+                ))
+            }
+            _ => Ok(()),
+        },
         R::OrderStatusIsActivate => match command {
             Command::ActivateOrder { order_status, .. }
                 if order_status.as_deref() != Some(OrderStatus::Activated.as_str()) =>
@@ -613,6 +659,17 @@ pub fn evaluate(
             }
         }
     }
+}
+
+/// Whether the snapshot's session is past the store's checkout time-to-live at `now`.
+fn session_expired(snapshot: &Snapshot, now: DateTime<Utc>) -> bool {
+    snapshot
+        .session
+        .as_ref()
+        .and_then(|s| s.created_date)
+        .zip(snapshot.store.as_ref())
+        .and_then(|(created, store)| store.checkout_expiry(created))
+        .is_some_and(|expiry| now >= expiry)
 }
 
 fn cart_status_in(
