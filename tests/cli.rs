@@ -952,25 +952,7 @@ fn invoke_and_worker_run_against_a_postgresql_url() {
     let store = cartflow::store::PostgresStore::connect(db.url()).unwrap();
     store.import(&prepared()).unwrap();
     drop(store);
-    // The CLI takes URLs; the harness may hand out `key=value` connection strings.
-    let url = if db.url().contains("://") {
-        db.url().to_owned()
-    } else {
-        let field = |key: &str| {
-            db.url()
-                .split_whitespace()
-                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-                .unwrap_or_default()
-                .to_owned()
-        };
-        format!(
-            "postgresql:///{}?host={}&port={}&user={}",
-            field("dbname"),
-            field("host"),
-            field("port"),
-            field("user")
-        )
-    };
+    let url = db.cli_url();
     let tmp = tempfile::tempdir().unwrap();
     let actor = sample::buyer_id().to_string();
     let lock = json!({

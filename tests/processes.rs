@@ -23,7 +23,7 @@ use cartflow::ids::RandomIds;
 use cartflow::machine::{Command as Cmd, Event, Machine, OperationSettings};
 use cartflow::model::{OperationStatus, OutputType, SessionState, SfId};
 use cartflow::sample;
-use cartflow::store::{DataSet, Durability, SqliteStore};
+use cartflow::store::{DataSet, Durability, PostgresStore, SqliteStore};
 use cartflow::{Engine, Store};
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
@@ -47,6 +47,9 @@ const DEADLINE: Duration = Duration::from_secs(90);
 
 /// A database the scenarios run on: the `--data` value worker processes get, and the same
 /// database through the library.
+#[path = "support/mod.rs"]
+mod support;
+
 trait Target {
     /// The `--data` argument of `cartflow worker`.
     fn data_arg(&self) -> String;
@@ -90,6 +93,61 @@ impl Target for SqliteTarget {
 
     fn check_integrity(&self) {
         self.store.integrity_check().unwrap();
+    }
+}
+
+/// A fresh database on the test harness's PostgreSQL.
+struct PostgresTarget {
+    db: support::TestDb,
+    store: Arc<PostgresStore>,
+}
+
+impl PostgresTarget {
+    fn new() -> Option<PostgresTarget> {
+        let db = support::postgres()?;
+        let store = Arc::new(PostgresStore::connect(db.url()).unwrap());
+        Some(PostgresTarget { db, store })
+    }
+}
+
+impl Target for PostgresTarget {
+    fn data_arg(&self) -> String {
+        self.db.cli_url()
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    fn seed(&self, data: &DataSet) {
+        self.store.import(data).unwrap();
+    }
+
+    fn check_integrity(&self) {
+        // PostgreSQL checks its own pages; what is ours to check is that the invariants the
+        // schema enforces still hold row by row.
+        let mut client = self.db.client();
+        for sql in [
+            "SELECT cart_id FROM operations WHERE status IN ('New', 'Running')
+             GROUP BY cart_id HAVING count(*) > 1",
+            "SELECT cart_id FROM sessions WHERE NOT is_archived GROUP BY cart_id HAVING count(*) > 1",
+        ] {
+            assert!(client.query(sql, &[]).unwrap().is_empty(), "{sql}");
+        }
+    }
+}
+
+#[test]
+fn three_worker_processes_share_a_stream_of_work_on_postgres() {
+    if let Some(target) = PostgresTarget::new() {
+        workers_share_a_stream_of_work(&target);
+    }
+}
+
+#[test]
+fn sigkilled_worker_processes_lose_no_acknowledged_commit_on_postgres() {
+    if let Some(target) = PostgresTarget::new() {
+        killed_workers_lose_nothing(&target);
     }
 }
 

@@ -37,6 +37,28 @@ impl TestDb {
         &self.url
     }
 
+    /// The database as a `postgresql://` URL, the form `cartflow --data` takes (the harness
+    /// may hold a `key=value` connection string).
+    pub fn cli_url(&self) -> String {
+        if self.url.contains("://") {
+            return self.url.clone();
+        }
+        let field = |key: &str| {
+            self.url
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        format!(
+            "postgresql:///{}?host={}&port={}&user={}",
+            field("dbname"),
+            field("host"),
+            field("port"),
+            field("user")
+        )
+    }
+
     /// A client connected to the database, for inspecting or tampering with it directly.
     pub fn client(&self) -> Client {
         Client::connect(&self.url, NoTls).expect("connecting to the test database")
