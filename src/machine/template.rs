@@ -133,6 +133,27 @@ impl Template {
         true
     }
 
+    /// Inserts `step` after the step `after`: `after` leads to the new step, which leads
+    /// where `after` led. The table built from the template validates the result. Returns
+    /// false when `after` is no step of the template or `step`'s State already is one.
+    pub fn insert_step(
+        &mut self,
+        after: SessionState,
+        state: SessionState,
+        kind: StepKind,
+    ) -> bool {
+        if self.step(state).is_some() {
+            return false;
+        }
+        let Some(index) = self.steps.iter().position(|s| s.state == after) else {
+            return false;
+        };
+        let next = self.steps[index].next;
+        self.steps[index].next = Some(state);
+        self.steps.insert(index + 1, Step { state, kind, next });
+        true
+    }
+
     /// The step a State names.
     pub fn step(&self, state: SessionState) -> Option<&Step> {
         self.steps.iter().find(|s| s.state == state)
@@ -157,6 +178,42 @@ impl Template {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_can_insert_a_step_back() {
+        let mut template = Template::without_promotions();
+        assert!(template.insert_step(
+            SessionState::ConfirmPrice,
+            SessionState::CalculatePromotions,
+            StepKind::Async(Action::CalcCartPromotions),
+        ));
+        assert_eq!(template.steps, Template::standard().steps);
+        // Not twice, and not after a step the template lacks.
+        assert!(!template.insert_step(
+            SessionState::ConfirmPrice,
+            SessionState::CalculatePromotions,
+            StepKind::Screen,
+        ));
+        let mut older = Template::without_promotions();
+        assert!(!older.insert_step(
+            SessionState::CalculatePromotions,
+            SessionState::Error,
+            StepKind::Screen,
+        ));
+    }
+
+    #[test]
+    fn an_inserted_step_that_breaks_the_template_is_refused_by_the_table() {
+        let mut template = Template::standard();
+        // A second step running the inventory action.
+        template.remove_step(SessionState::CalculatePromotions);
+        assert!(template.insert_step(
+            SessionState::ConfirmPrice,
+            SessionState::CalculatePromotions,
+            StepKind::Async(Action::CheckCartInventory),
+        ));
+        assert!(crate::machine::TransitionTable::build(template).is_err());
+    }
 
     #[test]
     fn the_older_template_skips_promotions() {
