@@ -192,6 +192,9 @@ struct WorkerArgs {
     /// Exit once no operation is New or Running.
     #[arg(long)]
     exit_when_idle: bool,
+    /// Show a running count of the operations run on stderr.
+    #[arg(long)]
+    progress: bool,
 }
 
 /// The arguments of `cartflow serve`.
@@ -243,6 +246,7 @@ fn main() -> ExitCode {
             lease_ms: args.lease_ms,
             heartbeat_ms: args.heartbeat_ms,
             exit_when_idle: args.exit_when_idle,
+            progress: args.progress,
         }),
         #[cfg(feature = "http")]
         Commands::Serve(args) => cli::serve::run(&cli::serve::Request {

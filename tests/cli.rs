@@ -832,10 +832,16 @@ fn a_worker_drains_what_invoke_queued_and_exits_when_idle() {
             "--threads",
             "2",
             "--exit-when-idle",
+            "--progress",
         ],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
+    // The progress display's last word, on stderr so stdout stays one JSON line per operation.
+    assert!(
+        stderr.contains("2 operation(s) run: 1 Complete, 1 Error, 0 discarded"),
+        "{stderr}"
+    );
     // One JSON line per operation, each applied, in whatever order the threads took them.
     let mut lines: Vec<Value> = String::from_utf8(output.stdout)
         .unwrap()

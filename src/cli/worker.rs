@@ -3,8 +3,9 @@
 //! New or Running. Any number of worker processes may share one database: claims are leased
 //! and fenced by attempt, and each worker sweeps the expired claims of workers that died.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -32,6 +33,65 @@ pub struct Request {
     pub heartbeat_ms: u64,
     /// Stop once no operation is New or Running.
     pub exit_when_idle: bool,
+    /// Show a running count on stderr.
+    pub progress: bool,
+}
+
+/// What the worker threads of this process have done, for the progress display.
+#[derive(Debug, Default)]
+struct Tally {
+    complete: AtomicU64,
+    error: AtomicU64,
+    discarded: AtomicU64,
+}
+
+impl Tally {
+    fn record(&self, report: &OperationReport) {
+        let counter = match (&report.outcome, report.applied) {
+            (_, false) => &self.discarded,
+            (StepOutcome::Passed, true) => &self.complete,
+            (_, true) => &self.error,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn line(&self, started: Instant) -> String {
+        let (complete, error, discarded) = (
+            self.complete.load(Ordering::Relaxed),
+            self.error.load(Ordering::Relaxed),
+            self.discarded.load(Ordering::Relaxed),
+        );
+        let ran = complete + error + discarded;
+        let seconds = started.elapsed().as_secs_f64().max(0.001);
+        format!(
+            "cartflow worker: {ran} operation(s) run: {complete} Complete, {error} Error, \
+             {discarded} discarded; {:.1}/s",
+            ran as f64 / seconds
+        )
+    }
+}
+
+/// Prints the tally until stopped: in place on a terminal, a line every 10 s otherwise.
+fn show_progress(tally: &Tally, stop: &Stop) {
+    let terminal = std::io::stderr().is_terminal();
+    let every = if terminal {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(10)
+    };
+    let started = Instant::now();
+    while !stop.is_requested() {
+        stop.wait(every);
+        let line = tally.line(started);
+        if terminal {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    if terminal {
+        eprintln!();
+    }
 }
 
 /// How long an idle worker waits before it looks for work again.
@@ -97,16 +157,22 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
         }
     );
     let settings = (request.lease_ms, request.exit_when_idle);
+    let tally = Arc::new(Tally::default());
     let handles = (0..request.threads)
         .map(|n| {
             let engine = engine.clone();
             let stop = Arc::clone(&stop);
+            let tally = Arc::clone(&tally);
             thread::Builder::new()
                 .name(format!("cartflow-worker-{n}"))
-                .spawn(move || work(&engine, &stop, settings))
+                .spawn(move || work(&engine, &stop, &tally, settings))
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+    let progress = request.progress.then(|| {
+        let (tally, stop) = (Arc::clone(&tally), Arc::clone(&stop));
+        thread::spawn(move || show_progress(&tally, &stop))
+    });
     // Join every thread (no short cut): each finishes the operation in hand.
     let panicked = handles
         .into_iter()
@@ -114,6 +180,11 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
         .filter(|&panicked| panicked)
         .count()
         > 0;
+    // The workers have stopped (idle, or a signal): so does the display.
+    stop.request();
+    if let Some(display) = progress {
+        let _ = display.join();
+    }
     if panicked {
         eprintln!("cartflow worker: a worker thread panicked");
         return Ok(ExitCode::FAILURE);
@@ -124,7 +195,7 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
 
 /// One worker thread: claim and run, sweep expired claims when idle (and at least every half
 /// lease when busy, so a dead worker's operation is not left behind a stream of new work).
-fn work(engine: &Engine, stop: &Stop, (lease_ms, exit_when_idle): (u64, bool)) {
+fn work(engine: &Engine, stop: &Stop, tally: &Tally, (lease_ms, exit_when_idle): (u64, bool)) {
     let sweep_every = Duration::from_millis(lease_ms / 2);
     let mut last_sweep: Option<Instant> = None;
     let mut idle_once = false;
@@ -132,6 +203,7 @@ fn work(engine: &Engine, stop: &Stop, (lease_ms, exit_when_idle): (u64, bool)) {
         let ran = match engine.run_next_operation() {
             Ok(Some(report)) => {
                 print_report(engine.store().as_ref(), &report);
+                tally.record(&report);
                 true
             }
             Ok(None) => false,
