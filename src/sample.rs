@@ -2,13 +2,11 @@
 //! its buyer accounts and users with every combination of permission and access that the
 //! requirements distinguish, and carts ready to check out.
 
-use std::sync::Arc;
-
 use rust_decimal::Decimal;
 
 use crate::integrations::{
-    DeliveryMethod, Integrations, PriceBook, PromotionRule, Promotions, Provider, RateBand,
-    RateBasis, ShippingRates, TaxTable, TokenGateway,
+    DeliveryMethod, Integrations, PriceBook, PromotionRule, Promotions, ProviderConfig, RateBand,
+    RateBasis, ShippingRates, StoreProviders, TaxTable, TokenGateway,
 };
 
 use crate::model::{
@@ -310,11 +308,12 @@ fn money(units: i64, cents: u32) -> Decimal {
     Decimal::new(units * 100 + i64::from(cents), 2)
 }
 
-/// The sample store's integrations: the stock table of `data`, and a price book (with a
-/// negotiated price for the buyers' account), promotions (10 % off rope, 25 off orders of
-/// 1,000 or more), weight- and amount-based shipping rates, a tax table and a token gateway
-/// that declines [`DECLINED_TOKEN`] and amounts over 5,000.
-pub fn integrations(data: &DataSet) -> Integrations {
+/// The sample store's built-in providers: a price book (with a negotiated price for the
+/// buyers' account), promotions (10 % off rope, 25 off orders of 1,000 or more), weight- and
+/// amount-based shipping rates, a tax table and a token gateway that declines
+/// [`DECLINED_TOKEN`] and amounts over 5,000. `examples/data/integrations.json` is this, as
+/// JSON.
+pub fn provider_config() -> ProviderConfig {
     let band = |from: i64, below: Option<i64>, price: Decimal| {
         RateBand::new(Decimal::from(from), below.map(Decimal::from), price)
     };
@@ -363,14 +362,26 @@ pub fn integrations(data: &DataSet) -> Integrations {
     let payment = TokenGateway::new()
         .decline(DECLINED_TOKEN)
         .limit(Decimal::from(5000));
+    [(
+        store_id(),
+        StoreProviders {
+            price: Some(price),
+            promotions: Some(promotions),
+            shipment: Some(shipping),
+            tax: Some(tax),
+            payment: Some(payment),
+        },
+    )]
+    .into_iter()
+    .collect()
+}
+
+/// The sample store's integrations: the stock table of `data` and [`provider_config`].
+pub fn integrations(data: &DataSet) -> Integrations {
     let mut integrations = Integrations::with_stock_tables(&data.stock);
-    let store = store_id();
     integrations
-        .set(store, Provider::Price(Arc::new(price)))
-        .set(store, Provider::Promotions(Arc::new(promotions)))
-        .set(store, Provider::Shipment(Arc::new(shipping)))
-        .set(store, Provider::Tax(Arc::new(tax)))
-        .set(store, Provider::Payment(Arc::new(payment)));
+        .configure(&provider_config())
+        .expect("the sample configuration is valid");
     integrations
 }
 

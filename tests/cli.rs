@@ -1050,3 +1050,82 @@ fn inspect_shows_a_carts_checkout_as_text_and_json() {
         Some(2)
     );
 }
+
+#[test]
+fn the_example_integrations_price_the_cart_and_a_bad_file_is_refused() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data");
+    let data: DataSet =
+        serde_json::from_slice(&fs::read(root.join("cartflow.json")).unwrap()).unwrap();
+    let file = fs::read_to_string(root.join("integrations.json")).unwrap();
+    // The example file is the sample configuration, as JSON.
+    let config: cartflow::integrations::ProviderConfig = serde_json::from_str(&file).unwrap();
+    assert_eq!(config, sample::provider_config());
+
+    let dir = DataDir::new(&data);
+    fs::write(dir.path().join("integrations.json"), &file).unwrap();
+    let buyer = sample::buyer_id();
+    let session = data
+        .sessions
+        .iter()
+        .find(|s| s.web_cart_id == SampleCart::InStock.id())
+        .unwrap()
+        .id;
+    let cart = json!({"cartId": SampleCart::InStock.id().to_string()});
+    for (from, to, action) in [
+        ("Inventory", "Confirm Price", "checkCartInventoryAction"),
+        ("Confirm Price", "Calculate Promotions", "priceCart"),
+    ] {
+        dir.invoke(
+            "updateCheckoutSessionStateAction",
+            &json!({"checkoutSessionId": session.to_string(), "expCurrentState": from, "nextState": to}),
+            &buyer,
+            false,
+        )
+        .output("requestId");
+        dir.invoke(action, &cart, &buyer, true)
+            .output("backgroundOperationId");
+    }
+    let priced = dir
+        .data()
+        .carts
+        .into_iter()
+        .find(|c| c.id == SampleCart::InStock.id())
+        .unwrap();
+    // 2 + 1 tents at the negotiated 229.50, 5 ropes at 89.90.
+    assert_eq!(
+        priced
+            .total_product_amount
+            .map(|d| d.to_string())
+            .as_deref(),
+        Some("1138.00")
+    );
+
+    // A configuration that cannot work: refused before anything runs, exit 2.
+    fs::write(
+        dir.path().join("integrations.json"),
+        r#"{"0ZE0000000000G9GAI": {"Tax": {"Rates": [{"CountryCode": "US", "Rate": "7"}]}}}"#,
+    )
+    .unwrap();
+    let before = dir.data();
+    let output = run(
+        dir.path(),
+        &[
+            "invoke",
+            "calcCartPromotionsAction",
+            "--input",
+            &cart.to_string(),
+            "--as",
+            &buyer.to_string(),
+            "--data",
+            ".",
+        ],
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("integrations.json"));
+    assert_eq!(dir.data(), before);
+}

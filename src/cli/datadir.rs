@@ -61,6 +61,44 @@ pub struct Opened {
     pub stock: Vec<StockLevel>,
     /// Where the data is, for messages.
     pub location: String,
+    /// The built-in providers of `integrations.json` beside the database, if any.
+    pub providers: Option<PathBuf>,
+}
+
+/// The file beside the database that configures the built-in providers per store.
+pub const INTEGRATIONS_FILE: &str = "integrations.json";
+
+/// Why an integrations file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum IntegrationsError {
+    /// It could not be read.
+    #[error("cannot read {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    /// It is not a valid configuration.
+    #[error("{0} is not a valid integrations file: {1}")]
+    Malformed(PathBuf, String),
+}
+
+impl Opened {
+    /// The engine's integrations: the stock tables, and the built-in providers of `file` (or
+    /// of the data directory's `integrations.json`).
+    pub fn integrations(
+        &self,
+        file: Option<&Path>,
+    ) -> Result<cartflow::integrations::Integrations, IntegrationsError> {
+        let mut integrations = cartflow::integrations::Integrations::with_stock_tables(&self.stock);
+        let Some(path) = file.or(self.providers.as_deref()) else {
+            return Ok(integrations);
+        };
+        let text =
+            fs::read_to_string(path).map_err(|e| IntegrationsError::Read(path.to_path_buf(), e))?;
+        let config: cartflow::integrations::ProviderConfig = serde_json::from_str(&text)
+            .map_err(|e| IntegrationsError::Malformed(path.to_path_buf(), e.to_string()))?;
+        integrations
+            .configure(&config)
+            .map_err(|e| IntegrationsError::Malformed(path.to_path_buf(), e.to_string()))?;
+        Ok(integrations)
+    }
 }
 
 /// Opens the store that `spec` (the `--data` value) names; see the module documentation.
@@ -74,6 +112,7 @@ pub fn open_store(spec: &str) -> Result<Opened, DataError> {
             store: Arc::new(store),
             stock,
             location,
+            providers: None,
         });
     }
     let store = match spec.strip_prefix("sqlite:") {
@@ -91,10 +130,16 @@ pub fn open_store(spec: &str) -> Result<Opened, DataError> {
     let stock = store
         .stock()
         .map_err(|e| DataError::Database(location.clone(), e))?;
+    let providers = store
+        .path()
+        .parent()
+        .map(|dir| dir.join(INTEGRATIONS_FILE))
+        .filter(|file| file.is_file());
     Ok(Opened {
         store: Arc::new(store),
         stock,
         location,
+        providers,
     })
 }
 

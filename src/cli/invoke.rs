@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use cartflow::engine::OperationReport;
 use cartflow::ids::RandomIds;
-use cartflow::integrations::Integrations;
 use cartflow::machine::StepOutcome;
 use cartflow::{Engine, Store};
 use serde_json::Value;
@@ -71,7 +70,7 @@ fn invoke(request: &Request) -> Result<u8, String> {
     let opened = datadir::open_store(&request.data).map_err(|e| e.to_string())?;
     let engine = Engine::new(Arc::clone(&opened.store))
         .with_ids(Arc::new(RandomIds))
-        .with_integrations(Integrations::with_stock_tables(&opened.stock));
+        .with_integrations(opened.integrations(None).map_err(|e| e.to_string())?);
 
     let (results, bulk) = match inputs {
         Inputs::One(input) => (

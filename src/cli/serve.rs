@@ -9,7 +9,6 @@ use std::sync::mpsc;
 
 use cartflow::http::{Server, ServerConfig, Tokens};
 use cartflow::ids::RandomIds;
-use cartflow::integrations::Integrations;
 use cartflow::{Engine, MemoryStore};
 
 use crate::cli::datadir;
@@ -52,10 +51,11 @@ fn serve(request: &Request) -> Result<(), String> {
     let is_directory = !is_url && directory.is_dir();
     let tokens = tokens(request, is_directory.then_some(directory))?;
     let opened = open(&request.data, is_directory)?;
+    let integrations = opened.integrations(None).map_err(|e| e.to_string())?;
     let location = opened.location;
     let engine = Engine::new(opened.store)
         .with_ids(Arc::new(RandomIds))
-        .with_integrations(Integrations::with_stock_tables(&opened.stock));
+        .with_integrations(integrations);
     let config = ServerConfig {
         addr: request.addr,
         workers: request.workers,
@@ -146,6 +146,7 @@ fn open(data: &str, is_directory: bool) -> Result<datadir::Opened, String> {
             store: Arc::new(MemoryStore::new()),
             stock: Vec::new(),
             location: "an empty in-memory store".into(),
+            providers: None,
         });
     }
     datadir::open_store(data).map_err(|e| e.to_string())

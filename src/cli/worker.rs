@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use cartflow::engine::OperationReport;
 use cartflow::ids::RandomIds;
-use cartflow::integrations::Integrations;
 use cartflow::machine::StepOutcome;
 use cartflow::{Engine, EngineConfig, Store};
 use chrono::{DateTime, TimeZone, Utc};
@@ -125,7 +124,7 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
     let opened = datadir::open_store(&request.data).map_err(|e| e.to_string())?;
     let engine = Engine::new(Arc::clone(&opened.store))
         .with_ids(Arc::new(RandomIds))
-        .with_integrations(Integrations::with_stock_tables(&opened.stock))
+        .with_integrations(opened.integrations(None).map_err(|e| e.to_string())?)
         .with_config(EngineConfig {
             lease_ms: request.lease_ms,
             heartbeat_ms: request.heartbeat_ms,

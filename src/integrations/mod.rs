@@ -280,6 +280,31 @@ impl Provider {
     }
 }
 
+/// The built-in providers one store maps, as configuration (JSON in `integrations.json`).
+/// Inventory comes from the store's stock table; a kind left out uses internal data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct StoreProviders {
+    /// A price book.
+    #[serde(default)]
+    pub price: Option<PriceBook>,
+    /// Promotions.
+    #[serde(default)]
+    pub promotions: Option<Promotions>,
+    /// Shipping rates.
+    #[serde(default)]
+    pub shipment: Option<ShippingRates>,
+    /// A tax table.
+    #[serde(default)]
+    pub tax: Option<TaxTable>,
+    /// A payment gateway.
+    #[serde(default)]
+    pub payment: Option<TokenGateway>,
+}
+
+/// Built-in providers per store, by store ID.
+pub type ProviderConfig = std::collections::BTreeMap<SfId, StoreProviders>;
+
 /// Each store's StoreIntegratedService mapping: which provider performs each kind of check.
 #[derive(Clone, Default)]
 pub struct Integrations {
@@ -316,6 +341,50 @@ impl Integrations {
             .get(&(store, kind))
             .cloned()
             .unwrap_or(Provider::Internal)
+    }
+
+    /// Maps each store to the built-in providers its configuration names, after validating
+    /// every one (a configuration that cannot work is refused whole, nothing mapped).
+    pub fn configure(&mut self, config: &ProviderConfig) -> Result<&mut Self, ProviderError> {
+        for (store, providers) in config {
+            let invalid = |kind: &str, e: ProviderError| {
+                ProviderError(format!("the {kind} configuration of store {store}: {e}"))
+            };
+            if let Some(p) = &providers.price {
+                p.validate().map_err(|e| invalid("Price", e))?;
+            }
+            if let Some(p) = &providers.promotions {
+                p.validate().map_err(|e| invalid("Promotions", e))?;
+            }
+            if let Some(p) = &providers.shipment {
+                p.validate().map_err(|e| invalid("Shipment", e))?;
+            }
+            if let Some(p) = &providers.tax {
+                p.validate().map_err(|e| invalid("Tax", e))?;
+            }
+            if let Some(p) = &providers.payment {
+                p.validate().map_err(|e| invalid("Payment", e))?;
+            }
+        }
+        for (store, providers) in config {
+            let store = *store;
+            if let Some(p) = &providers.price {
+                self.set(store, Provider::Price(Arc::new(p.clone())));
+            }
+            if let Some(p) = &providers.promotions {
+                self.set(store, Provider::Promotions(Arc::new(p.clone())));
+            }
+            if let Some(p) = &providers.shipment {
+                self.set(store, Provider::Shipment(Arc::new(p.clone())));
+            }
+            if let Some(p) = &providers.tax {
+                self.set(store, Provider::Tax(Arc::new(p.clone())));
+            }
+            if let Some(p) = &providers.payment {
+                self.set(store, Provider::Payment(Arc::new(p.clone())));
+            }
+        }
+        Ok(self)
     }
 
     /// Maps every store with stock levels to a [`StockTable`] of them.
