@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
 use cartflow::ids::SequentialIds;
-use cartflow::model::{CartItem, KeyPrefix, SfId, WebCart};
-use cartflow::sample::{self, SampleCart};
+use cartflow::model::SfId;
+use cartflow::sample;
 use cartflow::store::DataSet;
 use cartflow::{Engine, MemoryStore};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -32,35 +32,7 @@ const MINTED_FROM: u64 = 1 << 40;
 /// The sample world plus `n` copies of the in-stock cart (three lines), under fresh IDs.
 fn world(n: u64) -> (DataSet, Vec<SfId>) {
     let mut data = sample::dataset();
-    let template = data
-        .carts
-        .iter()
-        .find(|c| c.id == SampleCart::InStock.id())
-        .expect("the sample has the in-stock cart")
-        .clone();
-    let lines: Vec<CartItem> = data
-        .items
-        .iter()
-        .filter(|i| i.cart_id == template.id)
-        .cloned()
-        .collect();
-    let mut ids = Vec::new();
-    for k in 0..n {
-        let number = CARTS_FROM + k;
-        let id = SfId::from_number(KeyPrefix::WebCart, number);
-        data.carts.push(WebCart {
-            id,
-            ..template.clone()
-        });
-        for (j, line) in (0_u64..).zip(&lines) {
-            data.items.push(CartItem {
-                id: SfId::from_number(KeyPrefix::CartItem, number * 8 + j),
-                cart_id: id,
-                ..line.clone()
-            });
-        }
-        ids.push(id);
-    }
+    let ids = sample::add_in_stock_copies(&mut data, CARTS_FROM, n);
     (data, ids)
 }
 

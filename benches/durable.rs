@@ -30,7 +30,7 @@ use cartflow::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, KeyPrefix,
     OperationStatus, Order, SfId, User, WebCart,
 };
-use cartflow::sample::{self, SampleCart};
+use cartflow::sample;
 use cartflow::store::{
     Commit, DataSet, Durability, HistoryEntry, LoadKey, PostgresStore, SqliteStore,
 };
@@ -83,35 +83,8 @@ enum Stage {
 /// store that holds the sample world, and the carts.
 fn prepared(n: u64, stage: Stage) -> (DataSet, Vec<SfId>) {
     let mut data = sample::dataset();
-    let template = data
-        .carts
-        .iter()
-        .find(|c| c.id == SampleCart::InStock.id())
-        .expect("the sample has the in-stock cart")
-        .clone();
-    let lines: Vec<CartItem> = data
-        .items
-        .iter()
-        .filter(|i| i.cart_id == template.id)
-        .cloned()
-        .collect();
     let first = NEXT_CART.fetch_add(n, Ordering::Relaxed);
-    let mut carts = Vec::new();
-    for number in first..first + n {
-        let id = SfId::from_number(KeyPrefix::WebCart, number);
-        data.carts.push(WebCart {
-            id,
-            ..template.clone()
-        });
-        for (j, line) in (0_u64..).zip(&lines) {
-            data.items.push(CartItem {
-                id: SfId::from_number(KeyPrefix::CartItem, number * 8 + j),
-                cart_id: id,
-                ..line.clone()
-            });
-        }
-        carts.push(id);
-    }
+    let carts = sample::add_in_stock_copies(&mut data, first, n);
     if stage != Stage::Active {
         let integrations = sample::integrations(&data);
         let store = Arc::new(MemoryStore::from_dataset(data).expect("a valid data set"));

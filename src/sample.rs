@@ -428,3 +428,40 @@ pub fn lock_inventory_step(
     )?;
     Ok(session)
 }
+
+/// Adds `count` copies of the in-stock cart, with its three lines, to `data` under cart
+/// numbers `first..first + count` (line `j` of cart `n` is record number `n * 8 + j`).
+/// Returns the new carts. For benchmarks and load tests.
+pub fn add_in_stock_copies(data: &mut DataSet, first: u64, count: u64) -> Vec<SfId> {
+    let Some(template) = data
+        .carts
+        .iter()
+        .find(|c| c.id == SampleCart::InStock.id())
+        .cloned()
+    else {
+        return Vec::new();
+    };
+    let lines: Vec<CartItem> = data
+        .items
+        .iter()
+        .filter(|i| i.cart_id == template.id)
+        .cloned()
+        .collect();
+    let mut carts = Vec::new();
+    for number in first..first.saturating_add(count) {
+        let id = SfId::from_number(KeyPrefix::WebCart, number);
+        data.carts.push(WebCart {
+            id,
+            ..template.clone()
+        });
+        for (j, line) in (0_u64..).zip(&lines) {
+            data.items.push(CartItem {
+                id: SfId::from_number(KeyPrefix::CartItem, number.wrapping_mul(8).wrapping_add(j)),
+                cart_id: id,
+                ..line.clone()
+            });
+        }
+        carts.push(id);
+    }
+    carts
+}
