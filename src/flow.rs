@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::error::CheckoutError;
-use crate::machine::{CheckoutDetails, Command, Event, Node, Output, Phase, SessionNode, StepKind};
+use crate::machine::{CheckoutDetails, Command, Output, StepKind};
 use crate::model::{
     Address, CartCheckoutSession, CartValidationOutput, OrderStatus, SessionState, SfId,
 };
@@ -313,12 +313,4 @@ fn wait(
             }
         }
     }
-}
-
-/// Whether the table declares a screen write from `state` (used to check templates a store
-/// changed still let the driver finish).
-pub fn screen_declared(engine: &Engine, state: SessionState) -> bool {
-    let from = Node::Session(SessionNode::At(Some(state), Phase::Open));
-    engine.table().find(Event::Advance, from).is_some()
-        || engine.table().find(Event::Close, from).is_some()
 }

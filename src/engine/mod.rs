@@ -387,8 +387,17 @@ impl Engine {
         };
         let mut permitted = Vec::new();
         for command in candidates {
-            let snap = self.load(Some(actor), &command)?;
-            if crate::machine::decide(&ctx, &snap, &command).is_ok_and(|d| !d.changes.is_empty()) {
+            // Cart-addressed candidates share the snapshot read above; only the
+            // session-addressed ones (Update, a screen step) read their own.
+            let session_snapshot;
+            let snap = match command.target() {
+                Target::Cart(_) => &snapshot,
+                _ => {
+                    session_snapshot = self.load(Some(actor), &command)?;
+                    &session_snapshot
+                }
+            };
+            if crate::machine::decide(&ctx, snap, &command).is_ok_and(|d| !d.changes.is_empty()) {
                 permitted.push(Permitted {
                     name: command.event().label().to_owned(),
                     command,
