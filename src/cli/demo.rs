@@ -31,7 +31,7 @@ pub const DEMO_DATABASE: &str = "cartflow-demo.db";
 /// broke, 2 when the database cannot be written.
 pub fn run(dir: &Path) -> ExitCode {
     if !dir.is_dir() {
-        eprintln!(
+        errln!(
             "cartflow demo: {} does not exist or is not a directory",
             dir.display()
         );
@@ -46,7 +46,7 @@ pub fn run(dir: &Path) -> ExitCode {
     let demo = match Demo::new(&path) {
         Ok(demo) => demo,
         Err(message) => {
-            eprintln!("cartflow demo: {message}");
+            errln!("cartflow demo: {message}");
             return ExitCode::from(2);
         }
     };
@@ -67,7 +67,7 @@ pub fn run(dir: &Path) -> ExitCode {
     match outcome {
         Ok(()) => code,
         Err(message) => {
-            eprintln!("cartflow demo: the story broke: {message}");
+            errln!("cartflow demo: the story broke: {message}");
             ExitCode::FAILURE
         }
     }

@@ -27,20 +27,20 @@ pub fn run(request: &Request) -> ExitCode {
     let cart: SfId = match request.cart.parse() {
         Ok(id) => id,
         Err(e) => {
-            eprintln!("cartflow inspect: --cart: {e}");
+            errln!("cartflow inspect: --cart: {e}");
             return ExitCode::from(2);
         }
     };
     let opened = match open_store(&request.data) {
         Ok(opened) => opened,
         Err(e) => {
-            eprintln!("cartflow inspect: {e}");
+            errln!("cartflow inspect: {e}");
             return ExitCode::from(2);
         }
     };
     match gather(opened.store.as_ref(), &cart) {
         Ok(None) => {
-            eprintln!("cartflow inspect: no cart {cart} in {}", opened.location);
+            errln!("cartflow inspect: no cart {cart} in {}", opened.location);
             ExitCode::from(1)
         }
         Ok(Some(report)) => {
@@ -54,7 +54,7 @@ pub fn run(request: &Request) -> ExitCode {
             print_stdout(&text)
         }
         Err(e) => {
-            eprintln!("cartflow inspect: {}: {e}", opened.location);
+            errln!("cartflow inspect: {}: {e}", opened.location);
             ExitCode::from(2)
         }
     }

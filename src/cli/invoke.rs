@@ -40,7 +40,7 @@ pub fn run(request: &Request) -> ExitCode {
     match invoke(request) {
         Ok(code) => ExitCode::from(code),
         Err(message) => {
-            eprintln!("cartflow invoke: {message}");
+            errln!("cartflow invoke: {message}");
             ExitCode::from(USAGE)
         }
     }
@@ -117,14 +117,14 @@ fn run_worker(engine: &Engine, store: &dyn Store) -> Result<(), String> {
         match engine.run_next_operation() {
             Ok(Some(report)) => {
                 ran += 1;
-                eprintln!("{}", describe(store, &report));
+                errln!("{}", describe(store, &report));
             }
             Ok(None) => break,
             Err(e) => return Err(format!("the worker stopped: {e}")),
         }
     }
     if ran == 0 {
-        eprintln!("worker: no background operation was waiting");
+        errln!("worker: no background operation was waiting");
     }
     Ok(())
 }

@@ -1,5 +1,22 @@
 //! The subcommands of the `cartflow` binary.
 
+/// Writes a line to stderr. Unlike `eprintln!`, a failed write (a full disk, a closed pipe) is
+/// ignored rather than a panic: a message nobody can read must never stop a server or worker.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// [`errln!`] without the line end (progress shown in place on a terminal).
+macro_rules! err_inline {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod datadir;
 pub mod demo;
 pub mod inspect;
@@ -32,7 +49,7 @@ pub fn print_stdout(text: &str) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("cartflow: cannot write to stdout: {e}");
+            errln!("cartflow: cannot write to stdout: {e}");
             ExitCode::from(2)
         }
     }

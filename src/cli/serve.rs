@@ -37,7 +37,7 @@ pub fn run(request: &Request) -> ExitCode {
     match serve(request) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("cartflow serve: {message}");
+            errln!("cartflow serve: {message}");
             ExitCode::from(USAGE)
         }
     }
@@ -76,7 +76,7 @@ fn serve(request: &Request) -> Result<(), String> {
     })
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
 
-    eprintln!(
+    errln!(
         "cartflow serve: listening on http://{} ({location}), {} worker thread(s); stop with \
          SIGTERM or Ctrl-C",
         server.local_addr(),
@@ -84,9 +84,9 @@ fn serve(request: &Request) -> Result<(), String> {
     );
     // The sender lives in the handler for the life of the process, so this waits for a signal.
     let _ = stopped.recv();
-    eprintln!("cartflow serve: stopping after the requests and operations in hand");
+    errln!("cartflow serve: stopping after the requests and operations in hand");
     server.shutdown();
-    eprintln!("cartflow serve: stopped");
+    errln!("cartflow serve: stopped");
     Ok(())
 }
 
@@ -99,7 +99,7 @@ fn tokens(request: &Request, directory: Option<&Path>) -> Result<Tokens, String>
     match directory.map(|dir| dir.join(TOKENS_FILE)) {
         Some(file) if file.exists() => load_tokens(&file),
         Some(file) => {
-            eprintln!(
+            errln!(
                 "cartflow serve: no {} (pass --tokens): every call but GET /services/data/ \
                  answers 401",
                 file.display()
@@ -107,7 +107,7 @@ fn tokens(request: &Request, directory: Option<&Path>) -> Result<Tokens, String>
             Ok(Tokens::new())
         }
         None => {
-            eprintln!(
+            errln!(
                 "cartflow serve: no --tokens file: every call but GET /services/data/ answers 401"
             );
             Ok(Tokens::new())
@@ -118,7 +118,7 @@ fn tokens(request: &Request, directory: Option<&Path>) -> Result<Tokens, String>
 fn load_tokens(file: &Path) -> Result<Tokens, String> {
     let tokens = Tokens::load(file).map_err(|e| format!("{}: {e}", file.display()))?;
     if tokens.is_empty() {
-        eprintln!(
+        errln!(
             "cartflow serve: {} accepts no token: every call but GET /services/data/ answers 401",
             file.display()
         );
@@ -135,7 +135,7 @@ fn open(data: &str, is_directory: bool) -> Result<datadir::Opened, String> {
         && !directory.join(datadir::DATABASE_FILE).exists()
         && !directory.join(datadir::DATA_FILE).exists()
     {
-        eprintln!(
+        errln!(
             "cartflow serve: {} holds neither {} nor {}: serving an empty store; nothing is \
              written",
             directory.display(),

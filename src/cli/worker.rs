@@ -83,13 +83,13 @@ fn show_progress(tally: &Tally, stop: &Stop) {
         stop.wait(every);
         let line = tally.line(started);
         if terminal {
-            eprint!("\r{line}");
+            err_inline!("\r{line}");
         } else {
-            eprintln!("{line}");
+            errln!("{line}");
         }
     }
     if terminal {
-        eprintln!();
+        errln!();
     }
 }
 
@@ -104,7 +104,7 @@ pub fn run(request: &Request) -> ExitCode {
     match serve(request) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("cartflow worker: {message}");
+            errln!("cartflow worker: {message}");
             ExitCode::from(USAGE)
         }
     }
@@ -138,12 +138,12 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
             // A second signal: leave now; the claims held are swept once their lease ends.
             std::process::exit(130);
         }
-        eprintln!("cartflow worker: stopping after the operations in hand");
+        errln!("cartflow worker: stopping after the operations in hand");
         on_signal.request();
     })
     .map_err(|e| format!("cannot install the signal handler: {e}"))?;
 
-    eprintln!(
+    errln!(
         "cartflow worker: {} thread(s) on {}, lease {} ms, heartbeat {} ms; {}",
         request.threads,
         opened.location,
@@ -185,10 +185,10 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
         let _ = display.join();
     }
     if panicked {
-        eprintln!("cartflow worker: a worker thread panicked");
+        errln!("cartflow worker: a worker thread panicked");
         return Ok(ExitCode::FAILURE);
     }
-    eprintln!("cartflow worker: stopped");
+    errln!("cartflow worker: stopped");
     Ok(ExitCode::SUCCESS)
 }
 
