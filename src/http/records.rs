@@ -255,7 +255,10 @@ pub(super) async fn update(
     .await?
     .map_err(|e| SfError::internal(&e))?
     .ok_or_else(SfError::not_found)?;
-    outcome.map_err(|e| SfError::from_checkout(&e))?;
+    outcome.map_err(|e| {
+        let fields = e.field().map(str::to_owned).into_iter().collect();
+        SfError::from_checkout(&e).with_fields(fields)
+    })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
