@@ -122,7 +122,8 @@ fn locate(
         Object::BackgroundOperation => store
             .operation(id)?
             .and_then(|o| found(to_value(&o), o.cart_id)),
-        Object::WebCart => store.cart(id)?.and_then(|c| found(to_value(&c), c.id)),
+        // The payment token is write-only: readers get `PaymentTokenSet` instead.
+        Object::WebCart => store.cart(id)?.and_then(|c| found(c.shown(), c.id)),
         Object::Order => store
             .order(id)?
             .and_then(|o| found(to_value(&o), o.cart_id)),
