@@ -27,6 +27,9 @@ pub enum ErrorCode {
     /// `INVALID_INPUT`.
     #[serde(rename = "INVALID_INPUT")]
     InvalidInput,
+    /// `STRING_TOO_LONG`: a text is longer than its field's documented maximum.
+    #[serde(rename = "STRING_TOO_LONG")]
+    StringTooLong,
 }
 
 impl ErrorCode {
@@ -39,6 +42,7 @@ impl ErrorCode {
             ErrorCode::AlreadyInProcess => "ALREADY_IN_PROCESS",
             ErrorCode::InsufficientAccessOrReadonly => "INSUFFICIENT_ACCESS_OR_READONLY",
             ErrorCode::InvalidInput => "INVALID_INPUT",
+            ErrorCode::StringTooLong => "STRING_TOO_LONG",
         }
     }
 }
@@ -87,6 +91,20 @@ pub enum CheckoutError {
     /// The input is not of the documented shape.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A buyer-written text is longer than its field's documented maximum.
+    #[error("{field}: data value too large (max length={max_chars})")]
+    StringTooLong {
+        /// The field, as the caller names it.
+        field: &'static str,
+        /// Its documented maximum, in characters.
+        max_chars: usize,
+    },
+    /// A buyer-written text holds a NUL or another control character its field refuses.
+    #[error("{field} holds a control character; only the street may hold line breaks")]
+    ControlCharacter {
+        /// The field, as the caller names it.
+        field: &'static str,
+    },
     /// The engine computed a move the table does not declare; nothing was committed.
     #[error("undeclared transition on {event}: {from} -> {to}")]
     Undeclared {
@@ -110,7 +128,10 @@ impl CheckoutError {
     pub fn code(&self) -> ErrorCode {
         match self {
             CheckoutError::Refused { code, .. } => *code,
-            CheckoutError::InvalidInput(_) => ErrorCode::InvalidInput,
+            CheckoutError::InvalidInput(_) | CheckoutError::ControlCharacter { .. } => {
+                ErrorCode::InvalidInput
+            }
+            CheckoutError::StringTooLong { .. } => ErrorCode::StringTooLong,
             _ => ErrorCode::UnknownException,
         }
     }
@@ -121,9 +142,20 @@ impl CheckoutError {
             CheckoutError::Refused { status, .. } => *status,
             CheckoutError::Stale(_) => 409,
             CheckoutError::Unsupported(_) => 501,
-            CheckoutError::InvalidInput(_) => 400,
+            CheckoutError::InvalidInput(_)
+            | CheckoutError::StringTooLong { .. }
+            | CheckoutError::ControlCharacter { .. } => 400,
             CheckoutError::Contention(_) => 503,
             CheckoutError::Undeclared { .. } | CheckoutError::Store(_) => 500,
+        }
+    }
+
+    /// The input field a refusal is about, when it is about one field.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            CheckoutError::StringTooLong { field, .. }
+            | CheckoutError::ControlCharacter { field } => Some(field),
+            _ => None,
         }
     }
 

@@ -290,7 +290,8 @@ pub fn dataset() -> DataSet {
 /// A payment token the sample gateway declines.
 pub const DECLINED_TOKEN: &str = "tok_declined";
 
-/// A payment token the sample gateway authorises.
+/// A payment token the sample gateway authorises on the buyers' account's carts (it was
+/// issued to that account).
 pub const GOOD_TOKEN: &str = "tok_visa_4242";
 
 /// A shipping address the sample tax table has a rate for (Colorado, 2.9 %).
@@ -310,8 +311,8 @@ fn money(units: i64, cents: u32) -> Decimal {
 
 /// The sample store's built-in providers: a price book (with a negotiated price for the
 /// buyers' account), promotions (10 % off rope, 25 off orders of 1,000 or more), weight- and
-/// amount-based shipping rates, a tax table and a token gateway that declines
-/// [`DECLINED_TOKEN`] and amounts over 5,000. `examples/data/integrations.json` is this, as
+/// amount-based shipping rates, a tax table and a token gateway that issued [`GOOD_TOKEN`] to
+/// the buyers' account and declines [`DECLINED_TOKEN`] and amounts over 5,000. `examples/data/integrations.json` is this, as
 /// JSON.
 pub fn provider_config() -> ProviderConfig {
     let band = |from: i64, below: Option<i64>, price: Decimal| {
@@ -360,6 +361,7 @@ pub fn provider_config() -> ProviderConfig {
         Decimal::new(29, 3),
     );
     let payment = TokenGateway::new()
+        .issue(GOOD_TOKEN, account_id())
         .decline(DECLINED_TOKEN)
         .limit(Decimal::from(5000));
     [(

@@ -80,7 +80,10 @@ impl Providers {
             tax: TaxTable::new()
                 .rate("US", None, d("0.05"))
                 .rate("US", Some("CO"), d("0.029")),
-            payment: TokenGateway::new().decline("tok_declined").limit(d("5000")),
+            payment: TokenGateway::new()
+                .issue("tok_visa", sample::account_id())
+                .decline("tok_declined")
+                .limit(d("5000")),
         }
     }
 
@@ -620,7 +623,9 @@ fn a_declined_token_fails_the_payment_step() {
 #[test]
 fn a_total_above_the_gateway_limit_fails_the_payment_step() {
     let mut providers = Providers::standard();
-    providers.payment = TokenGateway::new().limit(d("1000"));
+    providers.payment = TokenGateway::new()
+        .issue("tok_visa", sample::account_id())
+        .limit(d("1000"));
     let checkout = Checkout::start(providers);
     checkout.through_payment_details("tok_visa");
     let (state, _) = checkout.authorize();

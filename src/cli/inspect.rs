@@ -71,7 +71,8 @@ fn gather(store: &dyn Store, cart_id: &SfId) -> Result<Option<Value>, StoreError
         orders.extend(store.order(&id)?);
     }
     Ok(Some(json!({
-        "cart": cart,
+        // The payment token is write-only here too: whether one is on file, never the token.
+        "cart": cart.shown(),
         "items": store.cart_items(cart_id)?,
         "sessions": sessions,
         "operations": store.operations_of(cart_id)?,

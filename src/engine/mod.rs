@@ -208,6 +208,7 @@ impl Engine {
                 command.event()
             )));
         }
+        crate::machine::limits::check(&command)?;
         let inline = matches!(
             command,
             Command::CartToOrder {

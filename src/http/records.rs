@@ -122,7 +122,8 @@ fn locate(
         Object::BackgroundOperation => store
             .operation(id)?
             .and_then(|o| found(to_value(&o), o.cart_id)),
-        Object::WebCart => store.cart(id)?.and_then(|c| found(to_value(&c), c.id)),
+        // The payment token is write-only: readers get `PaymentTokenSet` instead.
+        Object::WebCart => store.cart(id)?.and_then(|c| found(c.shown(), c.id)),
         Object::Order => store
             .order(id)?
             .and_then(|o| found(to_value(&o), o.cart_id)),
@@ -255,7 +256,10 @@ pub(super) async fn update(
     .await?
     .map_err(|e| SfError::internal(&e))?
     .ok_or_else(SfError::not_found)?;
-    outcome.map_err(|e| SfError::from_checkout(&e))?;
+    outcome.map_err(|e| {
+        let fields = e.field().map(str::to_owned).into_iter().collect();
+        SfError::from_checkout(&e).with_fields(fields)
+    })?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

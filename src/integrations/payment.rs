@@ -1,6 +1,6 @@
 //! The built-in payment provider: a token gateway that authorises or declines.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -12,12 +12,21 @@ use crate::model::SfId;
 /// A payment gateway for tokenized payment methods. Authorises the cart's GrandTotalAmount
 /// against its PaymentToken and sets PaymentAuthorizationId to `AUTH-<operation id>` (a
 /// retried attempt of one operation reports the same reference).
+///
+/// Each token is bound to the buyer account it was issued to, as a saved payment method
+/// belongs to an account: the gateway authorises a token only on a cart of that account.
 /// Fails, one message per problem, when the cart has no payment token, when the token is one
-/// the gateway declines, when the cart has no grand total yet or a negative one, and when
-/// the grand total is above the gateway's limit.
+/// the gateway declines, when the gateway did not issue the token to the cart's account (a
+/// token it never issued and another account's token get the same message, which names no
+/// account), when the cart has no grand total yet or a negative one, and when the grand
+/// total is above the gateway's limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct TokenGateway {
+    /// The tokens the gateway issued, each with the buyer account it was issued to (compared
+    /// after trimming blanks). A token not listed here is authorised on no cart.
+    #[serde(default)]
+    pub issued_tokens: BTreeMap<String, SfId>,
     /// Tokens the gateway declines (compared after trimming blanks).
     #[serde(default)]
     pub declined_tokens: BTreeSet<String>,
@@ -27,9 +36,23 @@ pub struct TokenGateway {
 }
 
 impl TokenGateway {
-    /// A gateway that authorises every token, of any amount.
+    /// A gateway that has issued no token yet (so it authorises none), of any amount.
     pub fn new() -> TokenGateway {
         TokenGateway::default()
+    }
+
+    /// Issues `token` to the buyer account `account_id`: it authorises on that account's
+    /// carts only.
+    pub fn issue(mut self, token: &str, account_id: SfId) -> TokenGateway {
+        self.issued_tokens.insert(token.to_owned(), account_id);
+        self
+    }
+
+    /// Whether the gateway issued `token` (already trimmed) to `account_id`.
+    fn issued_to(&self, token: &str, account_id: &SfId) -> bool {
+        self.issued_tokens
+            .iter()
+            .any(|(issued, account)| issued.trim() == token && account == account_id)
     }
 
     /// Declines `token`.
@@ -49,8 +72,14 @@ impl TokenGateway {
         format!("AUTH-{operation_id}")
     }
 
-    /// Checks the configuration: the limit is not negative.
+    /// Checks the configuration: no issued token is blank, and the limit is not negative.
     pub fn validate(&self) -> Result<(), ProviderError> {
+        if self.issued_tokens.keys().any(|t| t.trim().is_empty()) {
+            return Err(config_error(
+                "TokenGateway",
+                "an issued token is blank".into(),
+            ));
+        }
         match self.limit {
             Some(limit) if limit < Decimal::ZERO => Err(config_error(
                 "TokenGateway",
@@ -82,6 +111,11 @@ impl PaymentProvider for TokenGateway {
                     cart.id,
                 ));
             }
+            // Unknown and foreign tokens read alike: the answer names no one's account.
+            Some(token) if !self.issued_to(token, &cart.account_id) => problems.push(problem(
+                "The payment method is not one of this account's: use another one.".into(),
+                cart.id,
+            )),
             Some(_) => {}
         }
         match cart.grand_total_amount {
@@ -133,8 +167,13 @@ mod tests {
 
     fn gateway() -> TokenGateway {
         TokenGateway::new()
+            .issue("tok_visa", account())
             .decline("tok_declined")
             .limit(d("1000.00"))
+    }
+
+    fn other_account() -> SfId {
+        SfId::from_number(crate::model::KeyPrefix::Account, 2)
     }
 
     fn messages(cart: WebCart) -> Vec<String> {
@@ -161,11 +200,42 @@ mod tests {
         let again = patch(gateway().authorize_payment(&req).unwrap());
         assert_eq!(again, first);
         // No limit: any amount goes.
-        let big = request(paying(Some("tok_visa"), Some("99999999.99")), vec![]);
+        let big = request(paying(Some(" tok_visa "), Some("99999999.99")), vec![]);
         assert!(matches!(
-            TokenGateway::new().authorize_payment(&big).unwrap(),
+            TokenGateway::new()
+                .issue("tok_visa", account())
+                .authorize_payment(&big)
+                .unwrap(),
             Verdict::Updated(_)
         ));
+    }
+
+    #[test]
+    fn a_token_authorises_only_on_a_cart_of_the_account_it_was_issued_to() {
+        let foreign = TokenGateway::new()
+            .issue("tok_visa", other_account())
+            .issue("tok_mine", account());
+        let unknown = TokenGateway::new().issue("tok_mine", account());
+        for gateway in [foreign, unknown] {
+            let req = request(paying(Some("tok_visa"), Some("10.00")), vec![]);
+            let found = failures(gateway.authorize_payment(&req).unwrap());
+            let texts: Vec<&str> = found.iter().map(|m| m.message.as_str()).collect();
+            assert_eq!(
+                texts,
+                ["The payment method is not one of this account's: use another one."]
+            );
+            // Whose token it is never shows.
+            assert!(!texts[0].contains(&other_account().to_string()));
+        }
+    }
+
+    #[test]
+    fn a_blank_issued_token_is_a_configuration_error() {
+        let err = TokenGateway::new()
+            .issue("  ", account())
+            .validate()
+            .unwrap_err();
+        assert!(err.0.contains("blank"), "{err}");
     }
 
     #[test]
@@ -181,6 +251,10 @@ mod tests {
     fn a_declined_token_fails() {
         let found = messages(paying(Some(" tok_declined "), Some("10.00")));
         assert_eq!(found, ["The payment method was declined: use another one."]);
+        // Declined even when it was issued to the cart's account.
+        let issued = gateway().issue("tok_declined", account());
+        let req = request(paying(Some("tok_declined"), Some("10.00")), vec![]);
+        assert_eq!(failures(issued.authorize_payment(&req).unwrap()).len(), 1);
     }
 
     #[test]
@@ -212,7 +286,11 @@ mod tests {
 
     #[test]
     fn the_gateway_round_trips_through_json() {
-        let json = serde_json::json!({"DeclinedTokens": ["tok_declined"], "Limit": "1000.00"});
+        let json = serde_json::json!({
+            "IssuedTokens": {"tok_visa": account()},
+            "DeclinedTokens": ["tok_declined"],
+            "Limit": "1000.00"
+        });
         let parsed: TokenGateway = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(parsed, gateway());
         assert_eq!(serde_json::to_value(&parsed).unwrap(), json);

@@ -4,6 +4,7 @@
 mod action;
 mod command;
 mod decide;
+pub mod limits;
 mod requirement;
 mod table;
 mod template;

@@ -172,6 +172,9 @@ pub struct CartShare {
     pub access: Access,
 }
 
+/// The field shown in place of a cart's write-only `PaymentToken`: whether one is on file.
+pub const PAYMENT_TOKEN_SET: &str = "PaymentTokenSet";
+
 /// A cart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -252,6 +255,22 @@ impl WebCart {
             grand_total_amount: None,
             version: 0,
         }
+    }
+
+    /// The cart as it is shown to anyone who reads it (the HTTP facade, `cartflow inspect`):
+    /// every field but the write-only `PaymentToken`, which gives way to
+    /// [`PAYMENT_TOKEN_SET`], whether a token is on file. The stores keep the token for the
+    /// payment step; no reader, the owner included, ever gets it back.
+    pub fn shown(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let serde_json::Value::Object(fields) = &mut value {
+            fields.remove("PaymentToken");
+            fields.insert(
+                PAYMENT_TOKEN_SET.into(),
+                serde_json::Value::Bool(self.payment_token.is_some()),
+            );
+        }
+        value
     }
 
     /// The access `user` has to this cart through ownership, sharing or Modify All Data.
