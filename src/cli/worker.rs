@@ -204,8 +204,9 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One worker thread's loop (restarted after a panic): claim and run, sweep expired claims when idle (and at least every half
-/// lease when busy, so a dead worker's operation is not left behind a stream of new work).
+/// One worker thread's loop (restarted after a panic): claim and run, sweep expired claims
+/// when idle (and at least every half lease when busy, so a dead worker's operation is not
+/// left behind a stream of new work).
 fn work(engine: &Engine, stop: &Stop, tally: &Tally, (lease_ms, exit_when_idle): (u64, bool)) {
     let sweep_every = Duration::from_millis(lease_ms / 2);
     let mut last_sweep: Option<Instant> = None;
