@@ -25,9 +25,13 @@ Examples:
   cartflow worker --data /tmp/cart --exit-when-idle
   cartflow serve --data /tmp/cart --addr 127.0.0.1:8080
 
-Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=cartflow=debug) to see more."
+Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=cartflow=debug) to see more, and
+--log-format json for one JSON object per line. A log line that cannot be written is dropped."
 )]
 struct Cli {
+    /// How log lines on stderr are written: text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = cli::LogFormat::Text)]
+    log_format: cli::LogFormat,
     #[command(subcommand)]
     command: Commands,
 }
@@ -125,6 +129,8 @@ Exit status: 0, 1 when the store has no such cart, 2 for a usage or data error."
     #[command(after_help = "\
 Examples (on a copy of the example directory: `cp -r examples/data /tmp/cart`):
   cartflow serve --data /tmp/cart --addr 127.0.0.1:8080
+  cd /tmp/cart && cartflow serve        # the current directory, on 127.0.0.1:8080
+  cartflow serve --data /tmp/cart --addr localhost:8080 --log-format json
   curl -s http://127.0.0.1:8080/services/data/
   curl -s -H 'Authorization: Bearer <token>' -H 'Content-Type: application/json' \\
       -d '{\"inputs\": [{\"cartId\": \"0a60000000000GE\"}]}' \\
@@ -202,12 +208,13 @@ struct WorkerArgs {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// A data directory (cartflow.db, seeded from cartflow.json), sqlite:<path>, or a
-    /// postgres:// URL.
-    #[arg(long, value_name = "DIR|URL")]
+    /// postgres:// URL; a directory holding neither is served as an empty in-memory store.
+    #[arg(long, value_name = "DIR|URL", default_value = ".")]
     data: String,
-    /// The address to listen on (port 0 picks a free one).
+    /// The address to listen on; the host may be a name (localhost) and port 0 picks a free
+    /// port.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080")]
-    addr: std::net::SocketAddr,
+    addr: String,
     /// The token file (JSON: token -> user ID); default <DIR>/tokens.json for a data directory.
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
@@ -219,7 +226,7 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    cli::install_log_subscriber();
+    cli::install_log_subscriber(cli.log_format);
     match cli.command {
         Commands::Diagram { format } => {
             let table = cartflow::machine::TransitionTable::standard();

@@ -31,15 +31,57 @@ use std::process::ExitCode;
 use cartflow::ActionResult;
 use serde_json::Value;
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON formatter).
+    Json,
+}
+
 /// Logs go to stderr, filtered by `RUST_LOG` (warnings and errors by default), so stdout
-/// stays machine-readable.
-pub fn install_log_subscriber() {
+/// stays machine-readable. A log line that cannot be written (a full disk, a pipe whose reader
+/// has gone) is dropped: the subscriber's own report of a failed write would go to the same
+/// broken stderr through `eprintln!`, which panics, so it is switched off.
+pub fn install_log_subscriber(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(LossyStderr)
+        .log_internal_errors(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Makes a [`LossyStderrLine`] for each log line.
+struct LossyStderr;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LossyStderr {
+    type Writer = LossyStderrLine;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LossyStderrLine(std::io::stderr().lock())
+    }
+}
+
+/// Stderr, locked for one log line, that reports every write as done: a line nobody can read
+/// is lost, never an error to the logging layer.
+struct LossyStderrLine(std::io::StderrLock<'static>);
+
+impl std::io::Write for LossyStderrLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = self.0.write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
 }
 
 /// Writes `text` to stdout; a closed pipe (`cartflow diagram | head`) is not an error.

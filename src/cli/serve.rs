@@ -1,7 +1,7 @@
 //! `cartflow serve`: the Salesforce-shaped HTTP facade over a data directory or database,
 //! with workers in-process unless told otherwise. SIGTERM or SIGINT stops it gracefully.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,8 +21,8 @@ pub const TOKENS_FILE: &str = "tokens.json";
 pub struct Request {
     /// The data directory or database URL (see [`datadir::open_store`]).
     pub data: String,
-    /// Where to listen.
-    pub addr: SocketAddr,
+    /// Where to listen: `HOST:PORT`, the host an IP address or a name to resolve.
+    pub addr: String,
     /// The token file; `<dir>/tokens.json` for a data directory when absent.
     pub tokens: Option<PathBuf>,
     /// Worker threads in this process (0: none).
@@ -56,12 +56,12 @@ fn serve(request: &Request) -> Result<(), String> {
     let engine = Engine::new(opened.store)
         .with_ids(Arc::new(RandomIds))
         .with_integrations(integrations);
+    let candidates = resolve(&request.addr)?;
     let config = ServerConfig {
-        addr: request.addr,
         workers: request.workers,
         ..ServerConfig::default()
     };
-    let server = Server::start(engine, tokens, &config)
+    let server = start_on_first(&candidates, engine, tokens, &config)
         .map_err(|e| format!("cannot listen on {}: {e}", request.addr))?;
 
     let (stop, stopped) = mpsc::channel();
@@ -88,6 +88,40 @@ fn serve(request: &Request) -> Result<(), String> {
     server.shutdown();
     errln!("cartflow serve: stopped");
     Ok(())
+}
+
+/// The addresses `HOST:PORT` names, in the resolver's order; an error when it names none.
+fn resolve(addr: &str) -> Result<Vec<SocketAddr>, String> {
+    let resolved = addr.to_socket_addrs().map_err(|e| {
+        format!("--addr {addr}: cannot resolve it ({e}); expected HOST:PORT, e.g. 127.0.0.1:8080")
+    })?;
+    let candidates: Vec<SocketAddr> = resolved.collect();
+    if candidates.is_empty() {
+        return Err(format!("--addr {addr}: the host resolves to no address"));
+    }
+    Ok(candidates)
+}
+
+/// Starts the server on the first of `candidates` that binds (`localhost` may name an IPv6
+/// address the machine does not have, then its IPv4 one); the last bind error when none does.
+fn start_on_first(
+    candidates: &[SocketAddr],
+    engine: Engine,
+    tokens: Tokens,
+    config: &ServerConfig,
+) -> std::io::Result<Server> {
+    let mut last_error = None;
+    for &addr in candidates {
+        let config = ServerConfig {
+            addr,
+            ..config.clone()
+        };
+        match Server::start(engine.clone(), tokens.clone(), &config) {
+            Ok(server) => return Ok(server),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::other("no address to listen on")))
 }
 
 /// The tokens to accept: `--tokens`, else a data directory's `tokens.json`, else none (every

@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cartflow::engine::OperationReport;
+use cartflow::engine::{OperationReport, run_restarting};
 use cartflow::ids::RandomIds;
 use cartflow::machine::StepOutcome;
 use cartflow::{Engine, EngineConfig, Store};
@@ -157,14 +157,23 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
     );
     let settings = (request.lease_ms, request.exit_when_idle);
     let tally = Arc::new(Tally::default());
+    let restarts = Arc::new(AtomicU64::new(0));
     let handles = (0..request.threads)
         .map(|n| {
             let engine = engine.clone();
             let stop = Arc::clone(&stop);
             let tally = Arc::clone(&tally);
+            let restarts = Arc::clone(&restarts);
             thread::Builder::new()
                 .name(format!("cartflow-worker-{n}"))
-                .spawn(move || work(&engine, &stop, &tally, settings))
+                .spawn(move || {
+                    run_restarting(
+                        &|| stop.is_requested(),
+                        &restarts,
+                        &|pause| stop.wait(pause),
+                        &mut || work(&engine, &stop, &tally, settings),
+                    );
+                })
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot start a worker thread: {e}"))?;
@@ -188,12 +197,16 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
         errln!("cartflow worker: a worker thread panicked");
         return Ok(ExitCode::FAILURE);
     }
-    errln!("cartflow worker: stopped");
+    match restarts.load(Ordering::Relaxed) {
+        0 => errln!("cartflow worker: stopped"),
+        n => errln!("cartflow worker: stopped; worker threads panicked and restarted {n} time(s)"),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
-/// One worker thread: claim and run, sweep expired claims when idle (and at least every half
-/// lease when busy, so a dead worker's operation is not left behind a stream of new work).
+/// One worker thread's loop (restarted after a panic): claim and run, sweep expired claims
+/// when idle (and at least every half lease when busy, so a dead worker's operation is not
+/// left behind a stream of new work).
 fn work(engine: &Engine, stop: &Stop, tally: &Tally, (lease_ms, exit_when_idle): (u64, bool)) {
     let sweep_every = Duration::from_millis(lease_ms / 2);
     let mut last_sweep: Option<Instant> = None;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use worker::{OperationReport, WorkerPool};
+pub use worker::{OperationReport, RESTART_BACKOFF, WorkerPool, run_restarting};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{CheckoutError, StoreError};

@@ -2,7 +2,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -293,31 +293,26 @@ impl Engine {
     }
 
     /// Starts `threads` workers that run operations as they arrive and sweep expired claims
-    /// when idle, until the pool is stopped or dropped.
+    /// when idle, until the pool is stopped or dropped. A worker whose loop panics is logged,
+    /// counted ([`WorkerPool::restarts`]) and started again after [`RESTART_BACKOFF`].
     pub fn start_workers(&self, threads: usize) -> WorkerPool {
         let stop = Arc::new(AtomicBool::new(false));
+        let restarts = Arc::new(AtomicU64::new(0));
         let handles = (0..threads.max(1))
             .map(|n| {
                 let engine = self.clone();
                 let stop = Arc::clone(&stop);
+                let restarts = Arc::clone(&restarts);
                 thread::Builder::new()
                     .name(format!("cartflow-worker-{n}"))
                     .spawn(move || {
-                        while !stop.load(Ordering::Acquire) {
-                            match engine.run_next_operation() {
-                                Ok(Some(_)) => {}
-                                Ok(None) => {
-                                    if let Err(e) = engine.sweep_expired() {
-                                        tracing::warn!(error = %e, "sweeping expired claims failed");
-                                    }
-                                    engine.wait_for_work(Duration::from_millis(50));
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "worker step failed");
-                                    engine.wait_for_work(Duration::from_millis(50));
-                                }
-                            }
-                        }
+                        let stopped = || stop.load(Ordering::Acquire);
+                        run_restarting(
+                            &stopped,
+                            &restarts,
+                            &|pause| engine.pause_unless(pause, &stopped),
+                            &mut || engine.work_until(&stopped),
+                        );
                     })
                     .expect("spawning a worker thread")
             })
@@ -325,9 +320,81 @@ impl Engine {
         WorkerPool {
             engine: self.clone(),
             stop,
+            restarts,
             handles,
         }
     }
+
+    /// One worker's loop: run operations, sweep expired claims when idle, until `stopped`.
+    fn work_until(&self, stopped: &dyn Fn() -> bool) {
+        while !stopped() {
+            match self.run_next_operation() {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if let Err(e) = self.sweep_expired() {
+                        tracing::warn!(error = %e, "sweeping expired claims failed");
+                    }
+                    self.wait_for_work(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "worker step failed");
+                    self.wait_for_work(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    /// Waits `pause` (new work does not cut it short), or until `stopped`.
+    fn pause_unless(&self, pause: Duration, stopped: &dyn Fn() -> bool) {
+        let until = Instant::now() + pause;
+        while !stopped() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.wait_for_work(left);
+        }
+    }
+}
+
+/// How long a worker whose loop panicked waits before it runs the loop again, so a fault
+/// that recurs at once does not spin.
+pub const RESTART_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Runs a worker's loop, `work`, until `stopped()`: `work` returns once it sees the stop. A
+/// panic inside it is logged, counted (in `restarts` and the metric
+/// `cartflow_worker_restarts_total`), and `work` runs again after `pause(RESTART_BACKOFF)`
+/// (which returns early on a stop). The claim the loop held, if any, is retried once its lease
+/// ends, like a dead worker's.
+pub fn run_restarting(
+    stopped: &dyn Fn() -> bool,
+    restarts: &AtomicU64,
+    pause: &dyn Fn(Duration),
+    work: &mut dyn FnMut(),
+) {
+    while !stopped() {
+        let Err(payload) = panic::catch_unwind(AssertUnwindSafe(&mut *work)) else {
+            return;
+        };
+        restarts.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("cartflow_worker_restarts_total").increment(1);
+        let thread = thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            panic = %panic_message(payload.as_ref()),
+            "a worker thread panicked; it restarts"
+        );
+        pause(RESTART_BACKOFF);
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text payload".into())
 }
 
 /// Runs the provider on its own thread so a timeout can be enforced and a panic contained,
@@ -373,14 +440,10 @@ fn call_provider(
         }
         Ok(Ok(Ok(Verdict::Failed(messages)))) => StepOutcome::Failed(messages),
         Ok(Ok(Err(e))) => StepOutcome::SystemFailure(format!("the provider failed: {e}")),
-        Ok(Err(payload)) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a non-text payload".into());
-            StepOutcome::SystemFailure(format!("the provider panicked: {what}"))
-        }
+        Ok(Err(payload)) => StepOutcome::SystemFailure(format!(
+            "the provider panicked: {}",
+            panic_message(payload.as_ref())
+        )),
         Err(mpsc::RecvTimeoutError::Timeout) => StepOutcome::SystemFailure(format!(
             "the provider did not answer within {} ms",
             timeout.as_millis()
@@ -396,10 +459,16 @@ fn call_provider(
 pub struct WorkerPool {
     engine: Engine,
     stop: Arc<AtomicBool>,
+    restarts: Arc<AtomicU64>,
     handles: Vec<JoinHandle<()>>,
 }
 
 impl WorkerPool {
+    /// How many times a worker of this pool panicked and was started again.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
     /// Stops the workers and waits for them.
     pub fn stop(mut self) {
         self.shutdown();
