@@ -40,7 +40,10 @@ pub enum DataError {
     )]
     NoData(PathBuf),
     /// A `sqlite:` location names no file.
-    #[error("no SQLite database at {0}; to create one, pass a data directory holding {DATA_FILE}")]
+    #[error(
+        "no SQLite database at {0}; to create one, pass a data directory holding {DATA_FILE}, \
+         or seed it with `cartflow import --data sqlite:{0} --file <dataset.json>`"
+    )]
     NoDatabase(PathBuf),
     /// The seed could not be read.
     #[error("cannot read {0}: {1}")]
