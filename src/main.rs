@@ -61,6 +61,9 @@ Writes <DIR>/cartflow-demo.db (replacing the one a previous run left, with its -
         /// The directory to write cartflow-demo.db in.
         #[arg(long, value_name = "DIR", default_value = ".")]
         data: PathBuf,
+        /// Built-in providers (JSON, as integrations.json) to use instead of the sample ones.
+        #[arg(long, value_name = "FILE")]
+        integrations: Option<PathBuf>,
     },
     /// Invoke a checkout action on a data directory or database, as Salesforce's REST API would.
     #[command(after_help = "\
@@ -102,7 +105,9 @@ Prints one JSON line per operation run on stdout, once its result is committed:
 \"status\"}; \"applied\" is false when the claim had been taken over and the report was
 discarded. SIGTERM or SIGINT stops the worker after the operations in hand (exit 0); a
 second signal exits at once, and the claims it held are retried once their lease ends.
-Inventory checks use the database's stock table. Exit status 2 for a usage or data error.")]
+Inventory checks use the database's stock table; the other built-in providers come from
+--integrations FILE (default: the integrations.json beside a SQLite database); give every
+worker and server of one database the same file. Exit status 2 for a usage or data error.")]
     Worker(WorkerArgs),
     /// Show a cart's checkout: its lines, sessions, operations, validation outputs, orders and
     /// the history of every move.
@@ -124,6 +129,29 @@ Exit status: 0, 1 when the store has no such cart, 2 for a usage or data error."
         #[arg(long)]
         json: bool,
     },
+    /// Seed an empty database (SQLite or PostgreSQL) from a data set file, in one transaction.
+    #[command(after_help = "\
+Examples:
+  cartflow import --data postgres://cartflow@db/cartflow --file examples/data/cartflow.json
+  cartflow import --data sqlite:/tmp/new.db --file dataset.json
+  cartflow import --data /tmp/cart --file dataset.json     # creates /tmp/cart/cartflow.db
+
+The file is the data-set JSON of docs/data-format.md (what `cartflow export` writes), checked
+before any database is opened. A database that already holds a WebStore is refused; a new
+SQLite file is created. Every record is written in one transaction: on any error nothing is
+written (and a file this command created is removed). Exit status 0, or 2.")]
+    Import(ImportArgs),
+    /// Print every record of a database (SQLite or PostgreSQL) as a data set file.
+    #[command(after_help = "\
+Examples:
+  cartflow export --data postgres://cartflow@db/cartflow > backup.json
+  cartflow export --data sqlite:cartflow-demo.db --file demo.json
+  cartflow export --data /tmp/cart | cartflow import --data postgres://cartflow@db/cartflow --file /dev/stdin
+
+Records are read in one consistent view and written sorted by Id (history by time), in the
+format `cartflow import` and a data directory's cartflow.json read. With --file, the file is
+replaced whole or not at all. Exit status 0, or 2.")]
+    Export(ExportArgs),
     /// Serve the Salesforce-shaped REST API (actions and records) over HTTP.
     #[cfg(feature = "http")]
     #[command(after_help = "\
@@ -137,14 +165,19 @@ Examples (on a copy of the example directory: `cp -r examples/data /tmp/cart`):
       http://127.0.0.1:8080/services/data/v64.0/actions/standard/checkoutSessionAction
 
   # Web nodes without workers, and worker processes beside them, on one database.
-  cartflow serve --data postgres://cartflow@db/cartflow --tokens tokens.json --workers 0
-  cartflow worker --data postgres://cartflow@db/cartflow
+  cartflow import --data postgres://cartflow@db/cartflow --file examples/data/cartflow.json
+  cartflow serve --data postgres://cartflow@db/cartflow --tokens tokens.json --workers 0 \\
+      --integrations examples/data/integrations.json
+  cartflow worker --data postgres://cartflow@db/cartflow \\
+      --integrations examples/data/integrations.json
 
 Tokens map to user IDs in a JSON object ({\"<token>\": \"<userId>\"}); a data directory's
 tokens.json is read unless --tokens names another file. Inventory checks use the database's
-stock table; the other built-in providers are configured through the library
-(cartflow::http::Server). SIGTERM or SIGINT stops accepting, lets the requests in flight
-finish, then stops the workers after the operations in hand (exit 0). See docs/http.md.")]
+stock table; the other built-in providers come from --integrations FILE (default: the
+integrations.json beside a SQLite database), and each WebStore without a payment provider is
+named on stderr at start (no order can be placed there). SIGTERM or SIGINT stops accepting,
+lets the requests in flight finish, then stops the workers after the operations in hand
+(exit 0). See docs/http.md.")]
     Serve(ServeArgs),
 }
 
@@ -176,6 +209,34 @@ struct InvokeArgs {
     /// Afterwards, run background operations until none is waiting.
     #[arg(long)]
     wait: bool,
+    /// The built-in providers per store (JSON, docs/data-format.md); default: the
+    /// integrations.json beside a SQLite database. The way to configure them on PostgreSQL.
+    #[arg(long, value_name = "FILE")]
+    integrations: Option<PathBuf>,
+}
+
+/// The arguments of `cartflow import`.
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    /// The database to seed: a data directory (its cartflow.db), sqlite:<path>, or a
+    /// postgres:// URL.
+    #[arg(long, value_name = "DIR|URL")]
+    data: String,
+    /// The data set (JSON, docs/data-format.md).
+    #[arg(long, value_name = "FILE")]
+    file: PathBuf,
+}
+
+/// The arguments of `cartflow export`.
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    /// The database to read: a data directory (its cartflow.db), sqlite:<path>, or a
+    /// postgres:// URL.
+    #[arg(long, value_name = "DIR|URL")]
+    data: String,
+    /// Write the data set here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
 }
 
 /// The arguments of `cartflow worker`.
@@ -201,6 +262,10 @@ struct WorkerArgs {
     /// Show a running count of the operations run on stderr.
     #[arg(long)]
     progress: bool,
+    /// The built-in providers per store (JSON, docs/data-format.md); default: the
+    /// integrations.json beside a SQLite database. The way to configure them on PostgreSQL.
+    #[arg(long, value_name = "FILE")]
+    integrations: Option<PathBuf>,
 }
 
 /// The arguments of `cartflow serve`.
@@ -222,6 +287,10 @@ struct ServeArgs {
     /// `cartflow worker` processes share the database.
     #[arg(long, value_name = "N", default_value_t = 1)]
     workers: usize,
+    /// The built-in providers per store (JSON, docs/data-format.md); default: the
+    /// integrations.json beside a SQLite database. The way to configure them on PostgreSQL.
+    #[arg(long, value_name = "FILE")]
+    integrations: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -236,7 +305,15 @@ fn main() -> ExitCode {
             };
             cli::print_stdout(&text)
         }
-        Commands::Demo { data } => cli::demo::run(&data),
+        Commands::Demo { data, integrations } => cli::demo::run(&data, integrations.as_deref()),
+        Commands::Import(args) => cli::transfer::run_import(&cli::transfer::ImportRequest {
+            data: args.data,
+            file: args.file,
+        }),
+        Commands::Export(args) => cli::transfer::run_export(&cli::transfer::ExportRequest {
+            data: args.data,
+            file: args.file,
+        }),
         Commands::Inspect { cart, data, json } => {
             cli::inspect::run(&cli::inspect::Request { cart, data, json })
         }
@@ -246,6 +323,7 @@ fn main() -> ExitCode {
             actor: args.actor,
             data: args.data,
             wait: args.wait,
+            integrations: args.integrations,
         }),
         Commands::Worker(args) => cli::worker::run(&cli::worker::Request {
             data: args.data,
@@ -254,6 +332,7 @@ fn main() -> ExitCode {
             heartbeat_ms: args.heartbeat_ms,
             exit_when_idle: args.exit_when_idle,
             progress: args.progress,
+            integrations: args.integrations,
         }),
         #[cfg(feature = "http")]
         Commands::Serve(args) => cli::serve::run(&cli::serve::Request {
@@ -261,6 +340,7 @@ fn main() -> ExitCode {
             addr: args.addr,
             tokens: args.tokens,
             workers: args.workers,
+            integrations: args.integrations,
         }),
     }
 }

@@ -6,12 +6,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cartflow::MemoryStore;
 use cartflow::model::{
     CartCheckoutSession, CartStatus, KeyPrefix, OperationStatus, SessionState, SfId,
 };
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::{DataSet, Durability, SqliteStore};
+use cartflow::{MemoryStore, Store as _};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -1128,4 +1128,542 @@ fn the_example_integrations_price_the_cart_and_a_bad_file_is_refused() {
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("integrations.json"));
     assert_eq!(dir.data(), before);
+}
+
+// ---- import, export, --integrations, and the newcomer's papercuts ----
+
+fn example_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/data")
+        .join(name)
+}
+
+fn example_data() -> DataSet {
+    serde_json::from_slice(&fs::read(example_file("cartflow.json")).unwrap()).unwrap()
+}
+
+fn stderr_of(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// Runs `cartflow export --data <data>`; the data set it printed.
+fn export(dir: &Path, data: &str) -> (String, DataSet) {
+    let output = run(dir, &["export", "--data", data]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let parsed = serde_json::from_str(&text).unwrap();
+    (text, parsed)
+}
+
+/// Runs `cartflow import --data <data> --file <file>`.
+fn import(dir: &Path, data: &str, file: &Path) -> Output {
+    run(
+        dir,
+        &["import", "--data", data, "--file", file.to_str().unwrap()],
+    )
+}
+
+/// A fresh database of each kind, by `--data` value: a `sqlite:` file (not there yet), a data
+/// directory, and a PostgreSQL database when the harness has one.
+fn empty_databases(tmp: &Path) -> (Vec<String>, Option<support::TestDb>) {
+    let dir = tmp.join("datadir");
+    fs::create_dir(&dir).unwrap();
+    let mut targets = vec![
+        format!("sqlite:{}", tmp.join("new.db").display()),
+        dir.display().to_string(),
+    ];
+    let db = support::postgres();
+    if let Some(db) = &db {
+        targets.push(db.cli_url());
+    }
+    (targets, db)
+}
+
+#[test]
+fn import_then_export_gives_back_the_data_set_on_sqlite_and_postgresql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("prepared.json");
+    fs::write(&file, serde_json::to_string_pretty(&prepared()).unwrap()).unwrap();
+    let (targets, _db) = empty_databases(tmp.path());
+    for data in &targets {
+        let imported = import(tmp.path(), data, &file);
+        assert_eq!(
+            imported.status.code(),
+            Some(0),
+            "{data}: {}",
+            stderr_of(&imported)
+        );
+        let (text, exported) = export(tmp.path(), data);
+        assert_eq!(exported, as_seeded(prepared()), "{data}");
+        // --file writes the same text stdout shows.
+        let out = tmp.path().join("out.json");
+        let written = run(
+            tmp.path(),
+            &["export", "--data", data, "--file", out.to_str().unwrap()],
+        );
+        assert_eq!(written.status.code(), Some(0), "{}", stderr_of(&written));
+        assert_eq!(fs::read_to_string(&out).unwrap(), text, "{data}");
+
+        // A second import is refused whole: the database is not empty.
+        let again = import(tmp.path(), data, &file);
+        assert_eq!(again.status.code(), Some(2), "{data}");
+        assert!(stderr_of(&again).contains("is not empty"), "{data}");
+        assert_eq!(export(tmp.path(), data).0, text, "{data}: unchanged");
+    }
+}
+
+#[test]
+fn a_database_that_ran_a_checkout_moves_whole_to_another_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    assert!(run(tmp.path(), &["demo"]).status.success());
+    let demo_db = tmp.path().join("cartflow-demo.db");
+    let demo = format!("sqlite:{}", demo_db.display());
+    let (text, data) = export(tmp.path(), &demo);
+    assert!(!data.orders.is_empty() && !data.history.is_empty());
+    let file = tmp.path().join("demo.json");
+    fs::write(&file, &text).unwrap();
+
+    let source = SqliteStore::open(&demo_db, Durability::Normal).unwrap();
+    let (targets, db) = empty_databases(tmp.path());
+    for target in &targets {
+        let imported = import(tmp.path(), target, &file);
+        assert_eq!(imported.status.code(), Some(0), "{}", stderr_of(&imported));
+        assert_eq!(export(tmp.path(), target).0, text, "{target}");
+    }
+    // The other databases read the same records, cart by cart, as the engine reads them.
+    let mut copies: Vec<Box<dyn cartflow::Store>> = vec![Box::new(
+        SqliteStore::open(tmp.path().join("new.db"), Durability::Normal).unwrap(),
+    )];
+    if let Some(db) = &db {
+        copies.push(Box::new(
+            cartflow::store::PostgresStore::connect(db.url()).unwrap(),
+        ));
+    }
+    let by_id = |mut ids: Vec<SfId>| {
+        ids.sort();
+        ids
+    };
+    for copy in &copies {
+        for cart in &data.carts {
+            let id = &cart.id;
+            assert_eq!(copy.cart(id).unwrap(), source.cart(id).unwrap());
+            assert_eq!(copy.cart_items(id).unwrap(), source.cart_items(id).unwrap());
+            assert_eq!(copy.history(id).unwrap(), source.history(id).unwrap());
+            assert_eq!(
+                by_id(copy.sessions_of(id).unwrap().iter().map(|s| s.id).collect()),
+                by_id(
+                    source
+                        .sessions_of(id)
+                        .unwrap()
+                        .iter()
+                        .map(|s| s.id)
+                        .collect()
+                )
+            );
+            for session in source.sessions_of(id).unwrap() {
+                assert_eq!(copy.session(&session.id).unwrap(), Some(session));
+            }
+            for op in source.operations_of(id).unwrap() {
+                assert_eq!(copy.operation(&op.id).unwrap(), Some(op));
+            }
+            for output in source.validation_outputs(id).unwrap() {
+                assert_eq!(copy.validation_output(&output.id).unwrap(), Some(output));
+            }
+        }
+        for order in &data.orders {
+            assert_eq!(
+                copy.order(&order.id).unwrap(),
+                source.order(&order.id).unwrap()
+            );
+        }
+        for user in &data.users {
+            assert_eq!(copy.user(&user.id).unwrap(), Some(user.clone()));
+        }
+    }
+}
+
+#[test]
+fn a_failed_import_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A malformed file: refused before any database is opened or created.
+    let bad = tmp.path().join("bad.json");
+    fs::write(&bad, "{\"stores\": [").unwrap();
+    let new_db = tmp.path().join("new.db");
+    let output = import(tmp.path(), &format!("sqlite:{}", new_db.display()), &bad);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_of(&output).contains("bad.json"));
+    assert!(!new_db.exists(), "no database was created");
+
+    // A data set the database refuses halfway (PostgreSQL stores no NUL character in text;
+    // the last cart line carries one): the transaction is rolled back, nothing is left.
+    let Some(db) = support::postgres() else {
+        return;
+    };
+    let mut data = prepared();
+    data.items.last_mut().unwrap().sku = Some("TENT\u{0}4P".into());
+    let file = tmp.path().join("nul.json");
+    fs::write(&file, serde_json::to_string(&data).unwrap()).unwrap();
+    let output = import(tmp.path(), &db.cli_url(), &file);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr_of(&output));
+    let (_, left) = export(tmp.path(), &db.cli_url());
+    assert_eq!(left, DataSet::default(), "nothing was committed");
+}
+
+#[test]
+fn a_file_given_to_data_gets_a_hint_at_what_was_meant() {
+    let dir = DataDir::new(&prepared());
+    let buyer = sample::buyer_id();
+    dir.invoke(
+        "checkoutSessionAction",
+        &cart_input(SampleCart::ShortStock.id()),
+        &buyer,
+        false,
+    );
+    let before = dir.data();
+    let as_file = |data: &Path| {
+        let output = run(
+            dir.path(),
+            &[
+                "invoke",
+                "checkCartInventoryAction",
+                "--input",
+                &cart_input(SampleCart::InStock.id()).to_string(),
+                "--as",
+                &buyer.to_string(),
+                "--data",
+                data.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(output.status.code(), Some(2));
+        stderr_of(&output)
+    };
+    let db = dir.db_file();
+    let stderr = as_file(&db);
+    assert!(
+        stderr.contains(&format!("write --data sqlite:{}", db.display())),
+        "{stderr}"
+    );
+    let stderr = as_file(&dir.seed_file());
+    assert!(
+        stderr.contains(&format!("--data {}", dir.path().display())),
+        "{stderr}"
+    );
+    assert!(dir.data() == before, "nothing changed");
+}
+
+#[test]
+fn a_malformed_as_id_and_an_unknown_user_get_different_messages() {
+    let dir = DataDir::new(&prepared());
+    let invoke_as = |actor: &str| {
+        let output = run(
+            dir.path(),
+            &[
+                "invoke",
+                "checkoutSessionAction",
+                "--input",
+                &cart_input(SampleCart::ShortStock.id()).to_string(),
+                "--as",
+                actor,
+                "--data",
+                ".",
+            ],
+        );
+        assert_eq!(output.status.code(), Some(2), "--as {actor}");
+        assert!(output.stdout.is_empty());
+        stderr_of(&output)
+    };
+    let malformed = invoke_as("nonsense");
+    assert!(
+        malformed.contains("--as \"nonsense\" is not a User Id"),
+        "{malformed}"
+    );
+    let a_cart = invoke_as(&SampleCart::InStock.id().to_string());
+    assert!(a_cart.contains("is not a User Id"), "{a_cart}");
+    assert!(!dir.db_file().exists(), "a malformed Id opens nothing");
+    let unknown_id = SfId::from_number(KeyPrefix::User, 424_242);
+    let unknown = invoke_as(&unknown_id.to_string());
+    assert!(
+        unknown.contains(&format!("holds no user {unknown_id}")),
+        "{unknown}"
+    );
+    assert_ne!(malformed, unknown);
+    // Nothing ran: the database holds the seed as it was.
+    assert_eq!(dir.data(), as_seeded(prepared()));
+}
+
+#[test]
+fn a_postgresql_connection_error_keeps_its_cause() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing_socket = format!(
+        "postgresql:///cartflow?host={}",
+        tmp.path().join("no-such-dir").display()
+    );
+    for (url, cause) in [
+        (
+            "postgres://cartflow:secret@127.0.0.1:1/cartflow".to_owned(),
+            "Connection refused",
+        ),
+        (missing_socket, "No such file or directory"),
+    ] {
+        let output = run(tmp.path(), &["worker", "--data", &url, "--exit-when-idle"]);
+        assert_eq!(output.status.code(), Some(2), "{url}");
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains("error connecting to server"), "{stderr}");
+        assert!(stderr.contains(cause), "{url}: {stderr}");
+        assert!(!stderr.contains("secret"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_misspelled_action_gets_the_nearest_name_and_touches_no_database() {
+    let dir = DataDir::new(&prepared());
+    for (typed, meant) in [
+        ("checkCartInventroyAction", "checkCartInventoryAction"),
+        ("pricecart", "priceCart"),
+        ("checkoutSession", "checkoutSessionAction"),
+    ] {
+        let result = dir.invoke(
+            typed,
+            &cart_input(SampleCart::InStock.id()),
+            &sample::buyer_id(),
+            true,
+        );
+        assert_eq!(result.code, 2, "{typed}");
+        assert_eq!(result.stdout, Value::Null);
+        assert!(
+            result.stderr.contains(&format!("did you mean {meant}?")),
+            "{typed}: {}",
+            result.stderr
+        );
+        assert_eq!(names(dir.path()), ["cartflow.json"], "{typed}: no database");
+    }
+    // A name far from every action gets the list, and no guess.
+    let result = dir.invoke(
+        "zzz",
+        &cart_input(SampleCart::InStock.id()),
+        &sample::buyer_id(),
+        false,
+    );
+    assert_eq!(result.code, 2);
+    assert!(!result.stderr.contains("did you mean"), "{}", result.stderr);
+    assert!(
+        result.stderr.contains("cancelCartAsyncOperation"),
+        "{}",
+        result.stderr
+    );
+}
+
+/// The stores a command's stderr names as having no payment provider.
+fn unpaid_stores(stderr: &str) -> Vec<String> {
+    let mut named: Vec<String> = stderr
+        .lines()
+        .filter(|line| line.contains("has no payment provider mapped"))
+        .filter_map(|line| line.split("WebStore ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    named.sort();
+    named
+}
+
+#[test]
+fn each_store_without_a_payment_provider_is_named_at_start() {
+    let data = example_data();
+    let dir = DataDir::new(&data);
+    let both = ["0ZE0000000000G9GAI", "0ZE0000000000GAGAY"];
+    let example = example_file("integrations.json");
+    // A file that gives the second store the first one's gateway too.
+    let mut config: cartflow::integrations::ProviderConfig =
+        serde_json::from_slice(&fs::read(&example).unwrap()).unwrap();
+    let gateway = config.values().next().unwrap().payment.clone();
+    config.entry(both[1].parse().unwrap()).or_default().payment = gateway;
+    let everywhere = dir.path().join("paid.json");
+    fs::write(&everywhere, serde_json::to_string(&config).unwrap()).unwrap();
+
+    let cases: [(Option<&Path>, &[&str]); 3] = [
+        (None, &both),
+        (Some(&example), &both[1..]),
+        (Some(&everywhere), &[]),
+    ];
+    let input = cart_input(SampleCart::Reorder.id()).to_string();
+    let buyer = sample::buyer_id().to_string();
+    for (file, expected) in cases {
+        let mut invoke = vec![
+            "invoke",
+            "checkoutSessionAction",
+            "--input",
+            &input,
+            "--as",
+            &buyer,
+            "--data",
+            ".",
+        ];
+        let mut worker = vec!["worker", "--data", ".", "--exit-when-idle"];
+        if let Some(file) = file {
+            for args in [&mut invoke, &mut worker] {
+                args.extend(["--integrations", file.to_str().unwrap()]);
+            }
+        }
+        for args in [invoke, worker] {
+            let output = run(dir.path(), &args);
+            let stderr = stderr_of(&output);
+            assert!(output.status.code() != Some(2), "{args:?}: {stderr}");
+            assert_eq!(unpaid_stores(&stderr), expected, "{args:?}: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn integrations_configure_providers_on_postgresql_and_a_bad_file_touches_nothing() {
+    let data = example_data();
+    let session = data
+        .sessions
+        .iter()
+        .find(|s| s.web_cart_id == SampleCart::InStock.id())
+        .unwrap()
+        .id
+        .to_string();
+    let example = example_file("integrations.json");
+    let example = example.to_str().unwrap();
+    let buyer = sample::buyer_id().to_string();
+    let cart = cart_input(SampleCart::InStock.id()).to_string();
+
+    // A bad file is refused before the store is opened: a seeded directory gets no database,
+    // and the flag wins over the directory's own integrations.json.
+    let dir = DataDir::new(&data);
+    let bad = dir.path().join("bad.json");
+    fs::write(
+        &bad,
+        r#"{"0ZE0000000000G9GAI": {"Tax": {"Rates": [{"CountryCode": "US", "Rate": "7"}]}}}"#,
+    )
+    .unwrap();
+    let output = run(
+        dir.path(),
+        &[
+            "invoke",
+            "priceCart",
+            "--input",
+            &cart,
+            "--as",
+            &buyer,
+            "--data",
+            ".",
+            "--integrations",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_of(&output).contains("bad.json"));
+    assert_eq!(
+        names(dir.path()),
+        ["bad.json", "cartflow.json"],
+        "no database"
+    );
+    fs::copy(&bad, dir.path().join("integrations.json")).unwrap();
+    let lock = json!({"checkoutSessionId": session, "expCurrentState": "Inventory", "nextState": "Confirm Price"}).to_string();
+    let output = run(
+        dir.path(),
+        &[
+            "invoke",
+            "updateCheckoutSessionStateAction",
+            "--input",
+            &lock,
+            "--as",
+            &buyer,
+            "--data",
+            ".",
+            "--integrations",
+            example,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+
+    let Some(db) = support::postgres() else {
+        return;
+    };
+    let url = db.cli_url();
+    let imported = import(dir.path(), &url, &example_file("cartflow.json"));
+    assert_eq!(imported.status.code(), Some(0), "{}", stderr_of(&imported));
+    for (from, to, action) in [
+        ("Inventory", "Confirm Price", "checkCartInventoryAction"),
+        ("Confirm Price", "Calculate Promotions", "priceCart"),
+    ] {
+        let lock = json!({"checkoutSessionId": session, "expCurrentState": from, "nextState": to})
+            .to_string();
+        for (action, input, wait) in [
+            ("updateCheckoutSessionStateAction", &lock, false),
+            (action, &cart, true),
+        ] {
+            let mut args = vec![
+                "invoke",
+                action,
+                "--input",
+                input,
+                "--as",
+                &buyer,
+                "--data",
+                &url,
+                "--integrations",
+                example,
+            ];
+            if wait {
+                args.push("--wait");
+            }
+            let output = run(dir.path(), &args);
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{action}: {}",
+                stderr_of(&output)
+            );
+        }
+    }
+    let store = cartflow::store::PostgresStore::connect(db.url()).unwrap();
+    let priced = cartflow::Store::cart(&store, &SampleCart::InStock.id())
+        .unwrap()
+        .unwrap();
+    // 2 + 1 tents at the negotiated 229.50, 5 ropes at 89.90: the example price book.
+    assert_eq!(
+        priced
+            .total_product_amount
+            .map(|d| d.to_string())
+            .as_deref(),
+        Some("1138.00")
+    );
+}
+
+#[test]
+fn the_demo_takes_an_integrations_file_and_refuses_a_bad_one_before_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.json");
+    fs::write(&bad, "{\"0ZE0000000000G9GAI\": {\"Price\": 3}}").unwrap();
+    let output = run(
+        tmp.path(),
+        &["demo", "--integrations", bad.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_of(&output).contains("bad.json"));
+    assert_eq!(names(tmp.path()), ["bad.json"], "no demo database");
+
+    let example = example_file("integrations.json");
+    let output = run(
+        tmp.path(),
+        &["demo", "--integrations", example.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    // Without a payment gateway the story breaks at the payment step, as it must.
+    let unpaid = tmp.path().join("unpaid.json");
+    let mut config: cartflow::integrations::ProviderConfig =
+        serde_json::from_slice(&fs::read(&example).unwrap()).unwrap();
+    for providers in config.values_mut() {
+        providers.payment = None;
+    }
+    fs::write(&unpaid, serde_json::to_string(&config).unwrap()).unwrap();
+    let output = run(
+        tmp.path(),
+        &["demo", "--integrations", unpaid.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1), "{}", stderr_of(&output));
 }

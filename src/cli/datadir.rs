@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use cartflow::Store;
 use cartflow::error::StoreError;
+use cartflow::integrations::{Integrations, Provider, ProviderConfig};
+use cartflow::model::{ProviderKind, WebStore};
 use cartflow::store::{DataSet, DataSetError, Durability, PostgresStore, SqliteStore, StockLevel};
 
 /// The seed file inside a data directory.
@@ -27,6 +29,10 @@ pub enum DataError {
     /// The directory does not exist or is not a directory.
     #[error("data directory {0} does not exist or is not a directory")]
     NoDirectory(PathBuf),
+    /// `--data` names a file where a data directory or a `sqlite:` location belongs; the
+    /// second field says what was probably meant.
+    #[error("{0} is a file, not a data directory: {1}")]
+    NotADirectory(PathBuf, String),
     /// The directory holds neither a database nor a seed.
     #[error(
         "data directory {0} holds neither {DATABASE_FILE} nor {DATA_FILE}: put a {DATA_FILE} \
@@ -34,7 +40,10 @@ pub enum DataError {
     )]
     NoData(PathBuf),
     /// A `sqlite:` location names no file.
-    #[error("no SQLite database at {0}; to create one, pass a data directory holding {DATA_FILE}")]
+    #[error(
+        "no SQLite database at {0}; to create one, pass a data directory holding {DATA_FILE}, \
+         or seed it with `cartflow import --data sqlite:{0} --file <dataset.json>`"
+    )]
     NoDatabase(PathBuf),
     /// The seed could not be read.
     #[error("cannot read {0}: {1}")]
@@ -45,7 +54,7 @@ pub enum DataError {
     /// The seed's records contradict each other.
     #[error("{0} is not a consistent data set: {1}")]
     Inconsistent(PathBuf, String),
-    /// The seed holds no store, so the database would count as empty and be seeded again.
+    /// The data set holds no store, so the database would count as empty and be seeded again.
     #[error("{0} holds no WebStore (its \"stores\" list is empty): there is nothing to check out")]
     NoStore(PathBuf),
     /// The database could not be opened, seeded or read.
@@ -61,8 +70,8 @@ pub struct Opened {
     pub stock: Vec<StockLevel>,
     /// Where the data is, for messages.
     pub location: String,
-    /// The built-in providers of `integrations.json` beside the database, if any.
-    pub providers: Option<PathBuf>,
+    /// The store's WebStores, for the start-up check of their payment providers.
+    pub web_stores: Vec<WebStore>,
 }
 
 /// The file beside the database that configures the built-in providers per store.
@@ -79,46 +88,133 @@ pub enum IntegrationsError {
     Malformed(PathBuf, String),
 }
 
-impl Opened {
-    /// The engine's integrations: the stock tables, and the built-in providers of `file` (or
-    /// of the data directory's `integrations.json`).
-    pub fn integrations(
-        &self,
-        file: Option<&Path>,
-    ) -> Result<cartflow::integrations::Integrations, IntegrationsError> {
-        let mut integrations = cartflow::integrations::Integrations::with_stock_tables(&self.stock);
-        let Some(path) = file.or(self.providers.as_deref()) else {
-            return Ok(integrations);
-        };
+/// The built-in providers of an integrations file, read and checked.
+pub struct ProviderFile {
+    path: PathBuf,
+    config: ProviderConfig,
+}
+
+impl ProviderFile {
+    /// Reads `path` and checks that every configuration in it can work (a negative price, a
+    /// tax rate above 1, ... refuse the whole file).
+    pub fn read(path: &Path) -> Result<ProviderFile, IntegrationsError> {
+        let malformed = |e: String| IntegrationsError::Malformed(path.to_path_buf(), e);
         let text =
             fs::read_to_string(path).map_err(|e| IntegrationsError::Read(path.to_path_buf(), e))?;
-        let config: cartflow::integrations::ProviderConfig = serde_json::from_str(&text)
-            .map_err(|e| IntegrationsError::Malformed(path.to_path_buf(), e.to_string()))?;
-        integrations
+        let config: ProviderConfig =
+            serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
+        Integrations::new()
             .configure(&config)
-            .map_err(|e| IntegrationsError::Malformed(path.to_path_buf(), e.to_string()))?;
+            .map_err(|e| malformed(e.to_string()))?;
+        Ok(ProviderFile {
+            path: path.to_path_buf(),
+            config,
+        })
+    }
+
+    /// Maps each store of the file to its providers in `integrations`.
+    pub fn apply(&self, integrations: &mut Integrations) -> Result<(), IntegrationsError> {
+        integrations
+            .configure(&self.config)
+            .map_err(|e| IntegrationsError::Malformed(self.path.clone(), e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// The integrations file a command uses, read and checked before any store is opened:
+/// `--integrations` (`flag`) when given; else the `integrations.json` beside a SQLite database
+/// (in a data directory, or in the folder of a `sqlite:` file) when there is one; else none.
+pub fn provider_file(
+    spec: &str,
+    flag: Option<&Path>,
+) -> Result<Option<ProviderFile>, IntegrationsError> {
+    if let Some(path) = flag {
+        return ProviderFile::read(path).map(Some);
+    }
+    let folder = if is_postgres(spec) {
+        None
+    } else {
+        match spec.strip_prefix("sqlite:") {
+            Some(path) => sqlite_path(path).parent().map(Path::to_path_buf),
+            None => Some(PathBuf::from(spec)),
+        }
+    };
+    match folder.map(|dir| dir.join(INTEGRATIONS_FILE)) {
+        Some(file) if file.is_file() => ProviderFile::read(&file).map(Some),
+        _ => Ok(None),
+    }
+}
+
+impl Opened {
+    /// The engine's integrations: the stock tables, and the built-in providers of `file`.
+    pub fn integrations(
+        &self,
+        file: Option<&ProviderFile>,
+    ) -> Result<Integrations, IntegrationsError> {
+        let mut integrations = Integrations::with_stock_tables(&self.stock);
+        if let Some(file) = file {
+            file.apply(&mut integrations)?;
+        }
         Ok(integrations)
     }
+
+    /// Warns on stderr about each WebStore whose payment step has no provider: no order can
+    /// be placed there. `command` names the command in the message.
+    pub fn warn_unpaid(&self, command: &str, integrations: &Integrations) {
+        for store in unpaid(&self.web_stores, integrations) {
+            errln!(
+                "cartflow {command}: WebStore {} ({}) has no payment provider mapped: orders \
+                 cannot be placed there (give --integrations FILE with a \"Payment\" gateway \
+                 for it; docs/data-format.md)",
+                store.id,
+                store.name
+            );
+        }
+    }
+}
+
+/// The stores among `stores` without a payment provider.
+fn unpaid<'a>(stores: &'a [WebStore], integrations: &Integrations) -> Vec<&'a WebStore> {
+    stores
+        .iter()
+        .filter(|store| {
+            matches!(
+                integrations.provider(store.id, ProviderKind::Payment),
+                Provider::Internal
+            )
+        })
+        .collect()
+}
+
+/// Whether `spec` is a PostgreSQL URL.
+pub fn is_postgres(spec: &str) -> bool {
+    spec.starts_with("postgres://") || spec.starts_with("postgresql://")
+}
+
+/// The file a `sqlite:` location names: `sqlite:///abs/path` and `sqlite://rel/path` are
+/// spelled as URLs usually are.
+pub fn sqlite_path(rest: &str) -> &Path {
+    Path::new(rest.strip_prefix("//").unwrap_or(rest))
 }
 
 /// Opens the store that `spec` (the `--data` value) names; see the module documentation.
 pub fn open_store(spec: &str) -> Result<Opened, DataError> {
-    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+    if is_postgres(spec) {
         let location = redact_password(spec);
         let database = |e| DataError::Database(location.clone(), e);
         let store = PostgresStore::connect(spec).map_err(database)?;
         let stock = store.stock().map_err(database)?;
+        let web_stores = store.web_stores().map_err(database)?;
         return Ok(Opened {
             store: Arc::new(store),
             stock,
             location,
-            providers: None,
+            web_stores,
         });
     }
     let store = match spec.strip_prefix("sqlite:") {
         Some(path) => {
-            // `sqlite:///abs/path` and `sqlite://rel/path` are spelled as URLs usually are.
-            let path = Path::new(path.strip_prefix("//").unwrap_or(path));
+            let path = sqlite_path(path);
             if !path.is_file() {
                 return Err(DataError::NoDatabase(path.to_path_buf()));
             }
@@ -127,24 +223,19 @@ pub fn open_store(spec: &str) -> Result<Opened, DataError> {
         None => open_directory(Path::new(spec))?,
     };
     let location = store.path().display().to_string();
-    let stock = store
-        .stock()
-        .map_err(|e| DataError::Database(location.clone(), e))?;
-    let providers = store
-        .path()
-        .parent()
-        .map(|dir| dir.join(INTEGRATIONS_FILE))
-        .filter(|file| file.is_file());
+    let database = |e| DataError::Database(location.clone(), e);
+    let stock = store.stock().map_err(database)?;
+    let web_stores = store.web_stores().map_err(database)?;
     Ok(Opened {
         store: Arc::new(store),
         stock,
         location,
-        providers,
+        web_stores,
     })
 }
 
 /// A database URL fit for messages: `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.
-fn redact_password(url: &str) -> String {
+pub fn redact_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -157,7 +248,8 @@ fn redact_password(url: &str) -> String {
     }
 }
 
-fn open_sqlite(path: &Path) -> Result<SqliteStore, DataError> {
+/// Opens (creating if needed) the SQLite database at `path`.
+pub fn open_sqlite(path: &Path) -> Result<SqliteStore, DataError> {
     SqliteStore::open(path, Durability::Normal)
         .map_err(|e| DataError::Database(path.display().to_string(), e))
 }
@@ -166,9 +258,7 @@ fn open_sqlite(path: &Path) -> Result<SqliteStore, DataError> {
 /// empty. The seed is read and checked before the database is touched, so a bad seed
 /// creates nothing.
 fn open_directory(dir: &Path) -> Result<SqliteStore, DataError> {
-    if !dir.is_dir() {
-        return Err(DataError::NoDirectory(dir.to_path_buf()));
-    }
+    check_directory(dir)?;
     let db = dir.join(DATABASE_FILE);
     let seed_file = dir.join(DATA_FILE);
     let existed = db.exists();
@@ -208,9 +298,47 @@ fn open_directory(dir: &Path) -> Result<SqliteStore, DataError> {
     }
 }
 
+/// Checks that `dir` is a directory; a file gets a hint at what was probably meant.
+pub fn check_directory(dir: &Path) -> Result<(), DataError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if !dir.is_file() {
+        return Err(DataError::NoDirectory(dir.to_path_buf()));
+    }
+    let folder = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let hint = if dir.file_name().is_some_and(|name| name == DATA_FILE) {
+        format!(
+            "pass the directory that holds it: --data {}",
+            folder.display()
+        )
+    } else if dir.extension().is_some_and(|e| e == "json") {
+        format!(
+            "a data directory is seeded from the {DATA_FILE} in it; to load this data set into \
+             a database, run `cartflow import --data <DIR|sqlite:PATH|URL> --file {}`",
+            dir.display()
+        )
+    } else {
+        format!(
+            "to open it as a SQLite database, write --data sqlite:{}",
+            dir.display()
+        )
+    };
+    Err(DataError::NotADirectory(dir.to_path_buf(), hint))
+}
+
 /// Reads and checks the seed of `dir`.
 pub fn load(dir: &Path) -> Result<DataSet, DataError> {
-    let path = dir.join(DATA_FILE);
+    load_file(&dir.join(DATA_FILE))
+}
+
+/// Reads and checks a data set file: valid JSON of the data-set shape, consistent records,
+/// no SKU stocked twice by one store, and at least one store.
+pub fn load_file(path: &Path) -> Result<DataSet, DataError> {
+    let path = path.to_path_buf();
     let text = fs::read_to_string(&path).map_err(|e| DataError::Read(path.clone(), e))?;
     let data: DataSet =
         serde_json::from_str(&text).map_err(|e| DataError::Malformed(path.clone(), e))?;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use cartflow::clock::ManualClock;
 use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
 use cartflow::ids::SequentialIds;
+use cartflow::integrations::Integrations;
 use cartflow::machine::Command;
 use cartflow::model::{CartCheckoutSession, CartStatus, OrderStatus, SfId};
 use cartflow::sample::{self, SampleCart};
@@ -16,7 +17,7 @@ use cartflow::store::{Durability, SqliteStore};
 use cartflow::{ActionResult, Engine, Store};
 use serde_json::{Value, json};
 
-use crate::cli::datadir::remove_database;
+use crate::cli::datadir::{ProviderFile, remove_database};
 use crate::cli::element_json;
 
 macro_rules! say {
@@ -28,8 +29,9 @@ macro_rules! say {
 pub const DEMO_DATABASE: &str = "cartflow-demo.db";
 
 /// Runs the demo in `dir` and prints it; exit status 0 when the story held, 1 when it
-/// broke, 2 when the database cannot be written.
-pub fn run(dir: &Path) -> ExitCode {
+/// broke, 2 when the database cannot be written or `integrations` (a file that replaces the
+/// sample providers) cannot be used.
+pub fn run(dir: &Path, integrations: Option<&Path>) -> ExitCode {
     if !dir.is_dir() {
         errln!(
             "cartflow demo: {} does not exist or is not a directory",
@@ -37,13 +39,21 @@ pub fn run(dir: &Path) -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // Read and checked before the previous run's database is removed: a bad file touches nothing.
+    let providers = match integrations.map(ProviderFile::read).transpose() {
+        Ok(providers) => providers,
+        Err(e) => {
+            errln!("cartflow demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let path = dir
         .canonicalize()
         .unwrap_or_else(|_| dir.to_path_buf())
         .join(DEMO_DATABASE);
     // Each run starts from the sample world, so a rerun tells the same story.
     remove_database(&path);
-    let demo = match Demo::new(&path) {
+    let demo = match Demo::new(&path, providers.as_ref()) {
         Ok(demo) => demo,
         Err(message) => {
             errln!("cartflow demo: {message}");
@@ -84,12 +94,20 @@ struct Demo {
 }
 
 impl Demo {
-    /// A new database at `path` holding the sample world; stock checks read its stock table.
-    fn new(path: &Path) -> Result<Demo, String> {
+    /// A new database at `path` holding the sample world; stock checks read its stock table,
+    /// the other checks use the sample providers or, when given, those of `providers`.
+    fn new(path: &Path, providers: Option<&ProviderFile>) -> Result<Demo, String> {
         let cannot = |e: cartflow::StoreError| format!("cannot write {}: {e}", path.display());
         let store = Arc::new(SqliteStore::open(path, Durability::Normal).map_err(cannot)?);
         store.import(&sample::dataset()).map_err(cannot)?;
-        let integrations = sample::integrations(&sample::dataset());
+        let integrations = match providers {
+            None => sample::integrations(&sample::dataset()),
+            Some(file) => {
+                let mut integrations = Integrations::with_stock_tables(&sample::dataset().stock);
+                file.apply(&mut integrations).map_err(|e| e.to_string())?;
+                integrations
+            }
+        };
         // A clock of the demo's own, so every run prints the same story and the expiry
         // chapter can let two days pass in an instant.
         let clock = Arc::new(ManualClock::new(

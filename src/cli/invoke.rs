@@ -1,12 +1,14 @@
 //! `cartflow invoke`: one action call (or a bulk of them) against a data directory or
 //! database. Each accepted call commits to the database as it is made.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use cartflow::engine::OperationReport;
 use cartflow::ids::RandomIds;
-use cartflow::machine::StepOutcome;
+use cartflow::machine::{Action, PAYMENT_OPERATION, StepOutcome};
+use cartflow::model::{KeyPrefix, SfId};
 use cartflow::{Engine, Store};
 use serde_json::Value;
 
@@ -26,6 +28,8 @@ pub struct Request {
     pub data: String,
     /// Run background operations until idle afterwards.
     pub wait: bool,
+    /// The integrations file (`--integrations`); see [`datadir::provider_file`].
+    pub integrations: Option<PathBuf>,
 }
 
 /// Exit status when every element succeeded.
@@ -64,13 +68,73 @@ fn parse_inputs(text: &str) -> Result<Inputs, String> {
     }
 }
 
+/// Every name `cartflow invoke` takes: the ten core actions, the spelling one help page
+/// uses for the state update, and the payment step.
+fn action_names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = Action::ALL.iter().map(|a| a.api_name()).collect();
+    names.push(PAYMENT_OPERATION);
+    names
+}
+
+/// Refuses a name that is no action, naming the nearest one.
+fn check_action(name: &str) -> Result<(), String> {
+    if Action::from_api_name(name).is_some() || name == PAYMENT_OPERATION {
+        return Ok(());
+    }
+    let names = action_names();
+    let folded = name.to_lowercase();
+    let nearest = names
+        .iter()
+        .map(|candidate| {
+            (
+                strsim::levenshtein(&folded, &candidate.to_lowercase()),
+                candidate,
+            )
+        })
+        .min()
+        .filter(|(distance, _)| *distance <= name.len().max(4) / 2);
+    let guess = nearest.map_or(String::new(), |(_, candidate)| {
+        format!("; did you mean {candidate}?")
+    });
+    Err(format!(
+        "no action named {name:?}{guess} (the actions: {})",
+        names.join(", ")
+    ))
+}
+
+/// The acting user's Id, refused when it is no User Id at all.
+fn parse_actor(raw: &str) -> Result<SfId, String> {
+    SfId::parse_kind(raw, KeyPrefix::User)
+        .map_err(|e| format!("--as {raw:?} is not a User Id: {e}"))
+}
+
 fn invoke(request: &Request) -> Result<u8, String> {
-    // The input is checked before the data is opened: a usage error touches nothing.
+    // Everything the command line alone decides is checked before the data is opened: a
+    // usage error touches nothing.
     let inputs = parse_inputs(&request.input)?;
+    check_action(&request.action)?;
+    let actor = parse_actor(&request.actor)?;
+    let providers = datadir::provider_file(&request.data, request.integrations.as_deref())
+        .map_err(|e| e.to_string())?;
     let opened = datadir::open_store(&request.data).map_err(|e| e.to_string())?;
+    if opened
+        .store
+        .user(&actor)
+        .map_err(|e| e.to_string())?
+        .is_none()
+    {
+        return Err(format!(
+            "{} holds no user {actor} (--as): give the Id of one of its User records",
+            opened.location
+        ));
+    }
+    let integrations = opened
+        .integrations(providers.as_ref())
+        .map_err(|e| e.to_string())?;
+    opened.warn_unpaid("invoke", &integrations);
     let engine = Engine::new(Arc::clone(&opened.store))
         .with_ids(Arc::new(RandomIds))
-        .with_integrations(opened.integrations(None).map_err(|e| e.to_string())?);
+        .with_integrations(integrations);
 
     let (results, bulk) = match inputs {
         Inputs::One(input) => (

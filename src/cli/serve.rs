@@ -27,6 +27,8 @@ pub struct Request {
     pub tokens: Option<PathBuf>,
     /// Worker threads in this process (0: none).
     pub workers: usize,
+    /// The integrations file (`--integrations`); see [`datadir::provider_file`].
+    pub integrations: Option<PathBuf>,
 }
 
 /// Exit status for a usage or data error.
@@ -50,8 +52,13 @@ fn serve(request: &Request) -> Result<(), String> {
         .any(|scheme| request.data.starts_with(scheme));
     let is_directory = !is_url && directory.is_dir();
     let tokens = tokens(request, is_directory.then_some(directory))?;
+    let providers = datadir::provider_file(&request.data, request.integrations.as_deref())
+        .map_err(|e| e.to_string())?;
     let opened = open(&request.data, is_directory)?;
-    let integrations = opened.integrations(None).map_err(|e| e.to_string())?;
+    let integrations = opened
+        .integrations(providers.as_ref())
+        .map_err(|e| e.to_string())?;
+    opened.warn_unpaid("serve", &integrations);
     let location = opened.location;
     let engine = Engine::new(opened.store)
         .with_ids(Arc::new(RandomIds))
@@ -180,7 +187,7 @@ fn open(data: &str, is_directory: bool) -> Result<datadir::Opened, String> {
             store: Arc::new(MemoryStore::new()),
             stock: Vec::new(),
             location: "an empty in-memory store".into(),
-            providers: None,
+            web_stores: Vec::new(),
         });
     }
     datadir::open_store(data).map_err(|e| e.to_string())

@@ -4,6 +4,7 @@
 //! and fenced by attempt, and each worker sweeps the expired claims of workers that died.
 
 use std::io::{IsTerminal as _, Write as _};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -34,6 +35,8 @@ pub struct Request {
     pub exit_when_idle: bool,
     /// Show a running count on stderr.
     pub progress: bool,
+    /// The integrations file (`--integrations`); see [`datadir::provider_file`].
+    pub integrations: Option<PathBuf>,
 }
 
 /// What the worker threads of this process have done, for the progress display.
@@ -121,10 +124,16 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
             request.heartbeat_ms, request.lease_ms
         ));
     }
+    let providers = datadir::provider_file(&request.data, request.integrations.as_deref())
+        .map_err(|e| e.to_string())?;
     let opened = datadir::open_store(&request.data).map_err(|e| e.to_string())?;
+    let integrations = opened
+        .integrations(providers.as_ref())
+        .map_err(|e| e.to_string())?;
+    opened.warn_unpaid("worker", &integrations);
     let engine = Engine::new(Arc::clone(&opened.store))
         .with_ids(Arc::new(RandomIds))
-        .with_integrations(opened.integrations(None).map_err(|e| e.to_string())?)
+        .with_integrations(integrations)
         .with_config(EngineConfig {
             lease_ms: request.lease_ms,
             heartbeat_ms: request.heartbeat_ms,

@@ -19,7 +19,7 @@ use crate::error::StoreError;
 use crate::machine::Snapshot;
 use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, Order,
-    SfId, User, WebCart,
+    SfId, User, WebCart, WebStore,
 };
 use crate::store::{ClaimFn, Commit, DataSet, HistoryEntry, LoadKey, StockLevel, Store};
 
@@ -109,10 +109,26 @@ fn describe(db: &DbError) -> String {
     }
 }
 
+/// The error's text with its causes ("error connecting to server: Connection refused (os
+/// error 111)"): the client's own text names only the kind of failure.
+fn with_causes(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return describe(db);
+    }
+    let mut message = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(inner) = cause {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    message
+}
+
 /// Maps a PostgreSQL error: a broken unique index is an invariant the commit would break; a
 /// serialization failure or a deadlock means a concurrent commit won.
 fn pg_error(e: postgres::Error) -> StoreError {
-    let message = e.as_db_error().map_or_else(|| e.to_string(), describe);
+    let message = with_causes(&e);
     match e.code() {
         Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Invariant(message),
         Some(code)
@@ -163,8 +179,12 @@ impl PostgresStore {
     /// libpq takes them) and brings its schema up to date. Concurrent processes migrate one
     /// at a time under an advisory lock; a database written by a newer schema is refused.
     pub fn connect(url: &str) -> Result<PostgresStore, StoreError> {
-        let mut config = Config::from_str(url)
-            .map_err(|e| StoreError::Io(format!("invalid PostgreSQL connection string: {e}")))?;
+        let mut config = Config::from_str(url).map_err(|e| {
+            StoreError::Io(format!(
+                "invalid PostgreSQL connection string: {}",
+                with_causes(&e)
+            ))
+        })?;
         if config.get_application_name().is_none() {
             config.application_name("cartflow");
         }
@@ -182,10 +202,9 @@ impl PostgresStore {
     }
 
     fn open(&self) -> Result<Conn, StoreError> {
-        let client = self
-            .config
-            .connect(NoTls)
-            .map_err(|e| StoreError::Io(format!("cannot connect to PostgreSQL: {e}")))?;
+        let client = self.config.connect(NoTls).map_err(|e| {
+            StoreError::Io(format!("cannot connect to PostgreSQL: {}", with_causes(&e)))
+        })?;
         Ok(Conn {
             client,
             statements: HashMap::new(),
@@ -313,6 +332,76 @@ impl PostgresStore {
         })
     }
 
+    /// Every record read back as a [`DataSet`], in one consistent view (a REPEATABLE READ,
+    /// read-only transaction), ordered as [`SqliteStore::export`](crate::store::SqliteStore::export)
+    /// orders them: records by ID, stock by store and SKU, history by time and cart with each
+    /// cart's entries in commit order. Sorting happens here, not in SQL, so the database's
+    /// collation cannot reorder IDs.
+    pub fn export(&self) -> Result<DataSet, StoreError> {
+        fn all<C: GenericClient, T: DeserializeOwned>(
+            db: &mut Db<'_, C>,
+            sql: &'static str,
+            id: impl Fn(&T) -> SfId,
+        ) -> Result<Vec<T>, StoreError> {
+            let rows = db.query(sql, &[]).map_err(pg_error)?;
+            let mut records = rows.iter().map(record).collect::<Result<Vec<T>, _>>()?;
+            records.sort_by_key(|r| id(r));
+            Ok(records)
+        }
+        let mut data = self.in_tx(IsolationLevel::RepeatableRead, true, |db| {
+            Ok(DataSet {
+                stores: all(db, "SELECT body FROM stores", |r: &WebStore| r.id)?,
+                accounts: all(
+                    db,
+                    "SELECT body FROM accounts",
+                    |r: &crate::model::Account| r.id,
+                )?,
+                users: all(db, "SELECT body FROM users", |r: &User| r.id)?,
+                carts: all(db, "SELECT body FROM carts", |r: &WebCart| r.id)?,
+                items: all(db, "SELECT body FROM cart_items", |r: &CartItem| r.id)?,
+                stock: stock_levels(db)?,
+                sessions: all(
+                    db,
+                    "SELECT body FROM sessions",
+                    |r: &CartCheckoutSession| r.id,
+                )?,
+                operations: all(
+                    db,
+                    "SELECT body FROM operations",
+                    |r: &BackgroundOperation| r.id,
+                )?,
+                validation_outputs: all(
+                    db,
+                    "SELECT body FROM validation_outputs",
+                    |r: &CartValidationOutput| r.id,
+                )?,
+                orders: all(db, "SELECT body FROM orders", |r: &Order| r.id)?,
+                history: db
+                    .query("SELECT body FROM history ORDER BY seq", &[])
+                    .map_err(pg_error)?
+                    .iter()
+                    .map(record)
+                    .collect::<Result<_, _>>()?,
+            })
+        })?;
+        // A stable sort: entries of one cart at one instant keep their commit order.
+        data.history.sort_by_key(|h| (h.at, h.cart_id));
+        Ok(data)
+    }
+
+    /// Every WebStore, by ID.
+    pub fn web_stores(&self) -> Result<Vec<WebStore>, StoreError> {
+        self.read(|db| {
+            let rows = db.query("SELECT body FROM stores", &[]).map_err(pg_error)?;
+            let mut stores = rows
+                .iter()
+                .map(record)
+                .collect::<Result<Vec<WebStore>, _>>()?;
+            stores.sort_by_key(|s| s.id);
+            Ok(stores)
+        })
+    }
+
     /// Whether the database holds no store yet.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         self.read(|db| {
@@ -325,26 +414,29 @@ impl PostgresStore {
 
     /// Every stock level, for the built-in stock-table provider.
     pub fn stock(&self) -> Result<Vec<StockLevel>, StoreError> {
-        self.read(|db| {
-            let rows = db
-                .query(
-                    "SELECT store_id, sku, quantity::text FROM stock ORDER BY store_id, sku",
-                    &[],
-                )
-                .map_err(pg_error)?;
-            rows.iter()
-                .map(|row| {
-                    let store: &str = row.try_get(0).map_err(io)?;
-                    let quantity: &str = row.try_get(2).map_err(io)?;
-                    Ok(StockLevel {
-                        store_id: SfId::parse(store).map_err(io)?,
-                        sku: row.try_get(1).map_err(io)?,
-                        quantity: quantity.parse().map_err(io)?,
-                    })
-                })
-                .collect()
-        })
+        self.read(stock_levels)
     }
+}
+
+/// Every stock level, by store and SKU (sorted here: the collation may order text otherwise).
+fn stock_levels<C: GenericClient>(db: &mut Db<'_, C>) -> Result<Vec<StockLevel>, StoreError> {
+    let rows = db
+        .query("SELECT store_id, sku, quantity::text FROM stock", &[])
+        .map_err(pg_error)?;
+    let mut levels = rows
+        .iter()
+        .map(|row| {
+            let store: &str = row.try_get(0).map_err(io)?;
+            let quantity: &str = row.try_get(2).map_err(io)?;
+            Ok(StockLevel {
+                store_id: SfId::parse(store).map_err(io)?,
+                sku: row.try_get(1).map_err(io)?,
+                quantity: quantity.parse().map_err(io)?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    levels.sort_by(|a, b| (a.store_id, &a.sku).cmp(&(b.store_id, &b.sku)));
+    Ok(levels)
 }
 
 /// Applies the migrations this build knows and the database lacks, in one transaction under

@@ -16,7 +16,7 @@ use crate::error::StoreError;
 use crate::machine::Snapshot;
 use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, Order,
-    SfId, User, WebCart,
+    SfId, User, WebCart, WebStore,
 };
 use crate::store::{Commit, DataSet, HistoryEntry, LoadKey, StockLevel, Store};
 
@@ -212,6 +212,21 @@ impl SqliteStore {
                 .query_row("SELECT COUNT(*) FROM stores", [], |r| r.get(0))
                 .map_err(io)?;
             Ok(count == 0)
+        })
+    }
+
+    /// Every WebStore, by ID.
+    pub fn web_stores(&self) -> Result<Vec<WebStore>, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx
+                .prepare("SELECT body FROM stores ORDER BY id")
+                .map_err(io)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(io)?;
+            let mut stores = Vec::new();
+            for row in rows {
+                stores.push(from_json(&row.map_err(io)?)?);
+            }
+            Ok(stores)
         })
     }
 
