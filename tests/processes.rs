@@ -41,7 +41,7 @@ const LINES: u64 = 500;
 const SKUS: u64 = 10;
 const UNITS: u32 = (LINES / SKUS) as u32;
 const SHORT_SKUS: u64 = 4;
-const _: () = assert!(LINES % SKUS == 0 && LINES / SHORT_SKUS > LINES / SKUS);
+const _: () = assert!(LINES.is_multiple_of(SKUS) && LINES / SHORT_SKUS > LINES / SKUS);
 /// How long any phase may take before the test gives up (a hang, not a measurement).
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -180,7 +180,7 @@ fn cart_id(n: u64) -> SfId {
 
 /// How a cart's check must end.
 fn expected(n: u64) -> OperationStatus {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         OperationStatus::Complete
     } else {
         OperationStatus::Error
