@@ -1,4 +1,4 @@
-//! The store's checkout time-to-live (`domain.md` §1: default 2,880 minutes, none = never,
+//! The store's checkout time-to-live (WebStore.CheckoutTimeToLive: default 2,880 minutes, none = never,
 //! 0 = checkout disabled), on an injected clock.
 
 use std::sync::Arc;

@@ -411,7 +411,7 @@ fn story(demo: &Demo, out: &mut String) -> Result<(), String> {
     say!(out);
     say!(
         out,
-        "3. Refused: the seven documented errors of checkCartInventoryAction (domain.md 2.1)"
+        "3. Refused: the seven documented errors of checkCartInventoryAction"
     );
     say!(
         out,

@@ -99,7 +99,7 @@ pub fn print_stdout(text: &str) -> ExitCode {
 }
 
 /// A result element as the CLI prints it: the Salesforce element plus `httpStatus`, an extra
-/// field that Salesforce clients tolerate (`domain.md` §5) and scripts can read.
+/// field that Salesforce clients tolerate (they must accept extra fields) and scripts can read.
 pub fn element_json(result: &ActionResult) -> Value {
     let mut value = serde_json::to_value(result).unwrap_or(Value::Null);
     if let Value::Object(fields) = &mut value {

@@ -42,7 +42,7 @@ pub enum Action {
 }
 
 impl Action {
-    /// All ten, in `domain.md` order.
+    /// All ten, in the order Salesforce's documentation lists them.
     pub const ALL: [Action; 10] = [
         Action::CheckoutSession,
         Action::UpdateCheckoutSessionState,
@@ -108,7 +108,7 @@ pub enum Event {
     /// A screen step writes the next State onto the session.
     Advance,
     /// The buyer changes the cart's lines; a cart in checkout leaves it first, as a cancel
-    /// would (`domain.md` §2.2).
+    /// would (Salesforce documents that an edit during checkout cancels it).
     Edit,
     /// The last screen step (Order Confirmation) completes the checkout: the cart closes and
     /// the session is archived at `Complete`.

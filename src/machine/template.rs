@@ -53,7 +53,7 @@ pub struct Template {
 }
 
 impl Template {
-    /// The standard B2B checkout template (`domain.md` §3), with `Calculate Promotions`.
+    /// The standard B2B checkout template, with `Calculate Promotions`.
     pub fn standard() -> Template {
         use SessionState as S;
         use StepKind as K;
