@@ -63,10 +63,37 @@ where
         KeyState::InFlight => return Err(in_flight()),
         KeyState::Mismatch => return Err(reused()),
     }
+    let reservation = Reservation(Some((state.clone(), request)));
     let response = work
         .await
         .unwrap_or_else(axum::response::IntoResponse::into_response);
-    finish(state, request, response).await
+    finish(reservation, response).await
+}
+
+/// A reserved key whose answer is not kept yet. Dropped unkept (the client went away and the
+/// request was cancelled), it frees the key, so that it does not answer 409 until it expires.
+struct Reservation(Option<(AppState, KeyedRequest)>);
+
+impl Reservation {
+    fn take(mut self) -> Option<(AppState, KeyedRequest)> {
+        self.0.take()
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let Some((state, request)) = self.0.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn_blocking(move || {
+            if let Err(e) = state.0.engine.store().release_key(&request) {
+                tracing::error!(error = %e, "cannot free an idempotency key");
+            }
+        });
+    }
 }
 
 /// The request's key: `None` without the header; 400 when it is not 1 to 255 printable
@@ -123,15 +150,15 @@ async fn begin(state: &AppState, request: &KeyedRequest) -> Result<KeyState, SfE
 
 /// Keeps (or, for a 5xx answer, frees) the key, then answers. A failure to keep it is
 /// logged: the caller still gets the answer of the work that ran.
-async fn finish(
-    state: &AppState,
-    request: KeyedRequest,
-    response: Response,
-) -> Result<Response, SfError> {
+async fn finish(reservation: Reservation, response: Response) -> Result<Response, SfError> {
     let (parts, body) = response.into_parts();
+    // An answer too large to keep drops the reservation, which frees the key.
     let bytes = to_bytes(body, MAX_KEPT_ANSWER)
         .await
         .map_err(|e| SfError::internal(&e))?;
+    let Some((state, request)) = reservation.take() else {
+        return Ok(Response::from_parts(parts, Body::from(bytes)));
+    };
     let status = parts.status.as_u16();
     let keep = !parts.status.is_server_error();
     let answer = KeptAnswer {
