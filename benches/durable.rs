@@ -295,6 +295,27 @@ impl Store for Counting {
         self.read();
         self.inner.history(cart_id)
     }
+
+    fn begin_keyed(
+        &self,
+        request: &cartflow::store::KeyedRequest,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<cartflow::store::KeyState, StoreError> {
+        self.inner.begin_keyed(request, now, expires_at)
+    }
+
+    fn keep_answer(
+        &self,
+        request: &cartflow::store::KeyedRequest,
+        answer: &cartflow::store::KeptAnswer,
+    ) -> Result<(), StoreError> {
+        self.inner.keep_answer(request, answer)
+    }
+
+    fn release_key(&self, request: &cartflow::store::KeyedRequest) -> Result<(), StoreError> {
+        self.inner.release_key(request)
+    }
 }
 
 /// Prints what the two measured operations ask of a store (the same whatever the store).

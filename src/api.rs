@@ -8,6 +8,11 @@ use crate::engine::Engine;
 use crate::error::CheckoutError;
 use crate::machine::{Action, Command, Output, PAYMENT_OPERATION};
 
+/// The message of an action that failed inside cartflow (a store failure, an undeclared
+/// move): the cause is logged, not answered.
+pub const INTERNAL_ERROR_MESSAGE: &str =
+    "An unexpected error occurred; the server's log has the details";
+
 /// One error of a result element.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionError {
@@ -56,12 +61,22 @@ impl ActionResult {
         }
     }
 
-    /// A failure carrying the error's code, message and status.
+    /// A failure carrying the error's code, message and status. A failure inside cartflow
+    /// (the store failed, or the engine computed an undeclared move) answers
+    /// [`INTERNAL_ERROR_MESSAGE`] instead: its cause goes to the log (`tracing::error`), never
+    /// to the caller, since it may name files, hosts or the state of the database.
     pub fn failure(action_name: &str, error: &CheckoutError) -> ActionResult {
+        let message = match error {
+            CheckoutError::Store(_) | CheckoutError::Undeclared { .. } => {
+                tracing::error!(action = action_name, error = %error, "action failed inside cartflow");
+                INTERNAL_ERROR_MESSAGE.to_owned()
+            }
+            _ => error.to_string(),
+        };
         ActionResult::error(
             action_name,
             error.code().as_str(),
-            &error.to_string(),
+            &message,
             error.http_status(),
         )
     }

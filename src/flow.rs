@@ -228,8 +228,22 @@ fn run_step_action(
         StepKind::Payment => Command::AuthorizePayment { cart_id },
         _ => return Ok(()),
     };
-    engine.execute(actor, command)?;
-    Ok(())
+    match engine.execute(actor, command) {
+        Ok(_) => Ok(()),
+        // Another client invoked the step first (it may even have finished): the next turn
+        // re-reads the session and goes on from there.
+        Err(e) if e.requirement().is_some_and(moved_on) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The requirements a step's action fails when another client ran the step meanwhile.
+fn moved_on(requirement: crate::machine::Requirement) -> bool {
+    use crate::machine::Requirement as R;
+    matches!(
+        requirement,
+        R::SessionIsProcessing | R::SessionAtStep | R::NextStateSet | R::NoOperationInProgress
+    )
 }
 
 /// The buyer input a screen writes, or `None` when the buyer has not given it yet.

@@ -399,7 +399,7 @@ fn invoke_answers_each_documented_error_row_of_check_cart_inventory() {
     refusal(
         "caller has no access to the cart",
         cart_input(in_stock),
-        sample::stranger_id(),
+        sample::reader_id(),
         "BAD_REQUEST",
         400,
     );

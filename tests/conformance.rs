@@ -542,16 +542,17 @@ fn inventory_req4_read_share_is_refused_bad_request_400() {
 }
 
 #[test]
-fn inventory_req4_no_share_is_refused_bad_request_400() {
+fn inventory_req4_no_share_is_answered_as_a_missing_cart_unknown_exception_500() {
+    // A cart the caller cannot see at all is indistinguishable from one that does not exist.
     let (data, _) = locked_at(SampleCart::InStock, SessionState::Inventory);
     let world = World::new(data);
     world.refuse(
         INVENTORY,
         &cart_input(SampleCart::InStock),
         sample::stranger_id(),
-        R::CallerCanEditCart,
-        BAD_REQUEST,
-        400,
+        R::CartIdValid,
+        UNKNOWN_EXCEPTION,
+        500,
     );
 }
 
@@ -828,14 +829,23 @@ fn inventory_row2_caller_cannot_invoke_is_bad_request_400() {
 fn inventory_row3_caller_without_access_to_the_cart_is_bad_request_400() {
     let (data, _) = locked_at(SampleCart::InStock, SessionState::Inventory);
     let world = World::new(data);
-    for actor in [sample::stranger_id(), sample::reader_id(), outsider_id()] {
+    world.refuse(
+        INVENTORY,
+        &cart_input(SampleCart::InStock),
+        sample::reader_id(),
+        R::CallerCanEditCart,
+        BAD_REQUEST,
+        400,
+    );
+    // Callers who cannot see the cart at all get the invalid-cartId answer instead.
+    for actor in [sample::stranger_id(), outsider_id()] {
         world.refuse(
             INVENTORY,
             &cart_input(SampleCart::InStock),
             actor,
-            R::CallerCanEditCart,
-            BAD_REQUEST,
-            400,
+            R::CartIdValid,
+            UNKNOWN_EXCEPTION,
+            500,
         );
     }
 }
@@ -1368,16 +1378,22 @@ fn async_row2_caller_cannot_invoke_is_bad_request_400_for_each_action() {
 fn async_row3_caller_without_edit_access_is_bad_request_400_for_each_action() {
     for action in OTHER_ASYNC {
         let (world, _) = locked_for(action);
-        for actor in [sample::stranger_id(), sample::reader_id()] {
-            world.refuse(
-                action.api_name(),
-                &cart_input(SampleCart::InStock),
-                actor,
-                R::CallerCanEditCart,
-                BAD_REQUEST,
-                400,
-            );
-        }
+        world.refuse(
+            action.api_name(),
+            &cart_input(SampleCart::InStock),
+            sample::reader_id(),
+            R::CallerCanEditCart,
+            BAD_REQUEST,
+            400,
+        );
+        world.refuse(
+            action.api_name(),
+            &cart_input(SampleCart::InStock),
+            sample::stranger_id(),
+            R::CartIdValid,
+            UNKNOWN_EXCEPTION,
+            500,
+        );
         for actor in [sample::colleague_id(), admin_id()] {
             let (world, _) = locked_for(action);
             assert!(
@@ -1644,16 +1660,22 @@ fn start_caller_cannot_invoke_is_bad_request_400() {
 #[test]
 fn start_caller_without_edit_access_is_bad_request_400() {
     let world = World::new(base());
-    for actor in [sample::reader_id(), sample::stranger_id()] {
-        world.refuse(
-            START,
-            &start_input(SampleCart::InStock),
-            actor,
-            R::CallerCanEditCart,
-            BAD_REQUEST,
-            400,
-        );
-    }
+    world.refuse(
+        START,
+        &start_input(SampleCart::InStock),
+        sample::reader_id(),
+        R::CallerCanEditCart,
+        BAD_REQUEST,
+        400,
+    );
+    world.refuse(
+        START,
+        &start_input(SampleCart::InStock),
+        sample::stranger_id(),
+        R::CartIdValid,
+        UNKNOWN_EXCEPTION,
+        500,
+    );
 }
 
 #[test]
@@ -1870,20 +1892,28 @@ fn update_invalid_session_id_is_unknown_exception_403() {
 fn update_no_access_to_the_session_is_insufficient_access_400() {
     let (data, session) = open_at(SampleCart::InStock, SessionState::Inventory);
     let world = World::new(data);
-    for actor in [sample::reader_id(), sample::stranger_id()] {
-        world.refuse(
-            UPDATE,
-            &update_input(
-                &session,
-                SessionState::Inventory,
-                SessionState::ConfirmPrice,
-            ),
-            actor,
-            R::CallerCanEditCart,
-            INSUFFICIENT,
-            400,
-        );
-    }
+    let input = update_input(
+        &session,
+        SessionState::Inventory,
+        SessionState::ConfirmPrice,
+    );
+    world.refuse(
+        UPDATE,
+        &input,
+        sample::reader_id(),
+        R::CallerCanEditCart,
+        INSUFFICIENT,
+        400,
+    );
+    // A session whose cart the caller cannot see is answered as one that does not exist.
+    world.refuse(
+        UPDATE,
+        &input,
+        sample::stranger_id(),
+        R::SessionIdValid,
+        UNKNOWN_EXCEPTION,
+        403,
+    );
 }
 
 #[test]
@@ -2155,16 +2185,22 @@ fn cancel_shared_rows_invalid_cart_permission_access_account_membership() {
         BAD_REQUEST,
         400,
     );
-    for actor in [sample::reader_id(), sample::stranger_id()] {
-        world.refuse(
-            CANCEL,
-            &input,
-            actor,
-            R::CallerCanEditCart,
-            BAD_REQUEST,
-            400,
-        );
-    }
+    world.refuse(
+        CANCEL,
+        &input,
+        sample::reader_id(),
+        R::CallerCanEditCart,
+        BAD_REQUEST,
+        400,
+    );
+    world.refuse(
+        CANCEL,
+        &input,
+        sample::stranger_id(),
+        R::CartIdValid,
+        UNKNOWN_EXCEPTION,
+        500,
+    );
     let (data, _) = locked_at(SampleCart::InactiveAccount, SessionState::Inventory);
     World::new(data).refuse(
         CANCEL,
@@ -2646,4 +2682,410 @@ fn permitted_offers_the_order_steps_at_their_locked_step() {
         expected.sort();
         assert_eq!(offered, expected, "at {state}");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Repeats, invisible records, internal failures, inline runs
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn an_async_step_repeated_after_its_operation_completed_is_invalid_operation_403() {
+    let mut steps: Vec<(Action, Value)> = [Action::CheckCartInventory]
+        .into_iter()
+        .chain(OTHER_ASYNC)
+        .map(|action| (action, cart_input(SampleCart::InStock)))
+        .collect();
+    for run_async in [true, false] {
+        steps.push((
+            Action::CartToOrder,
+            json!({"cartId": SampleCart::InStock.id().to_string(), "runAsync": run_async}),
+        ));
+    }
+    for (action, input) in steps {
+        let (data, _) = locked_at(SampleCart::InStock, step_of(action));
+        let world = World::new(data);
+        let first = world.accept(action.api_name(), &input, buyer()).unwrap();
+        world.engine.run_until_idle().unwrap();
+        assert_eq!(
+            world.operation(&first.parse().unwrap()).status,
+            OperationStatus::Complete
+        );
+        // The session is no longer locked: the repeat is refused and starts nothing.
+        world.refuse(
+            action.api_name(),
+            &input,
+            buyer(),
+            R::SessionIsProcessing,
+            INVALID_OPERATION,
+            403,
+        );
+        assert!(world.data().orders.len() <= 1, "{action}: a second order");
+    }
+}
+
+#[test]
+fn an_activation_repeated_after_it_completed_is_invalid_operation_403() {
+    let (mut data, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
+    add_draft_order(&mut data, session, SampleCart::InStock);
+    let world = World::new(data);
+    let input = activate_input(SampleCart::InStock, "Activated", false);
+    world.accept("activateOrderAction", &input, buyer());
+    world.refuse(
+        "activateOrderAction",
+        &input,
+        buyer(),
+        R::SessionIsProcessing,
+        INVALID_OPERATION,
+        403,
+    );
+}
+
+/// Every action's input naming `cart` (or, for Update Checkout Session, `session`).
+fn every_action_on(cart: &SfId, session: &SfId) -> Vec<(&'static str, Value)> {
+    let on_cart = json!({"cartId": cart.to_string()});
+    let mut calls: Vec<(&'static str, Value)> = Action::ALL
+        .into_iter()
+        .filter(|a| *a != Action::UpdateCheckoutSessionState)
+        .map(|a| (a.api_name(), on_cart.clone()))
+        .collect();
+    calls.push(("authorizePayment", on_cart));
+    calls.push((
+        "cartToOrderAction",
+        json!({"cartId": cart.to_string(), "runAsync": false}),
+    ));
+    calls.push((
+        "activateOrderAction",
+        json!({"cartId": cart.to_string(), "orderStatus": "Activated"}),
+    ));
+    calls.push((
+        UPDATE,
+        json!({"checkoutSessionId": session.to_string(), "nextState": "Confirm Price",
+               "expCurrentState": "Inventory"}),
+    ));
+    calls
+}
+
+/// An answer as bytes, with the ID the caller sent replaced, so that answers about two IDs
+/// compare.
+fn answer_bytes(result: &ActionResult, sent: &SfId) -> String {
+    let mut text = serde_json::to_string(result).unwrap();
+    text = text.replace(sent.as_str(), "<sent>");
+    format!("{}|{text}", result.http_status)
+}
+
+#[test]
+fn a_cart_or_session_the_caller_cannot_see_is_answered_as_a_missing_one_by_every_action() {
+    let (data, session) = locked_at(SampleCart::InStock, SessionState::Inventory);
+    let world = World::new(data);
+    let foreign = SampleCart::InStock.id();
+    let missing_session = SfId::from_number(KeyPrefix::CartCheckoutSession, 9_999);
+    let foreign_calls = every_action_on(&foreign, &session);
+    let missing_calls = every_action_on(&missing_cart_id(), &missing_session);
+    let before = world.data();
+    for ((action, on_foreign), (_, on_missing)) in foreign_calls.iter().zip(&missing_calls) {
+        for stranger in [sample::stranger_id(), outsider_id()] {
+            let (sent_foreign, sent_missing) = if *action == UPDATE {
+                (session, missing_session)
+            } else {
+                (foreign, missing_cart_id())
+            };
+            let a = world.invoke(action, on_foreign, stranger);
+            let b = world.invoke(action, on_missing, stranger);
+            assert!(!a.is_success, "{action}: {a:?}");
+            assert_eq!(
+                answer_bytes(&a, &sent_foreign),
+                answer_bytes(&b, &sent_missing),
+                "{action} as {stranger}"
+            );
+            let message = &a.errors.as_ref().unwrap()[0].message;
+            if *action == UPDATE {
+                assert!(!message.contains(foreign.as_str()), "{message}");
+            }
+            // The dry run tells nothing either.
+            if let Some(action) = Action::from_api_name(action) {
+                let check = |input: &Value, sent: &SfId| {
+                    let command = command_from_input(action, input).unwrap();
+                    let unmet = world.engine.check(&stranger.to_string(), &command).unwrap();
+                    format!("{unmet:?}").replace(sent.as_str(), "<sent>")
+                };
+                assert_eq!(
+                    check(on_foreign, &sent_foreign),
+                    check(on_missing, &sent_missing)
+                );
+            }
+        }
+        // A reader sees the cart: the documented "no access" answer of the action.
+        let read = world.invoke(action, on_foreign, sample::reader_id());
+        let event = Action::from_api_name(action).map_or(
+            cartflow::machine::Event::Authorize,
+            cartflow::machine::Event::Action,
+        );
+        let guard = cartflow::machine::guards(event)
+            .iter()
+            .find(|g| g.requirement == R::CallerCanEditCart)
+            .unwrap();
+        let errors = read.errors.expect("a reader is refused");
+        assert_eq!(
+            (errors[0].status_code.as_str(), read.http_status),
+            (guard.code.as_str(), guard.status),
+            "{action} as a reader"
+        );
+    }
+    assert_eq!(world.data(), before, "a refusal changed the store");
+}
+
+/// A store that fails in the ways a disk does, or runs a hook after each commit.
+struct Faulty {
+    inner: Arc<MemoryStore>,
+    commit_error: Option<&'static str>,
+    load_error: Option<&'static str>,
+    after_commit: Box<dyn Fn(&cartflow::store::Commit) + Send + Sync>,
+}
+
+impl Faulty {
+    fn new(inner: Arc<MemoryStore>) -> Faulty {
+        Faulty {
+            inner,
+            commit_error: None,
+            load_error: None,
+            after_commit: Box::new(|_| {}),
+        }
+    }
+}
+
+impl Store for Faulty {
+    fn user(&self, id: &SfId) -> Result<Option<User>, cartflow::StoreError> {
+        self.inner.user(id)
+    }
+    fn load(
+        &self,
+        key: cartflow::store::LoadKey,
+    ) -> Result<cartflow::machine::Snapshot, cartflow::StoreError> {
+        match self.load_error {
+            Some(text) => Err(cartflow::StoreError::Io(text.into())),
+            None => self.inner.load(key),
+        }
+    }
+    fn commit(&self, commit: &cartflow::store::Commit) -> Result<(), cartflow::StoreError> {
+        if let Some(text) = self.commit_error {
+            return Err(cartflow::StoreError::Io(text.into()));
+        }
+        self.inner.commit(commit)?;
+        (self.after_commit)(commit);
+        Ok(())
+    }
+    fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, cartflow::StoreError> {
+        self.inner.claimable_operations(limit)
+    }
+    fn expired_operations(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<SfId>, cartflow::StoreError> {
+        self.inner.expired_operations(now, limit)
+    }
+    fn cart(&self, id: &SfId) -> Result<Option<WebCart>, cartflow::StoreError> {
+        self.inner.cart(id)
+    }
+    fn cart_items(
+        &self,
+        cart_id: &SfId,
+    ) -> Result<Vec<cartflow::model::CartItem>, cartflow::StoreError> {
+        self.inner.cart_items(cart_id)
+    }
+    fn cart_item(
+        &self,
+        id: &SfId,
+    ) -> Result<Option<cartflow::model::CartItem>, cartflow::StoreError> {
+        self.inner.cart_item(id)
+    }
+    fn validation_output(
+        &self,
+        id: &SfId,
+    ) -> Result<Option<CartValidationOutput>, cartflow::StoreError> {
+        self.inner.validation_output(id)
+    }
+    fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, cartflow::StoreError> {
+        self.inner.session(id)
+    }
+    fn sessions_of(
+        &self,
+        cart_id: &SfId,
+    ) -> Result<Vec<CartCheckoutSession>, cartflow::StoreError> {
+        self.inner.sessions_of(cart_id)
+    }
+    fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, cartflow::StoreError> {
+        self.inner.operation(id)
+    }
+    fn operations_of(
+        &self,
+        cart_id: &SfId,
+    ) -> Result<Vec<BackgroundOperation>, cartflow::StoreError> {
+        self.inner.operations_of(cart_id)
+    }
+    fn order(&self, id: &SfId) -> Result<Option<cartflow::model::Order>, cartflow::StoreError> {
+        self.inner.order(id)
+    }
+    fn validation_outputs(
+        &self,
+        cart_id: &SfId,
+    ) -> Result<Vec<CartValidationOutput>, cartflow::StoreError> {
+        self.inner.validation_outputs(cart_id)
+    }
+    fn history(
+        &self,
+        cart_id: &SfId,
+    ) -> Result<Vec<cartflow::store::HistoryEntry>, cartflow::StoreError> {
+        self.inner.history(cart_id)
+    }
+    fn begin_keyed(
+        &self,
+        request: &cartflow::store::KeyedRequest,
+        now: chrono::DateTime<chrono::Utc>,
+        expires_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<cartflow::store::KeyState, cartflow::StoreError> {
+        self.inner.begin_keyed(request, now, expires_at)
+    }
+    fn keep_answer(
+        &self,
+        request: &cartflow::store::KeyedRequest,
+        answer: &cartflow::store::KeptAnswer,
+    ) -> Result<(), cartflow::StoreError> {
+        self.inner.keep_answer(request, answer)
+    }
+    fn release_key(
+        &self,
+        request: &cartflow::store::KeyedRequest,
+    ) -> Result<(), cartflow::StoreError> {
+        self.inner.release_key(request)
+    }
+}
+
+fn engine_over(store: Faulty) -> Engine {
+    Engine::new(Arc::new(store)).with_ids(Arc::new(SequentialIds::starting_at(50_000)))
+}
+
+#[test]
+fn a_store_failure_answers_unknown_exception_500_with_a_generic_message_never_its_text() {
+    let (data, session) = locked_at(SampleCart::InStock, SessionState::Inventory);
+    for (commit_error, load_error) in [
+        (Some("database or disk is full"), None),
+        (None, Some("database disk image is malformed")),
+    ] {
+        let inner = Arc::new(MemoryStore::from_dataset(data.clone()).unwrap());
+        let mut store = Faulty::new(inner);
+        store.commit_error = commit_error;
+        store.load_error = load_error;
+        let engine = engine_over(store);
+        let text = commit_error.or(load_error).unwrap();
+        let mut calls = every_action_on(&SampleCart::InStock.id(), &session);
+        calls.retain(|(name, _)| *name == INVENTORY || *name == CANCEL);
+        for (action, input) in calls {
+            let result = engine.invoke(action, &input, &buyer().to_string());
+            let errors = result.errors.expect("the store failed");
+            assert_eq!(result.http_status, 500, "{action}");
+            assert_eq!(errors[0].status_code, UNKNOWN_EXCEPTION);
+            assert_eq!(errors[0].message, cartflow::api::INTERNAL_ERROR_MESSAGE);
+            let answer = serde_json::to_string(&errors).unwrap();
+            assert!(
+                !answer.contains(text),
+                "{action} passed on {text:?}: {answer}"
+            );
+        }
+    }
+}
+
+/// An engine over `data` whose store cancels the cart's checkout (as a concurrent
+/// `cancelCartAsyncOperation` would) right after a worker's claim commits.
+fn cancelled_after_the_claim(data: DataSet) -> (Engine, Arc<MemoryStore>) {
+    let inner = Arc::new(MemoryStore::from_dataset(data).unwrap());
+    let other_tab = Engine::new(inner.clone() as Arc<dyn Store>)
+        .with_ids(Arc::new(SequentialIds::starting_at(70_000)));
+    let mut store = Faulty::new(inner.clone());
+    store.after_commit = Box::new(move |commit| {
+        let claimed = commit
+            .changes
+            .operations
+            .iter()
+            .any(|op| op.status == OperationStatus::Running);
+        if claimed {
+            let cancel = Command::Cancel {
+                cart_id: SampleCart::InStock.id().to_string(),
+            };
+            other_tab
+                .execute(&buyer().to_string(), cancel)
+                .expect("the cancel is accepted");
+        }
+    });
+    (engine_over(store), inner)
+}
+
+#[test]
+fn an_inline_order_step_cancelled_while_it_runs_is_refused_invalid_operation_409() {
+    let (data, _) = locked_at(SampleCart::InStock, SessionState::CartToOrder);
+    let (mut activation, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
+    let draft = add_draft_order(&mut activation, session, SampleCart::InStock);
+    let cases = [
+        (
+            data,
+            json!({"cartId": SampleCart::InStock.id().to_string(), "runAsync": false}),
+            "cartToOrderAction",
+        ),
+        (
+            activation,
+            activate_input(SampleCart::InStock, "Activated", false),
+            "activateOrderAction",
+        ),
+    ];
+    for (data, input, action) in cases {
+        let (engine, inner) = cancelled_after_the_claim(data);
+        let command = command_from_input(Action::from_api_name(action).unwrap(), &input).unwrap();
+        let error = engine
+            .execute(&buyer().to_string(), command)
+            .expect_err("the step did not take effect");
+        assert_eq!(
+            error.requirement(),
+            Some(R::InlineOperationCompleted),
+            "{error}"
+        );
+        assert_eq!(
+            (error.code().as_str(), error.http_status()),
+            (INVALID_OPERATION, 409)
+        );
+        assert!(error.to_string().contains("canceled"), "{error}");
+        let ops = inner.operations_of(&SampleCart::InStock.id()).unwrap();
+        assert!(
+            ops.iter().all(|op| op.status == OperationStatus::Canceled),
+            "{ops:?}"
+        );
+        let orders = inner.to_dataset().orders;
+        match action {
+            "cartToOrderAction" => assert!(orders.is_empty(), "{orders:?}"),
+            _ => {
+                let order = orders.iter().find(|o| o.id == draft).unwrap();
+                assert_eq!(order.status, cartflow::model::OrderStatus::Draft);
+            }
+        }
+    }
+}
+
+#[test]
+fn an_inline_order_step_answers_success_only_once_its_operation_completed() {
+    let (data, session) = locked_at(SampleCart::InStock, SessionState::CartToOrder);
+    let (engine, inner) = cancelled_after_the_claim(data);
+    let input = json!({"cartId": SampleCart::InStock.id().to_string(), "runAsync": false});
+    let result = engine.invoke("cartToOrderAction", &input, &buyer().to_string());
+    assert!(!result.is_success, "{result:?}");
+    assert_eq!(result.http_status, 409);
+    assert_eq!(result.errors.unwrap()[0].status_code, INVALID_OPERATION);
+    assert!(inner.session(&session).unwrap().unwrap().is_archived);
+    // Without a concurrent cancel the same call succeeds with a Complete operation.
+    let (data, _) = locked_at(SampleCart::InStock, SessionState::CartToOrder);
+    let world = World::new(data);
+    let op: SfId = world
+        .accept("cartToOrderAction", &input, buyer())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(world.operation(&op).status, OperationStatus::Complete);
 }

@@ -21,7 +21,7 @@ use cartflow::model::{
     Order, SfId, User, WebCart,
 };
 use cartflow::sample::{self, SampleCart};
-use cartflow::store::{ClaimFn, Commit, HistoryEntry, LoadKey};
+use cartflow::store::{ClaimFn, Commit, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey};
 use cartflow::{Engine, MemoryStore, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -452,6 +452,20 @@ impl Store for PanicsOnFirstClaim {
     }
     fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError> {
         self.inner.history(cart_id)
+    }
+    fn begin_keyed(
+        &self,
+        request: &KeyedRequest,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<KeyState, StoreError> {
+        self.inner.begin_keyed(request, now, expires_at)
+    }
+    fn keep_answer(&self, request: &KeyedRequest, answer: &KeptAnswer) -> Result<(), StoreError> {
+        self.inner.keep_answer(request, answer)
+    }
+    fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError> {
+        self.inner.release_key(request)
     }
 }
 

@@ -845,3 +845,76 @@ fn cart_edits_and_a_whole_checkout_run_the_same_on_every_store() {
         );
     }
 }
+
+fn keyed(user: SfId, key: &str, fingerprint: &str) -> cartflow::store::KeyedRequest {
+    cartflow::store::KeyedRequest {
+        user,
+        key: key.into(),
+        fingerprint: fingerprint.into(),
+    }
+}
+
+#[test]
+fn idempotency_keys_reserve_keep_release_and_expire_on_every_store() {
+    use cartflow::store::{KeptAnswer, KeyState};
+    let at = |hour: u32| Utc.with_ymd_and_hms(2026, 3, 1, hour, 0, 0).unwrap();
+    for (name, open) in stores() {
+        let (store, _guard) = open(sample::dataset());
+        let buyer = sample::buyer_id();
+        let first = keyed(buyer, "k-1", "POST /a sha256:1");
+        let expires = at(10);
+        assert_eq!(
+            store.begin_keyed(&first, at(1), expires).unwrap(),
+            KeyState::Reserved,
+            "{name}"
+        );
+        // While the first runs: the same request is in flight, another is a mismatch.
+        assert_eq!(
+            store.begin_keyed(&first, at(2), expires).unwrap(),
+            KeyState::InFlight,
+            "{name}"
+        );
+        let other = keyed(buyer, "k-1", "POST /a sha256:2");
+        assert_eq!(
+            store.begin_keyed(&other, at(2), expires).unwrap(),
+            KeyState::Mismatch,
+            "{name}"
+        );
+        // Keys are per user: another user's same key is new.
+        let colleague = keyed(sample::colleague_id(), "k-1", "POST /a sha256:1");
+        assert_eq!(
+            store.begin_keyed(&colleague, at(2), expires).unwrap(),
+            KeyState::Reserved,
+            "{name}"
+        );
+        let answer = KeptAnswer {
+            status: 201,
+            body: b"[{\"ok\":true}]".to_vec(),
+        };
+        store.keep_answer(&first, &answer).unwrap();
+        assert_eq!(
+            store.begin_keyed(&first, at(3), expires).unwrap(),
+            KeyState::Answered(answer.clone()),
+            "{name}"
+        );
+        // A kept answer is not released; a released reservation is new again.
+        store.release_key(&first).unwrap();
+        assert_eq!(
+            store.begin_keyed(&first, at(3), expires).unwrap(),
+            KeyState::Answered(answer),
+            "{name}"
+        );
+        store.release_key(&colleague).unwrap();
+        assert_eq!(
+            store.begin_keyed(&colleague, at(3), expires).unwrap(),
+            KeyState::Reserved,
+            "{name}"
+        );
+        // Once its time ran out, the key is new again, even for another request.
+        assert_eq!(
+            store.begin_keyed(&other, expires, at(20)).unwrap(),
+            KeyState::Reserved,
+            "{name}"
+        );
+    }
+}

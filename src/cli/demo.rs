@@ -440,7 +440,7 @@ fn story(demo: &Demo, out: &mut String) -> Result<(), String> {
     demo.refused(
         out,
         "caller has no access to the cart",
-        &sample::stranger_id().to_string(),
+        &sample::reader_id().to_string(),
         &in_stock,
         ("BAD_REQUEST", 400),
     )?;

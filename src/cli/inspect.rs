@@ -142,7 +142,7 @@ fn render(report: &Value) -> String {
             text(&o["Id"]),
             text(&o["Name"]),
             text(&o["Status"]),
-            text(&o["Attempt"]),
+            text(&o["RetryCount"]),
             text(&o["Error"])
         )
     });

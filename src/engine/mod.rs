@@ -12,14 +12,14 @@ use serde::Serialize;
 pub use worker::{OperationReport, RESTART_BACKOFF, WorkerPool, run_restarting};
 
 use crate::clock::{Clock, SystemClock};
-use crate::error::{CheckoutError, StoreError};
+use crate::error::{CheckoutError, ErrorCode, StoreError};
 use crate::ids::RandomIds;
 use crate::integrations::Integrations;
 use crate::machine::{
-    Action, Command, DecideContext, Event, IdSource, Node, OperationSettings, Output, SessionNode,
-    Snapshot, StepKind, Target, TransitionTable, Unmet,
+    Action, Command, DecideContext, Event, IdSource, Node, OperationSettings, Output, Requirement,
+    SessionNode, Snapshot, StepKind, Target, TransitionTable, Unmet,
 };
-use crate::model::{KeyPrefix, SfId};
+use crate::model::{BackgroundOperation, KeyPrefix, OperationStatus, SfId};
 use crate::store::{Commit, HistoryEntry, LoadKey, Store};
 
 /// Engine settings.
@@ -154,6 +154,11 @@ impl Engine {
         &self.store
     }
 
+    /// The time on the engine's clock.
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
     /// Loads what `command` needs, with `actor` as the acting user (`None`: a worker).
     fn load(&self, actor: Option<&str>, command: &Command) -> Result<Snapshot, CheckoutError> {
         let key = match command.target() {
@@ -221,10 +226,62 @@ impl Engine {
         );
         let output = self.execute_as(Some(actor), &command)?;
         if let (true, Output::BackgroundOperationId(id)) = (inline, &output) {
-            // runAsync false: the operation runs here, before the call answers.
-            self.run_operation_now(*id)?;
+            self.run_inline(*id)?;
         }
         Ok(output)
+    }
+
+    /// runAsync false: runs the operation here, before the call answers (or waits for the
+    /// worker that claimed it first), and succeeds only when it completed, its result
+    /// committed. Otherwise (a concurrent cancel won, or the step failed) the call is refused
+    /// with `INVALID_OPERATION` 409: its operation lost to what happened meanwhile.
+    fn run_inline(&self, id: SfId) -> Result<(), CheckoutError> {
+        self.run_operation_now(id)?;
+        let operation = self.await_operation(id)?;
+        let message = match operation.status {
+            OperationStatus::Complete => return Ok(()),
+            OperationStatus::Canceled => format!(
+                "operation {id} was canceled before it finished; its step did not take effect"
+            ),
+            OperationStatus::Error => {
+                format!("operation {id} ended in Error; the cart's CartValidationOutputs say why")
+            }
+            status => format!(
+                "operation {id} is still {} after {} ms; poll the session",
+                status.as_str(),
+                self.inline_wait(&operation).as_millis()
+            ),
+        };
+        Err(CheckoutError::Refused {
+            requirement: Requirement::InlineOperationCompleted,
+            code: ErrorCode::InvalidOperation,
+            status: 409,
+            message,
+        })
+    }
+
+    /// The operation once it is no longer New or Running: at once when this thread ran it,
+    /// else polled while a worker runs it, for at most [`Engine::inline_wait`].
+    fn await_operation(&self, id: SfId) -> Result<BackgroundOperation, CheckoutError> {
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let operation = self
+                .store
+                .operation(&id)?
+                .ok_or_else(|| CheckoutError::Stale(format!("operation {id} disappeared")))?;
+            if !operation.status.is_active() || started.elapsed() > self.inline_wait(&operation) {
+                return Ok(operation);
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// How long a runAsync-false call waits for a worker that claimed its operation: the
+    /// provider's timeout plus one lease.
+    fn inline_wait(&self, operation: &BackgroundOperation) -> Duration {
+        Duration::from_millis(operation.timeout_ms.saturating_add(self.config.lease_ms))
     }
 
     pub(crate) fn execute_as(

@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
 
@@ -213,6 +213,7 @@ fn unknown_action(name: &str) -> SfError {
 pub(super) async fn invoke(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     path: Result<Path<(String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Response, SfError> {
@@ -221,10 +222,21 @@ pub(super) async fn invoke(
     api_version(&version)?;
     let action = Known::lookup(&name).ok_or_else(|| unknown_action(&name))?;
     let body = read_body(&headers, body).await?;
-    let inputs = parse_inputs(&body)?;
+    let route = format!("POST {}", uri.path());
+    let run = run_inputs(&state, &user, action.name(), &body);
+    super::idempotency::keyed(&state, &user, &headers, route, &body, run).await
+}
+
+/// Runs each input of an action call as `user`: one result element per input.
+async fn run_inputs(
+    state: &AppState,
+    user: &crate::model::User,
+    name: &'static str,
+    body: &[u8],
+) -> Result<Response, SfError> {
+    let inputs = parse_inputs(body)?;
     let engine = state.0.engine.clone();
     let actor = user.id.to_string();
-    let name = action.name();
     let results: Vec<ActionResult> = blocking(move || {
         inputs
             .iter()

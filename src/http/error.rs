@@ -78,11 +78,14 @@ impl SfError {
         )
     }
 
-    /// The errorCode and status a refused command documents. Store failures are answered
-    /// as [`SfError::internal`].
+    /// The errorCode and status a refused command documents. Failures inside cartflow (the
+    /// store, an undeclared move) are answered as [`SfError::internal`].
     pub fn from_checkout(error: &CheckoutError) -> SfError {
-        if let CheckoutError::Store(cause) = error {
-            return SfError::internal(cause);
+        if matches!(
+            error,
+            CheckoutError::Store(_) | CheckoutError::Undeclared { .. }
+        ) {
+            return SfError::internal(error);
         }
         let status =
             StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

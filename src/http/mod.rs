@@ -35,6 +35,7 @@
 mod actions;
 mod auth;
 mod error;
+mod idempotency;
 mod records;
 mod versions;
 
@@ -56,6 +57,7 @@ use tokio::sync::{Notify, oneshot};
 
 pub use auth::{Tokens, TokensError};
 pub use error::SfError;
+pub use idempotency::{DEFAULT_KEY_TTL, IDEMPOTENCY_KEY_HEADER, MAX_KEY_LENGTH, REPLAYED_HEADER};
 pub use versions::{ApiVersion, LATEST_VERSION, MIN_VERSION};
 
 use crate::engine::{Engine, WorkerPool};
@@ -79,12 +81,24 @@ struct AppState(Arc<Inner>);
 struct Inner {
     engine: Engine,
     tokens: Tokens,
+    /// How long an `Idempotency-Key` and its answer are kept.
+    key_ttl: Duration,
 }
 
 /// The facade's routes over `engine`, accepting `tokens`. Serve it with any axum server, or
-/// use [`Server`], which also runs the workers and stops gracefully.
+/// use [`Server`], which also runs the workers and stops gracefully. Idempotency keys are
+/// kept for [`DEFAULT_KEY_TTL`].
 pub fn router(engine: Engine, tokens: Tokens) -> Router {
-    let state = AppState(Arc::new(Inner { engine, tokens }));
+    router_keeping_keys(engine, tokens, DEFAULT_KEY_TTL)
+}
+
+/// [`router`], keeping each `Idempotency-Key` and its answer for `key_ttl`.
+pub fn router_keeping_keys(engine: Engine, tokens: Tokens, key_ttl: Duration) -> Router {
+    let state = AppState(Arc::new(Inner {
+        engine,
+        tokens,
+        key_ttl,
+    }));
     Router::new()
         .route("/services/data", get(list_versions))
         .route("/services/data/", get(list_versions))
@@ -232,6 +246,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// How long a stop waits for in-flight requests before it closes their connections.
     pub grace: Duration,
+    /// How long an `Idempotency-Key` and its answer are kept (default 24 hours); after
+    /// that the key is new again.
+    pub idempotency_ttl: Duration,
 }
 
 impl Default for ServerConfig {
@@ -240,6 +257,7 @@ impl Default for ServerConfig {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             workers: 1,
             grace: Duration::from_secs(30),
+            idempotency_ttl: DEFAULT_KEY_TTL,
         }
     }
 }
@@ -268,7 +286,7 @@ impl Server {
             .enable_io()
             .enable_time()
             .build()?;
-        let app = router(engine.clone(), tokens);
+        let app = router_keeping_keys(engine.clone(), tokens, config.idempotency_ttl);
         let (stop, stopped) = oneshot::channel();
         let grace = config.grace;
         let thread = thread::Builder::new()

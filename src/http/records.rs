@@ -5,7 +5,7 @@
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
@@ -220,6 +220,7 @@ enum Update {
 pub(super) async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     path: Result<Path<(String, String, String)>, PathRejection>,
     body: Body,
 ) -> Result<Response, SfError> {
@@ -227,7 +228,20 @@ pub(super) async fn update(
     let Path(segments) = path.map_err(|_| SfError::not_found())?;
     let (version, object, id) = target(segments)?;
     let body = read_body(&headers, body).await?;
-    let update = parse_update(object, parse_json(&body)?)?;
+    let route = format!("PATCH {}", uri.path());
+    let run = apply_update(&state, user.clone(), (version, object, id), &body);
+    super::idempotency::keyed(&state, &user, &headers, route, &body, run).await
+}
+
+/// Carries out a PATCH of `target` as `user`: 204, or the command's refusal.
+async fn apply_update(
+    state: &AppState,
+    user: User,
+    target: (String, Object, SfId),
+    body: &[u8],
+) -> Result<Response, SfError> {
+    let (version, object, id) = target;
+    let update = parse_update(object, parse_json(body)?)?;
     let engine = state.0.engine.clone();
     let outcome = blocking(
         move || -> Result<Option<Result<(), CheckoutError>>, StoreError> {

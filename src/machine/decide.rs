@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::error::CheckoutError;
-use crate::machine::requirement::{Requirement, guards, unmet};
+use crate::machine::requirement::{as_seen_by_caller, guards, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
     Action, Command, Event, Machine, Node, Snapshot, StepOutcome, TransitionTable,
@@ -176,6 +176,7 @@ pub fn decide(
     command: &Command,
 ) -> Result<Decision, CheckoutError> {
     let event = command.event();
+    let snapshot = &*as_seen_by_caller(snapshot, command);
     for g in guards(event) {
         if let Err(message) = crate::machine::requirement::evaluate(
             g.requirement,
@@ -184,14 +185,6 @@ pub fn decide(
             command,
             ctx.now,
         ) {
-            if let Some(output) = replay(snapshot, command, g.requirement) {
-                return Ok(Decision {
-                    event,
-                    moves: Vec::new(),
-                    changes: Changes::default(),
-                    output,
-                });
-            }
             return Err(CheckoutError::Refused {
                 requirement: g.requirement,
                 code: g.code,
@@ -228,43 +221,6 @@ pub fn decide(
         } => plan.finish(*attempt, outcome, update.as_ref(), order.as_ref()),
     }?;
     plan.into_decision(output)
-}
-
-/// The original answer of an async action that already took effect, when it is repeated
-/// right after its operation completed: that operation, never a second one (so never a second
-/// order). Only requirements about the session's progress are waived so; every security
-/// requirement before them must still hold. A repeat while the operation runs still gets
-/// `ALREADY_IN_PROCESS`, and a repeated Update Checkout Session still loses the
-/// compare-and-set, as the documentation says a racing second tab does.
-fn replay(snapshot: &Snapshot, command: &Command, unmet: Requirement) -> Option<Output> {
-    let session = snapshot.session.as_ref().filter(|s| !s.is_archived)?;
-    match command {
-        Command::RunStep { .. }
-        | Command::CartToOrder { .. }
-        | Command::ActivateOrder { .. }
-        | Command::AuthorizePayment { .. }
-            if matches!(
-                unmet,
-                Requirement::SessionIsProcessing
-                    | Requirement::SessionAtStep
-                    | Requirement::NextStateSet
-            ) =>
-        {
-            let name = match command {
-                Command::RunStep { action, .. } => action.api_name(),
-                Command::CartToOrder { .. } => Action::CartToOrder.api_name(),
-                Command::ActivateOrder { .. } => Action::ActivateOrder.api_name(),
-                _ => PAYMENT_OPERATION,
-            };
-            let op = snapshot.operation.as_ref()?;
-            let done = op.name == name
-                && op.status == OperationStatus::Complete
-                && Some(op.id) == session.background_operation_id
-                && !session.is_processing;
-            done.then_some(Output::BackgroundOperationId(op.id))
-        }
-        _ => None,
-    }
 }
 
 /// Every unmet requirement of a command, in check order, without deciding it.

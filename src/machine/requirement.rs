@@ -1,6 +1,8 @@
 //! Requirements: the named guards of each action, in the order they are checked, each with
 //! the errorCode and HTTP status the documentation gives for that action.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -75,6 +77,9 @@ pub enum Requirement {
     DraftOrderOnSession,
     /// The cart has no Error-level CartValidationOutput.
     NoErrorOutputs,
+    /// The operation a `runAsync: false` call started completed before the call answered.
+    /// Not a guard: the engine checks it after running the operation inline.
+    InlineOperationCompleted,
 }
 
 /// A requirement as one action checks it: with the documented code and status.
@@ -641,6 +646,8 @@ pub fn evaluate(
                 _ => Ok(()),
             }
         }
+        // Checked by the engine once the inline run ended, never before a decision.
+        R::InlineOperationCompleted => Ok(()),
         R::NoOperationInProgress => {
             let active = snapshot
                 .operation
@@ -692,6 +699,28 @@ fn cart_status_in(
     }
 }
 
+/// The snapshot as the caller of a user command may see it. A cart the caller cannot see at
+/// all (not its owner, no share, no Modify All Data), and so its session, is left out, so
+/// that every requirement answers exactly as for a cart or session that does not exist:
+/// like Salesforce's sharing, an invisible record is indistinguishable from a missing one.
+/// Worker commands (no guards) see everything.
+pub fn as_seen_by_caller<'a>(snapshot: &'a Snapshot, command: &Command) -> Cow<'a, Snapshot> {
+    let hidden = !guards(command.event()).is_empty()
+        && snapshot.cart.as_ref().is_some_and(|cart| {
+            snapshot
+                .user
+                .as_ref()
+                .is_none_or(|user| cart.access_of(user).is_none())
+        });
+    if !hidden {
+        return Cow::Borrowed(snapshot);
+    }
+    Cow::Owned(Snapshot {
+        user: snapshot.user.clone(),
+        ..Snapshot::default()
+    })
+}
+
 /// Every unmet requirement of `command`, in check order (a dry run).
 pub fn unmet(
     table: &TransitionTable,
@@ -699,6 +728,7 @@ pub fn unmet(
     command: &Command,
     now: DateTime<Utc>,
 ) -> Vec<Unmet> {
+    let snapshot = &*as_seen_by_caller(snapshot, command);
     guards(command.event())
         .iter()
         .filter_map(|g| {

@@ -525,13 +525,16 @@ pub struct BackgroundOperation {
     /// When the current claim's lease runs out.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
-    /// Claims so far; a completion must carry the current one (the fencing token).
-    #[serde(default)]
+    /// Claims so far (the first claim makes it 1); a completion must carry the current one
+    /// (the fencing token). Served as Salesforce's `RetryCount`; `Attempt` is still read.
+    #[serde(default, rename = "RetryCount", alias = "Attempt")]
     pub attempt: u32,
     /// Claims after the first that a sweeper may make.
     #[serde(default)]
     pub retry_limit: u32,
-    /// Longest a provider call may take, in milliseconds.
+    /// Longest a provider call may take, in milliseconds. Served as Salesforce's `Timeout`;
+    /// `TimeoutMs` is still read.
+    #[serde(rename = "Timeout", alias = "TimeoutMs")]
     pub timeout_ms: u64,
     /// Optimistic-concurrency version, bumped by every committed change.
     #[serde(default)]

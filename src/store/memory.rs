@@ -11,7 +11,10 @@ use crate::model::{
     Account, BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, Order, SfId,
     User, WebCart, WebStore,
 };
-use crate::store::{Commit, DataSet, DataSetError, HistoryEntry, LoadKey, StockLevel, Store};
+use crate::store::{
+    Commit, DataSet, DataSetError, HistoryEntry, KeptAnswer, KeyEntry, KeyState, KeyedRequest,
+    LoadKey, StockLevel, Store,
+};
 
 #[derive(Debug, Default)]
 struct Tables {
@@ -31,6 +34,7 @@ struct Tables {
     outputs: HashMap<SfId, Vec<CartValidationOutput>>,
     orders: HashMap<SfId, Order>,
     history: HashMap<SfId, Vec<HistoryEntry>>,
+    keys: HashMap<(SfId, String), KeyEntry>,
 }
 
 impl Tables {
@@ -492,5 +496,51 @@ impl Store for MemoryStore {
             .get(cart_id)
             .cloned()
             .unwrap_or_default())
+    }
+
+    fn begin_keyed(
+        &self,
+        request: &KeyedRequest,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<KeyState, StoreError> {
+        let mut tables = self.write();
+        tables.keys.retain(|_, entry| entry.expires_at > now);
+        let slot = (request.user, request.key.clone());
+        if let Some(entry) = tables.keys.get(&slot) {
+            return Ok(entry.state_for(&request.fingerprint));
+        }
+        tables.keys.insert(
+            slot,
+            KeyEntry {
+                fingerprint: request.fingerprint.clone(),
+                expires_at,
+                answer: None,
+            },
+        );
+        Ok(KeyState::Reserved)
+    }
+
+    fn keep_answer(&self, request: &KeyedRequest, answer: &KeptAnswer) -> Result<(), StoreError> {
+        let mut tables = self.write();
+        if let Some(entry) = tables.keys.get_mut(&(request.user, request.key.clone()))
+            && entry.fingerprint == request.fingerprint
+        {
+            entry.answer = Some(answer.clone());
+        }
+        Ok(())
+    }
+
+    fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError> {
+        let mut tables = self.write();
+        let slot = (request.user, request.key.clone());
+        if tables
+            .keys
+            .get(&slot)
+            .is_some_and(|e| e.answer.is_none() && e.fingerprint == request.fingerprint)
+        {
+            tables.keys.remove(&slot);
+        }
+        Ok(())
     }
 }

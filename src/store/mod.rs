@@ -13,6 +13,46 @@ pub use memory::MemoryStore;
 pub use postgres::PostgresStore;
 pub use sqlite::{Durability, SqliteStore};
 
+/// The kept state of one key, as the memory store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct KeyEntry {
+    fingerprint: String,
+    expires_at: DateTime<Utc>,
+    answer: Option<KeptAnswer>,
+}
+
+impl KeyEntry {
+    /// What a lookup of `fingerprint` finds in this live entry.
+    fn state_for(&self, fingerprint: &str) -> KeyState {
+        match &self.answer {
+            _ if self.fingerprint != fingerprint => KeyState::Mismatch,
+            None => KeyState::InFlight,
+            Some(answer) => KeyState::Answered(answer.clone()),
+        }
+    }
+}
+
+/// What a lookup finds in a stored key row: fingerprint, status and body (both `None` while
+/// the request runs).
+fn key_state(
+    stored: &str,
+    given: &str,
+    status: Option<i64>,
+    body: Option<Vec<u8>>,
+) -> Result<KeyState, StoreError> {
+    if stored != given {
+        return Ok(KeyState::Mismatch);
+    }
+    Ok(match (status, body) {
+        (Some(status), Some(body)) => KeyState::Answered(KeptAnswer {
+            status: u16::try_from(status)
+                .map_err(|_| StoreError::Io(format!("a kept answer has status {status}")))?,
+            body,
+        }),
+        _ => KeyState::InFlight,
+    })
+}
+
 use crate::error::StoreError;
 use crate::machine::{Changes, Event, Machine, Snapshot};
 use crate::model::{
@@ -53,6 +93,40 @@ pub struct Commit {
 
 /// Builds the commit that claims the operation of a snapshot, or `None` to pass it by.
 pub type ClaimFn<'a> = dyn FnMut(Snapshot) -> Result<Option<Commit>, StoreError> + 'a;
+
+/// A request made under an `Idempotency-Key`: whose key it is and what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedRequest {
+    /// The caller: keys are per user.
+    pub user: SfId,
+    /// The key as the caller sent it.
+    pub key: String,
+    /// What was asked (route and body), so a reuse of the key for another request shows.
+    pub fingerprint: String,
+}
+
+/// The answer a keyed request got, kept to answer its repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptAnswer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body, byte for byte.
+    pub body: Vec<u8>,
+}
+
+/// What [`Store::begin_keyed`] found for a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// The key is new (or its time ran out): it is now reserved for this request, which runs
+    /// and then [`Store::keep_answer`]s or [`Store::release_key`]s.
+    Reserved,
+    /// The same request is still running under the key.
+    InFlight,
+    /// The key was used for another request.
+    Mismatch,
+    /// The same request ran: its answer.
+    Answered(KeptAnswer),
+}
 
 /// What a snapshot is loaded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,4 +195,19 @@ pub trait Store: Send + Sync {
     fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError>;
     /// A cart's history, oldest first.
     fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Looks up `request`'s key at `now`, in one atomic step: a key unused (or whose time ran
+    /// out) is reserved for the request until `expires_at`; otherwise the answer says whether
+    /// the request is running, was another one, or has its answer kept. Keys whose time ran
+    /// out are dropped.
+    fn begin_keyed(
+        &self,
+        request: &KeyedRequest,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<KeyState, StoreError>;
+    /// Keeps the answer of the request reserved under its key (until the key's time runs out).
+    fn keep_answer(&self, request: &KeyedRequest, answer: &KeptAnswer) -> Result<(), StoreError>;
+    /// Frees a key reserved by [`Store::begin_keyed`] whose request kept no answer, so that a
+    /// retry runs again.
+    fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError>;
 }

@@ -21,10 +21,16 @@ use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, Order,
     SfId, User, WebCart, WebStore,
 };
-use crate::store::{ClaimFn, Commit, DataSet, HistoryEntry, LoadKey, StockLevel, Store};
+use crate::store::{
+    ClaimFn, Commit, DataSet, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey,
+    StockLevel, Store, key_state,
+};
 
 /// The schema migrations, in order; schema version N is the first N applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/postgres/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+    include_str!("../../migrations/postgres/0002_idempotency_keys.sql"),
+];
 
 /// The advisory lock that serializes migrations across processes ("cartflow" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6361_7274_666c_6f77;
@@ -1049,6 +1055,85 @@ impl Store for PostgresStore {
                 "SELECT body FROM history WHERE cart_id = $1 ORDER BY seq",
                 cart_id,
             )
+        })
+    }
+
+    fn begin_keyed(
+        &self,
+        request: &KeyedRequest,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<KeyState, StoreError> {
+        // READ COMMITTED: a concurrent reservation of the same key makes the insert wait for
+        // it and then do nothing; the select that follows sees it.
+        self.in_tx(IsolationLevel::ReadCommitted, false, |db| {
+            db.execute(
+                "DELETE FROM idempotency_keys WHERE expires_at <= $1",
+                &[&now],
+            )
+            .map_err(pg_error)?;
+            let inserted = db
+                .execute(
+                    "INSERT INTO idempotency_keys (user_id, key, fingerprint, expires_at)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[
+                        &request.user.as_str(),
+                        &request.key,
+                        &request.fingerprint,
+                        &expires_at,
+                    ],
+                )
+                .map_err(pg_error)?;
+            if inserted == 1 {
+                return Ok(KeyState::Reserved);
+            }
+            let row = db
+                .query_opt(
+                    "SELECT fingerprint, status, body FROM idempotency_keys
+                     WHERE user_id = $1 AND key = $2",
+                    &[&request.user.as_str(), &request.key],
+                )
+                .map_err(pg_error)?
+                .ok_or_else(|| StoreError::Conflict("the key was released meanwhile".into()))?;
+            let fingerprint: String = row.try_get(0).map_err(io)?;
+            let status: Option<i32> = row.try_get(1).map_err(io)?;
+            let body: Option<Vec<u8>> = row.try_get(2).map_err(io)?;
+            key_state(
+                &fingerprint,
+                &request.fingerprint,
+                status.map(i64::from),
+                body,
+            )
+        })
+    }
+
+    fn keep_answer(&self, request: &KeyedRequest, answer: &KeptAnswer) -> Result<(), StoreError> {
+        self.read(|db| {
+            db.execute(
+                "UPDATE idempotency_keys SET status = $1, body = $2
+                 WHERE user_id = $3 AND key = $4 AND fingerprint = $5",
+                &[
+                    &i32::from(answer.status),
+                    &answer.body,
+                    &request.user.as_str(),
+                    &request.key,
+                    &request.fingerprint,
+                ],
+            )
+            .map_err(pg_error)?;
+            Ok(())
+        })
+    }
+
+    fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError> {
+        self.read(|db| {
+            db.execute(
+                "DELETE FROM idempotency_keys
+                 WHERE user_id = $1 AND key = $2 AND fingerprint = $3 AND status IS NULL",
+                &[&request.user.as_str(), &request.key, &request.fingerprint],
+            )
+            .map_err(pg_error)?;
+            Ok(())
         })
     }
 }

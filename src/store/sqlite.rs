@@ -18,10 +18,16 @@ use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, Order,
     SfId, User, WebCart, WebStore,
 };
-use crate::store::{Commit, DataSet, HistoryEntry, LoadKey, StockLevel, Store};
+use crate::store::{
+    Commit, DataSet, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey, StockLevel, Store,
+    key_state,
+};
 
 /// The schema migrations, in order; schema version N is the first N applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/sqlite/0002_idempotency_keys.sql"),
+];
 
 /// How durable a commit is (SQLite's `synchronous` setting in WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -798,6 +804,81 @@ impl Store for SqliteStore {
                 "SELECT body FROM history WHERE cart_id = ?1 ORDER BY seq",
                 cart_id.as_str(),
             )
+        })
+    }
+
+    fn begin_keyed(
+        &self,
+        request: &KeyedRequest,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<KeyState, StoreError> {
+        self.in_tx(TransactionBehavior::Immediate, |tx| {
+            tx.execute(
+                "DELETE FROM idempotency_keys WHERE expires_at <= ?1",
+                params![now.timestamp_millis()],
+            )
+            .map_err(io)?;
+            let found = tx
+                .query_row(
+                    "SELECT fingerprint, status, body FROM idempotency_keys
+                     WHERE user_id = ?1 AND key = ?2",
+                    params![request.user.as_str(), request.key],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<i64>>(1)?,
+                            r.get::<_, Option<Vec<u8>>>(2)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(io)?;
+            if let Some((fingerprint, status, body)) = found {
+                return key_state(&fingerprint, &request.fingerprint, status, body);
+            }
+            tx.execute(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, expires_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    request.user.as_str(),
+                    request.key,
+                    request.fingerprint,
+                    expires_at.timestamp_millis()
+                ],
+            )
+            .map_err(io)?;
+            Ok(KeyState::Reserved)
+        })
+    }
+
+    fn keep_answer(&self, request: &KeyedRequest, answer: &KeptAnswer) -> Result<(), StoreError> {
+        self.in_tx(TransactionBehavior::Immediate, |tx| {
+            tx.execute(
+                "UPDATE idempotency_keys SET status = ?1, body = ?2
+                 WHERE user_id = ?3 AND key = ?4 AND fingerprint = ?5",
+                params![
+                    i64::from(answer.status),
+                    answer.body,
+                    request.user.as_str(),
+                    request.key,
+                    request.fingerprint
+                ],
+            )
+            .map_err(io)?;
+            Ok(())
+        })
+    }
+
+    fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError> {
+        self.in_tx(TransactionBehavior::Immediate, |tx| {
+            tx.execute(
+                "DELETE FROM idempotency_keys
+                 WHERE user_id = ?1 AND key = ?2 AND fingerprint = ?3 AND status IS NULL",
+                params![request.user.as_str(), request.key, request.fingerprint],
+            )
+            .map_err(io)?;
+            Ok(())
         })
     }
 }
