@@ -215,6 +215,8 @@ struct ServeArgs {
     /// `cartflow worker` processes share the database.
     #[arg(long, value_name = "N", default_value_t = 1)]
     workers: usize,
+    #[command(flatten)]
+    limits: cli::serve::Limits,
 }
 
 fn main() -> ExitCode {
@@ -254,6 +256,7 @@ fn main() -> ExitCode {
             addr: args.addr,
             tokens: args.tokens,
             workers: args.workers,
+            limits: args.limits,
         }),
     }
 }

@@ -121,4 +121,27 @@ pub trait Store: Send + Sync {
     fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError>;
     /// A cart's history, oldest first.
     fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// How many operations wait for a worker and how many a worker holds (the queue depth
+    /// `/metrics` reports), in one read.
+    fn operation_counts(&self) -> Result<OperationCounts, StoreError>;
+}
+
+/// The operations of a store that are not finished, by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OperationCounts {
+    /// Operations with status New (waiting for a worker), Closed carts' included.
+    pub new: u64,
+    /// Operations with status Running (claimed by a worker).
+    pub running: u64,
+}
+
+impl OperationCounts {
+    /// Adds `count` operations of `status`; finished statuses are not counted.
+    pub fn add(&mut self, status: &str, count: u64) {
+        match status {
+            "New" => self.new += count,
+            "Running" => self.running += count,
+            _ => {}
+        }
+    }
 }
