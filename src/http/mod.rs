@@ -46,6 +46,7 @@
 
 mod actions;
 mod auth;
+mod body;
 mod error;
 mod ops;
 mod records;
@@ -71,8 +72,10 @@ use http_body_util::BodyExt as _;
 use tokio::sync::oneshot;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use body::{BodyTimedOut, DeadlineBody};
 
 pub use auth::{Tokens, TokensError};
 pub use error::SfError;
@@ -119,6 +122,7 @@ pub fn router(engine: Engine, tokens: Tokens) -> Router {
 fn app(engine: Engine, tokens: Tokens, config: &ServerConfig, draining: Arc<AtomicBool>) -> Router {
     ops::install_recorder();
     let request_timeout = config.request_timeout;
+    let body_timeout = config.body_timeout;
     let state = AppState(Arc::new(Inner {
         engine,
         tokens,
@@ -151,14 +155,18 @@ fn app(engine: Engine, tokens: Tokens, config: &ServerConfig, draining: Arc<Atom
         // Innermost first: the body timeout wraps the body the handlers read; the metrics
         // see the status a timeout or a panic turned into; the request Id is set before the
         // span that carries it.
-        .layer(RequestBodyTimeoutLayer::new(config.body_timeout))
+        .layer(middleware::map_request(
+            move |request: Request| async move {
+                request.map(|body| DeadlineBody::wrap(body, body_timeout))
+            },
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             request_timeout,
         ))
-        .layer(middleware::map_response(move |response: Response| async move {
-            timeout_body(response, request_timeout)
-        }))
+        .layer(middleware::map_response(
+            move |response: Response| async move { timeout_body(response, request_timeout) },
+        ))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(middleware::from_fn(ops::record_request))
         .layer(
@@ -203,7 +211,10 @@ fn timeout_body(response: Response, timeout: Duration) -> Response {
     if response.status() != StatusCode::SERVICE_UNAVAILABLE || !bodiless {
         return response;
     }
-    tracing::warn!(timeout_ms = timeout.as_millis() as u64, "a request timed out");
+    tracing::warn!(
+        timeout_ms = timeout.as_millis() as u64,
+        "a request timed out"
+    );
     SfError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "REQUEST_RUNNING_TOO_LONG",
@@ -306,7 +317,7 @@ async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, SfError
 fn body_error(error: &axum::Error) -> SfError {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = cause {
-        if e.is::<tower_http::timeout::TimeoutError>() {
+        if e.is::<BodyTimedOut>() {
             return SfError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "REQUEST_TIMEOUT",

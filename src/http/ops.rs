@@ -59,7 +59,10 @@ pub(crate) fn install_recorder() -> Option<&'static PrometheusHandle> {
 }
 
 fn describe_metrics() {
-    metrics::describe_counter!(REQUESTS, "HTTP requests answered, by method, route and status");
+    metrics::describe_counter!(
+        REQUESTS,
+        "HTTP requests answered, by method, route and status"
+    );
     metrics::describe_histogram!(
         LATENCY,
         metrics::Unit::Seconds,
@@ -108,7 +111,10 @@ pub(crate) async fn record_request(request: Request, next: Next) -> Response {
 /// read from the store first.
 pub(crate) async fn scrape(State(state): State<AppState>) -> Response {
     let Some(handle) = install_recorder() else {
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "no metrics recorder\n".into());
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no metrics recorder\n".into(),
+        );
     };
     let engine = state.0.engine.clone();
     match blocking(move || engine.store().operation_counts()).await {

@@ -59,7 +59,10 @@ struct Slot {
 
 /// Whether a new connection may be served.
 enum Admission {
-    Admitted { id: u64, evicted: oneshot::Receiver<()> },
+    Admitted {
+        id: u64,
+        evicted: oneshot::Receiver<()>,
+    },
     Busy,
 }
 
