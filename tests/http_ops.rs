@@ -337,11 +337,12 @@ fn metrics_show_requests_latency_operations_and_queue_depth() {
     assert!(!metrics.contains("no/such/thing"));
     // Counters nothing has incremented yet are listed at 0.
     for counter in [
-        "cartflow_worker_restarts_total",
-        "cartflow_lease_expiries_total",
+        "cartflow_worker_restarts_total ",
+        "cartflow_lease_expiries_total ",
+        r#"cartflow_operations_total{name="activateOrderAction",outcome="system_failure"} "#,
     ] {
         assert!(
-            sample_value(&metrics, &format!("{counter} ")).is_some(),
+            sample_value(&metrics, counter).is_some(),
             "{counter}: {metrics}"
         );
     }

@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 
 use super::{AppState, blocking, error};
+use crate::machine::{Action, PAYMENT_OPERATION};
 use crate::model::{KeyPrefix, SfId};
 
 /// How long `/healthz` waits for the store before it answers 503.
@@ -30,6 +31,9 @@ const LATENCY_BUCKETS: [f64; 14] = [
 const REQUESTS: &str = "cartflow_http_requests_total";
 const LATENCY: &str = "cartflow_http_request_duration_seconds";
 const QUEUE_DEPTH: &str = "cartflow_queue_depth";
+
+/// The `outcome` label values of `cartflow_operations_total`, as the workers report them.
+const OPERATION_OUTCOMES: [&str; 4] = ["passed", "failed", "system_failure", "discarded"];
 
 /// The process's one Prometheus recorder, installed by the first server or router built
 /// (tests start many servers in one process; a recorder can be installed only once).
@@ -86,6 +90,21 @@ fn describe_metrics() {
     );
     metrics::counter!("cartflow_lease_expiries_total").increment(0);
     metrics::counter!("cartflow_worker_restarts_total").increment(0);
+    // Every operation and outcome at 0, so a fresh server lists them and a rate over the
+    // first operation of a kind is right.
+    let operations = Action::ALL
+        .into_iter()
+        .filter(|a| {
+            a.provider_kind().is_some() || matches!(a, Action::CartToOrder | Action::ActivateOrder)
+        })
+        .map(Action::api_name)
+        .chain([PAYMENT_OPERATION]);
+    for name in operations {
+        for outcome in OPERATION_OUTCOMES {
+            metrics::counter!("cartflow_operations_total", "name" => name, "outcome" => outcome)
+                .increment(0);
+        }
+    }
 }
 
 /// Counts and times each request under its route template (never the raw path, which holds
