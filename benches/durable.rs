@@ -251,6 +251,10 @@ impl Store for Counting {
         self.read();
         self.inner.expired_operations(now, limit)
     }
+    fn operation_counts(&self) -> Result<cartflow::store::OperationCounts, StoreError> {
+        self.read();
+        self.inner.operation_counts()
+    }
     fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
         self.read();
         self.inner.cart(id)

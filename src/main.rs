@@ -291,6 +291,8 @@ struct ServeArgs {
     /// integrations.json beside a SQLite database. The way to configure them on PostgreSQL.
     #[arg(long, value_name = "FILE")]
     integrations: Option<PathBuf>,
+    #[command(flatten)]
+    limits: cli::serve::Limits,
 }
 
 fn main() -> ExitCode {
@@ -341,6 +343,7 @@ fn main() -> ExitCode {
             tokens: args.tokens,
             workers: args.workers,
             integrations: args.integrations,
+            limits: args.limits,
         }),
     }
 }

@@ -2959,6 +2959,9 @@ impl Store for Faulty {
     ) -> Result<(), cartflow::StoreError> {
         self.inner.release_key(request)
     }
+    fn operation_counts(&self) -> Result<cartflow::store::OperationCounts, cartflow::StoreError> {
+        self.inner.operation_counts()
+    }
 }
 
 fn engine_over(store: Faulty) -> Engine {

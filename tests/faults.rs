@@ -467,6 +467,9 @@ impl Store for PanicsOnFirstClaim {
     fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError> {
         self.inner.release_key(request)
     }
+    fn operation_counts(&self) -> Result<cartflow::store::OperationCounts, StoreError> {
+        self.inner.operation_counts()
+    }
 }
 
 /// Locks `cart`'s Inventory step and starts its inventory check; returns the operation.

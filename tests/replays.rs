@@ -115,6 +115,9 @@ impl Store for Gated {
     fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError> {
         self.inner.release_key(request)
     }
+    fn operation_counts(&self) -> Result<cartflow::store::OperationCounts, StoreError> {
+        self.inner.operation_counts()
+    }
 }
 
 /// The in-stock cart in Checkout with its session locked at Inventory, as Update Checkout

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use cartflow::http::{Server, ServerConfig, Tokens};
 use cartflow::ids::RandomIds;
@@ -29,6 +30,54 @@ pub struct Request {
     pub workers: usize,
     /// The integrations file (`--integrations`); see [`datadir::provider_file`].
     pub integrations: Option<PathBuf>,
+    /// The listener's timeouts and connection cap.
+    pub limits: Limits,
+}
+
+/// The listener's timeouts and connection cap (`cartflow serve` flags; defaults from
+/// [`ServerConfig::default`]).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Limits {
+    /// How long a client has to send a request's headers, from its connection's accept and
+    /// from the end of each answer (so also how long a keep-alive connection may idle).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..),
+          default_value_t = millis(ServerConfig::default().header_timeout))]
+    pub header_timeout_ms: u64,
+    /// How long a request's body may take to arrive (then 408 and the connection closes).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..),
+          default_value_t = millis(ServerConfig::default().body_timeout))]
+    pub body_timeout_ms: u64,
+    /// How long a request may take to be answered (then 503 REQUEST_RUNNING_TOO_LONG).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..),
+          default_value_t = millis(ServerConfig::default().request_timeout))]
+    pub request_timeout_ms: u64,
+    /// The most connections open at once; at the cap the longest-idle one makes room. Keep
+    /// it well under the process's descriptor limit (`ulimit -n`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          default_value_t = ServerConfig::default().max_connections as u64)]
+    pub max_connections: u64,
+    /// On SIGTERM, keep serving this long with /readyz answering 503 before closing the
+    /// listener (time for a load balancer to notice).
+    #[arg(long, value_name = "MS", default_value_t = millis(ServerConfig::default().drain_delay))]
+    pub drain_delay_ms: u64,
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+impl Limits {
+    /// `config` with these limits.
+    fn apply(&self, config: ServerConfig) -> ServerConfig {
+        ServerConfig {
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            drain_delay: Duration::from_millis(self.drain_delay_ms),
+            ..config
+        }
+    }
 }
 
 /// Exit status for a usage or data error.
@@ -64,10 +113,10 @@ fn serve(request: &Request) -> Result<(), String> {
         .with_ids(Arc::new(RandomIds))
         .with_integrations(integrations);
     let candidates = resolve(&request.addr)?;
-    let config = ServerConfig {
+    let config = request.limits.apply(ServerConfig {
         workers: request.workers,
         ..ServerConfig::default()
-    };
+    });
     let server = start_on_first(&candidates, engine, tokens, &config)
         .map_err(|e| format!("cannot listen on {}: {e}", request.addr))?;
 

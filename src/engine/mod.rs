@@ -289,6 +289,7 @@ impl Engine {
         actor: Option<&str>,
         command: &Command,
     ) -> Result<Output, CheckoutError> {
+        let _span = tracing::info_span!("command", event = %command.event()).entered();
         let actor_id = actor.and_then(|a| SfId::parse(a).ok());
         for _ in 0..self.config.max_attempts.max(1) {
             let snapshot = self.load(actor, command)?;

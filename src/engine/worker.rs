@@ -85,7 +85,10 @@ impl Engine {
                 attempt: op.attempt,
             };
             match self.execute_as(None, &command) {
-                Ok(_) => swept += 1,
+                Ok(_) => {
+                    swept += 1;
+                    metrics::counter!("cartflow_lease_expiries_total").increment(1);
+                }
                 // Its worker finished or heartbeat meanwhile.
                 Err(CheckoutError::Stale(_)) => {}
                 Err(e) => return Err(e),
@@ -152,6 +155,14 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
+        let result = match (&outcome, applied) {
+            (_, false) => "discarded",
+            (StepOutcome::Passed, _) => "passed",
+            (StepOutcome::Failed(_), _) => "failed",
+            (StepOutcome::SystemFailure(_), _) => "system_failure",
+        };
+        metrics::counter!("cartflow_operations_total", "name" => op.name.clone(), "outcome" => result)
+            .increment(1);
         Ok(OperationReport {
             operation_id: op.id,
             attempt: op.attempt,

@@ -1,5 +1,5 @@
-//! The HTTP facade: the engine behind Salesforce's REST shape (`domain.md` §5), so existing
-//! Salesforce clients and tooling can drive a checkout with actions and record updates alone.
+//! The HTTP facade: the engine behind Salesforce's REST shape, so existing Salesforce clients
+//! and tooling can drive a checkout with actions and record updates alone.
 //!
 //! | Route | Answer |
 //! |---|---|
@@ -11,11 +11,23 @@
 //! | `GET /services/data/vNN.N/sobjects/WebCart/{Id}/CartItems` (or `/CartValidationOutputs`) | a cart's related records |
 //! | `PATCH /services/data/vNN.N/sobjects/CartCheckoutSession/{Id}` | a screen step (`State`) |
 //! | `PATCH /services/data/vNN.N/sobjects/WebCart/{Id}` | a screen's input (`DeliverTo`, `DeliveryMethodId`, `PaymentToken`) |
+//! | `GET /healthz` | 200 when the store answers a read, 503 with a reason otherwise |
+//! | `GET /readyz` | 200 while the server takes traffic, 503 once it is stopping |
+//! | `GET /metrics` | Prometheus metrics: requests, latency, operations, queue depth |
 //!
-//! Every route but the versions list needs `Authorization: Bearer <token>` ([`Tokens`]); the
-//! caller's permissions and sharing apply to every call and every record read. The engine is
-//! synchronous, so each request's engine and store work runs on tokio's blocking pool.
-//! `docs/http.md` documents the status rule, the limits and the error codes.
+//! Every Salesforce route but the versions list needs `Authorization: Bearer <token>`
+//! ([`Tokens`]); the caller's permissions and sharing apply to every call and every record
+//! read. The three operator routes need no token and belong on an internal network. The
+//! engine is synchronous, so each request's engine and store work runs on tokio's blocking
+//! pool.
+//!
+//! Every answer carries an `X-Request-Id` (the client's own, or a new UUID), and every log
+//! line of a request is inside a span with that Id, the method and the route. A panic in a
+//! handler answers the Salesforce 500 body. [`Server`] adds what a production listener needs:
+//! a header read timeout (which also bounds keep-alive idling), a body timeout, a whole-request
+//! timeout, and a connection cap at which the longest-idle connection makes room for a new
+//! one ([`ServerConfig`] has the defaults). `docs/http.md` documents the status rule, the
+//! limits and the error codes.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -34,26 +46,37 @@
 
 mod actions;
 mod auth;
+mod body;
 mod error;
 mod idempotency;
+mod ops;
 mod records;
+mod server;
 mod versions;
 
+use std::any::Any;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use http_body_util::BodyExt as _;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use body::{BodyTimedOut, DeadlineBody};
 
 pub use auth::{Tokens, TokensError};
 pub use error::SfError;
@@ -83,21 +106,36 @@ struct Inner {
     tokens: Tokens,
     /// How long an `Idempotency-Key` and its answer are kept.
     key_ttl: Duration,
+    /// Set once the server is stopping: `/readyz` answers 503.
+    draining: Arc<AtomicBool>,
 }
 
-/// The facade's routes over `engine`, accepting `tokens`. Serve it with any axum server, or
-/// use [`Server`], which also runs the workers and stops gracefully. Idempotency keys are
-/// kept for [`DEFAULT_KEY_TTL`].
+/// The facade's routes over `engine`, accepting `tokens`, with the request Id, tracing,
+/// metrics, panic and timeout layers at [`ServerConfig::default`]'s timeouts, keeping
+/// idempotency keys for [`DEFAULT_KEY_TTL`]. Serve it with any axum server, or use
+/// [`Server`], which also caps connections, runs the workers and stops gracefully.
 pub fn router(engine: Engine, tokens: Tokens) -> Router {
     router_keeping_keys(engine, tokens, DEFAULT_KEY_TTL)
 }
 
 /// [`router`], keeping each `Idempotency-Key` and its answer for `key_ttl`.
 pub fn router_keeping_keys(engine: Engine, tokens: Tokens, key_ttl: Duration) -> Router {
+    let config = ServerConfig {
+        idempotency_ttl: key_ttl,
+        ..ServerConfig::default()
+    };
+    app(engine, tokens, &config, Arc::new(AtomicBool::new(false)))
+}
+
+fn app(engine: Engine, tokens: Tokens, config: &ServerConfig, draining: Arc<AtomicBool>) -> Router {
+    ops::install_recorder();
+    let request_timeout = config.request_timeout;
+    let body_timeout = config.body_timeout;
     let state = AppState(Arc::new(Inner {
         engine,
         tokens,
-        key_ttl,
+        key_ttl: config.idempotency_ttl,
+        draining,
     }));
     Router::new()
         .route("/services/data", get(list_versions))
@@ -118,10 +156,84 @@ pub fn router_keeping_keys(engine: Engine, tokens: Tokens, key_ttl: Duration) ->
             "/services/data/{version}/sobjects/{object}/{id}/{relationship}",
             get(records::related),
         )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::scrape))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(log_request))
+        // Innermost first: the body timeout wraps the body the handlers read; the metrics
+        // see the status a timeout or a panic turned into; the request Id is set before the
+        // span that carries it.
+        .layer(middleware::map_request(
+            move |request: Request| async move {
+                request.map(|body| DeadlineBody::wrap(body, body_timeout))
+            },
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        .layer(middleware::map_response(
+            move |response: Response| async move { timeout_body(response, request_timeout) },
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(middleware::from_fn(ops::record_request))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// The span every log line of a request is in: its Id, method and route template (never the
+/// raw path or headers, so no token or record Id).
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    tracing::info_span!("request", request_id = id, method = %request.method(), route)
+}
+
+/// A handler that panicked answers the Salesforce 500 body; the server goes on.
+fn panic_response(payload: Box<dyn Any + Send + 'static>) -> Response {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text payload".into());
+    SfError::internal(&format!("a handler panicked: {what}")).into_response()
+}
+
+/// The whole-request timeout answers 503 with no body; give it the Salesforce shape.
+fn timeout_body(response: Response, timeout: Duration) -> Response {
+    let bodiless = response.headers().get(header::CONTENT_TYPE).is_none();
+    if response.status() != StatusCode::SERVICE_UNAVAILABLE || !bodiless {
+        return response;
+    }
+    tracing::warn!(
+        timeout_ms = timeout.as_millis() as u64,
+        "a request timed out"
+    );
+    SfError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "REQUEST_RUNNING_TOO_LONG",
+        format!(
+            "The request did not finish within {} ms; it may still take effect, so read the \
+             record before retrying",
+            timeout.as_millis()
+        ),
+    )
+    .into_response()
 }
 
 async fn list_versions() -> Response {
@@ -138,22 +250,6 @@ async fn method_not_allowed() -> SfError {
         "METHOD_NOT_ALLOWED",
         "HTTP method not allowed for this resource",
     )
-}
-
-/// One debug line per request: method, path, status, time. Never headers (tokens) or bodies.
-async fn log_request(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    tracing::debug!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        "request"
-    );
-    response
 }
 
 /// Checks the version segment of a path: anything but `vNN.N` from 47.0 up is 404.
@@ -207,13 +303,7 @@ async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, SfError
     let mut kept = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| {
-            SfError::new(
-                StatusCode::BAD_REQUEST,
-                "JSON_PARSER_ERROR",
-                "The request body could not be read",
-            )
-        })?;
+        let frame = frame.map_err(|e| body_error(&e))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -231,12 +321,34 @@ async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, SfError
     Ok(Bytes::from(kept))
 }
 
+/// A body that stopped arriving within the body timeout is 408 `REQUEST_TIMEOUT` (and its
+/// connection is closed, its body unread); any other read failure is 400.
+fn body_error(error: &axum::Error) -> SfError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = cause {
+        if e.is::<BodyTimedOut>() {
+            return SfError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "The request body did not arrive in time",
+            );
+        }
+        cause = e.source();
+    }
+    SfError::new(
+        StatusCode::BAD_REQUEST,
+        "JSON_PARSER_ERROR",
+        "The request body could not be read",
+    )
+}
+
 /// Parses a JSON request body; 400 `JSON_PARSER_ERROR` when it is not JSON.
 fn parse_json(body: &[u8]) -> Result<serde_json::Value, SfError> {
     serde_json::from_slice(body).map_err(|e| SfError::parser(format!("The body is not JSON: {e}")))
 }
 
-/// How [`Server`] runs.
+/// How [`Server`] runs. Every limit here has a `cartflow serve` flag; `docs/http.md` lists
+/// them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Where to listen; port 0 picks a free port ([`Server::local_addr`] tells which).
@@ -244,11 +356,30 @@ pub struct ServerConfig {
     /// Worker threads running background operations in this process; 0 for none (when
     /// separate `cartflow worker` processes share the database).
     pub workers: usize,
-    /// How long a stop waits for in-flight requests before it closes their connections.
+    /// How long a stop waits for in-flight requests before it closes their connections
+    /// (default 30 s).
     pub grace: Duration,
     /// How long an `Idempotency-Key` and its answer are kept (default 24 hours); after
     /// that the key is new again.
     pub idempotency_ttl: Duration,
+    /// How long a client has to send a request's headers, counted from the connection's
+    /// accept and again from the end of each response, so it also closes a keep-alive
+    /// connection that idles this long between requests (default 10 s).
+    pub header_timeout: Duration,
+    /// How long a request's body may take to arrive; past it the request answers 408
+    /// `REQUEST_TIMEOUT` and the connection is closed (default 30 s).
+    pub body_timeout: Duration,
+    /// How long a request may take from its headers to its answer; past it the request
+    /// answers 503 `REQUEST_RUNNING_TOO_LONG` (an engine call in progress still finishes, so
+    /// the command may take effect) (default 60 s).
+    pub request_timeout: Duration,
+    /// The most connections open at once (default 512, well under the usual limit of 1,024
+    /// descriptors). At the cap a new connection evicts the one idle longest; when every
+    /// connection has a request in flight, the newcomer is answered 503 and closed.
+    pub max_connections: usize,
+    /// How long a stop keeps serving, with `/readyz` answering 503, before it stops
+    /// accepting: time for a load balancer to take the server out of rotation (default 0).
+    pub drain_delay: Duration,
 }
 
 impl Default for ServerConfig {
@@ -258,6 +389,22 @@ impl Default for ServerConfig {
             workers: 1,
             grace: Duration::from_secs(30),
             idempotency_ttl: DEFAULT_KEY_TTL,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            drain_delay: Duration::ZERO,
+        }
+    }
+}
+
+impl ServerConfig {
+    fn limits(&self) -> server::Limits {
+        server::Limits {
+            header_timeout: self.header_timeout,
+            max_connections: self.max_connections,
+            grace: self.grace,
+            drain_delay: self.drain_delay,
         }
     }
 }
@@ -270,6 +417,10 @@ pub struct Server {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     workers: Option<WorkerPool>,
+    /// Held until the runtime is gone, so that the last clone of the engine (and of its
+    /// store) is never dropped inside it: the synchronous PostgreSQL client runs a runtime of
+    /// its own, which cannot start inside another.
+    engine: Option<Engine>,
 }
 
 impl Server {
@@ -286,18 +437,20 @@ impl Server {
             .enable_io()
             .enable_time()
             .build()?;
-        let app = router_keeping_keys(engine.clone(), tokens, config.idempotency_ttl);
+        let draining = Arc::new(AtomicBool::new(false));
+        let app = app(engine.clone(), tokens, config, Arc::clone(&draining));
         let (stop, stopped) = oneshot::channel();
-        let grace = config.grace;
+        let limits = config.limits();
         let thread = thread::Builder::new()
             .name("cartflow-http".into())
-            .spawn(move || serve(runtime, listener, app, stopped, grace))?;
+            .spawn(move || serve(runtime, listener, app, stopped, limits, draining))?;
         let workers = (config.workers > 0).then(|| engine.start_workers(config.workers));
         Ok(Server {
             addr,
             stop: Some(stop),
             thread: Some(thread),
             workers,
+            engine: Some(engine),
         })
     }
 
@@ -306,8 +459,9 @@ impl Server {
         self.addr
     }
 
-    /// Stops gracefully: no new connections, in-flight requests finish (for up to the
-    /// configured grace), then the workers stop after the operations in hand.
+    /// Stops gracefully: `/readyz` answers 503 (for the configured drain delay), then no new
+    /// connections, in-flight requests finish (for up to the configured grace), then the
+    /// workers stop after the operations in hand.
     pub fn shutdown(mut self) {
         self.stop_all();
     }
@@ -324,6 +478,7 @@ impl Server {
         if let Some(workers) = self.workers.take() {
             workers.stop();
         }
+        drop(self.engine.take());
     }
 }
 
@@ -339,36 +494,15 @@ fn serve(
     listener: std::net::TcpListener,
     app: Router,
     stopped: oneshot::Receiver<()>,
-    grace: Duration,
+    limits: server::Limits,
+    draining: Arc<AtomicBool>,
 ) {
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::from_std(listener) {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen");
-                return;
-            }
-        };
-        let draining = Arc::new(Notify::new());
-        let signal = Arc::clone(&draining);
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { signal.notified().await })
-                .await
-        });
-        let _ = stopped.await;
-        // notify_one keeps the wake-up should the server not be waiting yet.
-        draining.notify_one();
-        match tokio::time::timeout(grace, server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the HTTP server failed"),
-            Ok(Err(e)) => tracing::error!(error = %e, "the HTTP server task failed"),
-            Err(_) => tracing::warn!(
-                grace_ms = grace.as_millis() as u64,
-                "requests still in flight after the grace period; closing them"
-            ),
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => server::serve(listener, app, limits, stopped, draining).await,
+            Err(e) => tracing::error!(error = %e, "cannot listen"),
         }
     });
     // Engine calls cut off by the grace period finish on their own threads.
-    runtime.shutdown_timeout(grace);
+    runtime.shutdown_timeout(limits.grace);
 }

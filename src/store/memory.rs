@@ -543,4 +543,12 @@ impl Store for MemoryStore {
         }
         Ok(())
     }
+
+    fn operation_counts(&self) -> Result<super::OperationCounts, StoreError> {
+        let mut counts = super::OperationCounts::default();
+        for op in self.read().operations.values() {
+            counts.add(op.status.as_str(), 1);
+        }
+        Ok(counts)
+    }
 }

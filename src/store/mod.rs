@@ -210,4 +210,27 @@ pub trait Store: Send + Sync {
     /// Frees a key reserved by [`Store::begin_keyed`] whose request kept no answer, so that a
     /// retry runs again.
     fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError>;
+    /// How many operations wait for a worker and how many a worker holds (the queue depth
+    /// `/metrics` reports), in one read.
+    fn operation_counts(&self) -> Result<OperationCounts, StoreError>;
+}
+
+/// The operations of a store that are not finished, by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OperationCounts {
+    /// Operations with status New (waiting for a worker), Closed carts' included.
+    pub new: u64,
+    /// Operations with status Running (claimed by a worker).
+    pub running: u64,
+}
+
+impl OperationCounts {
+    /// Adds `count` operations of `status`; finished statuses are not counted.
+    pub fn add(&mut self, status: &str, count: u64) {
+        match status {
+            "New" => self.new += count,
+            "Running" => self.running += count,
+            _ => {}
+        }
+    }
 }

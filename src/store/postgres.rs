@@ -1136,4 +1136,22 @@ impl Store for PostgresStore {
             Ok(())
         })
     }
+
+    fn operation_counts(&self) -> Result<super::OperationCounts, StoreError> {
+        self.read(|db| {
+            let rows = db
+                .query(
+                    "SELECT status, count(*) FROM operations
+                     WHERE status IN ('New', 'Running') GROUP BY status",
+                    &[],
+                )
+                .map_err(pg_error)?;
+            let mut counts = super::OperationCounts::default();
+            for row in &rows {
+                let (status, count): (String, i64) = (row.get(0), row.get(1));
+                counts.add(&status, count.max(0) as u64);
+            }
+            Ok(counts)
+        })
+    }
 }

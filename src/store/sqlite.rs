@@ -881,4 +881,24 @@ impl Store for SqliteStore {
             Ok(())
         })
     }
+
+    fn operation_counts(&self) -> Result<super::OperationCounts, StoreError> {
+        self.read(|tx| {
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT status, count(*) FROM operations
+                     WHERE status IN ('New', 'Running') GROUP BY status",
+                )
+                .map_err(io)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(io)?;
+            let mut counts = super::OperationCounts::default();
+            for row in rows {
+                let (status, count) = row.map_err(io)?;
+                counts.add(&status, count.max(0) as u64);
+            }
+            Ok(counts)
+        })
+    }
 }
