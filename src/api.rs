@@ -1,5 +1,5 @@
-//! The Salesforce REST shape of an invocable action (`domain.md` §5): inputs in, one result
-//! element out.
+//! The Salesforce REST shape of an invocable action (`POST .../actions/standard/{name}`):
+//! inputs in, one result element out.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -103,7 +103,7 @@ fn single(key: &str, value: String) -> Map<String, Value> {
     map
 }
 
-/// The inputs each action takes (`domain.md` §2).
+/// The inputs each action takes, as Salesforce documents them.
 pub fn input_names(action: Action) -> &'static [&'static str] {
     match action {
         Action::CheckoutSession => &["cartId", "initialState"],

@@ -1,4 +1,4 @@
-//! The flow driver: the standard template's hub loop (`domain.md` §3), run against the
+//! The flow driver: the standard checkout template's hub loop, run against the
 //! engine. Given the buyer's input for the screen steps it moves a checkout forward until it
 //! needs input the buyer has not given, fails, or completes.
 //!

@@ -1,6 +1,6 @@
-//! Conformance: one named test per documented requirement and error row of `domain.md` §2
-//! (and the decisions of `design.md`), at the library level. `docs/conformance.md` maps each
-//! row to the tests here.
+//! Conformance: one named test per requirement and error row Salesforce documents for the
+//! checkout actions (and per decision cartflow takes where it is silent), at the library
+//! level. `docs/conformance.md` maps each row to the tests here.
 //!
 //! Every refusal goes through [`World::refuse`], which checks the unmet requirement, the
 //! errorCode and HTTP status both through `Engine::execute` and `Engine::invoke`, and that
@@ -41,7 +41,7 @@ const START: &str = "checkoutSessionAction";
 const UPDATE: &str = "updateCheckoutSessionStateAction";
 const CANCEL: &str = "cancelCartAsyncOperation";
 
-/// The async cart actions that share §2.1's error table besides Check Cart Inventory.
+/// The async cart actions that share Check Cart Inventory's documented error table.
 const OTHER_ASYNC: [Action; 4] = [
     Action::PriceCart,
     Action::CalcCartPromotions,
@@ -384,7 +384,7 @@ fn world_with_provider(
 }
 
 // ---------------------------------------------------------------------------------------
-// Check Cart Inventory: the nine requirements of domain.md §2.1
+// Check Cart Inventory: the nine documented requirements
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -745,7 +745,7 @@ fn inventory_no_active_session_is_invalid_operation_403() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Check Cart Inventory: the seven error rows of domain.md §2.1
+// Check Cart Inventory: the seven documented error rows
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -922,7 +922,7 @@ fn inventory_row7_caller_not_store_member_is_insufficient_access_500() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Check Cart Inventory: requirement order (design.md), wrong step, dry run
+// Check Cart Inventory: requirement order (cartflow's), wrong step, dry run
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -1144,7 +1144,7 @@ fn inventory_check_dry_run_lists_operation_in_progress_with_its_code() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Check Cart Inventory: effects of an accepted call and of the worker step (§2.1, §3, §4)
+// Check Cart Inventory: effects of an accepted call and of the worker step
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -1303,7 +1303,7 @@ fn inventory_effect_provider_timeout_ends_in_error_with_one_system_error_output(
 }
 
 // ---------------------------------------------------------------------------------------
-// The other async cart actions: the shared rows of §2.1, table-driven
+// The other async cart actions: the documented rows they share, table-driven
 // ---------------------------------------------------------------------------------------
 
 /// The other async action `action`'s in-stock cart, locked at its step.
@@ -1525,7 +1525,7 @@ fn async_wrong_step_is_invalid_operation_403_naming_the_expected_step_for_each_a
 }
 
 // ---------------------------------------------------------------------------------------
-// Checkout Session (domain.md §2.2)
+// Checkout Session
 // ---------------------------------------------------------------------------------------
 
 fn stale_output(cart: SampleCart, n: u64) -> CartValidationOutput {
@@ -1734,7 +1734,7 @@ fn start_session_not_created_for_another_initial_state_is_unknown_exception_500(
 }
 
 // ---------------------------------------------------------------------------------------
-// Update Checkout Session (domain.md §2.2)
+// Update Checkout Session
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -2056,7 +2056,7 @@ fn update_archived_session_is_invalid_operation_403() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Cancel Cart Async Operation (domain.md §2.2)
+// Cancel Cart Async Operation
 // ---------------------------------------------------------------------------------------
 
 #[test]

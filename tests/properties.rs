@@ -1,7 +1,7 @@
 //! Property tests of the engine: random worlds, random command sequences by random actors,
 //! interleaved with worker steps and the passing of time, checked after every step against
 //! the transition table, the store's invariants, the checkout's own promises (orders, cancel,
-//! Closed carts) and a reference model written from `domain.md`, `design.md` and the
+//! Closed carts) and a reference model written from Salesforce's documentation and the
 //! decisions `docs/architecture.md` records (payment, completion, repeats, time-to-live, edits),
 //! never from the crate's own requirement or decision code.
 //!
@@ -42,7 +42,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
-// The standard checkout as domain.md §3 lists it: the model's own copy, not the crate's template.
+// The standard checkout as Salesforce's template lists it: the model's copy, not the crate's.
 
 /// What a step of the standard template does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ const STEPS: [(SessionState, Stage); 15] = [
     (SessionState::Complete, Stage::Terminal),
 ];
 
-/// The async actions that run a store's provider (`domain.md` §2, §4); the order steps and
+/// The async actions that run a store's provider (its integration); the order steps and
 /// payment have calls of their own.
 const PROVIDER_ACTIONS: [Action; 5] = [
     Action::CheckCartInventory,
@@ -147,7 +147,7 @@ impl Work {
         }
     }
 
-    /// The provider kind it runs (`domain.md` §4); making and activating the order are the
+    /// The provider kind it runs (its integration); making and activating the order are the
     /// platform's own work.
     fn provider_kind(self) -> Option<ProviderKind> {
         Some(match self {
@@ -161,7 +161,7 @@ impl Work {
         })
     }
 
-    /// The CartValidationOutput type of a failure: the provider's kind (`domain.md` §4), and
+    /// The CartValidationOutput type of a failure: the provider's kind (its integration), and
     /// `Other` for the payment step and the order steps.
     fn output_type(self) -> OutputType {
         match self {
@@ -258,8 +258,8 @@ use ErrorCode::{
     InvalidInput as II, InvalidOperation as IO, UnknownException as UE,
 };
 
-/// Every (errorCode, HTTP status) an action may answer: domain.md §2.1 for the async actions
-/// and cancel, §2.2 for the session actions and activation, with the statuses
+/// Every (errorCode, HTTP status) an action may answer: the shared table for the async actions
+/// and cancel, each action's own for the session actions and activation, with the statuses
 /// `requirement.rs` fixes where the documentation gives only "4xx" (a lost compare-and-set is
 /// 409). A screen's write of buyer input has the session actions' access rows and refuses a
 /// delivery method nobody offered with 400 `INVALID_INPUT`. The documentation lists no rows
@@ -311,7 +311,7 @@ fn documented(kind: Kind, why: Why) -> Option<(ErrorCode, u16)> {
         W::NoEditAccess => (BR, 400),
         W::AccountInvalid | W::NotStoreMember if kind == K::Start || edit => (BR, 400),
         W::AccountInvalid | W::NotStoreMember => (ISA, 500),
-        // "an order status other than activate is 500 UNKNOWN_EXCEPTION" (§2.2).
+        // "an order status other than activate is 500 UNKNOWN_EXCEPTION" (Activate Order).
         W::OrderStatus if activate => (UE, 500),
         W::CartStatus => (IO, 403),
         W::CheckoutDisabled if kind == K::Start => (IO, 403),
@@ -323,7 +323,7 @@ fn documented(kind: Kind, why: Why) -> Option<(ErrorCode, u16)> {
         W::Locked if session_action || input => (IO, 409),
         W::ExpectedStateMismatch if session_action => (IO, 409),
         W::NotLocked if async_action => (IO, 403),
-        // Activation's own rules are 403 INVALID_INPUT (§2.2).
+        // Activation's own documented rules are 403 INVALID_INPUT.
         W::WrongStep
         | W::WrongNextState
         | W::NoDraftOrder
@@ -1095,7 +1095,7 @@ impl MOrder {
         }
     }
 
-    /// A Draft order of the cart as it stands (`domain.md` §2.2: "creates a Draft order from
+    /// A Draft order of the cart as it stands (Cart to Order "creates a Draft order from
     /// the cart").
     fn draft(id: SfId, cart: &MCart) -> MOrder {
         MOrder {
@@ -1304,7 +1304,7 @@ impl Call {
                 json!({"cartId": cart, "orderStatus": status, "runAsync": run_async}),
             ),
             Call::Cancel { cart } => ("cancelCartAsyncOperation", json!({"cartId": cart})),
-            // Screens write records directly (domain.md §5: PATCH), not through an action.
+            // Screens write records directly (a REST PATCH), not through an action.
             Call::Advance { .. } | Call::Details { .. } | Call::Edit { .. } => return None,
         })
     }
@@ -1428,7 +1428,7 @@ impl Model {
             .any(|s| s.id == cart.web_store_id && s.buyer_accounts.contains(&cart.account_id))
     }
 
-    /// Whether a session has outlived its store's CheckoutTimeToLive (domain.md §1: minutes,
+    /// Whether a session has outlived its store's CheckoutTimeToLive (in minutes,
     /// none never expires, at most a year). A session without a CreatedDate never expires.
     fn expired(&self, cart: &MCart, session: &MSession, now: DateTime<Utc>) -> bool {
         let ttl = self
@@ -1442,7 +1442,7 @@ impl Model {
         }
     }
 
-    /// Accept or refuse, in design.md's requirement order: permission, the ID, edit access,
+    /// Accept or refuse, in cartflow's requirement order: permission, the ID, edit access,
     /// the account, store membership, then the action's own rules.
     fn decide(
         &self,
@@ -1492,7 +1492,7 @@ impl Model {
                 if !matches!(cart.status, CartStatus::Active | CartStatus::Checkout) {
                     return Err(Why::CartStatus);
                 }
-                // A time-to-live of 0 disables checkout (§1).
+                // A time-to-live of 0 disables checkout.
                 if self
                     .store_of(cart)
                     .is_some_and(|s| s.checkout_time_to_live == Some(0))
@@ -1539,7 +1539,7 @@ impl Model {
                 }
                 let update = matches!(call, Call::Update { .. });
                 // Update Checkout Session is a compare-and-set: it succeeds only when the
-                // State equals expCurrentState (§2.2). A screen step may skip the check (§3).
+                // State equals expCurrentState. A screen step of the template may skip the check.
                 let exp_matches = match exp.as_deref() {
                     Some(e) => e == state.as_str(),
                     None => !update,
@@ -1598,7 +1598,7 @@ impl Model {
                 Ok(Plan::Details { cart: c })
             }
             Call::Edit { edit, .. } => {
-                // Lines change on an open cart, or one in checkout, which leaves it (§2.2).
+                // Lines change on an open cart, or one in checkout, which leaves it (documented).
                 if !matches!(cart.status, CartStatus::Active | CartStatus::Checkout) {
                     return Err(Why::CartStatus);
                 }
@@ -1654,8 +1654,8 @@ impl Model {
             })
     }
 
-    /// The rules every async step shares (§2.1: cart in Checkout, a locked session at this
-    /// step with its NextState, one integration at a time), and activation's own (§2.2: a
+    /// The documented rules every async step shares (cart in Checkout, a locked session at this
+    /// step with its NextState, one integration at a time), and activation's own (a
     /// Draft order on the session, no Error-level output).
     fn decide_work(&self, c: usize, work: Work, now: DateTime<Utc>) -> Result<Plan, Why> {
         let cart = &self.carts[c];
@@ -1854,7 +1854,7 @@ impl Model {
                     return Err(format!("an edit plan for {call:?}"));
                 };
                 let c = &mut self.carts[cart];
-                // Cancel "runs whenever the buyer edits a cart that is in checkout" (§2.2).
+                // Cancel "runs whenever the buyer edits a cart that is in checkout".
                 if c.status == CartStatus::Checkout {
                     cancel_checkout(c);
                 }
@@ -1914,7 +1914,7 @@ impl Model {
             .map(|(c, o)| (c, o.id))
     }
 
-    /// What the operation will come to: its provider's answer (domain.md §4 for the stock
+    /// What the operation will come to: its provider's answer (the documented check for the stock
     /// table), or for the order steps the platform's own work.
     fn predict(&self, cart: usize, op: SfId, behaviour: Behaviour) -> Outcome {
         let c = &self.carts[cart];
@@ -1936,7 +1936,7 @@ impl Model {
             // An order of no lines cannot be made.
             Work::Step(Action::CartToOrder) if c.items.is_empty() => Outcome::Failed(1),
             Work::Step(Action::CartToOrder) => Outcome::Passed,
-            // Activation needs its Draft order, and no Error output (§2.2) when it runs, not
+            // Activation needs its Draft order, and no Error output, when it runs, not
             // only when it was requested: an imported queue may hold one that was never checked.
             Work::Step(Action::ActivateOrder) => {
                 let session = c.sessions.iter().find(|s| s.id == op.session);
@@ -1964,7 +1964,7 @@ impl Model {
         }
     }
 
-    /// Applies a worker's run of `op` (domain.md §3: success moves State to NextState, failure
+    /// Applies a worker's run of `op` (success moves State to NextState, failure
     /// to Error with outputs; either way the lock is released). `order` is the ID of the order
     /// a passed Cart To Order made.
     fn finish(&mut self, cart: usize, op: SfId, outcome: Outcome, order: Option<SfId>) {
@@ -2138,7 +2138,7 @@ impl Model {
     }
 }
 
-/// Cancel's effects (§2.2): the session is archived and its operation Canceled; the cart
+/// Cancel's documented effects: the session is archived and its operation Canceled; the cart
 /// "returns to Active" from Checkout, and from Processing. PendingClosed and PendingDelete
 /// belong to the platform's own processes and stay as they are.
 fn cancel_checkout(c: &mut MCart) {
@@ -2163,7 +2163,7 @@ fn line_of(cart: &MCart, raw: &str) -> Option<usize> {
     cart.items.iter().position(|i| i.id == id)
 }
 
-/// The reference inventory check against the stock table (domain.md §4): lines sharing a
+/// The reference inventory check against the stock table: lines sharing a
 /// SKU are summed; a blank SKU, an empty cart, an unknown SKU or short stock fail, one
 /// problem each.
 fn stock_outcome(items: &[CartItem]) -> Outcome {
@@ -3125,7 +3125,7 @@ impl Harness {
         })
     }
 
-    /// The hub loop of domain.md §3 for one cart, as its owner.
+    /// The checkout template's hub loop for one cart, as its owner.
     fn hub(&self, index: usize, salt: u16) -> Resolved {
         let cart = self.cart(index);
         let id = cart.record.id;
@@ -4433,7 +4433,7 @@ fn the_last_screen_closes_only_a_cart_in_checkout() {
 }
 
 /// An imported queue holds an activation requested while the cart has an Error output: the
-/// worker must not activate the order (no activation while Error outputs exist, §2.2). The
+/// worker must not activate the order (no activation while Error outputs exist). The
 /// model expects it to fail as an activation without its Draft order does.
 #[test]
 fn a_queued_activation_never_runs_over_error_outputs() {
@@ -4452,7 +4452,7 @@ fn a_queued_activation_never_runs_over_error_outputs() {
     assert_eq!(h.model.carts[0].orders[0].status, OrderStatus::Draft);
 }
 
-/// Cancel archives the session "from wherever it is" (domain.md §2.2): a session whose State
+/// Cancel archives the session "from wherever it is", as documented: a session whose State
 /// is empty must not trap its cart in Checkout (Start resumes it, every step refuses it).
 #[test]
 fn cancel_releases_a_session_whose_state_is_empty() {
@@ -4627,7 +4627,7 @@ fn the_checks_reject_doctored_stores() {
     cancelled.operations[0].status = OperationStatus::New;
     assert!(h.check_cancel(&before, &cancelled, cart).is_err());
 
-    // The documented pairs are the ones domain.md gives.
+    // The documented pairs are the ones Salesforce's documentation gives.
     assert_eq!(
         documented(
             Kind::Async(Action::CheckCartInventory),

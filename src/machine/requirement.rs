@@ -117,7 +117,7 @@ const fn guard(requirement: Requirement, code: ErrorCode, status: u16) -> Guard 
 use ErrorCode as C;
 use Requirement as R;
 
-/// `checkoutSessionAction` (`domain.md` §2.2).
+/// `checkoutSessionAction` (the rows Salesforce documents for it).
 const START: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
     guard(R::CartIdValid, C::UnknownException, 500),
@@ -131,7 +131,8 @@ const START: &[Guard] = &[
     guard(R::InitialStateIsEntry, C::UnknownException, 500),
 ];
 
-/// `updateCheckoutSessionStateAction`, and the screen steps' writes of State (§2.2, §3).
+/// `updateCheckoutSessionStateAction`, and the screen steps' writes of State (as documented
+/// for the action and for the standard checkout template).
 const UPDATE: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
     guard(R::SessionIdValid, C::UnknownException, 403),
@@ -172,7 +173,9 @@ const CLOSE: &[Guard] = &[
     guard(R::TargetIsNextStep, C::InvalidOperation, 403),
 ];
 
-/// The async cart actions (§2.1, order from `design.md`).
+/// The async cart actions (the error table Salesforce documents for them), in the order
+/// `docs/architecture.md` gives: security first, so a caller without permission learns
+/// nothing about carts, then the cart, the session and its operation.
 const ASYNC: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
     guard(R::CartIdValid, C::UnknownException, 500),
@@ -213,7 +216,7 @@ const INPUT: &[Guard] = &[
     guard(R::DeliveryMethodOffered, C::InvalidInput, 400),
 ];
 
-/// `activateOrderAction` (§2.2): the shared rows, an order status that must mean
+/// `activateOrderAction`: the async actions' shared rows, an order status that must mean
 /// "activate" (500 `UNKNOWN_EXCEPTION`), and the step, the Draft order, the absence of
 /// Error outputs and of a running operation, each 403 `INVALID_INPUT`.
 const ACTIVATE: &[Guard] = &[
@@ -252,7 +255,7 @@ const EDIT: &[Guard] = &[
     guard(R::EditValid, C::InvalidInput, 400),
 ];
 
-/// `cancelCartAsyncOperation` (§2.2).
+/// `cancelCartAsyncOperation`, with the async actions' shared rows.
 const CANCEL: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
     guard(R::CartIdValid, C::UnknownException, 500),
@@ -515,7 +518,8 @@ pub fn evaluate(
             let (_, expected) = requested_states(command);
             let actual = session.and_then(|s| s.state);
             // Update Checkout Session is a compare-and-set: the expected State is required.
-            // A screen step's write may omit it (domain.md §3: "optionally checking").
+            // A screen step's write may omit it (the standard checkout template writes State
+            // "optionally checking" the current one).
             if expected.is_none() && matches!(command, Command::UpdateSession { .. }) {
                 return Err("expCurrentState is required: the update is a compare-and-set".into());
             }
