@@ -11,17 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cartflow::error::StoreError;
-use cartflow::machine::Snapshot;
-use cartflow::model::{
-    BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, Order, SfId, User,
-    WebCart,
-};
 use cartflow::sample::{self, SampleCart};
-use cartflow::store::{
-    Commit, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey, OperationCounts,
-};
 use cartflow::{Engine, MemoryStore, Store};
-use chrono::{DateTime, Utc};
 use serde_json::json;
 
 #[path = "support/mod.rs"]
@@ -111,95 +102,10 @@ impl FailingStore {
 }
 
 impl Store for FailingStore {
-    fn user(&self, id: &SfId) -> Result<Option<User>, StoreError> {
-        self.check()?;
-        self.inner.user(id)
-    }
-    fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError> {
-        self.check()?;
-        self.inner.load(key)
-    }
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.commit(commit)
-    }
-    fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError> {
-        self.check()?;
-        self.inner.claimable_operations(limit)
-    }
-    fn expired_operations(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<SfId>, StoreError> {
-        self.check()?;
-        self.inner.expired_operations(now, limit)
-    }
-    fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
-        self.check()?;
-        self.inner.cart(id)
-    }
-    fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
-        self.check()?;
-        self.inner.cart_items(cart_id)
-    }
-    fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
-        self.check()?;
-        self.inner.cart_item(id)
-    }
-    fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {
-        self.check()?;
-        self.inner.validation_output(id)
-    }
-    fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError> {
-        self.check()?;
-        self.inner.session(id)
-    }
-    fn sessions_of(&self, cart_id: &SfId) -> Result<Vec<CartCheckoutSession>, StoreError> {
-        self.check()?;
-        self.inner.sessions_of(cart_id)
-    }
-    fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError> {
-        self.check()?;
-        self.inner.operation(id)
-    }
-    fn operations_of(&self, cart_id: &SfId) -> Result<Vec<BackgroundOperation>, StoreError> {
-        self.check()?;
-        self.inner.operations_of(cart_id)
-    }
-    fn order(&self, id: &SfId) -> Result<Option<Order>, StoreError> {
-        self.check()?;
-        self.inner.order(id)
-    }
-    fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError> {
-        self.check()?;
-        self.inner.validation_outputs(cart_id)
-    }
-    fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.check()?;
-        self.inner.history(cart_id)
-    }
-    fn operation_counts(&self) -> Result<OperationCounts, StoreError> {
-        self.check()?;
-        self.inner.operation_counts()
-    }
-    fn begin_keyed(
-        &self,
-        request: &KeyedRequest,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<KeyState, StoreError> {
-        self.check()?;
-        self.inner.begin_keyed(request, now, expires_at)
-    }
-    fn keep_answer(&self, request: &KeyedRequest, answer: &KeptAnswer) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.keep_answer(request, answer)
-    }
-    fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.release_key(request)
-    }
+    delegate_store!(inner, before check? => user, load, commit, claimable_operations,
+        expired_operations, cart, cart_items, cart_item, validation_output, session, sessions_of,
+        operation, operations_of, order, validation_outputs, history, operation_counts,
+        begin_keyed, keep_answer, release_key);
 }
 
 #[test]
