@@ -52,11 +52,7 @@ fn example_data() -> TempDir {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(BOUND))
-        .build()
-        .new_agent()
+    support::server::agent(BOUND)
 }
 
 /// A port that was free a moment ago.
@@ -101,18 +97,18 @@ fn serve(args: &[&str], configure: impl Fn(&mut Command)) -> Served {
             child: command.spawn().unwrap(),
             base: format!("http://127.0.0.1:{port}/services/data"),
         };
-        if wait_until_listening(&mut served.child, port) {
+        if wait_until_listening(&mut served.child, "127.0.0.1", port) {
             return served;
         }
     }
     panic!("cartflow serve never listened");
 }
 
-/// True once the server accepts a connection; false when it exited first.
-fn wait_until_listening(child: &mut Child, port: u16) -> bool {
+/// True once the server accepts a connection on `host:port`; false when it exited first.
+fn wait_until_listening(child: &mut Child, host: &str, port: u16) -> bool {
     let deadline = Instant::now() + BOUND;
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((host, port)).is_ok() {
             return true;
         }
         if child.try_wait().unwrap().is_some() {
@@ -345,15 +341,8 @@ fn serve_listens_on_a_host_name() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + BOUND;
         // localhost may resolve to ::1 or 127.0.0.1: connecting by name tries both.
-        while TcpStream::connect(("localhost", port)).is_err() {
-            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        if child.try_wait().unwrap().is_some() {
+        if !wait_until_listening(&mut child, "localhost", port) {
             // Lost the port to another process: try another.
             continue;
         }

@@ -3,10 +3,9 @@
 
 #![cfg(all(feature = "http", unix))]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -27,11 +26,7 @@ const BUYER: &str = "buyer-token";
 static METRICS: Mutex<()> = Mutex::new(());
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(DEADLINE))
-        .build()
-        .new_agent()
+    support::server::agent(DEADLINE)
 }
 
 struct Reply {
@@ -283,39 +278,17 @@ fn serve_without_workers_on_postgresql_stops_cleanly_on_sigterm() {
     let store = cartflow::store::PostgresStore::connect(db.url()).unwrap();
     store.import(&sample::dataset()).unwrap();
     drop(store);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cartflow"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--workers", "0", "--data"])
-        .arg(db.cli_url())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (lines, received) = mpsc::channel();
-    thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let address = loop {
-        let Ok(line) = received.recv_timeout(DEADLINE) else {
-            let _ = child.kill();
-            panic!("no listening line; stderr: {seen:?}");
-        };
-        let found = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned);
-        seen.push(line);
-        if let Some(address) = found {
-            break address;
-        }
-    };
+    let support::server::Listening {
+        mut child,
+        lines: received,
+        mut seen,
+        address,
+    } = support::server::start_listening(
+        Command::new(env!("CARGO_BIN_EXE_cartflow"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--workers", "0", "--data"])
+            .arg(db.cli_url()),
+        DEADLINE,
+    );
     // Requests that use the store's connections before the stop.
     let base = format!("http://{address}");
     assert_eq!(get(&base, "/healthz", None).status, 200);
@@ -326,11 +299,7 @@ fn serve_without_workers_on_postgresql_stops_cleanly_on_sigterm() {
         metrics.text
     );
 
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    assert!(support::server::sigterm(&child));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

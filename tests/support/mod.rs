@@ -10,7 +10,8 @@
 //! PostgreSQL process outlives the test run. As root, `initdb` and `pg_ctl` run as the
 //! `postgres` user (initdb refuses root). Otherwise the PostgreSQL tests are skipped.
 //!
-//! Also the stores every test may run against and a way to wrap one ([`stores`]).
+//! Also the stores every test may run against and a way to wrap one ([`stores`]), and
+//! helpers for tests that run the binary as a server ([`server`]).
 
 // Each test file that includes this module uses only part of it.
 #![allow(dead_code)]
@@ -24,6 +25,7 @@ use std::time::Instant;
 
 use postgres::{Client, NoTls};
 
+pub mod server;
 pub mod stores;
 
 /// The variable naming a server to use instead of a throw-away cluster.
