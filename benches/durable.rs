@@ -26,16 +26,10 @@ use std::time::{Duration, Instant};
 use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
 use cartflow::ids::RandomIds;
 use cartflow::machine::{Command as Cmd, Output, Snapshot};
-use cartflow::model::{
-    BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, KeyPrefix,
-    OperationStatus, Order, SfId, User, WebCart,
-};
+use cartflow::model::{KeyPrefix, OperationStatus, SfId};
 use cartflow::sample;
-use cartflow::store::{
-    Commit, DataSet, Durability, HistoryEntry, LoadKey, PostgresStore, SqliteStore,
-};
+use cartflow::store::{Commit, DataSet, Durability, LoadKey, PostgresStore, SqliteStore};
 use cartflow::{Engine, MemoryStore, Store, StoreError};
-use chrono::{DateTime, Utc};
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use postgres::types::Json;
 use rusqlite::TransactionBehavior;
@@ -227,10 +221,6 @@ impl Counting {
 
 // `claim_next` is left to the default, so claims are counted as the load and commit they are.
 impl Store for Counting {
-    fn user(&self, id: &SfId) -> Result<Option<User>, StoreError> {
-        self.read();
-        self.inner.user(id)
-    }
     fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError> {
         self.loads.fetch_add(1, Ordering::Relaxed);
         self.inner.load(key)
@@ -239,87 +229,10 @@ impl Store for Counting {
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.inner.commit(commit)
     }
-    fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError> {
-        self.read();
-        self.inner.claimable_operations(limit)
-    }
-    fn expired_operations(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<SfId>, StoreError> {
-        self.read();
-        self.inner.expired_operations(now, limit)
-    }
-    fn operation_counts(&self) -> Result<cartflow::store::OperationCounts, StoreError> {
-        self.read();
-        self.inner.operation_counts()
-    }
-    fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
-        self.read();
-        self.inner.cart(id)
-    }
-    fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
-        self.read();
-        self.inner.cart_items(cart_id)
-    }
-    fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
-        self.read();
-        self.inner.cart_item(id)
-    }
-    fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {
-        self.read();
-        self.inner.validation_output(id)
-    }
-    fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError> {
-        self.read();
-        self.inner.session(id)
-    }
-    fn sessions_of(&self, cart_id: &SfId) -> Result<Vec<CartCheckoutSession>, StoreError> {
-        self.read();
-        self.inner.sessions_of(cart_id)
-    }
-    fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError> {
-        self.read();
-        self.inner.operation(id)
-    }
-    fn operations_of(&self, cart_id: &SfId) -> Result<Vec<BackgroundOperation>, StoreError> {
-        self.read();
-        self.inner.operations_of(cart_id)
-    }
-    fn order(&self, id: &SfId) -> Result<Option<Order>, StoreError> {
-        self.read();
-        self.inner.order(id)
-    }
-    fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError> {
-        self.read();
-        self.inner.validation_outputs(cart_id)
-    }
-    fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.read();
-        self.inner.history(cart_id)
-    }
-
-    fn begin_keyed(
-        &self,
-        request: &cartflow::store::KeyedRequest,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<cartflow::store::KeyState, StoreError> {
-        self.inner.begin_keyed(request, now, expires_at)
-    }
-
-    fn keep_answer(
-        &self,
-        request: &cartflow::store::KeyedRequest,
-        answer: &cartflow::store::KeptAnswer,
-    ) -> Result<(), StoreError> {
-        self.inner.keep_answer(request, answer)
-    }
-
-    fn release_key(&self, request: &cartflow::store::KeyedRequest) -> Result<(), StoreError> {
-        self.inner.release_key(request)
-    }
+    delegate_store!(inner, before read => user, claimable_operations, expired_operations,
+        operation_counts, cart, cart_items, cart_item, validation_output, session, sessions_of,
+        operation, operations_of, order, validation_outputs, history);
+    delegate_store!(inner => begin_keyed, keep_answer, release_key);
 }
 
 /// Prints what the two measured operations ask of a store (the same whatever the store).

@@ -30,6 +30,8 @@ use serde_json::{Value, json};
 
 use Requirement as R;
 
+mod support;
+
 const BAD_REQUEST: &str = "BAD_REQUEST";
 const UNKNOWN_EXCEPTION: &str = "UNKNOWN_EXCEPTION";
 const INVALID_OPERATION: &str = "INVALID_OPERATION";
@@ -2854,9 +2856,6 @@ impl Faulty {
 }
 
 impl Store for Faulty {
-    fn user(&self, id: &SfId) -> Result<Option<User>, cartflow::StoreError> {
-        self.inner.user(id)
-    }
     fn load(
         &self,
         key: cartflow::store::LoadKey,
@@ -2874,94 +2873,9 @@ impl Store for Faulty {
         (self.after_commit)(commit);
         Ok(())
     }
-    fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, cartflow::StoreError> {
-        self.inner.claimable_operations(limit)
-    }
-    fn expired_operations(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-        limit: usize,
-    ) -> Result<Vec<SfId>, cartflow::StoreError> {
-        self.inner.expired_operations(now, limit)
-    }
-    fn cart(&self, id: &SfId) -> Result<Option<WebCart>, cartflow::StoreError> {
-        self.inner.cart(id)
-    }
-    fn cart_items(
-        &self,
-        cart_id: &SfId,
-    ) -> Result<Vec<cartflow::model::CartItem>, cartflow::StoreError> {
-        self.inner.cart_items(cart_id)
-    }
-    fn cart_item(
-        &self,
-        id: &SfId,
-    ) -> Result<Option<cartflow::model::CartItem>, cartflow::StoreError> {
-        self.inner.cart_item(id)
-    }
-    fn validation_output(
-        &self,
-        id: &SfId,
-    ) -> Result<Option<CartValidationOutput>, cartflow::StoreError> {
-        self.inner.validation_output(id)
-    }
-    fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, cartflow::StoreError> {
-        self.inner.session(id)
-    }
-    fn sessions_of(
-        &self,
-        cart_id: &SfId,
-    ) -> Result<Vec<CartCheckoutSession>, cartflow::StoreError> {
-        self.inner.sessions_of(cart_id)
-    }
-    fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, cartflow::StoreError> {
-        self.inner.operation(id)
-    }
-    fn operations_of(
-        &self,
-        cart_id: &SfId,
-    ) -> Result<Vec<BackgroundOperation>, cartflow::StoreError> {
-        self.inner.operations_of(cart_id)
-    }
-    fn order(&self, id: &SfId) -> Result<Option<cartflow::model::Order>, cartflow::StoreError> {
-        self.inner.order(id)
-    }
-    fn validation_outputs(
-        &self,
-        cart_id: &SfId,
-    ) -> Result<Vec<CartValidationOutput>, cartflow::StoreError> {
-        self.inner.validation_outputs(cart_id)
-    }
-    fn history(
-        &self,
-        cart_id: &SfId,
-    ) -> Result<Vec<cartflow::store::HistoryEntry>, cartflow::StoreError> {
-        self.inner.history(cart_id)
-    }
-    fn begin_keyed(
-        &self,
-        request: &cartflow::store::KeyedRequest,
-        now: chrono::DateTime<chrono::Utc>,
-        expires_at: chrono::DateTime<chrono::Utc>,
-    ) -> Result<cartflow::store::KeyState, cartflow::StoreError> {
-        self.inner.begin_keyed(request, now, expires_at)
-    }
-    fn keep_answer(
-        &self,
-        request: &cartflow::store::KeyedRequest,
-        answer: &cartflow::store::KeptAnswer,
-    ) -> Result<(), cartflow::StoreError> {
-        self.inner.keep_answer(request, answer)
-    }
-    fn release_key(
-        &self,
-        request: &cartflow::store::KeyedRequest,
-    ) -> Result<(), cartflow::StoreError> {
-        self.inner.release_key(request)
-    }
-    fn operation_counts(&self) -> Result<cartflow::store::OperationCounts, cartflow::StoreError> {
-        self.inner.operation_counts()
-    }
+    delegate_store!(inner => user, claimable_operations, expired_operations, cart, cart_items,
+        cart_item, validation_output, session, sessions_of, operation, operations_of, order,
+        validation_outputs, history, begin_keyed, keep_answer, release_key, operation_counts);
 }
 
 fn engine_over(store: Faulty) -> Engine {

@@ -5,6 +5,8 @@
 
 #![cfg(all(unix, feature = "http"))]
 
+mod support;
+
 use std::fs::{self, File};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -16,14 +18,10 @@ use std::time::{Duration, Instant};
 
 use cartflow::ids::SequentialIds;
 use cartflow::machine::{Action, Command as Cmd, Output};
-use cartflow::model::{
-    BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, OperationStatus,
-    Order, SfId, User, WebCart,
-};
+use cartflow::model::{OperationStatus, SfId};
 use cartflow::sample::{self, SampleCart};
-use cartflow::store::{ClaimFn, Commit, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey};
+use cartflow::store::ClaimFn;
 use cartflow::{Engine, MemoryStore, Store, StoreError};
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -54,11 +52,7 @@ fn example_data() -> TempDir {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(BOUND))
-        .build()
-        .new_agent()
+    support::server::agent(BOUND)
 }
 
 /// A port that was free a moment ago.
@@ -103,18 +97,18 @@ fn serve(args: &[&str], configure: impl Fn(&mut Command)) -> Served {
             child: command.spawn().unwrap(),
             base: format!("http://127.0.0.1:{port}/services/data"),
         };
-        if wait_until_listening(&mut served.child, port) {
+        if wait_until_listening(&mut served.child, "127.0.0.1", port) {
             return served;
         }
     }
     panic!("cartflow serve never listened");
 }
 
-/// True once the server accepts a connection; false when it exited first.
-fn wait_until_listening(child: &mut Child, port: u16) -> bool {
+/// True once the server accepts a connection on `host:port`; false when it exited first.
+fn wait_until_listening(child: &mut Child, host: &str, port: u16) -> bool {
     let deadline = Instant::now() + BOUND;
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((host, port)).is_ok() {
             return true;
         }
         if child.try_wait().unwrap().is_some() {
@@ -347,15 +341,8 @@ fn serve_listens_on_a_host_name() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + BOUND;
         // localhost may resolve to ::1 or 127.0.0.1: connecting by name tries both.
-        while TcpStream::connect(("localhost", port)).is_err() {
-            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                break;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        if child.try_wait().unwrap().is_some() {
+        if !wait_until_listening(&mut child, "localhost", port) {
             // Lost the port to another process: try another.
             continue;
         }
@@ -395,81 +382,16 @@ struct PanicsOnFirstClaim {
 }
 
 impl Store for PanicsOnFirstClaim {
-    fn user(&self, id: &SfId) -> Result<Option<User>, StoreError> {
-        self.inner.user(id)
-    }
-    fn load(&self, key: LoadKey) -> Result<cartflow::machine::Snapshot, StoreError> {
-        self.inner.load(key)
-    }
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        self.inner.commit(commit)
-    }
-    fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError> {
-        self.inner.claimable_operations(limit)
-    }
-    fn expired_operations(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<SfId>, StoreError> {
-        self.inner.expired_operations(now, limit)
-    }
     fn claim_next(&self, claim: &mut ClaimFn<'_>) -> Result<Option<SfId>, StoreError> {
         if !self.panicked.swap(true, Ordering::SeqCst) {
             panic!("the first claim panics");
         }
         self.inner.claim_next(claim)
     }
-    fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
-        self.inner.cart(id)
-    }
-    fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
-        self.inner.cart_items(cart_id)
-    }
-    fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
-        self.inner.cart_item(id)
-    }
-    fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {
-        self.inner.validation_output(id)
-    }
-    fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError> {
-        self.inner.session(id)
-    }
-    fn sessions_of(&self, cart_id: &SfId) -> Result<Vec<CartCheckoutSession>, StoreError> {
-        self.inner.sessions_of(cart_id)
-    }
-    fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError> {
-        self.inner.operation(id)
-    }
-    fn operations_of(&self, cart_id: &SfId) -> Result<Vec<BackgroundOperation>, StoreError> {
-        self.inner.operations_of(cart_id)
-    }
-    fn order(&self, id: &SfId) -> Result<Option<Order>, StoreError> {
-        self.inner.order(id)
-    }
-    fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError> {
-        self.inner.validation_outputs(cart_id)
-    }
-    fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.inner.history(cart_id)
-    }
-    fn begin_keyed(
-        &self,
-        request: &KeyedRequest,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<KeyState, StoreError> {
-        self.inner.begin_keyed(request, now, expires_at)
-    }
-    fn keep_answer(&self, request: &KeyedRequest, answer: &KeptAnswer) -> Result<(), StoreError> {
-        self.inner.keep_answer(request, answer)
-    }
-    fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError> {
-        self.inner.release_key(request)
-    }
-    fn operation_counts(&self) -> Result<cartflow::store::OperationCounts, StoreError> {
-        self.inner.operation_counts()
-    }
+    delegate_store!(inner => user, load, commit, claimable_operations, expired_operations,
+        cart, cart_items, cart_item, validation_output, session, sessions_of, operation,
+        operations_of, order, validation_outputs, history, begin_keyed, keep_answer, release_key,
+        operation_counts);
 }
 
 /// Locks `cart`'s Inventory step and starts its inventory check; returns the operation.

@@ -5,9 +5,8 @@
 
 #![cfg(feature = "http")]
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -99,11 +98,7 @@ fn start_on(store: Arc<dyn Store>, dir: TempDir, workers: usize, clock: Arc<dyn 
 }
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .new_agent()
+    support::server::agent(Duration::from_secs(120))
 }
 
 fn reply(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
@@ -987,43 +982,17 @@ fn a_panic_inside_the_engine_answers_500_and_the_server_goes_on() {
 #[test]
 fn serve_in_an_empty_directory_answers_versions_and_refuses_calls_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cartflow"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (lines, received) = mpsc::channel();
-    thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let address = loop {
-        match received.recv_timeout(STEP_BOUND) {
-            Ok(line) => {
-                let found = line
-                    .split("listening on http://")
-                    .nth(1)
-                    .and_then(|rest| rest.split_whitespace().next())
-                    .map(str::to_owned);
-                seen.push(line);
-                if let Some(address) = found {
-                    break address;
-                }
-            }
-            Err(e) => {
-                let _ = child.kill();
-                panic!("no listening line ({e}); stderr: {seen:?}");
-            }
-        }
-    };
+    let support::server::Listening {
+        mut child,
+        lines: received,
+        seen,
+        address,
+    } = support::server::start_listening(
+        Command::new(env!("CARGO_BIN_EXE_cartflow"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+            .arg(dir.path()),
+        STEP_BOUND,
+    );
     let base = format!("http://{address}/services/data");
     let agent = agent();
     let versions = reply(agent.get(format!("{base}/")).call());
@@ -1047,11 +1016,7 @@ fn serve_in_an_empty_directory_answers_versions_and_refuses_calls_without_a_toke
     assert_eq!(refused.status, 401);
     assert_eq!(refused.body[0]["errorCode"], "INVALID_SESSION_ID");
 
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    assert!(support::server::sigterm(&child));
     let status = child.wait().unwrap();
     let rest: Vec<String> = received.iter().collect();
     assert_eq!(status.code(), Some(0), "stderr: {seen:?} {rest:?}");

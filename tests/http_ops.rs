@@ -3,25 +3,15 @@
 
 #![cfg(all(feature = "http", unix))]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use cartflow::error::StoreError;
-use cartflow::machine::Snapshot;
-use cartflow::model::{
-    BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, Order, SfId, User,
-    WebCart,
-};
 use cartflow::sample::{self, SampleCart};
-use cartflow::store::{
-    Commit, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey, OperationCounts,
-};
 use cartflow::{Engine, MemoryStore, Store};
-use chrono::{DateTime, Utc};
 use serde_json::json;
 
 #[path = "support/mod.rs"]
@@ -36,11 +26,7 @@ const BUYER: &str = "buyer-token";
 static METRICS: Mutex<()> = Mutex::new(());
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(DEADLINE))
-        .build()
-        .new_agent()
+    support::server::agent(DEADLINE)
 }
 
 struct Reply {
@@ -111,95 +97,10 @@ impl FailingStore {
 }
 
 impl Store for FailingStore {
-    fn user(&self, id: &SfId) -> Result<Option<User>, StoreError> {
-        self.check()?;
-        self.inner.user(id)
-    }
-    fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError> {
-        self.check()?;
-        self.inner.load(key)
-    }
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.commit(commit)
-    }
-    fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError> {
-        self.check()?;
-        self.inner.claimable_operations(limit)
-    }
-    fn expired_operations(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<SfId>, StoreError> {
-        self.check()?;
-        self.inner.expired_operations(now, limit)
-    }
-    fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
-        self.check()?;
-        self.inner.cart(id)
-    }
-    fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
-        self.check()?;
-        self.inner.cart_items(cart_id)
-    }
-    fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
-        self.check()?;
-        self.inner.cart_item(id)
-    }
-    fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {
-        self.check()?;
-        self.inner.validation_output(id)
-    }
-    fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError> {
-        self.check()?;
-        self.inner.session(id)
-    }
-    fn sessions_of(&self, cart_id: &SfId) -> Result<Vec<CartCheckoutSession>, StoreError> {
-        self.check()?;
-        self.inner.sessions_of(cart_id)
-    }
-    fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError> {
-        self.check()?;
-        self.inner.operation(id)
-    }
-    fn operations_of(&self, cart_id: &SfId) -> Result<Vec<BackgroundOperation>, StoreError> {
-        self.check()?;
-        self.inner.operations_of(cart_id)
-    }
-    fn order(&self, id: &SfId) -> Result<Option<Order>, StoreError> {
-        self.check()?;
-        self.inner.order(id)
-    }
-    fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError> {
-        self.check()?;
-        self.inner.validation_outputs(cart_id)
-    }
-    fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.check()?;
-        self.inner.history(cart_id)
-    }
-    fn operation_counts(&self) -> Result<OperationCounts, StoreError> {
-        self.check()?;
-        self.inner.operation_counts()
-    }
-    fn begin_keyed(
-        &self,
-        request: &KeyedRequest,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<KeyState, StoreError> {
-        self.check()?;
-        self.inner.begin_keyed(request, now, expires_at)
-    }
-    fn keep_answer(&self, request: &KeyedRequest, answer: &KeptAnswer) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.keep_answer(request, answer)
-    }
-    fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.release_key(request)
-    }
+    delegate_store!(inner, before check? => user, load, commit, claimable_operations,
+        expired_operations, cart, cart_items, cart_item, validation_output, session, sessions_of,
+        operation, operations_of, order, validation_outputs, history, operation_counts,
+        begin_keyed, keep_answer, release_key);
 }
 
 #[test]
@@ -377,39 +278,17 @@ fn serve_without_workers_on_postgresql_stops_cleanly_on_sigterm() {
     let store = cartflow::store::PostgresStore::connect(db.url()).unwrap();
     store.import(&sample::dataset()).unwrap();
     drop(store);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cartflow"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--workers", "0", "--data"])
-        .arg(db.cli_url())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (lines, received) = mpsc::channel();
-    thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let address = loop {
-        let Ok(line) = received.recv_timeout(DEADLINE) else {
-            let _ = child.kill();
-            panic!("no listening line; stderr: {seen:?}");
-        };
-        let found = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned);
-        seen.push(line);
-        if let Some(address) = found {
-            break address;
-        }
-    };
+    let support::server::Listening {
+        mut child,
+        lines: received,
+        mut seen,
+        address,
+    } = support::server::start_listening(
+        Command::new(env!("CARGO_BIN_EXE_cartflow"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--workers", "0", "--data"])
+            .arg(db.cli_url()),
+        DEADLINE,
+    );
     // Requests that use the store's connections before the stop.
     let base = format!("http://{address}");
     assert_eq!(get(&base, "/healthz", None).status, 200);
@@ -420,11 +299,7 @@ fn serve_without_workers_on_postgresql_stops_cleanly_on_sigterm() {
         metrics.text
     );
 
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    assert!(support::server::sigterm(&child));
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

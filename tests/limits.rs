@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::any::Any;
 use std::sync::Arc;
 
 use cartflow::error::ErrorCode;
@@ -15,43 +14,10 @@ use cartflow::machine::limits::{self, FieldLimit};
 use cartflow::machine::{CartEdit, CheckoutDetails, Command, Output};
 use cartflow::model::{Address, SfId};
 use cartflow::sample::{self, SampleCart};
-use cartflow::store::DataSet;
-use cartflow::{CheckoutError, Engine, MemoryStore, Store};
+use cartflow::{CheckoutError, Engine, Store};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-
-/// What keeps a store's backing alive (a temporary directory, a test database) until dropped.
-type Guard = Box<dyn Any>;
-
-type Open = fn(DataSet) -> (Arc<dyn Store>, Option<Guard>);
-
-fn memory(data: DataSet) -> (Arc<dyn Store>, Option<Guard>) {
-    (Arc::new(MemoryStore::from_dataset(data).unwrap()), None)
-}
-
-fn sqlite(data: DataSet) -> (Arc<dyn Store>, Option<Guard>) {
-    use cartflow::store::{Durability, SqliteStore};
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("cartflow.db"), Durability::Normal).unwrap();
-    store.import(&data).unwrap();
-    (Arc::new(store), Some(Box::new(dir)))
-}
-
-fn postgres(data: DataSet) -> (Arc<dyn Store>, Option<Guard>) {
-    use cartflow::store::PostgresStore;
-    let db = support::postgres().expect("PostgreSQL was available a moment ago");
-    let store = PostgresStore::connect(db.url()).unwrap();
-    store.import(&data).unwrap();
-    (Arc::new(store), Some(Box::new(db)))
-}
-
-fn stores() -> Vec<(&'static str, Open)> {
-    let mut stores: Vec<(&'static str, Open)> = vec![("memory", memory), ("sqlite", sqlite)];
-    if support::postgres_available() {
-        stores.push(("postgres", postgres));
-    }
-    stores
-}
+use support::stores::{self, Guard, Open};
 
 fn buyer() -> String {
     sample::buyer_id().to_string()
@@ -249,7 +215,7 @@ fn acceptances(engine: &Engine, session: &str) -> Vec<(String, Answer)> {
 #[test]
 fn every_field_takes_its_maximum_and_refuses_one_more_character_on_every_store() {
     let mut answers = Vec::new();
-    for (name, open) in stores() {
+    for (name, open) in stores::all() {
         let (engine, _guard, session) = in_checkout(open);
         let refused = refusals(&engine, &session);
         let accepted = acceptances(&engine, &session);
@@ -264,7 +230,7 @@ fn every_field_takes_its_maximum_and_refuses_one_more_character_on_every_store()
 
 #[test]
 fn action_inputs_are_checked_before_the_session_is_read() {
-    for (name, open) in stores() {
+    for (name, open) in stores::all() {
         let (engine, _guard, session) = in_checkout(open);
         let before = world(engine.store().as_ref());
         let cases = [
@@ -451,7 +417,7 @@ mod over_http {
 
     #[test]
     fn patches_and_actions_with_a_nul_or_an_over_long_value_answer_400_on_every_store() {
-        for (name, open) in stores() {
+        for (name, open) in stores::all() {
             let (store, _guard) = open(sample::dataset());
             let f = Facade::start(store);
             let cart = SampleCart::InStock.id().to_string();

@@ -3,6 +3,8 @@
 //! each token to the account it was issued to: a token copied onto another buyer's cart is
 //! declined at Authorize Payment and no order is activated.
 
+mod support;
+
 use std::sync::Arc;
 
 use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
@@ -175,11 +177,7 @@ mod over_http {
     const READER: &str = "reader-token";
 
     fn agent() -> ureq::Agent {
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .new_agent()
+        crate::support::server::agent(Duration::from_secs(120))
     }
 
     fn answer(response: ureq::http::Response<ureq::Body>) -> (u16, Value) {

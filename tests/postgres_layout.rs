@@ -8,7 +8,7 @@
 #![cfg(all(unix, feature = "http"))]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -51,46 +51,27 @@ impl Process {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (lines, received) = mpsc::channel();
-        thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Process {
+            stderr: support::server::stderr_lines(&mut child),
             child: Some(child),
-            stderr: received,
         }
     }
 
     /// Stderr lines until one contains `marker`; returns them all, that one last.
     fn stderr_until(&self, marker: &str) -> Vec<String> {
         let mut seen = Vec::new();
-        loop {
-            match self.stderr.recv_timeout(BOUND) {
-                Ok(line) => {
-                    let found = line.contains(marker);
-                    seen.push(line);
-                    if found {
-                        return seen;
-                    }
-                }
-                Err(e) => panic!("no line with {marker:?} ({e}); stderr: {seen:?}"),
-            }
+        match support::server::read_until(&self.stderr, BOUND, &mut seen, |line| {
+            line.contains(marker).then_some(())
+        }) {
+            Ok(()) => seen,
+            Err(e) => panic!("no line with {marker:?} ({e}); stderr: {seen:?}"),
         }
     }
 
     /// Sends SIGTERM and waits: the exit code and everything the process wrote on stdout.
     fn stop(&mut self) -> (Option<i32>, String) {
         let mut child = self.child.take().expect("running");
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        assert!(support::server::sigterm(&child));
         let mut stdout = String::new();
         child
             .stdout
@@ -254,10 +235,8 @@ fn import_serve_without_workers_and_two_worker_processes_take_an_order_on_postgr
     assert!(warnings[0].contains("0ZE0000000000GAGAY"), "{started:?}");
     let address = started
         .last()
-        .and_then(|l| l.split("listening on http://").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap()
-        .to_owned();
+        .and_then(|l| support::server::listening_address(l))
+        .unwrap();
     let mut workers: Vec<Process> = (0..2)
         .map(|_| Process::start(&["worker", "--data", &url, "--integrations", integrations]))
         .collect();

@@ -299,11 +299,7 @@ impl Worker {
     /// SIGTERM, then the exit status.
     fn terminate(mut self) -> Option<i32> {
         self.wait_ready();
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        assert!(support::server::sigterm(&self.child));
         self.wait()
     }
 

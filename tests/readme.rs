@@ -6,11 +6,10 @@
 
 #![cfg(all(unix, feature = "http"))]
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cartflow");
@@ -70,47 +69,20 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = support::server::sigterm(&self.child);
         let _ = self.child.wait();
     }
 }
 
 /// Starts `cartflow` with `args` and waits for its "listening on http://ADDR" line.
 fn start_server(args: &[String]) -> (Server, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let server = Server { child };
-    let (lines, received) = mpsc::channel();
-    thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    loop {
-        let line = received
-            .recv_timeout(START_BOUND)
-            .unwrap_or_else(|e| panic!("no listening line ({e}); stderr: {seen:?}"));
-        let address = line
-            .split("listening on http://")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .map(str::to_owned);
-        seen.push(line);
-        if let Some(address) = address {
-            return (server, address);
-        }
-    }
+    let started = support::server::start_listening(Command::new(BIN).args(args), START_BOUND);
+    (
+        Server {
+            child: started.child,
+        },
+        started.address,
+    )
 }
 
 #[test]

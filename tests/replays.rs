@@ -5,24 +5,21 @@
 
 #![cfg(feature = "http")]
 
+mod support;
+
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cartflow::clock::ManualClock;
 use cartflow::http::{Server, ServerConfig, Tokens};
-use cartflow::machine::Snapshot;
 use cartflow::model::{
-    BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput,
-    KeyPrefix, Order, SessionState, SfId, User, WebCart,
+    BackgroundOperation, CartCheckoutSession, CartStatus, KeyPrefix, SessionState, SfId,
 };
 use cartflow::sample::{self, SampleCart};
-use cartflow::store::{
-    Commit, DataSet, Durability, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey,
-    SqliteStore,
-};
+use cartflow::store::{Commit, DataSet, Durability, SqliteStore};
 use cartflow::{Engine, Store, StoreError};
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -44,12 +41,6 @@ struct Gated {
 }
 
 impl Store for Gated {
-    fn user(&self, id: &SfId) -> Result<Option<User>, StoreError> {
-        self.inner.user(id)
-    }
-    fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError> {
-        self.inner.load(key)
-    }
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         let gate = self.gate.lock().unwrap().take();
         if let Some(gate) = gate {
@@ -58,66 +49,10 @@ impl Store for Gated {
         }
         self.inner.commit(commit)
     }
-    fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError> {
-        self.inner.claimable_operations(limit)
-    }
-    fn expired_operations(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<SfId>, StoreError> {
-        self.inner.expired_operations(now, limit)
-    }
-    fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
-        self.inner.cart(id)
-    }
-    fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
-        self.inner.cart_items(cart_id)
-    }
-    fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
-        self.inner.cart_item(id)
-    }
-    fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {
-        self.inner.validation_output(id)
-    }
-    fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError> {
-        self.inner.session(id)
-    }
-    fn sessions_of(&self, cart_id: &SfId) -> Result<Vec<CartCheckoutSession>, StoreError> {
-        self.inner.sessions_of(cart_id)
-    }
-    fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError> {
-        self.inner.operation(id)
-    }
-    fn operations_of(&self, cart_id: &SfId) -> Result<Vec<BackgroundOperation>, StoreError> {
-        self.inner.operations_of(cart_id)
-    }
-    fn order(&self, id: &SfId) -> Result<Option<Order>, StoreError> {
-        self.inner.order(id)
-    }
-    fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError> {
-        self.inner.validation_outputs(cart_id)
-    }
-    fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.inner.history(cart_id)
-    }
-    fn begin_keyed(
-        &self,
-        request: &KeyedRequest,
-        now: DateTime<Utc>,
-        expires_at: DateTime<Utc>,
-    ) -> Result<KeyState, StoreError> {
-        self.inner.begin_keyed(request, now, expires_at)
-    }
-    fn keep_answer(&self, request: &KeyedRequest, answer: &KeptAnswer) -> Result<(), StoreError> {
-        self.inner.keep_answer(request, answer)
-    }
-    fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError> {
-        self.inner.release_key(request)
-    }
-    fn operation_counts(&self) -> Result<cartflow::store::OperationCounts, StoreError> {
-        self.inner.operation_counts()
-    }
+    delegate_store!(inner => user, load, claimable_operations, expired_operations, cart,
+        cart_items, cart_item, validation_output, session, sessions_of, operation, operations_of,
+        order, validation_outputs, history, begin_keyed, keep_answer, release_key,
+        operation_counts);
 }
 
 /// The in-stock cart in Checkout with its session locked at Inventory, as Update Checkout

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::any::Any;
 use std::sync::Arc;
 
 use cartflow::ids::SequentialIds;
@@ -14,43 +13,11 @@ use cartflow::model::{
     SessionState, SfId,
 };
 use cartflow::sample::{self, SampleCart};
-use cartflow::store::{Commit, DataSet, LoadKey};
+use cartflow::store::{Commit, LoadKey};
 use cartflow::{Engine, MemoryStore, Store, StoreError};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
-
-/// What keeps a store's backing alive (a temporary directory, a test database) until dropped.
-type Guard = Box<dyn Any>;
-
-type Open = fn(DataSet) -> (Arc<dyn Store>, Option<Guard>);
-
-fn memory(data: DataSet) -> (Arc<dyn Store>, Option<Guard>) {
-    (Arc::new(MemoryStore::from_dataset(data).unwrap()), None)
-}
-
-fn sqlite(data: DataSet) -> (Arc<dyn Store>, Option<Guard>) {
-    use cartflow::store::{Durability, SqliteStore};
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("cartflow.db"), Durability::Normal).unwrap();
-    store.import(&data).unwrap();
-    (Arc::new(store), Some(Box::new(dir)))
-}
-
-fn postgres(data: DataSet) -> (Arc<dyn Store>, Option<Guard>) {
-    use cartflow::store::PostgresStore;
-    let db = support::postgres().expect("PostgreSQL was available a moment ago");
-    let store = PostgresStore::connect(db.url()).unwrap();
-    store.import(&data).unwrap();
-    (Arc::new(store), Some(Box::new(db)))
-}
-
-fn stores() -> Vec<(&'static str, Open)> {
-    let mut stores: Vec<(&'static str, Open)> = vec![("memory", memory), ("sqlite", sqlite)];
-    if support::postgres_available() {
-        stores.push(("postgres", postgres));
-    }
-    stores
-}
+use support::stores;
 
 fn id(kind: KeyPrefix, n: u64) -> SfId {
     SfId::from_number(kind, 90_000 + n)
@@ -107,7 +74,7 @@ fn commit(changes: Changes) -> Commit {
 
 #[test]
 fn a_commit_applies_every_record_or_none() {
-    for (name, open) in stores() {
+    for (name, open) in stores::all() {
         let (store, _dir) = open(sample::dataset());
         let cart_id = SampleCart::InStock.id();
         let mut cart = store.cart(&cart_id).unwrap().unwrap();
@@ -150,7 +117,7 @@ fn a_commit_applies_every_record_or_none() {
 
 #[test]
 fn the_store_refuses_a_second_active_session_or_operation() {
-    for (name, open) in stores() {
+    for (name, open) in stores::all() {
         let (store, _dir) = open(sample::dataset());
         let cart = SampleCart::InStock.id();
         let first = session(1, cart, false);
@@ -213,7 +180,7 @@ fn the_store_refuses_a_second_active_session_or_operation() {
 
 #[test]
 fn claimable_operations_are_new_oldest_first_and_never_of_closed_carts() {
-    for (name, open) in stores() {
+    for (name, open) in stores::all() {
         let mut data = sample::dataset();
         let open_cart = SampleCart::InStock.id();
         let other_cart = SampleCart::ShortStock.id();
@@ -251,7 +218,7 @@ fn claimable_operations_are_new_oldest_first_and_never_of_closed_carts() {
 
 #[test]
 fn a_checkout_runs_the_same_on_every_store() {
-    for (name, open) in stores() {
+    for (name, open) in stores::all() {
         let data = sample::dataset();
         let integrations = Integrations::with_stock_tables(&data.stock);
         let (store, _dir) = open(data);
@@ -762,7 +729,7 @@ mod postgres_only {
 
 #[test]
 fn records_imported_at_version_zero_can_be_updated() {
-    for (name, open) in stores() {
+    for (name, open) in stores::all() {
         let mut data = sample::dataset();
         let mut seeded = session(1, SampleCart::InStock.id(), false);
         seeded.version = 0;
@@ -795,7 +762,7 @@ fn cart_edits_and_a_whole_checkout_run_the_same_on_every_store() {
     use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
     use cartflow::machine::CartEdit;
     use cartflow::model::OrderStatus;
-    for (name, open) in stores() {
+    for (name, open) in stores::all() {
         let data = sample::dataset();
         let integrations = sample::integrations(&data);
         let (store, _guard) = open(data);
@@ -858,7 +825,7 @@ fn keyed(user: SfId, key: &str, fingerprint: &str) -> cartflow::store::KeyedRequ
 fn idempotency_keys_reserve_keep_release_and_expire_on_every_store() {
     use cartflow::store::{KeptAnswer, KeyState};
     let at = |hour: u32| Utc.with_ymd_and_hms(2026, 3, 1, hour, 0, 0).unwrap();
-    for (name, open) in stores() {
+    for (name, open) in stores::all() {
         let (store, _guard) = open(sample::dataset());
         let buyer = sample::buyer_id();
         let first = keyed(buyer, "k-1", "POST /a sha256:1");

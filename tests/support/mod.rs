@@ -9,6 +9,9 @@
 //! on a normal exit an `atexit` hook closes the pipe and waits for the watchdog, so no
 //! PostgreSQL process outlives the test run. As root, `initdb` and `pg_ctl` run as the
 //! `postgres` user (initdb refuses root). Otherwise the PostgreSQL tests are skipped.
+//!
+//! Also the stores every test may run against and a way to wrap one ([`stores`]), and
+//! helpers for tests that run the binary as a server ([`server`]).
 
 // Each test file that includes this module uses only part of it.
 #![allow(dead_code)]
@@ -21,6 +24,9 @@ use std::sync::{Mutex, Once, OnceLock};
 use std::time::Instant;
 
 use postgres::{Client, NoTls};
+
+pub mod server;
+pub mod stores;
 
 /// The variable naming a server to use instead of a throw-away cluster.
 pub const DATABASE_URL_VAR: &str = "CARTFLOW_TEST_DATABASE_URL";
