@@ -344,15 +344,26 @@ fn row(event: Event, from: Node, to: Node) -> Transition {
 
 /// Generates the rows of a (validated) template.
 fn rows_of(template: &Template) -> Vec<Transition> {
+    let entry = template.entry().unwrap_or(SessionState::Start);
+    let mut rows = fixed_rows(entry);
+    for step in &template.steps {
+        rows.extend(step_rows(template, step));
+    }
+    let archiving = archive_rows(&rows);
+    rows.extend(archiving);
+    rows.extend(edit_exit_rows());
+    rows.sort();
+    rows.dedup();
+    rows
+}
+
+/// The rows every template has: starting a checkout, cancelling it, and an operation's life.
+fn fixed_rows(entry: SessionState) -> Vec<Transition> {
     use OperationNode as O;
     use OperationStatus as S;
     let start = Event::Action(Action::CheckoutSession);
-    let update = Event::Action(Action::UpdateCheckoutSessionState);
     let cancel = Event::Action(Action::CancelCartAsyncOperation);
-    let edit = Event::Edit;
-    let entry = template.entry().unwrap_or(SessionState::Start);
-
-    let mut rows = vec![
+    vec![
         row(
             start,
             Node::Session(SessionNode::Absent),
@@ -403,89 +414,121 @@ fn rows_of(template: &Template) -> Vec<Transition> {
             Node::Operation(O::Is(S::Running)),
             Node::Operation(O::Is(S::Canceled)),
         ),
-    ];
-    for step in &template.steps {
-        let Some(next) = step.next else { continue };
-        let here = step.state;
-        let emit = match step.kind {
-            StepKind::Entry | StepKind::Screen => {
-                // The step into the terminal state completes the checkout and closes the cart.
-                let terminal = template
-                    .step(next)
-                    .is_some_and(|s| s.kind == StepKind::Terminal);
-                let event = if terminal {
-                    Event::Close
-                } else {
-                    Event::Advance
-                };
-                rows.push(row(
-                    event,
-                    session(here, Phase::Open),
-                    session(next, Phase::Open),
-                ));
-                if terminal {
-                    rows.push(row(
-                        event,
-                        Node::Cart(CartStatus::Checkout),
-                        Node::Cart(CartStatus::Closed),
-                    ));
-                }
-                continue;
-            }
-            StepKind::Terminal => continue,
-            StepKind::Async(action) => Event::Action(action),
-            StepKind::Payment => Event::Authorize,
-        };
-        rows.push(Transition {
+    ]
+}
+
+/// The rows of one step that has a successor: a screen step's move, or an async step's
+/// lock, run and outcome.
+fn step_rows(template: &Template, step: &crate::machine::Step) -> Vec<Transition> {
+    let Some(next) = step.next else {
+        return Vec::new();
+    };
+    match step.kind {
+        StepKind::Entry | StepKind::Screen => screen_rows(template, step.state, next),
+        StepKind::Terminal => Vec::new(),
+        StepKind::Async(action) => async_rows(Event::Action(action), step.state, next),
+        StepKind::Payment => async_rows(Event::Authorize, step.state, next),
+    }
+}
+
+/// A screen step's move from `here` to `next`; the move into the terminal state completes
+/// the checkout and closes the cart.
+fn screen_rows(template: &Template, here: SessionState, next: SessionState) -> Vec<Transition> {
+    let terminal = template
+        .step(next)
+        .is_some_and(|s| s.kind == StepKind::Terminal);
+    let event = if terminal {
+        Event::Close
+    } else {
+        Event::Advance
+    };
+    let mut rows = vec![row(
+        event,
+        session(here, Phase::Open),
+        session(next, Phase::Open),
+    )];
+    if terminal {
+        rows.push(row(
+            event,
+            Node::Cart(CartStatus::Checkout),
+            Node::Cart(CartStatus::Closed),
+        ));
+    }
+    rows
+}
+
+/// An async step at `here`, run by `emit`: Update Checkout Session locks it, `emit` starts
+/// its operation, and the operation's outcome moves the session on to `next` or to Error.
+fn async_rows(emit: Event, here: SessionState, next: SessionState) -> Vec<Transition> {
+    use OperationNode as O;
+    use OperationStatus as S;
+    let update = Event::Action(Action::UpdateCheckoutSessionState);
+    vec![
+        Transition {
             next_state: Some(next),
             ..row(
                 update,
                 session(here, Phase::Open),
                 session(here, Phase::Locked),
             )
-        });
-        rows.push(row(
+        },
+        row(
             emit,
             session(here, Phase::Locked),
             session(here, Phase::Running),
-        ));
-        rows.push(row(
+        ),
+        row(
             emit,
             Node::Operation(O::Absent),
             Node::Operation(O::Is(S::New)),
-        ));
-        rows.push(row(
+        ),
+        row(
             Event::Succeed,
             session(here, Phase::Running),
             session(next, Phase::Open),
-        ));
-        rows.push(row(
+        ),
+        row(
             Event::Fail,
             session(here, Phase::Running),
             session(SessionState::Error, Phase::Open),
-        ));
-    }
-    // Cancel archives the session from wherever it is, an imported empty State included.
+        ),
+    ]
+}
+
+/// Cancel archives the session from wherever it is (an imported empty State included), and
+/// so does an edit of the cart; a restart archives an unlocked one. `rows` are the rows so
+/// far, whose session nodes are the ones to archive from.
+fn archive_rows(rows: &[Transition]) -> Vec<Transition> {
+    let start = Event::Action(Action::CheckoutSession);
+    let cancel = Event::Action(Action::CancelCartAsyncOperation);
     let active: BTreeSet<Node> = rows
         .iter()
         .flat_map(|r| [r.from, r.to])
         .chain(ENTRY_NODES)
         .filter(|n| matches!(n, Node::Session(SessionNode::At(..))))
         .collect();
+    let mut archiving = Vec::new();
     for node in active {
         // A completed checkout is final: its cart is Closed.
         if node == session(SessionState::Complete, Phase::Open) {
             continue;
         }
-        rows.push(row(cancel, node, Node::Session(SessionNode::Archived)));
+        archiving.push(row(cancel, node, Node::Session(SessionNode::Archived)));
         // Editing a cart in checkout takes it out of checkout as a cancel does.
-        rows.push(row(edit, node, Node::Session(SessionNode::Archived)));
+        archiving.push(row(Event::Edit, node, Node::Session(SessionNode::Archived)));
         // A restart archives a failed or expired session that is not locked.
         if matches!(node, Node::Session(SessionNode::At(_, Phase::Open))) {
-            rows.push(row(start, node, Node::Session(SessionNode::Archived)));
+            archiving.push(row(start, node, Node::Session(SessionNode::Archived)));
         }
     }
-    for (from, to) in [
+    archiving
+}
+
+/// An edit of the cart takes it out of checkout and cancels its operation.
+fn edit_exit_rows() -> Vec<Transition> {
+    use OperationNode as O;
+    use OperationStatus as S;
+    [
         (
             Node::Cart(CartStatus::Checkout),
             Node::Cart(CartStatus::Active),
@@ -498,12 +541,10 @@ fn rows_of(template: &Template) -> Vec<Transition> {
             Node::Operation(O::Is(S::Running)),
             Node::Operation(O::Is(S::Canceled)),
         ),
-    ] {
-        rows.push(row(edit, from, to));
-    }
-    rows.sort();
-    rows.dedup();
-    rows
+    ]
+    .into_iter()
+    .map(|(from, to)| row(Event::Edit, from, to))
+    .collect()
 }
 
 #[cfg(test)]
