@@ -9,11 +9,16 @@ use crate::machine::requirement::{as_seen_by_caller, guards, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
     Action, Command, Event, Machine, Node, Snapshot, StepOutcome, TransitionTable,
+    ValidationMessage,
 };
 use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartStatus, CartValidationOutput, KeyPrefix, Level,
     OperationStatus, Order, OutputType, ProviderKind, SessionState, SfId, WebCart, clip_message,
 };
+
+/// The buyer's message for a step that failed by a system error rather than a check.
+const SYSTEM_ERROR_MESSAGE: &str =
+    "We couldn't complete this step because of a system error. Try again or contact the store.";
 
 /// The name of the payment step's operations (payment is not a core action).
 pub const PAYMENT_OPERATION: &str = "authorizePayment";
@@ -728,97 +733,149 @@ impl<'a> Plan<'a> {
         order: Option<&Order>,
     ) -> Result<Output, CheckoutError> {
         let op = self.running_operation(attempt)?;
-        let session = self.snapshot.session.as_ref().filter(|s| {
-            !s.is_archived && s.is_processing && s.background_operation_id == Some(op.id)
-        });
-        let Some(session) = session else {
-            return Err(CheckoutError::Stale(format!(
-                "operation {} no longer belongs to an active, locked session",
-                op.id
-            )));
-        };
-        let now = self.ctx.now;
-        let (op_id, cart_id, kind) = (op.id, op.cart_id, op.provider_kind);
+        let session = self.locked_session_of(op)?;
         match outcome {
-            StepOutcome::Passed => {
-                let from = Node::Session(session_node(Some(session), Some(op)));
-                let next = match self.ctx.table.find(Event::Succeed, from).map(|r| r.to) {
-                    Some(Node::Session(SessionNode::At(state, _))) => state,
-                    _ => None,
-                };
-                self.edit_operation(|op| {
-                    op.status = OperationStatus::Complete;
-                    op.finished_at = Some(now);
-                    op.expires_at = None;
-                })?;
-                self.edit_session(|s| {
-                    s.state = next.or(s.next_state);
-                    s.next_state = None;
-                    s.is_processing = false;
-                })?;
-                if let Some(update) = update {
-                    self.apply_cart_update(update)?;
-                }
-                if let Some(order) = order {
-                    if order.cart_id != cart_id {
-                        return Err(CheckoutError::Stale("an order of another cart".into()));
-                    }
-                    self.orders.push(order.clone());
-                    let order_id = order.id;
-                    self.edit_session(|s| s.order_id = Some(order_id))?;
-                }
+            StepOutcome::Passed => self.pass_step(session, op, update, order)?,
+            StepOutcome::Failed(messages) => {
+                let output_type = op
+                    .provider_kind
+                    .map_or(OutputType::Other, ProviderKind::output_type);
+                let error = format!("{} reported {} problem(s)", op.name, messages.len());
+                self.fail_step(op, output_type, messages, &error)?;
             }
-            StepOutcome::Failed(_) | StepOutcome::SystemFailure(_) => {
-                let (output_type, messages, error) = match outcome {
-                    StepOutcome::Failed(messages) => (
-                        kind.map_or(OutputType::Other, ProviderKind::output_type),
-                        messages.clone(),
-                        format!("{} reported {} problem(s)", op.name, messages.len()),
-                    ),
-                    StepOutcome::SystemFailure(reason) => (
-                        OutputType::SystemError,
-                        vec![crate::machine::ValidationMessage {
-                            level: Level::Error,
-                            message: "We couldn't complete this step because of a system error. Try again or contact the store.".into(),
-                            related_entity_id: Some(cart_id),
-                        }],
-                        reason.clone(),
-                    ),
-                    StepOutcome::Passed => unreachable!("handled above"),
-                };
-                for m in messages {
-                    self.outputs.push(CartValidationOutput {
-                        id: self.ctx.ids.next_id(KeyPrefix::CartValidationOutput),
-                        cart_id,
-                        background_operation_id: Some(op_id),
-                        level: m.level,
-                        output_type,
-                        message: clip_message(&m.message),
-                        related_entity_id: m.related_entity_id,
-                        is_dismissed: false,
-                    });
-                }
-                self.edit_operation(|op| {
-                    op.status = OperationStatus::Error;
-                    op.error = Some(clip_message(&error));
-                    op.finished_at = Some(now);
-                    op.expires_at = None;
-                })?;
-                self.edit_session(|s| {
-                    s.state = Some(SessionState::Error);
-                    s.next_state = None;
-                    s.is_processing = false;
-                    s.is_error = true;
-                })?;
+            StepOutcome::SystemFailure(reason) => {
+                let messages = [ValidationMessage {
+                    level: Level::Error,
+                    message: SYSTEM_ERROR_MESSAGE.into(),
+                    related_entity_id: Some(op.cart_id),
+                }];
+                self.fail_step(op, OutputType::SystemError, &messages, reason)?;
             }
         }
-        Ok(Output::BackgroundOperationId(op_id))
+        Ok(Output::BackgroundOperationId(op.id))
+    }
+
+    /// The active, locked session `op` runs for; a report for any other is stale.
+    fn locked_session_of(
+        &self,
+        op: &BackgroundOperation,
+    ) -> Result<&'a CartCheckoutSession, CheckoutError> {
+        let snapshot = self.snapshot;
+        snapshot
+            .session
+            .as_ref()
+            .filter(|s| {
+                !s.is_archived && s.is_processing && s.background_operation_id == Some(op.id)
+            })
+            .ok_or_else(|| {
+                CheckoutError::Stale(format!(
+                    "operation {} no longer belongs to an active, locked session",
+                    op.id
+                ))
+            })
+    }
+
+    /// A passed step: the operation completes, the session moves to the State the table
+    /// declares next and unlocks, and what the integration computed is written.
+    fn pass_step(
+        &mut self,
+        session: &CartCheckoutSession,
+        op: &BackgroundOperation,
+        update: Option<&crate::machine::CartUpdate>,
+        order: Option<&Order>,
+    ) -> Result<(), CheckoutError> {
+        let now = self.ctx.now;
+        let from = Node::Session(session_node(Some(session), Some(op)));
+        let next = match self.ctx.table.find(Event::Succeed, from).map(|r| r.to) {
+            Some(Node::Session(SessionNode::At(state, _))) => state,
+            _ => None,
+        };
+        self.edit_operation(|op| {
+            op.status = OperationStatus::Complete;
+            op.finished_at = Some(now);
+            op.expires_at = None;
+        })?;
+        self.edit_session(|s| {
+            s.state = next.or(s.next_state);
+            s.next_state = None;
+            s.is_processing = false;
+        })?;
+        if let Some(update) = update {
+            self.apply_cart_update(update)?;
+        }
+        if let Some(order) = order {
+            if order.cart_id != op.cart_id {
+                return Err(CheckoutError::Stale("an order of another cart".into()));
+            }
+            self.orders.push(order.clone());
+            let order_id = order.id;
+            self.edit_session(|s| s.order_id = Some(order_id))?;
+        }
+        Ok(())
+    }
+
+    /// A failed step: its messages become the cart's validation outputs, the operation
+    /// ends in Error with `error`, and the session moves to Error and unlocks.
+    fn fail_step(
+        &mut self,
+        op: &BackgroundOperation,
+        output_type: OutputType,
+        messages: &[ValidationMessage],
+        error: &str,
+    ) -> Result<(), CheckoutError> {
+        let now = self.ctx.now;
+        for m in messages {
+            self.outputs.push(CartValidationOutput {
+                id: self.ctx.ids.next_id(KeyPrefix::CartValidationOutput),
+                cart_id: op.cart_id,
+                background_operation_id: Some(op.id),
+                level: m.level,
+                output_type,
+                message: clip_message(&m.message),
+                related_entity_id: m.related_entity_id,
+                is_dismissed: false,
+            });
+        }
+        self.edit_operation(|op| {
+            op.status = OperationStatus::Error;
+            op.error = Some(clip_message(error));
+            op.finished_at = Some(now);
+            op.expires_at = None;
+        })?;
+        self.edit_session(|s| {
+            s.state = Some(SessionState::Error);
+            s.next_state = None;
+            s.is_processing = false;
+            s.is_error = true;
+        })?;
+        Ok(())
     }
 
     /// Derives every moved node, checks each against the table, bumps versions.
     fn into_decision(self, output: Output) -> Result<Decision, CheckoutError> {
-        let table = self.ctx.table;
         let event = self.event;
+        let moves = self.moves();
+        if let Some(m) = moves
+            .iter()
+            .find(|m| !self.ctx.table.admits(event, m.from, m.to))
+        {
+            return Err(CheckoutError::Undeclared {
+                event,
+                from: m.from,
+                to: m.to,
+            });
+        }
+        Ok(Decision {
+            event,
+            moves,
+            changes: self.into_changes(),
+            output,
+        })
+    }
+
+    /// The node each planned record moves from and to: the cart, then the sessions, then
+    /// the operations, leaving out the records whose node stays.
+    fn moves(&self) -> Vec<Move> {
         let mut moves = Vec::new();
         let mut push = |machine: Machine, record: SfId, from: Node, to: Node| {
             if from != to {
@@ -863,17 +920,13 @@ impl<'a> Plan<'a> {
                 Node::Operation(operation_node(Some(after))),
             );
         }
-        for m in &moves {
-            if !table.admits(event, m.from, m.to) {
-                return Err(CheckoutError::Undeclared {
-                    event,
-                    from: m.from,
-                    to: m.to,
-                });
-            }
-        }
+        moves
+    }
+
+    /// The planned records, each with its version bumped.
+    fn into_changes(self) -> Changes {
         let bump = |v: u64| v + 1;
-        let changes = Changes {
+        Changes {
             carts: self
                 .cart
                 .into_iter()
@@ -910,12 +963,6 @@ impl<'a> Plan<'a> {
                 .collect(),
             clear_outputs_of: self.clear_outputs_of,
             outputs: self.outputs,
-        };
-        Ok(Decision {
-            event,
-            moves,
-            changes,
-            output,
-        })
+        }
     }
 }
