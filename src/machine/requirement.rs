@@ -4,12 +4,16 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::error::ErrorCode;
 use crate::machine::table::{Phase, SessionNode};
-use crate::machine::{Action, Command, Event, Node, Snapshot, TransitionTable};
-use crate::model::{Access, CartStatus, OrderStatus, Permission, SessionState, SfId};
+use crate::machine::{Action, CartEdit, Command, Event, Node, Snapshot, TransitionTable};
+use crate::model::{
+    Access, CartCheckoutSession, CartStatus, KeyPrefix, OrderStatus, Permission, SessionState,
+    SfId, User, WebCart,
+};
 
 /// A named precondition of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -329,12 +333,94 @@ pub fn evaluate(
     command: &Command,
     now: DateTime<Utc>,
 ) -> Result<(), String> {
-    let user = snapshot.user.as_ref();
-    let cart = snapshot.cart.as_ref();
-    let session = snapshot.session.as_ref();
-    let event = command.event();
+    let facts = Facts {
+        table,
+        snapshot,
+        command,
+        event: command.event(),
+        now,
+    };
     match requirement {
-        R::CallerMayInvoke => match user {
+        R::CallerMayInvoke => facts.caller_may_invoke(),
+        R::CartIdValid => facts.cart_id_valid(),
+        R::SessionIdValid => facts.session_id_valid(),
+        R::CallerCanEditCart => facts.caller_can_edit_cart(),
+        R::EffectiveAccountValid => facts.effective_account_valid(),
+        R::CallerIsStoreMember => facts.caller_is_store_member(),
+        R::CartInCheckout => cart_status_in(facts.cart(), IN_CHECKOUT),
+        R::CartOpenForCheckout => cart_status_in(facts.cart(), OPEN),
+        R::CartNotClosed => cart_status_in(facts.cart(), NOT_CLOSED),
+        R::CartNotClosedOrProcessing => cart_status_in(facts.cart(), NOT_CLOSED_OR_PROCESSING),
+        R::CartEditable => cart_status_in(facts.cart(), OPEN),
+        R::NoSessionInProgress => facts.no_session_in_progress(),
+        R::InitialStateIsEntry => facts.initial_state_is_entry(),
+        R::CheckoutEnabled => facts.checkout_enabled(),
+        R::SessionNotExpired => facts.session_not_expired(),
+        R::SessionExists => facts.session_exists(),
+        R::SessionStateNotEmpty => facts.session_state_not_empty(),
+        R::SessionIsProcessing => facts.session_is_processing(),
+        R::SessionNotProcessing => facts.session_not_processing(),
+        R::SessionAtStep => facts.session_at_step(),
+        R::NextStateSet => facts.next_state_set(),
+        R::ExpectedStateMatches => facts.expected_state_matches(),
+        R::TargetIsNextStep => facts.target_is_next_step(),
+        R::EditValid => facts.edit_valid(),
+        R::OrderNotActivated => facts.order_not_activated(),
+        R::OrderStatusIsActivate => facts.order_status_is_activate(),
+        R::DraftOrderOnSession => facts.draft_order_on_session(),
+        R::NoErrorOutputs => facts.no_error_outputs(),
+        R::DeliveryMethodOffered => facts.delivery_method_offered(),
+        // Checked by the engine once the inline run ended, never before a decision.
+        R::InlineOperationCompleted => Ok(()),
+        R::NoOperationInProgress => facts.no_operation_in_progress(),
+    }
+}
+
+/// The cart statuses each cart-status requirement allows, in the order its message names them.
+const IN_CHECKOUT: &[CartStatus] = &[CartStatus::Checkout];
+const OPEN: &[CartStatus] = &[CartStatus::Active, CartStatus::Checkout];
+const NOT_CLOSED: &[CartStatus] = &[
+    CartStatus::Active,
+    CartStatus::Checkout,
+    CartStatus::PendingClosed,
+    CartStatus::PendingDelete,
+    CartStatus::Processing,
+];
+const NOT_CLOSED_OR_PROCESSING: &[CartStatus] = &[
+    CartStatus::Active,
+    CartStatus::Checkout,
+    CartStatus::PendingClosed,
+    CartStatus::PendingDelete,
+];
+
+/// What a requirement is checked against: one command, the snapshot it addresses (as the
+/// caller may see it), the table and the time.
+struct Facts<'a> {
+    table: &'a TransitionTable,
+    snapshot: &'a Snapshot,
+    command: &'a Command,
+    event: Event,
+    now: DateTime<Utc>,
+}
+
+impl Facts<'_> {
+    fn user(&self) -> Option<&User> {
+        self.snapshot.user.as_ref()
+    }
+
+    fn cart(&self) -> Option<&WebCart> {
+        self.snapshot.cart.as_ref()
+    }
+
+    fn session(&self) -> Option<&CartCheckoutSession> {
+        self.snapshot.session.as_ref()
+    }
+}
+
+/// The caller and its access.
+impl Facts<'_> {
+    fn caller_may_invoke(&self) -> Result<(), String> {
+        match self.user() {
             None => Err("the caller is not a known user".into()),
             Some(u)
                 if u.has(Permission::B2BBuyer)
@@ -344,277 +430,371 @@ pub fn evaluate(
                 Ok(())
             }
             Some(u) => Err(format!(
-                "user {} lacks the permission to invoke {event} (B2B buyer, B2BCommerceIntegrator or ModifyAllData)",
-                u.id
+                "user {} lacks the permission to invoke {} \
+                 (B2B buyer, B2BCommerceIntegrator or ModifyAllData)",
+                u.id, self.event
             )),
-        },
-        R::CartIdValid => {
-            let (Command::StartSession { cart_id, .. }
-            | Command::SetDetails { cart_id, .. }
-            | Command::EditCart { cart_id, .. }
-            | Command::CartToOrder { cart_id, .. }
-            | Command::ActivateOrder { cart_id, .. }
-            | Command::AuthorizePayment { cart_id }
-            | Command::RunStep { cart_id, .. }
-            | Command::Cancel { cart_id }) = command
-            else {
-                return cart.map(|_| ()).ok_or_else(|| "no cart".into());
-            };
-            match SfId::parse_kind(cart_id, crate::model::KeyPrefix::WebCart) {
-                Err(e) => Err(format!("invalid cartId: {e}")),
-                Ok(id) if cart.is_some_and(|c| c.id == id) => Ok(()),
-                Ok(id) => Err(format!("invalid cartId: no cart {id}")),
-            }
         }
-        R::SessionIdValid => match session {
+    }
+
+    fn cart_id_valid(&self) -> Result<(), String> {
+        let cart = self.cart();
+        let (Command::StartSession { cart_id, .. }
+        | Command::SetDetails { cart_id, .. }
+        | Command::EditCart { cart_id, .. }
+        | Command::CartToOrder { cart_id, .. }
+        | Command::ActivateOrder { cart_id, .. }
+        | Command::AuthorizePayment { cart_id }
+        | Command::RunStep { cart_id, .. }
+        | Command::Cancel { cart_id }) = self.command
+        else {
+            return cart.map(|_| ()).ok_or_else(|| "no cart".into());
+        };
+        match SfId::parse_kind(cart_id, KeyPrefix::WebCart) {
+            Err(e) => Err(format!("invalid cartId: {e}")),
+            Ok(id) if cart.is_some_and(|c| c.id == id) => Ok(()),
+            Ok(id) => Err(format!("invalid cartId: no cart {id}")),
+        }
+    }
+
+    fn session_id_valid(&self) -> Result<(), String> {
+        if self.session().is_some() {
+            return Ok(());
+        }
+        let given = match self.command {
+            Command::UpdateSession { session_id, .. } | Command::Advance { session_id, .. } => {
+                session_id.as_str()
+            }
+            _ => "",
+        };
+        Err(format!(
+            "invalid checkoutSessionId {given:?}: no such session"
+        ))
+    }
+
+    fn caller_can_edit_cart(&self) -> Result<(), String> {
+        let (Some(u), Some(c)) = (self.user(), self.cart()) else {
+            return Err("no access to the cart".into());
+        };
+        match c.access_of(u) {
+            Some(Access::Edit) => Ok(()),
+            Some(Access::Read) => Err(format!(
+                "user {} can read cart {} but not edit it",
+                u.id, c.id
+            )),
+            None => Err(format!("user {} has no access to cart {}", u.id, c.id)),
+        }
+    }
+
+    fn effective_account_valid(&self) -> Result<(), String> {
+        let (Some(u), Some(c)) = (self.user(), self.cart()) else {
+            return Err("the cart's effective account is unknown".into());
+        };
+        match &self.snapshot.account {
+            None => Err(format!(
+                "the cart's effective account {} does not exist",
+                c.account_id
+            )),
+            Some(a) if !a.is_active => Err(format!(
+                "the cart's effective account {} is not active",
+                a.id
+            )),
+            Some(a) if u.account_id.is_some_and(|own| own != a.id) => Err(format!(
+                "the cart's effective account {} is not accessible to user {}",
+                a.id, u.id
+            )),
             Some(_) => Ok(()),
-            None => {
-                let given = match command {
-                    Command::UpdateSession { session_id, .. }
-                    | Command::Advance { session_id, .. } => session_id.as_str(),
-                    _ => "",
-                };
-                Err(format!("invalid checkoutSessionId {given:?}: no such session"))
-            }
-        },
-        R::CallerCanEditCart => match (user, cart) {
-            (Some(u), Some(c)) => match c.access_of(u) {
-                Some(Access::Edit) => Ok(()),
-                Some(Access::Read) => Err(format!("user {} can read cart {} but not edit it", u.id, c.id)),
-                None => Err(format!("user {} has no access to cart {}", u.id, c.id)),
-            },
-            _ => Err("no access to the cart".into()),
-        },
-        R::EffectiveAccountValid => {
-            let (Some(u), Some(c)) = (user, cart) else {
-                return Err("the cart's effective account is unknown".into());
-            };
-            match &snapshot.account {
-                None => Err(format!("the cart's effective account {} does not exist", c.account_id)),
-                Some(a) if !a.is_active => Err(format!("the cart's effective account {} is not active", a.id)),
-                Some(a) if u.account_id.is_some_and(|own| own != a.id) => Err(format!(
-                    "the cart's effective account {} is not accessible to user {}",
-                    a.id, u.id
-                )),
-                Some(_) => Ok(()),
-            }
         }
-        R::CallerIsStoreMember => {
-            let (Some(u), Some(c)) = (user, cart) else {
-                return Err("the store is unknown".into());
-            };
-            let buyer = u.account_id.unwrap_or(c.account_id);
-            match &snapshot.store {
-                Some(store) if store.buyer_accounts.contains(&buyer) => Ok(()),
-                Some(store) => Err(format!("account {buyer} is not a member of store {}", store.id)),
-                None => Err(format!("the cart's store {} does not exist", c.web_store_id)),
-            }
+    }
+
+    fn caller_is_store_member(&self) -> Result<(), String> {
+        let (Some(u), Some(c)) = (self.user(), self.cart()) else {
+            return Err("the store is unknown".into());
+        };
+        let buyer = u.account_id.unwrap_or(c.account_id);
+        match &self.snapshot.store {
+            Some(store) if store.buyer_accounts.contains(&buyer) => Ok(()),
+            Some(store) => Err(format!(
+                "account {buyer} is not a member of store {}",
+                store.id
+            )),
+            None => Err(format!(
+                "the cart's store {} does not exist",
+                c.web_store_id
+            )),
         }
-        R::CartInCheckout => cart_status_in(cart, &[CartStatus::Checkout]),
-        R::CartOpenForCheckout => cart_status_in(cart, &[CartStatus::Active, CartStatus::Checkout]),
-        R::CartNotClosed => cart_status_in(
-            cart,
-            &[
-                CartStatus::Active,
-                CartStatus::Checkout,
-                CartStatus::PendingClosed,
-                CartStatus::PendingDelete,
-                CartStatus::Processing,
-            ],
-        ),
-        R::CartNotClosedOrProcessing => cart_status_in(
-            cart,
-            &[
-                CartStatus::Active,
-                CartStatus::Checkout,
-                CartStatus::PendingClosed,
-                CartStatus::PendingDelete,
-            ],
-        ),
-        R::NoSessionInProgress => match session {
-            Some(s) if s.is_processing && !s.is_archived => {
-                Err(format!("cart already in progress: session {} is processing", s.id))
-            }
+    }
+}
+
+/// Starting a checkout, and the session's lifetime.
+impl Facts<'_> {
+    fn no_session_in_progress(&self) -> Result<(), String> {
+        match self.session() {
+            Some(s) if s.is_processing && !s.is_archived => Err(format!(
+                "cart already in progress: session {} is processing",
+                s.id
+            )),
             _ => Ok(()),
-        },
-        R::InitialStateIsEntry => {
-            let entry = table.template().entry();
-            let Command::StartSession { initial_state, .. } = command else {
-                return Ok(());
-            };
-            match initial_state.as_deref() {
-                None => Ok(()),
-                Some(given) if entry.is_some_and(|e| e.as_str() == given) => Ok(()),
-                Some(given) => Err(format!(
-                    "session not created: initialState {given:?} is not the template's entry ({})",
-                    show(entry)
-                )),
-            }
         }
-        R::CheckoutEnabled => match &snapshot.store {
+    }
+
+    fn initial_state_is_entry(&self) -> Result<(), String> {
+        let entry = self.table.template().entry();
+        let Command::StartSession { initial_state, .. } = self.command else {
+            return Ok(());
+        };
+        match initial_state.as_deref() {
+            None => Ok(()),
+            Some(given) if entry.is_some_and(|e| e.as_str() == given) => Ok(()),
+            Some(given) => Err(format!(
+                "session not created: initialState {given:?} is not the template's entry ({})",
+                show(entry)
+            )),
+        }
+    }
+
+    fn checkout_enabled(&self) -> Result<(), String> {
+        match &self.snapshot.store {
             Some(store) if !store.checkout_enabled() => Err(format!(
                 "store {} has checkout disabled (CheckoutTimeToLive is 0)",
                 store.id
             )),
             _ => Ok(()),
-        },
-        R::SessionNotExpired => {
-            let expiry = session
-                .and_then(|s| s.created_date)
-                .zip(snapshot.store.as_ref())
-                .and_then(|(created, store)| store.checkout_expiry(created));
-            match expiry {
-                Some(expiry) if now >= expiry => Err(format!(
-                    "the checkout session expired at {expiry}: start checkout again"
-                )),
-                _ => Ok(()),
-            }
         }
-        R::SessionExists => match session {
+    }
+
+    fn session_not_expired(&self) -> Result<(), String> {
+        let expiry = self
+            .session()
+            .and_then(|s| s.created_date)
+            .zip(self.snapshot.store.as_ref())
+            .and_then(|(created, store)| store.checkout_expiry(created));
+        match expiry {
+            Some(expiry) if self.now >= expiry => Err(format!(
+                "the checkout session expired at {expiry}: start checkout again"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn session_exists(&self) -> Result<(), String> {
+        match self.session() {
             Some(s) if s.is_archived => Err(format!("session {} is archived", s.id)),
             Some(_) => Ok(()),
             None => Err("the cart has no checkout session".into()),
-        },
-        R::SessionStateNotEmpty => match session {
+        }
+    }
+}
+
+/// The session's State, lock and step.
+impl Facts<'_> {
+    fn session_state_not_empty(&self) -> Result<(), String> {
+        match self.session() {
             Some(s) if s.state.is_some() => Ok(()),
             _ => Err("the session's State is empty".into()),
-        },
-        R::SessionIsProcessing => match session {
+        }
+    }
+
+    fn session_is_processing(&self) -> Result<(), String> {
+        match self.session() {
             Some(s) if s.is_processing => Ok(()),
-            _ => Err("the session is not locked (IsProcessing is false): call updateCheckoutSessionStateAction first".into()),
-        },
-        R::SessionNotProcessing => match session {
-            Some(s) if s.is_processing => Err(format!("session {} is locked (IsProcessing is true)", s.id)),
-            _ => Ok(()),
-        },
-        R::SessionAtStep => {
-            let expected = step_state(table, event);
-            let actual = session.and_then(|s| s.state);
-            match expected {
-                Some(step) if actual == Some(step) => Ok(()),
-                Some(step) => Err(format!(
-                    "{event} runs in the {step} step; the session is in {}",
-                    show(actual)
-                )),
-                None => Err(format!("{event} is not a step of template {}", table.template().name)),
-            }
+            _ => Err("the session is not locked (IsProcessing is false): \
+                      call updateCheckoutSessionStateAction first"
+                .into()),
         }
-        R::NextStateSet => {
-            let expected = step_state(table, event)
-                .and_then(|step| table.template().step(step))
-                .and_then(|step| step.next);
-            let actual = session.and_then(|s| s.next_state);
-            if expected.is_some() && actual == expected {
-                Ok(())
-            } else {
-                Err(format!(
-                    "the session's NextState is {}, expected {}",
-                    show(actual),
-                    show(expected)
-                ))
-            }
-        }
-        R::ExpectedStateMatches => {
-            let (_, expected) = requested_states(command);
-            let actual = session.and_then(|s| s.state);
-            // Update Checkout Session is a compare-and-set: the expected State is required.
-            // A screen step's write may omit it (the standard checkout template writes State
-            // "optionally checking" the current one).
-            if expected.is_none() && matches!(command, Command::UpdateSession { .. }) {
-                return Err("expCurrentState is required: the update is a compare-and-set".into());
-            }
-            match expected {
-                Some(given) if Some(given) != actual.map(SessionState::as_str) => Err(format!(
-                    "the session's State is {}, not the expected {given:?}",
-                    show(actual)
-                )),
-                _ => Ok(()),
-            }
-        }
-        R::TargetIsNextStep => {
-            let (requested, _) = requested_states(command);
-            let requested = requested.unwrap_or_default();
-            let current = session.and_then(|s| s.state);
-            let from = Node::Session(SessionNode::At(current, Phase::Open));
-            let declared = match table.find(event, from) {
-                Some(row) if matches!(event, Event::Advance | Event::Close) => match row.to {
-                    Node::Session(SessionNode::At(state, _)) => state,
-                    _ => None,
-                },
-                Some(row) => row.next_state,
-                None => None,
-            };
-            match declared {
-                Some(next) if next.as_str() == requested => Ok(()),
-                Some(next) => Err(format!(
-                    "{event} from {} leads to {next}, not {requested:?}",
-                    show(current)
-                )),
-                None => Err(format!("{event} is not declared from {}", show(current))),
-            }
-        }
-        R::CartEditable => cart_status_in(cart, &[CartStatus::Active, CartStatus::Checkout]),
-        R::EditValid => {
-            let Command::EditCart { edit, .. } = command else {
-                return Ok(());
-            };
-            let positive = |q: &rust_decimal::Decimal| *q > rust_decimal::Decimal::ZERO;
-            match edit {
-                crate::machine::CartEdit::AddItem { sku, quantity } => {
-                    if sku.trim().is_empty() {
-                        Err("a new line needs a SKU".into())
-                    } else if !positive(quantity) {
-                        Err(format!("quantity {quantity} is not positive"))
-                    } else {
-                        Ok(())
-                    }
-                }
-                crate::machine::CartEdit::SetQuantity { item_id, quantity } => {
-                    if snapshot.edited_item.is_none() {
-                        Err(format!("cart has no line {item_id:?}"))
-                    } else if !positive(quantity) {
-                        Err(format!("quantity {quantity} is not positive: remove the line instead"))
-                    } else {
-                        Ok(())
-                    }
-                }
-                crate::machine::CartEdit::RemoveItem { item_id } => match snapshot.edited_item {
-                    Some(_) => Ok(()),
-                    None => Err(format!("cart has no line {item_id:?}")),
-                },
-            }
-        }
-        R::OrderNotActivated => match (&snapshot.order, session) {
-            // checkoutSessionAction may resume such a checkout; only a restart (of a failed
-            // or expired session) would leave it.
-            (Some(order), Some(s))
-                if !s.is_archived
-                    && s.order_id == Some(order.id)
-                    && order.status == OrderStatus::Activated
-                    && (!matches!(command, Command::StartSession { .. })
-                        || s.state == Some(SessionState::Error)
-                        || session_expired(snapshot, now)) =>
-            {
-                Err(format!(
-                    "order {} is activated: the checkout can only complete",
-                    order.id
-                ))
+    }
+
+    fn session_not_processing(&self) -> Result<(), String> {
+        match self.session() {
+            Some(s) if s.is_processing => {
+                Err(format!("session {} is locked (IsProcessing is true)", s.id))
             }
             _ => Ok(()),
-        },
-        R::OrderStatusIsActivate => match command {
+        }
+    }
+
+    fn session_at_step(&self) -> Result<(), String> {
+        let event = self.event;
+        let expected = step_state(self.table, event);
+        let actual = self.session().and_then(|s| s.state);
+        match expected {
+            Some(step) if actual == Some(step) => Ok(()),
+            Some(step) => Err(format!(
+                "{event} runs in the {step} step; the session is in {}",
+                show(actual)
+            )),
+            None => Err(format!(
+                "{event} is not a step of template {}",
+                self.table.template().name
+            )),
+        }
+    }
+
+    fn next_state_set(&self) -> Result<(), String> {
+        let template = self.table.template();
+        let expected = step_state(self.table, self.event)
+            .and_then(|step| template.step(step))
+            .and_then(|step| step.next);
+        let actual = self.session().and_then(|s| s.next_state);
+        if expected.is_some() && actual == expected {
+            Ok(())
+        } else {
+            Err(format!(
+                "the session's NextState is {}, expected {}",
+                show(actual),
+                show(expected)
+            ))
+        }
+    }
+
+    fn expected_state_matches(&self) -> Result<(), String> {
+        let (_, expected) = requested_states(self.command);
+        let actual = self.session().and_then(|s| s.state);
+        // Update Checkout Session is a compare-and-set: the expected State is required.
+        // A screen step's write may omit it (the standard checkout template writes State
+        // "optionally checking" the current one).
+        if expected.is_none() && matches!(self.command, Command::UpdateSession { .. }) {
+            return Err("expCurrentState is required: the update is a compare-and-set".into());
+        }
+        match expected {
+            Some(given) if Some(given) != actual.map(SessionState::as_str) => Err(format!(
+                "the session's State is {}, not the expected {given:?}",
+                show(actual)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn target_is_next_step(&self) -> Result<(), String> {
+        let event = self.event;
+        let (requested, _) = requested_states(self.command);
+        let requested = requested.unwrap_or_default();
+        let current = self.session().and_then(|s| s.state);
+        match self.declared_target(current) {
+            Some(next) if next.as_str() == requested => Ok(()),
+            Some(next) => Err(format!(
+                "{event} from {} leads to {next}, not {requested:?}",
+                show(current)
+            )),
+            None => Err(format!("{event} is not declared from {}", show(current))),
+        }
+    }
+
+    /// The State the table declares after `current` for this event: a screen step's move
+    /// goes to its row's target, Update Checkout Session to its row's NextState.
+    fn declared_target(&self, current: Option<SessionState>) -> Option<SessionState> {
+        let from = Node::Session(SessionNode::At(current, Phase::Open));
+        let row = self.table.find(self.event, from)?;
+        if matches!(self.event, Event::Advance | Event::Close) {
+            match row.to {
+                Node::Session(SessionNode::At(state, _)) => state,
+                _ => None,
+            }
+        } else {
+            row.next_state
+        }
+    }
+}
+
+/// The buyer's input: cart edits and checkout details.
+impl Facts<'_> {
+    fn edit_valid(&self) -> Result<(), String> {
+        let Command::EditCart { edit, .. } = self.command else {
+            return Ok(());
+        };
+        let positive = |q: &Decimal| *q > Decimal::ZERO;
+        match edit {
+            CartEdit::AddItem { sku, quantity } => {
+                if sku.trim().is_empty() {
+                    Err("a new line needs a SKU".into())
+                } else if !positive(quantity) {
+                    Err(format!("quantity {quantity} is not positive"))
+                } else {
+                    Ok(())
+                }
+            }
+            CartEdit::SetQuantity { item_id, quantity } => {
+                if self.snapshot.edited_item.is_none() {
+                    Err(format!("cart has no line {item_id:?}"))
+                } else if !positive(quantity) {
+                    Err(format!(
+                        "quantity {quantity} is not positive: remove the line instead"
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            CartEdit::RemoveItem { item_id } => match self.snapshot.edited_item {
+                Some(_) => Ok(()),
+                None => Err(format!("cart has no line {item_id:?}")),
+            },
+        }
+    }
+
+    fn delivery_method_offered(&self) -> Result<(), String> {
+        let Command::SetDetails { details, .. } = self.command else {
+            return Ok(());
+        };
+        let (Some(method), Some(c)) = (&details.delivery_method_id, self.cart()) else {
+            return Ok(());
+        };
+        let offered = &c.delivery_options;
+        if offered.iter().any(|o| &o.delivery_method_id == method) {
+            return Ok(());
+        }
+        Err(format!(
+            "delivery method {method:?} is not one the cart was offered ({})",
+            offered
+                .iter()
+                .map(|o| o.delivery_method_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// The order and the cart's operations.
+impl Facts<'_> {
+    fn order_not_activated(&self) -> Result<(), String> {
+        let (Some(order), Some(s)) = (&self.snapshot.order, self.session()) else {
+            return Ok(());
+        };
+        // checkoutSessionAction may resume such a checkout; only a restart (of a failed
+        // or expired session) would leave it.
+        let leaves_checkout = !matches!(self.command, Command::StartSession { .. })
+            || s.state == Some(SessionState::Error)
+            || session_expired(self.snapshot, self.now);
+        if !s.is_archived
+            && s.order_id == Some(order.id)
+            && order.status == OrderStatus::Activated
+            && leaves_checkout
+        {
+            return Err(format!(
+                "order {} is activated: the checkout can only complete",
+                order.id
+            ));
+        }
+        Ok(())
+    }
+
+    fn order_status_is_activate(&self) -> Result<(), String> {
+        let activate = OrderStatus::Activated.as_str();
+        match self.command {
             Command::ActivateOrder { order_status, .. }
-                if order_status.as_deref() != Some(OrderStatus::Activated.as_str()) =>
+                if order_status.as_deref() != Some(activate) =>
             {
                 Err(format!(
-                    "orderStatus {:?} does not mean activate: use \"{}\"",
-                    order_status.as_deref().unwrap_or(""),
-                    OrderStatus::Activated.as_str()
+                    "orderStatus {:?} does not mean activate: use \"{activate}\"",
+                    order_status.as_deref().unwrap_or("")
                 ))
             }
             _ => Ok(()),
-        },
-        R::DraftOrderOnSession => match (&snapshot.order, session.and_then(|s| s.order_id)) {
+        }
+    }
+
+    fn draft_order_on_session(&self) -> Result<(), String> {
+        let on_session = self.session().and_then(|s| s.order_id);
+        match (&self.snapshot.order, on_session) {
             (Some(order), Some(id)) if order.id == id && order.status == OrderStatus::Draft => {
                 Ok(())
             }
@@ -624,50 +804,33 @@ pub fn evaluate(
                 order.status.as_str()
             )),
             _ => Err("the session has no order: run cartToOrderAction first".into()),
-        },
-        R::NoErrorOutputs => {
-            if snapshot.has_error_outputs {
-                Err("the cart has Error-level validation outputs".into())
-            } else {
-                Ok(())
-            }
         }
-        R::DeliveryMethodOffered => {
-            let Command::SetDetails { details, .. } = command else {
-                return Ok(());
-            };
-            match (&details.delivery_method_id, cart) {
-                (Some(method), Some(c)) if !c.delivery_options.iter().any(|o| &o.delivery_method_id == method) => {
-                    Err(format!(
-                        "delivery method {method:?} is not one the cart was offered ({})",
-                        c.delivery_options
-                            .iter()
-                            .map(|o| o.delivery_method_id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                }
-                _ => Ok(()),
-            }
+    }
+
+    fn no_error_outputs(&self) -> Result<(), String> {
+        if self.snapshot.has_error_outputs {
+            Err("the cart has Error-level validation outputs".into())
+        } else {
+            Ok(())
         }
-        // Checked by the engine once the inline run ended, never before a decision.
-        R::InlineOperationCompleted => Ok(()),
-        R::NoOperationInProgress => {
-            let active = snapshot
-                .operation
-                .as_ref()
-                .filter(|op| op.status.is_active());
-            match active {
-                Some(op) => Err(format!(
-                    "an integration is already in progress: operation {} is {}",
-                    op.id,
-                    op.status.as_str()
-                )),
-                None if snapshot.cart_has_active_operation => {
-                    Err("an integration is already in progress for this cart".into())
-                }
-                None => Ok(()),
+    }
+
+    fn no_operation_in_progress(&self) -> Result<(), String> {
+        let active = self
+            .snapshot
+            .operation
+            .as_ref()
+            .filter(|op| op.status.is_active());
+        match active {
+            Some(op) => Err(format!(
+                "an integration is already in progress: operation {} is {}",
+                op.id,
+                op.status.as_str()
+            )),
+            None if self.snapshot.cart_has_active_operation => {
+                Err("an integration is already in progress for this cart".into())
             }
+            None => Ok(()),
         }
     }
 }
@@ -683,10 +846,7 @@ fn session_expired(snapshot: &Snapshot, now: DateTime<Utc>) -> bool {
         .is_some_and(|expiry| now >= expiry)
 }
 
-fn cart_status_in(
-    cart: Option<&crate::model::WebCart>,
-    allowed: &[CartStatus],
-) -> Result<(), String> {
+fn cart_status_in(cart: Option<&WebCart>, allowed: &[CartStatus]) -> Result<(), String> {
     match cart {
         Some(c) if allowed.contains(&c.status) => Ok(()),
         Some(c) => Err(format!(
