@@ -1,5 +1,6 @@
 //! Commands (the machine's inputs) and snapshots (what it decides over).
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::machine::{Action, Event};
@@ -297,4 +298,85 @@ pub struct Snapshot {
     pub has_error_outputs: bool,
     /// The line a `SetQuantity` or `RemoveItem` edit names, when it belongs to the cart.
     pub edited_item: Option<CartItem>,
+}
+
+impl Snapshot {
+    /// When the session expired, if it is past its store's checkout time-to-live at `now`.
+    /// The one place that decides whether a session has expired: the guards and the choice
+    /// between resuming and restarting a checkout all ask it.
+    pub(crate) fn session_expired_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let created = self.session.as_ref()?.created_date?;
+        let expiry = self.store.as_ref()?.checkout_expiry(created)?;
+        (now >= expiry).then_some(expiry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+
+    use super::*;
+    use crate::model::KeyPrefix;
+
+    fn snapshot(ttl_minutes: Option<u32>, created: Option<DateTime<Utc>>) -> Snapshot {
+        let session = CartCheckoutSession {
+            id: SfId::from_number(KeyPrefix::CartCheckoutSession, 1),
+            web_cart_id: SfId::from_number(KeyPrefix::WebCart, 1),
+            state: Some(SessionState::Start),
+            next_state: None,
+            is_processing: false,
+            is_error: false,
+            is_archived: false,
+            background_operation_id: None,
+            order_id: None,
+            created_date: created,
+            version: 0,
+        };
+        let store = WebStore {
+            id: SfId::from_number(KeyPrefix::WebStore, 1),
+            name: "Store".into(),
+            checkout_time_to_live: ttl_minutes,
+            buyer_accounts: Default::default(),
+        };
+        Snapshot {
+            session: Some(session),
+            store: Some(store),
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn a_session_expires_the_moment_its_time_to_live_ends() {
+        let created = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
+        let expiry = created + Duration::minutes(60);
+        let snapshot = snapshot(Some(60), Some(created));
+        assert_eq!(
+            snapshot.session_expired_at(expiry - Duration::seconds(1)),
+            None
+        );
+        assert_eq!(snapshot.session_expired_at(expiry), Some(expiry));
+        assert_eq!(
+            snapshot.session_expired_at(expiry + Duration::days(1)),
+            Some(expiry)
+        );
+    }
+
+    #[test]
+    fn a_session_without_a_time_to_live_or_a_creation_date_never_expires() {
+        let created = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
+        let much_later = created + Duration::days(3_650);
+        assert_eq!(
+            snapshot(None, Some(created)).session_expired_at(much_later),
+            None
+        );
+        assert_eq!(
+            snapshot(Some(60), None).session_expired_at(much_later),
+            None
+        );
+        let no_session = Snapshot {
+            session: None,
+            ..snapshot(Some(60), Some(created))
+        };
+        assert_eq!(no_session.session_expired_at(much_later), None);
+    }
 }

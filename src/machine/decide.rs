@@ -383,14 +383,9 @@ impl<'a> Plan<'a> {
         self.set_cart_status(CartStatus::Checkout);
         self.clear_outputs_of = Some(cart_id);
         let snapshot = self.snapshot;
-        let expired = |s: &CartCheckoutSession| {
-            s.created_date
-                .zip(snapshot.store.as_ref())
-                .and_then(|(created, store)| store.checkout_expiry(created))
-                .is_some_and(|expiry| self.ctx.now >= expiry)
-        };
+        let expired = snapshot.session_expired_at(self.ctx.now).is_some();
         match &snapshot.session {
-            Some(s) if !s.is_archived && s.state != Some(SessionState::Error) && !expired(s) => {
+            Some(s) if !s.is_archived && s.state != Some(SessionState::Error) && !expired => {
                 // Resume: the checkout already has its session.
                 return Ok(Output::RequestId(s.id));
             }

@@ -564,16 +564,11 @@ impl Facts<'_> {
     }
 
     fn session_not_expired(&self) -> Result<(), String> {
-        let expiry = self
-            .session()
-            .and_then(|s| s.created_date)
-            .zip(self.snapshot.store.as_ref())
-            .and_then(|(created, store)| store.checkout_expiry(created));
-        match expiry {
-            Some(expiry) if self.now >= expiry => Err(format!(
+        match self.snapshot.session_expired_at(self.now) {
+            Some(expiry) => Err(format!(
                 "the checkout session expired at {expiry}: start checkout again"
             )),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
@@ -763,7 +758,7 @@ impl Facts<'_> {
         // or expired session) would leave it.
         let leaves_checkout = !matches!(self.command, Command::StartSession { .. })
             || s.state == Some(SessionState::Error)
-            || session_expired(self.snapshot, self.now);
+            || self.snapshot.session_expired_at(self.now).is_some();
         if !s.is_archived
             && s.order_id == Some(order.id)
             && order.status == OrderStatus::Activated
@@ -833,17 +828,6 @@ impl Facts<'_> {
             None => Ok(()),
         }
     }
-}
-
-/// Whether the snapshot's session is past the store's checkout time-to-live at `now`.
-fn session_expired(snapshot: &Snapshot, now: DateTime<Utc>) -> bool {
-    snapshot
-        .session
-        .as_ref()
-        .and_then(|s| s.created_date)
-        .zip(snapshot.store.as_ref())
-        .and_then(|(created, store)| store.checkout_expiry(created))
-        .is_some_and(|expiry| now >= expiry)
 }
 
 fn cart_status_in(cart: Option<&WebCart>, allowed: &[CartStatus]) -> Result<(), String> {
