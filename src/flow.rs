@@ -97,7 +97,7 @@ pub fn drive(
                 order_id,
             });
         }
-        let step = *engine.table().template().step(state).ok_or_else(|| {
+        let step = engine.table().template().step(state).ok_or_else(|| {
             CheckoutError::Stale(format!("{state} is not a step of the template"))
         })?;
         if session.is_processing {
