@@ -9,7 +9,7 @@ mod requirement;
 mod table;
 mod template;
 
-pub use action::{Action, Event};
+pub use action::{Action, Event, ProviderAction};
 pub use command::{
     CartEdit, CartUpdate, CheckoutDetails, Command, Snapshot, StepOutcome, Target,
     ValidationMessage,
