@@ -143,8 +143,9 @@ pub enum TableError {
     /// name.
     #[error("{0} appears in more than one step")]
     Duplicate(String),
-    /// A step's transition name is missing (an async or payment step), where no transition
-    /// of the step's own is named (an entry, screen or terminal step), or not an identifier.
+    /// A step's transition name is missing (an async or payment step must name its
+    /// transition), given on a step that fires no event of its own (entry, screen,
+    /// terminal), or not an identifier.
     #[error("step {0} {1}")]
     BadTransitionName(SessionState, &'static str),
     /// `Error` is the failure state, not a step.
@@ -367,14 +368,18 @@ fn check_transition_name<'a>(
     let name = match (step.own_event(), step.transition.as_deref()) {
         (Some(_), Some(name)) => name,
         (None, None) => return Ok(()),
-        (Some(_), None) => return bad("runs an action but does not name its transition"),
+        (Some(_), None) => {
+            return bad("is an async or payment step but does not name its transition");
+        }
         (None, Some(_)) => return bad("names a transition but fires no event of its own"),
     };
     let identifier = name.len() <= TRANSITION_NAME_MAX_CHARS
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !identifier {
-        return bad("names its transition with no identifier of 1 to 40 letters, digits or _");
+        return bad(
+            "names its transition with no identifier (a letter, then at most 39 letters, digits or _)",
+        );
     }
     if !names.insert(name) {
         return Err(TableError::Duplicate(name.to_owned()));
