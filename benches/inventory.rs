@@ -14,7 +14,8 @@ use cartflow::integrations::{
     IntegrationRequest, Integrations, InventoryProvider, StockTable, Verdict,
 };
 use cartflow::machine::{
-    Action, Command, DecideContext, OperationSettings, Output, Snapshot, TransitionTable, decide,
+    Command, DecideContext, OperationSettings, Output, ProviderAction, Snapshot, TransitionTable,
+    decide,
 };
 use cartflow::model::{KeyPrefix, SessionState, SfId};
 use cartflow::sample::{self, SampleCart};
@@ -44,7 +45,7 @@ impl World {
 
     fn check_inventory(&self) -> Command {
         Command::RunStep {
-            action: Action::CheckCartInventory,
+            action: ProviderAction::CheckCartInventory,
             cart_id: self.cart.to_string(),
         }
     }

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::Engine;
 use crate::error::CheckoutError;
-use crate::machine::{Action, Command, Output, PAYMENT_OPERATION};
+use crate::machine::{Action, Command, Output, PAYMENT_OPERATION, ProviderAction};
 
 /// The message of an action that failed inside cartflow (a store failure, an undeclared
 /// move): the cause is logged, not answered.
@@ -169,9 +169,12 @@ pub fn command_from_input(action: Action, input: &Value) -> Result<Command, Chec
             order_status: text("orderStatus"),
             run_async: run_async()?,
         },
-        _ => Command::RunStep {
-            action,
-            cart_id: cart_id(),
+        _ => match ProviderAction::of(action) {
+            Some(action) => Command::RunStep {
+                action,
+                cart_id: cart_id(),
+            },
+            None => return Err(CheckoutError::Unsupported(action)),
         },
     })
 }

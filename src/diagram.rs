@@ -4,7 +4,8 @@
 //!
 //! - One cluster per machine, in this order: the checkout session, the cart, the background
 //!   operation. A node is labelled with [`Node`]'s `Display` (`Inventory (locked)`,
-//!   `Checkout`, `Running`, ...); an edge with [`Event::label`].
+//!   `Checkout`, `Running`, ...); an edge with [`Transition::label`]: the event's label, after
+//!   the name the template gives the transition (`CheckInventory (checkCartInventoryAction)`).
 //! - Every row of the table is one edge, with two exceptions. The table has a
 //!   `cancelCartAsyncOperation` row into `Archived` from every active session node, and a
 //!   `checkoutSessionAction` row into `Archived` from every open one (a restart archives a
@@ -21,8 +22,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-
-use petgraph::visit::EdgeRef;
 
 use crate::machine::{
     Action, Event, Machine, Node, Phase, SessionNode, Transition, TransitionTable,
@@ -230,21 +229,19 @@ struct Drawing {
 
 impl Drawing {
     fn of(table: &TransitionTable) -> Drawing {
-        let (graph, _) = table.graph();
-        let nodes: BTreeSet<Node> = graph.node_weights().copied().collect();
+        let nodes = table.nodes();
         // Sorted by (from, to, label) in Node order, so edges follow the flow.
-        let mut edges: BTreeMap<Machine, BTreeSet<(Node, Node, &'static str)>> = BTreeMap::new();
+        let mut edges: BTreeMap<Machine, BTreeSet<(Node, Node, String)>> = BTreeMap::new();
         let mut points: BTreeSet<usize> = BTreeSet::new();
-        for edge in graph.edge_references() {
-            let (from, to, event) = (graph[edge.source()], graph[edge.target()], *edge.weight());
-            if let Some(c) = collapse_of(event, from, to) {
+        for row in table.rows() {
+            if let Some(c) = collapse_of(row.event, row.from, row.to) {
                 points.extend(COLLAPSES.iter().position(|x| std::ptr::eq(x, c)));
                 continue;
             }
             edges
-                .entry(from.machine())
+                .entry(row.from.machine())
                 .or_default()
-                .insert((from, to, event.label()));
+                .insert((row.from, row.to, row.label()));
         }
         let clusters = [
             (Machine::Session, "session", "CartCheckoutSession"),
@@ -270,10 +267,10 @@ impl Drawing {
                 .get(&machine)
                 .into_iter()
                 .flatten()
-                .map(|&(from, to, label)| DrawnEdge {
-                    from: node_id(from),
-                    to: node_id(to),
-                    label: label.to_owned(),
+                .map(|(from, to, label)| DrawnEdge {
+                    from: node_id(*from),
+                    to: node_id(*to),
+                    label: label.clone(),
                     collapsed: false,
                 })
                 .collect();
@@ -450,7 +447,7 @@ mod tests {
                 "    {} -> {} [label={}",
                 node_id(row.from),
                 node_id(row.to),
-                dot_quote(row.event.label())
+                dot_quote(&row.label())
             );
             assert_eq!(dot.matches(&line).count(), 1, "{line}");
         }

@@ -14,9 +14,7 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::error::CheckoutError;
 use crate::machine::{CheckoutDetails, Command, Output, StepKind};
-use crate::model::{
-    Address, CartCheckoutSession, CartValidationOutput, OrderStatus, SessionState, SfId,
-};
+use crate::model::{Address, CartCheckoutSession, CartValidationOutput, SessionState, SfId};
 
 /// What the buyer entered on the screens; a screen whose input is missing stops the drive.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -97,7 +95,7 @@ pub fn drive(
                 order_id,
             });
         }
-        let step = *engine.table().template().step(state).ok_or_else(|| {
+        let step = engine.table().template().step(state).ok_or_else(|| {
             CheckoutError::Stale(format!("{state} is not a step of the template"))
         })?;
         if session.is_processing {
@@ -213,20 +211,8 @@ fn run_step_action(
     cart_id: &str,
     kind: StepKind,
 ) -> Result<(), CheckoutError> {
-    let cart_id = cart_id.to_owned();
-    let command = match kind {
-        StepKind::Async(crate::machine::Action::CartToOrder) => Command::CartToOrder {
-            cart_id,
-            run_async: true,
-        },
-        StepKind::Async(crate::machine::Action::ActivateOrder) => Command::ActivateOrder {
-            cart_id,
-            order_status: Some(OrderStatus::Activated.as_str().to_owned()),
-            run_async: true,
-        },
-        StepKind::Async(action) => Command::RunStep { action, cart_id },
-        StepKind::Payment => Command::AuthorizePayment { cart_id },
-        _ => return Ok(()),
+    let Some(command) = Command::for_step(kind, cart_id.to_owned()) else {
+        return Ok(());
     };
     match engine.execute(actor, command) {
         Ok(_) => Ok(()),

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
 use cartflow::ids::SequentialIds;
-use cartflow::model::{CartStatus, OrderStatus, OutputType, SessionState};
+use cartflow::machine::{Action, Command, Event, ProviderAction, Requirement, StepKind};
+use cartflow::model::{CartStatus, OrderStatus, OutputType, SessionState, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::{Engine, MemoryStore, Store};
+use serde_json::json;
 
 fn engine_over(store: Arc<MemoryStore>, first_id: u64) -> Engine {
     let data = sample::dataset();
@@ -397,5 +399,176 @@ mod edits {
             assert_eq!(err.http_status(), status, "{change:?}");
         }
         assert_eq!(store.to_dataset(), before);
+    }
+}
+
+/// Drives `cart` to Checkout Summary, then walks its async steps by hand until the session
+/// is locked at Activate Order with its Draft order. Returns the session.
+fn locked_at_activation(engine: &Engine, cart: &SfId) -> SfId {
+    let summary = BuyerInput {
+        place_order: false,
+        ..full_input()
+    };
+    let Drive::NeedsInput { session_id, state } =
+        drive(engine, &buyer(), cart, &summary, Waiting::RunInline).unwrap()
+    else {
+        panic!("the drive did not stop at a screen");
+    };
+    assert_eq!(state, SessionState::CheckoutSummary);
+    let template = engine.table().template().clone();
+    let step_next = |state: SessionState| template.step(state).unwrap().next.unwrap();
+    let execute = |command: Command| engine.execute(&buyer(), command).unwrap();
+    execute(Command::Advance {
+        session_id: session_id.to_string(),
+        state: step_next(state).as_str().to_owned(),
+        exp_current_state: Some(state.as_str().to_owned()),
+    });
+    loop {
+        let session = engine.store().session(&session_id).unwrap().unwrap();
+        let here = session.state.unwrap();
+        execute(Command::UpdateSession {
+            session_id: session_id.to_string(),
+            next_state: step_next(here).as_str().to_owned(),
+            exp_current_state: Some(here.as_str().to_owned()),
+        });
+        if here == SessionState::ActivateOrder {
+            return session_id;
+        }
+        let kind = template.step(here).unwrap().kind;
+        execute(Command::for_step(kind, cart.to_string()).unwrap());
+        engine.run_until_idle().unwrap();
+    }
+}
+
+/// An activation command with its orderStatus replaced; any other command is a failure.
+fn with_order_status(command: &Command, status: Option<&str>) -> Command {
+    match command {
+        Command::ActivateOrder {
+            cart_id, run_async, ..
+        } => Command::ActivateOrder {
+            cart_id: cart_id.clone(),
+            order_status: status.map(str::to_owned),
+            run_async: *run_async,
+        },
+        other => panic!("activation built as {other:?}, not as activateOrderAction"),
+    }
+}
+
+#[test]
+fn order_status_is_checked_on_every_path_that_activates() {
+    let store = store();
+    let engine = engine_over(store.clone(), 1);
+    let cart = SampleCart::InStock.id();
+    let session_id = locked_at_activation(&engine, &cart);
+    let draft_order = store
+        .session(&session_id)
+        .unwrap()
+        .unwrap()
+        .order_id
+        .unwrap();
+    let refused = |command: Command| {
+        let error = engine.execute(&buyer(), command).unwrap_err();
+        assert_eq!(
+            error.requirement(),
+            Some(Requirement::OrderStatusIsActivate),
+            "{error}"
+        );
+    };
+
+    // `RunStep` cannot express the order actions: they are no provider actions.
+    for action in [Action::CartToOrder, Action::ActivateOrder] {
+        assert_eq!(ProviderAction::of(action), None);
+    }
+    // The library's own command.
+    let activate = Command::ActivateOrder {
+        cart_id: cart.to_string(),
+        order_status: None,
+        run_async: true,
+    };
+    for status in [None, Some("Draft"), Some("activated")] {
+        refused(with_order_status(&activate, status));
+    }
+    // `invoke`, by API name.
+    for input in [
+        json!({"cartId": cart.to_string()}),
+        json!({"cartId": cart.to_string(), "orderStatus": "Draft"}),
+    ] {
+        let result = engine.invoke("activateOrderAction", &input, &buyer());
+        assert!(!result.is_success, "{result:?}");
+        assert_eq!(result.errors.unwrap()[0].status_code, "UNKNOWN_EXCEPTION");
+    }
+    // `permitted`'s candidate is the real activation command.
+    let permitted = engine.permitted(&buyer(), &cart).unwrap();
+    let offered: Vec<&Command> = permitted
+        .iter()
+        .map(|p| &p.command)
+        .filter(|c| c.event() == Event::Action(Action::ActivateOrder))
+        .collect();
+    assert_eq!(offered.len(), 1, "{permitted:?}");
+    assert_eq!(
+        *offered[0],
+        with_order_status(&activate, Some(OrderStatus::Activated.as_str()))
+    );
+    refused(with_order_status(offered[0], Some("Draft")));
+    // The flow driver's command for the step.
+    let step = engine
+        .table()
+        .template()
+        .step(SessionState::ActivateOrder)
+        .unwrap();
+    let flow_command = Command::for_step(step.kind, cart.to_string()).unwrap();
+    refused(with_order_status(&flow_command, None));
+
+    // Nothing the refusals touched changed: still locked, the order still Draft.
+    let session = store.session(&session_id).unwrap().unwrap();
+    assert!(session.is_processing);
+    assert_eq!(session.state, Some(SessionState::ActivateOrder));
+    let order = store.order(&draft_order).unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::Draft);
+    // The driver activates through that same command.
+    let done = drive(&engine, &buyer(), &cart, &full_input(), Waiting::RunInline).unwrap();
+    assert!(matches!(done, Drive::Complete { order_id, .. } if order_id == draft_order));
+    let order = store.order(&draft_order).unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::Activated);
+}
+
+#[test]
+fn each_async_step_runs_through_the_one_command_of_its_event() {
+    let table = cartflow::machine::TransitionTable::standard();
+    let cart = SampleCart::InStock.id().to_string();
+    for step in &table.template().steps {
+        let command = Command::for_step(step.kind, cart.clone());
+        assert_eq!(
+            command.as_ref().map(Command::event),
+            step.own_event(),
+            "{}",
+            step.state
+        );
+        match (step.kind, command) {
+            (StepKind::Async(Action::CartToOrder), Some(command)) => {
+                assert!(
+                    matches!(command, Command::CartToOrder { .. }),
+                    "{command:?}"
+                );
+            }
+            (StepKind::Async(Action::ActivateOrder), Some(command)) => {
+                assert!(
+                    matches!(&command, Command::ActivateOrder { order_status: Some(s), .. }
+                        if s == OrderStatus::Activated.as_str()),
+                    "{command:?}"
+                );
+            }
+            (StepKind::Async(action), Some(command)) => assert_eq!(
+                command,
+                Command::RunStep {
+                    action: ProviderAction::of(action).unwrap(),
+                    cart_id: cart.clone()
+                }
+            ),
+            (_, command) => assert!(
+                matches!(command, None | Some(Command::AuthorizePayment { .. })),
+                "{command:?}"
+            ),
+        }
     }
 }

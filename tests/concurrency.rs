@@ -16,7 +16,9 @@ use cartflow::ids::SequentialIds;
 use cartflow::integrations::{
     IntegrationRequest, Integrations, InventoryProvider, Provider, ProviderError, Verdict,
 };
-use cartflow::machine::{Action, Command, Event, Machine, Output, ValidationMessage};
+use cartflow::machine::{
+    Action, Command, Event, Machine, Output, ProviderAction, ValidationMessage,
+};
 use cartflow::model::{CartStatus, Level, OperationStatus, OrderStatus, SessionState, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::DataSet;
@@ -123,7 +125,7 @@ fn to_running_inventory(engine: &Engine, cart: SfId) -> (SfId, SfId) {
     let Output::BackgroundOperationId(op) = execute(
         engine,
         Command::RunStep {
-            action: Action::CheckCartInventory,
+            action: ProviderAction::CheckCartInventory,
             cart_id: cart.to_string(),
         },
     ) else {
@@ -641,23 +643,23 @@ fn run_step(engine: &Engine, session: &str, cart: SfId, step: (SessionState, Ses
     let command = match step.0 {
         SessionState::AuthorizePayment => Command::AuthorizePayment { cart_id },
         SessionState::Inventory => Command::RunStep {
-            action: Action::CheckCartInventory,
+            action: ProviderAction::CheckCartInventory,
             cart_id,
         },
         SessionState::ConfirmPrice => Command::RunStep {
-            action: Action::PriceCart,
+            action: ProviderAction::PriceCart,
             cart_id,
         },
         SessionState::CalculatePromotions => Command::RunStep {
-            action: Action::CalcCartPromotions,
+            action: ProviderAction::CalcCartPromotions,
             cart_id,
         },
         SessionState::ShippingCost => Command::RunStep {
-            action: Action::CalcCartShipment,
+            action: ProviderAction::CalcCartShipment,
             cart_id,
         },
         SessionState::Taxes => Command::RunStep {
-            action: Action::CalcCartTaxes,
+            action: ProviderAction::CalcCartTaxes,
             cart_id,
         },
         other => panic!("{other} is not a provider step"),

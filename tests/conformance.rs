@@ -16,7 +16,7 @@ use cartflow::api::command_from_input;
 use cartflow::ids::SequentialIds;
 use cartflow::integrations::{IntegrationRequest, Integrations, ProviderError, Verdict};
 use cartflow::machine::{
-    Action, Command, OperationSettings, Requirement, StepOutcome, TransitionTable,
+    Action, Command, OperationSettings, ProviderAction, Requirement, StepOutcome, TransitionTable,
 };
 use cartflow::model::{
     Access, Account, BackgroundOperation, CartCheckoutSession, CartShare, CartStatus,
@@ -1067,7 +1067,7 @@ fn inventory_check_dry_run_lists_every_unmet_requirement_in_order() {
     let world = World::new(data);
     let before = world.data();
     let command = Command::RunStep {
-        action: Action::CheckCartInventory,
+        action: ProviderAction::CheckCartInventory,
         cart_id: SampleCart::InStock.id().to_string(),
     };
     let unmet = world
@@ -1105,7 +1105,7 @@ fn inventory_check_dry_run_is_empty_when_every_requirement_holds() {
     let (data, _) = locked_at(SampleCart::InStock, SessionState::Inventory);
     let world = World::new(data);
     let command = Command::RunStep {
-        action: Action::CheckCartInventory,
+        action: ProviderAction::CheckCartInventory,
         cart_id: SampleCart::InStock.id().to_string(),
     };
     let before = world.data();
@@ -1128,7 +1128,7 @@ fn inventory_check_dry_run_lists_operation_in_progress_with_its_code() {
     set_status(&mut data, SampleCart::InStock, CartStatus::Closed);
     let world = World::new(data);
     let command = Command::RunStep {
-        action: Action::CheckCartInventory,
+        action: ProviderAction::CheckCartInventory,
         cart_id: SampleCart::InStock.id().to_string(),
     };
     let unmet = world.engine.check(&buyer().to_string(), &command).unwrap();

@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cartflow::ids::SequentialIds;
-use cartflow::machine::{Action, Command as Cmd, Output};
+use cartflow::machine::{Command as Cmd, Output, ProviderAction};
 use cartflow::model::{OperationStatus, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::ClaimFn;
@@ -402,7 +402,7 @@ fn start_inventory_check(engine: &Engine, cart: SfId) -> SfId {
         .execute(
             &buyer,
             Cmd::RunStep {
-                action: Action::CheckCartInventory,
+                action: ProviderAction::CheckCartInventory,
                 cart_id: cart.to_string(),
             },
         )

@@ -25,7 +25,8 @@ use cartflow::integrations::{
 };
 use cartflow::machine::{
     Action, CartEdit, CheckoutDetails, Command, Event, Machine, Node, OperationNode, Output, Phase,
-    SessionNode, StepOutcome, TransitionTable, ValidationMessage, operation_node, session_node,
+    ProviderAction, SessionNode, StepOutcome, TransitionTable, ValidationMessage, operation_node,
+    session_node,
 };
 use cartflow::model::{
     Access, Account, Address, BackgroundOperation, CartCheckoutSession, CartItem, CartItemType,
@@ -1249,7 +1250,7 @@ impl Call {
                 exp_current_state: exp,
             },
             Call::Run { action, cart } => Command::RunStep {
-                action,
+                action: ProviderAction::of(action).expect("the model runs provider actions only"),
                 cart_id: cart,
             },
             Call::CartToOrder { cart, run_async } => Command::CartToOrder {

@@ -74,7 +74,7 @@ fn a_session_past_the_time_to_live_refuses_actions_and_changes_nothing() {
         .execute(
             &buyer(),
             Command::RunStep {
-                action: cartflow::machine::Action::CheckCartInventory,
+                action: cartflow::machine::ProviderAction::CheckCartInventory,
                 cart_id: SampleCart::InStock.id().to_string(),
             },
         )

@@ -399,12 +399,13 @@ impl Engine {
                 cart_id: cart.clone(),
             },
         ];
+        // Each async step through the one command that fires its event (an order action
+        // through its own command, so its orderStatus is checked like a caller's).
         for step in &self.table.template().steps {
-            if let StepKind::Async(action) = step.kind {
-                candidates.push(Command::RunStep {
-                    action,
-                    cart_id: cart.clone(),
-                });
+            if matches!(step.kind, StepKind::Async(_))
+                && let Some(command) = Command::for_step(step.kind, cart.clone())
+            {
+                candidates.push(command);
             }
         }
         if let Some(session) = snapshot.session.as_ref().filter(|s| !s.is_archived) {

@@ -83,14 +83,76 @@ impl Action {
 
     /// The provider kind an async cart action runs, if it is one.
     pub fn provider_kind(self) -> Option<ProviderKind> {
+        ProviderAction::of(self).map(ProviderAction::kind)
+    }
+}
+
+/// An async cart action that runs a provider of its kind: the actions
+/// [`Command::RunStep`](crate::machine::Command::RunStep) takes. The order actions are not
+/// among them: `cartToOrderAction` and `activateOrderAction` each have a command of their own,
+/// so their inputs (`orderStatus`, `runAsync`) are checked on every path that fires them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ProviderAction {
+    /// `checkCartInventoryAction`.
+    #[serde(rename = "checkCartInventoryAction")]
+    CheckCartInventory,
+    /// `priceCart`.
+    #[serde(rename = "priceCart")]
+    PriceCart,
+    /// `calcCartPromotionsAction`.
+    #[serde(rename = "calcCartPromotionsAction")]
+    CalcCartPromotions,
+    /// `calcCartShipmentAction`.
+    #[serde(rename = "calcCartShipmentAction")]
+    CalcCartShipment,
+    /// `calcCartTaxesAction`.
+    #[serde(rename = "calcCartTaxesAction")]
+    CalcCartTaxes,
+}
+
+impl ProviderAction {
+    /// All five, in the order of [`Action::ALL`].
+    pub const ALL: [ProviderAction; 5] = [
+        ProviderAction::CheckCartInventory,
+        ProviderAction::PriceCart,
+        ProviderAction::CalcCartPromotions,
+        ProviderAction::CalcCartShipment,
+        ProviderAction::CalcCartTaxes,
+    ];
+
+    /// The core action it is.
+    pub fn action(self) -> Action {
         match self {
-            Action::CheckCartInventory => Some(ProviderKind::Inventory),
-            Action::PriceCart => Some(ProviderKind::Price),
-            Action::CalcCartPromotions => Some(ProviderKind::Promotions),
-            Action::CalcCartShipment => Some(ProviderKind::Shipment),
-            Action::CalcCartTaxes => Some(ProviderKind::Tax),
-            _ => None,
+            ProviderAction::CheckCartInventory => Action::CheckCartInventory,
+            ProviderAction::PriceCart => Action::PriceCart,
+            ProviderAction::CalcCartPromotions => Action::CalcCartPromotions,
+            ProviderAction::CalcCartShipment => Action::CalcCartShipment,
+            ProviderAction::CalcCartTaxes => Action::CalcCartTaxes,
         }
+    }
+
+    /// The provider action `action` is, if it is one.
+    pub fn of(action: Action) -> Option<ProviderAction> {
+        ProviderAction::ALL
+            .into_iter()
+            .find(|p| p.action() == action)
+    }
+
+    /// The kind of provider it runs.
+    pub fn kind(self) -> ProviderKind {
+        match self {
+            ProviderAction::CheckCartInventory => ProviderKind::Inventory,
+            ProviderAction::PriceCart => ProviderKind::Price,
+            ProviderAction::CalcCartPromotions => ProviderKind::Promotions,
+            ProviderAction::CalcCartShipment => ProviderKind::Shipment,
+            ProviderAction::CalcCartTaxes => ProviderKind::Tax,
+        }
+    }
+}
+
+impl fmt::Display for ProviderAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.action().fmt(f)
     }
 }
 
@@ -152,5 +214,43 @@ impl Event {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.label())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_provider_actions_are_the_five_provider_steps_and_no_order_action() {
+        let kinds: Vec<ProviderKind> = ProviderAction::ALL.iter().map(|p| p.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                ProviderKind::Inventory,
+                ProviderKind::Price,
+                ProviderKind::Promotions,
+                ProviderKind::Shipment,
+                ProviderKind::Tax,
+            ]
+        );
+        for provider in ProviderAction::ALL {
+            assert_eq!(ProviderAction::of(provider.action()), Some(provider));
+            // Serialised (in commands) exactly as the action it is.
+            assert_eq!(
+                serde_json::to_value(provider).unwrap(),
+                serde_json::to_value(provider.action()).unwrap()
+            );
+        }
+        for action in [
+            Action::CheckoutSession,
+            Action::UpdateCheckoutSessionState,
+            Action::CartToOrder,
+            Action::ActivateOrder,
+            Action::CancelCartAsyncOperation,
+        ] {
+            assert_eq!(ProviderAction::of(action), None, "{action}");
+            assert_eq!(action.provider_kind(), None, "{action}");
+        }
     }
 }

@@ -3,12 +3,12 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::machine::{Action, Event};
+use crate::machine::{Action, Event, ProviderAction, StepKind};
 use rust_decimal::Decimal;
 
 use crate::model::{
     Account, Address, BackgroundOperation, CartCheckoutSession, CartItem, DeliveryOption, Level,
-    Order, SessionState, SfId, User, WebCart, WebStore,
+    Order, OrderStatus, SessionState, SfId, User, WebCart, WebStore,
 };
 
 /// One request to move a checkout. Inputs that come from callers stay raw strings here:
@@ -58,10 +58,11 @@ pub enum Command {
         /// The change.
         edit: CartEdit,
     },
-    /// One of the async cart actions (`checkCartInventoryAction`, `priceCart`, ...).
+    /// One of the async cart actions that run a provider (`checkCartInventoryAction`,
+    /// `priceCart`, ...). The order actions are not among them: each has its own command.
     RunStep {
         /// Which action.
-        action: Action,
+        action: ProviderAction,
         /// The cart's ID as given.
         cart_id: String,
     },
@@ -157,7 +158,7 @@ impl Command {
             Command::AuthorizePayment { .. } => Event::Authorize,
             Command::SetDetails { .. } => Event::Input,
             Command::EditCart { .. } => Event::Edit,
-            Command::RunStep { action, .. } => Event::Action(*action),
+            Command::RunStep { action, .. } => Event::Action(action.action()),
             Command::Cancel { .. } => Event::Action(Action::CancelCartAsyncOperation),
             Command::Claim { .. } => Event::Claim,
             Command::Heartbeat { .. } => Event::Heartbeat,
@@ -168,6 +169,31 @@ impl Command {
                 _ => Event::Fail,
             },
         }
+    }
+
+    /// The command that runs a step of `kind` on a cart, as a caller invokes it: an order
+    /// action through its own command (activating with orderStatus `Activated`, the one
+    /// value that activates), a provider action through [`Command::RunStep`], the payment step
+    /// through [`Command::AuthorizePayment`]. `None` for a step that runs nothing (entry,
+    /// screen, terminal) or an action no async step runs.
+    pub fn for_step(kind: StepKind, cart_id: String) -> Option<Command> {
+        Some(match kind {
+            StepKind::Async(Action::CartToOrder) => Command::CartToOrder {
+                cart_id,
+                run_async: true,
+            },
+            StepKind::Async(Action::ActivateOrder) => Command::ActivateOrder {
+                cart_id,
+                order_status: Some(OrderStatus::Activated.as_str().to_owned()),
+                run_async: true,
+            },
+            StepKind::Async(action) => Command::RunStep {
+                action: ProviderAction::of(action)?,
+                cart_id,
+            },
+            StepKind::Payment => Command::AuthorizePayment { cart_id },
+            StepKind::Entry | StepKind::Screen | StepKind::Terminal => return None,
+        })
     }
 
     /// The record the command addresses.

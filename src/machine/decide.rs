@@ -205,9 +205,13 @@ pub fn decide(
         Command::Advance { state, .. } => plan.advance(state),
         Command::SetDetails { details, .. } => plan.set_details(details),
         Command::EditCart { edit, .. } => plan.edit_cart(edit),
-        Command::RunStep { action, .. } => plan.run_step(*action),
-        Command::CartToOrder { .. } => plan.run_step(Action::CartToOrder),
-        Command::ActivateOrder { .. } => plan.run_step(Action::ActivateOrder),
+        Command::RunStep { action, .. } => {
+            plan.start_operation(action.action().api_name(), Some(action.kind()))
+        }
+        Command::CartToOrder { .. } => plan.start_operation(Action::CartToOrder.api_name(), None),
+        Command::ActivateOrder { .. } => {
+            plan.start_operation(Action::ActivateOrder.api_name(), None)
+        }
         Command::AuthorizePayment { .. } => {
             plan.start_operation(PAYMENT_OPERATION, Some(ProviderKind::Payment))
         }
@@ -560,14 +564,6 @@ impl<'a> Plan<'a> {
         }
         self.cart = Some(cart);
         Ok(Output::Nothing)
-    }
-
-    fn run_step(&mut self, action: Action) -> Result<Output, CheckoutError> {
-        let kind = action.provider_kind();
-        if kind.is_none() && !matches!(action, Action::CartToOrder | Action::ActivateOrder) {
-            return Err(CheckoutError::Unsupported(action));
-        }
-        self.start_operation(action.api_name(), kind)
     }
 
     /// Creates the New operation of an async step and records it on the session.

@@ -9,7 +9,7 @@ mod requirement;
 mod table;
 mod template;
 
-pub use action::{Action, Event};
+pub use action::{Action, Event, ProviderAction};
 pub use command::{
     CartEdit, CartUpdate, CheckoutDetails, Command, Snapshot, StepOutcome, Target,
     ValidationMessage,
@@ -20,7 +20,7 @@ pub use decide::{
 };
 pub use requirement::{Guard, Requirement, Unmet, evaluate, guards};
 pub use table::{
-    ENTRY_NODES, Machine, Node, OperationNode, Phase, SessionNode, TableError, Transition,
-    TransitionTable,
+    ENTRY_NODES, Machine, Node, OperationNode, Phase, SessionNode, TRANSITION_NAME_MAX_CHARS,
+    TableError, Transition, TransitionTable,
 };
 pub use template::{Step, StepKind, Template};

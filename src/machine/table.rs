@@ -7,7 +7,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::Bfs;
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Action, Event, StepKind, Template};
+use crate::machine::{Action, Event, Step, StepKind, Template};
 use crate::model::{CartStatus, OperationStatus, SessionState};
 
 /// The three state machines a checkout drives.
@@ -96,7 +96,7 @@ impl fmt::Display for Node {
 }
 
 /// One declared move: `event` takes a machine from `from` to `to`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Transition {
     /// What fires it.
     pub event: Event,
@@ -106,6 +106,20 @@ pub struct Transition {
     pub to: Node,
     /// For the lock of an async step: the NextState it records.
     pub next_state: Option<SessionState>,
+    /// The name the template gives the transition of the event's step (`CheckInventory`
+    /// on the rows `checkCartInventoryAction` fires).
+    pub name: Option<String>,
+}
+
+impl Transition {
+    /// The label diagrams draw: the event's label, after the transition's name when it has
+    /// one (`CheckInventory (checkCartInventoryAction)`).
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name} ({})", self.event.label()),
+            None => self.event.label().to_owned(),
+        }
+    }
 }
 
 /// Why a template or table is not valid.
@@ -125,9 +139,15 @@ pub enum TableError {
     /// A non-terminal step has no next step, or the terminal step has one.
     #[error("step {0} {1}")]
     BadNext(SessionState, &'static str),
-    /// Two steps share a State, or two steps run the same action.
+    /// Two steps share a State, run the same action, or give their transitions the same
+    /// name.
     #[error("{0} appears in more than one step")]
     Duplicate(String),
+    /// A step's transition name is missing (an async or payment step must name its
+    /// transition), given on a step that fires no event of its own (entry, screen,
+    /// terminal), or not an identifier.
+    #[error("step {0} {1}")]
+    BadTransitionName(SessionState, &'static str),
     /// `Error` is the failure state, not a step.
     #[error("Error is the failure state and cannot be a step")]
     ErrorAsStep,
@@ -177,7 +197,10 @@ impl TransitionTable {
     /// Builds and validates the table of a template.
     pub fn build(template: Template) -> Result<TransitionTable, TableError> {
         validate_template(&template)?;
-        let rows = rows_of(&template);
+        let mut rows = rows_of(&template);
+        for row in &mut rows {
+            row.name = template.transition_name(row.event).map(str::to_owned);
+        }
         let mut by_event_and_source = BTreeMap::new();
         for (index, row) in rows.iter().enumerate() {
             if by_event_and_source
@@ -269,6 +292,7 @@ fn validate_template(template: &Template) -> Result<(), TableError> {
     }
     let mut states = BTreeSet::new();
     let mut actions = BTreeSet::new();
+    let mut names = BTreeSet::new();
     for step in &template.steps {
         if step.state == SessionState::Error {
             return Err(TableError::ErrorAsStep);
@@ -286,6 +310,7 @@ fn validate_template(template: &Template) -> Result<(), TableError> {
                 return Err(TableError::Duplicate(action.to_string()));
             }
         }
+        check_transition_name(step, &mut names)?;
         if step.kind == StepKind::Terminal && step.state != SessionState::Complete {
             return Err(TableError::BadNext(
                 step.state,
@@ -329,6 +354,39 @@ fn validate_template(template: &Template) -> Result<(), TableError> {
     Ok(())
 }
 
+/// The longest transition name a step may give.
+pub const TRANSITION_NAME_MAX_CHARS: usize = 40;
+
+/// A step's transition name: present exactly on the steps with an event of their own, an
+/// identifier (an ASCII letter, then letters, digits or `_`, at most
+/// [`TRANSITION_NAME_MAX_CHARS`]), and not taken by an earlier step (`names`).
+fn check_transition_name<'a>(
+    step: &'a Step,
+    names: &mut BTreeSet<&'a str>,
+) -> Result<(), TableError> {
+    let bad = |reason| Err(TableError::BadTransitionName(step.state, reason));
+    let name = match (step.own_event(), step.transition.as_deref()) {
+        (Some(_), Some(name)) => name,
+        (None, None) => return Ok(()),
+        (Some(_), None) => {
+            return bad("is an async or payment step but does not name its transition");
+        }
+        (None, Some(_)) => return bad("names a transition but fires no event of its own"),
+    };
+    let identifier = name.len() <= TRANSITION_NAME_MAX_CHARS
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !identifier {
+        return bad(
+            "names its transition with no identifier (a letter, then at most 39 letters, digits or _)",
+        );
+    }
+    if !names.insert(name) {
+        return Err(TableError::Duplicate(name.to_owned()));
+    }
+    Ok(())
+}
+
 fn session(state: SessionState, phase: Phase) -> Node {
     Node::Session(SessionNode::At(Some(state), phase))
 }
@@ -339,6 +397,7 @@ fn row(event: Event, from: Node, to: Node) -> Transition {
         from,
         to,
         next_state: None,
+        name: None,
     }
 }
 
@@ -550,7 +609,6 @@ fn edit_exit_rows() -> Vec<Transition> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::machine::Step;
 
     #[test]
     fn the_standard_table_holds_every_state_and_action() {
@@ -601,11 +659,9 @@ mod tests {
     #[test]
     fn templates_with_bad_shapes_are_refused() {
         let mut template = Template::standard();
-        template.steps.push(Step {
-            state: SessionState::Error,
-            kind: StepKind::Screen,
-            next: Some(SessionState::Complete),
-        });
+        template
+            .steps
+            .push(Step::new(SessionState::Error, StepKind::Screen).then(SessionState::Complete));
         assert_eq!(
             TransitionTable::build(template).unwrap_err(),
             TableError::ErrorAsStep
@@ -624,6 +680,77 @@ mod tests {
             TransitionTable::build(template),
             Err(TableError::NotAsync(_))
         ));
+    }
+
+    fn step_index(template: &Template, state: SessionState) -> usize {
+        template
+            .steps
+            .iter()
+            .position(|s| s.state == state)
+            .unwrap()
+    }
+
+    #[test]
+    fn two_steps_with_the_same_transition_name_are_refused() {
+        let mut template = Template::standard();
+        let taxes = step_index(&template, SessionState::Taxes);
+        template.steps[taxes].transition = Some("PriceCart".into());
+        assert_eq!(
+            TransitionTable::build(template).unwrap_err(),
+            TableError::Duplicate("PriceCart".into())
+        );
+    }
+
+    #[test]
+    fn transition_names_are_where_a_step_fires_its_own_event_and_are_identifiers() {
+        let build = |state: SessionState, name: Option<&str>| {
+            let mut template = Template::standard();
+            let index = step_index(&template, state);
+            template.steps[index].transition = name.map(str::to_owned);
+            TransitionTable::build(template)
+        };
+        for (state, name) in [
+            // An async step and the payment step must name theirs.
+            (SessionState::Inventory, None),
+            (SessionState::AuthorizePayment, None),
+            // A screen fires no event of its own.
+            (SessionState::DeliveryMethod, Some("ChooseDelivery")),
+            (SessionState::Inventory, Some("")),
+            (SessionState::Inventory, Some("Check Inventory")),
+            (SessionState::Inventory, Some("1stCheck")),
+            (SessionState::Inventory, Some(&"C".repeat(41))),
+        ] {
+            assert!(
+                matches!(
+                    build(state, name),
+                    Err(TableError::BadTransitionName(s, _)) if s == state
+                ),
+                "{state} {name:?}"
+            );
+        }
+        assert!(build(SessionState::Inventory, Some(&"C".repeat(40))).is_ok());
+        assert!(build(SessionState::Inventory, Some("Check_Inventory_2")).is_ok());
+    }
+
+    #[test]
+    fn each_row_of_a_steps_event_carries_the_steps_transition_name() {
+        let table = TransitionTable::standard();
+        let inventory = Event::Action(Action::CheckCartInventory);
+        let named: Vec<&Transition> = table.rows().iter().filter(|r| r.name.is_some()).collect();
+        // Lock-to-running and operation creation, for each of the eight steps.
+        assert_eq!(named.len(), 2 * 8);
+        for row in table.rows().iter().filter(|r| r.event == inventory) {
+            assert_eq!(row.name.as_deref(), Some("CheckInventory"));
+            assert_eq!(row.label(), "CheckInventory (checkCartInventoryAction)");
+        }
+        let update = Event::Action(Action::UpdateCheckoutSessionState);
+        assert!(
+            table
+                .rows()
+                .iter()
+                .filter(|r| r.event == update)
+                .all(|r| r.name.is_none() && r.label() == update.label())
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::machine::Action;
+use crate::machine::{Action, Event};
 use crate::model::SessionState;
 
 /// What a step of the template does when the session is in it.
@@ -21,23 +21,57 @@ pub enum StepKind {
     Terminal,
 }
 
-/// One step: the State that names it, what it does, and the State that follows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One step: the State that names it, what it does, the name of its transition, and the
+/// State that follows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// The session State while in this step.
     pub state: SessionState,
     /// What the step does.
     pub kind: StepKind,
+    /// The name of the transition the step's own event fires (`CheckInventory` for the
+    /// inventory step): set on the async and payment steps, and only there. Diagrams show it
+    /// beside the event's API name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transition: Option<String>,
     /// The State after the step (`None` only for the terminal step).
     pub next: Option<SessionState>,
 }
 
 impl Step {
-    const fn new(state: SessionState, kind: StepKind, next: SessionState) -> Step {
+    /// A step of `kind` in `state`, with no transition name and no next step yet.
+    pub fn new(state: SessionState, kind: StepKind) -> Step {
         Step {
             state,
             kind,
+            transition: None,
+            next: None,
+        }
+    }
+
+    /// The step with its transition named `name`.
+    pub fn named(self, name: &str) -> Step {
+        Step {
+            transition: Some(name.to_owned()),
+            ..self
+        }
+    }
+
+    /// The event the step fires of its own: its async action, or the payment step's
+    /// authorisation. `None` for the entry, screen and terminal steps.
+    pub fn own_event(&self) -> Option<Event> {
+        match self.kind {
+            StepKind::Async(action) => Some(Event::Action(action)),
+            StepKind::Payment => Some(Event::Authorize),
+            StepKind::Entry | StepKind::Screen | StepKind::Terminal => None,
+        }
+    }
+
+    /// The step leading to `next`.
+    pub fn then(self, next: SessionState) -> Step {
+        Step {
             next: Some(next),
+            ..self
         }
     }
 }
@@ -60,53 +94,37 @@ impl Template {
         Template {
             name: "standard".to_owned(),
             steps: vec![
-                Step::new(S::Start, K::Entry, S::ShippingAddress),
-                Step::new(S::ShippingAddress, K::Screen, S::Inventory),
-                Step::new(
-                    S::Inventory,
-                    K::Async(Action::CheckCartInventory),
-                    S::ConfirmPrice,
-                ),
-                Step::new(
-                    S::ConfirmPrice,
-                    K::Async(Action::PriceCart),
-                    S::CalculatePromotions,
-                ),
-                Step::new(
-                    S::CalculatePromotions,
-                    K::Async(Action::CalcCartPromotions),
-                    S::ShippingCost,
-                ),
-                Step::new(
-                    S::ShippingCost,
-                    K::Async(Action::CalcCartShipment),
-                    S::DeliveryMethod,
-                ),
-                Step::new(S::DeliveryMethod, K::Screen, S::Taxes),
-                Step::new(
-                    S::Taxes,
-                    K::Async(Action::CalcCartTaxes),
-                    S::PaymentAndBillingAddress,
-                ),
-                Step::new(S::PaymentAndBillingAddress, K::Screen, S::CheckoutSummary),
-                Step::new(S::CheckoutSummary, K::Screen, S::CartToOrder),
-                Step::new(
-                    S::CartToOrder,
-                    K::Async(Action::CartToOrder),
-                    S::AuthorizePayment,
-                ),
-                Step::new(S::AuthorizePayment, K::Payment, S::ActivateOrder),
-                Step::new(
-                    S::ActivateOrder,
-                    K::Async(Action::ActivateOrder),
-                    S::OrderConfirmation,
-                ),
-                Step::new(S::OrderConfirmation, K::Screen, S::Complete),
-                Step {
-                    state: S::Complete,
-                    kind: K::Terminal,
-                    next: None,
-                },
+                Step::new(S::Start, K::Entry).then(S::ShippingAddress),
+                Step::new(S::ShippingAddress, K::Screen).then(S::Inventory),
+                Step::new(S::Inventory, K::Async(Action::CheckCartInventory))
+                    .named("CheckInventory")
+                    .then(S::ConfirmPrice),
+                Step::new(S::ConfirmPrice, K::Async(Action::PriceCart))
+                    .named("PriceCart")
+                    .then(S::CalculatePromotions),
+                Step::new(S::CalculatePromotions, K::Async(Action::CalcCartPromotions))
+                    .named("CalculatePromotions")
+                    .then(S::ShippingCost),
+                Step::new(S::ShippingCost, K::Async(Action::CalcCartShipment))
+                    .named("CalculateShipping")
+                    .then(S::DeliveryMethod),
+                Step::new(S::DeliveryMethod, K::Screen).then(S::Taxes),
+                Step::new(S::Taxes, K::Async(Action::CalcCartTaxes))
+                    .named("CalculateTaxes")
+                    .then(S::PaymentAndBillingAddress),
+                Step::new(S::PaymentAndBillingAddress, K::Screen).then(S::CheckoutSummary),
+                Step::new(S::CheckoutSummary, K::Screen).then(S::CartToOrder),
+                Step::new(S::CartToOrder, K::Async(Action::CartToOrder))
+                    .named("CartToOrder")
+                    .then(S::AuthorizePayment),
+                Step::new(S::AuthorizePayment, K::Payment)
+                    .named("AuthorizePayment")
+                    .then(S::ActivateOrder),
+                Step::new(S::ActivateOrder, K::Async(Action::ActivateOrder))
+                    .named("ActivateOrder")
+                    .then(S::OrderConfirmation),
+                Step::new(S::OrderConfirmation, K::Screen).then(S::Complete),
+                Step::new(S::Complete, K::Terminal),
             ],
         }
     }
@@ -134,23 +152,18 @@ impl Template {
     }
 
     /// Inserts `step` after the step `after`: `after` leads to the new step, which leads
-    /// where `after` led. The table built from the template validates the result. Returns
-    /// false when `after` is no step of the template or `step`'s State already is one.
-    pub fn insert_step(
-        &mut self,
-        after: SessionState,
-        state: SessionState,
-        kind: StepKind,
-    ) -> bool {
-        if self.step(state).is_some() {
+    /// where `after` led (whatever `next` `step` had is replaced). The table built from the
+    /// template validates the result. Returns false when `after` is no step of the template
+    /// or `step`'s State already is one.
+    pub fn insert_step(&mut self, after: SessionState, mut step: Step) -> bool {
+        if self.step(step.state).is_some() {
             return false;
         }
         let Some(index) = self.steps.iter().position(|s| s.state == after) else {
             return false;
         };
-        let next = self.steps[index].next;
-        self.steps[index].next = Some(state);
-        self.steps.insert(index + 1, Step { state, kind, next });
+        step.next = self.steps[index].next.replace(step.state);
+        self.steps.insert(index + 1, step);
         true
     }
 
@@ -166,6 +179,14 @@ impl Template {
             .find(|s| s.kind == StepKind::Async(action))
     }
 
+    /// The name of the transition `event` fires, when a step of the template names it.
+    pub fn transition_name(&self, event: Event) -> Option<&str> {
+        self.steps
+            .iter()
+            .find(|s| s.own_event() == Some(event))
+            .and_then(|s| s.transition.as_deref())
+    }
+
     /// The entry step's State.
     pub fn entry(&self) -> Option<SessionState> {
         self.steps
@@ -179,26 +200,28 @@ impl Template {
 mod tests {
     use super::*;
 
+    fn promotions() -> Step {
+        Step::new(
+            SessionState::CalculatePromotions,
+            StepKind::Async(Action::CalcCartPromotions),
+        )
+        .named("CalculatePromotions")
+    }
+
     #[test]
     fn a_store_can_insert_a_step_back() {
         let mut template = Template::without_promotions();
-        assert!(template.insert_step(
-            SessionState::ConfirmPrice,
-            SessionState::CalculatePromotions,
-            StepKind::Async(Action::CalcCartPromotions),
-        ));
+        assert!(template.insert_step(SessionState::ConfirmPrice, promotions()));
         assert_eq!(template.steps, Template::standard().steps);
         // Not twice, and not after a step the template lacks.
         assert!(!template.insert_step(
             SessionState::ConfirmPrice,
-            SessionState::CalculatePromotions,
-            StepKind::Screen,
+            Step::new(SessionState::CalculatePromotions, StepKind::Screen),
         ));
         let mut older = Template::without_promotions();
         assert!(!older.insert_step(
             SessionState::CalculatePromotions,
-            SessionState::Error,
-            StepKind::Screen,
+            Step::new(SessionState::Error, StepKind::Screen),
         ));
     }
 
@@ -207,12 +230,20 @@ mod tests {
         let mut template = Template::standard();
         // A second step running the inventory action.
         template.remove_step(SessionState::CalculatePromotions);
-        assert!(template.insert_step(
-            SessionState::ConfirmPrice,
-            SessionState::CalculatePromotions,
-            StepKind::Async(Action::CheckCartInventory),
-        ));
-        assert!(crate::machine::TransitionTable::build(template).is_err());
+        assert!(
+            template.insert_step(
+                SessionState::ConfirmPrice,
+                Step::new(
+                    SessionState::CalculatePromotions,
+                    StepKind::Async(Action::CheckCartInventory),
+                )
+                .named("CheckInventoryAgain"),
+            )
+        );
+        assert_eq!(
+            crate::machine::TransitionTable::build(template).unwrap_err(),
+            crate::machine::TableError::Duplicate("checkCartInventoryAction".into())
+        );
     }
 
     #[test]
