@@ -2,9 +2,11 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::machine::{Action, Event, Node, Requirement};
+use crate::model::{OperationStatus, SfId};
 
 /// The Salesforce `errorCode` (`statusCode` in an action result) of a refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -53,6 +55,59 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// Why a worker command (claim, heartbeat, expiry, report) is fenced off: the operation or
+/// its session moved on since the worker read it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fenced {
+    /// The operation named does not exist.
+    #[error("no such operation")]
+    OperationMissing,
+    /// The operation's cart is Closed: not even a worker's report may change it.
+    #[error("cart {cart} is Closed")]
+    CartClosed {
+        /// The cart.
+        cart: SfId,
+    },
+    /// Only a New operation may be claimed.
+    #[error("operation {operation} is {}, not New", status.as_str())]
+    NotClaimable {
+        /// The operation.
+        operation: SfId,
+        /// Its status.
+        status: OperationStatus,
+    },
+    /// The operation is no longer Running under the attempt the worker holds: it was
+    /// cancelled, finished, or claimed again after the lease ran out.
+    #[error(
+        "operation {operation} is {} at attempt {current}; the report of attempt {held} is discarded",
+        status.as_str()
+    )]
+    AttemptSuperseded {
+        /// The operation.
+        operation: SfId,
+        /// Its status.
+        status: OperationStatus,
+        /// The attempt the worker holds.
+        held: u32,
+        /// The operation's attempt.
+        current: u32,
+    },
+    /// The sweeper may not end a lease that has not run out (a heartbeat renewed it).
+    #[error("the lease of operation {operation} runs until {until}")]
+    LeaseRunning {
+        /// The operation.
+        operation: SfId,
+        /// When the lease ends.
+        until: DateTime<Utc>,
+    },
+    /// The operation's session is archived, unlocked, or runs another operation.
+    #[error("operation {operation} no longer belongs to an active, locked session")]
+    SessionFinished {
+        /// The operation.
+        operation: SfId,
+    },
+}
+
 /// A failure of the store underneath the engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -82,9 +137,13 @@ pub enum CheckoutError {
         /// What is wrong, for a person.
         message: String,
     },
-    /// A worker's claim or completion no longer applies (another worker or a cancel won).
+    /// A record the decision needs vanished or no longer fits it (not a worker's fencing).
     #[error("stale: {0}")]
     Stale(String),
+    /// A worker command no longer applies (another worker, the sweeper or a cancel won); the
+    /// reason says which fence stopped it. Nothing was committed.
+    #[error("stale: {0}")]
+    Fenced(#[from] Fenced),
     /// The action has no implementation in this version.
     #[error("{0} is not available in this version of cartflow")]
     Unsupported(Action),
@@ -140,7 +199,7 @@ impl CheckoutError {
     pub fn http_status(&self) -> u16 {
         match self {
             CheckoutError::Refused { status, .. } => *status,
-            CheckoutError::Stale(_) => 409,
+            CheckoutError::Stale(_) | CheckoutError::Fenced(_) => 409,
             CheckoutError::Unsupported(_) => 501,
             CheckoutError::InvalidInput(_)
             | CheckoutError::StringTooLong { .. }

@@ -7,11 +7,17 @@ use std::thread;
 use cartflow::clock::ManualClock;
 use cartflow::ids::SequentialIds;
 use cartflow::integrations::{IntegrationRequest, Integrations, ProviderError, Verdict};
-use cartflow::machine::{Command, OperationSettings, StepOutcome};
-use cartflow::model::{OperationStatus, OutputType, SessionState, SfId};
+use cartflow::machine::{
+    DecideContext, OperationSettings, Snapshot, StepOutcome, TransitionTable, WorkerCommand,
+    decide_worker,
+};
+use cartflow::model::{
+    BackgroundOperation, CartStatus, OperationStatus, OutputType, SessionState, SfId,
+};
 use cartflow::sample::{self, SampleCart};
-use cartflow::{CheckoutError, Engine, EngineConfig, MemoryStore};
-use chrono::{Duration, TimeZone, Utc};
+use cartflow::store::LoadKey;
+use cartflow::{CheckoutError, Engine, EngineConfig, Fenced, MemoryStore};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 
 /// A provider that waits until the test releases it, then passes.
@@ -214,26 +220,147 @@ fn heartbeats_keep_a_long_provider_call_claimed() {
     assert!(report.applied && report.attempt == 1);
 }
 
+/// The rig's operation as `decide_worker` sees it, with the table and a context at `now`.
+fn worker_snapshot(rig: &Rig) -> Snapshot {
+    rig.engine
+        .store()
+        .load(LoadKey::Operation(rig.operation))
+        .unwrap()
+}
+
+fn fenced(snapshot: &Snapshot, now: DateTime<Utc>, command: WorkerCommand) -> Fenced {
+    let table = TransitionTable::standard();
+    let ids = SequentialIds::starting_at(9_000);
+    let ctx = DecideContext {
+        table: &table,
+        now,
+        ids: &ids,
+        settings: OperationSettings::default(),
+    };
+    match decide_worker(&ctx, snapshot, &command) {
+        Err(CheckoutError::Fenced(reason)) => reason,
+        other => panic!("{command:?} was not fenced: {other:?}"),
+    }
+}
+
 #[test]
-fn users_cannot_issue_worker_commands() {
+fn each_stale_worker_command_is_fenced_with_its_reason() {
     let (integrations, _release) = gated_provider();
     let rig = rig(integrations, quiet_config(2));
-    let err = rig
-        .engine
-        .execute(
-            &sample::buyer_id().to_string(),
-            Command::Claim {
-                operation_id: rig.operation,
-                lease_ms: 1,
-            },
-        )
-        .unwrap_err();
-    assert!(matches!(err, CheckoutError::InvalidInput(_)), "{err}");
+    let now = rig.engine.now();
+    let new = worker_snapshot(&rig);
+    let op = rig.operation;
+    let heartbeat = |attempt| WorkerCommand::Heartbeat {
+        operation_id: op,
+        attempt,
+        lease_ms: 30_000,
+    };
+    let claim = WorkerCommand::Claim {
+        operation_id: op,
+        lease_ms: 30_000,
+    };
+    assert_eq!(
+        fenced(&Snapshot::default(), now, claim.clone()),
+        Fenced::OperationMissing
+    );
+    assert_eq!(
+        fenced(&new, now, heartbeat(0)),
+        Fenced::AttemptSuperseded {
+            operation: op,
+            status: OperationStatus::New,
+            held: 0,
+            current: 0,
+        }
+    );
+    let mut closed = new.clone();
+    let cart = closed.cart.as_mut().unwrap();
+    cart.status = CartStatus::Closed;
+    let cart = cart.id;
+    assert_eq!(
+        fenced(&closed, now, claim.clone()),
+        Fenced::CartClosed { cart }
+    );
+
+    // Claimed: Running at attempt 1, its lease running for 30 s.
+    let mut running = new.clone();
+    running.operation = Some(claimed(&new, now, claim.clone()));
+    assert_eq!(
+        fenced(&running, now, claim),
+        Fenced::NotClaimable {
+            operation: op,
+            status: OperationStatus::Running,
+        }
+    );
+    assert_eq!(
+        fenced(&running, now, heartbeat(2)),
+        Fenced::AttemptSuperseded {
+            operation: op,
+            status: OperationStatus::Running,
+            held: 2,
+            current: 1,
+        }
+    );
+    let expire = WorkerCommand::Expire {
+        operation_id: op,
+        attempt: 1,
+    };
+    assert_eq!(
+        fenced(&running, now, expire),
+        Fenced::LeaseRunning {
+            operation: op,
+            until: now + Duration::seconds(30),
+        }
+    );
+    let mut archived = running.clone();
+    archived.session.as_mut().unwrap().is_archived = true;
+    let finish = WorkerCommand::Finish {
+        operation_id: op,
+        attempt: 1,
+        outcome: StepOutcome::Passed,
+        update: None,
+        order: None,
+    };
+    assert_eq!(
+        fenced(&archived, now, finish),
+        Fenced::SessionFinished { operation: op }
+    );
+}
+
+/// The operation a claim decided on `snapshot` writes.
+fn claimed(snapshot: &Snapshot, now: DateTime<Utc>, claim: WorkerCommand) -> BackgroundOperation {
+    let table = TransitionTable::standard();
+    let ids = SequentialIds::starting_at(9_000);
+    let ctx = DecideContext {
+        table: &table,
+        now,
+        ids: &ids,
+        settings: OperationSettings::default(),
+    };
+    let decision = decide_worker(&ctx, snapshot, &claim).unwrap();
+    let [operation] = decision.changes.operations.as_slice() else {
+        panic!("a claim writes its operation: {decision:?}");
+    };
+    assert_eq!(
+        (operation.status, operation.attempt),
+        (OperationStatus::Running, 1)
+    );
+    operation.clone()
+}
+
+#[test]
+fn a_cancel_fences_the_claim_of_its_operation() {
+    let (integrations, _release) = gated_provider();
+    let rig = rig(integrations, quiet_config(2));
+    let buyer = sample::buyer_id().to_string();
+    let cart = json!({"cartId": SampleCart::InStock.id().to_string()});
+    let cancel = rig.engine.invoke("cancelCartAsyncOperation", &cart, &buyer);
+    assert!(cancel.is_success, "{cancel:?}");
+    assert_eq!(rig.engine.run_operation_now(rig.operation).unwrap(), None);
     let op = rig
         .engine
         .store()
         .operation(&rig.operation)
         .unwrap()
         .unwrap();
-    assert_eq!(op.status, OperationStatus::New);
+    assert_eq!(op.status, OperationStatus::Canceled);
 }

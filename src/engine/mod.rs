@@ -17,10 +17,28 @@ use crate::ids::RandomIds;
 use crate::integrations::Integrations;
 use crate::machine::{
     Action, Command, DecideContext, Event, IdSource, Node, OperationSettings, Output, Requirement,
-    SessionNode, Snapshot, StepKind, Target, TransitionTable, Unmet,
+    SessionNode, Snapshot, StepKind, Target, TransitionTable, Unmet, WorkerCommand,
 };
 use crate::model::{BackgroundOperation, KeyPrefix, OperationStatus, SfId};
 use crate::store::{Commit, HistoryEntry, LoadKey, Store};
+
+/// A command as the engine carries it out: a user's, or one of its own workers'.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Input<'a> {
+    /// A user's command, checked against its guards.
+    User(&'a Command),
+    /// A worker's command, fenced by the operation's status and attempt.
+    Worker(&'a WorkerCommand),
+}
+
+impl Input<'_> {
+    fn event(self) -> Event {
+        match self {
+            Input::User(command) => command.event(),
+            Input::Worker(command) => command.event(),
+        }
+    }
+}
 
 /// Engine settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -166,7 +184,6 @@ impl Engine {
                 .ok()
                 .map(LoadKey::Cart),
             Target::Session(raw) => SfId::parse(&raw).ok().map(LoadKey::Session),
-            Target::Operation(id) => Some(LoadKey::Operation(id)),
         };
         let mut snapshot = match key {
             Some(key) => self.store.load(key)?,
@@ -198,21 +215,17 @@ impl Engine {
     /// Carries out a command as `actor` (a user ID as given): decides it against a fresh
     /// snapshot and commits it atomically. A refused command changes nothing.
     ///
-    /// Worker commands (`Claim`, `Heartbeat`, `Expire`, `Finish`) are the workers' own and are
-    /// refused here with `INVALID_INPUT`.
+    /// Worker commands are of another type, [`WorkerCommand`], which only the engine's own
+    /// worker paths carry out: a user cannot claim or report an operation.
+    ///
+    /// ```compile_fail,E0308
+    /// # use cartflow::machine::WorkerCommand;
+    /// # fn claim(engine: &cartflow::Engine, operation_id: cartflow::model::SfId) {
+    /// let claim = WorkerCommand::Claim { operation_id, lease_ms: 1 };
+    /// engine.execute("005000000000001AAA", claim);
+    /// # }
+    /// ```
     pub fn execute(&self, actor: &str, command: Command) -> Result<Output, CheckoutError> {
-        if matches!(
-            command,
-            Command::Claim { .. }
-                | Command::Heartbeat { .. }
-                | Command::Expire { .. }
-                | Command::Finish { .. }
-        ) {
-            return Err(CheckoutError::InvalidInput(format!(
-                "{} is issued by workers, not by users",
-                command.event()
-            )));
-        }
         crate::machine::limits::check(&command)?;
         let inline = matches!(
             command,
@@ -224,7 +237,7 @@ impl Engine {
                 ..
             }
         );
-        let output = self.execute_as(Some(actor), &command)?;
+        let output = self.execute_as(Some(actor), Input::User(&command))?;
         if let (true, Output::BackgroundOperationId(id)) = (inline, &output) {
             self.run_inline(*id)?;
         }
@@ -284,16 +297,22 @@ impl Engine {
         Duration::from_millis(operation.timeout_ms.saturating_add(self.config.lease_ms))
     }
 
-    pub(crate) fn execute_as(
-        &self,
-        actor: Option<&str>,
-        command: &Command,
-    ) -> Result<Output, CheckoutError> {
-        let _span = tracing::info_span!("command", event = %command.event()).entered();
+    /// Carries out a worker command (no acting user): claim, heartbeat, expiry or report.
+    pub(crate) fn execute_worker(&self, command: &WorkerCommand) -> Result<Output, CheckoutError> {
+        self.execute_as(None, Input::Worker(command))
+    }
+
+    fn execute_as(&self, actor: Option<&str>, input: Input<'_>) -> Result<Output, CheckoutError> {
+        let _span = tracing::info_span!("command", event = %input.event()).entered();
         let actor_id = actor.and_then(|a| SfId::parse(a).ok());
         for _ in 0..self.config.max_attempts.max(1) {
-            let snapshot = self.load(actor, command)?;
-            let prepared = self.prepare(actor_id, &snapshot, command)?;
+            let snapshot = match input {
+                Input::User(command) => self.load(actor, command)?,
+                Input::Worker(command) => self
+                    .store
+                    .load(LoadKey::Operation(command.operation_id()))?,
+            };
+            let prepared = self.prepare(actor_id, &snapshot, input)?;
             let Some(commit) = prepared.commit else {
                 return Ok(prepared.output);
             };
@@ -312,12 +331,12 @@ impl Engine {
         Err(CheckoutError::Contention(self.config.max_attempts))
     }
 
-    /// Decides `command` on `snapshot` and builds the commit (`None` when nothing changes).
+    /// Decides `input` on `snapshot` and builds the commit (`None` when nothing changes).
     pub(crate) fn prepare(
         &self,
         actor: Option<SfId>,
         snapshot: &Snapshot,
-        command: &Command,
+        input: Input<'_>,
     ) -> Result<Prepared, CheckoutError> {
         let now = self.clock.now();
         let ctx = DecideContext {
@@ -326,7 +345,10 @@ impl Engine {
             ids: self.ids.as_ref(),
             settings: self.config.operations,
         };
-        let decision = crate::machine::decide(&ctx, snapshot, command)?;
+        let decision = match input {
+            Input::User(command) => crate::machine::decide(&ctx, snapshot, command)?,
+            Input::Worker(command) => crate::machine::decide_worker(&ctx, snapshot, command)?,
+        };
         if decision.changes.is_empty() {
             return Ok(Prepared {
                 output: decision.output,

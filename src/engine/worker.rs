@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::engine::Engine;
+use crate::engine::Input;
 use crate::error::CheckoutError;
 use crate::integrations::{CartPatch, IntegrationRequest, Provider, Verdict};
-use crate::machine::{Action, CartUpdate, Command, Snapshot, StepOutcome, ValidationMessage};
+use crate::machine::{Action, CartUpdate, Snapshot, StepOutcome, ValidationMessage, WorkerCommand};
 use crate::model::{
     BackgroundOperation, KeyPrefix, Level, Order, OrderItem, OrderStatus, ProviderKind, SfId,
     WebCart,
@@ -48,13 +49,14 @@ impl Engine {
     /// Claims and runs one particular operation in this thread (for `runAsync` false).
     /// `Ok(None)` when a worker claimed it first.
     pub fn run_operation_now(&self, id: SfId) -> Result<Option<OperationReport>, CheckoutError> {
-        let command = Command::Claim {
+        let command = WorkerCommand::Claim {
             operation_id: id,
             lease_ms: self.config.lease_ms,
         };
-        match self.execute_as(None, &command) {
+        match self.execute_worker(&command) {
             Ok(_) => {}
-            Err(CheckoutError::Stale(_)) => return Ok(None),
+            // A worker claimed it first (or a cancel won).
+            Err(CheckoutError::Fenced(_)) => return Ok(None),
             Err(e) => return Err(e),
         }
         match self.store.operation(&id)? {
@@ -80,17 +82,17 @@ impl Engine {
             let Some(op) = self.store.operation(&id)? else {
                 continue;
             };
-            let command = Command::Expire {
+            let command = WorkerCommand::Expire {
                 operation_id: id,
                 attempt: op.attempt,
             };
-            match self.execute_as(None, &command) {
+            match self.execute_worker(&command) {
                 Ok(_) => {
                     swept += 1;
                     metrics::counter!("cartflow_lease_expiries_total").increment(1);
                 }
-                // Its worker finished or heartbeat meanwhile.
-                Err(CheckoutError::Stale(_)) => {}
+                // Its worker finished or heartbeat meanwhile, or a cancel won.
+                Err(CheckoutError::Fenced(_)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -104,14 +106,14 @@ impl Engine {
             let Some(op) = &snapshot.operation else {
                 return Ok(None);
             };
-            let command = Command::Claim {
+            let command = WorkerCommand::Claim {
                 operation_id: op.id,
                 lease_ms,
             };
-            // A candidate that is no longer claimable (stale) is passed by.
-            match self.prepare(None, &snapshot, &command) {
+            // A candidate that is no longer claimable is passed by.
+            match self.prepare(None, &snapshot, Input::Worker(&command)) {
                 Ok(prepared) => Ok(prepared.commit),
-                Err(CheckoutError::Stale(_)) => Ok(None),
+                Err(CheckoutError::Fenced(_)) => Ok(None),
                 Err(e) => {
                     tracing::warn!(operation = %op.id, error = %e, "cannot claim; passed by");
                     Ok(None)
@@ -140,17 +142,23 @@ impl Engine {
                 }
             },
         };
-        let command = Command::Finish {
+        let command = WorkerCommand::Finish {
             operation_id: op.id,
             attempt: op.attempt,
             outcome: outcome.clone(),
             update,
             order,
         };
-        let applied = match self.execute_as(None, &command) {
+        let applied = match self.execute_worker(&command) {
             Ok(_) => true,
-            Err(CheckoutError::Stale(reason)) => {
+            Err(CheckoutError::Fenced(reason)) => {
                 tracing::info!(operation = %op.id, %reason, "discarded a stale report");
+                false
+            }
+            // The report no longer fits the records it would change (its cart or a line
+            // vanished, or it names another cart's): nothing of it is applied.
+            Err(CheckoutError::Stale(reason)) => {
+                tracing::warn!(operation = %op.id, %reason, "discarded an unusable report");
                 false
             }
             Err(e) => return Err(e),
@@ -195,14 +203,15 @@ impl Engine {
             items: items.clone(),
             cart: cart.clone(),
         };
-        let heartbeat = Command::Heartbeat {
+        let heartbeat = WorkerCommand::Heartbeat {
             operation_id: op.id,
             attempt: op.attempt,
             lease_ms: self.config.lease_ms,
         };
-        let beat = || match self.execute_as(None, &heartbeat) {
+        let beat = || match self.execute_worker(&heartbeat) {
             Ok(_) => true,
-            Err(CheckoutError::Stale(_)) => false,
+            // The claim was lost: stop working for it.
+            Err(CheckoutError::Fenced(_)) => false,
             // A store hiccup: keep working; the completion will tell.
             Err(_) => true,
         };

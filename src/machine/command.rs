@@ -93,43 +93,6 @@ pub enum Command {
         /// The cart's ID as given.
         cart_id: String,
     },
-    /// A worker claims a New operation.
-    Claim {
-        /// The operation.
-        operation_id: SfId,
-        /// How long the claim is good for, in milliseconds.
-        lease_ms: u64,
-    },
-    /// A worker extends its claim while the provider works.
-    Heartbeat {
-        /// The operation.
-        operation_id: SfId,
-        /// The attempt the worker claimed.
-        attempt: u32,
-        /// The new lease, in milliseconds from now.
-        lease_ms: u64,
-    },
-    /// A sweeper ends a claim whose lease ran out: back to New while retries remain, else
-    /// the operation fails with a SystemError.
-    Expire {
-        /// The operation.
-        operation_id: SfId,
-        /// The attempt whose lease ran out.
-        attempt: u32,
-    },
-    /// A worker reports the outcome of an operation it claimed.
-    Finish {
-        /// The operation.
-        operation_id: SfId,
-        /// The attempt the worker claimed (the fencing token).
-        attempt: u32,
-        /// What the provider answered.
-        outcome: StepOutcome,
-        /// What a passed check writes to the cart (prices, options, ...), if anything.
-        update: Option<CartUpdate>,
-        /// The order a passed order step made or activated, whole.
-        order: Option<Order>,
-    },
 }
 
 /// What a command addresses, so the engine knows what to load.
@@ -139,8 +102,6 @@ pub enum Target {
     Cart(String),
     /// A session, by the ID as given.
     Session(String),
-    /// An operation.
-    Operation(SfId),
 }
 
 impl Command {
@@ -160,14 +121,6 @@ impl Command {
             Command::EditCart { .. } => Event::Edit,
             Command::RunStep { action, .. } => Event::Action(action.action()),
             Command::Cancel { .. } => Event::Action(Action::CancelCartAsyncOperation),
-            Command::Claim { .. } => Event::Claim,
-            Command::Heartbeat { .. } => Event::Heartbeat,
-            // Becomes `Fail` when no retry remains (decided against the operation).
-            Command::Expire { .. } => Event::Requeue,
-            Command::Finish { outcome, .. } => match outcome {
-                StepOutcome::Passed => Event::Succeed,
-                _ => Event::Fail,
-            },
         }
     }
 
@@ -210,10 +163,78 @@ impl Command {
             Command::UpdateSession { session_id, .. } | Command::Advance { session_id, .. } => {
                 Target::Session(session_id.clone())
             }
-            Command::Claim { operation_id, .. }
-            | Command::Heartbeat { operation_id, .. }
-            | Command::Expire { operation_id, .. }
-            | Command::Finish { operation_id, .. } => Target::Operation(*operation_id),
+        }
+    }
+}
+
+/// What a worker or the sweeper reports about an operation. Kept apart from [`Command`] so
+/// that [`crate::Engine::execute`] cannot take one: only the engine's own worker paths decide
+/// these, through [`crate::machine::decide_worker`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+// Built once per report and passed by reference, like `Command`.
+#[allow(clippy::large_enum_variant)]
+pub enum WorkerCommand {
+    /// A worker claims a New operation.
+    Claim {
+        /// The operation.
+        operation_id: SfId,
+        /// How long the claim is good for, in milliseconds.
+        lease_ms: u64,
+    },
+    /// A worker extends its claim while the provider works.
+    Heartbeat {
+        /// The operation.
+        operation_id: SfId,
+        /// The attempt the worker claimed.
+        attempt: u32,
+        /// The new lease, in milliseconds from now.
+        lease_ms: u64,
+    },
+    /// A sweeper ends a claim whose lease ran out: back to New while retries remain, else
+    /// the operation fails with a SystemError.
+    Expire {
+        /// The operation.
+        operation_id: SfId,
+        /// The attempt whose lease ran out.
+        attempt: u32,
+    },
+    /// A worker reports the outcome of an operation it claimed.
+    Finish {
+        /// The operation.
+        operation_id: SfId,
+        /// The attempt the worker claimed (the fencing token).
+        attempt: u32,
+        /// What the provider answered.
+        outcome: StepOutcome,
+        /// What a passed check writes to the cart (prices, options, ...), if anything.
+        update: Option<CartUpdate>,
+        /// The order a passed order step made or activated, whole.
+        order: Option<Order>,
+    },
+}
+
+impl WorkerCommand {
+    /// The event the command fires.
+    pub fn event(&self) -> Event {
+        match self {
+            WorkerCommand::Claim { .. } => Event::Claim,
+            WorkerCommand::Heartbeat { .. } => Event::Heartbeat,
+            // Becomes `Fail` when no retry remains (decided against the operation).
+            WorkerCommand::Expire { .. } => Event::Requeue,
+            WorkerCommand::Finish { outcome, .. } => match outcome {
+                StepOutcome::Passed => Event::Succeed,
+                _ => Event::Fail,
+            },
+        }
+    }
+
+    /// The operation the command is about.
+    pub fn operation_id(&self) -> SfId {
+        match self {
+            WorkerCommand::Claim { operation_id, .. }
+            | WorkerCommand::Heartbeat { operation_id, .. }
+            | WorkerCommand::Expire { operation_id, .. }
+            | WorkerCommand::Finish { operation_id, .. } => *operation_id,
         }
     }
 }

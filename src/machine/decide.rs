@@ -4,12 +4,12 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use crate::error::CheckoutError;
+use crate::error::{CheckoutError, Fenced};
 use crate::machine::requirement::{as_seen_by_caller, guards, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
     Action, Command, Event, Machine, Node, Snapshot, StepOutcome, TransitionTable,
-    ValidationMessage,
+    ValidationMessage, WorkerCommand,
 };
 use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartStatus, CartValidationOutput, KeyPrefix, Level,
@@ -216,12 +216,25 @@ pub fn decide(
             plan.start_operation(PAYMENT_OPERATION, Some(ProviderKind::Payment))
         }
         Command::Cancel { .. } => plan.cancel(),
-        Command::Claim { lease_ms, .. } => plan.claim(*lease_ms),
-        Command::Heartbeat {
+    }?;
+    plan.into_decision(output)
+}
+
+/// Decides a worker command. Worker events have no guards: a command the operation or its
+/// session moved past is refused with [`CheckoutError::Fenced`], its reason typed.
+pub fn decide_worker(
+    ctx: &DecideContext<'_>,
+    snapshot: &Snapshot,
+    command: &WorkerCommand,
+) -> Result<Decision, CheckoutError> {
+    let mut plan = Plan::new(ctx, snapshot, command.event());
+    let output = match command {
+        WorkerCommand::Claim { lease_ms, .. } => plan.claim(*lease_ms),
+        WorkerCommand::Heartbeat {
             attempt, lease_ms, ..
         } => plan.heartbeat(*attempt, *lease_ms),
-        Command::Expire { attempt, .. } => plan.expire(*attempt),
-        Command::Finish {
+        WorkerCommand::Expire { attempt, .. } => plan.expire(*attempt),
+        WorkerCommand::Finish {
             attempt,
             outcome,
             update,
@@ -314,13 +327,24 @@ impl<'a> Plan<'a> {
     }
 
     /// A Closed cart is final: not even a worker's report may change it.
-    fn refuse_closed_cart(&self) -> Result<(), CheckoutError> {
+    fn refuse_closed_cart(&self) -> Result<(), Fenced> {
         match &self.snapshot.cart {
             Some(cart) if cart.status == CartStatus::Closed => {
-                Err(CheckoutError::Stale(format!("cart {} is Closed", cart.id)))
+                Err(Fenced::CartClosed { cart: cart.id })
             }
             _ => Ok(()),
         }
+    }
+
+    /// The operation a worker command names, on a cart that is not Closed.
+    fn fenced_operation(&self) -> Result<&'a BackgroundOperation, Fenced> {
+        let snapshot = self.snapshot;
+        let op = snapshot
+            .operation
+            .as_ref()
+            .ok_or(Fenced::OperationMissing)?;
+        self.refuse_closed_cart()?;
+        Ok(op)
     }
 
     fn set_cart_status(&mut self, status: CartStatus) {
@@ -639,18 +663,12 @@ impl<'a> Plan<'a> {
     }
 
     fn claim(&mut self, lease_ms: u64) -> Result<Output, CheckoutError> {
-        let op = self
-            .snapshot
-            .operation
-            .as_ref()
-            .ok_or_else(|| CheckoutError::Stale("no such operation".into()))?;
-        self.refuse_closed_cart()?;
+        let op = self.fenced_operation()?;
         if op.status != OperationStatus::New {
-            return Err(CheckoutError::Stale(format!(
-                "operation {} is {}, not New",
-                op.id,
-                op.status.as_str()
-            )));
+            return Err(CheckoutError::Fenced(Fenced::NotClaimable {
+                operation: op.id,
+                status: op.status,
+            }));
         }
         let now = self.ctx.now;
         let id = self.edit_operation(|op| {
@@ -663,20 +681,15 @@ impl<'a> Plan<'a> {
     }
 
     /// The operation, if it is Running under `attempt` (the fencing token) on an open cart.
-    fn running_operation(&self, attempt: u32) -> Result<&'a BackgroundOperation, CheckoutError> {
-        let snapshot = self.snapshot;
-        let op = snapshot
-            .operation
-            .as_ref()
-            .ok_or_else(|| CheckoutError::Stale("no such operation".into()))?;
-        self.refuse_closed_cart()?;
+    fn running_operation(&self, attempt: u32) -> Result<&'a BackgroundOperation, Fenced> {
+        let op = self.fenced_operation()?;
         if op.status != OperationStatus::Running || op.attempt != attempt {
-            return Err(CheckoutError::Stale(format!(
-                "operation {} is {} at attempt {}; the report of attempt {attempt} is discarded",
-                op.id,
-                op.status.as_str(),
-                op.attempt
-            )));
+            return Err(Fenced::AttemptSuperseded {
+                operation: op.id,
+                status: op.status,
+                held: attempt,
+                current: op.attempt,
+            });
         }
         Ok(op)
     }
@@ -695,10 +708,10 @@ impl<'a> Plan<'a> {
     fn expire(&mut self, attempt: u32) -> Result<Output, CheckoutError> {
         let op = self.running_operation(attempt)?;
         if let Some(until) = op.expires_at.filter(|until| *until > self.ctx.now) {
-            return Err(CheckoutError::Stale(format!(
-                "the lease of operation {} runs until {until}",
-                op.id
-            )));
+            return Err(CheckoutError::Fenced(Fenced::LeaseRunning {
+                operation: op.id,
+                until,
+            }));
         }
         // `attempt` counts claims; `retry_limit` the claims allowed after the first.
         if op.attempt <= op.retry_limit {
@@ -750,7 +763,7 @@ impl<'a> Plan<'a> {
     fn locked_session_of(
         &self,
         op: &BackgroundOperation,
-    ) -> Result<&'a CartCheckoutSession, CheckoutError> {
+    ) -> Result<&'a CartCheckoutSession, Fenced> {
         let snapshot = self.snapshot;
         snapshot
             .session
@@ -758,12 +771,7 @@ impl<'a> Plan<'a> {
             .filter(|s| {
                 !s.is_archived && s.is_processing && s.background_operation_id == Some(op.id)
             })
-            .ok_or_else(|| {
-                CheckoutError::Stale(format!(
-                    "operation {} no longer belongs to an active, locked session",
-                    op.id
-                ))
-            })
+            .ok_or(Fenced::SessionFinished { operation: op.id })
     }
 
     /// A passed step: the operation completes, the session moves to the State the table

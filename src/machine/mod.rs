@@ -12,11 +12,11 @@ mod template;
 pub use action::{Action, Event, ProviderAction};
 pub use command::{
     CartEdit, CartUpdate, CheckoutDetails, Command, Snapshot, StepOutcome, Target,
-    ValidationMessage,
+    ValidationMessage, WorkerCommand,
 };
 pub use decide::{
     Changes, DecideContext, Decision, IdSource, Move, OperationSettings, Output, PAYMENT_OPERATION,
-    check, decide, operation_node, session_node,
+    check, decide, decide_worker, operation_node, session_node,
 };
 pub use requirement::{Guard, Requirement, Unmet, evaluate, guards};
 pub use table::{
