@@ -181,7 +181,7 @@ pub fn decide(
     command: &Command,
 ) -> Result<Decision, CheckoutError> {
     let event = command.event();
-    let snapshot = &*as_seen_by_caller(snapshot, command);
+    let snapshot = &*as_seen_by_caller(snapshot);
     for g in guards(event) {
         if let Err(message) = crate::machine::requirement::evaluate(
             g.requirement,

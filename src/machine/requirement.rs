@@ -851,15 +851,14 @@ fn cart_status_in(cart: Option<&WebCart>, allowed: &[CartStatus]) -> Result<(), 
 /// all (not its owner, no share, no Modify All Data), and so its session, is left out, so
 /// that every requirement answers exactly as for a cart or session that does not exist:
 /// like Salesforce's sharing, an invisible record is indistinguishable from a missing one.
-/// Worker commands (no guards) see everything.
-pub fn as_seen_by_caller<'a>(snapshot: &'a Snapshot, command: &Command) -> Cow<'a, Snapshot> {
-    let hidden = !guards(command.event()).is_empty()
-        && snapshot.cart.as_ref().is_some_and(|cart| {
-            snapshot
-                .user
-                .as_ref()
-                .is_none_or(|user| cart.access_of(user).is_none())
-        });
+/// Only user commands are decided this way; workers' commands see every record.
+pub fn as_seen_by_caller(snapshot: &Snapshot) -> Cow<'_, Snapshot> {
+    let hidden = snapshot.cart.as_ref().is_some_and(|cart| {
+        snapshot
+            .user
+            .as_ref()
+            .is_none_or(|user| cart.access_of(user).is_none())
+    });
     if !hidden {
         return Cow::Borrowed(snapshot);
     }
@@ -876,7 +875,7 @@ pub fn unmet(
     command: &Command,
     now: DateTime<Utc>,
 ) -> Vec<Unmet> {
-    let snapshot = &*as_seen_by_caller(snapshot, command);
+    let snapshot = &*as_seen_by_caller(snapshot);
     guards(command.event())
         .iter()
         .filter_map(|g| {
