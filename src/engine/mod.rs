@@ -210,7 +210,7 @@ impl Engine {
         ) {
             return Err(CheckoutError::InvalidInput(format!(
                 "{} is issued by workers, not by users",
-                command.event()
+                command.event(&self.table)
             )));
         }
         crate::machine::limits::check(&command)?;
@@ -289,7 +289,7 @@ impl Engine {
         actor: Option<&str>,
         command: &Command,
     ) -> Result<Output, CheckoutError> {
-        let _span = tracing::info_span!("command", event = %command.event()).entered();
+        let _span = tracing::info_span!("command", event = %command.event(&self.table)).entered();
         let actor_id = actor.and_then(|a| SfId::parse(a).ok());
         for _ in 0..self.config.max_attempts.max(1) {
             let snapshot = self.load(actor, command)?;
@@ -459,7 +459,7 @@ impl Engine {
             };
             if crate::machine::decide(&ctx, snap, &command).is_ok_and(|d| !d.changes.is_empty()) {
                 permitted.push(Permitted {
-                    name: command.event().label().to_owned(),
+                    name: command.event(&self.table).label().to_owned(),
                     command,
                 });
             }

@@ -337,7 +337,7 @@ pub fn evaluate(
         table,
         snapshot,
         command,
-        event: command.event(),
+        event: command.event(table),
         now,
     };
     match requirement {
@@ -852,8 +852,12 @@ fn cart_status_in(cart: Option<&WebCart>, allowed: &[CartStatus]) -> Result<(), 
 /// that every requirement answers exactly as for a cart or session that does not exist:
 /// like Salesforce's sharing, an invisible record is indistinguishable from a missing one.
 /// Worker commands (no guards) see everything.
-pub fn as_seen_by_caller<'a>(snapshot: &'a Snapshot, command: &Command) -> Cow<'a, Snapshot> {
-    let hidden = !guards(command.event()).is_empty()
+pub fn as_seen_by_caller<'a>(
+    table: &TransitionTable,
+    snapshot: &'a Snapshot,
+    command: &Command,
+) -> Cow<'a, Snapshot> {
+    let hidden = !guards(command.event(table)).is_empty()
         && snapshot.cart.as_ref().is_some_and(|cart| {
             snapshot
                 .user
@@ -876,8 +880,8 @@ pub fn unmet(
     command: &Command,
     now: DateTime<Utc>,
 ) -> Vec<Unmet> {
-    let snapshot = &*as_seen_by_caller(snapshot, command);
-    guards(command.event())
+    let snapshot = &*as_seen_by_caller(table, snapshot, command);
+    guards(command.event(table))
         .iter()
         .filter_map(|g| {
             evaluate(g.requirement, table, snapshot, command, now)
