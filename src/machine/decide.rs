@@ -8,7 +8,7 @@ use crate::error::CheckoutError;
 use crate::machine::requirement::{as_seen_by_caller, guards, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
-    Action, Command, Condition, Event, Machine, Node, Snapshot, StepOutcome, TransitionTable,
+    Command, Condition, Event, Machine, Node, Snapshot, StepKind, StepOutcome, TransitionTable,
     ValidationMessage,
 };
 use crate::model::{
@@ -205,16 +205,10 @@ pub fn decide(
         Command::Advance { state, .. } => plan.advance(state),
         Command::SetDetails { details, .. } => plan.set_details(details),
         Command::EditCart { edit, .. } => plan.edit_cart(edit),
-        Command::RunStep { action, .. } => {
-            plan.start_operation(action.action().api_name(), Some(action.kind()))
-        }
-        Command::CartToOrder { .. } => plan.start_operation(Action::CartToOrder.api_name(), None),
-        Command::ActivateOrder { .. } => {
-            plan.start_operation(Action::ActivateOrder.api_name(), None)
-        }
-        Command::AuthorizePayment { .. } => {
-            plan.start_operation(PAYMENT_OPERATION, Some(ProviderKind::Payment))
-        }
+        Command::RunStep { .. }
+        | Command::CartToOrder { .. }
+        | Command::ActivateOrder { .. }
+        | Command::AuthorizePayment { .. } => plan.run_step(),
         Command::Cancel { .. } => plan.cancel(),
         Command::Claim { lease_ms, .. } => plan.claim(*lease_ms),
         Command::Heartbeat {
@@ -622,6 +616,25 @@ impl<'a> Plan<'a> {
         Ok(Output::Nothing)
     }
 
+    /// An async step's call: the locked session runs on its row, and the template's step it
+    /// is in names and types the operation.
+    fn run_step(&mut self) -> Result<Output, CheckoutError> {
+        let state = self.snapshot.session.as_ref().and_then(|s| s.state);
+        let event = self.event;
+        let from = Node::Session(SessionNode::At(state, Phase::Locked));
+        let to = Node::Session(SessionNode::At(state, Phase::Running));
+        if self.applicable_row(from).map(|r| r.to) != Some(to) {
+            return Err(CheckoutError::Undeclared { event, from, to });
+        }
+        let step = state.and_then(|s| self.ctx.table.template().step(s));
+        let (name, kind) = match step.map(|s| s.kind) {
+            Some(StepKind::Async(action)) => (action.api_name(), action.provider_kind()),
+            Some(StepKind::Payment) => (PAYMENT_OPERATION, Some(ProviderKind::Payment)),
+            _ => return Err(CheckoutError::Undeclared { event, from, to }),
+        };
+        self.start_operation(name, kind)
+    }
+
     /// Creates the New operation of an async step and records it on the session.
     fn start_operation(
         &mut self,
@@ -1011,6 +1024,7 @@ mod tests {
 
     use super::*;
     use crate::ids::SequentialIds;
+    use crate::machine::Action;
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap()
