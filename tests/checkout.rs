@@ -502,7 +502,7 @@ fn order_status_is_checked_on_every_path_that_activates() {
     let offered: Vec<&Command> = permitted
         .iter()
         .map(|p| &p.command)
-        .filter(|c| c.event() == Event::Action(Action::ActivateOrder))
+        .filter(|c| c.event(engine.table()) == Event::Action(Action::ActivateOrder))
         .collect();
     assert_eq!(offered.len(), 1, "{permitted:?}");
     assert_eq!(
@@ -539,7 +539,7 @@ fn each_async_step_runs_through_the_one_command_of_its_event() {
     for step in &table.template().steps {
         let command = Command::for_step(step.kind, cart.clone());
         assert_eq!(
-            command.as_ref().map(Command::event),
+            command.as_ref().map(|c| c.event(&table)),
             step.own_event(),
             "{}",
             step.state

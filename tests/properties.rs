@@ -3458,7 +3458,7 @@ impl Harness {
                     .apply(*plan, call, &answer, now, new_line)
                     .map_err(|e| format!("{}: {e}", context()))?;
                 *coverage.accepted.entry(kind).or_default() += 1;
-                let mut events = vec![command.event()];
+                let mut events = vec![command.event(self.table())];
                 if let (Some((cart, op)), true) = (started, call.inline()) {
                     // runAsync false: the operation has run by the time the call answers.
                     let outcome = self.model.predict(cart, op, Behaviour::Pass);

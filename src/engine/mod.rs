@@ -32,9 +32,9 @@ pub(crate) enum Input<'a> {
 }
 
 impl Input<'_> {
-    fn event(self) -> Event {
+    fn event(self, table: &TransitionTable) -> Event {
         match self {
-            Input::User(command) => command.event(),
+            Input::User(command) => command.event(table),
             Input::Worker(command) => command.event(),
         }
     }
@@ -303,7 +303,7 @@ impl Engine {
     }
 
     fn execute_as(&self, actor: Option<&str>, input: Input<'_>) -> Result<Output, CheckoutError> {
-        let _span = tracing::info_span!("command", event = %input.event()).entered();
+        let _span = tracing::info_span!("command", event = %input.event(&self.table)).entered();
         let actor_id = actor.and_then(|a| SfId::parse(a).ok());
         for _ in 0..self.config.max_attempts.max(1) {
             let snapshot = match input {
@@ -481,7 +481,7 @@ impl Engine {
             };
             if crate::machine::decide(&ctx, snap, &command).is_ok_and(|d| !d.changes.is_empty()) {
                 permitted.push(Permitted {
-                    name: command.event().label().to_owned(),
+                    name: command.event(&self.table).label().to_owned(),
                     command,
                 });
             }

@@ -3,12 +3,12 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::machine::{Action, Event, ProviderAction, StepKind};
+use crate::machine::{Action, Event, ProviderAction, StepKind, TransitionTable};
 use rust_decimal::Decimal;
 
 use crate::model::{
     Account, Address, BackgroundOperation, CartCheckoutSession, CartItem, DeliveryOption, Level,
-    Order, OrderStatus, SessionState, SfId, User, WebCart, WebStore,
+    Order, OrderStatus, SfId, User, WebCart, WebStore,
 };
 
 /// One request to move a checkout. Inputs that come from callers stay raw strings here:
@@ -105,14 +105,13 @@ pub enum Target {
 }
 
 impl Command {
-    /// The event the command fires.
-    pub fn event(&self) -> Event {
+    /// The event the command fires under `table`: a screen move into a State that a
+    /// closing row of the table enters is [`Event::Close`], any other [`Event::Advance`].
+    pub fn event(&self, table: &TransitionTable) -> Event {
         match self {
             Command::StartSession { .. } => Event::Action(Action::CheckoutSession),
             Command::UpdateSession { .. } => Event::Action(Action::UpdateCheckoutSessionState),
-            Command::Advance { state, .. } if state == SessionState::Complete.as_str() => {
-                Event::Close
-            }
+            Command::Advance { state, .. } if table.closes_into(state) => Event::Close,
             Command::Advance { .. } => Event::Advance,
             Command::CartToOrder { .. } => Event::Action(Action::CartToOrder),
             Command::ActivateOrder { .. } => Event::Action(Action::ActivateOrder),
@@ -363,7 +362,7 @@ mod tests {
     use chrono::{Duration, TimeZone};
 
     use super::*;
-    use crate::model::KeyPrefix;
+    use crate::model::{KeyPrefix, SessionState};
 
     fn snapshot(ttl_minutes: Option<u32>, created: Option<DateTime<Utc>>) -> Snapshot {
         let session = CartCheckoutSession {

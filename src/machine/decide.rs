@@ -8,7 +8,7 @@ use crate::error::{CheckoutError, Fenced};
 use crate::machine::requirement::{as_seen_by_caller, guards, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
-    Action, Command, Event, Machine, Node, Snapshot, StepOutcome, TransitionTable,
+    Command, Condition, Event, Machine, Node, Snapshot, StepKind, StepOutcome, TransitionTable,
     ValidationMessage, WorkerCommand,
 };
 use crate::model::{
@@ -180,7 +180,7 @@ pub fn decide(
     snapshot: &Snapshot,
     command: &Command,
 ) -> Result<Decision, CheckoutError> {
-    let event = command.event();
+    let event = command.event(ctx.table);
     let snapshot = &*as_seen_by_caller(snapshot);
     for g in guards(event) {
         if let Err(message) = crate::machine::requirement::evaluate(
@@ -205,16 +205,10 @@ pub fn decide(
         Command::Advance { state, .. } => plan.advance(state),
         Command::SetDetails { details, .. } => plan.set_details(details),
         Command::EditCart { edit, .. } => plan.edit_cart(edit),
-        Command::RunStep { action, .. } => {
-            plan.start_operation(action.action().api_name(), Some(action.kind()))
-        }
-        Command::CartToOrder { .. } => plan.start_operation(Action::CartToOrder.api_name(), None),
-        Command::ActivateOrder { .. } => {
-            plan.start_operation(Action::ActivateOrder.api_name(), None)
-        }
-        Command::AuthorizePayment { .. } => {
-            plan.start_operation(PAYMENT_OPERATION, Some(ProviderKind::Payment))
-        }
+        Command::RunStep { .. }
+        | Command::CartToOrder { .. }
+        | Command::ActivateOrder { .. }
+        | Command::AuthorizePayment { .. } => plan.run_step(),
         Command::Cancel { .. } => plan.cancel(),
     }?;
     plan.into_decision(output)
@@ -408,25 +402,32 @@ impl<'a> Plan<'a> {
 
     fn start_session(&mut self) -> Result<Output, CheckoutError> {
         let cart_id = self.cart_id()?;
-        self.set_cart_status(CartStatus::Checkout);
+        self.move_cart();
         self.clear_outputs_of = Some(cart_id);
         let snapshot = self.snapshot;
-        let expired = snapshot.session_expired_at(self.ctx.now).is_some();
-        match &snapshot.session {
-            Some(s) if !s.is_archived && s.state != Some(SessionState::Error) && !expired => {
-                // Resume: the checkout already has its session.
-                return Ok(Output::RequestId(s.id));
-            }
-            Some(s) if !s.is_archived => {
-                // A failed or expired checkout restarts: archive it and open a new one.
-                self.edit_session(|s| {
-                    s.is_archived = true;
-                    s.is_processing = false;
-                })?;
-            }
-            _ => {}
+        if let Some(current) = snapshot.session.as_ref().filter(|s| !s.is_archived) {
+            // The row that applies to the session restarts it (a failed or expired checkout
+            // is archived and a new one opened); without one the checkout resumes.
+            let node = Node::Session(session_node(Some(current), snapshot.operation.as_ref()));
+            let declared = self.ctx.table.find(self.event, node).is_some();
+            let to = match self.applicable_row(node) {
+                Some(row) => row.to,
+                // The terminal node has no row (an archived session there keeps its node):
+                // an expired one there is archived all the same.
+                None if !declared && self.holds(Condition::SessionExpired) => {
+                    Node::Session(SessionNode::Archived)
+                }
+                None => return Ok(Output::RequestId(current.id)),
+            };
+            self.move_session(to)?;
         }
-        let entry = self.ctx.table.template().entry();
+        let entry = match self.applicable_row(Node::Session(SessionNode::Absent)) {
+            Some(row) => match row.to {
+                Node::Session(SessionNode::At(state, _)) => state,
+                _ => None,
+            },
+            None => None,
+        };
         let session = CartCheckoutSession {
             id: self.ctx.ids.next_id(KeyPrefix::CartCheckoutSession),
             web_cart_id: cart_id,
@@ -445,6 +446,49 @@ impl<'a> Plan<'a> {
         Ok(Output::RequestId(id))
     }
 
+    /// The row the decision's event fires from `from`, when its condition holds.
+    fn applicable_row(&self, from: Node) -> Option<&'a crate::machine::Transition> {
+        let table: &'a TransitionTable = self.ctx.table;
+        table
+            .find(self.event, from)
+            .filter(|row| row.when.is_none_or(|when| self.holds(when)))
+    }
+
+    /// Whether a row's condition holds for the snapshot.
+    fn holds(&self, condition: Condition) -> bool {
+        match condition {
+            Condition::SessionExpired => self.snapshot.session_expired_at(self.ctx.now).is_some(),
+        }
+    }
+
+    /// Moves the cart to the target of the row the event fires from its status, if any.
+    fn move_cart(&mut self) {
+        let Some(cart) = &self.snapshot.cart else {
+            return;
+        };
+        if let Some(Node::Cart(to)) = self.applicable_row(Node::Cart(cart.status)).map(|r| r.to) {
+            self.set_cart_status(to);
+        }
+    }
+
+    /// Writes the session node `to` (a row's target) onto the session.
+    fn move_session(&mut self, to: Node) -> Result<SfId, CheckoutError> {
+        match to {
+            Node::Session(SessionNode::Archived) => self.edit_session(|s| {
+                s.is_archived = true;
+                s.is_processing = false;
+            }),
+            Node::Session(SessionNode::At(state, Phase::Open)) => self.edit_session(|s| {
+                s.state = state;
+                s.is_processing = false;
+            }),
+            _ => Err(CheckoutError::Stale(format!(
+                "{} cannot move a session to {to}",
+                self.event
+            ))),
+        }
+    }
+
     fn lock_session(&mut self) -> Result<Output, CheckoutError> {
         let state = self.snapshot.session.as_ref().and_then(|s| s.state);
         let from = Node::Session(SessionNode::At(state, Phase::Open));
@@ -460,18 +504,24 @@ impl<'a> Plan<'a> {
         Ok(Output::RequestId(id))
     }
 
+    /// A screen step: the session moves to the target of its row. A closing row ends the
+    /// checkout: the session is archived there and the cart follows its own row.
     fn advance(&mut self, state: &str) -> Result<Output, CheckoutError> {
-        let target: SessionState = state.parse().map_err(|e: crate::model::ParseEnumError| {
-            CheckoutError::InvalidInput(e.to_string())
-        })?;
-        let complete = target == SessionState::Complete;
-        let id = self.edit_session(|s| {
-            s.state = Some(target);
-            // The checkout is over: the session is archived at Complete.
-            s.is_archived |= complete;
-        })?;
-        if complete {
-            self.set_cart_status(CartStatus::Closed);
+        let requested: SessionState =
+            state.parse().map_err(|e: crate::model::ParseEnumError| {
+                CheckoutError::InvalidInput(e.to_string())
+            })?;
+        let current = self.snapshot.session.as_ref().and_then(|s| s.state);
+        let from = Node::Session(SessionNode::At(current, Phase::Open));
+        let to = Node::Session(SessionNode::At(Some(requested), Phase::Open));
+        let event = self.event;
+        if self.applicable_row(from).map(|r| r.to) != Some(to) {
+            return Err(CheckoutError::Undeclared { event, from, to });
+        }
+        let id = self.move_session(to)?;
+        if event == Event::Close {
+            self.edit_session(|s| s.is_archived = true)?;
+            self.move_cart();
         }
         Ok(Output::RequestId(id))
     }
@@ -590,6 +640,25 @@ impl<'a> Plan<'a> {
         Ok(Output::Nothing)
     }
 
+    /// An async step's call: the locked session runs on its row, and the template's step it
+    /// is in names and types the operation.
+    fn run_step(&mut self) -> Result<Output, CheckoutError> {
+        let state = self.snapshot.session.as_ref().and_then(|s| s.state);
+        let event = self.event;
+        let from = Node::Session(SessionNode::At(state, Phase::Locked));
+        let to = Node::Session(SessionNode::At(state, Phase::Running));
+        if self.applicable_row(from).map(|r| r.to) != Some(to) {
+            return Err(CheckoutError::Undeclared { event, from, to });
+        }
+        let step = state.and_then(|s| self.ctx.table.template().step(s));
+        let (name, kind) = match step.map(|s| s.kind) {
+            Some(StepKind::Async(action)) => (action.api_name(), action.provider_kind()),
+            Some(StepKind::Payment) => (PAYMENT_OPERATION, Some(ProviderKind::Payment)),
+            _ => return Err(CheckoutError::Undeclared { event, from, to }),
+        };
+        self.start_operation(name, kind)
+    }
+
     /// Creates the New operation of an async step and records it on the session.
     fn start_operation(
         &mut self,
@@ -626,39 +695,30 @@ impl<'a> Plan<'a> {
         Ok(Output::BackgroundOperationId(op_id))
     }
 
+    /// Cancel (or an edit of a cart in checkout): the session, its operation and the cart
+    /// each move to the target of the row the event fires from their node.
     fn cancel(&mut self) -> Result<Output, CheckoutError> {
         let now = self.ctx.now;
-        if self
-            .snapshot
-            .session
-            .as_ref()
-            .is_some_and(|s| !s.is_archived)
-        {
-            self.edit_session(|s| {
-                s.is_archived = true;
-                s.is_processing = false;
-            })?;
+        let snapshot = self.snapshot;
+        if let Some(session) = snapshot.session.as_ref().filter(|s| !s.is_archived) {
+            let node = session_node(Some(session), snapshot.operation.as_ref());
+            // The terminal node has no row: an archived session there keeps its node.
+            let to = self
+                .applicable_row(Node::Session(node))
+                .map_or(Node::Session(SessionNode::Archived), |row| row.to);
+            self.move_session(to)?;
         }
-        if self
-            .snapshot
-            .operation
-            .as_ref()
-            .is_some_and(|op| op.status.is_active())
+        let operation = Node::Operation(operation_node(snapshot.operation.as_ref()));
+        if let Some(Node::Operation(OperationNode::Is(status))) =
+            self.applicable_row(operation).map(|r| r.to)
         {
             self.edit_operation(|op| {
-                op.status = OperationStatus::Canceled;
+                op.status = status;
                 op.finished_at = Some(now);
                 op.expires_at = None;
             })?;
         }
-        if self
-            .snapshot
-            .cart
-            .as_ref()
-            .is_some_and(|c| matches!(c.status, CartStatus::Checkout | CartStatus::Processing))
-        {
-            self.set_cart_status(CartStatus::Active);
-        }
+        self.move_cart();
         Ok(Output::Nothing)
     }
 
@@ -963,5 +1023,163 @@ impl<'a> Plan<'a> {
             clear_outputs_of: self.clear_outputs_of,
             outputs: self.outputs,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::ids::SequentialIds;
+    use crate::machine::Action;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap()
+    }
+
+    fn id(kind: KeyPrefix, n: u64) -> SfId {
+        SfId::from_number(kind, n)
+    }
+
+    /// A cart in `status` whose active session is open at `state`.
+    fn snapshot(status: CartStatus, state: SessionState) -> Snapshot {
+        let cart = WebCart::new(
+            id(KeyPrefix::WebCart, 1),
+            id(KeyPrefix::WebStore, 1),
+            id(KeyPrefix::Account, 1),
+            id(KeyPrefix::User, 1),
+            status,
+        );
+        let session = CartCheckoutSession {
+            id: id(KeyPrefix::CartCheckoutSession, 1),
+            web_cart_id: cart.id,
+            state: Some(state),
+            next_state: None,
+            is_processing: false,
+            is_error: state == SessionState::Error,
+            is_archived: false,
+            background_operation_id: None,
+            order_id: None,
+            created_date: Some(now()),
+            version: 1,
+        };
+        Snapshot {
+            cart: Some(cart),
+            session: Some(session),
+            ..Snapshot::default()
+        }
+    }
+
+    /// The output and records `command` plans under `table`: past the guards, which these
+    /// tests are not about, and before its moves are checked against the table (the
+    /// session node of an archived session depends on the standard terminal State).
+    fn plan(
+        table: &TransitionTable,
+        snapshot: &Snapshot,
+        command: &Command,
+    ) -> Result<(Output, Changes), CheckoutError> {
+        let ids = SequentialIds::starting_at(1000);
+        let ctx = DecideContext {
+            table,
+            now: now(),
+            ids: &ids,
+            settings: OperationSettings::default(),
+        };
+        let mut plan = Plan::new(&ctx, snapshot, command.event(table));
+        let output = match command {
+            Command::StartSession { .. } => plan.start_session(),
+            Command::Advance { state, .. } => plan.advance(state),
+            Command::Cancel { .. } => plan.cancel(),
+            _ => unreachable!("not planned by these tests"),
+        }?;
+        Ok((output, plan.into_changes()))
+    }
+
+    fn cart_status(changes: &Changes) -> Option<CartStatus> {
+        changes.carts.first().map(|c| c.status)
+    }
+
+    #[test]
+    fn cancel_moves_the_cart_to_the_target_of_its_row() {
+        let cancel = Event::Action(Action::CancelCartAsyncOperation);
+        let table = TransitionTable::standard().with_row_changed(
+            cancel,
+            Node::Cart(CartStatus::Processing),
+            |row| row.to = Node::Cart(CartStatus::Checkout),
+        );
+        let command = Command::Cancel {
+            cart_id: id(KeyPrefix::WebCart, 1).to_string(),
+        };
+        let processing = snapshot(CartStatus::Processing, SessionState::Inventory);
+        let (_, changes) = plan(&table, &processing, &command).unwrap();
+        assert_eq!(cart_status(&changes), Some(CartStatus::Checkout));
+        assert!(changes.sessions[0].is_archived);
+        // The unchanged row still takes a cart in Checkout back to Active.
+        let checkout = snapshot(CartStatus::Checkout, SessionState::Inventory);
+        let (_, changes) = plan(&table, &checkout, &command).unwrap();
+        assert_eq!(cart_status(&changes), Some(CartStatus::Active));
+    }
+
+    #[test]
+    fn a_screen_move_into_the_state_a_closing_row_enters_closes_the_checkout() {
+        // A closing step that enters CheckoutSummary rather than Complete.
+        let from = Node::Session(SessionNode::At(
+            Some(SessionState::OrderConfirmation),
+            Phase::Open,
+        ));
+        let table = TransitionTable::standard().with_row_changed(Event::Close, from, |row| {
+            row.to = Node::Session(SessionNode::At(
+                Some(SessionState::CheckoutSummary),
+                Phase::Open,
+            ));
+        });
+        let advance = |state: SessionState| Command::Advance {
+            session_id: id(KeyPrefix::CartCheckoutSession, 1).to_string(),
+            state: state.as_str().to_owned(),
+            exp_current_state: None,
+        };
+        let snapshot = snapshot(CartStatus::Checkout, SessionState::OrderConfirmation);
+        let closing = advance(SessionState::CheckoutSummary);
+        assert_eq!(closing.event(&table), Event::Close);
+        let (_, changes) = plan(&table, &snapshot, &closing).unwrap();
+        let session = &changes.sessions[0];
+        assert_eq!(session.state, Some(SessionState::CheckoutSummary));
+        assert!(session.is_archived);
+        assert_eq!(cart_status(&changes), Some(CartStatus::Closed));
+        // Complete is no longer the row's target: a move there is no close, and undeclared.
+        let complete = advance(SessionState::Complete);
+        assert_eq!(complete.event(&table), Event::Advance);
+        assert!(matches!(
+            plan(&table, &snapshot, &complete),
+            Err(CheckoutError::Undeclared { .. })
+        ));
+    }
+
+    #[test]
+    fn a_start_restarts_a_session_only_where_its_row_applies() {
+        let start = Event::Action(Action::CheckoutSession);
+        let failed = Node::Session(SessionNode::At(Some(SessionState::Error), Phase::Open));
+        let command = Command::StartSession {
+            cart_id: id(KeyPrefix::WebCart, 1).to_string(),
+            initial_state: None,
+        };
+        let snapshot = snapshot(CartStatus::Checkout, SessionState::Error);
+        let session_id = id(KeyPrefix::CartCheckoutSession, 1);
+
+        // The standard row restarts a failed session: archived, and a new one at the entry.
+        let standard = TransitionTable::standard();
+        let (output, changes) = plan(&standard, &snapshot, &command).unwrap();
+        assert_ne!(output, Output::RequestId(session_id));
+        assert!(changes.sessions[0].is_archived);
+        assert_eq!(changes.sessions[1].state, Some(SessionState::Start));
+
+        // A table whose restart of a failed session waits for its expiry resumes it.
+        let table = standard.with_row_changed(start, failed, |row| {
+            row.when = Some(Condition::SessionExpired);
+        });
+        let (output, changes) = plan(&table, &snapshot, &command).unwrap();
+        assert_eq!(output, Output::RequestId(session_id));
+        assert!(changes.sessions.is_empty());
     }
 }

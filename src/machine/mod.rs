@@ -20,7 +20,7 @@ pub use decide::{
 };
 pub use requirement::{Guard, Requirement, Unmet, evaluate, guards};
 pub use table::{
-    ENTRY_NODES, Machine, Node, OperationNode, Phase, SessionNode, TRANSITION_NAME_MAX_CHARS,
-    TableError, Transition, TransitionTable,
+    Condition, ENTRY_NODES, Machine, Node, OperationNode, Phase, SessionNode,
+    TRANSITION_NAME_MAX_CHARS, TableError, Transition, TransitionTable,
 };
 pub use template::{Step, StepKind, Template};

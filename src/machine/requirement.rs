@@ -337,7 +337,7 @@ pub fn evaluate(
         table,
         snapshot,
         command,
-        event: command.event(),
+        event: command.event(table),
         now,
     };
     match requirement {
@@ -876,7 +876,7 @@ pub fn unmet(
     now: DateTime<Utc>,
 ) -> Vec<Unmet> {
     let snapshot = &*as_seen_by_caller(snapshot);
-    guards(command.event())
+    guards(command.event(table))
         .iter()
         .filter_map(|g| {
             evaluate(g.requirement, table, snapshot, command, now)

@@ -109,6 +109,15 @@ pub struct Transition {
     /// The name the template gives the transition of the event's step (`CheckInventory`
     /// on the rows `checkCartInventoryAction` fires).
     pub name: Option<String>,
+    /// A fact the row applies under only; without one the row always applies.
+    pub when: Option<Condition>,
+}
+
+/// A fact of the records, besides their nodes, that a row applies under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Condition {
+    /// The session is past its store's checkout time-to-live.
+    SessionExpired,
 }
 
 impl Transition {
@@ -239,6 +248,15 @@ impl TransitionTable {
             .map(|&index| &self.rows[index])
     }
 
+    /// Whether a closing row (a screen's move into the terminal step) enters the State
+    /// named `state`.
+    pub fn closes_into(&self, state: &str) -> bool {
+        self.rows.iter().any(|row| {
+            row.event == Event::Close
+                && matches!(row.to, Node::Session(SessionNode::At(Some(to), _)) if to.as_str() == state)
+        })
+    }
+
     /// Whether moving from `from` to `to` on `event` is declared.
     pub fn admits(&self, event: Event, from: Node, to: Node) -> bool {
         from == to || self.find(event, from).is_some_and(|row| row.to == to)
@@ -278,6 +296,22 @@ impl TransitionTable {
             Some(node) => Err(TableError::Unreachable(node.to_string())),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+impl TransitionTable {
+    /// The table with the row `event` fires from `from` changed by `change`: for tests
+    /// that a reader follows whatever the rows say.
+    pub(crate) fn with_row_changed(
+        mut self,
+        event: Event,
+        from: Node,
+        change: impl FnOnce(&mut Transition),
+    ) -> TransitionTable {
+        let index = self.by_event_and_source[&(event, from)];
+        change(&mut self.rows[index]);
+        self
     }
 }
 
@@ -398,6 +432,7 @@ fn row(event: Event, from: Node, to: Node) -> Transition {
         to,
         next_state: None,
         name: None,
+        when: None,
     }
 }
 
@@ -575,9 +610,14 @@ fn archive_rows(rows: &[Transition]) -> Vec<Transition> {
         archiving.push(row(cancel, node, Node::Session(SessionNode::Archived)));
         // Editing a cart in checkout takes it out of checkout as a cancel does.
         archiving.push(row(Event::Edit, node, Node::Session(SessionNode::Archived)));
-        // A restart archives a failed or expired session that is not locked.
-        if matches!(node, Node::Session(SessionNode::At(_, Phase::Open))) {
-            archiving.push(row(start, node, Node::Session(SessionNode::Archived)));
+        // A restart archives a failed session that is not locked, and an expired one; an
+        // unlocked session in any other State is resumed.
+        if let Node::Session(SessionNode::At(state, Phase::Open)) = node {
+            let when = (state != Some(SessionState::Error)).then_some(Condition::SessionExpired);
+            archiving.push(Transition {
+                when,
+                ..row(start, node, Node::Session(SessionNode::Archived))
+            });
         }
     }
     archiving
@@ -751,6 +791,43 @@ mod tests {
                 .filter(|r| r.event == update)
                 .all(|r| r.name.is_none() && r.label() == update.label())
         );
+    }
+
+    #[test]
+    fn a_restart_row_applies_to_a_failed_session_always_and_to_any_other_once_expired() {
+        let table = TransitionTable::standard();
+        let start = Event::Action(Action::CheckoutSession);
+        let restart = |state| table.find(start, session(state, Phase::Open)).unwrap();
+        assert_eq!(restart(SessionState::Error).when, None);
+        for state in [SessionState::Start, SessionState::Inventory] {
+            assert_eq!(
+                restart(state).when,
+                Some(Condition::SessionExpired),
+                "{state}"
+            );
+            assert_eq!(restart(state).to, Node::Session(SessionNode::Archived));
+        }
+        assert!(
+            table
+                .rows()
+                .iter()
+                .filter(|r| r.when.is_some())
+                .all(|r| r.event == start)
+        );
+    }
+
+    #[test]
+    fn only_the_state_a_closing_row_enters_closes() {
+        let table = TransitionTable::standard();
+        assert!(table.closes_into("Complete"));
+        assert!(!table.closes_into("OrderConfirmation"));
+        assert!(!table.closes_into("Error"));
+        let from = session(SessionState::OrderConfirmation, Phase::Open);
+        let table = table.with_row_changed(Event::Close, from, |row| {
+            row.to = session(SessionState::CheckoutSummary, Phase::Open);
+        });
+        assert!(table.closes_into(SessionState::CheckoutSummary.as_str()));
+        assert!(!table.closes_into("Complete"));
     }
 
     #[test]
