@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::error::ErrorCode;
 use crate::machine::table::{Phase, SessionNode};
-use crate::machine::{Action, CartEdit, Command, Event, Node, Snapshot, TransitionTable};
+use crate::machine::{Action, CartEdit, Command, Event, Node, Snapshot, Target, TransitionTable};
 use crate::model::{
     Access, CartCheckoutSession, CartStatus, KeyPrefix, OrderStatus, Permission, SessionState,
     SfId, User, WebCart,
@@ -439,18 +439,10 @@ impl Facts<'_> {
 
     fn cart_id_valid(&self) -> Result<(), String> {
         let cart = self.cart();
-        let (Command::StartSession { cart_id, .. }
-        | Command::SetDetails { cart_id, .. }
-        | Command::EditCart { cart_id, .. }
-        | Command::CartToOrder { cart_id, .. }
-        | Command::ActivateOrder { cart_id, .. }
-        | Command::AuthorizePayment { cart_id }
-        | Command::RunStep { cart_id, .. }
-        | Command::Cancel { cart_id }) = self.command
-        else {
+        let Target::Cart(cart_id) = self.command.target() else {
             return cart.map(|_| ()).ok_or_else(|| "no cart".into());
         };
-        match SfId::parse_kind(cart_id, KeyPrefix::WebCart) {
+        match SfId::parse_kind(&cart_id, KeyPrefix::WebCart) {
             Err(e) => Err(format!("invalid cartId: {e}")),
             Ok(id) if cart.is_some_and(|c| c.id == id) => Ok(()),
             Ok(id) => Err(format!("invalid cartId: no cart {id}")),
