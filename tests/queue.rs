@@ -8,8 +8,8 @@ use cartflow::clock::ManualClock;
 use cartflow::ids::SequentialIds;
 use cartflow::integrations::{IntegrationRequest, Integrations, ProviderError, Verdict};
 use cartflow::machine::{
-    DecideContext, OperationSettings, Snapshot, StepOutcome, TransitionTable, WorkerCommand,
-    decide_worker,
+    DecideContext, Decision, OperationSettings, Snapshot, StepOutcome, TransitionTable,
+    WorkerCommand, decide_worker,
 };
 use cartflow::model::{
     BackgroundOperation, CartStatus, OperationStatus, OutputType, SessionState, SfId,
@@ -228,7 +228,12 @@ fn worker_snapshot(rig: &Rig) -> Snapshot {
         .unwrap()
 }
 
-fn fenced(snapshot: &Snapshot, now: DateTime<Utc>, command: WorkerCommand) -> Fenced {
+/// Decides a worker command on `snapshot` at `now`, over the standard table.
+fn decide_at(
+    snapshot: &Snapshot,
+    now: DateTime<Utc>,
+    command: &WorkerCommand,
+) -> Result<Decision, CheckoutError> {
     let table = TransitionTable::standard();
     let ids = SequentialIds::starting_at(9_000);
     let ctx = DecideContext {
@@ -237,7 +242,11 @@ fn fenced(snapshot: &Snapshot, now: DateTime<Utc>, command: WorkerCommand) -> Fe
         ids: &ids,
         settings: OperationSettings::default(),
     };
-    match decide_worker(&ctx, snapshot, &command) {
+    decide_worker(&ctx, snapshot, command)
+}
+
+fn fenced(snapshot: &Snapshot, now: DateTime<Utc>, command: WorkerCommand) -> Fenced {
+    match decide_at(snapshot, now, &command) {
         Err(CheckoutError::Fenced(reason)) => reason,
         other => panic!("{command:?} was not fenced: {other:?}"),
     }
@@ -328,15 +337,7 @@ fn each_stale_worker_command_is_fenced_with_its_reason() {
 
 /// The operation a claim decided on `snapshot` writes.
 fn claimed(snapshot: &Snapshot, now: DateTime<Utc>, claim: WorkerCommand) -> BackgroundOperation {
-    let table = TransitionTable::standard();
-    let ids = SequentialIds::starting_at(9_000);
-    let ctx = DecideContext {
-        table: &table,
-        now,
-        ids: &ids,
-        settings: OperationSettings::default(),
-    };
-    let decision = decide_worker(&ctx, snapshot, &claim).unwrap();
+    let decision = decide_at(snapshot, now, &claim).unwrap();
     let [operation] = decision.changes.operations.as_slice() else {
         panic!("a claim writes its operation: {decision:?}");
     };
