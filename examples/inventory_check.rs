@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         };
-        println!("  State is now {:?}", finished.state.map(|s| s.as_str()));
+        println!("  State is now {:?}", finished.state);
         for output in engine.store().validation_outputs(&cart.id())? {
             println!(
                 "  {:?} {:?}: {}",

@@ -229,19 +229,24 @@ struct Drawing {
 
 impl Drawing {
     fn of(table: &TransitionTable) -> Drawing {
-        let nodes = table.nodes();
-        // Sorted by (from, to, label) in Node order, so edges follow the flow.
-        let mut edges: BTreeMap<Machine, BTreeSet<(Node, Node, String)>> = BTreeMap::new();
+        let rank = |node: Node| flow_rank(table, node);
+        let mut nodes: Vec<Node> = table.nodes().into_iter().collect();
+        nodes.sort_by_key(|&n| rank(n));
+        let ids = NodeIds::of(&nodes);
+        let node_id = |node: Node| ids.get(node);
+        // Sorted by (from, to, label) in flow order, so edges follow the flow.
+        let mut edges: BTreeMap<Machine, BTreeSet<(FlowRank, FlowRank, String)>> = BTreeMap::new();
         let mut points: BTreeSet<usize> = BTreeSet::new();
         for row in table.rows() {
             if let Some(c) = collapse_of(row.event, row.from, row.to) {
                 points.extend(COLLAPSES.iter().position(|x| std::ptr::eq(x, c)));
                 continue;
             }
-            edges
-                .entry(row.from.machine())
-                .or_default()
-                .insert((row.from, row.to, row.label()));
+            edges.entry(row.from.machine()).or_default().insert((
+                rank(row.from),
+                rank(row.to),
+                row.label(),
+            ));
         }
         let clusters = [
             (Machine::Session, "session", "CartCheckoutSession"),
@@ -268,8 +273,8 @@ impl Drawing {
                 .into_iter()
                 .flatten()
                 .map(|(from, to, label)| DrawnEdge {
-                    from: node_id(*from),
-                    to: node_id(*to),
+                    from: node_id(from.1),
+                    to: node_id(to.1),
                     label: label.clone(),
                     collapsed: false,
                 })
@@ -294,10 +299,14 @@ impl Drawing {
                     collapsed: true,
                 });
             }
-            let mut by_state: BTreeMap<SessionState, Vec<String>> = BTreeMap::new();
+            // The phases of one step, steps in flow order.
+            let mut by_state: Vec<(SessionState, Vec<String>)> = Vec::new();
             for &node in nodes.iter().filter(|n| n.machine() == machine) {
                 if let Node::Session(SessionNode::At(Some(state), _)) = node {
-                    by_state.entry(state).or_default().push(node_id(node));
+                    match by_state.iter_mut().find(|(s, _)| *s == state) {
+                        Some((_, ids)) => ids.push(node_id(node)),
+                        None => by_state.push((state, vec![node_id(node)])),
+                    }
                 }
             }
             Cluster {
@@ -305,7 +314,11 @@ impl Drawing {
                 title,
                 nodes: drawn_nodes,
                 edges: drawn_edges,
-                rows: by_state.into_values().filter(|ids| ids.len() > 1).collect(),
+                rows: by_state
+                    .into_iter()
+                    .map(|(_, ids)| ids)
+                    .filter(|ids| ids.len() > 1)
+                    .collect(),
             }
         })
         .collect();
@@ -313,9 +326,58 @@ impl Drawing {
     }
 }
 
-/// A stable identifier for a node: its machine and its label, lower-cased, with every run
+/// Where a node is drawn: session States in the order of the template's steps (`Error`, a
+/// State of no step, after them; no session first, Archived last), then in [`Node`] order.
+type FlowRank = (usize, Node);
+
+fn flow_rank(table: &TransitionTable, node: Node) -> FlowRank {
+    let steps = &table.template().steps;
+    let position = match node {
+        Node::Session(SessionNode::At(Some(state), _)) => {
+            1 + steps
+                .iter()
+                .position(|s| s.state == state)
+                .unwrap_or(steps.len())
+        }
+        Node::Session(SessionNode::Archived) => usize::MAX,
+        _ => 0,
+    };
+    (position, node)
+}
+
+/// Each drawn node's identifier: [`node_id`], made unique by a numeric suffix where two
+/// labels read alike once plain (`Credit Check` and `Credit-Check`). Nodes are numbered in
+/// drawing order, so the identifiers are stable.
+struct NodeIds(BTreeMap<Node, String>);
+
+impl NodeIds {
+    fn of(nodes: &[Node]) -> NodeIds {
+        let mut taken = BTreeSet::new();
+        let mut ids = BTreeMap::new();
+        for &node in nodes {
+            let base = node_id(node);
+            let id = (1..)
+                .map(|n| match n {
+                    1 => base.clone(),
+                    n => format!("{base}_{n}"),
+                })
+                .find(|id| !taken.contains(id) && !COLLAPSES.iter().any(|c| c.point_id == id))
+                .unwrap_or_default();
+            taken.insert(id.clone());
+            ids.insert(node, id);
+        }
+        NodeIds(ids)
+    }
+
+    fn get(&self, node: Node) -> String {
+        self.0.get(&node).cloned().unwrap_or_else(|| node_id(node))
+    }
+}
+
+/// A plain identifier for a node: its machine and its label, lower-cased, with every run
 /// of other characters turned into one underscore (`Inventory (locked)` ->
-/// `session_inventory_locked`).
+/// `session_inventory_locked`) and a letter beyond ASCII written as `u` and its code point
+/// in hex (`Prüfung` -> `session_pru00fcfung`).
 fn node_id(node: Node) -> String {
     let machine = match node.machine() {
         Machine::Session => "session",
@@ -325,11 +387,15 @@ fn node_id(node: Node) -> String {
     let mut id = String::from(machine);
     let mut gap = true;
     for c in node.to_string().chars() {
-        if c.is_ascii_alphanumeric() {
+        if c.is_alphanumeric() {
             if gap {
                 id.push('_');
             }
-            id.push(c.to_ascii_lowercase());
+            if c.is_ascii() {
+                id.push(c.to_ascii_lowercase());
+            } else {
+                let _ = write!(id, "u{:04x}", u32::from(c));
+            }
             gap = false;
         } else {
             gap = true;
@@ -376,7 +442,7 @@ mod tests {
     fn every_state_string_and_action_name_is_drawn() {
         let table = TransitionTable::standard();
         for text in [dot(&table), mermaid(&table)] {
-            for &state in SessionState::ALL {
+            for &state in SessionState::STANDARD {
                 assert!(
                     text.contains(&format!("\"{}\"", state.as_str())),
                     "{state} missing"
@@ -451,6 +517,37 @@ mod tests {
             );
             assert_eq!(dot.matches(&line).count(), 1, "{line}");
         }
+    }
+
+    #[test]
+    fn states_that_read_alike_once_plain_get_ids_of_their_own_in_flow_order() {
+        use crate::machine::{Step, StepKind, Template};
+        let mut template = Template::standard();
+        for (after, name) in [
+            ("Checkout Summary", "Credit Check"),
+            ("Credit Check", "Credit-Check"),
+        ] {
+            let state: SessionState = name.parse().unwrap();
+            assert!(
+                template.insert_step(after.parse().unwrap(), Step::new(state, StepKind::Screen))
+            );
+        }
+        let prüfung: SessionState = "Prüfung".parse().unwrap();
+        assert!(template.insert_step(
+            SessionState::ShippingAddress,
+            Step::new(prüfung, StepKind::Screen)
+        ));
+        let dot = dot(&TransitionTable::build(template).unwrap());
+        let first = dot
+            .find("session_credit_check [label=\"Credit Check\"]")
+            .unwrap();
+        let second = dot
+            .find("session_credit_check_2 [label=\"Credit-Check\"]")
+            .unwrap();
+        let summary = dot.find("session_checkout_summary [").unwrap();
+        let shipping = dot.find("session_shipping_address [").unwrap();
+        let custom = dot.find("session_pru00fcfung [label=\"Prüfung\"]").unwrap();
+        assert!(shipping < custom && summary < first && first < second);
     }
 
     #[test]

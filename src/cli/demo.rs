@@ -11,7 +11,7 @@ use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
 use cartflow::ids::SequentialIds;
 use cartflow::integrations::Integrations;
 use cartflow::machine::Command;
-use cartflow::model::{CartCheckoutSession, CartStatus, OrderStatus, SfId};
+use cartflow::model::{CartCheckoutSession, CartStatus, OrderStatus, SessionState, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::{Durability, SqliteStore};
 use cartflow::{ActionResult, Engine, Store};
@@ -352,11 +352,11 @@ fn story(demo: &Demo, out: &mut String) -> Result<(), String> {
         out,
         "   {:STEP$} State {}, IsProcessing {}, IsError {}",
         "session",
-        done.state.map_or("(empty)", |s| s.as_str()),
+        done.state.as_ref().map_or("(empty)", |s| s.as_str()),
         done.is_processing,
         done.is_error
     );
-    if done.state.map(|s| s.as_str()) != Some("Confirm Price") {
+    if done.state != Some(SessionState::ConfirmPrice) {
         return Err("the session did not advance to Confirm Price".into());
     }
 
@@ -384,7 +384,7 @@ fn story(demo: &Demo, out: &mut String) -> Result<(), String> {
         out,
         "   {:STEP$} State {}, IsProcessing {}, IsError {}",
         "session",
-        failed.state.map_or("(empty)", |s| s.as_str()),
+        failed.state.as_ref().map_or("(empty)", |s| s.as_str()),
         failed.is_processing,
         failed.is_error
     );

@@ -209,7 +209,7 @@ fn describe(store: &dyn Store, report: &OperationReport) -> String {
         line.push_str(&format!(
             "; session {} State {}",
             session.id,
-            session.state.map_or("(empty)", |s| s.as_str())
+            session.state.as_ref().map_or("(empty)", |s| s.as_str())
         ));
     }
     match &report.outcome {

@@ -508,7 +508,7 @@ impl<'a> Plan<'a> {
     /// checkout: the session is archived there and the cart follows its own row.
     fn advance(&mut self, state: &str) -> Result<Output, CheckoutError> {
         let requested: SessionState =
-            state.parse().map_err(|e: crate::model::ParseEnumError| {
+            state.parse().map_err(|e: crate::model::StateNameError| {
                 CheckoutError::InvalidInput(e.to_string())
             })?;
         let current = self.snapshot.session.as_ref().and_then(|s| s.state);

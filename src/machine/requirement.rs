@@ -321,8 +321,8 @@ fn step_state(table: &TransitionTable, event: Event) -> Option<SessionState> {
     }
 }
 
-fn show(state: Option<SessionState>) -> &'static str {
-    state.map_or("(empty)", SessionState::as_str)
+fn show(state: Option<SessionState>) -> String {
+    state.map_or_else(|| "(empty)".to_owned(), |s| s.to_string())
 }
 
 /// Evaluates one requirement; `Err` carries the message for a person.
@@ -644,10 +644,12 @@ impl Facts<'_> {
             return Err("expCurrentState is required: the update is a compare-and-set".into());
         }
         match expected {
-            Some(given) if Some(given) != actual.map(SessionState::as_str) => Err(format!(
-                "the session's State is {}, not the expected {given:?}",
-                show(actual)
-            )),
+            Some(given) if Some(given) != actual.as_ref().map(SessionState::as_str) => {
+                Err(format!(
+                    "the session's State is {}, not the expected {given:?}",
+                    show(actual)
+                ))
+            }
             _ => Ok(()),
         }
     }

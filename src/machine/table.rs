@@ -81,7 +81,7 @@ impl fmt::Display for Node {
             Node::Session(SessionNode::Absent) => f.write_str("no session"),
             Node::Session(SessionNode::Archived) => f.write_str("Archived"),
             Node::Session(SessionNode::At(state, phase)) => {
-                let name = state.map_or("(empty State)", SessionState::as_str);
+                let name = state.as_ref().map_or("(empty State)", SessionState::as_str);
                 match phase {
                     Phase::Open => f.write_str(name),
                     Phase::Locked => write!(f, "{name} (locked)"),
@@ -654,7 +654,7 @@ mod tests {
     fn the_standard_table_holds_every_state_and_action() {
         let table = TransitionTable::standard();
         let nodes = table.nodes();
-        for &state in SessionState::ALL {
+        for &state in SessionState::STANDARD {
             assert!(
                 nodes.contains(&session(state, Phase::Open)),
                 "{state} missing"

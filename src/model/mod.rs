@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub use id::{IdError, KeyPrefix, SfId};
-pub use state::{ParseEnumError, SessionState};
+pub use state::{ParseEnumError, STATE_MAX_CHARS, SessionState, StateNameError};
 
 /// Longest CartValidationOutput message Salesforce stores.
 pub const MAX_MESSAGE_LEN: usize = 255;
