@@ -67,7 +67,7 @@ impl ActionResult {
     /// to the caller, since it may name files, hosts or the state of the database.
     pub fn failure(action_name: &str, error: &CheckoutError) -> ActionResult {
         let message = match error {
-            CheckoutError::Store(_) | CheckoutError::Undeclared { .. } => {
+            CheckoutError::Store(_) | CheckoutError::Undeclared(_) => {
                 tracing::error!(action = action_name, error = %error, "action failed inside cartflow");
                 INTERNAL_ERROR_MESSAGE.to_owned()
             }

@@ -165,15 +165,8 @@ pub enum CheckoutError {
         field: &'static str,
     },
     /// The engine computed a move the table does not declare; nothing was committed.
-    #[error("undeclared transition on {event}: {from} -> {to}")]
-    Undeclared {
-        /// The event.
-        event: Event,
-        /// The node before.
-        from: Node,
-        /// The node after.
-        to: Node,
-    },
+    #[error("undeclared transition on {}: {} -> {}", .0.event, .0.from, .0.to)]
+    Undeclared(Box<UndeclaredMove>),
     /// Concurrent commands kept winning the compare-and-set; nothing was committed.
     #[error("the session kept changing under {0} attempts; nothing was committed")]
     Contention(u32),
@@ -224,5 +217,24 @@ impl CheckoutError {
             CheckoutError::Refused { requirement, .. } => Some(*requirement),
             _ => None,
         }
+    }
+}
+
+/// A move the table does not declare (boxed in [`CheckoutError::Undeclared`], whose other
+/// variants are small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndeclaredMove {
+    /// The event.
+    pub event: Event,
+    /// The node before.
+    pub from: Node,
+    /// The node after.
+    pub to: Node,
+}
+
+impl CheckoutError {
+    /// The error for a move the table does not declare.
+    pub fn undeclared(event: Event, from: Node, to: Node) -> CheckoutError {
+        CheckoutError::Undeclared(Box::new(UndeclaredMove { event, from, to }))
     }
 }

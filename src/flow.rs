@@ -131,7 +131,7 @@ pub fn drive(
                 }
                 advance(engine, actor, &session, step.next)?;
             }
-            StepKind::Async(_) | StepKind::Payment => {
+            StepKind::Async(_) | StepKind::Payment | StepKind::Custom(_) => {
                 let next = step.next.map(|s| s.as_str().to_owned()).unwrap_or_default();
                 engine.execute(
                     actor,

@@ -41,7 +41,7 @@ pub mod store;
 
 pub use api::ActionResult;
 pub use engine::{Engine, EngineConfig};
-pub use error::{CheckoutError, ErrorCode, Fenced, StoreError};
+pub use error::{CheckoutError, ErrorCode, Fenced, StoreError, UndeclaredMove};
 pub use store::{MemoryStore, Store};
 
 /// The README's code blocks, compiled and run as doc tests so they cannot go stale.

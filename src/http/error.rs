@@ -83,7 +83,7 @@ impl SfError {
     pub fn from_checkout(error: &CheckoutError) -> SfError {
         if matches!(
             error,
-            CheckoutError::Store(_) | CheckoutError::Undeclared { .. }
+            CheckoutError::Store(_) | CheckoutError::Undeclared(_)
         ) {
             return SfError::internal(error);
         }

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::ProviderKind;
+use crate::model::inline::InlineStr;
 
 /// One of the ten checkout core actions, by its invocable-action API name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -162,11 +163,85 @@ impl fmt::Display for Action {
     }
 }
 
+/// The longest name a custom action may have (Salesforce's limit on an Apex class name).
+pub const CUSTOM_ACTION_MAX_CHARS: usize = 40;
+
+/// The name of a custom async step's action, as callers invoke it at
+/// `/actions/custom/apex/{name}` (where Salesforce serves invocable Apex actions): an ASCII
+/// letter, then at most 39 ASCII letters, digits or `_`. A template names it; the step's
+/// provider is registered under a name of its own.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CustomAction(InlineStr<CUSTOM_ACTION_MAX_CHARS>);
+
+/// Why a string cannot be a custom action's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a custom action name: an ASCII letter, then at most 39 ASCII letters, digits or _"
+)]
+pub struct CustomActionNameError(pub String);
+
+impl CustomAction {
+    /// A custom action's name, checked.
+    pub fn new(name: &str) -> Result<CustomAction, CustomActionNameError> {
+        if is_identifier(name, CUSTOM_ACTION_MAX_CHARS) {
+            Ok(CustomAction(InlineStr::new(name)))
+        } else {
+            Err(CustomActionNameError(name.to_owned()))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// Whether `name` is an ASCII letter, then ASCII letters, digits or `_`, `max` in all.
+pub(crate) fn is_identifier(name: &str, max: usize) -> bool {
+    name.len() <= max
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl fmt::Display for CustomAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for CustomAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::str::FromStr for CustomAction {
+    type Err = CustomActionNameError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CustomAction::new(s)
+    }
+}
+
+impl Serialize for CustomAction {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for CustomAction {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        CustomAction::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// What fires a transition: an action, a screen step's write, or a worker's report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Event {
     /// A core action invoked by a user.
     Action(Action),
+    /// A custom async step's action, invoked by a user.
+    Custom(CustomAction),
     /// A screen step writes the next State onto the session.
     Advance,
     /// The buyer changes the cart's lines; a cart in checkout leaves it first, as a cancel
@@ -194,9 +269,10 @@ pub enum Event {
 
 impl Event {
     /// The label used in diagrams and history.
-    pub fn label(self) -> &'static str {
+    pub fn label(&self) -> &str {
         match self {
             Event::Action(action) => action.api_name(),
+            Event::Custom(action) => action.as_str(),
             Event::Advance => "advance (screen)",
             Event::Input => "buyer input (screen)",
             Event::Close => "complete checkout (screen)",

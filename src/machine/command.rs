@@ -144,6 +144,8 @@ impl Command {
                 cart_id,
             },
             StepKind::Payment => Command::AuthorizePayment { cart_id },
+            // A custom step's command is the custom action's own.
+            StepKind::Custom(_) => return None,
             StepKind::Entry | StepKind::Screen | StepKind::Terminal => return None,
         })
     }

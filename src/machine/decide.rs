@@ -516,7 +516,7 @@ impl<'a> Plan<'a> {
         let to = Node::Session(SessionNode::At(Some(requested), Phase::Open));
         let event = self.event;
         if self.applicable_row(from).map(|r| r.to) != Some(to) {
-            return Err(CheckoutError::Undeclared { event, from, to });
+            return Err(CheckoutError::undeclared(event, from, to));
         }
         let id = self.move_session(to)?;
         if event == Event::Close {
@@ -648,13 +648,13 @@ impl<'a> Plan<'a> {
         let from = Node::Session(SessionNode::At(state, Phase::Locked));
         let to = Node::Session(SessionNode::At(state, Phase::Running));
         if self.applicable_row(from).map(|r| r.to) != Some(to) {
-            return Err(CheckoutError::Undeclared { event, from, to });
+            return Err(CheckoutError::undeclared(event, from, to));
         }
         let step = state.and_then(|s| self.ctx.table.template().step(s));
         let (name, kind) = match step.map(|s| s.kind) {
             Some(StepKind::Async(action)) => (action.api_name(), action.provider_kind()),
             Some(StepKind::Payment) => (PAYMENT_OPERATION, Some(ProviderKind::Payment)),
-            _ => return Err(CheckoutError::Undeclared { event, from, to }),
+            _ => return Err(CheckoutError::undeclared(event, from, to)),
         };
         self.start_operation(name, kind)
     }
@@ -918,11 +918,7 @@ impl<'a> Plan<'a> {
             .iter()
             .find(|m| !self.ctx.table.admits(event, m.from, m.to))
         {
-            return Err(CheckoutError::Undeclared {
-                event,
-                from: m.from,
-                to: m.to,
-            });
+            return Err(CheckoutError::undeclared(event, m.from, m.to));
         }
         Ok(Decision {
             event,
@@ -1152,7 +1148,7 @@ mod tests {
         assert_eq!(complete.event(&table), Event::Advance);
         assert!(matches!(
             plan(&table, &snapshot, &complete),
-            Err(CheckoutError::Undeclared { .. })
+            Err(CheckoutError::Undeclared(_))
         ));
     }
 

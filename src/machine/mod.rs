@@ -1,7 +1,7 @@
 //! The pure core: the checkout template, the transition table, the requirements and
 //! [`decide`]. Nothing here does I/O or reads a clock.
 
-mod action;
+pub(crate) mod action;
 mod command;
 mod decide;
 pub mod limits;
@@ -9,7 +9,9 @@ mod requirement;
 mod table;
 mod template;
 
-pub use action::{Action, Event, ProviderAction};
+pub use action::{
+    Action, CUSTOM_ACTION_MAX_CHARS, CustomAction, CustomActionNameError, Event, ProviderAction,
+};
 pub use command::{
     CartEdit, CartUpdate, CheckoutDetails, Command, Snapshot, StepOutcome, Target,
     ValidationMessage, WorkerCommand,

@@ -285,7 +285,7 @@ pub fn guards(event: Event) -> &'static [Guard] {
         Event::Action(Action::CancelCartAsyncOperation) => CANCEL,
         Event::Input => INPUT,
         Event::Edit => EDIT,
-        Event::Action(_) | Event::Authorize => ASYNC,
+        Event::Action(_) | Event::Authorize | Event::Custom(_) => ASYNC,
         Event::Claim | Event::Heartbeat | Event::Requeue | Event::Succeed | Event::Fail => &[],
     }
 }

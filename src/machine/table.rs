@@ -140,14 +140,14 @@ pub enum TableError {
     /// A step's `next` names a State that is no step of the template.
     #[error("step {from} goes to {to}, which is not a step of the template")]
     UnknownTarget {
-        /// The step.
-        from: SessionState,
+        /// The step's State.
+        from: String,
         /// The unknown target.
-        to: SessionState,
+        to: String,
     },
     /// A non-terminal step has no next step, or the terminal step has one.
     #[error("step {0} {1}")]
-    BadNext(SessionState, &'static str),
+    BadNext(String, &'static str),
     /// Two steps share a State, run the same action, or give their transitions the same
     /// name.
     #[error("{0} appears in more than one step")]
@@ -156,23 +156,26 @@ pub enum TableError {
     /// transition), given on a step that fires no event of its own (entry, screen,
     /// terminal), or not an identifier.
     #[error("step {0} {1}")]
-    BadTransitionName(SessionState, &'static str),
+    BadTransitionName(String, &'static str),
     /// `Error` is the failure state, not a step.
     #[error("Error is the failure state and cannot be a step")]
     ErrorAsStep,
     /// An action that is not an async cart action was used as an async step.
     #[error("{0} cannot be the action of an async step")]
     NotAsync(Action),
+    /// A custom step names no provider, or a step that is not custom names one.
+    #[error("step {0} {1}")]
+    BadProvider(String, &'static str),
     /// A step or node no path from the entry reaches.
     #[error("{0} is unreachable from the entry")]
     Unreachable(String),
     /// Two rows leave the same node on the same event.
     #[error("two transitions leave {from} on {event}")]
     Ambiguous {
-        /// The event.
-        event: Event,
+        /// The event's label.
+        event: String,
         /// The node.
-        from: Node,
+        from: String,
     },
 }
 
@@ -217,8 +220,8 @@ impl TransitionTable {
                 .is_some()
             {
                 return Err(TableError::Ambiguous {
-                    event: row.event,
-                    from: row.from,
+                    event: row.event.to_string(),
+                    from: row.from.to_string(),
                 });
             }
         }
@@ -334,32 +337,43 @@ fn validate_template(template: &Template) -> Result<(), TableError> {
         if !states.insert(step.state) {
             return Err(TableError::Duplicate(step.state.to_string()));
         }
+        check_provider(step)?;
+        if let StepKind::Custom(action) = step.kind
+            && !actions.insert(Event::Custom(action))
+        {
+            return Err(TableError::Duplicate(action.to_string()));
+        }
         if let StepKind::Async(action) = step.kind {
             if action.provider_kind().is_none()
                 && !matches!(action, Action::CartToOrder | Action::ActivateOrder)
             {
                 return Err(TableError::NotAsync(action));
             }
-            if !actions.insert(action) {
+            if !actions.insert(Event::Action(action)) {
                 return Err(TableError::Duplicate(action.to_string()));
             }
         }
         check_transition_name(step, &mut names)?;
         if step.kind == StepKind::Terminal && step.state != SessionState::Complete {
             return Err(TableError::BadNext(
-                step.state,
+                step.state.to_string(),
                 "is terminal but is not Complete",
             ));
         }
         match (step.kind, step.next) {
             (StepKind::Terminal, Some(_)) => {
                 return Err(TableError::BadNext(
-                    step.state,
+                    step.state.to_string(),
                     "is terminal but has a next step",
                 ));
             }
             (StepKind::Terminal, None) => {}
-            (_, None) => return Err(TableError::BadNext(step.state, "has no next step")),
+            (_, None) => {
+                return Err(TableError::BadNext(
+                    step.state.to_string(),
+                    "has no next step",
+                ));
+            }
             (_, Some(_)) => {}
         }
     }
@@ -368,8 +382,8 @@ fn validate_template(template: &Template) -> Result<(), TableError> {
             && !states.contains(&next)
         {
             return Err(TableError::UnknownTarget {
-                from: step.state,
-                to: next,
+                from: step.state.to_string(),
+                to: next.to_string(),
             });
         }
     }
@@ -388,6 +402,18 @@ fn validate_template(template: &Template) -> Result<(), TableError> {
     Ok(())
 }
 
+/// A provider is named on a custom step, and only there, by a name that is not blank.
+fn check_provider(step: &Step) -> Result<(), TableError> {
+    let custom = matches!(step.kind, StepKind::Custom(_));
+    let bad = |reason| Err(TableError::BadProvider(step.state.to_string(), reason));
+    match (custom, step.provider.as_deref()) {
+        (true, None) => bad("is a custom step but names no provider"),
+        (true, Some(name)) if name.trim().is_empty() => bad("names a blank provider"),
+        (false, Some(_)) => bad("names a provider but is not a custom step"),
+        _ => Ok(()),
+    }
+}
+
 /// The longest transition name a step may give.
 pub const TRANSITION_NAME_MAX_CHARS: usize = 40;
 
@@ -398,7 +424,12 @@ fn check_transition_name<'a>(
     step: &'a Step,
     names: &mut BTreeSet<&'a str>,
 ) -> Result<(), TableError> {
-    let bad = |reason| Err(TableError::BadTransitionName(step.state, reason));
+    let bad = |reason| {
+        Err(TableError::BadTransitionName(
+            step.state.to_string(),
+            reason,
+        ))
+    };
     let name = match (step.own_event(), step.transition.as_deref()) {
         (Some(_), Some(name)) => name,
         (None, None) => return Ok(()),
@@ -407,10 +438,7 @@ fn check_transition_name<'a>(
         }
         (None, Some(_)) => return bad("names a transition but fires no event of its own"),
     };
-    let identifier = name.len() <= TRANSITION_NAME_MAX_CHARS
-        && name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !identifier {
+    if !crate::machine::action::is_identifier(name, TRANSITION_NAME_MAX_CHARS) {
         return bad(
             "names its transition with no identifier (a letter, then at most 39 letters, digits or _)",
         );
@@ -522,6 +550,7 @@ fn step_rows(template: &Template, step: &crate::machine::Step) -> Vec<Transition
         StepKind::Terminal => Vec::new(),
         StepKind::Async(action) => async_rows(Event::Action(action), step.state, next),
         StepKind::Payment => async_rows(Event::Authorize, step.state, next),
+        StepKind::Custom(action) => async_rows(Event::Custom(action), step.state, next),
     }
 }
 
@@ -673,8 +702,8 @@ mod tests {
         assert_eq!(
             TransitionTable::build(template).unwrap_err(),
             TableError::UnknownTarget {
-                from: SessionState::ShippingAddress,
-                to: SessionState::Error
+                from: "Shipping Address".into(),
+                to: "Error".into()
             }
         );
 
@@ -682,10 +711,7 @@ mod tests {
         template.steps.retain(|s| s.state != SessionState::Taxes);
         assert!(matches!(
             TransitionTable::build(template),
-            Err(TableError::UnknownTarget {
-                to: SessionState::Taxes,
-                ..
-            })
+            Err(TableError::UnknownTarget { to, .. }) if to == "Taxes"
         ));
 
         let mut template = Template::standard();
@@ -763,7 +789,7 @@ mod tests {
             assert!(
                 matches!(
                     build(state, name),
-                    Err(TableError::BadTransitionName(s, _)) if s == state
+                    Err(TableError::BadTransitionName(s, _)) if s == state.as_str()
                 ),
                 "{state} {name:?}"
             );
@@ -828,6 +854,77 @@ mod tests {
         });
         assert!(table.closes_into(SessionState::CheckoutSummary.as_str()));
         assert!(!table.closes_into("Complete"));
+    }
+
+    fn credit_check() -> Step {
+        let state = SessionState::new("Credit Check").unwrap();
+        let action = crate::machine::CustomAction::new("CreditCheck").unwrap();
+        Step::custom(state, action, "CheckCredit", "credit-bureau")
+    }
+
+    #[test]
+    fn a_custom_step_locks_runs_and_ends_as_an_async_step_does() {
+        let mut template = Template::standard();
+        assert!(template.insert_step(SessionState::Taxes, credit_check()));
+        let table = TransitionTable::build(template).unwrap();
+        let here = credit_check().state;
+        let event = credit_check().own_event().unwrap();
+        assert_eq!(event.label(), "CreditCheck");
+        let update = Event::Action(Action::UpdateCheckoutSessionState);
+        let lock = table.find(update, session(here, Phase::Open)).unwrap();
+        assert_eq!(
+            lock.next_state,
+            Some(SessionState::PaymentAndBillingAddress)
+        );
+        let run = table.find(event, session(here, Phase::Locked)).unwrap();
+        assert_eq!(run.label(), "CheckCredit (CreditCheck)");
+        assert!(table.admits(
+            Event::Succeed,
+            session(here, Phase::Running),
+            session(SessionState::PaymentAndBillingAddress, Phase::Open)
+        ));
+        assert!(table.admits(
+            Event::Succeed,
+            session(SessionState::Taxes, Phase::Running),
+            session(here, Phase::Open)
+        ));
+    }
+
+    #[test]
+    fn a_custom_step_names_its_provider_and_only_a_custom_step_does() {
+        let build = |change: &dyn Fn(&mut Template)| {
+            let mut template = Template::standard();
+            assert!(template.insert_step(SessionState::Taxes, credit_check()));
+            change(&mut template);
+            TransitionTable::build(template)
+        };
+        let here = credit_check().state;
+        let index = |t: &Template, state| t.steps.iter().position(|s| s.state == state).unwrap();
+        assert!(matches!(
+            build(&|t| {
+                let i = index(t, SessionState::new("Credit Check").unwrap());
+                t.steps[i].provider = None;
+            }),
+            Err(TableError::BadProvider(s, _)) if s == here.as_str()
+        ));
+        assert!(matches!(
+            build(&|t| {
+                let i = index(t, SessionState::Inventory);
+                t.steps[i].provider = Some("stock".into());
+            }),
+            Err(TableError::BadProvider(s, _)) if s == "Inventory"
+        ));
+        // Two steps invoked as the same custom action.
+        let again = build(&|t| {
+            let mut twin = credit_check();
+            twin.state = SessionState::new("Credit Check Again").unwrap();
+            twin.transition = Some("CheckCreditAgain".into());
+            assert!(t.insert_step(SessionState::CheckoutSummary, twin));
+        });
+        assert_eq!(
+            again.unwrap_err(),
+            TableError::Duplicate("CreditCheck".into())
+        );
     }
 
     #[test]

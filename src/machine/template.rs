@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Action, Event};
+use crate::machine::{Action, CustomAction, Event};
 use crate::model::SessionState;
 
 /// What a step of the template does when the session is in it.
@@ -17,6 +17,10 @@ pub enum StepKind {
     Async(Action),
     /// The payment integration (not a core action): authorises the buyer's payment token.
     Payment,
+    /// A store's own async step: invoked as the custom action it names, run by the provider
+    /// the step's [`Step::provider`] names, with the same lock, operation and outcome as an
+    /// async core action.
+    Custom(CustomAction),
     /// The checkout is finished.
     Terminal,
 }
@@ -34,6 +38,11 @@ pub struct Step {
     /// beside the event's API name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transition: Option<String>,
+    /// The name a custom step's provider is registered under (in the library's
+    /// [`Integrations`](crate::integrations::Integrations) or in `integrations.json`): set on
+    /// custom steps, and only there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     /// The State after the step (`None` only for the terminal step).
     pub next: Option<SessionState>,
 }
@@ -45,7 +54,22 @@ impl Step {
             state,
             kind,
             transition: None,
+            provider: None,
             next: None,
+        }
+    }
+
+    /// A custom async step in `state`: invoked as `action`, its transition named `transition`,
+    /// run by the provider registered as `provider`.
+    pub fn custom(
+        state: SessionState,
+        action: CustomAction,
+        transition: &str,
+        provider: &str,
+    ) -> Step {
+        Step {
+            provider: Some(provider.to_owned()),
+            ..Step::new(state, StepKind::Custom(action)).named(transition)
         }
     }
 
@@ -63,6 +87,7 @@ impl Step {
         match self.kind {
             StepKind::Async(action) => Some(Event::Action(action)),
             StepKind::Payment => Some(Event::Authorize),
+            StepKind::Custom(action) => Some(Event::Custom(action)),
             StepKind::Entry | StepKind::Screen | StepKind::Terminal => None,
         }
     }
@@ -170,6 +195,20 @@ impl Template {
     /// The step a State names.
     pub fn step(&self, state: SessionState) -> Option<&Step> {
         self.steps.iter().find(|s| s.state == state)
+    }
+
+    /// The custom step invoked as `action`.
+    pub fn custom_step(&self, action: CustomAction) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|s| s.kind == StepKind::Custom(action))
+    }
+
+    /// The template's custom steps, in order.
+    pub fn custom_steps(&self) -> impl Iterator<Item = &Step> {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s.kind, StepKind::Custom(_)))
     }
 
     /// The step whose async action is `action`.

@@ -4,6 +4,7 @@
 //! every status is an enum that serializes as the exact Salesforce string.
 
 mod id;
+pub(crate) mod inline;
 mod state;
 
 use std::collections::BTreeSet;

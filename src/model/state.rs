@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::inline::InlineStr;
+
 /// A string that names none of an enum's values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{value:?} is not a {what}; expected one of: {expected}")]
@@ -50,12 +52,7 @@ pub enum StateNameError {
 /// them. Held inline, so a State is `Copy` like the small values it sits beside in the
 /// transition table. Serializes as the string.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionState {
-    // Zero-padded UTF-8. Comparing the padded bytes orders States as their strings: no State
-    // holds a NUL (a control character).
-    bytes: [u8; STATE_MAX_BYTES],
-    len: u8,
-}
+pub struct SessionState(InlineStr<STATE_MAX_BYTES>);
 
 impl SessionState {
     /// A State from a string, checked.
@@ -73,28 +70,12 @@ impl SessionState {
         if name.trim() != name {
             return Err(StateNameError::PaddedWithWhitespace(name.to_owned()));
         }
-        Ok(SessionState::inline(name))
-    }
-
-    /// Copies a name already known to be valid (at most [`STATE_MAX_BYTES`] bytes).
-    const fn inline(name: &str) -> SessionState {
-        let source = name.as_bytes();
-        let mut bytes = [0; STATE_MAX_BYTES];
-        let mut i = 0;
-        while i < source.len() {
-            bytes[i] = source[i];
-            i += 1;
-        }
-        SessionState {
-            bytes,
-            len: source.len() as u8,
-        }
+        Ok(SessionState(InlineStr::new(name)))
     }
 
     /// The State's string.
     pub fn as_str(&self) -> &str {
-        // Built only from a whole `&str` (`new`, `inline`), so the bytes are UTF-8.
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+        self.0.as_str()
     }
 
     /// Whether this is one of the standard template's States (or `Error`).
@@ -109,7 +90,7 @@ macro_rules! standard_states {
         impl SessionState {
             $(
                 #[doc = concat!("`", $text, "`, a State of the standard template.")]
-                pub const $name: SessionState = SessionState::inline($text);
+                pub const $name: SessionState = SessionState(InlineStr::new($text));
             )+
 
             /// The standard template's States in its order, `Error` last.
