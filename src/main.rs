@@ -38,16 +38,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
-    /// Print the transition table of the standard template as a diagram.
+    /// Print the transition table of a template (the standard one by default) as a diagram.
     #[command(after_help = "\
 Examples:
   cartflow diagram --format dot > states.dot
   cartflow diagram --format dot | dot -Tsvg -o states.svg
-  cartflow diagram --format mermaid > states.mmd")]
+  cartflow diagram --format mermaid > states.mmd
+  cartflow diagram --template examples/templates/credit-check.json
+  cartflow diagram --data /tmp/cart      # the template.json of a data directory, if it has one
+
+A bad template is refused with exit status 2 and a message naming the step and the rule it
+breaks. See docs/templates.md.")]
     Diagram {
         /// The diagram language.
         #[arg(long, value_enum, default_value_t = Format::Dot)]
         format: Format,
+        #[command(flatten)]
+        template: TemplateArgs,
+        /// Draw the template this data directory (or the folder of a sqlite:<path>) holds in
+        /// template.json; the data itself is not opened.
+        #[arg(long, value_name = "DIR|URL")]
+        data: Option<String>,
     },
     /// Walk a checkout through the inventory step on the sample data, in a SQLite database.
     #[command(after_help = "\
@@ -64,6 +75,10 @@ Writes <DIR>/cartflow-demo.db (replacing the one a previous run left, with its -
         /// Built-in providers (JSON, as integrations.json) to use instead of the sample ones.
         #[arg(long, value_name = "FILE")]
         integrations: Option<PathBuf>,
+        /// Tell the story on this template (JSON, docs/templates.md) instead of the standard
+        /// one; the directory's own template.json is not read.
+        #[arg(long, value_name = "FILE")]
+        template: Option<PathBuf>,
     },
     /// Invoke a checkout action on a data directory or database, as Salesforce's REST API would.
     #[command(after_help = "\
@@ -128,6 +143,8 @@ Exit status: 0, 1 when the store has no such cart, 2 for a usage or data error."
         /// Print JSON (for scripts) instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        template: TemplateArgs,
     },
     /// Seed an empty database (SQLite or PostgreSQL) from a data set file, in one transaction.
     #[command(after_help = "\
@@ -181,6 +198,15 @@ lets the requests in flight finish, then stops the workers after the operations 
     Serve(ServeArgs),
 }
 
+/// The `--template` flag every command that runs or draws a checkout takes.
+#[derive(Debug, clap::Args)]
+struct TemplateArgs {
+    /// The checkout template (JSON, docs/templates.md); default: the template.json of the
+    /// data directory (or beside a sqlite:<path>), else the standard template.
+    #[arg(long, value_name = "FILE")]
+    template: Option<PathBuf>,
+}
+
 /// A diagram language.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
@@ -213,6 +239,8 @@ struct InvokeArgs {
     /// integrations.json beside a SQLite database. The way to configure them on PostgreSQL.
     #[arg(long, value_name = "FILE")]
     integrations: Option<PathBuf>,
+    #[command(flatten)]
+    template: TemplateArgs,
 }
 
 /// The arguments of `cartflow import`.
@@ -266,6 +294,8 @@ struct WorkerArgs {
     /// integrations.json beside a SQLite database. The way to configure them on PostgreSQL.
     #[arg(long, value_name = "FILE")]
     integrations: Option<PathBuf>,
+    #[command(flatten)]
+    template: TemplateArgs,
 }
 
 /// The arguments of `cartflow serve`.
@@ -292,6 +322,8 @@ struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     integrations: Option<PathBuf>,
     #[command(flatten)]
+    template: TemplateArgs,
+    #[command(flatten)]
     limits: cli::serve::Limits,
 }
 
@@ -299,15 +331,23 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::install_log_subscriber(cli.log_format);
     match cli.command {
-        Commands::Diagram { format } => {
-            let table = cartflow::machine::TransitionTable::standard();
-            let text = match format {
-                Format::Dot => cartflow::diagram::dot(&table),
-                Format::Mermaid => cartflow::diagram::mermaid(&table),
-            };
-            cli::print_stdout(&text)
-        }
-        Commands::Demo { data, integrations } => cli::demo::run(&data, integrations.as_deref()),
+        Commands::Diagram {
+            format,
+            template,
+            data,
+        } => cli::template::print_diagram(
+            data.as_deref(),
+            template.template.as_deref(),
+            match format {
+                Format::Dot => cartflow::diagram::dot,
+                Format::Mermaid => cartflow::diagram::mermaid,
+            },
+        ),
+        Commands::Demo {
+            data,
+            integrations,
+            template,
+        } => cli::demo::run(&data, integrations.as_deref(), template.as_deref()),
         Commands::Import(args) => cli::transfer::run_import(&cli::transfer::ImportRequest {
             data: args.data,
             file: args.file,
@@ -316,9 +356,17 @@ fn main() -> ExitCode {
             data: args.data,
             file: args.file,
         }),
-        Commands::Inspect { cart, data, json } => {
-            cli::inspect::run(&cli::inspect::Request { cart, data, json })
-        }
+        Commands::Inspect {
+            cart,
+            data,
+            json,
+            template,
+        } => cli::inspect::run(&cli::inspect::Request {
+            cart,
+            data,
+            json,
+            template: template.template,
+        }),
         Commands::Invoke(args) => cli::invoke::run(&cli::invoke::Request {
             action: args.action,
             input: args.input,
@@ -326,6 +374,7 @@ fn main() -> ExitCode {
             data: args.data,
             wait: args.wait,
             integrations: args.integrations,
+            template: args.template.template,
         }),
         Commands::Worker(args) => cli::worker::run(&cli::worker::Request {
             data: args.data,
@@ -335,6 +384,7 @@ fn main() -> ExitCode {
             exit_when_idle: args.exit_when_idle,
             progress: args.progress,
             integrations: args.integrations,
+            template: args.template.template,
         }),
         #[cfg(feature = "http")]
         Commands::Serve(args) => cli::serve::run(&cli::serve::Request {
@@ -343,6 +393,7 @@ fn main() -> ExitCode {
             tokens: args.tokens,
             workers: args.workers,
             integrations: args.integrations,
+            template: args.template.template,
             limits: args.limits,
         }),
     }

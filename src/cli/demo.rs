@@ -10,7 +10,7 @@ use cartflow::clock::ManualClock;
 use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
 use cartflow::ids::SequentialIds;
 use cartflow::integrations::Integrations;
-use cartflow::machine::Command;
+use cartflow::machine::{Command, TransitionTable};
 use cartflow::model::{CartCheckoutSession, CartStatus, OrderStatus, SessionState, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::{Durability, SqliteStore};
@@ -30,8 +30,9 @@ pub const DEMO_DATABASE: &str = "cartflow-demo.db";
 
 /// Runs the demo in `dir` and prints it; exit status 0 when the story held, 1 when it
 /// broke, 2 when the database cannot be written or `integrations` (a file that replaces the
-/// sample providers) cannot be used.
-pub fn run(dir: &Path, integrations: Option<&Path>) -> ExitCode {
+/// sample providers) or `template` (a template file that replaces the standard one) cannot
+/// be used.
+pub fn run(dir: &Path, integrations: Option<&Path>, template: Option<&Path>) -> ExitCode {
     if !dir.is_dir() {
         errln!(
             "cartflow demo: {} does not exist or is not a directory",
@@ -47,13 +48,22 @@ pub fn run(dir: &Path, integrations: Option<&Path>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Only the flag: the demo's directory holds the database it writes, not a store's data.
+    let table = match template.map(|file| crate::cli::template::table(None, Some(file))) {
+        None => None,
+        Some(Ok(table)) => Some(table),
+        Some(Err(e)) => {
+            errln!("cartflow demo: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let path = dir
         .canonicalize()
         .unwrap_or_else(|_| dir.to_path_buf())
         .join(DEMO_DATABASE);
     // Each run starts from the sample world, so a rerun tells the same story.
     remove_database(&path);
-    let demo = match Demo::new(&path, providers.as_ref()) {
+    let demo = match Demo::new(&path, providers.as_ref(), table) {
         Ok(demo) => demo,
         Err(message) => {
             errln!("cartflow demo: {message}");
@@ -91,12 +101,19 @@ struct Demo {
     store: Arc<SqliteStore>,
     clock: Arc<ManualClock>,
     buyer: String,
+    /// Whether the engine runs a template given with `--template`.
+    custom: bool,
 }
 
 impl Demo {
     /// A new database at `path` holding the sample world; stock checks read its stock table,
-    /// the other checks use the sample providers or, when given, those of `providers`.
-    fn new(path: &Path, providers: Option<&ProviderFile>) -> Result<Demo, String> {
+    /// the other checks use the sample providers or, when given, those of `providers`. The
+    /// engine runs `table` when given (a `--template`), else the standard template.
+    fn new(
+        path: &Path,
+        providers: Option<&ProviderFile>,
+        table: Option<TransitionTable>,
+    ) -> Result<Demo, String> {
         let cannot = |e: cartflow::StoreError| format!("cannot write {}: {e}", path.display());
         let store = Arc::new(SqliteStore::open(path, Durability::Normal).map_err(cannot)?);
         store.import(&sample::dataset()).map_err(cannot)?;
@@ -115,15 +132,20 @@ impl Demo {
                 .map_err(|e| e.to_string())?
                 .to_utc(),
         ));
-        let engine = Engine::new(Arc::clone(&store) as Arc<dyn Store>)
+        let mut engine = Engine::new(Arc::clone(&store) as Arc<dyn Store>)
             .with_ids(Arc::new(SequentialIds::default()))
             .with_clock(clock.clone())
             .with_integrations(integrations);
+        let custom = table.is_some();
+        if let Some(table) = table {
+            engine = engine.with_table(table);
+        }
         Ok(Demo {
             engine,
             store,
             clock,
             buyer: sample::buyer_id().to_string(),
+            custom,
         })
     }
 
@@ -304,6 +326,15 @@ fn story(demo: &Demo, out: &mut String) -> Result<(), String> {
         sample::buyer_id(),
         sample::account_id()
     );
+    if demo.custom {
+        let template = demo.engine.table().template();
+        say!(
+            out,
+            "Template \"{}\" (--template), {} steps.",
+            template.name,
+            template.steps.len()
+        );
+    }
 
     // 1. The happy path.
     say!(out);

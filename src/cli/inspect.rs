@@ -2,14 +2,16 @@
 //! operations, validation outputs, order and history.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use cartflow::model::SfId;
+use cartflow::machine::Template;
+use cartflow::model::{SessionState, SfId};
 use cartflow::{Store, StoreError};
 use serde_json::{Value, json};
 
 use crate::cli::datadir::open_store;
-use crate::cli::print_stdout;
+use crate::cli::{print_stdout, template};
 
 /// What to inspect.
 #[derive(Debug, Clone)]
@@ -20,6 +22,8 @@ pub struct Request {
     pub data: String,
     /// Print JSON instead of text.
     pub json: bool,
+    /// The template file (`--template`); see [`template::table`].
+    pub template: Option<PathBuf>,
 }
 
 /// Prints the cart's checkout; exit 2 for a usage or data error, 1 when no such cart.
@@ -31,6 +35,13 @@ pub fn run(request: &Request) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let table = match template::table(Some(&request.data), request.template.as_deref()) {
+        Ok(table) => table,
+        Err(e) => {
+            errln!("cartflow inspect: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let opened = match open_store(&request.data) {
         Ok(opened) => opened,
         Err(e) => {
@@ -38,7 +49,7 @@ pub fn run(request: &Request) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match gather(opened.store.as_ref(), &cart) {
+    match gather(opened.store.as_ref(), &cart, table.template()) {
         Ok(None) => {
             errln!("cartflow inspect: no cart {cart} in {}", opened.location);
             ExitCode::from(1)
@@ -60,8 +71,14 @@ pub fn run(request: &Request) -> ExitCode {
     }
 }
 
-/// Everything the store holds about one cart's checkout, as JSON.
-fn gather(store: &dyn Store, cart_id: &SfId) -> Result<Option<Value>, StoreError> {
+/// Everything the store holds about one cart's checkout, as JSON, with the template it is
+/// read against: its name, and the active sessions whose State is no step of it (a checkout
+/// begun under another template, which this one cannot carry on).
+fn gather(
+    store: &dyn Store,
+    cart_id: &SfId,
+    template: &Template,
+) -> Result<Option<Value>, StoreError> {
     let Some(cart) = store.cart(cart_id)? else {
         return Ok(None);
     };
@@ -70,7 +87,15 @@ fn gather(store: &dyn Store, cart_id: &SfId) -> Result<Option<Value>, StoreError
     for id in sessions.iter().filter_map(|s| s.order_id) {
         orders.extend(store.order(&id)?);
     }
+    let strangers: Vec<String> = sessions
+        .iter()
+        .filter(|s| !s.is_archived)
+        .filter_map(|s| s.state)
+        .filter(|&state| state != SessionState::Error && template.step(state).is_none())
+        .map(|state| state.as_str().to_owned())
+        .collect();
     Ok(Some(json!({
+        "template": {"name": template.name, "statesNotInTemplate": strangers},
         // The payment token is write-only here too: whether one is on file, never the token.
         "cart": cart.shown(),
         "items": store.cart_items(cart_id)?,
@@ -174,5 +199,17 @@ fn render(report: &Value) -> String {
             text(&h["To"])
         )
     });
+    let template = &report["template"];
+    let _ = writeln!(out, "template {}", template["name"]);
+    for state in template["statesNotInTemplate"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let _ = writeln!(
+            out,
+            "  an active session is at {state}, which is no step of this template"
+        );
+    }
     out
 }

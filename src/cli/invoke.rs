@@ -12,7 +12,7 @@ use cartflow::model::{KeyPrefix, SfId};
 use cartflow::{Engine, Store};
 use serde_json::Value;
 
-use crate::cli::datadir;
+use crate::cli::{datadir, template};
 use crate::cli::{element_json, print_stdout};
 
 /// What to invoke, as the command line gave it.
@@ -30,6 +30,8 @@ pub struct Request {
     pub wait: bool,
     /// The integrations file (`--integrations`); see [`datadir::provider_file`].
     pub integrations: Option<PathBuf>,
+    /// The template file (`--template`); see [`template::table`].
+    pub template: Option<PathBuf>,
 }
 
 /// Exit status when every element succeeded.
@@ -116,6 +118,8 @@ fn invoke(request: &Request) -> Result<u8, String> {
     let actor = parse_actor(&request.actor)?;
     let providers = datadir::provider_file(&request.data, request.integrations.as_deref())
         .map_err(|e| e.to_string())?;
+    let table = template::table(Some(&request.data), request.template.as_deref())
+        .map_err(|e| e.to_string())?;
     let opened = datadir::open_store(&request.data).map_err(|e| e.to_string())?;
     if opened
         .store
@@ -133,6 +137,7 @@ fn invoke(request: &Request) -> Result<u8, String> {
         .map_err(|e| e.to_string())?;
     opened.warn_unpaid("invoke", &integrations);
     let engine = Engine::new(Arc::clone(&opened.store))
+        .with_table(table)
         .with_ids(Arc::new(RandomIds))
         .with_integrations(integrations);
 

@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod invoke;
 #[cfg(feature = "http")]
 pub mod serve;
+pub mod template;
 pub mod transfer;
 pub mod worker;
 

@@ -12,7 +12,7 @@ use cartflow::http::{Server, ServerConfig, Tokens};
 use cartflow::ids::RandomIds;
 use cartflow::{Engine, MemoryStore};
 
-use crate::cli::datadir;
+use crate::cli::{datadir, template};
 
 /// The token file a data directory holds.
 pub const TOKENS_FILE: &str = "tokens.json";
@@ -30,6 +30,8 @@ pub struct Request {
     pub workers: usize,
     /// The integrations file (`--integrations`); see [`datadir::provider_file`].
     pub integrations: Option<PathBuf>,
+    /// The template file (`--template`); see [`template::table`].
+    pub template: Option<PathBuf>,
     /// The listener's timeouts and connection cap.
     pub limits: Limits,
 }
@@ -103,6 +105,8 @@ fn serve(request: &Request) -> Result<(), String> {
     let tokens = tokens(request, is_directory.then_some(directory))?;
     let providers = datadir::provider_file(&request.data, request.integrations.as_deref())
         .map_err(|e| e.to_string())?;
+    let table = template::table(Some(&request.data), request.template.as_deref())
+        .map_err(|e| e.to_string())?;
     let opened = open(&request.data, is_directory)?;
     let integrations = opened
         .integrations(providers.as_ref())
@@ -110,6 +114,7 @@ fn serve(request: &Request) -> Result<(), String> {
     opened.warn_unpaid("serve", &integrations);
     let location = opened.location;
     let engine = Engine::new(opened.store)
+        .with_table(table)
         .with_ids(Arc::new(RandomIds))
         .with_integrations(integrations);
     let candidates = resolve(&request.addr)?;

@@ -18,7 +18,7 @@ use cartflow::{Engine, EngineConfig, Store};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
-use crate::cli::datadir;
+use crate::cli::{datadir, template};
 
 /// How to run, as the command line gave it.
 #[derive(Debug, Clone)]
@@ -37,6 +37,8 @@ pub struct Request {
     pub progress: bool,
     /// The integrations file (`--integrations`); see [`datadir::provider_file`].
     pub integrations: Option<PathBuf>,
+    /// The template file (`--template`); see [`template::table`].
+    pub template: Option<PathBuf>,
 }
 
 /// What the worker threads of this process have done, for the progress display.
@@ -126,12 +128,15 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
     }
     let providers = datadir::provider_file(&request.data, request.integrations.as_deref())
         .map_err(|e| e.to_string())?;
+    let table = template::table(Some(&request.data), request.template.as_deref())
+        .map_err(|e| e.to_string())?;
     let opened = datadir::open_store(&request.data).map_err(|e| e.to_string())?;
     let integrations = opened
         .integrations(providers.as_ref())
         .map_err(|e| e.to_string())?;
     opened.warn_unpaid("worker", &integrations);
     let engine = Engine::new(Arc::clone(&opened.store))
+        .with_table(table)
         .with_ids(Arc::new(RandomIds))
         .with_integrations(integrations)
         .with_config(EngineConfig {

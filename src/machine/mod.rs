@@ -8,6 +8,7 @@ pub mod limits;
 mod requirement;
 mod table;
 mod template;
+mod template_file;
 
 pub use action::{
     Action, CUSTOM_ACTION_MAX_CHARS, CustomAction, CustomActionNameError, Event, ProviderAction,
@@ -25,4 +26,5 @@ pub use table::{
     Condition, ENTRY_NODES, Machine, Node, OperationNode, Phase, SessionNode,
     TRANSITION_NAME_MAX_CHARS, TableError, Transition, TransitionTable,
 };
-pub use template::{Step, StepKind, Template};
+pub use template::{Step, StepInput, StepKind, Template};
+pub use template_file::{StepProblem, StepRef, TemplateFileError};

@@ -7,7 +7,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::Bfs;
 use serde::{Deserialize, Serialize};
 
-use crate::machine::{Action, Event, Step, StepKind, Template};
+use crate::machine::{Action, Event, Step, StepInput, StepKind, Template};
 use crate::model::{CartStatus, OperationStatus, SessionState};
 
 /// The three state machines a checkout drives.
@@ -166,6 +166,20 @@ pub enum TableError {
     /// A custom step names no provider, or a step that is not custom names one.
     #[error("step {0} {1}")]
     BadProvider(String, &'static str),
+    /// An entry, screen or terminal step declares inputs, though it computes nothing.
+    #[error(
+        "step {0} computes nothing, so it consumes no input (only async, payment and custom \
+         steps do)"
+    )]
+    NotAConsumer(String),
+    /// A core async step or the payment step leaves out an input its action reads.
+    #[error("step {step} runs an action that reads {input}, so it must consume {input}")]
+    MissingInput {
+        /// The step's State.
+        step: String,
+        /// The input left out.
+        input: StepInput,
+    },
     /// A step or node no path from the entry reaches.
     #[error("{0} is unreachable from the entry")]
     Unreachable(String),
@@ -319,75 +333,132 @@ impl TransitionTable {
 }
 
 fn validate_template(template: &Template) -> Result<(), TableError> {
-    let entries = template
-        .steps
-        .iter()
-        .filter(|s| s.kind == StepKind::Entry)
-        .count();
-    if entries != 1 {
-        return Err(TableError::Entry(template.name.clone(), entries));
+    template_refusal(template).map_err(|(_, error)| error)
+}
+
+/// A template's first broken rule, with the index of the step it concerns (`None` when it
+/// concerns the template as a whole), for messages that point at the step.
+pub(crate) type Refusal = (Option<usize>, TableError);
+
+/// Checks a template's rules in order: one entry step; each step on its own and against the
+/// earlier ones; every successor a step; every step on the path from the entry.
+pub(crate) fn template_refusal(template: &Template) -> Result<(), Refusal> {
+    check_entry(template)?;
+    let mut seen = Seen::default();
+    for (index, step) in template.steps.iter().enumerate() {
+        check_step(step, &mut seen).map_err(|error| (Some(index), error))?;
     }
-    let mut states = BTreeSet::new();
-    let mut actions = BTreeSet::new();
-    let mut names = BTreeSet::new();
-    for step in &template.steps {
-        if step.state == SessionState::Error {
-            return Err(TableError::ErrorAsStep);
-        }
-        if !states.insert(step.state) {
-            return Err(TableError::Duplicate(step.state.to_string()));
-        }
-        check_provider(step)?;
-        if let StepKind::Custom(action) = step.kind
-            && !actions.insert(Event::Custom(action))
-        {
-            return Err(TableError::Duplicate(action.to_string()));
-        }
-        if let StepKind::Async(action) = step.kind {
+    check_targets(template, &seen.states)?;
+    check_on_path(template)
+}
+
+/// What the steps checked so far have taken: States, actions and transition names each
+/// belong to one step.
+#[derive(Default)]
+struct Seen<'a> {
+    states: BTreeSet<SessionState>,
+    actions: BTreeSet<Event>,
+    names: BTreeSet<&'a str>,
+}
+
+/// Exactly one entry step; a second one is the step to blame.
+fn check_entry(template: &Template) -> Result<(), Refusal> {
+    let entries: Vec<usize> = (0..template.steps.len())
+        .filter(|&i| template.steps[i].kind == StepKind::Entry)
+        .collect();
+    match entries.len() {
+        1 => Ok(()),
+        count => Err((
+            entries.get(1).copied(),
+            TableError::Entry(template.name.clone(), count),
+        )),
+    }
+}
+
+/// The rules of one step: its State, provider, action, transition name, inputs and next.
+fn check_step<'a>(step: &'a Step, seen: &mut Seen<'a>) -> Result<(), TableError> {
+    if step.state == SessionState::Error {
+        return Err(TableError::ErrorAsStep);
+    }
+    if !seen.states.insert(step.state) {
+        return Err(TableError::Duplicate(step.state.to_string()));
+    }
+    check_provider(step)?;
+    check_action(step, &mut seen.actions)?;
+    check_transition_name(step, &mut seen.names)?;
+    check_inputs(step)?;
+    check_next(step)
+}
+
+/// An async step runs an async cart action, and no two steps run the same action.
+fn check_action(step: &Step, actions: &mut BTreeSet<Event>) -> Result<(), TableError> {
+    let event = match step.kind {
+        StepKind::Custom(action) => Event::Custom(action),
+        StepKind::Async(action) => {
             if action.provider_kind().is_none()
                 && !matches!(action, Action::CartToOrder | Action::ActivateOrder)
             {
                 return Err(TableError::NotAsync(action));
             }
-            if !actions.insert(Event::Action(action)) {
-                return Err(TableError::Duplicate(action.to_string()));
-            }
+            Event::Action(action)
         }
-        check_transition_name(step, &mut names)?;
-        if step.kind == StepKind::Terminal && step.state != SessionState::Complete {
-            return Err(TableError::BadNext(
-                step.state.to_string(),
-                "is terminal but is not Complete",
-            ));
-        }
-        match (step.kind, step.next) {
-            (StepKind::Terminal, Some(_)) => {
-                return Err(TableError::BadNext(
-                    step.state.to_string(),
-                    "is terminal but has a next step",
-                ));
-            }
-            (StepKind::Terminal, None) => {}
-            (_, None) => {
-                return Err(TableError::BadNext(
-                    step.state.to_string(),
-                    "has no next step",
-                ));
-            }
-            (_, Some(_)) => {}
-        }
+        _ => return Ok(()),
+    };
+    if !actions.insert(event) {
+        return Err(TableError::Duplicate(event.label().to_owned()));
     }
-    for step in &template.steps {
+    Ok(())
+}
+
+/// Only a step that computes something consumes inputs, and a core step consumes at least
+/// what its action reads.
+fn check_inputs(step: &Step) -> Result<(), TableError> {
+    if !step.kind.computes() && !step.consumes.is_empty() {
+        return Err(TableError::NotAConsumer(step.state.to_string()));
+    }
+    let required = step.kind.required_inputs();
+    match required.iter().find(|input| !step.consumes.contains(input)) {
+        Some(&input) => Err(TableError::MissingInput {
+            step: step.state.to_string(),
+            input,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The terminal step is `Complete` and has no successor; every other step has one.
+fn check_next(step: &Step) -> Result<(), TableError> {
+    let bad = |reason| Err(TableError::BadNext(step.state.to_string(), reason));
+    match (step.kind, step.next) {
+        (StepKind::Terminal, _) if step.state != SessionState::Complete => {
+            bad("is terminal but is not Complete")
+        }
+        (StepKind::Terminal, Some(_)) => bad("is terminal but has a next step"),
+        (StepKind::Terminal, None) | (_, Some(_)) => Ok(()),
+        (_, None) => bad("has no next step"),
+    }
+}
+
+/// Every successor is a step of the template.
+fn check_targets(template: &Template, states: &BTreeSet<SessionState>) -> Result<(), Refusal> {
+    for (index, step) in template.steps.iter().enumerate() {
         if let Some(next) = step.next
             && !states.contains(&next)
         {
-            return Err(TableError::UnknownTarget {
-                from: step.state.to_string(),
-                to: next.to_string(),
-            });
+            return Err((
+                Some(index),
+                TableError::UnknownTarget {
+                    from: step.state.to_string(),
+                    to: next.to_string(),
+                },
+            ));
         }
     }
-    // Every step must be on the path from the entry.
+    Ok(())
+}
+
+/// Every step is on the path from the entry.
+fn check_on_path(template: &Template) -> Result<(), Refusal> {
     let mut reached = BTreeSet::new();
     let mut cursor = template.entry();
     while let Some(state) = cursor {
@@ -396,10 +467,17 @@ fn validate_template(template: &Template) -> Result<(), TableError> {
         }
         cursor = template.step(state).and_then(|s| s.next);
     }
-    if let Some(step) = template.steps.iter().find(|s| !reached.contains(&s.state)) {
-        return Err(TableError::Unreachable(step.state.to_string()));
+    match template
+        .steps
+        .iter()
+        .position(|s| !reached.contains(&s.state))
+    {
+        Some(index) => Err((
+            Some(index),
+            TableError::Unreachable(template.steps[index].state.to_string()),
+        )),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A provider is named on a custom step, and only there, by a name that is not blank.

@@ -1,5 +1,8 @@
 //! The checkout template: the ordered steps a session walks, as data.
 
+use std::collections::BTreeSet;
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use crate::machine::{Action, CustomAction, Event};
@@ -25,8 +28,89 @@ pub enum StepKind {
     Terminal,
 }
 
-/// One step: the State that names it, what it does, the name of its transition, and the
-/// State that follows it.
+/// Something the buyer gives during checkout that a step computes its result from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepInput {
+    /// The cart's lines: products, quantities and prices.
+    Lines,
+    /// Where the order is delivered.
+    DeliveryAddress,
+    /// The delivery method the buyer chose among those offered.
+    DeliveryMethod,
+    /// The buyer's payment token (and billing details).
+    Payment,
+}
+
+impl StepInput {
+    /// All four, in the order a checkout collects them.
+    pub const ALL: [StepInput; 4] = [
+        StepInput::Lines,
+        StepInput::DeliveryAddress,
+        StepInput::DeliveryMethod,
+        StepInput::Payment,
+    ];
+
+    /// The name a template file gives it (`delivery_address`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepInput::Lines => "lines",
+            StepInput::DeliveryAddress => "delivery_address",
+            StepInput::DeliveryMethod => "delivery_method",
+            StepInput::Payment => "payment",
+        }
+    }
+
+    /// The input a template file's name names.
+    pub fn from_name(name: &str) -> Option<StepInput> {
+        StepInput::ALL
+            .into_iter()
+            .find(|input| input.as_str() == name)
+    }
+}
+
+impl fmt::Display for StepInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl StepKind {
+    /// The inputs a step of this kind must consume at least: what its core action (or the
+    /// payment integration) reads. Empty for custom steps, which declare their own, and for
+    /// the steps that compute nothing.
+    pub fn required_inputs(self) -> &'static [StepInput] {
+        use StepInput as I;
+        match self {
+            StepKind::Async(
+                Action::CheckCartInventory | Action::PriceCart | Action::CalcCartPromotions,
+            ) => &[I::Lines],
+            StepKind::Async(Action::CalcCartShipment) => &[I::Lines, I::DeliveryAddress],
+            StepKind::Async(Action::CalcCartTaxes) => {
+                &[I::Lines, I::DeliveryAddress, I::DeliveryMethod]
+            }
+            StepKind::Async(Action::CartToOrder) => &StepInput::ALL,
+            StepKind::Payment => &[I::Payment],
+            StepKind::Async(_)
+            | StepKind::Custom(_)
+            | StepKind::Entry
+            | StepKind::Screen
+            | StepKind::Terminal => &[],
+        }
+    }
+
+    /// Whether a step of this kind computes something (an async, payment or custom step),
+    /// and so may consume inputs.
+    pub fn computes(self) -> bool {
+        matches!(
+            self,
+            StepKind::Async(_) | StepKind::Payment | StepKind::Custom(_)
+        )
+    }
+}
+
+/// One step: the State that names it, what it does, the name of its transition, the inputs
+/// it consumes, and the State that follows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     /// The session State while in this step.
@@ -43,19 +127,34 @@ pub struct Step {
     /// custom steps, and only there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
+    /// The inputs the step computes its result from: declared on async, payment and custom
+    /// steps (a core step at least those of [`StepKind::required_inputs`]), never on the
+    /// entry, screen or terminal step. A change of one of them after the step has run makes
+    /// its result stale.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub consumes: BTreeSet<StepInput>,
     /// The State after the step (`None` only for the terminal step).
     pub next: Option<SessionState>,
 }
 
 impl Step {
-    /// A step of `kind` in `state`, with no transition name and no next step yet.
+    /// A step of `kind` in `state`, with no transition name, no inputs and no next step yet.
     pub fn new(state: SessionState, kind: StepKind) -> Step {
         Step {
             state,
             kind,
             transition: None,
             provider: None,
+            consumes: BTreeSet::new(),
             next: None,
+        }
+    }
+
+    /// The step consuming `inputs` (in place of any it consumed before).
+    pub fn consuming(self, inputs: &[StepInput]) -> Step {
+        Step {
+            consumes: inputs.iter().copied().collect(),
+            ..self
         }
     }
 
@@ -115,6 +214,7 @@ impl Template {
     /// The standard B2B checkout template, with `Calculate Promotions`.
     pub fn standard() -> Template {
         use SessionState as S;
+        use StepInput as I;
         use StepKind as K;
         Template {
             name: "standard".to_owned(),
@@ -123,27 +223,34 @@ impl Template {
                 Step::new(S::ShippingAddress, K::Screen).then(S::Inventory),
                 Step::new(S::Inventory, K::Async(Action::CheckCartInventory))
                     .named("CheckInventory")
+                    .consuming(&[I::Lines])
                     .then(S::ConfirmPrice),
                 Step::new(S::ConfirmPrice, K::Async(Action::PriceCart))
                     .named("PriceCart")
+                    .consuming(&[I::Lines])
                     .then(S::CalculatePromotions),
                 Step::new(S::CalculatePromotions, K::Async(Action::CalcCartPromotions))
                     .named("CalculatePromotions")
+                    .consuming(&[I::Lines])
                     .then(S::ShippingCost),
                 Step::new(S::ShippingCost, K::Async(Action::CalcCartShipment))
                     .named("CalculateShipping")
+                    .consuming(&[I::Lines, I::DeliveryAddress])
                     .then(S::DeliveryMethod),
                 Step::new(S::DeliveryMethod, K::Screen).then(S::Taxes),
                 Step::new(S::Taxes, K::Async(Action::CalcCartTaxes))
                     .named("CalculateTaxes")
+                    .consuming(&[I::Lines, I::DeliveryAddress, I::DeliveryMethod])
                     .then(S::PaymentAndBillingAddress),
                 Step::new(S::PaymentAndBillingAddress, K::Screen).then(S::CheckoutSummary),
                 Step::new(S::CheckoutSummary, K::Screen).then(S::CartToOrder),
                 Step::new(S::CartToOrder, K::Async(Action::CartToOrder))
                     .named("CartToOrder")
+                    .consuming(&StepInput::ALL)
                     .then(S::AuthorizePayment),
                 Step::new(S::AuthorizePayment, K::Payment)
                     .named("AuthorizePayment")
+                    .consuming(&[I::Payment])
                     .then(S::ActivateOrder),
                 Step::new(S::ActivateOrder, K::Async(Action::ActivateOrder))
                     .named("ActivateOrder")
@@ -245,6 +352,7 @@ mod tests {
             StepKind::Async(Action::CalcCartPromotions),
         )
         .named("CalculatePromotions")
+        .consuming(&[StepInput::Lines])
     }
 
     #[test]
@@ -276,7 +384,8 @@ mod tests {
                     SessionState::CalculatePromotions,
                     StepKind::Async(Action::CheckCartInventory),
                 )
-                .named("CheckInventoryAgain"),
+                .named("CheckInventoryAgain")
+                .consuming(&[StepInput::Lines]),
             )
         );
         assert_eq!(
