@@ -257,11 +257,18 @@ impl Template {
         if file.name.trim().is_empty() {
             return Err(TemplateFileError::BlankName);
         }
-        let steps = file
+        let written = file
             .steps
             .into_iter()
             .enumerate()
             .map(|(index, value)| step_of(index, value))
+            .collect::<Result<Vec<(Step, Option<String>)>, TemplateFileError>>()?;
+        // Successors are read once every State is: a step named with a bad State is blamed
+        // itself, not the step before it that leads there.
+        let steps = written
+            .into_iter()
+            .enumerate()
+            .map(|(index, (step, next))| with_next(index, step, next.as_deref()))
             .collect::<Result<Vec<Step>, TemplateFileError>>()?;
         Ok(Template {
             name: file.name,
@@ -304,8 +311,8 @@ impl TransitionTable {
     }
 }
 
-/// One step of the file, checked.
-fn step_of(index: usize, value: Value) -> Result<Step, TemplateFileError> {
+/// One step of the file, checked, with its `next` as written (read by [`with_next`]).
+fn step_of(index: usize, value: Value) -> Result<(Step, Option<String>), TemplateFileError> {
     let named = value
         .get("state")
         .and_then(Value::as_str)
@@ -326,21 +333,33 @@ fn step_of(index: usize, value: Value) -> Result<Step, TemplateFileError> {
         StepFile::deserialize(value).map_err(|e| fail(StepProblem::Fields(e.to_string())))?;
     let state = SessionState::new(&file.state).map_err(|e| fail(StepProblem::BadState(e)))?;
     let kind = kind_of(&file.kind, file.action.as_deref()).map_err(fail)?;
-    let next = file
-        .next
-        .as_deref()
-        .map(SessionState::new)
-        .transpose()
-        .map_err(|e| fail(StepProblem::BadNext(e)))?;
     let consumes = inputs_of(&file.consumes).map_err(fail)?;
-    Ok(Step {
+    let step = Step {
         state,
         kind,
         transition: file.transition,
         provider: file.provider,
         consumes,
-        next,
-    })
+        next: None,
+    };
+    Ok((step, file.next))
+}
+
+/// `step` (the `index`th) leading to `next`, which must be a State name.
+fn with_next(index: usize, step: Step, next: Option<&str>) -> Result<Step, TemplateFileError> {
+    let Some(next) = next else {
+        return Ok(step);
+    };
+    match SessionState::new(next) {
+        Ok(next) => Ok(step.then(next)),
+        Err(e) => Err(TemplateFileError::Step {
+            step: StepRef {
+                position: index + 1,
+                state: Some(step.state.as_str().to_owned()),
+            },
+            problem: StepProblem::BadNext(e),
+        }),
+    }
 }
 
 /// What a value that should be a step's object is instead, if it is not one.
