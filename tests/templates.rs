@@ -853,7 +853,11 @@ fn the_flag_comes_before_template_json_and_the_standard_template_comes_last() {
     let plain = data_dir(&at_taxes(), None);
     let refused = lock_taxes(plain.path(), "Credit Check", &[]);
     assert_eq!(refused.status.code(), Some(1), "{}", stdout(&refused));
-    assert!(stdout(&refused).contains("INVALID_OPERATION"), "{}", stdout(&refused));
+    assert!(
+        stdout(&refused).contains("INVALID_OPERATION"),
+        "{}",
+        stdout(&refused)
+    );
     // template.json says credit-check, the flag says standard: the flag wins.
     let dir = data_dir(&at_taxes(), Some(&example_text("credit-check.json")));
     let standard = path_arg(&example("standard.json"));
