@@ -422,9 +422,10 @@ impl Engine {
             },
         ];
         // Each async step through the one command that fires its event (an order action
-        // through its own command, so its orderStatus is checked like a caller's).
+        // through its own command, so its orderStatus is checked like a caller's), and each
+        // custom step through its custom action.
         for step in &self.table.template().steps {
-            if matches!(step.kind, StepKind::Async(_))
+            if matches!(step.kind, StepKind::Async(_) | StepKind::Custom(_))
                 && let Some(command) = Command::for_step(step.kind, cart.clone())
             {
                 candidates.push(command);
