@@ -395,6 +395,20 @@ fn a_custom_action_the_template_lacks_is_not_found_and_changes_nothing() {
     let answer = engine.invoke_custom("CreditCheck", &bad_input, &buyer());
     assert_eq!(answer.http_status, 400);
     assert_eq!(answer.errors.unwrap()[0].status_code, "INVALID_INPUT");
+    // The command itself, for an action the template lacks, is refused as input.
+    let unknown = Command::RunCustom {
+        action: CustomAction::new("NoSuchCheck").unwrap(),
+        cart_id: SampleCart::InStock.id().to_string(),
+    };
+    let refused = engine.execute(&buyer(), unknown).unwrap_err();
+    assert_eq!(
+        (refused.code().as_str(), refused.http_status()),
+        ("INVALID_INPUT", 400)
+    );
+    assert!(
+        refused.to_string().contains("no custom action NoSuchCheck"),
+        "{refused}"
+    );
     let unchanged = engine.store().session(&session).unwrap().unwrap();
     assert!(unchanged.is_processing);
     assert_eq!(unchanged.background_operation_id, None);
