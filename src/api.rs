@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::Engine;
 use crate::error::CheckoutError;
-use crate::machine::{Action, Command, Output, PAYMENT_OPERATION, ProviderAction};
+use crate::machine::{Action, Command, CustomAction, Output, PAYMENT_OPERATION, ProviderAction};
 
 /// The message of an action that failed inside cartflow (a store failure, an undeclared
 /// move): the cause is logged, not answered.
@@ -179,7 +179,57 @@ pub fn command_from_input(action: Action, input: &Value) -> Result<Command, Chec
     })
 }
 
+/// The inputs a custom step's action takes.
+pub const CUSTOM_INPUTS: &[&str] = &["cartId"];
+
+/// The cartId of a custom action's input object; any other key, or an input that is not an
+/// object, is `INVALID_INPUT`. A missing or non-text cartId is kept as given (empty), so that
+/// the documented invalid-ID error applies.
+fn custom_cart_id(action: CustomAction, input: &Value) -> Result<String, CheckoutError> {
+    let bad = || {
+        CheckoutError::InvalidInput(format!(
+            "{action} takes one input object with cartId and nothing else"
+        ))
+    };
+    let Value::Object(fields) = input else {
+        return Err(bad());
+    };
+    if fields.keys().any(|k| !CUSTOM_INPUTS.contains(&k.as_str())) {
+        return Err(bad());
+    }
+    Ok(fields
+        .get("cartId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned())
+}
+
 impl Engine {
+    /// Invokes the template's custom action `action_name` (a custom async step, which
+    /// Salesforce serves as an invocable Apex action) with one input object (`cartId`) as
+    /// `actor`, answering the Salesforce result element: the async actions' rules and codes,
+    /// and `backgroundOperationId` on success. A name that is no custom action of the
+    /// template answers `NOT_FOUND` 404, as an unknown standard action does.
+    pub fn invoke_custom(&self, action_name: &str, input: &Value, actor: &str) -> ActionResult {
+        let action = CustomAction::new(action_name)
+            .ok()
+            .filter(|action| self.table().template().custom_step(*action).is_some());
+        let Some(action) = action else {
+            return ActionResult::error(
+                action_name,
+                "NOT_FOUND",
+                &format!("no custom action named {action_name:?} in this checkout"),
+                404,
+            );
+        };
+        let command =
+            custom_cart_id(action, input).map(|cart_id| Command::RunCustom { action, cart_id });
+        match command.and_then(|cmd| self.execute(actor, cmd)) {
+            Ok(output) => ActionResult::success(action.as_str(), &output),
+            Err(e) => ActionResult::failure(action.as_str(), &e),
+        }
+    }
+
     /// Invokes an action by API name with one input object as `actor`, answering the
     /// Salesforce result element. Never panics on bad input.
     ///

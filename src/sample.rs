@@ -372,6 +372,7 @@ pub fn provider_config() -> ProviderConfig {
             shipment: Some(shipping),
             tax: Some(tax),
             payment: Some(payment),
+            custom: Default::default(),
         },
     )]
     .into_iter()

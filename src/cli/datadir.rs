@@ -15,6 +15,7 @@ use std::sync::Arc;
 use cartflow::Store;
 use cartflow::error::StoreError;
 use cartflow::integrations::{Integrations, Provider, ProviderConfig};
+use cartflow::machine::Template;
 use cartflow::model::{ProviderKind, WebStore};
 use cartflow::store::{DataSet, DataSetError, Durability, PostgresStore, SqliteStore, StockLevel};
 
@@ -156,6 +157,19 @@ impl Opened {
             file.apply(&mut integrations)?;
         }
         Ok(integrations)
+    }
+
+    /// Refuses `template` when one of its custom steps runs a provider that a WebStore of the
+    /// database does not register in `integrations`: the message names the step, the
+    /// provider and the store. Checked before anything runs (the command exits 2).
+    pub fn check_template(
+        &self,
+        integrations: &Integrations,
+        template: &Template,
+    ) -> Result<(), String> {
+        integrations
+            .check_template(template, self.web_stores.iter().map(|store| store.id))
+            .map_err(|e| format!("template {:?}: {e}", template.name))
     }
 
     /// Warns on stderr about each WebStore whose payment step has no provider: no order can
@@ -369,5 +383,68 @@ pub fn remove_database(db: &Path) {
     }
     for name in names {
         let _ = fs::remove_file(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use cartflow::integrations::{IntegrationRequest, Verdict};
+    use cartflow::machine::{CustomAction, Step};
+    use cartflow::model::SessionState;
+    use cartflow::{MemoryStore, sample};
+
+    use super::*;
+
+    fn opened() -> Opened {
+        let data = sample::dataset();
+        Opened {
+            stock: data.stock.clone(),
+            web_stores: data.stores.clone(),
+            store: Arc::new(MemoryStore::from_dataset(data).unwrap()),
+            location: "memory".into(),
+        }
+    }
+
+    fn credit_check() -> Template {
+        let mut template = Template::standard();
+        let step = Step::custom(
+            SessionState::new("Credit Check").unwrap(),
+            CustomAction::new("CreditCheck").unwrap(),
+            "CheckCredit",
+            "credit-limit",
+        );
+        assert!(template.insert_step(SessionState::Taxes, step));
+        template
+    }
+
+    #[test]
+    fn a_template_whose_custom_provider_a_store_lacks_is_refused_naming_all_three() {
+        let opened = opened();
+        let mut integrations = opened.integrations(None).unwrap();
+        assert_eq!(
+            opened.check_template(&integrations, &Template::standard()),
+            Ok(())
+        );
+        let refused = opened
+            .check_template(&integrations, &credit_check())
+            .unwrap_err();
+        let first_store = opened.web_stores[0].id.to_string();
+        for part in ["\"Credit Check\"", "\"credit-limit\"", first_store.as_str()] {
+            assert!(refused.contains(part), "{refused}");
+        }
+        // Registered for every store of the database, the template is accepted.
+        for store in &opened.web_stores {
+            integrations.set_custom(
+                store.id,
+                "credit-limit",
+                Arc::new(|_: &IntegrationRequest| Ok(Verdict::Passed)),
+            );
+        }
+        assert_eq!(
+            opened.check_template(&integrations, &credit_check()),
+            Ok(())
+        );
     }
 }

@@ -125,6 +125,10 @@ impl Demo {
                 integrations
             }
         };
+        let stores = sample::dataset().stores.into_iter().map(|store| store.id);
+        integrations
+            .check_template(&cartflow::machine::Template::standard(), stores)
+            .map_err(|e| e.to_string())?;
         // A clock of the demo's own, so every run prints the same story and the expiry
         // chapter can let two days pass in an instant.
         let clock = Arc::new(ManualClock::new(

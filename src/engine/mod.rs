@@ -227,6 +227,7 @@ impl Engine {
     /// ```
     pub fn execute(&self, actor: &str, command: Command) -> Result<Output, CheckoutError> {
         crate::machine::limits::check(&command)?;
+        self.check_custom_action(&command)?;
         let inline = matches!(
             command,
             Command::CartToOrder {
@@ -242,6 +243,21 @@ impl Engine {
             self.run_inline(*id)?;
         }
         Ok(output)
+    }
+
+    /// A custom action the template does not have is refused as input, before anything is
+    /// loaded: no guard could say more about it than that.
+    fn check_custom_action(&self, command: &Command) -> Result<(), CheckoutError> {
+        let template = self.table.template();
+        match command {
+            Command::RunCustom { action, .. } if template.custom_step(*action).is_none() => {
+                Err(CheckoutError::InvalidInput(format!(
+                    "template {:?} has no custom action {action}",
+                    template.name
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// runAsync false: runs the operation here, before the call answers (or waits for the
@@ -422,9 +438,10 @@ impl Engine {
             },
         ];
         // Each async step through the one command that fires its event (an order action
-        // through its own command, so its orderStatus is checked like a caller's).
+        // through its own command, so its orderStatus is checked like a caller's), and each
+        // custom step through its custom action.
         for step in &self.table.template().steps {
-            if matches!(step.kind, StepKind::Async(_))
+            if matches!(step.kind, StepKind::Async(_) | StepKind::Custom(_))
                 && let Some(command) = Command::for_step(step.kind, cart.clone())
             {
                 candidates.push(command);

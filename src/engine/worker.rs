@@ -13,7 +13,9 @@ use crate::engine::Engine;
 use crate::engine::Input;
 use crate::error::CheckoutError;
 use crate::integrations::{CartPatch, IntegrationRequest, Provider, Verdict};
-use crate::machine::{Action, CartUpdate, Snapshot, StepOutcome, ValidationMessage, WorkerCommand};
+use crate::machine::{
+    Action, CartUpdate, CustomAction, Snapshot, StepOutcome, ValidationMessage, WorkerCommand,
+};
 use crate::model::{
     BackgroundOperation, KeyPrefix, Level, Order, OrderItem, OrderStatus, ProviderKind, SfId,
     WebCart,
@@ -133,14 +135,18 @@ impl Engine {
                 None,
                 None,
             ),
-            Some(cart) => match Action::from_api_name(&op.name) {
-                Some(Action::CartToOrder) => self.draft_order(&cart)?,
-                Some(Action::ActivateOrder) => self.activate_order(&op)?,
-                _ => {
-                    let (outcome, update) = self.run_integration(&op, cart)?;
-                    (outcome, update, None)
+            // Only the engine's own work (no provider kind) makes or activates an order: a
+            // custom action may share an order action's name.
+            Some(cart) => {
+                match Action::from_api_name(&op.name).filter(|_| op.provider_kind.is_none()) {
+                    Some(Action::CartToOrder) => self.draft_order(&cart)?,
+                    Some(Action::ActivateOrder) => self.activate_order(&op)?,
+                    _ => {
+                        let (outcome, update) = self.run_integration(&op, cart)?;
+                        (outcome, update, None)
+                    }
                 }
-            },
+            }
         };
         let command = WorkerCommand::Finish {
             operation_id: op.id,
@@ -179,16 +185,36 @@ impl Engine {
         })
     }
 
-    /// Runs the store's provider of the operation's kind, outside any lock, with a timeout
-    /// and heartbeats.
+    /// The provider `op` runs for `store`: a custom step's by the name the template's step
+    /// gives it, any other by its kind. `Err` says why there is none to run.
+    fn provider_for(&self, op: &BackgroundOperation, store: SfId) -> Result<Provider, String> {
+        let kind = op.provider_kind.unwrap_or(ProviderKind::Inventory);
+        if kind != ProviderKind::Custom {
+            return Ok(self.integrations().provider(store, kind));
+        }
+        let name = CustomAction::new(&op.name)
+            .ok()
+            .and_then(|action| self.table.template().custom_step(action))
+            .and_then(|step| step.provider.as_deref())
+            .ok_or_else(|| format!("the template has no custom step {:?}", op.name))?;
+        self.integrations()
+            .custom(store, name)
+            .ok_or_else(|| format!("store {store} registers no custom provider {name:?}"))
+    }
+
+    /// Runs the store's provider of the operation (by kind, or a custom step's by name),
+    /// outside any lock, with a timeout and heartbeats.
     fn run_integration(
         &self,
         op: &BackgroundOperation,
         cart: WebCart,
     ) -> Result<(StepOutcome, Option<CartUpdate>), CheckoutError> {
-        let kind = op.provider_kind.unwrap_or(ProviderKind::Inventory);
-        let provider = self.integrations().provider(cart.web_store_id, kind);
-        if kind == ProviderKind::Payment && matches!(provider, Provider::Internal) {
+        let provider = match self.provider_for(op, cart.web_store_id) {
+            Ok(provider) => provider,
+            Err(reason) => return Ok((StepOutcome::SystemFailure(reason), None)),
+        };
+        if op.provider_kind == Some(ProviderKind::Payment) && matches!(provider, Provider::Internal)
+        {
             // No order is ever placed on an unauthorised payment.
             let message = ValidationMessage {
                 level: Level::Error,

@@ -1,4 +1,5 @@
-//! `/actions/standard`: list, describe and invoke the checkout actions.
+//! `/actions/standard`: list, describe and invoke the checkout actions; `/actions/custom/apex`:
+//! the same for the template's custom async steps.
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -9,8 +10,9 @@ use serde_json::{Value, json};
 
 use super::error::{SfError, json_response};
 use super::{AppState, MAX_INPUTS, api_version, authenticate, blocking, parse_json, read_body};
-use crate::api::{ActionResult, input_names};
-use crate::machine::{Action, PAYMENT_OPERATION};
+use crate::api::{ActionResult, CUSTOM_INPUTS, input_names};
+use crate::engine::Engine;
+use crate::machine::{Action, CustomAction, PAYMENT_OPERATION, Step, StepKind, Template};
 
 /// An action the facade answers: the ten core actions and the payment step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,8 +160,20 @@ pub(super) async fn describe(
     let Path((version, name)) = path.map_err(|_| SfError::not_found())?;
     api_version(&version)?;
     let action = Known::lookup(&name).ok_or_else(|| unknown_action(&name))?;
-    let inputs: Vec<Value> = action
-        .inputs()
+    let description = json!({
+        "name": action.name(),
+        "label": action.label(),
+        "type": action.kind(),
+        "standard": true,
+        "inputs": describe_inputs(action.inputs()),
+        "outputs": describe_outputs(action.output()),
+    });
+    Ok(json_response(StatusCode::OK, &description))
+}
+
+/// The describe entries of an action's inputs.
+fn describe_inputs(names: &[&str]) -> Vec<Value> {
+    names
         .iter()
         .map(|&input| {
             let (kind, required, description) = input_description(input);
@@ -172,9 +186,12 @@ pub(super) async fn describe(
                 "maxOccurs": 1,
             })
         })
-        .collect();
-    let outputs: Vec<Value> = action
-        .output()
+        .collect()
+}
+
+/// The describe entries of an action's output, if it has one.
+fn describe_outputs(output: Option<&str>) -> Vec<Value> {
+    output
         .map(|output| {
             json!({
                 "name": output,
@@ -185,18 +202,7 @@ pub(super) async fn describe(
             })
         })
         .into_iter()
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "name": action.name(),
-            "label": action.label(),
-            "type": action.kind(),
-            "standard": true,
-            "inputs": inputs,
-            "outputs": outputs,
-        }),
-    ))
+        .collect()
 }
 
 fn unknown_action(name: &str) -> SfError {
@@ -223,30 +229,126 @@ pub(super) async fn invoke(
     let action = Known::lookup(&name).ok_or_else(|| unknown_action(&name))?;
     let body = read_body(&headers, body).await?;
     let route = format!("POST {}", uri.path());
-    let run = run_inputs(&state, &user, action.name(), &body);
+    let run = run_inputs(&state, &user, action.name(), &body, Engine::invoke);
     super::idempotency::keyed(&state, &user, &headers, route, &body, run).await
 }
+
+/// How one input of a call is run: [`Engine::invoke`] or [`Engine::invoke_custom`].
+type Invoker = fn(&Engine, &str, &Value, &str) -> ActionResult;
 
 /// Runs each input of an action call as `user`: one result element per input.
 async fn run_inputs(
     state: &AppState,
     user: &crate::model::User,
-    name: &'static str,
+    name: &str,
     body: &[u8],
+    invoke: Invoker,
 ) -> Result<Response, SfError> {
     let inputs = parse_inputs(body)?;
     let engine = state.0.engine.clone();
     let actor = user.id.to_string();
+    let name = name.to_owned();
     let results: Vec<ActionResult> = blocking(move || {
         inputs
             .iter()
-            .map(|input| engine.invoke(name, input, &actor))
+            .map(|input| invoke(&engine, &name, input, &actor))
             .collect()
     })
     .await?;
     let status = status_of(&results);
     let body = serde_json::to_value(&results).map_err(|e| SfError::internal(&e))?;
     Ok(json_response(status, &body))
+}
+
+/// The custom step `name` of `template` names, if it has one.
+fn custom_step<'t>(template: &'t Template, name: &str) -> Option<(CustomAction, &'t Step)> {
+    let action = CustomAction::new(name).ok()?;
+    template.custom_step(action).map(|step| (action, step))
+}
+
+fn unknown_custom_action(name: &str) -> SfError {
+    SfError::new(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        format!("No Apex action named {name:?}"),
+    )
+}
+
+fn custom_action_url(version: &str, name: &str) -> String {
+    format!("/services/data/v{version}/actions/custom/apex/{name}")
+}
+
+/// Salesforce's type of an invocable Apex action.
+const APEX: &str = "APEX";
+
+/// `GET .../actions/custom/apex`: the template's custom actions, each labelled with its
+/// step's State.
+pub(super) async fn list_custom(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, SfError> {
+    authenticate(&state, &headers).await?;
+    let Path(version) = path.map_err(|_| SfError::not_found())?;
+    let version = api_version(&version)?.number();
+    let template = state.0.engine.table().template();
+    let actions: Vec<Value> = template
+        .steps
+        .iter()
+        .filter_map(|step| match step.kind {
+            StepKind::Custom(action) => Some(json!({
+                "label": step.state.as_str(),
+                "name": action.as_str(),
+                "type": APEX,
+                "url": custom_action_url(&version, action.as_str()),
+            })),
+            _ => None,
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"actions": actions})))
+}
+
+/// `GET .../actions/custom/apex/{name}`: a custom action's inputs and output.
+pub(super) async fn describe_custom(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, SfError> {
+    authenticate(&state, &headers).await?;
+    let Path((version, name)) = path.map_err(|_| SfError::not_found())?;
+    api_version(&version)?;
+    let template = state.0.engine.table().template();
+    let (action, step) =
+        custom_step(template, &name).ok_or_else(|| unknown_custom_action(&name))?;
+    let description = json!({
+        "name": action.as_str(),
+        "label": step.state.as_str(),
+        "type": APEX,
+        "standard": false,
+        "inputs": describe_inputs(CUSTOM_INPUTS),
+        "outputs": describe_outputs(Some("backgroundOperationId")),
+    });
+    Ok(json_response(StatusCode::OK, &description))
+}
+
+/// `POST .../actions/custom/apex/{name}` with `{"inputs": [...]}`: as a standard action's
+/// call (one result element per input, the same status rule and `Idempotency-Key`).
+pub(super) async fn invoke_custom(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+    path: Result<Path<(String, String)>, PathRejection>,
+    body: Body,
+) -> Result<Response, SfError> {
+    let user = authenticate(&state, &headers).await?;
+    let Path((version, name)) = path.map_err(|_| SfError::not_found())?;
+    api_version(&version)?;
+    let template = state.0.engine.table().template();
+    let (action, _) = custom_step(template, &name).ok_or_else(|| unknown_custom_action(&name))?;
+    let body = read_body(&headers, body).await?;
+    let route = format!("POST {}", uri.path());
+    let run = run_inputs(&state, &user, action.as_str(), &body, Engine::invoke_custom);
+    super::idempotency::keyed(&state, &user, &headers, route, &body, run).await
 }
 
 /// `{"inputs": [ ... ]}`, nothing else; at least one input and at most [`MAX_INPUTS`].

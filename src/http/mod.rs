@@ -7,6 +7,9 @@
 //! | `GET /services/data/vNN.N/actions/standard` | the actions |
 //! | `GET /services/data/vNN.N/actions/standard/{name}` | one action's inputs and outputs |
 //! | `POST /services/data/vNN.N/actions/standard/{name}` | invoke it: one result per input |
+//! | `GET /services/data/vNN.N/actions/custom/apex` | the template's custom actions |
+//! | `GET /services/data/vNN.N/actions/custom/apex/{name}` | one custom action's inputs and outputs |
+//! | `POST /services/data/vNN.N/actions/custom/apex/{name}` | invoke it: one result per input |
 //! | `GET /services/data/vNN.N/sobjects/{Object}/{Id}` | a record |
 //! | `GET /services/data/vNN.N/sobjects/WebCart/{Id}/CartItems` (or `/CartValidationOutputs`) | a cart's related records |
 //! | `PATCH /services/data/vNN.N/sobjects/CartCheckoutSession/{Id}` | a screen step (`State`) |
@@ -147,6 +150,14 @@ fn app(engine: Engine, tokens: Tokens, config: &ServerConfig, draining: Arc<Atom
         .route(
             "/services/data/{version}/actions/standard/{name}",
             get(actions::describe).post(actions::invoke),
+        )
+        .route(
+            "/services/data/{version}/actions/custom/apex",
+            get(actions::list_custom),
+        )
+        .route(
+            "/services/data/{version}/actions/custom/apex/{name}",
+            get(actions::describe_custom).post(actions::invoke_custom),
         )
         .route(
             "/services/data/{version}/sobjects/{object}/{id}",

@@ -1,6 +1,7 @@
 //! Integrations: the providers that perform each kind of check, and each store's mapping
 //! of kind to provider (StoreIntegratedService).
 
+mod custom;
 mod payment;
 mod price_book;
 mod promotions;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use custom::{CreditLimit, CustomConfig};
 pub use payment::TokenGateway;
 pub use price_book::{NegotiatedPrice, PriceBook, round_money};
 pub use promotions::{PromotionRule, Promotions};
@@ -22,7 +24,7 @@ pub use tax::{TaxRate, TaxTable};
 
 use rust_decimal::Decimal;
 
-use crate::machine::{CartUpdate, ValidationMessage};
+use crate::machine::{CartUpdate, StepKind, Template, ValidationMessage};
 use crate::model::{CartItem, CartItemType, DeliveryOption, ProviderKind, SfId, WebCart};
 
 /// What a provider is asked to check: the operation and the cart as it stands.
@@ -231,6 +233,13 @@ provider_trait!(
     PaymentProvider,
     authorize_payment
 );
+provider_trait!(
+    /// Runs a store's own async step (a custom step of the template), registered by name
+    /// with [`Integrations::set_custom`]. A failure's messages are written as
+    /// CartValidationOutputs of Type `Other`.
+    CustomProvider,
+    run_step
+);
 
 /// The provider bound to one (store, kind).
 #[derive(Clone)]
@@ -247,6 +256,8 @@ pub enum Provider {
     Tax(Arc<dyn TaxProvider>),
     /// A payment provider.
     Payment(Arc<dyn PaymentProvider>),
+    /// A custom step's provider (registered by name, with [`Integrations::set_custom`]).
+    Custom(Arc<dyn CustomProvider>),
     /// No mapping: the platform's internal data is used, which for cartflow means the
     /// step passes without an external check.
     Internal,
@@ -262,6 +273,7 @@ impl Provider {
             Provider::Shipment(p) => p.calculate_shipment(request),
             Provider::Tax(p) => p.calculate_taxes(request),
             Provider::Payment(p) => p.authorize_payment(request),
+            Provider::Custom(p) => p.run_step(request),
             Provider::Internal => Ok(Verdict::Passed),
         }
     }
@@ -275,6 +287,7 @@ impl Provider {
             Provider::Shipment(_) => ProviderKind::Shipment,
             Provider::Tax(_) => ProviderKind::Tax,
             Provider::Payment(_) => ProviderKind::Payment,
+            Provider::Custom(_) => ProviderKind::Custom,
             Provider::Internal => return None,
         })
     }
@@ -300,15 +313,37 @@ pub struct StoreProviders {
     /// A payment gateway.
     #[serde(default)]
     pub payment: Option<TokenGateway>,
+    /// Custom providers by the name a template's custom step gives (`"credit-limit"`), each
+    /// a built-in custom provider's configuration.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub custom: std::collections::BTreeMap<String, CustomConfig>,
 }
 
 /// Built-in providers per store, by store ID.
 pub type ProviderConfig = std::collections::BTreeMap<SfId, StoreProviders>;
 
-/// Each store's StoreIntegratedService mapping: which provider performs each kind of check.
+/// Each store's StoreIntegratedService mapping: which provider performs each kind of check,
+/// and the custom providers it registers by name.
 #[derive(Clone, Default)]
 pub struct Integrations {
     by_store: HashMap<(SfId, ProviderKind), Provider>,
+    custom: HashMap<(SfId, String), Arc<dyn CustomProvider>>,
+}
+
+/// A template's custom step runs a provider that a store does not register: no checkout of
+/// that store could pass the step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "step {step:?} runs the custom provider {provider:?}, which store {store} does not register \
+     (give it a \"Custom\" entry named {provider:?} in the integrations)"
+)]
+pub struct UnregisteredProvider {
+    /// The custom step's State.
+    pub step: String,
+    /// The provider's name, as the step gives it.
+    pub provider: String,
+    /// The store without it.
+    pub store: SfId,
 }
 
 impl Integrations {
@@ -318,12 +353,57 @@ impl Integrations {
     }
 
     /// Maps a store's checks of the provider's kind to `provider`, replacing any mapping
-    /// (`Provider::Internal` has no kind and maps nothing).
+    /// (`Provider::Internal` has no kind and maps nothing; a custom provider is found by its
+    /// name, so `Provider::Custom` maps nothing here either: use [`Integrations::set_custom`]).
     pub fn set(&mut self, store: SfId, provider: Provider) -> &mut Self {
-        if let Some(kind) = provider.kind() {
+        if let Some(kind) = provider.kind().filter(|k| *k != ProviderKind::Custom) {
             self.by_store.insert((store, kind), provider);
         }
         self
+    }
+
+    /// Registers `provider` as the store's custom provider named `name` (the name a
+    /// template's custom step gives in [`Step::provider`](crate::machine::Step::provider)),
+    /// replacing any of that name.
+    pub fn set_custom(
+        &mut self,
+        store: SfId,
+        name: &str,
+        provider: Arc<dyn CustomProvider>,
+    ) -> &mut Self {
+        self.custom.insert((store, name.to_owned()), provider);
+        self
+    }
+
+    /// The store's custom provider named `name`, if it registers one.
+    pub fn custom(&self, store: SfId, name: &str) -> Option<Provider> {
+        self.custom
+            .get(&(store, name.to_owned()))
+            .map(|p| Provider::Custom(Arc::clone(p)))
+    }
+
+    /// Checks that each of `stores` registers the provider of every custom step of
+    /// `template`; the first step and store without it is the error. Run it before anything
+    /// runs: an unregistered provider would fail that step of every checkout of the store.
+    pub fn check_template(
+        &self,
+        template: &Template,
+        stores: impl IntoIterator<Item = SfId>,
+    ) -> Result<(), UnregisteredProvider> {
+        let stores: Vec<SfId> = stores.into_iter().collect();
+        for step in &template.steps {
+            let (StepKind::Custom(_), Some(provider)) = (step.kind, &step.provider) else {
+                continue;
+            };
+            if let Some(store) = stores.iter().find(|s| self.custom(**s, provider).is_none()) {
+                return Err(UnregisteredProvider {
+                    step: step.state.to_string(),
+                    provider: provider.clone(),
+                    store: *store,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Maps a store's Inventory checks to `provider`.
@@ -365,6 +445,16 @@ impl Integrations {
             if let Some(p) = &providers.payment {
                 p.validate().map_err(|e| invalid("Payment", e))?;
             }
+            for (name, p) in &providers.custom {
+                if name.trim().is_empty() {
+                    return Err(invalid(
+                        "Custom",
+                        ProviderError("a provider's name is blank".into()),
+                    ));
+                }
+                p.validate()
+                    .map_err(|e| invalid(&format!("Custom {name:?}"), e))?;
+            }
         }
         for (store, providers) in config {
             let store = *store;
@@ -382,6 +472,9 @@ impl Integrations {
             }
             if let Some(p) = &providers.payment {
                 self.set(store, Provider::Payment(Arc::new(p.clone())));
+            }
+            for (name, p) in &providers.custom {
+                self.set_custom(store, name, p.provider());
             }
         }
         Ok(self)
@@ -477,5 +570,128 @@ mod patch_tests {
             ..CartPatch::default()
         };
         assert!(apply_patch(&cart, &lines, &patch).is_err());
+    }
+}
+
+#[cfg(test)]
+mod custom_tests {
+    use super::*;
+    use crate::machine::{CustomAction, Step};
+    use crate::model::{KeyPrefix, SessionState};
+
+    fn store(n: u64) -> SfId {
+        SfId::from_number(KeyPrefix::WebStore, n)
+    }
+
+    /// The standard template with a "Credit Check" step after Taxes, run by `credit-limit`.
+    fn credit_check() -> Template {
+        let mut template = Template::standard();
+        let step = Step::custom(
+            SessionState::new("Credit Check").unwrap(),
+            CustomAction::new("CreditCheck").unwrap(),
+            "CheckCredit",
+            "credit-limit",
+        );
+        assert!(template.insert_step(SessionState::Taxes, step));
+        template
+    }
+
+    fn passing() -> Arc<dyn CustomProvider> {
+        Arc::new(|_: &IntegrationRequest| Ok(Verdict::Passed))
+    }
+
+    #[test]
+    fn a_template_is_refused_for_the_first_store_without_its_custom_provider() {
+        let mut integrations = Integrations::new();
+        // The standard template has no custom step: nothing to register.
+        assert_eq!(
+            integrations.check_template(&Template::standard(), [store(1)]),
+            Ok(())
+        );
+        integrations.set_custom(store(1), "credit-limit", passing());
+        // Another name, or another store's registration, does not count.
+        integrations.set_custom(store(2), "credit-limits", passing());
+        let refused = integrations
+            .check_template(&credit_check(), [store(1), store(2)])
+            .unwrap_err();
+        assert_eq!(
+            refused,
+            UnregisteredProvider {
+                step: "Credit Check".into(),
+                provider: "credit-limit".into(),
+                store: store(2),
+            }
+        );
+        let message = refused.to_string();
+        for part in [
+            "\"Credit Check\"",
+            "\"credit-limit\"",
+            &store(2).to_string(),
+        ] {
+            assert!(message.contains(part), "{message}");
+        }
+        integrations.set_custom(store(2), "credit-limit", passing());
+        assert_eq!(
+            integrations.check_template(&credit_check(), [store(1), store(2)]),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_custom_provider_is_found_by_name_and_not_by_kind() {
+        let mut integrations = Integrations::new();
+        integrations.set(store(1), Provider::Custom(passing()));
+        assert!(integrations.custom(store(1), "credit-limit").is_none());
+        assert!(matches!(
+            integrations.provider(store(1), ProviderKind::Custom),
+            Provider::Internal
+        ));
+        integrations.set_custom(store(1), "credit-limit", passing());
+        let found = integrations.custom(store(1), "credit-limit").unwrap();
+        assert_eq!(found.kind(), Some(ProviderKind::Custom));
+        assert!(integrations.custom(store(2), "credit-limit").is_none());
+    }
+
+    fn config(custom: serde_json::Value) -> ProviderConfig {
+        serde_json::from_value(serde_json::json!({ store(1).to_string(): { "Custom": custom } }))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_custom_map_of_a_configuration_registers_built_in_providers_by_name() {
+        let mut integrations = Integrations::new();
+        integrations
+            .configure(&config(serde_json::json!({
+                "credit-limit": {"CreditLimit": {"DefaultLimit": "100.00"}}
+            })))
+            .unwrap();
+        assert!(integrations.custom(store(1), "credit-limit").is_some());
+        assert_eq!(
+            integrations.check_template(&credit_check(), [store(1)]),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_custom_map_that_cannot_work_is_refused_whole() {
+        for (custom, expected) in [
+            (
+                serde_json::json!({
+                    "credit-limit": {"CreditLimit": {"DefaultLimit": "-1"}}
+                }),
+                "the Custom \"credit-limit\" configuration of store",
+            ),
+            (
+                serde_json::json!({" ": {"CreditLimit": {"DefaultLimit": "1"}}}),
+                "a provider's name is blank",
+            ),
+        ] {
+            let mut integrations = Integrations::new();
+            let Err(err) = integrations.configure(&config(custom)) else {
+                panic!("{expected}: accepted");
+            };
+            assert!(err.0.contains(expected), "{err}");
+            assert!(integrations.custom.is_empty());
+        }
     }
 }

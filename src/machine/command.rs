@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::machine::{Action, Event, ProviderAction, StepKind, TransitionTable};
+use crate::machine::{Action, CustomAction, Event, ProviderAction, StepKind, TransitionTable};
 use rust_decimal::Decimal;
 
 use crate::model::{
@@ -66,6 +66,15 @@ pub enum Command {
         /// The cart's ID as given.
         cart_id: String,
     },
+    /// A custom async step's action (`POST .../actions/custom/apex/{name}`): the same guards
+    /// as the async core actions, and an operation named after the action that runs the
+    /// provider the template's step names.
+    RunCustom {
+        /// The custom action, as the template names it.
+        action: CustomAction,
+        /// The cart's ID as given.
+        cart_id: String,
+    },
     /// `cartToOrderAction`: make a Draft order from the cart.
     CartToOrder {
         /// The cart's ID as given.
@@ -119,6 +128,7 @@ impl Command {
             Command::SetDetails { .. } => Event::Input,
             Command::EditCart { .. } => Event::Edit,
             Command::RunStep { action, .. } => Event::Action(action.action()),
+            Command::RunCustom { action, .. } => Event::Custom(*action),
             Command::Cancel { .. } => Event::Action(Action::CancelCartAsyncOperation),
         }
     }
@@ -126,8 +136,9 @@ impl Command {
     /// The command that runs a step of `kind` on a cart, as a caller invokes it: an order
     /// action through its own command (activating with orderStatus `Activated`, the one
     /// value that activates), a provider action through [`Command::RunStep`], the payment step
-    /// through [`Command::AuthorizePayment`]. `None` for a step that runs nothing (entry,
-    /// screen, terminal) or an action no async step runs.
+    /// through [`Command::AuthorizePayment`], a custom step through [`Command::RunCustom`].
+    /// `None` for a step that runs nothing (entry, screen, terminal) or an action no async
+    /// step runs.
     pub fn for_step(kind: StepKind, cart_id: String) -> Option<Command> {
         Some(match kind {
             StepKind::Async(Action::CartToOrder) => Command::CartToOrder {
@@ -144,8 +155,7 @@ impl Command {
                 cart_id,
             },
             StepKind::Payment => Command::AuthorizePayment { cart_id },
-            // A custom step's command is the custom action's own.
-            StepKind::Custom(_) => return None,
+            StepKind::Custom(action) => Command::RunCustom { action, cart_id },
             StepKind::Entry | StepKind::Screen | StepKind::Terminal => return None,
         })
     }
@@ -160,6 +170,7 @@ impl Command {
             | Command::ActivateOrder { cart_id, .. }
             | Command::AuthorizePayment { cart_id }
             | Command::RunStep { cart_id, .. }
+            | Command::RunCustom { cart_id, .. }
             | Command::Cancel { cart_id } => Target::Cart(cart_id.clone()),
             Command::UpdateSession { session_id, .. } | Command::Advance { session_id, .. } => {
                 Target::Session(session_id.clone())

@@ -206,6 +206,7 @@ pub fn decide(
         Command::SetDetails { details, .. } => plan.set_details(details),
         Command::EditCart { edit, .. } => plan.edit_cart(edit),
         Command::RunStep { .. }
+        | Command::RunCustom { .. }
         | Command::CartToOrder { .. }
         | Command::ActivateOrder { .. }
         | Command::AuthorizePayment { .. } => plan.run_step(),
@@ -650,10 +651,13 @@ impl<'a> Plan<'a> {
         if self.applicable_row(from).map(|r| r.to) != Some(to) {
             return Err(CheckoutError::undeclared(event, from, to));
         }
-        let step = state.and_then(|s| self.ctx.table.template().step(s));
-        let (name, kind) = match step.map(|s| s.kind) {
+        let table: &'a TransitionTable = self.ctx.table;
+        let step = state.and_then(|s| table.template().step(s));
+        let (name, kind) = match step.map(|s| &s.kind) {
             Some(StepKind::Async(action)) => (action.api_name(), action.provider_kind()),
             Some(StepKind::Payment) => (PAYMENT_OPERATION, Some(ProviderKind::Payment)),
+            // The operation is named after the custom action, which finds the step's provider.
+            Some(StepKind::Custom(action)) => (action.as_str(), Some(ProviderKind::Custom)),
             _ => return Err(CheckoutError::undeclared(event, from, to)),
         };
         self.start_operation(name, kind)

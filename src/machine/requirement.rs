@@ -307,18 +307,15 @@ fn requested_states(command: &Command) -> (Option<&str>, Option<&str>) {
     }
 }
 
-/// The step an async command belongs to.
+/// The step an async command belongs to: the one whose own event it fires (an async core
+/// action, the payment step's authorisation, a custom step's action).
 fn step_state(table: &TransitionTable, event: Event) -> Option<SessionState> {
-    match event {
-        Event::Action(action) => table.template().step_of(action).map(|s| s.state),
-        Event::Authorize => table
-            .template()
-            .steps
-            .iter()
-            .find(|s| s.kind == crate::machine::StepKind::Payment)
-            .map(|s| s.state),
-        _ => None,
-    }
+    table
+        .template()
+        .steps
+        .iter()
+        .find(|s| s.own_event() == Some(event))
+        .map(|s| s.state)
 }
 
 fn show(state: Option<SessionState>) -> String {

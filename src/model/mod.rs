@@ -478,6 +478,9 @@ pub enum ProviderKind {
     Tax,
     /// Payment authorisation.
     Payment,
+    /// A custom async step's provider, registered by name; the operation's name is the
+    /// step's custom action, which names the step and so its provider.
+    Custom,
 }
 
 impl ProviderKind {
@@ -489,7 +492,8 @@ impl ProviderKind {
             ProviderKind::Promotions => OutputType::Promotions,
             ProviderKind::Shipment => OutputType::Shipping,
             ProviderKind::Tax => OutputType::Taxes,
-            ProviderKind::Payment => OutputType::Other,
+            // No documented Type is about payment or a store's own checks.
+            ProviderKind::Payment | ProviderKind::Custom => OutputType::Other,
         }
     }
 }
