@@ -681,7 +681,10 @@ fn at_taxes() -> DataSet {
     data
 }
 
-/// A data directory seeded with `data`, holding `template` (text) as its `template.json`.
+/// A data directory seeded with `data`, holding `template` (text) as its `template.json` and,
+/// beside it, an `integrations.json` that registers the credit-check example's `credit-limit`
+/// provider (a limit no sample cart reaches) for every store, as a template with a custom
+/// step needs.
 fn data_dir(data: &DataSet, template: Option<&str>) -> TempDir {
     let dir = tempfile::tempdir().unwrap();
     fs::write(
@@ -691,6 +694,18 @@ fn data_dir(data: &DataSet, template: Option<&str>) -> TempDir {
     .unwrap();
     if let Some(template) = template {
         fs::write(dir.path().join("template.json"), template).unwrap();
+        let credit =
+            json!({"Custom": {"credit-limit": {"CreditLimit": {"DefaultLimit": "1000000.00"}}}});
+        let providers: serde_json::Map<String, Value> = data
+            .stores
+            .iter()
+            .map(|store| (store.id.to_string(), credit.clone()))
+            .collect();
+        fs::write(
+            dir.path().join("integrations.json"),
+            serde_json::to_string(&providers).unwrap(),
+        )
+        .unwrap();
     }
     dir
 }

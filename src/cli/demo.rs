@@ -126,8 +126,10 @@ impl Demo {
             }
         };
         let stores = sample::dataset().stores.into_iter().map(|store| store.id);
+        let standard = cartflow::machine::Template::standard();
+        let template = table.as_ref().map_or(&standard, TransitionTable::template);
         integrations
-            .check_template(&cartflow::machine::Template::standard(), stores)
+            .check_template(template, stores)
             .map_err(|e| e.to_string())?;
         // A clock of the demo's own, so every run prints the same story and the expiry
         // chapter can let two days pass in an instant.

@@ -135,7 +135,7 @@ fn invoke(request: &Request) -> Result<u8, String> {
     let integrations = opened
         .integrations(providers.as_ref())
         .map_err(|e| e.to_string())?;
-    opened.check_template(&integrations, &cartflow::machine::Template::standard())?;
+    opened.check_template(&integrations, table.template())?;
     opened.warn_unpaid("invoke", &integrations);
     let engine = Engine::new(Arc::clone(&opened.store))
         .with_table(table)

@@ -111,7 +111,7 @@ fn serve(request: &Request) -> Result<(), String> {
     let integrations = opened
         .integrations(providers.as_ref())
         .map_err(|e| e.to_string())?;
-    opened.check_template(&integrations, &cartflow::machine::Template::standard())?;
+    opened.check_template(&integrations, table.template())?;
     opened.warn_unpaid("serve", &integrations);
     let location = opened.location;
     let engine = Engine::new(opened.store)

@@ -134,7 +134,7 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
     let integrations = opened
         .integrations(providers.as_ref())
         .map_err(|e| e.to_string())?;
-    opened.check_template(&integrations, &cartflow::machine::Template::standard())?;
+    opened.check_template(&integrations, table.template())?;
     opened.warn_unpaid("worker", &integrations);
     let engine = Engine::new(Arc::clone(&opened.store))
         .with_table(table)
