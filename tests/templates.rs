@@ -1029,3 +1029,38 @@ fn the_demo_tells_its_story_on_a_given_template_and_refuses_a_bad_one_before_wri
     );
     assert_eq!(fs::read(&db).unwrap(), before);
 }
+
+#[test]
+fn a_template_whose_custom_provider_no_store_registers_is_refused_before_anything_runs() {
+    let dir = data_dir(&at_taxes(), Some(&example_text("credit-check.json")));
+    fs::remove_file(dir.path().join("integrations.json")).unwrap();
+    let data = path_arg(dir.path());
+    for args in [
+        vec!["worker", "--data", &data, "--exit-when-idle"],
+        vec!["serve", "--data", &data, "--addr", "127.0.0.1:0"],
+    ] {
+        let output = run(dir.path(), &args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output)
+                .contains("step \"Credit Check\" runs the custom provider \"credit-limit\""),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let locked = lock_taxes(dir.path(), "Credit Check", &[]);
+    assert_eq!(locked.status.code(), Some(2), "{}", stderr(&locked));
+    // Nothing ran: the session is still open at Taxes.
+    fs::write(dir.path().join("integrations.json"), "{}").unwrap();
+    let report = inspect_json(
+        dir.path(),
+        &["--template", &path_arg(&example("standard.json"))],
+    );
+    assert_eq!(report["sessions"][0]["State"], "Taxes");
+    assert_eq!(report["sessions"][0]["IsProcessing"], false);
+}
