@@ -163,6 +163,10 @@ pub enum TableError {
     /// An action that is not an async cart action was used as an async step.
     #[error("{0} cannot be the action of an async step")]
     NotAsync(Action),
+    /// A custom step's action takes the API name of a core action, which callers could not
+    /// tell apart from it.
+    #[error("the custom action {0} has the name of a core action")]
+    CustomNamedAsCore(String),
     /// A custom step names no provider, or a step that is not custom names one.
     #[error("step {0} {1}")]
     BadProvider(String, &'static str),
@@ -393,6 +397,9 @@ fn check_step<'a>(step: &'a Step, seen: &mut Seen<'a>) -> Result<(), TableError>
 /// An async step runs an async cart action, and no two steps run the same action.
 fn check_action(step: &Step, actions: &mut BTreeSet<Event>) -> Result<(), TableError> {
     let event = match step.kind {
+        StepKind::Custom(action) if Action::from_api_name(action.as_str()).is_some() => {
+            return Err(TableError::CustomNamedAsCore(action.to_string()));
+        }
         StepKind::Custom(action) => Event::Custom(action),
         StepKind::Async(action) => {
             if action.provider_kind().is_none()
@@ -1003,6 +1010,20 @@ mod tests {
             again.unwrap_err(),
             TableError::Duplicate("CreditCheck".into())
         );
+    }
+
+    #[test]
+    fn a_custom_action_cannot_take_a_core_actions_name() {
+        for name in ["priceCart", "updateCheckoutSessionAction"] {
+            let mut template = Template::standard();
+            let mut step = credit_check();
+            step.kind = StepKind::Custom(crate::machine::CustomAction::new(name).unwrap());
+            assert!(template.insert_step(SessionState::Taxes, step));
+            assert_eq!(
+                TransitionTable::build(template).unwrap_err(),
+                TableError::CustomNamedAsCore(name.into())
+            );
+        }
     }
 
     #[test]
