@@ -23,10 +23,11 @@ use cartflow::integrations::{
     IntegrationRequest, Integrations, InventoryProvider, PaymentProvider, Provider, ProviderError,
     StockTable, Verdict,
 };
+use cartflow::machine::Step as TemplateStep;
 use cartflow::machine::{
-    Action, CartEdit, CheckoutDetails, Command, Event, Machine, Node, OperationNode, Output, Phase,
-    ProviderAction, SessionNode, StepOutcome, TransitionTable, ValidationMessage, operation_node,
-    session_node,
+    Action, CartEdit, CheckoutDetails, Command, CustomAction, Event, Machine, Node, OperationNode,
+    Output, Phase, ProviderAction, SessionNode, StepKind, StepOutcome, Template, TransitionTable,
+    ValidationMessage, operation_node, session_node,
 };
 use cartflow::model::{
     Access, Account, Address, BackgroundOperation, CartCheckoutSession, CartItem, CartItemType,
@@ -43,18 +44,35 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 // ---------------------------------------------------------------------------------------------
-// The standard checkout as Salesforce's template lists it: the model's copy, not the crate's.
+// The checkout template, as the model reads it.
 
-/// What a step of the standard template does.
+/// What a step of a template does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     Entry,
     Screen,
     Async(Action),
     Payment,
+    /// A store's own async step, invoked as its custom action.
+    Custom(CustomAction),
     Terminal,
 }
 
+impl Stage {
+    fn of(kind: StepKind) -> Stage {
+        match kind {
+            StepKind::Entry => Stage::Entry,
+            StepKind::Screen => Stage::Screen,
+            StepKind::Async(action) => Stage::Async(action),
+            StepKind::Payment => Stage::Payment,
+            StepKind::Custom(action) => Stage::Custom(action),
+            StepKind::Terminal => Stage::Terminal,
+        }
+    }
+}
+
+/// The standard checkout as Salesforce's template lists it: the model's copy, not the crate's
+/// (`the_models_standard_checkout_is_the_crates` compares them).
 const STEPS: [(SessionState, Stage); 15] = [
     (SessionState::Start, Stage::Entry),
     (SessionState::ShippingAddress, Stage::Screen),
@@ -101,27 +119,111 @@ const AUTHORIZE_PAYMENT: &str = "authorizePayment";
 /// The only orderStatus that means "activate".
 const ACTIVATED: &str = "Activated";
 
-fn stage_of(state: SessionState) -> Option<Stage> {
-    STEPS.iter().find(|(s, _)| *s == state).map(|(_, k)| *k)
+/// State names that are a step of no template the suite runs: inputs that must be refused.
+const NO_STEP: [&str; 2] = ["Gift Wrapping", "Zahlung bestätigt"];
+
+/// A template's steps in the order a session walks them, entry first, terminal last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Flow {
+    steps: Vec<(SessionState, Stage)>,
 }
 
-fn position(state: SessionState) -> Option<usize> {
-    STEPS.iter().position(|(s, _)| *s == state)
-}
+impl Flow {
+    fn standard() -> Flow {
+        Flow {
+            steps: STEPS.to_vec(),
+        }
+    }
 
-fn next_of(state: SessionState) -> Option<SessionState> {
-    let i = position(state)?;
-    match STEPS[i].1 {
-        Stage::Terminal => None,
-        _ => STEPS.get(i + 1).map(|(s, _)| *s),
+    /// The steps of `template` from its entry, each followed by its successor.
+    fn of(template: &Template) -> Flow {
+        let mut steps = Vec::new();
+        let mut cursor = template.entry();
+        while let Some(step) = cursor.and_then(|state| template.step(state)) {
+            if steps.iter().any(|(s, _)| *s == step.state) {
+                break;
+            }
+            steps.push((step.state, Stage::of(step.kind)));
+            cursor = step.next;
+        }
+        Flow { steps }
+    }
+
+    fn entry(&self) -> SessionState {
+        self.steps[0].0
+    }
+
+    fn stage_of(&self, state: SessionState) -> Option<Stage> {
+        self.steps
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map(|(_, k)| *k)
+    }
+
+    fn position(&self, state: SessionState) -> Option<usize> {
+        self.steps.iter().position(|(s, _)| *s == state)
+    }
+
+    fn next_of(&self, state: SessionState) -> Option<SessionState> {
+        let i = self.position(state)?;
+        match self.steps[i].1 {
+            Stage::Terminal => None,
+            _ => self.steps.get(i + 1).map(|(s, _)| *s),
+        }
+    }
+
+    /// The step a piece of work belongs to.
+    fn step_of(&self, work: Work) -> Option<SessionState> {
+        self.steps
+            .iter()
+            .find(|(_, k)| Work::of(*k) == Some(work))
+            .map(|(s, _)| *s)
+    }
+
+    /// The work of every async step a session passes before it reaches `state`.
+    fn work_before(&self, state: SessionState) -> Vec<Work> {
+        let end = self.position(state).unwrap_or(0);
+        self.steps[..end]
+            .iter()
+            .filter_map(|(_, k)| Work::of(*k))
+            .collect()
+    }
+
+    /// The States a session of the template can be in: its steps in order, then Error.
+    fn states(&self) -> Vec<SessionState> {
+        let mut states: Vec<SessionState> = self.steps.iter().map(|(s, _)| *s).collect();
+        states.push(SessionState::Error);
+        states
+    }
+
+    /// The State names a command may give: the template's States, then names that are no
+    /// step of it (the standard ones it lacks, and a few of no template at all).
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.states().iter().map(|s| s.to_string()).collect();
+        let strangers = SessionState::STANDARD
+            .iter()
+            .filter(|s| self.position(**s).is_none() && **s != SessionState::Error)
+            .map(|s| s.to_string());
+        names.extend(strangers.chain(NO_STEP.map(str::to_owned)));
+        names
+    }
+
+    /// The screen whose move into the terminal step closes the cart.
+    fn closing_screen(&self) -> Option<SessionState> {
+        self.steps
+            .windows(2)
+            .find(|pair| pair[1].1 == Stage::Terminal)
+            .map(|pair| pair[0].0)
     }
 }
 
-/// What a background operation does: an async core action, or the payment step.
+/// What a background operation does: an async core action, the payment step, or a store's
+/// own step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Work {
     Step(Action),
     Payment,
+    Custom(CustomAction),
 }
 
 impl Work {
@@ -129,22 +231,16 @@ impl Work {
         match stage {
             Stage::Async(action) => Some(Work::Step(action)),
             Stage::Payment => Some(Work::Payment),
+            Stage::Custom(action) => Some(Work::Custom(action)),
             _ => None,
         }
     }
 
-    /// The step the work belongs to.
-    fn step(self) -> Option<SessionState> {
-        STEPS
-            .iter()
-            .find(|(_, k)| Work::of(*k) == Some(self))
-            .map(|(s, _)| *s)
-    }
-
-    fn name(self) -> &'static str {
+    fn name(&self) -> &str {
         match self {
             Work::Step(action) => action.api_name(),
             Work::Payment => AUTHORIZE_PAYMENT,
+            Work::Custom(action) => action.as_str(),
         }
     }
 
@@ -158,7 +254,7 @@ impl Work {
             Work::Step(Action::CalcCartShipment) => ProviderKind::Shipment,
             Work::Step(Action::CalcCartTaxes) => ProviderKind::Tax,
             Work::Payment => ProviderKind::Payment,
-            Work::Step(_) => return None,
+            Work::Step(_) | Work::Custom(_) => return None,
         })
     }
 
@@ -189,6 +285,8 @@ enum Kind {
     Close,
     Async(Action),
     Authorize,
+    /// A store's own async step.
+    Custom,
     Details,
     Edit,
     Cancel,
@@ -275,7 +373,7 @@ fn documented_pairs(kind: Kind) -> &'static [(ErrorCode, u16)] {
         Kind::Async(Action::ActivateOrder) => {
             &[(BR, 400), (UE, 500), (ISA, 500), (IO, 403), (II, 403)]
         }
-        Kind::Async(_) | Kind::Authorize => {
+        Kind::Async(_) | Kind::Authorize | Kind::Custom => {
             &[(BR, 400), (UE, 500), (ISA, 500), (IO, 403), (AIP, 400)]
         }
         Kind::Details => &[
@@ -298,7 +396,7 @@ fn documented(kind: Kind, why: Why) -> Option<(ErrorCode, u16)> {
     use Why as W;
     let session_action = matches!(kind, K::Update | K::Advance | K::Close);
     let cart_action = !session_action;
-    let async_action = matches!(kind, K::Async(_) | K::Authorize);
+    let async_action = matches!(kind, K::Async(_) | K::Authorize | K::Custom);
     let activate = kind == K::Async(Action::ActivateOrder);
     let input = kind == K::Details;
     let edit = kind == K::Edit;
@@ -397,7 +495,8 @@ struct ItemSpec {
 
 #[derive(Debug, Clone)]
 struct ActiveSeed {
-    /// Index into `SessionState::STANDARD`; `None` is an empty State.
+    /// Index into the template's States (`Flow::states`, Error last); `None` is an empty
+    /// State.
     state: Option<u8>,
     /// 0 open, 1 locked, 2 running with a New operation, 3 running with a Running one.
     phase: u8,
@@ -449,9 +548,11 @@ fn cart_status() -> impl Strategy<Value = CartStatus> {
     ]
 }
 
-fn active_seed() -> impl Strategy<Value = ActiveSeed> {
+fn active_seed(flow: &Flow) -> impl Strategy<Value = ActiveSeed> + use<> {
     // Any State, and more often one of the order steps.
-    let state = prop_oneof![2 => 0u8..16, 1 => 10u8..14];
+    let states = u8::try_from(flow.states().len()).expect("a template has few steps");
+    let order = flow.position(SessionState::CartToOrder).unwrap_or(0) as u8;
+    let state = prop_oneof![2 => 0u8..states, 1 => order..order + 4];
     (
         prop::option::weighted(0.9, state),
         0u8..4,
@@ -468,7 +569,7 @@ fn active_seed() -> impl Strategy<Value = ActiveSeed> {
         })
 }
 
-fn cart_spec() -> impl Strategy<Value = CartSpec> {
+fn cart_spec(flow: &Flow) -> impl Strategy<Value = CartSpec> + use<> {
     let item = (0u8..8, 1u8..=4, prop::bool::weighted(0.15)).prop_map(|(sku, quantity, charge)| {
         ItemSpec {
             sku,
@@ -492,7 +593,7 @@ fn cart_spec() -> impl Strategy<Value = CartSpec> {
         (prop::bool::weighted(0.6), prop::bool::weighted(0.5)),
         (
             0u8..3,
-            prop::option::weighted(0.45, active_seed()),
+            prop::option::weighted(0.45, active_seed(flow)),
             prop::collection::vec(output, 0..3),
         ),
     )
@@ -551,7 +652,7 @@ fn store_spec() -> impl Strategy<Value = StoreSpec> {
     })
 }
 
-fn world_spec() -> impl Strategy<Value = WorldSpec> {
+fn world_spec(flow: &Flow) -> impl Strategy<Value = WorldSpec> + use<> {
     (
         prop::collection::vec(store_spec(), 1..=3),
         prop::collection::vec(prop::bool::weighted(0.8), 1..=3),
@@ -562,7 +663,7 @@ fn world_spec() -> impl Strategy<Value = WorldSpec> {
             }),
             2..=5,
         ),
-        prop::collection::vec(cart_spec(), 1..=4),
+        prop::collection::vec(cart_spec(flow), 1..=4),
     )
         .prop_map(|(stores, accounts, users, carts)| WorldSpec {
             stores,
@@ -627,8 +728,8 @@ fn address() -> Address {
     }
 }
 
-/// Builds the data set and the model of a world.
-fn build(spec: &WorldSpec) -> (DataSet, Model) {
+/// Builds the data set and the model of a world whose checkouts follow `flow`.
+fn build(spec: &WorldSpec, flow: &Arc<Flow>) -> (DataSet, Model) {
     let mut data = DataSet::default();
     let n_accounts = spec.accounts.len() as u64;
     let n_stores = spec.stores.len() as u64;
@@ -801,7 +902,7 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
         for k in 0..spec.archived {
             sessions += 1;
             let session_id = id(KeyPrefix::CartCheckoutSession, sessions);
-            let state = STEPS[usize::from(k * 5) % STEPS.len()].0;
+            let state = flow.steps[usize::from(k * 5) % flow.steps.len()].0;
             let op = (k % 2 == 0).then(|| {
                 seed_op(
                     Work::Step(Action::CheckCartInventory),
@@ -828,27 +929,25 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
         if let Some(seed) = &spec.active {
             sessions += 1;
             let session_id = id(KeyPrefix::CartCheckoutSession, sessions);
-            let state = seed
-                .state
-                .map(|k| SessionState::STANDARD[usize::from(k) % SessionState::STANDARD.len()]);
-            let stage = state.and_then(stage_of);
-            let at = state.and_then(position);
-            // An imported checkout past Inventory carries the check it passed.
-            let inventory = position(SessionState::Inventory);
-            let checked = (at > inventory).then(|| {
-                seed_op(
-                    Work::Step(Action::CheckCartInventory),
-                    session_id,
-                    OperationStatus::Complete,
-                    &mut data,
-                    &mut m_ops,
-                )
-            });
-            // Locked and running are phases of async and payment steps only.
+            let states = flow.states();
+            let state = seed.state.map(|k| states[usize::from(k) % states.len()]);
+            let stage = state.and_then(|s| flow.stage_of(s));
+            let at = state.and_then(|s| flow.position(s));
+            // An imported checkout carries the operations of the async steps it passed.
+            let passed = state.map(|s| flow.work_before(s)).unwrap_or_default();
+            let mut checked = None;
+            for work in passed {
+                let complete = OperationStatus::Complete;
+                checked = Some(seed_op(work, session_id, complete, &mut data, &mut m_ops));
+            }
+            // Locked and running are phases of async and payment steps only; a custom step
+            // runs only once the engine can run one.
             let lockable = stage.and_then(Work::of).is_some();
+            let runnable = !matches!(stage, Some(Stage::Custom(_))) || custom_steps_run();
             let phase = match seed.phase {
                 0 => 0,
                 _ if !lockable => 0,
+                p if !runnable => p.min(1),
                 p => p,
             };
             let mut session = MSession {
@@ -867,7 +966,7 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
                 },
             };
             if phase > 0 {
-                let next = state.and_then(next_of);
+                let next = state.and_then(|s| flow.next_of(s));
                 session.next = if seed.wrong_next && phase == 1 {
                     Some(SessionState::Error)
                 } else {
@@ -883,9 +982,10 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
                 };
                 session.op = Some(seed_op(work, session_id, status, &mut data, &mut m_ops));
             }
-            let payment = position(SessionState::AuthorizePayment);
-            let confirmation = state == Some(SessionState::OrderConfirmation);
-            if at >= payment && at <= position(SessionState::OrderConfirmation) && seed.order > 0 {
+            let payment = flow.position(SessionState::AuthorizePayment);
+            let confirmation = at > flow.position(SessionState::ActivateOrder);
+            let last = flow.position(SessionState::Complete);
+            if at >= payment && at < last && seed.order > 0 {
                 orders += 1;
                 let order_id = id(KeyPrefix::Order, orders);
                 session.order = Some(order_id);
@@ -940,6 +1040,7 @@ fn build(spec: &WorldSpec) -> (DataSet, Model) {
         stores: data.stores.clone(),
         mappings,
         carts: model_carts,
+        flow: flow.clone(),
     };
     (data, model)
 }
@@ -1149,6 +1250,8 @@ struct Model {
     stores: Vec<WebStore>,
     mappings: Vec<(SfId, Mapping, Payment)>,
     carts: Vec<MCart>,
+    /// The template every checkout follows.
+    flow: Arc<Flow>,
 }
 
 /// A user command after resolution: the raw inputs plus what the model knows they name.
@@ -1180,6 +1283,11 @@ enum Call {
     Authorize {
         cart: String,
     },
+    /// A custom async step, run by the command [`custom_step_command`] makes.
+    Custom {
+        action: CustomAction,
+        command: Command,
+    },
     Activate {
         cart: String,
         status: Option<String>,
@@ -1208,6 +1316,7 @@ impl Call {
             Call::Run { action, .. } => Kind::Async(*action),
             Call::CartToOrder { .. } => Kind::Async(Action::CartToOrder),
             Call::Authorize { .. } => Kind::Authorize,
+            Call::Custom { .. } => Kind::Custom,
             Call::Activate { .. } => Kind::Async(Action::ActivateOrder),
             Call::Details { .. } => Kind::Details,
             Call::Edit { .. } => Kind::Edit,
@@ -1258,6 +1367,7 @@ impl Call {
                 run_async,
             },
             Call::Authorize { cart } => Command::AuthorizePayment { cart_id: cart },
+            Call::Custom { command, .. } => command,
             Call::Activate {
                 cart,
                 status,
@@ -1307,6 +1417,8 @@ impl Call {
             Call::Cancel { cart } => ("cancelCartAsyncOperation", json!({"cartId": cart})),
             // Screens write records directly (a REST PATCH), not through an action.
             Call::Advance { .. } | Call::Details { .. } | Call::Edit { .. } => return None,
+            // Custom steps are invoked through the engine's own command only, so far.
+            Call::Custom { .. } => return None,
         })
     }
 }
@@ -1510,7 +1622,10 @@ impl Model {
                 if active.is_some_and(|s| s.processing) {
                     return Err(Why::CheckoutInProgress);
                 }
-                if initial.as_deref().is_some_and(|i| i != "Start") {
+                if initial
+                    .as_deref()
+                    .is_some_and(|i| i != self.flow.entry().as_str())
+                {
                     return Err(Why::InitialState);
                 }
                 Ok(Plan::Start { cart: c })
@@ -1548,12 +1663,15 @@ impl Model {
                 if !exp_matches {
                     return Err(Why::ExpectedStateMismatch);
                 }
-                let step_fits = match stage_of(state) {
-                    Some(Stage::Async(_) | Stage::Payment) => update,
+                let step_fits = match self.flow.stage_of(state) {
+                    Some(Stage::Async(_) | Stage::Payment | Stage::Custom(_)) => update,
                     Some(Stage::Entry | Stage::Screen) => !update,
                     _ => false,
                 };
-                let next = next_of(state).filter(|n| step_fits && n.as_str() == to);
+                let next = self
+                    .flow
+                    .next_of(state)
+                    .filter(|n| step_fits && n.as_str() == to);
                 match next {
                     None => Err(Why::NotNextStep),
                     Some(_) if update => Ok(Plan::Update {
@@ -1570,6 +1688,7 @@ impl Model {
             Call::Run { action, .. } => self.decide_work(c, Work::Step(*action), now),
             Call::CartToOrder { .. } => self.decide_work(c, Work::Step(Action::CartToOrder), now),
             Call::Authorize { .. } => self.decide_work(c, Work::Payment, now),
+            Call::Custom { action, .. } => self.decide_work(c, Work::Custom(*action), now),
             Call::Activate { status, .. } => {
                 if status.as_deref() != Some(ACTIVATED) {
                     return Err(Why::OrderStatus);
@@ -1640,6 +1759,7 @@ impl Model {
             Call::Run { action, .. } => Work::Step(*action),
             Call::CartToOrder { .. } => Work::Step(Action::CartToOrder),
             Call::Authorize { .. } => Work::Payment,
+            Call::Custom { action, .. } => Work::Custom(*action),
             Call::Activate { .. } => Work::Step(Action::ActivateOrder),
             _ => return false,
         };
@@ -1676,10 +1796,10 @@ impl Model {
         if !session.processing {
             return Err(Why::NotLocked);
         }
-        if work.step() != Some(state) {
+        if self.flow.step_of(work) != Some(state) {
             return Err(Why::WrongStep);
         }
-        if session.next != next_of(state) {
+        if session.next != self.flow.next_of(state) {
             return Err(Why::WrongNextState);
         }
         if work == Work::Step(Action::ActivateOrder) {
@@ -1773,7 +1893,7 @@ impl Model {
                     }
                     c.sessions.push(MSession {
                         id: new,
-                        state: Some(SessionState::Start),
+                        state: Some(self.flow.entry()),
                         next: None,
                         processing: false,
                         error: false,
@@ -1787,7 +1907,7 @@ impl Model {
             Plan::Update { cart, session } => {
                 let s = &mut self.carts[cart].sessions[session];
                 same("requestId", s.id)?;
-                s.next = s.state.and_then(next_of);
+                s.next = s.state.and_then(|state| self.flow.next_of(state));
                 s.processing = true;
             }
             Plan::Advance { cart, session, to } => {
@@ -1961,6 +2081,7 @@ impl Model {
                 Mapping::Scripted => scripted(),
                 Mapping::Stock => stock_outcome(&c.items),
             },
+            Work::Custom(_) => scripted(),
             Work::Step(_) => Outcome::Passed,
         }
     }
@@ -2430,7 +2551,7 @@ fn state_choice() -> impl Strategy<Value = StateChoice> {
     prop_oneof![
         8 => Just(StateChoice::Next),
         1 => Just(StateChoice::Current),
-        2 => (0usize..16).prop_map(StateChoice::Any),
+        2 => (0usize..48).prop_map(StateChoice::Any),
         1 => (0usize..4).prop_map(StateChoice::Garbage),
     ]
 }
@@ -2439,7 +2560,7 @@ fn exp_choice() -> impl Strategy<Value = ExpChoice> {
     prop_oneof![
         2 => Just(ExpChoice::Omitted),
         8 => Just(ExpChoice::Current),
-        1 => (0usize..16).prop_map(ExpChoice::Any),
+        1 => (0usize..48).prop_map(ExpChoice::Any),
         1 => (0usize..4).prop_map(ExpChoice::Garbage),
     ]
 }
@@ -2582,6 +2703,37 @@ fn malformed(k: usize, real: SfId) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Custom async steps: the switch.
+//
+// Generated templates hold custom async steps, and the model runs one as any async step (the
+// lock, an operation, the outcome of the provider its step names, here the scripted one). No
+// command runs a custom step yet: a session reaches one, locks it, and leaves only by a cancel,
+// an edit or a restart once expired. These two functions are the whole switch: once a command
+// fires `Event::Custom` and providers are registered by name, return the command and register
+// the scripted provider, and sequences run through custom steps to their orders.
+
+/// The command that runs the custom step invoked as `action` on the cart `cart_id`; `None`
+/// while the engine has none.
+fn custom_step_command(_action: CustomAction, _cart_id: &str) -> Option<Command> {
+    None
+}
+
+/// Whether the engine can run custom steps: imported data holds their operations only then.
+fn custom_steps_run() -> bool {
+    let probe = CustomAction::new("Probe").expect("an identifier");
+    custom_step_command(probe, "").is_some()
+}
+
+/// Registers the scripted provider under the provider name of each custom step of
+/// `template`; nothing to register while custom steps cannot run.
+fn register_custom_providers(
+    _integrations: &mut Integrations,
+    _template: &Template,
+    _scripted: &Scripted,
+) {
+}
+
+// ---------------------------------------------------------------------------------------------
 // The engine under test.
 
 /// Where the scripted provider tells that it was called, and waits to be released.
@@ -2710,9 +2862,16 @@ fn decline(request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
 }
 
 impl Harness {
+    /// A world checking out with the standard template.
     fn new(spec: &WorldSpec) -> Harness {
+        Harness::with_table(spec, TransitionTable::standard())
+    }
+
+    /// A world checking out with `table`'s template.
+    fn with_table(spec: &WorldSpec, table: TransitionTable) -> Harness {
         common::quiet_provider_panics();
-        let (data, model) = build(spec);
+        let flow = Arc::new(Flow::of(table.template()));
+        let (data, model) = build(spec, &flow);
         let scripted = Scripted {
             behaviour: Arc::new(Mutex::new(Behaviour::Pass)),
             gate: Arc::new(Mutex::new(None)),
@@ -2737,12 +2896,14 @@ impl Harness {
             };
             integrations.set(*store, provider);
         }
+        register_custom_providers(&mut integrations, table.template(), &scripted);
         let store = Arc::new(MemoryStore::from_dataset(data).expect("a valid world"));
         let clock = Arc::new(ManualClock::new(epoch()));
         let engine = Engine::new(store.clone())
             .with_ids(Arc::new(SequentialIds::starting_at(FIRST_GENERATED)))
             .with_clock(clock.clone())
-            .with_integrations(integrations);
+            .with_integrations(integrations)
+            .with_table(table);
         let labels = engine
             .table()
             .nodes()
@@ -2878,30 +3039,31 @@ impl Harness {
         }
     }
 
-    fn state_input(choice: StateChoice, current: Option<SessionState>) -> String {
+    /// The State name a command gives for choice `k`: one of the template's, or one that is
+    /// no step of it.
+    fn any_name(&self, k: usize) -> String {
+        let names = self.model.flow.names();
+        names[k % names.len()].clone()
+    }
+
+    fn state_input(&self, choice: StateChoice, current: Option<SessionState>) -> String {
+        let flow = &self.model.flow;
         match choice {
             StateChoice::Next => current
-                .and_then(next_of)
-                .unwrap_or(SessionState::ShippingAddress)
-                .as_str()
-                .into(),
+                .and_then(|s| flow.next_of(s))
+                .or_else(|| flow.next_of(flow.entry()))
+                .map_or_else(String::new, |s| s.to_string()),
             StateChoice::Current => current.as_ref().map_or("", SessionState::as_str).into(),
-            StateChoice::Any(k) => SessionState::STANDARD[k % SessionState::STANDARD.len()]
-                .as_str()
-                .into(),
+            StateChoice::Any(k) => self.any_name(k),
             StateChoice::Garbage(k) => GARBAGE[k % GARBAGE.len()].into(),
         }
     }
 
-    fn exp_input(choice: ExpChoice, current: Option<SessionState>) -> Option<String> {
+    fn exp_input(&self, choice: ExpChoice, current: Option<SessionState>) -> Option<String> {
         match choice {
             ExpChoice::Omitted => None,
             ExpChoice::Current => current.map(|s| s.as_str().into()),
-            ExpChoice::Any(k) => Some(
-                SessionState::STANDARD[k % SessionState::STANDARD.len()]
-                    .as_str()
-                    .into(),
-            ),
+            ExpChoice::Any(k) => Some(self.any_name(k)),
             ExpChoice::Garbage(k) => Some(GARBAGE[k % GARBAGE.len()].into()),
         }
     }
@@ -2952,8 +3114,8 @@ impl Harness {
                 let (cart, named) = self.cart_input(cart);
                 let initial = match initial {
                     // The template passes the entry State.
-                    ExpChoice::Current => Some("Start".to_owned()),
-                    other => Self::exp_input(other, None),
+                    ExpChoice::Current => Some(self.model.flow.entry().to_string()),
+                    other => self.exp_input(other, None),
                 };
                 user(actor, named, Call::Start { cart, initial }, rest)
             }
@@ -2967,8 +3129,8 @@ impl Harness {
                 let (session, named, current) = self.session_input(session);
                 let call = Call::Update {
                     session,
-                    next: Self::state_input(next, current),
-                    exp: Self::exp_input(exp, current),
+                    next: self.state_input(next, current),
+                    exp: self.exp_input(exp, current),
                 };
                 user(actor, named, call, rest)
             }
@@ -2981,8 +3143,8 @@ impl Harness {
                 let (session, named, current) = self.session_input(session);
                 let call = Call::Advance {
                     session,
-                    state: Self::state_input(state, current),
-                    exp: Self::exp_input(exp, current),
+                    state: self.state_input(state, current),
+                    exp: self.exp_input(exp, current),
                 };
                 user(actor, named, call, false)
             }
@@ -3111,9 +3273,9 @@ impl Harness {
     }
 
     /// The call that runs the async step `state` names.
-    fn work_call(state: SessionState, cart: String, salt: u16) -> Option<Call> {
+    fn work_call(&self, state: SessionState, cart: String, salt: u16) -> Option<Call> {
         let run_async = salt & SALT_INLINE == 0;
-        Some(match stage_of(state)? {
+        Some(match self.model.flow.stage_of(state)? {
             Stage::Async(Action::CartToOrder) => Call::CartToOrder { cart, run_async },
             Stage::Async(Action::ActivateOrder) => Call::Activate {
                 cart,
@@ -3122,7 +3284,11 @@ impl Harness {
             },
             Stage::Async(action) => Call::Run { action, cart },
             Stage::Payment => Call::Authorize { cart },
-            _ => return None,
+            Stage::Custom(action) => Call::Custom {
+                action,
+                command: custom_step_command(action, &cart)?,
+            },
+            Stage::Entry | Stage::Screen | Stage::Terminal => return None,
         })
     }
 
@@ -3145,9 +3311,10 @@ impl Harness {
             call,
             rest,
         };
+        let flow = &self.model.flow;
         let start = Call::Start {
             cart: id.to_string(),
-            initial: Some("Start".into()),
+            initial: Some(flow.entry().to_string()),
         };
         let cancel = Call::Cancel {
             cart: id.to_string(),
@@ -3159,7 +3326,7 @@ impl Harness {
             .ops
             .iter()
             .any(|o| Some(o.id) == s.op && is_active(o.status));
-        let work = |state| Self::work_call(state, id.to_string(), salt);
+        let work = |state| self.work_call(state, id.to_string(), salt);
         if running {
             // Now and then the buyer double-clicks the step that is already running.
             return match s.state.and_then(work) {
@@ -3183,11 +3350,11 @@ impl Harness {
                     .iter()
                     .find(|o| Some(o.id) == s.op && o.status == OperationStatus::Complete);
                 if salt & SALT_DOUBLE_CLICK == SALT_DOUBLE_CLICK
-                    && let Some(call) = completed.and_then(|o| o.work.step()).and_then(work)
+                    && let Some(call) = completed.and_then(|o| flow.step_of(o.work)).and_then(work)
                 {
                     return user(call);
                 }
-                let (Some(stage), Some(next)) = (stage_of(state), next_of(state)) else {
+                let (Some(stage), Some(next)) = (flow.stage_of(state), flow.next_of(state)) else {
                     return user(cancel);
                 };
                 if salt & SALT_DETAILS != 0
@@ -3340,6 +3507,8 @@ impl Harness {
             ));
         }
         self.check_store_invariants(&after)?;
+        self.check_states(&after)?;
+        self.check_closing(&before, &after, &events)?;
         if self.views(&closed) != closed_before {
             return Err("a Closed cart, or one of its records, changed".into());
         }
@@ -3443,6 +3612,7 @@ impl Harness {
                         coverage.note("an expired checkout restarted");
                     }
                 }
+                self.note_template_steps(plan, coverage);
                 let new_line = match (plan, call) {
                     (
                         Plan::Edit { cart },
@@ -3486,6 +3656,26 @@ impl Harness {
                 "{}: the model says {expected:?}, the engine answered {answer:?}",
                 context()
             )),
+        }
+    }
+
+    /// Notes an accepted move out of a step the standard template lacks, and the lock of a
+    /// custom step.
+    fn note_template_steps(&self, plan: &Plan, coverage: &mut Coverage) {
+        let (Plan::Advance { cart, session, .. } | Plan::Update { cart, session }) = *plan else {
+            return;
+        };
+        let Some(state) = self.model.carts[cart].sessions[session].state else {
+            return;
+        };
+        match (plan, self.model.flow.stage_of(state)) {
+            (Plan::Advance { .. }, _) if !state.is_standard() => {
+                coverage.note("a step the standard template lacks was passed");
+            }
+            (Plan::Update { .. }, Some(Stage::Custom(_))) => {
+                coverage.note("a custom step was locked");
+            }
+            _ => {}
         }
     }
 
@@ -3632,7 +3822,7 @@ impl Harness {
             .entry(format!(
                 "{} ({})",
                 outcome.label(),
-                work.map_or("?", Work::name)
+                work.as_ref().map_or("?", Work::name)
             ))
             .or_default() += 1;
         let order = self.made_order(cart, op, outcome)?;
@@ -3783,12 +3973,90 @@ impl Harness {
         Ok(())
     }
 
+    /// Every session is at a step of the template, or in Error (or, imported, at no State).
+    fn check_states(&self, after: &DataSet) -> Result<(), String> {
+        let flow = &self.model.flow;
+        let stray = after.sessions.iter().find(|s| {
+            s.state
+                .is_some_and(|state| state != SessionState::Error && flow.position(state).is_none())
+        });
+        match stray {
+            Some(s) => Err(format!(
+                "session {} is at {:?}, no step of the template",
+                s.id, s.state
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// A cart closes only on the closing row: the step's events hold the close, and a
+    /// session of the cart moved from the template's last screen into Complete.
+    fn check_closing(
+        &self,
+        before: &DataSet,
+        after: &DataSet,
+        events: &[Event],
+    ) -> Result<(), String> {
+        let closing = self.model.flow.closing_screen();
+        for cart in &after.carts {
+            let was = before
+                .carts
+                .iter()
+                .find(|c| c.id == cart.id)
+                .map(|c| c.status);
+            if cart.status != CartStatus::Closed || was == Some(CartStatus::Closed) {
+                continue;
+            }
+            let closed_by_its_screen = after.sessions.iter().any(|s| {
+                let old = before.sessions.iter().find(|o| o.id == s.id);
+                s.web_cart_id == cart.id
+                    && s.state == Some(SessionState::Complete)
+                    && old.is_some_and(|o| o.state == closing && !o.is_processing)
+            });
+            if !events.contains(&Event::Close) || !closed_by_its_screen {
+                return Err(format!(
+                    "cart {} closed on {events:?} without a move from {closing:?} into Complete",
+                    cart.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The session `owner` has a Complete operation for the work of every async step of the
+    /// template before `step`: each ran and passed since the session started (a restart is a
+    /// new session). `what` happened there, and is named in the error.
+    fn check_passed(
+        &self,
+        data: &DataSet,
+        owner: SfId,
+        step: SessionState,
+        what: &str,
+    ) -> Result<(), String> {
+        let unpassed = self.model.flow.work_before(step).into_iter().find(|w| {
+            !data.operations.iter().any(|o| {
+                o.checkout_session_id == owner
+                    && o.name == w.name()
+                    && o.status == OperationStatus::Complete
+            })
+        });
+        match unpassed {
+            Some(work) => Err(format!(
+                "{what} in session {owner} before {} passed",
+                work.name()
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The order promises, read from the store alone:
-    /// - no order without a passed inventory check: a new order belongs to exactly one session
-    ///   of its cart, and that session has a Complete `checkCartInventoryAction`;
-    /// - no activation while Error outputs exist: an order that becomes Activated belonged to
-    ///   a cart with no undismissed Error-level output, and its session, still active, moved
-    ///   to Order Confirmation;
+    /// - no order without the checks before it: a new order belongs to exactly one session
+    ///   of its cart, and that session passed every async step of the template before Cart
+    ///   To Order (the inventory check, in the standard template);
+    /// - no activation while Error outputs exist, nor before every step ran: an order that
+    ///   becomes Activated belonged to a cart with no undismissed Error-level output, its
+    ///   session passed every async step before Activate Order, and it is still active, moved
+    ///   to the step after Activate Order (Order Confirmation, in the standard template);
     /// - never a second order for a cart: at most one Activated order per cart, and no order
     ///   is made for a cart whose order was activated. A checkout abandoned before activation
     ///   (cancelled, failed, expired) may leave its Draft behind; such a Draft is never
@@ -3800,6 +4068,7 @@ impl Harness {
         after: &DataSet,
         coverage: &mut Coverage,
     ) -> Result<(), String> {
+        let flow = &self.model.flow;
         for cart in &after.carts {
             let of_cart = |data: &DataSet| -> BTreeMap<SfId, Order> {
                 data.orders
@@ -3841,17 +4110,8 @@ impl Harness {
                             owners.len()
                         ));
                     };
-                    let checked = after.operations.iter().any(|o| {
-                        o.checkout_session_id == owner.id
-                            && o.name == Action::CheckCartInventory.api_name()
-                            && o.status == OperationStatus::Complete
-                    });
-                    if !checked {
-                        return Err(format!(
-                            "order {id} was made in session {} without a passed inventory check",
-                            owner.id
-                        ));
-                    }
+                    let made = format!("order {id} was made");
+                    self.check_passed(after, owner.id, SessionState::CartToOrder, &made)?;
                     if activated_before {
                         return Err(format!(
                             "order {id} was made for cart {}, whose order is already activated",
@@ -3876,14 +4136,17 @@ impl Harness {
                             cart.id
                         ));
                     }
-                    let confirmed = owners.iter().any(|s| {
-                        !s.is_archived && s.state == Some(SessionState::OrderConfirmation)
-                    });
-                    if !confirmed {
+                    let confirmation = flow.next_of(SessionState::ActivateOrder);
+                    let Some(owner) = owners
+                        .iter()
+                        .find(|s| !s.is_archived && s.state == confirmation)
+                    else {
                         return Err(format!(
-                            "order {id} was activated but no active session of it moved to Order Confirmation"
+                            "order {id} was activated but no active session of it moved to {confirmation:?}"
                         ));
-                    }
+                    };
+                    let activated = format!("order {id} was activated");
+                    self.check_passed(after, owner.id, SessionState::ActivateOrder, &activated)?;
                     coverage.note("an order was activated");
                 }
             }
@@ -3934,8 +4197,20 @@ impl Harness {
 // ---------------------------------------------------------------------------------------------
 // The properties.
 
-fn run_sequence(world: &WorldSpec, steps: &[Step], coverage: &mut Coverage) -> Result<(), String> {
-    let mut harness = Harness::new(world);
+fn run_sequence(
+    template: &Template,
+    world: &WorldSpec,
+    steps: &[Step],
+    coverage: &mut Coverage,
+) -> Result<(), String> {
+    // A generated template that does not build is a bug of the generator.
+    let table = TransitionTable::build(template.clone())
+        .map_err(|e| format!("the generated template does not build: {e}"))?;
+    check_diagram(&table)?;
+    if template.steps != Template::standard().steps {
+        coverage.note("a sequence over a non-standard template");
+    }
+    let mut harness = Harness::with_table(world, table);
     harness.model.compare(&harness.store.to_dataset())?;
     for (n, step) in steps.iter().enumerate() {
         let repeat = match step {
@@ -3951,21 +4226,27 @@ fn run_sequence(world: &WorldSpec, steps: &[Step], coverage: &mut Coverage) -> R
     Ok(())
 }
 
-#[test]
-fn random_command_sequences_keep_every_invariant() {
+/// Runs at least `cases` random sequences (PROPTEST_CASES may ask for more), each over a
+/// world and a template drawn from `templates`, with every property checked after every step.
+/// Panics with the failing template, world and steps (up to the failing one); prints what the
+/// run exercised under `label` and returns it.
+fn run_cases(label: &str, cases: u32, templates: impl Strategy<Value = Template>) -> Coverage {
     let config = ProptestConfig {
-        // At least 2,500 sequences per run (about 15 s); PROPTEST_CASES may ask for more.
-        cases: ProptestConfig::default().cases.max(2_500),
+        cases: ProptestConfig::default().cases.max(cases),
         // Failures are reported with their minimal sequence; no regression files are written.
         failure_persistence: None,
         ..ProptestConfig::default()
     };
     let mut runner = TestRunner::new(config.clone());
     let coverage = Mutex::new(Coverage::default());
-    let strategy = (world_spec(), prop::collection::vec(step(), 20..50));
-    let result = runner.run(&strategy, |(world, steps)| {
+    let strategy = templates.prop_flat_map(|template| {
+        let flow = Flow::of(&template);
+        let steps = prop::collection::vec(step(), 20..50);
+        (Just(template), world_spec(&flow), steps)
+    });
+    let result = runner.run(&strategy, |(template, world, steps)| {
         let mut local = Coverage::default();
-        let outcome = run_sequence(&world, &steps, &mut local);
+        let outcome = run_sequence(&template, &world, &steps, &mut local);
         coverage
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -3974,16 +4255,18 @@ fn random_command_sequences_keep_every_invariant() {
     });
     match result {
         Ok(()) => {}
-        Err(TestError::Fail(reason, (world, steps))) => {
+        Err(TestError::Fail(reason, (template, world, steps))) => {
             // Show the steps up to the failing one only.
             let (failing, reason) = (1..=steps.len())
                 .find_map(|n| {
-                    let run = run_sequence(&world, &steps[..n], &mut Coverage::default());
+                    let run =
+                        run_sequence(&template, &world, &steps[..n], &mut Coverage::default());
                     run.err().map(|e| (n, e))
                 })
                 .unwrap_or((steps.len(), reason.to_string()));
             panic!(
-                "{reason}\nminimal world: {world:#?}\nminimal steps: {:#?}",
+                "{reason}\nminimal template: {:#?}\nminimal world: {world:#?}\nminimal steps: {:#?}",
+                Flow::of(&template).steps,
                 &steps[..failing]
             )
         }
@@ -3995,7 +4278,7 @@ fn random_command_sequences_keep_every_invariant() {
         *by_reason.entry(*why).or_default() += n;
     }
     println!(
-        "{} sequences, {} steps; accepted {:?}; outcomes {:?}; refusals {:?}; seen {:?}; States seen: {}",
+        "{label}: {} sequences, {} steps; accepted {:?}; outcomes {:?}; refusals {:?}; seen {:?}; States seen: {}",
         config.cases,
         total.steps,
         total.accepted,
@@ -4004,58 +4287,456 @@ fn random_command_sequences_keep_every_invariant() {
         total.seen,
         total.states.len()
     );
-    // The generator must reach every kind of command, refusal, provider answer and promise:
-    // a property that never meets a case proves nothing about it.
-    for kind in [
-        Kind::Start,
-        Kind::Update,
-        Kind::Advance,
-        Kind::Close,
-        Kind::Async(Action::CheckCartInventory),
-        Kind::Async(Action::CartToOrder),
-        Kind::Authorize,
-        Kind::Async(Action::ActivateOrder),
-        Kind::Details,
-        Kind::Edit,
-        Kind::Cancel,
-    ] {
+    total
+}
+
+/// What a run must have met: a property that never meets a case proves nothing about it.
+struct Expected<'a> {
+    accepted: &'a [Kind],
+    reasons: &'a [Why],
+    /// Prefixes of operation outcomes, as `Coverage::outcomes` names them.
+    outcomes: &'a [&'a str],
+    seen: &'a [&'a str],
+}
+
+fn assert_reached(total: &Coverage, expected: &Expected) {
+    for kind in expected.accepted {
         assert!(
-            total.accepted.contains_key(&kind),
+            total.accepted.contains_key(kind),
             "no {kind:?} was ever accepted"
         );
     }
     let reasons: BTreeSet<Why> = total.refused.keys().map(|(_, why)| *why).collect();
-    for why in ALL_REASONS {
+    for why in expected.reasons {
         assert!(
-            reasons.contains(&why),
+            reasons.contains(why),
             "no command was ever refused for {why:?}"
         );
     }
-    for outcome in [
-        "Passed (checkCartInventoryAction",
-        "Failed (checkCartInventoryAction",
-        "System (checkCartInventoryAction",
-        "Passed (cartToOrderAction",
-        "Failed (cartToOrderAction",
-        "Passed (authorizePayment",
-        "Failed (authorizePayment",
-        "System (authorizePayment",
-        "Passed (activateOrderAction",
-    ] {
+    for outcome in expected.outcomes {
         assert!(
             total.outcomes.keys().any(|k| k.starts_with(outcome)),
             "no operation ever ended {outcome})"
         );
     }
-    for seen in [
-        "an order was activated",
-        "an order step ran inside its call",
-        "an expired checkout restarted",
-        "an order was made beside an abandoned Draft",
-        "a repeated step was refused",
-    ] {
+    for seen in expected.seen {
         assert!(total.seen.contains_key(seen), "never seen: {seen}");
     }
+}
+
+/// The command kinds a checkout of any template sends.
+const EVERY_TEMPLATE_ACCEPTS: [Kind; 10] = [
+    Kind::Start,
+    Kind::Update,
+    Kind::Advance,
+    Kind::Close,
+    Kind::Async(Action::CartToOrder),
+    Kind::Authorize,
+    Kind::Async(Action::ActivateOrder),
+    Kind::Details,
+    Kind::Edit,
+    Kind::Cancel,
+];
+
+#[test]
+fn random_command_sequences_keep_every_invariant() {
+    // At least 2,500 sequences per run (about 15 s).
+    let total = run_cases("standard template", 2_500, Just(Template::standard()));
+    let mut accepted = EVERY_TEMPLATE_ACCEPTS.to_vec();
+    accepted.push(Kind::Async(Action::CheckCartInventory));
+    assert_reached(
+        &total,
+        &Expected {
+            accepted: &accepted,
+            reasons: &ALL_REASONS,
+            outcomes: &[
+                "Passed (checkCartInventoryAction",
+                "Failed (checkCartInventoryAction",
+                "System (checkCartInventoryAction",
+                "Passed (cartToOrderAction",
+                "Failed (cartToOrderAction",
+                "Passed (authorizePayment",
+                "Failed (authorizePayment",
+                "System (authorizePayment",
+                "Passed (activateOrderAction",
+            ],
+            seen: &[
+                "an order was activated",
+                "an order step ran inside its call",
+                "an expired checkout restarted",
+                "an order was made beside an abandoned Draft",
+                "a repeated step was refused",
+            ],
+        },
+    );
+}
+
+/// The same properties over random templates: the standard one with provider steps removed,
+/// screens renamed, and screens and custom async steps of new names inserted, each checked
+/// against its own table.
+#[test]
+fn random_templates_keep_every_invariant() {
+    // At least 2,000 sequences per run (about 10 s), every one over a template that is not
+    // the standard.
+    let total = run_cases("random templates", 2_000, template());
+    let over_other_templates = total
+        .seen
+        .get("a sequence over a non-standard template")
+        .copied()
+        .unwrap_or_default();
+    assert!(
+        over_other_templates >= 2_000,
+        "{over_other_templates} sequences over non-standard templates"
+    );
+    assert_reached(
+        &total,
+        &Expected {
+            accepted: &EVERY_TEMPLATE_ACCEPTS,
+            reasons: &ALL_REASONS,
+            outcomes: &[
+                "Passed (cartToOrderAction",
+                "Passed (authorizePayment",
+                "Failed (authorizePayment",
+                "Passed (activateOrderAction",
+            ],
+            seen: &[
+                "an order was activated",
+                "a step the standard template lacks was passed",
+                "a custom step was locked",
+            ],
+        },
+    );
+    // The new names were walked through: beyond ASCII, and of the longest length allowed.
+    assert!(total.states.iter().any(|s| !s.as_str().is_ascii()));
+    assert!(
+        total
+            .states
+            .iter()
+            .any(|s| s.as_str().chars().count() == 30)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random templates.
+
+/// Names for the steps the generator adds; some are siblings once decorated (`Credit Check`,
+/// `Credit-Check`, `Credit Check.`).
+const NEW_NAMES: [&str; 8] = [
+    "Credit Check",
+    "Approval",
+    "Prüfung",
+    "Подтверждение",
+    "確認画面",
+    "Review & Sign",
+    "Étape 2: Livraison",
+    "Gift Options 🎁",
+];
+
+/// How a new name is decorated.
+#[derive(Debug, Clone, Copy)]
+enum Decoration {
+    Plain,
+    /// Spaces become this punctuation, or it is appended: the same words, other punctuation.
+    Punctuation(usize),
+    /// Filled up to exactly 30 characters, the most a State may have.
+    Longest(usize),
+}
+
+const PUNCTUATION: [&str; 4] = ["-", "_", ".", "!"];
+const FILLERS: [char; 3] = ['x', 'é', '界'];
+
+fn new_name(base: usize, decoration: Decoration) -> String {
+    let base = NEW_NAMES[base % NEW_NAMES.len()];
+    match decoration {
+        Decoration::Plain => base.to_owned(),
+        Decoration::Punctuation(k) => match PUNCTUATION[k % PUNCTUATION.len()] {
+            mark @ ("-" | "_") => base.replace(' ', mark),
+            mark => format!("{base}{mark}"),
+        },
+        Decoration::Longest(k) => {
+            let fill = FILLERS[k % FILLERS.len()];
+            let mut name: String = base.chars().take(28).collect();
+            name.push(' ');
+            while name.chars().count() < 30 {
+                name.push(fill);
+            }
+            name
+        }
+    }
+}
+
+fn decoration() -> impl Strategy<Value = Decoration> {
+    prop_oneof![
+        2 => Just(Decoration::Plain),
+        2 => (0usize..PUNCTUATION.len()).prop_map(Decoration::Punctuation),
+        1 => (0usize..FILLERS.len()).prop_map(Decoration::Longest),
+    ]
+}
+
+/// A step to insert: a screen, or a custom async step, of a new name.
+#[derive(Debug, Clone, Copy)]
+struct Insert {
+    /// Which step it follows, as an index into the template's steps before the terminal one.
+    after: usize,
+    base: usize,
+    decoration: Decoration,
+    custom: bool,
+}
+
+/// The standard template's screens the generator may rename.
+const RENAMABLE: [SessionState; 5] = [
+    SessionState::ShippingAddress,
+    SessionState::DeliveryMethod,
+    SessionState::PaymentAndBillingAddress,
+    SessionState::CheckoutSummary,
+    SessionState::OrderConfirmation,
+];
+
+/// The steps of the standard template a generated one may lack: every provider step. The order
+/// steps and payment stay, so a checkout can still place its order.
+const REMOVABLE: [SessionState; 5] = [
+    SessionState::Inventory,
+    SessionState::ConfirmPrice,
+    SessionState::CalculatePromotions,
+    SessionState::ShippingCost,
+    SessionState::Taxes,
+];
+
+/// Random valid templates: from the standard one, some provider steps removed, some screens
+/// renamed, and one to four screens or custom async steps of new names inserted.
+fn template() -> impl Strategy<Value = Template> {
+    let insert = (
+        0usize..16,
+        0usize..NEW_NAMES.len(),
+        decoration(),
+        prop::bool::weighted(0.25),
+    )
+        .prop_map(|(after, base, decoration, custom)| Insert {
+            after,
+            base,
+            decoration,
+            custom,
+        });
+    let rename = (
+        0usize..RENAMABLE.len(),
+        0usize..NEW_NAMES.len(),
+        decoration(),
+    );
+    (
+        any::<u8>(),
+        prop::collection::vec(rename, 0..3),
+        prop::collection::vec(insert, 1..=4),
+    )
+        .prop_map(|(removed, renames, inserts)| {
+            let mut template = Template::standard();
+            template.name = "generated".to_owned();
+            for (bit, state) in REMOVABLE.iter().enumerate() {
+                if removed & (1 << bit) != 0 {
+                    template.remove_step(*state);
+                }
+            }
+            for (screen, base, decoration) in renames {
+                let name = new_name(base, decoration);
+                rename_step(&mut template, RENAMABLE[screen], &name);
+            }
+            for (n, insert) in inserts.into_iter().enumerate() {
+                insert_step(&mut template, n, insert);
+            }
+            template
+        })
+}
+
+/// Renames the step `from` (when there is one and `to` names no other step), and every
+/// reference to it.
+fn rename_step(template: &mut Template, from: SessionState, to: &str) {
+    let to = SessionState::new(to).expect("new names are valid States");
+    if template.step(to).is_some() {
+        return;
+    }
+    for step in &mut template.steps {
+        if step.state == from {
+            step.state = to;
+        }
+        if step.next == Some(from) {
+            step.next = Some(to);
+        }
+    }
+}
+
+/// Inserts the `n`th new step, unless its name is taken.
+fn insert_step(template: &mut Template, n: usize, insert: Insert) {
+    let state = SessionState::new(&new_name(insert.base, insert.decoration))
+        .expect("new names are valid States");
+    let flow = Flow::of(template);
+    let after = flow.steps[insert.after % (flow.steps.len() - 1)].0;
+    let step = if insert.custom {
+        let action = CustomAction::new(&format!("Custom_{n}")).expect("an identifier");
+        TemplateStep::custom(state, action, &format!("RunCustom{n}"), "scripted")
+    } else {
+        TemplateStep::new(state, StepKind::Screen)
+    };
+    template.insert_step(after, step);
+}
+
+/// The DOT drawing of `table` is well-formed: each node is declared once, under an id of its
+/// own made of ASCII letters, digits and `_`; every edge joins declared nodes; each row the
+/// drawing does not fold has an edge of its own, with the row's label; each folded family is
+/// one edge into Archived from a point; and the Mermaid drawing has as many edges.
+fn check_diagram(table: &TransitionTable) -> Result<(), String> {
+    let dot = cartflow::diagram::dot(table);
+    let mermaid = cartflow::diagram::mermaid(table);
+    check_drawing(table, &dot, &mermaid)
+}
+
+/// [`check_diagram`] on given drawings of `table`.
+fn check_drawing(table: &TransitionTable, dot: &str, mermaid: &str) -> Result<(), String> {
+    let drawn = DotDrawing::parse(dot)?;
+    let id_of = |node: Node| -> Result<&String, String> {
+        drawn
+            .ids
+            .get(&(cluster_of(node.machine()), node.to_string()))
+            .ok_or_else(|| format!("the diagram has no node {node}"))
+    };
+    let mut families = BTreeSet::new();
+    for row in table.rows() {
+        if cartflow::diagram::collapsed(row) {
+            families.insert(row.event);
+            continue;
+        }
+        let edge = (
+            id_of(row.from)?.clone(),
+            id_of(row.to)?.clone(),
+            row.label(),
+        );
+        let count = drawn.edges.iter().filter(|e| **e == edge).count();
+        if count != 1 {
+            return Err(format!("the row {row:?} is drawn {count} times"));
+        }
+    }
+    let archived = id_of(Node::Session(SessionNode::Archived))?;
+    let points: BTreeSet<&String> = drawn.points.iter().collect();
+    for event in &families {
+        let folded: Vec<_> = drawn
+            .edges
+            .iter()
+            .filter(|(_, to, label)| to == archived && label == event.label())
+            .collect();
+        if folded.len() != 1 || !points.contains(&folded[0].0) {
+            return Err(format!("the folded {event} rows are drawn as {folded:?}"));
+        }
+    }
+    let expected = table.rows().len()
+        - table
+            .rows()
+            .iter()
+            .filter(|r| cartflow::diagram::collapsed(r))
+            .count()
+        + families.len();
+    let mermaid_edges = mermaid.lines().filter(|l| l.contains(" --> ")).count();
+    if drawn.edges.len() != expected || mermaid_edges != expected {
+        return Err(format!(
+            "{expected} edges expected, DOT has {} and Mermaid {mermaid_edges}",
+            drawn.edges.len()
+        ));
+    }
+    Ok(())
+}
+
+fn cluster_of(machine: Machine) -> &'static str {
+    match machine {
+        Machine::Session => "session",
+        Machine::Cart => "cart",
+        Machine::Operation => "operation",
+    }
+}
+
+/// What a DOT drawing declares: node ids by (cluster, label), the point nodes, and the edges
+/// as (from id, to id, label).
+struct DotDrawing {
+    ids: BTreeMap<(&'static str, String), String>,
+    points: Vec<String>,
+    edges: Vec<(String, String, String)>,
+}
+
+impl DotDrawing {
+    fn parse(dot: &str) -> Result<DotDrawing, String> {
+        let mut drawing = DotDrawing {
+            ids: BTreeMap::new(),
+            points: Vec::new(),
+            edges: Vec::new(),
+        };
+        let mut declared = BTreeSet::new();
+        let mut cluster = "";
+        for line in dot.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix("subgraph cluster_") {
+                let name = name.trim_end_matches(" {");
+                cluster = [Machine::Session, Machine::Cart, Machine::Operation]
+                    .map(cluster_of)
+                    .into_iter()
+                    .find(|c| *c == name)
+                    .ok_or_else(|| format!("an unknown cluster {name}"))?;
+                continue;
+            }
+            let Some((head, attributes)) = line.split_once(" [") else {
+                continue;
+            };
+            if head.starts_with("//") || matches!(head, "graph" | "node" | "edge") {
+                continue;
+            }
+            let label = quoted_label(attributes).ok_or_else(|| format!("no label: {line}"))?;
+            if let Some((from, to)) = head.split_once(" -> ") {
+                drawing.edges.push((from.to_owned(), to.to_owned(), label));
+                continue;
+            }
+            let plain = head.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !plain || !declared.insert(head.to_owned()) {
+                return Err(format!("the node id {head:?} is not plain, or taken"));
+            }
+            if attributes.contains("shape=point") {
+                drawing.points.push(head.to_owned());
+            } else if drawing
+                .ids
+                .insert((cluster, label.clone()), head.to_owned())
+                .is_some()
+            {
+                return Err(format!("two nodes of {cluster} read {label:?}"));
+            }
+        }
+        for (from, to, label) in &drawing.edges {
+            if !declared.contains(from) || !declared.contains(to) {
+                return Err(format!(
+                    "the edge {from} -> {to} ({label}) joins undeclared nodes"
+                ));
+            }
+        }
+        Ok(drawing)
+    }
+}
+
+/// The first `label="..."` (or `xlabel="..."`) of a DOT attribute list, unescaped.
+fn quoted_label(attributes: &str) -> Option<String> {
+    let start = attributes.find("label=\"")? + "label=\"".len();
+    let mut label = String::new();
+    let mut chars = attributes[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => label.push(chars.next()?),
+            '"' => return Some(label),
+            c => label.push(c),
+        }
+    }
+    None
+}
+
+/// The model's copy of the standard checkout is the crate's standard template.
+#[test]
+fn the_models_standard_checkout_is_the_crates() {
+    assert_eq!(Flow::of(&Template::standard()), Flow::standard());
+    assert_eq!(
+        Flow::standard().states(),
+        SessionState::STANDARD.to_vec(),
+        "the standard States, in order, Error last"
+    );
 }
 
 /// Collects every node the store's records are in.
@@ -4475,6 +5156,17 @@ fn cancel_releases_a_session_whose_state_is_empty() {
     assert_eq!(h.model.carts[0].status, CartStatus::Active);
 }
 
+/// An imported session locked at the State of index `state`, with its Draft order.
+fn locked_with_its_order(state: u8) -> ActiveSeed {
+    ActiveSeed {
+        state: Some(state),
+        phase: 1,
+        wrong_next: false,
+        order: 1,
+        created: 0,
+    }
+}
+
 /// The checks the properties rely on do fail on a store that broke them.
 #[test]
 fn the_checks_reject_doctored_stores() {
@@ -4563,13 +5255,7 @@ fn the_checks_reject_doctored_stores() {
     assert!(h.check_history(&declared, &before, &[]).is_err());
 
     // The order promises.
-    let activate = ActiveSeed {
-        state: Some(12),
-        phase: 1,
-        wrong_next: false,
-        order: 1,
-        created: 0,
-    };
+    let activate = locked_with_its_order(12);
     let h = Harness::new(&one_cart(CartStatus::Checkout, Some(activate)));
     let before = h.store.to_dataset();
     assert_eq!(before.orders[0].status, OrderStatus::Draft, "the seed");
@@ -4659,4 +5345,130 @@ fn the_checks_reject_doctored_stores() {
         Some((IO, 403))
     );
     assert_eq!(documented(Kind::Authorize, Why::ErrorOutputs), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks over other templates, and what random templates found.
+
+/// A template the standard one is not: a screen of a new name after Shipping Address, and no
+/// Taxes step.
+fn other_template() -> TransitionTable {
+    let mut template = Template::standard();
+    template.remove_step(SessionState::Taxes);
+    let screen = TemplateStep::new(SessionState::new("Prüfung").unwrap(), StepKind::Screen);
+    assert!(template.insert_step(SessionState::ShippingAddress, screen));
+    TransitionTable::build(template).unwrap()
+}
+
+/// The checks the random templates rely on fail on stores and drawings that broke them.
+#[test]
+fn the_checks_over_other_templates_reject_doctored_stores_and_drawings() {
+    // A session at Activate Order (index 12 of this template's States), locked, with its
+    // Draft order: every step before it has passed.
+    let activate = locked_with_its_order(12);
+    let table = other_template();
+    let h = Harness::with_table(
+        &one_cart(CartStatus::Checkout, Some(activate)),
+        table.clone(),
+    );
+    let before = h.store.to_dataset();
+    assert_eq!(
+        before.sessions[0].state,
+        Some(SessionState::ActivateOrder),
+        "the seed"
+    );
+    assert_eq!(h.check_states(&before), Ok(()));
+
+    // A session at a State that is no step of the template (Taxes was removed).
+    let mut stray = before.clone();
+    stray.sessions[0].state = Some(SessionState::Taxes);
+    assert!(h.check_states(&stray).is_err());
+
+    // An activation in a session one of whose steps never passed.
+    let mut activated = before.clone();
+    activated.orders[0].status = OrderStatus::Activated;
+    activated.sessions[0].state = Some(SessionState::OrderConfirmation);
+    let coverage = &mut Coverage::default();
+    assert_eq!(h.check_orders(&before, &activated, coverage), Ok(()));
+    let price = Action::PriceCart.api_name();
+    let unpriced = |data: &DataSet| {
+        let mut data = data.clone();
+        data.operations.retain(|o| o.name != price);
+        data
+    };
+    assert!(
+        h.check_orders(&unpriced(&before), &unpriced(&activated), coverage)
+            .is_err()
+    );
+
+    // A cart that closes without the closing row: on another event, or from another step.
+    let mut confirmed = before.clone();
+    confirmed.sessions[0].state = Some(SessionState::OrderConfirmation);
+    confirmed.sessions[0].is_processing = false;
+    let mut closed = confirmed.clone();
+    closed.carts[0].status = CartStatus::Closed;
+    closed.sessions[0].state = Some(SessionState::Complete);
+    closed.sessions[0].is_archived = true;
+    assert_eq!(
+        h.check_closing(&confirmed, &closed, &[Event::Close]),
+        Ok(())
+    );
+    assert!(
+        h.check_closing(&confirmed, &closed, &[Event::Advance])
+            .is_err()
+    );
+    assert!(h.check_closing(&before, &closed, &[Event::Close]).is_err());
+
+    // A drawing that lacks an edge, declares a node twice, or draws one edge twice.
+    let dot = cartflow::diagram::dot(&table);
+    let mermaid = cartflow::diagram::mermaid(&table);
+    assert_eq!(check_drawing(&table, &dot, &mermaid), Ok(()));
+    let edge = dot.lines().find(|l| l.contains(" -> ")).unwrap();
+    let node = dot
+        .lines()
+        .find(|l| l.contains("session_pru00fcfung ["))
+        .unwrap();
+    let without_edge = dot.replace(&format!("{edge}\n"), "");
+    let twice = |line: &str| dot.replace(line, &format!("{line}\n{line}"));
+    for broken in [without_edge, twice(node), twice(edge)] {
+        assert!(check_drawing(&table, &broken, &mermaid).is_err());
+    }
+}
+
+/// The diagram and the history name a node by its label, so no two nodes of a table may read
+/// alike. A step named like another step's phase (`Inventory (locked)`) or like a fixed node
+/// (`Archived`, `no session`) is a valid State today, and its table has two session nodes that
+/// read alike: such a template must be refused (or its nodes told apart).
+#[test]
+#[ignore = "TransitionTable::build accepts a State that reads like another node"]
+fn no_two_nodes_of_a_table_read_alike() {
+    let mut alike = Vec::new();
+    for name in ["Inventory (locked)", "Archived", "no session"] {
+        let mut template = Template::standard();
+        let screen = TemplateStep::new(SessionState::new(name).unwrap(), StepKind::Screen);
+        assert!(template.insert_step(SessionState::DeliveryMethod, screen));
+        if let Ok(table) = TransitionTable::build(template)
+            && let Err(e) = check_diagram(&table)
+        {
+            alike.push(format!("a screen named {name:?}: {e}"));
+        }
+    }
+    assert!(alike.is_empty(), "{}", alike.join("\n"));
+}
+
+/// A template whose last step before Complete is an async step builds today, but its rows
+/// never close the cart: the order is activated, the session stops at Complete unarchived, and
+/// the cart stays in Checkout for good. Such a template must be refused (or its last step
+/// close the cart): driving its checkout must end with the cart Closed.
+#[test]
+#[ignore = "TransitionTable::build accepts an async step leading into Complete"]
+fn a_checkout_whose_last_step_is_async_still_closes_its_cart() {
+    let mut template = Template::standard();
+    template.remove_step(SessionState::OrderConfirmation);
+    if let Ok(table) = TransitionTable::build(template) {
+        let mut h = Harness::with_table(&one_cart(CartStatus::Active, None), table);
+        let (mut seen, mut gated) = (BTreeSet::new(), false);
+        // Panics when the cart is not Closed within 200 steps.
+        drive(&mut h, 0, 0, None, &mut seen, &mut gated);
+    }
 }
