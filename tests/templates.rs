@@ -1064,3 +1064,39 @@ fn a_template_whose_custom_provider_no_store_registers_is_refused_before_anythin
     assert_eq!(report["sessions"][0]["State"], "Taxes");
     assert_eq!(report["sessions"][0]["IsProcessing"], false);
 }
+
+#[test]
+fn a_state_that_reads_like_another_node_is_refused() {
+    let error = refusal(|t| {
+        step(t, "Shipping Address")["state"] = json!("Inventory (locked)");
+        step(t, "Start")["next"] = json!("Inventory (locked)");
+    });
+    let (error, message) = table_refusal(error, 2, "Inventory (locked)");
+    assert_eq!(
+        error,
+        TableError::ReadsLikeNode("Inventory (locked)".into())
+    );
+    assert!(message.contains("reads like another node"), "{message}");
+}
+
+#[test]
+fn a_step_leading_into_the_terminal_step_that_is_no_screen_is_refused() {
+    let error = refusal(|t| {
+        steps(t).retain(|s| s["state"] != "Order Confirmation");
+        step(t, "Activate Order")["next"] = json!("Complete");
+    });
+    let (error, message) = table_refusal(error, 13, "Activate Order");
+    assert!(matches!(error, TableError::BadNext(..)), "{error:?}");
+    assert!(message.contains("only a screen's move into the terminal step closes the cart"));
+}
+
+#[test]
+fn a_custom_action_named_like_a_core_action_is_refused() {
+    let text = example_text("credit-check.json").replace("\"CreditCheck\"", "\"priceCart\"");
+    let (error, message) = table_refusal(refusal_of(&text), 9, "Credit Check");
+    assert_eq!(error, TableError::CustomNamedAsCore("priceCart".into()));
+    assert!(
+        message.contains("has the name of a core action"),
+        "{message}"
+    );
+}

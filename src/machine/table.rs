@@ -163,6 +163,10 @@ pub enum TableError {
     /// An action that is not an async cart action was used as an async step.
     #[error("{0} cannot be the action of an async step")]
     NotAsync(Action),
+    /// A State reads like another node of the table (a step's locked or running phase, or
+    /// `Archived`), so the diagram and the history could not tell the two apart.
+    #[error("the State {0:?} reads like another node of the table")]
+    ReadsLikeNode(String),
     /// A custom step's action takes the API name of a core action, which callers could not
     /// tell apart from it.
     #[error("the custom action {0} has the name of a core action")]
@@ -353,7 +357,65 @@ pub(crate) fn template_refusal(template: &Template) -> Result<(), Refusal> {
         check_step(step, &mut seen).map_err(|error| (Some(index), error))?;
     }
     check_targets(template, &seen.states)?;
+    check_closing(template)?;
+    check_labels(template)?;
     check_on_path(template)
+}
+
+/// A step leading into the terminal step is a screen: the screen's move there is the row that
+/// closes the cart, and without it an activated checkout would never close.
+fn check_closing(template: &Template) -> Result<(), Refusal> {
+    let terminal = |state| {
+        template
+            .step(state)
+            .is_some_and(|s| s.kind == StepKind::Terminal)
+    };
+    match template
+        .steps
+        .iter()
+        .position(|s| s.kind != StepKind::Screen && s.next.is_some_and(terminal))
+    {
+        Some(index) => Err((
+            Some(index),
+            TableError::BadNext(
+                template.steps[index].state.to_string(),
+                "leads to the terminal step but is not a screen (only a screen's move into the \
+                 terminal step closes the cart)",
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// No State reads like another node the table draws and its history records: a step's locked
+/// or running phase (`Inventory (locked)`), or a node of no State (`Archived`, `no session`).
+fn check_labels(template: &Template) -> Result<(), Refusal> {
+    let states = template.steps.iter().map(|s| Some(s.state)).chain([None]);
+    let mut taken: BTreeSet<String> = states
+        .flat_map(|state| {
+            [Phase::Locked, Phase::Running]
+                .map(|phase| Node::Session(SessionNode::At(state, phase)).to_string())
+        })
+        .collect();
+    taken.extend(
+        [
+            SessionNode::Absent,
+            SessionNode::Archived,
+            SessionNode::At(None, Phase::Open),
+        ]
+        .map(|node| Node::Session(node).to_string()),
+    );
+    match template
+        .steps
+        .iter()
+        .position(|s| taken.contains(s.state.as_str()))
+    {
+        Some(index) => Err((
+            Some(index),
+            TableError::ReadsLikeNode(template.steps[index].state.to_string()),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// What the steps checked so far have taken: States, actions and transition names each

@@ -230,6 +230,9 @@ fn table_message(step: Option<&StepRef>, error: &TableError) -> String {
              name belongs to one step)"
         ),
         TableError::ErrorAsStep => "Error is the failure state and cannot be a step".to_owned(),
+        TableError::ReadsLikeNode(_) => "its State reads like another node of the table (a \
+                                          step's locked or running phase, Archived, no session)"
+            .to_owned(),
         TableError::CustomNamedAsCore(name) => format!(
             "its custom action {name:?} has the name of a core action; give it a name of its own"
         ),
