@@ -5,8 +5,8 @@
 use rust_decimal::Decimal;
 
 use crate::integrations::{
-    DeliveryMethod, Integrations, PriceBook, PromotionRule, Promotions, ProviderConfig, RateBand,
-    RateBasis, ShippingRates, StoreProviders, TaxTable, TokenGateway,
+    CreditLimit, CustomConfig, DeliveryMethod, Integrations, PriceBook, PromotionRule, Promotions,
+    ProviderConfig, RateBand, RateBasis, ShippingRates, StoreProviders, TaxTable, TokenGateway,
 };
 
 use crate::model::{
@@ -364,19 +364,35 @@ pub fn provider_config() -> ProviderConfig {
         .issue(GOOD_TOKEN, account_id())
         .decline(DECLINED_TOKEN)
         .limit(Decimal::from(5000));
-    [(
-        store_id(),
-        StoreProviders {
-            price: Some(price),
-            promotions: Some(promotions),
-            shipment: Some(shipping),
-            tax: Some(tax),
-            payment: Some(payment),
-            custom: Default::default(),
-        },
-    )]
+    [
+        (
+            store_id(),
+            StoreProviders {
+                price: Some(price),
+                promotions: Some(promotions),
+                shipment: Some(shipping),
+                tax: Some(tax),
+                payment: Some(payment),
+                custom: credit_limit(),
+            },
+        ),
+        (
+            other_store_id(),
+            StoreProviders {
+                custom: credit_limit(),
+                ..StoreProviders::default()
+            },
+        ),
+    ]
     .into_iter()
     .collect()
+}
+
+/// The `credit-limit` provider the credit-check example template names: 5,000.00 for every
+/// account, so the sample carts pass it.
+fn credit_limit() -> std::collections::BTreeMap<String, CustomConfig> {
+    let limit = CustomConfig::CreditLimit(CreditLimit::new(Decimal::from(5000)));
+    [("credit-limit".to_owned(), limit)].into_iter().collect()
 }
 
 /// The sample store's integrations: the stock table of `data` and [`provider_config`].

@@ -1100,3 +1100,20 @@ fn a_custom_action_named_like_a_core_action_is_refused() {
         "{message}"
     );
 }
+
+#[test]
+fn the_demo_runs_the_credit_check_template_through_its_custom_step_to_an_activated_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let credit = path_arg(&example("credit-check.json"));
+    let output = run(tmp.path(), &["demo", "--template", &credit]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let story = stdout(&output);
+    for line in [
+        "Credit Check (locked) -> Credit Check (running)",
+        "Credit Check (running) -> Approval",
+        "Approval -> Payment And Billing Address",
+        "Activated",
+    ] {
+        assert!(story.contains(line), "{line}: {story}");
+    }
+}
