@@ -389,7 +389,7 @@ mod edits {
                     sku: "A".into(),
                     quantity: Decimal::ONE,
                 },
-                Requirement::CartEditable,
+                Requirement::CartRow,
                 403,
             ),
         ];

@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::error::{CheckoutError, Fenced};
-use crate::machine::requirement::{as_seen_by_caller, guards, unmet};
+use crate::machine::requirement::{as_seen_by_caller, check_fences, guards, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
     Command, Condition, Event, Machine, Node, Snapshot, StepKind, StepOutcome, TransitionTable,
@@ -142,30 +142,38 @@ fn lease_end(now: DateTime<Utc>, lease_ms: u64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// A session's node, given its current operation.
+/// A session's node under `table`, given its current operation. A session archived at the
+/// template's terminal State keeps that node: the checkout completed there.
 pub fn session_node(
+    table: &TransitionTable,
     session: Option<&CartCheckoutSession>,
     operation: Option<&BackgroundOperation>,
 ) -> SessionNode {
     match session {
-        None => SessionNode::Absent,
-        // A completed checkout is archived but keeps its terminal node.
-        Some(s) if s.is_archived && s.state == Some(SessionState::Complete) => {
+        Some(s) if s.is_archived && s.state.is_some() && s.state == table.terminal() => {
             SessionNode::At(s.state, Phase::Open)
         }
         Some(s) if s.is_archived => SessionNode::Archived,
-        Some(s) => {
-            let running = operation.is_some_and(|op| {
-                Some(op.id) == s.background_operation_id && op.status.is_active()
-            });
-            let phase = match (s.is_processing, running) {
-                (false, _) => Phase::Open,
-                (true, false) => Phase::Locked,
-                (true, true) => Phase::Running,
-            };
-            SessionNode::At(s.state, phase)
-        }
+        session => active_session_node(session, operation),
     }
+}
+
+/// The node of a session that is not archived (or absent), given its current operation.
+pub(crate) fn active_session_node(
+    session: Option<&CartCheckoutSession>,
+    operation: Option<&BackgroundOperation>,
+) -> SessionNode {
+    let Some(s) = session else {
+        return SessionNode::Absent;
+    };
+    let running = operation
+        .is_some_and(|op| Some(op.id) == s.background_operation_id && op.status.is_active());
+    let phase = match (s.is_processing, running) {
+        (false, _) => Phase::Open,
+        (true, false) => Phase::Locked,
+        (true, true) => Phase::Running,
+    };
+    SessionNode::At(s.state, phase)
 }
 
 /// An operation's node.
@@ -214,27 +222,31 @@ pub fn decide(
     plan.into_decision(output)
 }
 
-/// Decides a worker command. Worker events have no guards: a command the operation or its
+/// Decides a worker command. Its event's guards are fences: a command the operation or its
 /// session moved past is refused with [`CheckoutError::Fenced`], its reason typed.
 pub fn decide_worker(
     ctx: &DecideContext<'_>,
     snapshot: &Snapshot,
     command: &WorkerCommand,
 ) -> Result<Decision, CheckoutError> {
+    check_fences(
+        ctx.table,
+        snapshot,
+        command.event(),
+        command.attempt(),
+        ctx.now,
+    )?;
     let mut plan = Plan::new(ctx, snapshot, command.event());
     let output = match command {
         WorkerCommand::Claim { lease_ms, .. } => plan.claim(*lease_ms),
-        WorkerCommand::Heartbeat {
-            attempt, lease_ms, ..
-        } => plan.heartbeat(*attempt, *lease_ms),
+        WorkerCommand::Heartbeat { lease_ms, .. } => plan.heartbeat(*lease_ms),
         WorkerCommand::Expire { attempt, .. } => plan.expire(*attempt),
         WorkerCommand::Finish {
-            attempt,
             outcome,
             update,
             order,
             ..
-        } => plan.finish(*attempt, outcome, update.as_ref(), order.as_ref()),
+        } => plan.finish(outcome, update.as_ref(), order.as_ref()),
     }?;
     plan.into_decision(output)
 }
@@ -320,25 +332,13 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// A Closed cart is final: not even a worker's report may change it.
-    fn refuse_closed_cart(&self) -> Result<(), Fenced> {
-        match &self.snapshot.cart {
-            Some(cart) if cart.status == CartStatus::Closed => {
-                Err(Fenced::CartClosed { cart: cart.id })
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The operation a worker command names, on a cart that is not Closed.
-    fn fenced_operation(&self) -> Result<&'a BackgroundOperation, Fenced> {
+    /// The operation a worker command names (its fences found it).
+    fn operation(&self) -> Result<&'a BackgroundOperation, CheckoutError> {
         let snapshot = self.snapshot;
-        let op = snapshot
+        snapshot
             .operation
             .as_ref()
-            .ok_or(Fenced::OperationMissing)?;
-        self.refuse_closed_cart()?;
-        Ok(op)
+            .ok_or(CheckoutError::Fenced(Fenced::OperationMissing))
     }
 
     fn set_cart_status(&mut self, status: CartStatus) {
@@ -408,18 +408,11 @@ impl<'a> Plan<'a> {
         if let Some(current) = snapshot.session.as_ref().filter(|s| !s.is_archived) {
             // The row that applies to the session restarts it (a failed or expired checkout
             // is archived and a new one opened); without one the checkout resumes.
-            let node = Node::Session(session_node(Some(current), snapshot.operation.as_ref()));
-            let declared = self.ctx.table.find(self.event, node).is_some();
-            let to = match self.applicable_row(node) {
-                Some(row) => row.to,
-                // The terminal node has no row (an archived session there keeps its node):
-                // an expired one there is archived all the same.
-                None if !declared && self.holds(Condition::SessionExpired) => {
-                    Node::Session(SessionNode::Archived)
-                }
-                None => return Ok(Output::RequestId(current.id)),
+            let node = Node::Session(self.node_of(current));
+            let Some(row) = self.applicable_row(node) else {
+                return Ok(Output::RequestId(current.id));
             };
-            self.move_session(to)?;
+            self.move_session(row.to)?;
         }
         let entry = match self.applicable_row(Node::Session(SessionNode::Absent)) {
             Some(row) => match row.to {
@@ -446,19 +439,27 @@ impl<'a> Plan<'a> {
         Ok(Output::RequestId(id))
     }
 
-    /// The row the decision's event fires from `from`, when its condition holds.
+    /// The row (or stay row) the decision's event fires from `from`, when its condition
+    /// holds.
     fn applicable_row(&self, from: Node) -> Option<&'a crate::machine::Transition> {
         let table: &'a TransitionTable = self.ctx.table;
         table
-            .find(self.event, from)
+            .find_any(self.event, from)
             .filter(|row| row.when.is_none_or(|when| self.holds(when)))
     }
 
     /// Whether a row's condition holds for the snapshot.
     fn holds(&self, condition: Condition) -> bool {
-        match condition {
-            Condition::SessionExpired => self.snapshot.session_expired_at(self.ctx.now).is_some(),
-        }
+        condition.holds(self.snapshot, self.ctx.now)
+    }
+
+    /// A session's node under the decision's table, with the snapshot's operation.
+    fn node_of(&self, session: &CartCheckoutSession) -> SessionNode {
+        session_node(
+            self.ctx.table,
+            Some(session),
+            self.snapshot.operation.as_ref(),
+        )
     }
 
     /// Moves the cart to the target of the row the event fires from its status, if any.
@@ -471,13 +472,22 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// Writes the session node `to` (a row's target) onto the session.
+    /// Writes the session node `to` (a row's target) onto the session. The terminal State's
+    /// node is a completed checkout's: a session written there is archived there.
     fn move_session(&mut self, to: Node) -> Result<SfId, CheckoutError> {
+        let terminal = self.ctx.table.terminal();
         match to {
             Node::Session(SessionNode::Archived) => self.edit_session(|s| {
                 s.is_archived = true;
                 s.is_processing = false;
             }),
+            Node::Session(SessionNode::At(Some(state), Phase::Open)) if Some(state) == terminal => {
+                self.edit_session(|s| {
+                    s.state = Some(state);
+                    s.is_processing = false;
+                    s.is_archived = true;
+                })
+            }
             Node::Session(SessionNode::At(state, Phase::Open)) => self.edit_session(|s| {
                 s.state = state;
                 s.is_processing = false;
@@ -504,8 +514,9 @@ impl<'a> Plan<'a> {
         Ok(Output::RequestId(id))
     }
 
-    /// A screen step: the session moves to the target of its row. A closing row ends the
-    /// checkout: the session is archived there and the cart follows its own row.
+    /// A screen step: the session moves to the target of its row, and the cart follows its
+    /// own (a closing row's target ends the checkout: the session is archived there and the
+    /// cart closes).
     fn advance(&mut self, state: &str) -> Result<Output, CheckoutError> {
         let requested: SessionState =
             state.parse().map_err(|e: crate::model::StateNameError| {
@@ -519,10 +530,11 @@ impl<'a> Plan<'a> {
             return Err(CheckoutError::undeclared(event, from, to));
         }
         let id = self.move_session(to)?;
+        // The closing row completes the checkout wherever it leads.
         if event == Event::Close {
             self.edit_session(|s| s.is_archived = true)?;
-            self.move_cart();
         }
+        self.move_cart();
         Ok(Output::RequestId(id))
     }
 
@@ -701,12 +713,15 @@ impl<'a> Plan<'a> {
         let now = self.ctx.now;
         let snapshot = self.snapshot;
         if let Some(session) = snapshot.session.as_ref().filter(|s| !s.is_archived) {
-            let node = session_node(Some(session), snapshot.operation.as_ref());
-            // The terminal node has no row: an archived session there keeps its node.
-            let to = self
-                .applicable_row(Node::Session(node))
-                .map_or(Node::Session(SessionNode::Archived), |row| row.to);
-            self.move_session(to)?;
+            let node = Node::Session(self.node_of(session));
+            let Some(row) = self.applicable_row(node) else {
+                return Err(CheckoutError::undeclared(
+                    self.event,
+                    node,
+                    Node::Session(SessionNode::Archived),
+                ));
+            };
+            self.move_session(row.to)?;
         }
         let operation = Node::Operation(operation_node(snapshot.operation.as_ref()));
         if let Some(Node::Operation(OperationNode::Is(status))) =
@@ -723,13 +738,6 @@ impl<'a> Plan<'a> {
     }
 
     fn claim(&mut self, lease_ms: u64) -> Result<Output, CheckoutError> {
-        let op = self.fenced_operation()?;
-        if op.status != OperationStatus::New {
-            return Err(CheckoutError::Fenced(Fenced::NotClaimable {
-                operation: op.id,
-                status: op.status,
-            }));
-        }
         let now = self.ctx.now;
         let id = self.edit_operation(|op| {
             op.status = OperationStatus::Running;
@@ -740,22 +748,8 @@ impl<'a> Plan<'a> {
         Ok(Output::BackgroundOperationId(id))
     }
 
-    /// The operation, if it is Running under `attempt` (the fencing token) on an open cart.
-    fn running_operation(&self, attempt: u32) -> Result<&'a BackgroundOperation, Fenced> {
-        let op = self.fenced_operation()?;
-        if op.status != OperationStatus::Running || op.attempt != attempt {
-            return Err(Fenced::AttemptSuperseded {
-                operation: op.id,
-                status: op.status,
-                held: attempt,
-                current: op.attempt,
-            });
-        }
-        Ok(op)
-    }
-
-    fn heartbeat(&mut self, attempt: u32, lease_ms: u64) -> Result<Output, CheckoutError> {
-        let op = self.running_operation(attempt)?;
+    fn heartbeat(&mut self, lease_ms: u64) -> Result<Output, CheckoutError> {
+        let op = self.operation()?;
         let until = lease_end(self.ctx.now, lease_ms);
         // A lease only grows: a late heartbeat must not shorten a newer one.
         if op.expires_at.is_some_and(|current| current >= until) {
@@ -765,14 +759,10 @@ impl<'a> Plan<'a> {
         Ok(Output::BackgroundOperationId(id))
     }
 
+    /// A lease that ran out: the operation returns to New while retries remain, and
+    /// otherwise fails, under the Fail event's own fences.
     fn expire(&mut self, attempt: u32) -> Result<Output, CheckoutError> {
-        let op = self.running_operation(attempt)?;
-        if let Some(until) = op.expires_at.filter(|until| *until > self.ctx.now) {
-            return Err(CheckoutError::Fenced(Fenced::LeaseRunning {
-                operation: op.id,
-                until,
-            }));
-        }
+        let op = self.operation()?;
         // `attempt` counts claims; `retry_limit` the claims allowed after the first.
         if op.attempt <= op.retry_limit {
             let id = self.edit_operation(|op| {
@@ -782,22 +772,36 @@ impl<'a> Plan<'a> {
             return Ok(Output::BackgroundOperationId(id));
         }
         self.event = Event::Fail;
+        let ctx = self.ctx;
+        check_fences(
+            ctx.table,
+            self.snapshot,
+            Event::Fail,
+            Some(attempt),
+            ctx.now,
+        )?;
         let reason = format!(
             "no worker finished operation {} within its lease on any of {} attempts",
             op.id, op.attempt
         );
-        self.finish(attempt, &StepOutcome::SystemFailure(reason), None, None)
+        self.finish(&StepOutcome::SystemFailure(reason), None, None)
     }
 
     fn finish(
         &mut self,
-        attempt: u32,
         outcome: &StepOutcome,
         update: Option<&crate::machine::CartUpdate>,
         order: Option<&Order>,
     ) -> Result<Output, CheckoutError> {
-        let op = self.running_operation(attempt)?;
-        let session = self.locked_session_of(op)?;
+        let op = self.operation()?;
+        let snapshot = self.snapshot;
+        let session =
+            snapshot
+                .session
+                .as_ref()
+                .ok_or(CheckoutError::Fenced(Fenced::SessionFinished {
+                    operation: op.id,
+                }))?;
         match outcome {
             StepOutcome::Passed => self.pass_step(session, op, update, order)?,
             StepOutcome::Failed(messages) => {
@@ -805,7 +809,7 @@ impl<'a> Plan<'a> {
                     .provider_kind
                     .map_or(OutputType::Other, ProviderKind::output_type);
                 let error = format!("{} reported {} problem(s)", op.name, messages.len());
-                self.fail_step(op, output_type, messages, &error)?;
+                self.fail_step(session, op, output_type, messages, &error)?;
             }
             StepOutcome::SystemFailure(reason) => {
                 let messages = [ValidationMessage {
@@ -813,25 +817,24 @@ impl<'a> Plan<'a> {
                     message: SYSTEM_ERROR_MESSAGE.into(),
                     related_entity_id: Some(op.cart_id),
                 }];
-                self.fail_step(op, OutputType::SystemError, &messages, reason)?;
+                self.fail_step(session, op, OutputType::SystemError, &messages, reason)?;
             }
         }
         Ok(Output::BackgroundOperationId(op.id))
     }
 
-    /// The active, locked session `op` runs for; a report for any other is stale.
-    fn locked_session_of(
+    /// The State the row `event` fires from the running session's node enters.
+    fn outcome_state(
         &self,
+        event: Event,
+        session: &CartCheckoutSession,
         op: &BackgroundOperation,
-    ) -> Result<&'a CartCheckoutSession, Fenced> {
-        let snapshot = self.snapshot;
-        snapshot
-            .session
-            .as_ref()
-            .filter(|s| {
-                !s.is_archived && s.is_processing && s.background_operation_id == Some(op.id)
-            })
-            .ok_or(Fenced::SessionFinished { operation: op.id })
+    ) -> Option<SessionState> {
+        let from = Node::Session(session_node(self.ctx.table, Some(session), Some(op)));
+        match self.ctx.table.find(event, from).map(|r| r.to) {
+            Some(Node::Session(SessionNode::At(state, _))) => state,
+            _ => None,
+        }
     }
 
     /// A passed step: the operation completes, the session moves to the State the table
@@ -844,11 +847,7 @@ impl<'a> Plan<'a> {
         order: Option<&Order>,
     ) -> Result<(), CheckoutError> {
         let now = self.ctx.now;
-        let from = Node::Session(session_node(Some(session), Some(op)));
-        let next = match self.ctx.table.find(Event::Succeed, from).map(|r| r.to) {
-            Some(Node::Session(SessionNode::At(state, _))) => state,
-            _ => None,
-        };
+        let next = self.outcome_state(Event::Succeed, session, op);
         self.edit_operation(|op| {
             op.status = OperationStatus::Complete;
             op.finished_at = Some(now);
@@ -874,15 +873,18 @@ impl<'a> Plan<'a> {
     }
 
     /// A failed step: its messages become the cart's validation outputs, the operation
-    /// ends in Error with `error`, and the session moves to Error and unlocks.
+    /// ends in Error with `error`, and the session moves to the Fail row's target (Error)
+    /// and unlocks.
     fn fail_step(
         &mut self,
+        session: &CartCheckoutSession,
         op: &BackgroundOperation,
         output_type: OutputType,
         messages: &[ValidationMessage],
         error: &str,
     ) -> Result<(), CheckoutError> {
         let now = self.ctx.now;
+        let failed = self.outcome_state(Event::Fail, session, op);
         for m in messages {
             self.outputs.push(CartValidationOutput {
                 id: self.ctx.ids.next_id(KeyPrefix::CartValidationOutput),
@@ -902,7 +904,7 @@ impl<'a> Plan<'a> {
             op.expires_at = None;
         })?;
         self.edit_session(|s| {
-            s.state = Some(SessionState::Error);
+            s.state = failed;
             s.next_state = None;
             s.is_processing = false;
             s.is_error = true;
@@ -958,8 +960,9 @@ impl<'a> Plan<'a> {
             );
         }
         for (before, after) in &self.sessions {
-            let from = session_node(before.as_ref(), self.snapshot.operation.as_ref());
-            let to = session_node(Some(after), op_after(after));
+            let table = self.ctx.table;
+            let from = session_node(table, before.as_ref(), self.snapshot.operation.as_ref());
+            let to = session_node(table, Some(after), op_after(after));
             push(
                 Machine::Session,
                 after.id,
