@@ -1181,4 +1181,278 @@ mod tests {
         assert_eq!(output, Output::RequestId(session_id));
         assert!(changes.sessions.is_empty());
     }
+
+    /// `snapshot(status, state)` with everything the actor guards need: a buyer who owns
+    /// the cart, an active account that is a member of the store.
+    fn buyer_snapshot(status: CartStatus, state: SessionState) -> Snapshot {
+        use crate::model::{Account, Permission, User, WebStore};
+        let mut snapshot = snapshot(status, state);
+        let account = id(KeyPrefix::Account, 1);
+        snapshot.user = Some(User {
+            id: id(KeyPrefix::User, 1),
+            name: "Buyer".into(),
+            account_id: Some(account),
+            permissions: [Permission::B2BBuyer].into(),
+        });
+        snapshot.account = Some(Account {
+            id: account,
+            name: "Account".into(),
+            is_active: true,
+        });
+        snapshot.store = Some(WebStore {
+            id: id(KeyPrefix::WebStore, 1),
+            name: "Store".into(),
+            checkout_time_to_live: None,
+            buyer_accounts: [account].into(),
+        });
+        snapshot
+    }
+
+    /// A buyer's cart in `status`, its session locked at Inventory for Confirm Price.
+    fn locked_at_inventory(status: CartStatus) -> Snapshot {
+        let mut snapshot = buyer_snapshot(status, SessionState::Inventory);
+        let session = snapshot.session.as_mut().unwrap();
+        session.is_processing = true;
+        session.next_state = Some(SessionState::ConfirmPrice);
+        snapshot
+    }
+
+    fn decide_with(
+        table: &TransitionTable,
+        snapshot: &Snapshot,
+        command: &Command,
+    ) -> Result<Decision, CheckoutError> {
+        let ids = SequentialIds::starting_at(1000);
+        let ctx = DecideContext {
+            table,
+            now: now(),
+            ids: &ids,
+            settings: OperationSettings::default(),
+        };
+        decide(&ctx, snapshot, command)
+    }
+
+    fn decide_worker_with(
+        table: &TransitionTable,
+        snapshot: &Snapshot,
+        command: &WorkerCommand,
+    ) -> Result<Decision, CheckoutError> {
+        let ids = SequentialIds::starting_at(1000);
+        let ctx = DecideContext {
+            table,
+            now: now(),
+            ids: &ids,
+            settings: OperationSettings::default(),
+        };
+        decide_worker(&ctx, snapshot, command)
+    }
+
+    /// The requirement, code and status a refusal answers.
+    fn refusal(result: Result<Decision, CheckoutError>) -> (Requirement, &'static str, u16) {
+        let error = result.expect_err("refused");
+        let requirement = error.requirement().expect("a requirement");
+        (requirement, error.code().as_str(), error.http_status())
+    }
+
+    fn check_inventory() -> Command {
+        Command::RunStep {
+            action: crate::machine::ProviderAction::CheckCartInventory,
+            cart_id: id(KeyPrefix::WebCart, 1).to_string(),
+        }
+    }
+
+    use crate::machine::Requirement;
+
+    #[test]
+    fn the_cart_rows_decide_the_cart_status_an_async_step_runs_on() {
+        let event = Event::Action(Action::CheckCartInventory);
+        let checkout = Node::Cart(CartStatus::Checkout);
+        let active = Node::Cart(CartStatus::Active);
+        let standard = TransitionTable::standard();
+        assert!(
+            decide_with(
+                &standard,
+                &locked_at_inventory(CartStatus::Checkout),
+                &check_inventory()
+            )
+            .is_ok()
+        );
+        let on_active = locked_at_inventory(CartStatus::Active);
+        assert_eq!(
+            refusal(decide_with(&standard, &on_active, &check_inventory())),
+            (Requirement::CartRow, "INVALID_OPERATION", 403)
+        );
+        // Without its stay row in Checkout the step runs on no cart; with one in Active it
+        // runs on an Active cart.
+        let table = standard.clone().with_stay(event, checkout, false);
+        assert_eq!(
+            refusal(decide_with(
+                &table,
+                &locked_at_inventory(CartStatus::Checkout),
+                &check_inventory()
+            )),
+            (Requirement::CartRow, "INVALID_OPERATION", 403)
+        );
+        let table = standard.with_stay(event, active, true);
+        assert!(decide_with(&table, &on_active, &check_inventory()).is_ok());
+    }
+
+    #[test]
+    fn the_run_row_decides_the_step_and_the_next_state_an_async_step_needs() {
+        let event = Event::Action(Action::CheckCartInventory);
+        let locked = |state| Node::Session(SessionNode::At(Some(state), Phase::Locked));
+        let snapshot = locked_at_inventory(CartStatus::Checkout);
+        // The row's NextState is the one the session must hold.
+        let table = TransitionTable::standard().with_row_changed(
+            event,
+            locked(SessionState::Inventory),
+            |row| {
+                row.next_state = Some(SessionState::Taxes);
+            },
+        );
+        assert_eq!(
+            refusal(decide_with(&table, &snapshot, &check_inventory())),
+            (Requirement::NextStateRow, "INVALID_OPERATION", 403)
+        );
+        // A run row that leaves another State moves the step there.
+        let table = TransitionTable::standard().with_row_changed(
+            event,
+            locked(SessionState::Inventory),
+            |row| {
+                row.from = locked(SessionState::ConfirmPrice);
+            },
+        );
+        let error = decide_with(&table, &snapshot, &check_inventory()).unwrap_err();
+        assert_eq!(error.requirement(), Some(Requirement::StepRow));
+        assert!(error.to_string().contains("Confirm Price"), "{error}");
+    }
+
+    #[test]
+    fn the_session_rows_decide_the_lock_an_event_needs() {
+        let command = Command::SetDetails {
+            cart_id: id(KeyPrefix::WebCart, 1).to_string(),
+            details: crate::machine::CheckoutDetails::default(),
+        };
+        let snapshot = locked_at_inventory(CartStatus::Checkout);
+        let standard = TransitionTable::standard();
+        assert_eq!(
+            refusal(decide_with(&standard, &snapshot, &command)),
+            (Requirement::SessionPhaseRow, "INVALID_OPERATION", 409)
+        );
+        let locked = Node::Session(SessionNode::At(
+            Some(SessionState::Inventory),
+            Phase::Locked,
+        ));
+        let table = standard.with_stay(Event::Input, locked, true);
+        assert!(decide_with(&table, &snapshot, &command).is_ok());
+    }
+
+    /// A session running `op` at Inventory, on a cart in Checkout.
+    fn running_at_inventory(status: OperationStatus, attempt: u32) -> Snapshot {
+        let mut snapshot = locked_at_inventory(CartStatus::Checkout);
+        let op_id = id(KeyPrefix::BackgroundOperation, 1);
+        snapshot.session.as_mut().unwrap().background_operation_id = Some(op_id);
+        snapshot.operation = Some(BackgroundOperation {
+            id: op_id,
+            name: "checkCartInventoryAction".into(),
+            cart_id: id(KeyPrefix::WebCart, 1),
+            checkout_session_id: id(KeyPrefix::CartCheckoutSession, 1),
+            provider_kind: Some(ProviderKind::Inventory),
+            status,
+            error: None,
+            submitted_at: now(),
+            started_at: None,
+            finished_at: None,
+            expires_at: None,
+            attempt,
+            retry_limit: 2,
+            timeout_ms: 120_000,
+            version: 1,
+        });
+        snapshot
+    }
+
+    #[test]
+    fn worker_fences_are_the_guards_of_the_worker_rows() {
+        use OperationStatus as S;
+        let op = id(KeyPrefix::BackgroundOperation, 1);
+        let new = Node::Operation(OperationNode::Is(S::New));
+        let running = Node::Operation(OperationNode::Is(S::Running));
+        for event in [
+            Event::Claim,
+            Event::Heartbeat,
+            Event::Requeue,
+            Event::Succeed,
+            Event::Fail,
+        ] {
+            assert!(!guards(event).is_empty(), "{event}");
+        }
+        let claim = WorkerCommand::Claim {
+            operation_id: op,
+            lease_ms: 1000,
+        };
+        let standard = TransitionTable::standard();
+        let queued = running_at_inventory(S::New, 0);
+        assert!(decide_worker_with(&standard, &queued, &claim).is_ok());
+        // A claim row that leaves Error, not New: a New operation is no longer claimable.
+        let table = standard.clone().with_row_changed(Event::Claim, new, |row| {
+            row.from = Node::Operation(OperationNode::Is(S::Error));
+        });
+        assert!(matches!(
+            decide_worker_with(&table, &queued, &claim),
+            Err(CheckoutError::Fenced(Fenced::NotClaimable { .. }))
+        ));
+        // A heartbeat runs on its stay row at Running; without it the attempt is superseded.
+        let heartbeat = WorkerCommand::Heartbeat {
+            operation_id: op,
+            attempt: 1,
+            lease_ms: 1000,
+        };
+        let claimed = running_at_inventory(S::Running, 1);
+        assert!(decide_worker_with(&standard, &claimed, &heartbeat).is_ok());
+        let table = standard.with_stay(Event::Heartbeat, running, false);
+        assert!(matches!(
+            decide_worker_with(&table, &claimed, &heartbeat),
+            Err(CheckoutError::Fenced(Fenced::AttemptSuperseded { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_report_is_fenced_unless_a_row_leaves_the_session_node() {
+        use OperationStatus as S;
+        let report = WorkerCommand::Finish {
+            operation_id: id(KeyPrefix::BackgroundOperation, 1),
+            attempt: 1,
+            outcome: StepOutcome::Failed(Vec::new()),
+            update: None,
+            order: None,
+        };
+        let running = running_at_inventory(S::Running, 1);
+        let standard = TransitionTable::standard();
+        let decision = decide_worker_with(&standard, &running, &report).unwrap();
+        // The session goes where the Fail row leads.
+        assert_eq!(
+            decision.changes.sessions[0].state,
+            Some(SessionState::Error)
+        );
+        let from = Node::Session(SessionNode::At(
+            Some(SessionState::Inventory),
+            Phase::Running,
+        ));
+        let table = standard.clone().with_row_changed(Event::Fail, from, |row| {
+            row.to = Node::Session(SessionNode::At(Some(SessionState::Start), Phase::Open));
+        });
+        // The changed row's target is what the report writes.
+        let changes = decide_worker_with(&table, &running, &report)
+            .unwrap()
+            .changes;
+        assert_eq!(changes.sessions[0].state, Some(SessionState::Start));
+        let table = standard.with_row_changed(Event::Fail, from, |row| {
+            row.from = Node::Session(SessionNode::At(Some(SessionState::Taxes), Phase::Running));
+        });
+        assert!(matches!(
+            decide_worker_with(&table, &running, &report),
+            Err(CheckoutError::Fenced(Fenced::SessionFinished { .. }))
+        ));
+    }
 }

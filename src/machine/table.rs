@@ -366,6 +366,22 @@ impl TransitionTable {
     ) -> TransitionTable {
         let index = self.by_event_and_source[&(event, from)];
         change(&mut self.rows[index]);
+        self.by_event_and_source = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(index, row)| ((row.event, row.from), index))
+            .collect();
+        self
+    }
+
+    /// The table with a stay row for `event` at `node` added (`stays`) or removed.
+    pub(crate) fn with_stay(mut self, event: Event, node: Node, stays: bool) -> TransitionTable {
+        if stays {
+            self.stays.insert((event, node), row(event, node, node));
+        } else {
+            self.stays.remove(&(event, node));
+        }
         self
     }
 }
@@ -1079,6 +1095,59 @@ mod tests {
             again.unwrap_err(),
             TableError::Duplicate("CreditCheck".into())
         );
+    }
+
+    #[test]
+    fn stay_rows_are_preconditions_that_move_nothing_and_are_not_drawn() {
+        let table = TransitionTable::standard();
+        let cancel = Event::Action(Action::CancelCartAsyncOperation);
+        let pending = Node::Cart(CartStatus::PendingClosed);
+        assert_eq!(
+            table.find_stay(cancel, pending).map(|r| r.to),
+            Some(pending)
+        );
+        assert!(table.find(cancel, pending).is_none());
+        assert!(!table.nodes().contains(&pending));
+        // Every async step runs on a cart in Checkout, and on no other.
+        for event in table.template().steps.iter().filter_map(Step::own_event) {
+            let carts: Vec<Node> = table
+                .sources(event)
+                .into_iter()
+                .filter(|n| n.machine() == Machine::Cart)
+                .collect();
+            assert_eq!(carts, [Node::Cart(CartStatus::Checkout)], "{event}");
+        }
+        // A worker reports on any cart but a Closed one.
+        for event in WORKER_EVENTS {
+            for status in CartStatus::ALL {
+                let open = status != CartStatus::Closed;
+                assert_eq!(
+                    table.leaves(event, Node::Cart(status)),
+                    open,
+                    "{event} {status:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_terminal_step_may_have_any_name() {
+        let done = SessionState::new("Done").unwrap();
+        let mut template = Template::standard();
+        for step in &mut template.steps {
+            if step.state == SessionState::Complete {
+                step.state = done;
+            }
+            if step.next == Some(SessionState::Complete) {
+                step.next = Some(done);
+            }
+        }
+        let table = TransitionTable::build(template).unwrap();
+        assert_eq!(table.terminal(), Some(done));
+        assert!(table.closes_into("Done"));
+        // A finished checkout is archived where it ended: no cancel leaves it.
+        let cancel = Event::Action(Action::CancelCartAsyncOperation);
+        assert!(table.find(cancel, session(done, Phase::Open)).is_none());
     }
 
     #[test]
