@@ -588,13 +588,14 @@ impl<'a> Plan<'a> {
 
     fn edit_cart(&mut self, edit: &crate::machine::CartEdit) -> Result<Output, CheckoutError> {
         use crate::machine::CartEdit;
-        // A cart in checkout leaves it first, exactly as a cancel would.
-        if self
-            .snapshot
-            .cart
-            .as_ref()
-            .is_some_and(|c| c.status == CartStatus::Checkout)
-        {
+        // A cart whose Edit row moves it (out of checkout) leaves it first, as a cancel
+        // would.
+        if self.snapshot.cart.as_ref().is_some_and(|c| {
+            self.ctx
+                .table
+                .find(self.event, Node::Cart(c.status))
+                .is_some()
+        }) {
             self.cancel()?;
         }
         let mut cart = self
@@ -739,8 +740,9 @@ impl<'a> Plan<'a> {
 
     fn claim(&mut self, lease_ms: u64) -> Result<Output, CheckoutError> {
         let now = self.ctx.now;
+        let status = self.operation_target(Event::Claim)?;
         let id = self.edit_operation(|op| {
-            op.status = OperationStatus::Running;
+            op.status = status;
             op.attempt += 1;
             op.started_at = Some(now);
             op.expires_at = Some(lease_end(now, lease_ms));
@@ -765,8 +767,9 @@ impl<'a> Plan<'a> {
         let op = self.operation()?;
         // `attempt` counts claims; `retry_limit` the claims allowed after the first.
         if op.attempt <= op.retry_limit {
+            let status = self.operation_target(Event::Requeue)?;
             let id = self.edit_operation(|op| {
-                op.status = OperationStatus::New;
+                op.status = status;
                 op.expires_at = None;
             })?;
             return Ok(Output::BackgroundOperationId(id));
@@ -823,6 +826,16 @@ impl<'a> Plan<'a> {
         Ok(Output::BackgroundOperationId(op.id))
     }
 
+    /// The status the row `event` fires from the operation's node enters.
+    fn operation_target(&self, event: Event) -> Result<OperationStatus, CheckoutError> {
+        let op = self.operation()?;
+        let from = Node::Operation(OperationNode::Is(op.status));
+        match self.ctx.table.find(event, from).map(|row| row.to) {
+            Some(Node::Operation(OperationNode::Is(status))) => Ok(status),
+            _ => Err(CheckoutError::undeclared(event, from, from)),
+        }
+    }
+
     /// The State the row `event` fires from the running session's node enters.
     fn outcome_state(
         &self,
@@ -848,8 +861,9 @@ impl<'a> Plan<'a> {
     ) -> Result<(), CheckoutError> {
         let now = self.ctx.now;
         let next = self.outcome_state(Event::Succeed, session, op);
+        let status = self.operation_target(Event::Succeed)?;
         self.edit_operation(|op| {
-            op.status = OperationStatus::Complete;
+            op.status = status;
             op.finished_at = Some(now);
             op.expires_at = None;
         })?;
@@ -897,8 +911,9 @@ impl<'a> Plan<'a> {
                 is_dismissed: false,
             });
         }
+        let status = self.operation_target(Event::Fail)?;
         self.edit_operation(|op| {
-            op.status = OperationStatus::Error;
+            op.status = status;
             op.error = Some(clip_message(error));
             op.finished_at = Some(now);
             op.expires_at = None;
