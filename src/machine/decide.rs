@@ -1470,4 +1470,56 @@ mod tests {
             Err(CheckoutError::Fenced(Fenced::SessionFinished { .. }))
         ));
     }
+
+    #[test]
+    fn an_activated_order_refuses_exactly_the_starts_a_restart_row_applies_to() {
+        use crate::model::{Order, OrderStatus};
+        let standard = TransitionTable::standard();
+        let command = Command::StartSession {
+            cart_id: id(KeyPrefix::WebCart, 1).to_string(),
+            initial_state: None,
+        };
+        for &state in SessionState::STANDARD {
+            for locked in [false, true] {
+                for expired in [false, true] {
+                    let mut snapshot = buyer_snapshot(CartStatus::Checkout, state);
+                    let order_id = id(KeyPrefix::Order, 1);
+                    snapshot.order = Some(Order {
+                        id: order_id,
+                        cart_id: id(KeyPrefix::WebCart, 1),
+                        web_store_id: id(KeyPrefix::WebStore, 1),
+                        account_id: id(KeyPrefix::Account, 1),
+                        owner_id: id(KeyPrefix::User, 1),
+                        status: OrderStatus::Activated,
+                        items: Vec::new(),
+                        deliver_to: None,
+                        delivery_method_id: None,
+                        payment_authorization_id: None,
+                        grand_total_amount: None,
+                        created_date: now(),
+                        activated_date: Some(now()),
+                        order_summary_id: None,
+                        version: 1,
+                    });
+                    let session = snapshot.session.as_mut().unwrap();
+                    session.order_id = Some(order_id);
+                    session.is_processing = locked;
+                    if expired {
+                        session.created_date = Some(now() - Duration::days(3));
+                        snapshot.store.as_mut().unwrap().checkout_time_to_live = Some(60);
+                    }
+                    let refused = check(&standard, &snapshot, &command, now())
+                        .iter()
+                        .any(|u| u.requirement == Requirement::OrderNotActivated);
+                    // A failed or an expired session is restarted (once unlocked), which
+                    // would leave the activated order's checkout; any other is resumed.
+                    let restarts = state == SessionState::Error || expired;
+                    assert_eq!(
+                        refused, restarts,
+                        "{state} locked {locked} expired {expired}"
+                    );
+                }
+            }
+        }
+    }
 }
