@@ -86,7 +86,7 @@ pub fn drive(
                 outputs,
             });
         }
-        if state == SessionState::Complete {
+        if Some(state) == engine.table().terminal() {
             let order_id = session.order_id.ok_or_else(|| {
                 CheckoutError::Stale("a complete session without an order".into())
             })?;
@@ -165,7 +165,7 @@ fn current_session(
         .sessions_of(&id)?
         .into_iter()
         .rev()
-        .find(|s| !s.is_archived || s.state == Some(SessionState::Complete));
+        .find(|s| !s.is_archived || (s.state.is_some() && s.state == engine.table().terminal()));
     if let Some(session) = latest {
         return Ok(session);
     }
@@ -228,7 +228,7 @@ fn moved_on(requirement: crate::machine::Requirement) -> bool {
     use crate::machine::Requirement as R;
     matches!(
         requirement,
-        R::SessionIsProcessing | R::SessionAtStep | R::NextStateSet | R::NoOperationInProgress
+        R::SessionPhaseRow | R::StepRow | R::NextStateRow | R::NoOperationInProgress
     )
 }
 

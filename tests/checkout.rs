@@ -389,7 +389,7 @@ mod edits {
                     sku: "A".into(),
                     quantity: Decimal::ONE,
                 },
-                Requirement::CartEditable,
+                Requirement::CartRow,
                 403,
             ),
         ];
@@ -571,4 +571,40 @@ fn each_async_step_runs_through_the_one_command_of_its_event() {
             ),
         }
     }
+}
+
+#[test]
+fn a_template_whose_terminal_step_has_another_name_completes_a_checkout() {
+    use cartflow::machine::{Template, TransitionTable};
+    let done: SessionState = "Order Placed".parse().unwrap();
+    let mut template = Template::standard();
+    for step in &mut template.steps {
+        if step.state == SessionState::Complete {
+            step.state = done;
+        }
+        if step.next == Some(SessionState::Complete) {
+            step.next = Some(done);
+        }
+    }
+    let table = TransitionTable::build(template).unwrap();
+    let store = store();
+    let engine = engine_over(store.clone(), 1).with_table(table);
+    let cart = SampleCart::InStock.id();
+    let outcome = drive(&engine, &buyer(), &cart, &full_input(), Waiting::RunInline).unwrap();
+    let Drive::Complete {
+        session_id,
+        order_id,
+    } = outcome
+    else {
+        panic!("not complete: {outcome:?}");
+    };
+    let session = store.session(&session_id).unwrap().unwrap();
+    assert_eq!(session.state, Some(done));
+    assert!(session.is_archived);
+    assert_eq!(
+        store.cart(&cart).unwrap().unwrap().status,
+        CartStatus::Closed
+    );
+    let order = store.order(&order_id).unwrap().unwrap();
+    assert_eq!(order.status, OrderStatus::Activated);
 }

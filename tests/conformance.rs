@@ -578,7 +578,7 @@ fn inventory_req5_closed_cart_is_invalid_operation_403() {
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
-        R::CartInCheckout,
+        R::CartRow,
         INVALID_OPERATION,
         403,
     );
@@ -587,7 +587,7 @@ fn inventory_req5_closed_cart_is_invalid_operation_403() {
         INVENTORY,
         &cart_input(SampleCart::Closed),
         buyer(),
-        R::CartInCheckout,
+        R::CartRow,
         INVALID_OPERATION,
         403,
     );
@@ -603,7 +603,7 @@ fn inventory_req6_session_not_processing_is_invalid_operation_403() {
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
-        R::SessionIsProcessing,
+        R::SessionPhaseRow,
         INVALID_OPERATION,
         403,
     );
@@ -618,7 +618,7 @@ fn inventory_req7_next_state_not_set_is_invalid_operation_403() {
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
-        R::NextStateSet,
+        R::NextStateRow,
         INVALID_OPERATION,
         403,
     );
@@ -633,7 +633,7 @@ fn inventory_req7_next_state_of_another_step_is_invalid_operation_403() {
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
-        R::NextStateSet,
+        R::NextStateRow,
         INVALID_OPERATION,
         403,
     );
@@ -649,7 +649,7 @@ fn inventory_req8_empty_state_is_invalid_operation_403() {
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
-        R::SessionStateNotEmpty,
+        R::SessionStateRow,
         INVALID_OPERATION,
         403,
     );
@@ -740,7 +740,7 @@ fn inventory_no_active_session_is_invalid_operation_403() {
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
-        R::SessionExists,
+        R::SessionRow,
         INVALID_OPERATION,
         403,
     );
@@ -868,7 +868,7 @@ fn inventory_row4_cart_not_in_checkout_is_invalid_operation_403() {
             INVENTORY,
             &cart_input(SampleCart::InStock),
             buyer(),
-            R::CartInCheckout,
+            R::CartRow,
             INVALID_OPERATION,
             403,
         );
@@ -1016,7 +1016,7 @@ fn inventory_order_cart_status_before_session() {
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
-        R::CartInCheckout,
+        R::CartRow,
         INVALID_OPERATION,
         403,
     );
@@ -1037,7 +1037,7 @@ fn inventory_order_session_before_operation() {
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
-        R::SessionIsProcessing,
+        R::SessionPhaseRow,
         INVALID_OPERATION,
         403,
     );
@@ -1051,7 +1051,7 @@ fn inventory_wrong_step_is_invalid_operation_403_naming_the_expected_step() {
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
-        R::SessionAtStep,
+        R::StepRow,
         INVALID_OPERATION,
         403,
     );
@@ -1079,12 +1079,12 @@ fn inventory_check_dry_run_lists_every_unmet_requirement_in_order() {
         listed,
         [
             R::CallerCanEditCart,
-            R::CartInCheckout,
-            R::SessionExists,
-            R::SessionStateNotEmpty,
-            R::SessionIsProcessing,
-            R::SessionAtStep,
-            R::NextStateSet,
+            R::CartRow,
+            R::SessionRow,
+            R::SessionStateRow,
+            R::SessionPhaseRow,
+            R::StepRow,
+            R::NextStateRow,
         ]
     );
     let codes: Vec<(&str, u16)> = unmet.iter().map(|u| (u.code.as_str(), u.status)).collect();
@@ -1139,7 +1139,7 @@ fn inventory_check_dry_run_lists_operation_in_progress_with_its_code() {
     assert_eq!(
         listed,
         [
-            (R::CartInCheckout, INVALID_OPERATION, 403),
+            (R::CartRow, INVALID_OPERATION, 403),
             (R::NoOperationInProgress, ALREADY_IN_PROCESS, 400),
         ]
     );
@@ -1422,7 +1422,7 @@ fn async_row4_cart_not_in_checkout_is_invalid_operation_403_for_each_action() {
                 action.api_name(),
                 &cart_input(SampleCart::InStock),
                 buyer(),
-                R::CartInCheckout,
+                R::CartRow,
                 INVALID_OPERATION,
                 403,
             );
@@ -1488,9 +1488,9 @@ fn async_session_requirements_are_invalid_operation_403_for_each_action() {
         let step = step_of(action);
         let input = cart_input(SampleCart::InStock);
         let cases: [(Requirement, SessionEdit); 3] = [
-            (R::SessionStateNotEmpty, |s| s.state = None),
-            (R::SessionIsProcessing, |s| s.is_processing = false),
-            (R::NextStateSet, |s| s.next_state = None),
+            (R::SessionStateRow, |s| s.state = None),
+            (R::SessionPhaseRow, |s| s.is_processing = false),
+            (R::NextStateRow, |s| s.next_state = None),
         ];
         for (requirement, edit) in cases {
             let (mut data, _) = locked_at(SampleCart::InStock, step);
@@ -1518,7 +1518,7 @@ fn async_wrong_step_is_invalid_operation_403_naming_the_expected_step_for_each_a
             action.api_name(),
             &cart_input(SampleCart::InStock),
             buyer(),
-            R::SessionAtStep,
+            R::StepRow,
             INVALID_OPERATION,
             403,
         );
@@ -1620,7 +1620,7 @@ fn start_cart_not_active_or_checkout_is_invalid_operation_403() {
             START,
             &start_input(SampleCart::InStock),
             buyer(),
-            R::CartOpenForCheckout,
+            R::CartRow,
             INVALID_OPERATION,
             403,
         );
@@ -1714,7 +1714,7 @@ fn start_cart_already_in_progress_is_bad_request_400() {
         START,
         &start_input(SampleCart::InStock),
         buyer(),
-        R::NoSessionInProgress,
+        R::SessionPhaseRow,
         BAD_REQUEST,
         400,
     );
@@ -1809,7 +1809,7 @@ fn update_second_tab_loses_the_compare_and_set_with_409() {
         UPDATE,
         &input,
         sample::colleague_id(),
-        R::SessionNotProcessing,
+        R::SessionPhaseRow,
         INVALID_OPERATION,
         409,
     );
@@ -1842,7 +1842,7 @@ fn update_session_processing_is_invalid_operation_409() {
             SessionState::ConfirmPrice,
         ),
         buyer(),
-        R::SessionNotProcessing,
+        R::SessionPhaseRow,
         INVALID_OPERATION,
         409,
     );
@@ -1862,7 +1862,7 @@ fn update_closed_or_processing_cart_is_invalid_operation_403() {
                 SessionState::ConfirmPrice,
             ),
             buyer(),
-            R::CartNotClosedOrProcessing,
+            R::CartRow,
             INVALID_OPERATION,
             403,
         );
@@ -2032,7 +2032,7 @@ fn update_empty_state_is_invalid_operation_403() {
             SessionState::ConfirmPrice,
         ),
         buyer(),
-        R::SessionStateNotEmpty,
+        R::SessionStateRow,
         INVALID_OPERATION,
         403,
     );
@@ -2051,7 +2051,7 @@ fn update_archived_session_is_invalid_operation_403() {
             SessionState::ConfirmPrice,
         ),
         buyer(),
-        R::SessionExists,
+        R::SessionRow,
         INVALID_OPERATION,
         403,
     );
@@ -2068,7 +2068,7 @@ fn cancel_closed_cart_is_invalid_operation_403() {
         CANCEL,
         &cart_input(SampleCart::Closed),
         buyer(),
-        R::CartNotClosed,
+        R::CartRow,
         INVALID_OPERATION,
         403,
     );
@@ -2079,7 +2079,7 @@ fn cancel_closed_cart_is_invalid_operation_403() {
         CANCEL,
         &cart_input(SampleCart::InStock),
         buyer(),
-        R::CartNotClosed,
+        R::CartRow,
         INVALID_OPERATION,
         403,
     );
@@ -2353,7 +2353,7 @@ fn activate_order_outside_its_step_or_while_processing_is_invalid_input_403() {
         "activateOrderAction",
         &activate_input(SampleCart::InStock, "Activated", true),
         buyer(),
-        R::SessionAtStep,
+        R::StepRow,
         "INVALID_INPUT",
         403,
     );
@@ -2416,7 +2416,7 @@ fn activate_order_activates_the_order_with_a_summary_and_the_last_screen_closes_
         CANCEL,
         &cart_input(SampleCart::InStock),
         buyer(),
-        R::CartNotClosed,
+        R::CartRow,
         INVALID_OPERATION,
         403,
     );
@@ -2717,7 +2717,7 @@ fn an_async_step_repeated_after_its_operation_completed_is_invalid_operation_403
             action.api_name(),
             &input,
             buyer(),
-            R::SessionIsProcessing,
+            R::SessionPhaseRow,
             INVALID_OPERATION,
             403,
         );
@@ -2736,7 +2736,7 @@ fn an_activation_repeated_after_it_completed_is_invalid_operation_403() {
         "activateOrderAction",
         &input,
         buyer(),
-        R::SessionIsProcessing,
+        R::SessionPhaseRow,
         INVALID_OPERATION,
         403,
     );

@@ -3903,7 +3903,7 @@ impl Harness {
             let op = session
                 .and_then(|s| s.background_operation_id)
                 .and_then(|o| ops.get(&o));
-            Node::Session(session_node(session, op))
+            Node::Session(session_node(table, session, op))
         };
         for s in &before.sessions {
             if !after.sessions.iter().any(|a| a.id == s.id) {
@@ -4750,6 +4750,7 @@ fn the_models_standard_checkout_is_the_crates() {
 
 /// Collects every node the store's records are in.
 fn observe(data: &DataSet, seen: &mut BTreeSet<Node>) {
+    let standard = TransitionTable::standard();
     let ops: HashMap<SfId, &BackgroundOperation> =
         data.operations.iter().map(|o| (o.id, o)).collect();
     for cart in &data.carts {
@@ -4764,7 +4765,7 @@ fn observe(data: &DataSet, seen: &mut BTreeSet<Node>) {
         }
         for s in sessions {
             let op = s.background_operation_id.and_then(|o| ops.get(&o).copied());
-            seen.insert(Node::Session(session_node(Some(s), op)));
+            seen.insert(Node::Session(session_node(&standard, Some(s), op)));
         }
         if !data.operations.iter().any(|o| o.cart_id == cart.id) {
             seen.insert(Node::Operation(OperationNode::Absent));

@@ -240,6 +240,16 @@ impl WorkerCommand {
         }
     }
 
+    /// The attempt the command holds (its fencing token); a claim holds none yet.
+    pub fn attempt(&self) -> Option<u32> {
+        match self {
+            WorkerCommand::Claim { .. } => None,
+            WorkerCommand::Heartbeat { attempt, .. }
+            | WorkerCommand::Expire { attempt, .. }
+            | WorkerCommand::Finish { attempt, .. } => Some(*attempt),
+        }
+    }
+
     /// The operation the command is about.
     pub fn operation_id(&self) -> SfId {
         match self {

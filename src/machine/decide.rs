@@ -5,7 +5,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::error::{CheckoutError, Fenced};
-use crate::machine::requirement::{as_seen_by_caller, guards, unmet};
+use crate::machine::requirement::{as_seen_by_caller, check_fences, guards, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
     Command, Condition, Event, Machine, Node, Snapshot, StepKind, StepOutcome, TransitionTable,
@@ -142,30 +142,38 @@ fn lease_end(now: DateTime<Utc>, lease_ms: u64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// A session's node, given its current operation.
+/// A session's node under `table`, given its current operation. A session archived at the
+/// template's terminal State keeps that node: the checkout completed there.
 pub fn session_node(
+    table: &TransitionTable,
     session: Option<&CartCheckoutSession>,
     operation: Option<&BackgroundOperation>,
 ) -> SessionNode {
     match session {
-        None => SessionNode::Absent,
-        // A completed checkout is archived but keeps its terminal node.
-        Some(s) if s.is_archived && s.state == Some(SessionState::Complete) => {
+        Some(s) if s.is_archived && s.state.is_some() && s.state == table.terminal() => {
             SessionNode::At(s.state, Phase::Open)
         }
         Some(s) if s.is_archived => SessionNode::Archived,
-        Some(s) => {
-            let running = operation.is_some_and(|op| {
-                Some(op.id) == s.background_operation_id && op.status.is_active()
-            });
-            let phase = match (s.is_processing, running) {
-                (false, _) => Phase::Open,
-                (true, false) => Phase::Locked,
-                (true, true) => Phase::Running,
-            };
-            SessionNode::At(s.state, phase)
-        }
+        session => active_session_node(session, operation),
     }
+}
+
+/// The node of a session that is not archived (or absent), given its current operation.
+pub(crate) fn active_session_node(
+    session: Option<&CartCheckoutSession>,
+    operation: Option<&BackgroundOperation>,
+) -> SessionNode {
+    let Some(s) = session else {
+        return SessionNode::Absent;
+    };
+    let running = operation
+        .is_some_and(|op| Some(op.id) == s.background_operation_id && op.status.is_active());
+    let phase = match (s.is_processing, running) {
+        (false, _) => Phase::Open,
+        (true, false) => Phase::Locked,
+        (true, true) => Phase::Running,
+    };
+    SessionNode::At(s.state, phase)
 }
 
 /// An operation's node.
@@ -215,27 +223,31 @@ pub fn decide(
     plan.into_decision(output)
 }
 
-/// Decides a worker command. Worker events have no guards: a command the operation or its
+/// Decides a worker command. Its event's guards are fences: a command the operation or its
 /// session moved past is refused with [`CheckoutError::Fenced`], its reason typed.
 pub fn decide_worker(
     ctx: &DecideContext<'_>,
     snapshot: &Snapshot,
     command: &WorkerCommand,
 ) -> Result<Decision, CheckoutError> {
+    check_fences(
+        ctx.table,
+        snapshot,
+        command.event(),
+        command.attempt(),
+        ctx.now,
+    )?;
     let mut plan = Plan::new(ctx, snapshot, command.event());
     let output = match command {
         WorkerCommand::Claim { lease_ms, .. } => plan.claim(*lease_ms),
-        WorkerCommand::Heartbeat {
-            attempt, lease_ms, ..
-        } => plan.heartbeat(*attempt, *lease_ms),
+        WorkerCommand::Heartbeat { lease_ms, .. } => plan.heartbeat(*lease_ms),
         WorkerCommand::Expire { attempt, .. } => plan.expire(*attempt),
         WorkerCommand::Finish {
-            attempt,
             outcome,
             update,
             order,
             ..
-        } => plan.finish(*attempt, outcome, update.as_ref(), order.as_ref()),
+        } => plan.finish(outcome, update.as_ref(), order.as_ref()),
     }?;
     plan.into_decision(output)
 }
@@ -321,25 +333,13 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
-    /// A Closed cart is final: not even a worker's report may change it.
-    fn refuse_closed_cart(&self) -> Result<(), Fenced> {
-        match &self.snapshot.cart {
-            Some(cart) if cart.status == CartStatus::Closed => {
-                Err(Fenced::CartClosed { cart: cart.id })
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// The operation a worker command names, on a cart that is not Closed.
-    fn fenced_operation(&self) -> Result<&'a BackgroundOperation, Fenced> {
+    /// The operation a worker command names (its fences found it).
+    fn operation(&self) -> Result<&'a BackgroundOperation, CheckoutError> {
         let snapshot = self.snapshot;
-        let op = snapshot
+        snapshot
             .operation
             .as_ref()
-            .ok_or(Fenced::OperationMissing)?;
-        self.refuse_closed_cart()?;
-        Ok(op)
+            .ok_or(CheckoutError::Fenced(Fenced::OperationMissing))
     }
 
     fn set_cart_status(&mut self, status: CartStatus) {
@@ -409,18 +409,11 @@ impl<'a> Plan<'a> {
         if let Some(current) = snapshot.session.as_ref().filter(|s| !s.is_archived) {
             // The row that applies to the session restarts it (a failed or expired checkout
             // is archived and a new one opened); without one the checkout resumes.
-            let node = Node::Session(session_node(Some(current), snapshot.operation.as_ref()));
-            let declared = self.ctx.table.find(self.event, node).is_some();
-            let to = match self.applicable_row(node) {
-                Some(row) => row.to,
-                // The terminal node has no row (an archived session there keeps its node):
-                // an expired one there is archived all the same.
-                None if !declared && self.holds(Condition::SessionExpired) => {
-                    Node::Session(SessionNode::Archived)
-                }
-                None => return Ok(Output::RequestId(current.id)),
+            let node = Node::Session(self.node_of(current));
+            let Some(row) = self.applicable_row(node) else {
+                return Ok(Output::RequestId(current.id));
             };
-            self.move_session(to)?;
+            self.move_session(row.to)?;
         }
         let entry = match self.applicable_row(Node::Session(SessionNode::Absent)) {
             Some(row) => match row.to {
@@ -447,19 +440,27 @@ impl<'a> Plan<'a> {
         Ok(Output::RequestId(id))
     }
 
-    /// The row the decision's event fires from `from`, when its condition holds.
+    /// The row (or stay row) the decision's event fires from `from`, when its condition
+    /// holds.
     fn applicable_row(&self, from: Node) -> Option<&'a crate::machine::Transition> {
         let table: &'a TransitionTable = self.ctx.table;
         table
-            .find(self.event, from)
+            .find_any(self.event, from)
             .filter(|row| row.when.is_none_or(|when| self.holds(when)))
     }
 
     /// Whether a row's condition holds for the snapshot.
     fn holds(&self, condition: Condition) -> bool {
-        match condition {
-            Condition::SessionExpired => self.snapshot.session_expired_at(self.ctx.now).is_some(),
-        }
+        condition.holds(self.snapshot, self.ctx.now)
+    }
+
+    /// A session's node under the decision's table, with the snapshot's operation.
+    fn node_of(&self, session: &CartCheckoutSession) -> SessionNode {
+        session_node(
+            self.ctx.table,
+            Some(session),
+            self.snapshot.operation.as_ref(),
+        )
     }
 
     /// Moves the cart to the target of the row the event fires from its status, if any.
@@ -472,13 +473,22 @@ impl<'a> Plan<'a> {
         }
     }
 
-    /// Writes the session node `to` (a row's target) onto the session.
+    /// Writes the session node `to` (a row's target) onto the session. The terminal State's
+    /// node is a completed checkout's: a session written there is archived there.
     fn move_session(&mut self, to: Node) -> Result<SfId, CheckoutError> {
+        let terminal = self.ctx.table.terminal();
         match to {
             Node::Session(SessionNode::Archived) => self.edit_session(|s| {
                 s.is_archived = true;
                 s.is_processing = false;
             }),
+            Node::Session(SessionNode::At(Some(state), Phase::Open)) if Some(state) == terminal => {
+                self.edit_session(|s| {
+                    s.state = Some(state);
+                    s.is_processing = false;
+                    s.is_archived = true;
+                })
+            }
             Node::Session(SessionNode::At(state, Phase::Open)) => self.edit_session(|s| {
                 s.state = state;
                 s.is_processing = false;
@@ -505,8 +515,9 @@ impl<'a> Plan<'a> {
         Ok(Output::RequestId(id))
     }
 
-    /// A screen step: the session moves to the target of its row. A closing row ends the
-    /// checkout: the session is archived there and the cart follows its own row.
+    /// A screen step: the session moves to the target of its row, and the cart follows its
+    /// own (a closing row's target ends the checkout: the session is archived there and the
+    /// cart closes).
     fn advance(&mut self, state: &str) -> Result<Output, CheckoutError> {
         let requested: SessionState =
             state.parse().map_err(|e: crate::model::StateNameError| {
@@ -520,10 +531,11 @@ impl<'a> Plan<'a> {
             return Err(CheckoutError::undeclared(event, from, to));
         }
         let id = self.move_session(to)?;
+        // The closing row completes the checkout wherever it leads.
         if event == Event::Close {
             self.edit_session(|s| s.is_archived = true)?;
-            self.move_cart();
         }
+        self.move_cart();
         Ok(Output::RequestId(id))
     }
 
@@ -577,13 +589,14 @@ impl<'a> Plan<'a> {
 
     fn edit_cart(&mut self, edit: &crate::machine::CartEdit) -> Result<Output, CheckoutError> {
         use crate::machine::CartEdit;
-        // A cart in checkout leaves it first, exactly as a cancel would.
-        if self
-            .snapshot
-            .cart
-            .as_ref()
-            .is_some_and(|c| c.status == CartStatus::Checkout)
-        {
+        // A cart whose Edit row moves it (out of checkout) leaves it first, as a cancel
+        // would.
+        if self.snapshot.cart.as_ref().is_some_and(|c| {
+            self.ctx
+                .table
+                .find(self.event, Node::Cart(c.status))
+                .is_some()
+        }) {
             self.cancel()?;
         }
         let mut cart = self
@@ -705,12 +718,15 @@ impl<'a> Plan<'a> {
         let now = self.ctx.now;
         let snapshot = self.snapshot;
         if let Some(session) = snapshot.session.as_ref().filter(|s| !s.is_archived) {
-            let node = session_node(Some(session), snapshot.operation.as_ref());
-            // The terminal node has no row: an archived session there keeps its node.
-            let to = self
-                .applicable_row(Node::Session(node))
-                .map_or(Node::Session(SessionNode::Archived), |row| row.to);
-            self.move_session(to)?;
+            let node = Node::Session(self.node_of(session));
+            let Some(row) = self.applicable_row(node) else {
+                return Err(CheckoutError::undeclared(
+                    self.event,
+                    node,
+                    Node::Session(SessionNode::Archived),
+                ));
+            };
+            self.move_session(row.to)?;
         }
         let operation = Node::Operation(operation_node(snapshot.operation.as_ref()));
         if let Some(Node::Operation(OperationNode::Is(status))) =
@@ -727,16 +743,10 @@ impl<'a> Plan<'a> {
     }
 
     fn claim(&mut self, lease_ms: u64) -> Result<Output, CheckoutError> {
-        let op = self.fenced_operation()?;
-        if op.status != OperationStatus::New {
-            return Err(CheckoutError::Fenced(Fenced::NotClaimable {
-                operation: op.id,
-                status: op.status,
-            }));
-        }
         let now = self.ctx.now;
+        let status = self.operation_target(Event::Claim)?;
         let id = self.edit_operation(|op| {
-            op.status = OperationStatus::Running;
+            op.status = status;
             op.attempt += 1;
             op.started_at = Some(now);
             op.expires_at = Some(lease_end(now, lease_ms));
@@ -744,22 +754,8 @@ impl<'a> Plan<'a> {
         Ok(Output::BackgroundOperationId(id))
     }
 
-    /// The operation, if it is Running under `attempt` (the fencing token) on an open cart.
-    fn running_operation(&self, attempt: u32) -> Result<&'a BackgroundOperation, Fenced> {
-        let op = self.fenced_operation()?;
-        if op.status != OperationStatus::Running || op.attempt != attempt {
-            return Err(Fenced::AttemptSuperseded {
-                operation: op.id,
-                status: op.status,
-                held: attempt,
-                current: op.attempt,
-            });
-        }
-        Ok(op)
-    }
-
-    fn heartbeat(&mut self, attempt: u32, lease_ms: u64) -> Result<Output, CheckoutError> {
-        let op = self.running_operation(attempt)?;
+    fn heartbeat(&mut self, lease_ms: u64) -> Result<Output, CheckoutError> {
+        let op = self.operation()?;
         let until = lease_end(self.ctx.now, lease_ms);
         // A lease only grows: a late heartbeat must not shorten a newer one.
         if op.expires_at.is_some_and(|current| current >= until) {
@@ -769,39 +765,50 @@ impl<'a> Plan<'a> {
         Ok(Output::BackgroundOperationId(id))
     }
 
+    /// A lease that ran out: the operation returns to New while retries remain, and
+    /// otherwise fails, under the Fail event's own fences.
     fn expire(&mut self, attempt: u32) -> Result<Output, CheckoutError> {
-        let op = self.running_operation(attempt)?;
-        if let Some(until) = op.expires_at.filter(|until| *until > self.ctx.now) {
-            return Err(CheckoutError::Fenced(Fenced::LeaseRunning {
-                operation: op.id,
-                until,
-            }));
-        }
+        let op = self.operation()?;
         // `attempt` counts claims; `retry_limit` the claims allowed after the first.
         if op.attempt <= op.retry_limit {
+            let status = self.operation_target(Event::Requeue)?;
             let id = self.edit_operation(|op| {
-                op.status = OperationStatus::New;
+                op.status = status;
                 op.expires_at = None;
             })?;
             return Ok(Output::BackgroundOperationId(id));
         }
         self.event = Event::Fail;
+        let ctx = self.ctx;
+        check_fences(
+            ctx.table,
+            self.snapshot,
+            Event::Fail,
+            Some(attempt),
+            ctx.now,
+        )?;
         let reason = format!(
             "no worker finished operation {} within its lease on any of {} attempts",
             op.id, op.attempt
         );
-        self.finish(attempt, &StepOutcome::SystemFailure(reason), None, None)
+        self.finish(&StepOutcome::SystemFailure(reason), None, None)
     }
 
     fn finish(
         &mut self,
-        attempt: u32,
         outcome: &StepOutcome,
         update: Option<&crate::machine::CartUpdate>,
         order: Option<&Order>,
     ) -> Result<Output, CheckoutError> {
-        let op = self.running_operation(attempt)?;
-        let session = self.locked_session_of(op)?;
+        let op = self.operation()?;
+        let snapshot = self.snapshot;
+        let session =
+            snapshot
+                .session
+                .as_ref()
+                .ok_or(CheckoutError::Fenced(Fenced::SessionFinished {
+                    operation: op.id,
+                }))?;
         match outcome {
             StepOutcome::Passed => self.pass_step(session, op, update, order)?,
             StepOutcome::Failed(messages) => {
@@ -809,7 +816,7 @@ impl<'a> Plan<'a> {
                     .provider_kind
                     .map_or(OutputType::Other, ProviderKind::output_type);
                 let error = format!("{} reported {} problem(s)", op.name, messages.len());
-                self.fail_step(op, output_type, messages, &error)?;
+                self.fail_step(session, op, output_type, messages, &error)?;
             }
             StepOutcome::SystemFailure(reason) => {
                 let messages = [ValidationMessage {
@@ -817,25 +824,34 @@ impl<'a> Plan<'a> {
                     message: SYSTEM_ERROR_MESSAGE.into(),
                     related_entity_id: Some(op.cart_id),
                 }];
-                self.fail_step(op, OutputType::SystemError, &messages, reason)?;
+                self.fail_step(session, op, OutputType::SystemError, &messages, reason)?;
             }
         }
         Ok(Output::BackgroundOperationId(op.id))
     }
 
-    /// The active, locked session `op` runs for; a report for any other is stale.
-    fn locked_session_of(
+    /// The status the row `event` fires from the operation's node enters.
+    fn operation_target(&self, event: Event) -> Result<OperationStatus, CheckoutError> {
+        let op = self.operation()?;
+        let from = Node::Operation(OperationNode::Is(op.status));
+        match self.ctx.table.find(event, from).map(|row| row.to) {
+            Some(Node::Operation(OperationNode::Is(status))) => Ok(status),
+            _ => Err(CheckoutError::undeclared(event, from, from)),
+        }
+    }
+
+    /// The State the row `event` fires from the running session's node enters.
+    fn outcome_state(
         &self,
+        event: Event,
+        session: &CartCheckoutSession,
         op: &BackgroundOperation,
-    ) -> Result<&'a CartCheckoutSession, Fenced> {
-        let snapshot = self.snapshot;
-        snapshot
-            .session
-            .as_ref()
-            .filter(|s| {
-                !s.is_archived && s.is_processing && s.background_operation_id == Some(op.id)
-            })
-            .ok_or(Fenced::SessionFinished { operation: op.id })
+    ) -> Option<SessionState> {
+        let from = Node::Session(session_node(self.ctx.table, Some(session), Some(op)));
+        match self.ctx.table.find(event, from).map(|r| r.to) {
+            Some(Node::Session(SessionNode::At(state, _))) => state,
+            _ => None,
+        }
     }
 
     /// A passed step: the operation completes, the session moves to the State the table
@@ -848,13 +864,10 @@ impl<'a> Plan<'a> {
         order: Option<&Order>,
     ) -> Result<(), CheckoutError> {
         let now = self.ctx.now;
-        let from = Node::Session(session_node(Some(session), Some(op)));
-        let next = match self.ctx.table.find(Event::Succeed, from).map(|r| r.to) {
-            Some(Node::Session(SessionNode::At(state, _))) => state,
-            _ => None,
-        };
+        let next = self.outcome_state(Event::Succeed, session, op);
+        let status = self.operation_target(Event::Succeed)?;
         self.edit_operation(|op| {
-            op.status = OperationStatus::Complete;
+            op.status = status;
             op.finished_at = Some(now);
             op.expires_at = None;
         })?;
@@ -878,15 +891,18 @@ impl<'a> Plan<'a> {
     }
 
     /// A failed step: its messages become the cart's validation outputs, the operation
-    /// ends in Error with `error`, and the session moves to Error and unlocks.
+    /// ends in Error with `error`, and the session moves to the Fail row's target (Error)
+    /// and unlocks.
     fn fail_step(
         &mut self,
+        session: &CartCheckoutSession,
         op: &BackgroundOperation,
         output_type: OutputType,
         messages: &[ValidationMessage],
         error: &str,
     ) -> Result<(), CheckoutError> {
         let now = self.ctx.now;
+        let failed = self.outcome_state(Event::Fail, session, op);
         for m in messages {
             self.outputs.push(CartValidationOutput {
                 id: self.ctx.ids.next_id(KeyPrefix::CartValidationOutput),
@@ -899,14 +915,15 @@ impl<'a> Plan<'a> {
                 is_dismissed: false,
             });
         }
+        let status = self.operation_target(Event::Fail)?;
         self.edit_operation(|op| {
-            op.status = OperationStatus::Error;
+            op.status = status;
             op.error = Some(clip_message(error));
             op.finished_at = Some(now);
             op.expires_at = None;
         })?;
         self.edit_session(|s| {
-            s.state = Some(SessionState::Error);
+            s.state = failed;
             s.next_state = None;
             s.is_processing = false;
             s.is_error = true;
@@ -962,8 +979,9 @@ impl<'a> Plan<'a> {
             );
         }
         for (before, after) in &self.sessions {
-            let from = session_node(before.as_ref(), self.snapshot.operation.as_ref());
-            let to = session_node(Some(after), op_after(after));
+            let table = self.ctx.table;
+            let from = session_node(table, before.as_ref(), self.snapshot.operation.as_ref());
+            let to = session_node(table, Some(after), op_after(after));
             push(
                 Machine::Session,
                 after.id,
@@ -1181,5 +1199,331 @@ mod tests {
         let (output, changes) = plan(&table, &snapshot, &command).unwrap();
         assert_eq!(output, Output::RequestId(session_id));
         assert!(changes.sessions.is_empty());
+    }
+
+    /// `snapshot(status, state)` with everything the actor guards need: a buyer who owns
+    /// the cart, an active account that is a member of the store.
+    fn buyer_snapshot(status: CartStatus, state: SessionState) -> Snapshot {
+        use crate::model::{Account, Permission, User, WebStore};
+        let mut snapshot = snapshot(status, state);
+        let account = id(KeyPrefix::Account, 1);
+        snapshot.user = Some(User {
+            id: id(KeyPrefix::User, 1),
+            name: "Buyer".into(),
+            account_id: Some(account),
+            permissions: [Permission::B2BBuyer].into(),
+        });
+        snapshot.account = Some(Account {
+            id: account,
+            name: "Account".into(),
+            is_active: true,
+        });
+        snapshot.store = Some(WebStore {
+            id: id(KeyPrefix::WebStore, 1),
+            name: "Store".into(),
+            checkout_time_to_live: None,
+            buyer_accounts: [account].into(),
+        });
+        snapshot
+    }
+
+    /// A buyer's cart in `status`, its session locked at Inventory for Confirm Price.
+    fn locked_at_inventory(status: CartStatus) -> Snapshot {
+        let mut snapshot = buyer_snapshot(status, SessionState::Inventory);
+        let session = snapshot.session.as_mut().unwrap();
+        session.is_processing = true;
+        session.next_state = Some(SessionState::ConfirmPrice);
+        snapshot
+    }
+
+    fn decide_with(
+        table: &TransitionTable,
+        snapshot: &Snapshot,
+        command: &Command,
+    ) -> Result<Decision, CheckoutError> {
+        let ids = SequentialIds::starting_at(1000);
+        let ctx = DecideContext {
+            table,
+            now: now(),
+            ids: &ids,
+            settings: OperationSettings::default(),
+        };
+        decide(&ctx, snapshot, command)
+    }
+
+    fn decide_worker_with(
+        table: &TransitionTable,
+        snapshot: &Snapshot,
+        command: &WorkerCommand,
+    ) -> Result<Decision, CheckoutError> {
+        let ids = SequentialIds::starting_at(1000);
+        let ctx = DecideContext {
+            table,
+            now: now(),
+            ids: &ids,
+            settings: OperationSettings::default(),
+        };
+        decide_worker(&ctx, snapshot, command)
+    }
+
+    /// The requirement, code and status a refusal answers.
+    fn refusal(result: Result<Decision, CheckoutError>) -> (Requirement, &'static str, u16) {
+        let error = result.expect_err("refused");
+        let requirement = error.requirement().expect("a requirement");
+        (requirement, error.code().as_str(), error.http_status())
+    }
+
+    fn check_inventory() -> Command {
+        Command::RunStep {
+            action: crate::machine::ProviderAction::CheckCartInventory,
+            cart_id: id(KeyPrefix::WebCart, 1).to_string(),
+        }
+    }
+
+    use crate::machine::Requirement;
+
+    #[test]
+    fn the_cart_rows_decide_the_cart_status_an_async_step_runs_on() {
+        let event = Event::Action(Action::CheckCartInventory);
+        let checkout = Node::Cart(CartStatus::Checkout);
+        let active = Node::Cart(CartStatus::Active);
+        let standard = TransitionTable::standard();
+        assert!(
+            decide_with(
+                &standard,
+                &locked_at_inventory(CartStatus::Checkout),
+                &check_inventory()
+            )
+            .is_ok()
+        );
+        let on_active = locked_at_inventory(CartStatus::Active);
+        assert_eq!(
+            refusal(decide_with(&standard, &on_active, &check_inventory())),
+            (Requirement::CartRow, "INVALID_OPERATION", 403)
+        );
+        // Without its stay row in Checkout the step runs on no cart; with one in Active it
+        // runs on an Active cart.
+        let table = standard.clone().with_stay(event, checkout, false);
+        assert_eq!(
+            refusal(decide_with(
+                &table,
+                &locked_at_inventory(CartStatus::Checkout),
+                &check_inventory()
+            )),
+            (Requirement::CartRow, "INVALID_OPERATION", 403)
+        );
+        let table = standard.with_stay(event, active, true);
+        assert!(decide_with(&table, &on_active, &check_inventory()).is_ok());
+    }
+
+    #[test]
+    fn the_run_row_decides_the_step_and_the_next_state_an_async_step_needs() {
+        let event = Event::Action(Action::CheckCartInventory);
+        let locked = |state| Node::Session(SessionNode::At(Some(state), Phase::Locked));
+        let snapshot = locked_at_inventory(CartStatus::Checkout);
+        // The row's NextState is the one the session must hold.
+        let table = TransitionTable::standard().with_row_changed(
+            event,
+            locked(SessionState::Inventory),
+            |row| {
+                row.next_state = Some(SessionState::Taxes);
+            },
+        );
+        assert_eq!(
+            refusal(decide_with(&table, &snapshot, &check_inventory())),
+            (Requirement::NextStateRow, "INVALID_OPERATION", 403)
+        );
+        // A run row that leaves another State moves the step there.
+        let table = TransitionTable::standard().with_row_changed(
+            event,
+            locked(SessionState::Inventory),
+            |row| {
+                row.from = locked(SessionState::ConfirmPrice);
+            },
+        );
+        let error = decide_with(&table, &snapshot, &check_inventory()).unwrap_err();
+        assert_eq!(error.requirement(), Some(Requirement::StepRow));
+        assert!(error.to_string().contains("Confirm Price"), "{error}");
+    }
+
+    #[test]
+    fn the_session_rows_decide_the_lock_an_event_needs() {
+        let command = Command::SetDetails {
+            cart_id: id(KeyPrefix::WebCart, 1).to_string(),
+            details: crate::machine::CheckoutDetails::default(),
+        };
+        let snapshot = locked_at_inventory(CartStatus::Checkout);
+        let standard = TransitionTable::standard();
+        assert_eq!(
+            refusal(decide_with(&standard, &snapshot, &command)),
+            (Requirement::SessionPhaseRow, "INVALID_OPERATION", 409)
+        );
+        let locked = Node::Session(SessionNode::At(
+            Some(SessionState::Inventory),
+            Phase::Locked,
+        ));
+        let table = standard.with_stay(Event::Input, locked, true);
+        assert!(decide_with(&table, &snapshot, &command).is_ok());
+    }
+
+    /// A session running `op` at Inventory, on a cart in Checkout.
+    fn running_at_inventory(status: OperationStatus, attempt: u32) -> Snapshot {
+        let mut snapshot = locked_at_inventory(CartStatus::Checkout);
+        let op_id = id(KeyPrefix::BackgroundOperation, 1);
+        snapshot.session.as_mut().unwrap().background_operation_id = Some(op_id);
+        snapshot.operation = Some(BackgroundOperation {
+            id: op_id,
+            name: "checkCartInventoryAction".into(),
+            cart_id: id(KeyPrefix::WebCart, 1),
+            checkout_session_id: id(KeyPrefix::CartCheckoutSession, 1),
+            provider_kind: Some(ProviderKind::Inventory),
+            status,
+            error: None,
+            submitted_at: now(),
+            started_at: None,
+            finished_at: None,
+            expires_at: None,
+            attempt,
+            retry_limit: 2,
+            timeout_ms: 120_000,
+            version: 1,
+        });
+        snapshot
+    }
+
+    #[test]
+    fn worker_fences_are_the_guards_of_the_worker_rows() {
+        use OperationStatus as S;
+        let op = id(KeyPrefix::BackgroundOperation, 1);
+        let new = Node::Operation(OperationNode::Is(S::New));
+        let running = Node::Operation(OperationNode::Is(S::Running));
+        for event in [
+            Event::Claim,
+            Event::Heartbeat,
+            Event::Requeue,
+            Event::Succeed,
+            Event::Fail,
+        ] {
+            assert!(!guards(event).is_empty(), "{event}");
+        }
+        let claim = WorkerCommand::Claim {
+            operation_id: op,
+            lease_ms: 1000,
+        };
+        let standard = TransitionTable::standard();
+        let queued = running_at_inventory(S::New, 0);
+        assert!(decide_worker_with(&standard, &queued, &claim).is_ok());
+        // A claim row that leaves Error, not New: a New operation is no longer claimable.
+        let table = standard.clone().with_row_changed(Event::Claim, new, |row| {
+            row.from = Node::Operation(OperationNode::Is(S::Error));
+        });
+        assert!(matches!(
+            decide_worker_with(&table, &queued, &claim),
+            Err(CheckoutError::Fenced(Fenced::NotClaimable { .. }))
+        ));
+        // A heartbeat runs on its stay row at Running; without it the attempt is superseded.
+        let heartbeat = WorkerCommand::Heartbeat {
+            operation_id: op,
+            attempt: 1,
+            lease_ms: 1000,
+        };
+        let claimed = running_at_inventory(S::Running, 1);
+        assert!(decide_worker_with(&standard, &claimed, &heartbeat).is_ok());
+        let table = standard.with_stay(Event::Heartbeat, running, false);
+        assert!(matches!(
+            decide_worker_with(&table, &claimed, &heartbeat),
+            Err(CheckoutError::Fenced(Fenced::AttemptSuperseded { .. }))
+        ));
+    }
+
+    #[test]
+    fn a_report_is_fenced_unless_a_row_leaves_the_session_node() {
+        use OperationStatus as S;
+        let report = WorkerCommand::Finish {
+            operation_id: id(KeyPrefix::BackgroundOperation, 1),
+            attempt: 1,
+            outcome: StepOutcome::Failed(Vec::new()),
+            update: None,
+            order: None,
+        };
+        let running = running_at_inventory(S::Running, 1);
+        let standard = TransitionTable::standard();
+        let decision = decide_worker_with(&standard, &running, &report).unwrap();
+        // The session goes where the Fail row leads.
+        assert_eq!(
+            decision.changes.sessions[0].state,
+            Some(SessionState::Error)
+        );
+        let from = Node::Session(SessionNode::At(
+            Some(SessionState::Inventory),
+            Phase::Running,
+        ));
+        let table = standard.clone().with_row_changed(Event::Fail, from, |row| {
+            row.to = Node::Session(SessionNode::At(Some(SessionState::Start), Phase::Open));
+        });
+        // The changed row's target is what the report writes.
+        let changes = decide_worker_with(&table, &running, &report)
+            .unwrap()
+            .changes;
+        assert_eq!(changes.sessions[0].state, Some(SessionState::Start));
+        let table = standard.with_row_changed(Event::Fail, from, |row| {
+            row.from = Node::Session(SessionNode::At(Some(SessionState::Taxes), Phase::Running));
+        });
+        assert!(matches!(
+            decide_worker_with(&table, &running, &report),
+            Err(CheckoutError::Fenced(Fenced::SessionFinished { .. }))
+        ));
+    }
+
+    #[test]
+    fn an_activated_order_refuses_exactly_the_starts_a_restart_row_applies_to() {
+        use crate::model::{Order, OrderStatus};
+        let standard = TransitionTable::standard();
+        let command = Command::StartSession {
+            cart_id: id(KeyPrefix::WebCart, 1).to_string(),
+            initial_state: None,
+        };
+        for &state in SessionState::STANDARD {
+            for locked in [false, true] {
+                for expired in [false, true] {
+                    let mut snapshot = buyer_snapshot(CartStatus::Checkout, state);
+                    let order_id = id(KeyPrefix::Order, 1);
+                    snapshot.order = Some(Order {
+                        id: order_id,
+                        cart_id: id(KeyPrefix::WebCart, 1),
+                        web_store_id: id(KeyPrefix::WebStore, 1),
+                        account_id: id(KeyPrefix::Account, 1),
+                        owner_id: id(KeyPrefix::User, 1),
+                        status: OrderStatus::Activated,
+                        items: Vec::new(),
+                        deliver_to: None,
+                        delivery_method_id: None,
+                        payment_authorization_id: None,
+                        grand_total_amount: None,
+                        created_date: now(),
+                        activated_date: Some(now()),
+                        order_summary_id: None,
+                        version: 1,
+                    });
+                    let session = snapshot.session.as_mut().unwrap();
+                    session.order_id = Some(order_id);
+                    session.is_processing = locked;
+                    if expired {
+                        session.created_date = Some(now() - Duration::days(3));
+                        snapshot.store.as_mut().unwrap().checkout_time_to_live = Some(60);
+                    }
+                    let refused = check(&standard, &snapshot, &command, now())
+                        .iter()
+                        .any(|u| u.requirement == Requirement::OrderNotActivated);
+                    // A failed or an expired session is restarted (once unlocked), which
+                    // would leave the activated order's checkout; any other is resumed.
+                    let restarts = state == SessionState::Error || expired;
+                    assert_eq!(
+                        refused, restarts,
+                        "{state} locked {locked} expired {expired}"
+                    );
+                }
+            }
+        }
     }
 }

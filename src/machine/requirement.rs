@@ -2,17 +2,19 @@
 //! the errorCode and HTTP status the documentation gives for that action.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::error::ErrorCode;
-use crate::machine::table::{Phase, SessionNode};
+use crate::error::{ErrorCode, Fenced};
+use crate::machine::decide::{active_session_node, session_node};
+use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{Action, CartEdit, Command, Event, Node, Snapshot, Target, TransitionTable};
 use crate::model::{
-    Access, CartCheckoutSession, CartStatus, KeyPrefix, OrderStatus, Permission, SessionState,
-    SfId, User, WebCart,
+    Access, BackgroundOperation, CartCheckoutSession, KeyPrefix, OrderStatus, Permission,
+    SessionState, SfId, User, WebCart,
 };
 
 /// A named precondition of a command.
@@ -32,34 +34,31 @@ pub enum Requirement {
     EffectiveAccountValid,
     /// The buyer account is a member of the cart's store.
     CallerIsStoreMember,
-    /// The cart's status is Checkout.
-    CartInCheckout,
-    /// The cart's status is Active or Checkout (a checkout can start).
-    CartOpenForCheckout,
-    /// The cart's status is not Closed.
-    CartNotClosed,
-    /// The cart's status is neither Closed nor Processing.
-    CartNotClosedOrProcessing,
-    /// The cart's active session is not locked for an async step.
-    NoSessionInProgress,
+    /// The table has a row (or a stay row) for this event from the cart's status.
+    CartRow,
     /// The initialState input names the template's entry State.
     InitialStateIsEntry,
-    /// A session exists and is not archived.
-    SessionExists,
+    /// A row of this event leaves a session node of the session's kind: an active session
+    /// where the event needs one (not absent, not archived).
+    SessionRow,
     /// The store allows checkout (its time-to-live is not 0).
     CheckoutEnabled,
     /// The session is younger than the store's checkout time-to-live.
     SessionNotExpired,
-    /// The session's State is not empty.
-    SessionStateNotEmpty,
-    /// The session is locked (IsProcessing true) for the async step.
-    SessionIsProcessing,
-    /// The session is not locked (IsProcessing false).
-    SessionNotProcessing,
-    /// The session's State is the step this action belongs to.
-    SessionAtStep,
-    /// The session's NextState is the State that follows this step.
-    NextStateSet,
+    /// A row of this event leaves a session node whose State is set exactly when the
+    /// session's is (the actions need a State; only a cancel or an edit takes an empty one).
+    SessionStateRow,
+    /// A row of this event leaves a session node locked exactly when the session is
+    /// (IsProcessing): the async actions run on a locked session, the others need it free.
+    /// Locked and running count as one, so that a repeat while the step runs is answered
+    /// by `NoOperationInProgress`.
+    SessionPhaseRow,
+    /// A row of this event leaves a session node at the session's State (the step the
+    /// action belongs to).
+    StepRow,
+    /// The session's NextState is the one the row this event fires from the session's
+    /// State carries (the State its lock recorded).
+    NextStateRow,
     /// The session's State equals the caller's expCurrentState (required by Update Checkout
     /// Session, optional for a screen step's write).
     ExpectedStateMatches,
@@ -69,8 +68,6 @@ pub enum Requirement {
     NoOperationInProgress,
     /// A chosen delivery method is one the Shipment integration offered.
     DeliveryMethodOffered,
-    /// The cart's status is Active or Checkout (its lines may change).
-    CartEditable,
     /// The edit is well-formed: a positive quantity, a non-blank SKU, a line of this cart.
     EditValid,
     /// The session's order is not activated: once it is, the checkout can only complete.
@@ -84,6 +81,18 @@ pub enum Requirement {
     /// The operation a `runAsync: false` call started completed before the call answered.
     /// Not a guard: the engine checks it after running the operation inline.
     InlineOperationCompleted,
+    /// A worker's operation exists.
+    OperationExists,
+    /// A row (or a stay row) of this worker event leaves the operation's status: only a
+    /// New operation is claimed, only a Running one reported on.
+    OperationRow,
+    /// The worker holds the operation's current attempt (the fencing token).
+    AttemptCurrent,
+    /// The lease of the attempt has run out (the sweeper's condition).
+    LeaseEnded,
+    /// A row of this worker event leaves the session's node: the session is active,
+    /// locked and running this operation.
+    SessionNodeRow,
 }
 
 /// A requirement as one action checks it: with the documented code and status.
@@ -128,10 +137,10 @@ const START: &[Guard] = &[
     guard(R::CallerCanEditCart, C::BadRequest, 400),
     guard(R::EffectiveAccountValid, C::BadRequest, 400),
     guard(R::CallerIsStoreMember, C::BadRequest, 400),
-    guard(R::CartOpenForCheckout, C::InvalidOperation, 403),
+    guard(R::CartRow, C::InvalidOperation, 403),
     guard(R::CheckoutEnabled, C::InvalidOperation, 403),
     guard(R::OrderNotActivated, C::InvalidOperation, 403),
-    guard(R::NoSessionInProgress, C::BadRequest, 400),
+    guard(R::SessionPhaseRow, C::BadRequest, 400),
     guard(R::InitialStateIsEntry, C::UnknownException, 500),
 ];
 
@@ -147,11 +156,11 @@ const UPDATE: &[Guard] = &[
         400,
     ),
     guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 400),
-    guard(R::CartNotClosedOrProcessing, C::InvalidOperation, 403),
-    guard(R::SessionExists, C::InvalidOperation, 403),
+    guard(R::CartRow, C::InvalidOperation, 403),
+    guard(R::SessionRow, C::InvalidOperation, 403),
     guard(R::SessionNotExpired, C::InvalidOperation, 403),
-    guard(R::SessionStateNotEmpty, C::InvalidOperation, 403),
-    guard(R::SessionNotProcessing, C::InvalidOperation, 409),
+    guard(R::SessionStateRow, C::InvalidOperation, 403),
+    guard(R::SessionPhaseRow, C::InvalidOperation, 409),
     guard(R::ExpectedStateMatches, C::InvalidOperation, 409),
     guard(R::TargetIsNextStep, C::InvalidOperation, 403),
 ];
@@ -169,10 +178,10 @@ const CLOSE: &[Guard] = &[
         400,
     ),
     guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 400),
-    guard(R::CartInCheckout, C::InvalidOperation, 403),
-    guard(R::SessionExists, C::InvalidOperation, 403),
-    guard(R::SessionStateNotEmpty, C::InvalidOperation, 403),
-    guard(R::SessionNotProcessing, C::InvalidOperation, 409),
+    guard(R::CartRow, C::InvalidOperation, 403),
+    guard(R::SessionRow, C::InvalidOperation, 403),
+    guard(R::SessionStateRow, C::InvalidOperation, 403),
+    guard(R::SessionPhaseRow, C::InvalidOperation, 409),
     guard(R::ExpectedStateMatches, C::InvalidOperation, 409),
     guard(R::TargetIsNextStep, C::InvalidOperation, 403),
 ];
@@ -190,13 +199,13 @@ const ASYNC: &[Guard] = &[
         500,
     ),
     guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 500),
-    guard(R::CartInCheckout, C::InvalidOperation, 403),
-    guard(R::SessionExists, C::InvalidOperation, 403),
+    guard(R::CartRow, C::InvalidOperation, 403),
+    guard(R::SessionRow, C::InvalidOperation, 403),
     guard(R::SessionNotExpired, C::InvalidOperation, 403),
-    guard(R::SessionStateNotEmpty, C::InvalidOperation, 403),
-    guard(R::SessionIsProcessing, C::InvalidOperation, 403),
-    guard(R::SessionAtStep, C::InvalidOperation, 403),
-    guard(R::NextStateSet, C::InvalidOperation, 403),
+    guard(R::SessionStateRow, C::InvalidOperation, 403),
+    guard(R::SessionPhaseRow, C::InvalidOperation, 403),
+    guard(R::StepRow, C::InvalidOperation, 403),
+    guard(R::NextStateRow, C::InvalidOperation, 403),
     guard(R::OrderNotActivated, C::InvalidOperation, 403),
     guard(R::NoOperationInProgress, C::AlreadyInProcess, 400),
 ];
@@ -213,10 +222,10 @@ const INPUT: &[Guard] = &[
         400,
     ),
     guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 400),
-    guard(R::CartInCheckout, C::InvalidOperation, 403),
-    guard(R::SessionExists, C::InvalidOperation, 403),
+    guard(R::CartRow, C::InvalidOperation, 403),
+    guard(R::SessionRow, C::InvalidOperation, 403),
     guard(R::SessionNotExpired, C::InvalidOperation, 403),
-    guard(R::SessionNotProcessing, C::InvalidOperation, 409),
+    guard(R::SessionPhaseRow, C::InvalidOperation, 409),
     guard(R::DeliveryMethodOffered, C::InvalidInput, 400),
 ];
 
@@ -234,13 +243,13 @@ const ACTIVATE: &[Guard] = &[
     ),
     guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 500),
     guard(R::OrderStatusIsActivate, C::UnknownException, 500),
-    guard(R::CartInCheckout, C::InvalidOperation, 403),
-    guard(R::SessionExists, C::InvalidOperation, 403),
+    guard(R::CartRow, C::InvalidOperation, 403),
+    guard(R::SessionRow, C::InvalidOperation, 403),
     guard(R::SessionNotExpired, C::InvalidOperation, 403),
-    guard(R::SessionStateNotEmpty, C::InvalidOperation, 403),
-    guard(R::SessionIsProcessing, C::InvalidOperation, 403),
-    guard(R::SessionAtStep, C::InvalidInput, 403),
-    guard(R::NextStateSet, C::InvalidInput, 403),
+    guard(R::SessionStateRow, C::InvalidOperation, 403),
+    guard(R::SessionPhaseRow, C::InvalidOperation, 403),
+    guard(R::StepRow, C::InvalidInput, 403),
+    guard(R::NextStateRow, C::InvalidInput, 403),
     guard(R::DraftOrderOnSession, C::InvalidInput, 403),
     guard(R::NoErrorOutputs, C::InvalidInput, 403),
     guard(R::NoOperationInProgress, C::InvalidInput, 403),
@@ -254,7 +263,7 @@ const EDIT: &[Guard] = &[
     guard(R::CallerCanEditCart, C::BadRequest, 400),
     guard(R::EffectiveAccountValid, C::BadRequest, 400),
     guard(R::CallerIsStoreMember, C::BadRequest, 400),
-    guard(R::CartEditable, C::InvalidOperation, 403),
+    guard(R::CartRow, C::InvalidOperation, 403),
     guard(R::OrderNotActivated, C::InvalidOperation, 403),
     guard(R::EditValid, C::InvalidInput, 400),
 ];
@@ -270,12 +279,51 @@ const CANCEL: &[Guard] = &[
         500,
     ),
     guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 500),
-    guard(R::CartNotClosed, C::InvalidOperation, 403),
+    guard(R::CartRow, C::InvalidOperation, 403),
     guard(R::OrderNotActivated, C::InvalidOperation, 403),
 ];
 
-/// The guards of an event, in the order they are checked (first unmet wins). Worker events
-/// have none: they are fenced by the operation's status and attempt instead.
+/// A worker's fence: an unmet one answers [`CheckoutError::Fenced`] with its typed reason,
+/// so the code and status are those every fenced command answers.
+const fn fence(requirement: Requirement) -> Guard {
+    guard(requirement, C::UnknownException, 409)
+}
+
+/// A worker's claim: of an existing New operation, on a cart that is not Closed.
+const CLAIM: &[Guard] = &[
+    fence(R::OperationExists),
+    fence(R::CartRow),
+    fence(R::OperationRow),
+];
+
+/// A heartbeat: the claim's own attempt of a Running operation.
+const HEARTBEAT: &[Guard] = &[
+    fence(R::OperationExists),
+    fence(R::CartRow),
+    fence(R::OperationRow),
+    fence(R::AttemptCurrent),
+];
+
+/// The sweeper's requeue: a Running attempt whose lease ran out.
+const REQUEUE: &[Guard] = &[
+    fence(R::OperationExists),
+    fence(R::CartRow),
+    fence(R::OperationRow),
+    fence(R::AttemptCurrent),
+    fence(R::LeaseEnded),
+];
+
+/// A worker's report: the current attempt, for the session that runs the operation.
+const REPORT: &[Guard] = &[
+    fence(R::OperationExists),
+    fence(R::CartRow),
+    fence(R::OperationRow),
+    fence(R::AttemptCurrent),
+    fence(R::SessionNodeRow),
+];
+
+/// The guards of an event, in the order they are checked (first unmet wins). A worker
+/// event's guards are its fences, each unmet one with its typed [`Fenced`] reason.
 pub fn guards(event: Event) -> &'static [Guard] {
     match event {
         Event::Action(Action::CheckoutSession) => START,
@@ -286,7 +334,10 @@ pub fn guards(event: Event) -> &'static [Guard] {
         Event::Input => INPUT,
         Event::Edit => EDIT,
         Event::Action(_) | Event::Authorize | Event::Custom(_) => ASYNC,
-        Event::Claim | Event::Heartbeat | Event::Requeue | Event::Succeed | Event::Fail => &[],
+        Event::Claim => CLAIM,
+        Event::Heartbeat => HEARTBEAT,
+        Event::Requeue => REQUEUE,
+        Event::Succeed | Event::Fail => REPORT,
     }
 }
 
@@ -305,17 +356,6 @@ fn requested_states(command: &Command) -> (Option<&str>, Option<&str>) {
         } => (Some(state.as_str()), exp_current_state.as_deref()),
         _ => (None, None),
     }
-}
-
-/// The step an async command belongs to: the one whose own event it fires (an async core
-/// action, the payment step's authorisation, a custom step's action).
-fn step_state(table: &TransitionTable, event: Event) -> Option<SessionState> {
-    table
-        .template()
-        .steps
-        .iter()
-        .find(|s| s.own_event() == Some(event))
-        .map(|s| s.state)
 }
 
 fn show(state: Option<SessionState>) -> String {
@@ -344,21 +384,15 @@ pub fn evaluate(
         R::CallerCanEditCart => facts.caller_can_edit_cart(),
         R::EffectiveAccountValid => facts.effective_account_valid(),
         R::CallerIsStoreMember => facts.caller_is_store_member(),
-        R::CartInCheckout => cart_status_in(facts.cart(), IN_CHECKOUT),
-        R::CartOpenForCheckout => cart_status_in(facts.cart(), OPEN),
-        R::CartNotClosed => cart_status_in(facts.cart(), NOT_CLOSED),
-        R::CartNotClosedOrProcessing => cart_status_in(facts.cart(), NOT_CLOSED_OR_PROCESSING),
-        R::CartEditable => cart_status_in(facts.cart(), OPEN),
-        R::NoSessionInProgress => facts.no_session_in_progress(),
+        R::CartRow => facts.cart_row(),
         R::InitialStateIsEntry => facts.initial_state_is_entry(),
         R::CheckoutEnabled => facts.checkout_enabled(),
         R::SessionNotExpired => facts.session_not_expired(),
-        R::SessionExists => facts.session_exists(),
-        R::SessionStateNotEmpty => facts.session_state_not_empty(),
-        R::SessionIsProcessing => facts.session_is_processing(),
-        R::SessionNotProcessing => facts.session_not_processing(),
-        R::SessionAtStep => facts.session_at_step(),
-        R::NextStateSet => facts.next_state_set(),
+        R::SessionRow => facts.session_row(),
+        R::SessionStateRow => facts.session_state_row(),
+        R::SessionPhaseRow => facts.session_phase_row(),
+        R::StepRow => facts.step_row(),
+        R::NextStateRow => facts.next_state_row(),
         R::ExpectedStateMatches => facts.expected_state_matches(),
         R::TargetIsNextStep => facts.target_is_next_step(),
         R::EditValid => facts.edit_valid(),
@@ -369,26 +403,15 @@ pub fn evaluate(
         R::DeliveryMethodOffered => facts.delivery_method_offered(),
         // Checked by the engine once the inline run ended, never before a decision.
         R::InlineOperationCompleted => Ok(()),
+        // A worker's fences, which no user command lists (see `fence_of`).
+        R::OperationExists
+        | R::OperationRow
+        | R::AttemptCurrent
+        | R::LeaseEnded
+        | R::SessionNodeRow => Ok(()),
         R::NoOperationInProgress => facts.no_operation_in_progress(),
     }
 }
-
-/// The cart statuses each cart-status requirement allows, in the order its message names them.
-const IN_CHECKOUT: &[CartStatus] = &[CartStatus::Checkout];
-const OPEN: &[CartStatus] = &[CartStatus::Active, CartStatus::Checkout];
-const NOT_CLOSED: &[CartStatus] = &[
-    CartStatus::Active,
-    CartStatus::Checkout,
-    CartStatus::PendingClosed,
-    CartStatus::PendingDelete,
-    CartStatus::Processing,
-];
-const NOT_CLOSED_OR_PROCESSING: &[CartStatus] = &[
-    CartStatus::Active,
-    CartStatus::Checkout,
-    CartStatus::PendingClosed,
-    CartStatus::PendingDelete,
-];
 
 /// What a requirement is checked against: one command, the snapshot it addresses (as the
 /// caller may see it), the table and the time.
@@ -517,16 +540,6 @@ impl Facts<'_> {
 
 /// Starting a checkout, and the session's lifetime.
 impl Facts<'_> {
-    fn no_session_in_progress(&self) -> Result<(), String> {
-        match self.session() {
-            Some(s) if s.is_processing && !s.is_archived => Err(format!(
-                "cart already in progress: session {} is processing",
-                s.id
-            )),
-            _ => Ok(()),
-        }
-    }
-
     fn initial_state_is_entry(&self) -> Result<(), String> {
         let entry = self.table.template().entry();
         let Command::StartSession { initial_state, .. } = self.command else {
@@ -560,77 +573,191 @@ impl Facts<'_> {
             None => Ok(()),
         }
     }
+}
 
-    fn session_exists(&self) -> Result<(), String> {
-        match self.session() {
-            Some(s) if s.is_archived => Err(format!("session {} is archived", s.id)),
-            Some(_) => Ok(()),
-            None => Err("the cart has no checkout session".into()),
+/// The parts of a session's node a guard asks the table about, in the guard lists' order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Active, rather than absent or archived.
+    Kind,
+    /// Whether the State is set.
+    StateSet,
+    /// Whether the session is locked (IsProcessing): locked and running count as one.
+    Lock,
+    /// The State itself.
+    State,
+}
+
+/// Whether a row leaving `from` agrees with the session's node `here` on `part`. A session
+/// that is absent or archived agrees only with a row leaving its very node.
+fn agrees(from: SessionNode, here: SessionNode, part: Part) -> bool {
+    match (from, here) {
+        (SessionNode::At(state, phase), SessionNode::At(here_state, here_phase)) => match part {
+            Part::Kind => true,
+            Part::StateSet => state.is_some() == here_state.is_some(),
+            Part::Lock => (phase == Phase::Open) == (here_phase == Phase::Open),
+            Part::State => state == here_state,
+        },
+        _ => from == here,
+    }
+}
+
+/// The table's questions about the cart's and the session's nodes: each asks whether a row
+/// of the command's event (or a stay row) leaves a node that agrees with the record's.
+impl Facts<'_> {
+    fn cart_row(&self) -> Result<(), String> {
+        let Some(c) = self.cart() else {
+            return Err("no cart".into());
+        };
+        if self.table.leaves(self.event, Node::Cart(c.status)) {
+            return Ok(());
         }
+        let allowed: Vec<&str> = self
+            .table
+            .sources(self.event)
+            .into_iter()
+            .filter_map(|node| match node {
+                Node::Cart(status) => Some(status.as_str()),
+                _ => None,
+            })
+            .collect();
+        Err(format!(
+            "cart {} is {}; {} needs {}",
+            c.id,
+            c.status.as_str(),
+            self.event,
+            if allowed.is_empty() {
+                "a cart status the table declares".to_owned()
+            } else {
+                allowed.join(" or ")
+            }
+        ))
+    }
+
+    /// The session's node as a user command sees it: an archived session is `Archived`,
+    /// wherever it ended.
+    fn session_here(&self) -> SessionNode {
+        match self.session() {
+            Some(s) if s.is_archived => SessionNode::Archived,
+            session => active_session_node(session, self.snapshot.operation.as_ref()),
+        }
+    }
+
+    /// Whether a row (or stay row) of the event leaves a session node that agrees with the
+    /// session's on `part`.
+    fn session_agrees(&self, part: Part) -> bool {
+        let here = self.session_here();
+        self.table
+            .sources(self.event)
+            .into_iter()
+            .any(|from| matches!(from, Node::Session(from) if agrees(from, here, part)))
+    }
+
+    /// What is wrong with a session that is absent or archived, or `None` for an active one.
+    fn inactive_session(&self) -> Option<String> {
+        match self.session() {
+            None => Some("the cart has no checkout session".into()),
+            Some(s) if s.is_archived => Some(format!("session {} is archived", s.id)),
+            Some(_) => None,
+        }
+    }
+
+    fn session_row(&self) -> Result<(), String> {
+        if self.session_agrees(Part::Kind) {
+            return Ok(());
+        }
+        Err(self
+            .inactive_session()
+            .unwrap_or_else(|| format!("{} does not apply to an active session", self.event)))
+    }
+
+    fn session_state_row(&self) -> Result<(), String> {
+        if self.session_agrees(Part::StateSet) {
+            return Ok(());
+        }
+        Err(match self.session() {
+            Some(s) if s.state.is_some() && !s.is_archived => {
+                format!(
+                    "{} does not apply to a session whose State is set",
+                    self.event
+                )
+            }
+            _ => "the session's State is empty".into(),
+        })
+    }
+
+    fn session_phase_row(&self) -> Result<(), String> {
+        if self.session_agrees(Part::Lock) {
+            return Ok(());
+        }
+        if let Some(problem) = self.inactive_session() {
+            return Err(problem);
+        }
+        Err(match self.session() {
+            Some(s) if s.is_processing => format!(
+                "cart already in progress: session {} is locked (IsProcessing is true)",
+                s.id
+            ),
+            _ => "the session is not locked (IsProcessing is false): \
+                  call updateCheckoutSessionStateAction first"
+                .into(),
+        })
+    }
+
+    fn step_row(&self) -> Result<(), String> {
+        if self.session_agrees(Part::State) {
+            return Ok(());
+        }
+        let event = self.event;
+        let steps: BTreeSet<String> = self
+            .table
+            .sources(event)
+            .into_iter()
+            .filter_map(|node| match node {
+                Node::Session(SessionNode::At(Some(state), _)) => Some(state.to_string()),
+                _ => None,
+            })
+            .collect();
+        if steps.is_empty() {
+            return Err(format!(
+                "{event} is not a step of template {}",
+                self.table.template().name
+            ));
+        }
+        let actual = self.session().and_then(|s| s.state);
+        Err(format!(
+            "{event} runs in the {} step; the session is in {}",
+            steps.into_iter().collect::<Vec<_>>().join(" or "),
+            show(actual)
+        ))
+    }
+
+    fn next_state_row(&self) -> Result<(), String> {
+        let session = self.session().filter(|s| !s.is_archived);
+        let state = session.and_then(|s| s.state);
+        let expected = self
+            .table
+            .rows()
+            .iter()
+            .filter(|row| row.event == self.event)
+            .filter(
+                |row| matches!(row.from, Node::Session(SessionNode::At(from, _)) if from == state),
+            )
+            .find_map(|row| row.next_state);
+        let actual = session.and_then(|s| s.next_state);
+        if session.is_some() && expected.is_some() && actual == expected {
+            return Ok(());
+        }
+        Err(format!(
+            "the session's NextState is {}, expected {}",
+            show(actual),
+            show(expected)
+        ))
     }
 }
 
 /// The session's State, lock and step.
 impl Facts<'_> {
-    fn session_state_not_empty(&self) -> Result<(), String> {
-        match self.session() {
-            Some(s) if s.state.is_some() => Ok(()),
-            _ => Err("the session's State is empty".into()),
-        }
-    }
-
-    fn session_is_processing(&self) -> Result<(), String> {
-        match self.session() {
-            Some(s) if s.is_processing => Ok(()),
-            _ => Err("the session is not locked (IsProcessing is false): \
-                      call updateCheckoutSessionStateAction first"
-                .into()),
-        }
-    }
-
-    fn session_not_processing(&self) -> Result<(), String> {
-        match self.session() {
-            Some(s) if s.is_processing => {
-                Err(format!("session {} is locked (IsProcessing is true)", s.id))
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn session_at_step(&self) -> Result<(), String> {
-        let event = self.event;
-        let expected = step_state(self.table, event);
-        let actual = self.session().and_then(|s| s.state);
-        match expected {
-            Some(step) if actual == Some(step) => Ok(()),
-            Some(step) => Err(format!(
-                "{event} runs in the {step} step; the session is in {}",
-                show(actual)
-            )),
-            None => Err(format!(
-                "{event} is not a step of template {}",
-                self.table.template().name
-            )),
-        }
-    }
-
-    fn next_state_set(&self) -> Result<(), String> {
-        let template = self.table.template();
-        let expected = step_state(self.table, self.event)
-            .and_then(|step| template.step(step))
-            .and_then(|step| step.next);
-        let actual = self.session().and_then(|s| s.next_state);
-        if expected.is_some() && actual == expected {
-            Ok(())
-        } else {
-            Err(format!(
-                "the session's NextState is {}, expected {}",
-                show(actual),
-                show(expected)
-            ))
-        }
-    }
-
     fn expected_state_matches(&self) -> Result<(), String> {
         let (_, expected) = requested_states(self.command);
         let actual = self.session().and_then(|s| s.state);
@@ -747,9 +874,8 @@ impl Facts<'_> {
         };
         // checkoutSessionAction may resume such a checkout; only a restart (of a failed
         // or expired session) would leave it.
-        let leaves_checkout = !matches!(self.command, Command::StartSession { .. })
-            || s.state == Some(SessionState::Error)
-            || self.snapshot.session_expired_at(self.now).is_some();
+        let leaves_checkout =
+            !matches!(self.command, Command::StartSession { .. }) || self.start_restarts();
         if !s.is_archived
             && s.order_id == Some(order.id)
             && order.status == OrderStatus::Activated
@@ -761,6 +887,19 @@ impl Facts<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the start row that applies to the session at its State archives it (a
+    /// restart), whatever its lock: a locked session is refused later, for its lock.
+    fn start_restarts(&self) -> bool {
+        let node = match self.session_here() {
+            SessionNode::At(state, _) => SessionNode::At(state, Phase::Open),
+            other => other,
+        };
+        let node = Node::Session(node);
+        self.table
+            .find_any(self.event, node)
+            .is_some_and(|row| row.when.is_none_or(|c| c.holds(self.snapshot, self.now)))
     }
 
     fn order_status_is_activate(&self) -> Result<(), String> {
@@ -821,20 +960,120 @@ impl Facts<'_> {
     }
 }
 
-fn cart_status_in(cart: Option<&WebCart>, allowed: &[CartStatus]) -> Result<(), String> {
-    match cart {
-        Some(c) if allowed.contains(&c.status) => Ok(()),
-        Some(c) => Err(format!(
-            "cart {} is {}; this needs {}",
-            c.id,
-            c.status.as_str(),
-            allowed
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(" or ")
-        )),
-        None => Err("no cart".into()),
+/// Checks a worker event's fences in order; the first unmet one is why the worker command is
+/// refused. `attempt` is the fencing token the command holds, if it holds one.
+pub(crate) fn check_fences(
+    table: &TransitionTable,
+    snapshot: &Snapshot,
+    event: Event,
+    attempt: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<(), Fenced> {
+    let fences = Fences {
+        table,
+        snapshot,
+        event,
+        attempt,
+        now,
+    };
+    guards(event)
+        .iter()
+        .try_for_each(|g| fences.check(g.requirement))
+}
+
+/// What a worker command's fences are checked against.
+struct Fences<'a> {
+    table: &'a TransitionTable,
+    snapshot: &'a Snapshot,
+    event: Event,
+    attempt: Option<u32>,
+    now: DateTime<Utc>,
+}
+
+impl Fences<'_> {
+    fn check(&self, requirement: Requirement) -> Result<(), Fenced> {
+        match requirement {
+            R::OperationExists => self.operation().map(|_| ()),
+            R::CartRow => self.cart_row(),
+            R::OperationRow => self.operation_row(),
+            R::AttemptCurrent => self.attempt_current(),
+            R::LeaseEnded => self.lease_ended(),
+            R::SessionNodeRow => self.session_node_row(),
+            // The user commands' requirements are no fences.
+            _ => Ok(()),
+        }
+    }
+
+    fn operation(&self) -> Result<&BackgroundOperation, Fenced> {
+        self.snapshot
+            .operation
+            .as_ref()
+            .ok_or(Fenced::OperationMissing)
+    }
+
+    fn superseded(&self, op: &BackgroundOperation) -> Fenced {
+        Fenced::AttemptSuperseded {
+            operation: op.id,
+            status: op.status,
+            held: self.attempt.unwrap_or_default(),
+            current: op.attempt,
+        }
+    }
+
+    /// Only a Closed cart has no row for a worker event: not even a report may change it.
+    fn cart_row(&self) -> Result<(), Fenced> {
+        match &self.snapshot.cart {
+            Some(cart) if !self.table.leaves(self.event, Node::Cart(cart.status)) => {
+                Err(Fenced::CartClosed { cart: cart.id })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn operation_row(&self) -> Result<(), Fenced> {
+        let op = self.operation()?;
+        let node = Node::Operation(OperationNode::Is(op.status));
+        if self.table.leaves(self.event, node) {
+            Ok(())
+        } else if self.event == Event::Claim {
+            Err(Fenced::NotClaimable {
+                operation: op.id,
+                status: op.status,
+            })
+        } else {
+            Err(self.superseded(op))
+        }
+    }
+
+    fn attempt_current(&self) -> Result<(), Fenced> {
+        let op = self.operation()?;
+        if self.attempt == Some(op.attempt) {
+            Ok(())
+        } else {
+            Err(self.superseded(op))
+        }
+    }
+
+    /// A heartbeat may have renewed the lease since the sweeper read it.
+    fn lease_ended(&self) -> Result<(), Fenced> {
+        let op = self.operation()?;
+        match op.expires_at.filter(|until| *until > self.now) {
+            Some(until) => Err(Fenced::LeaseRunning {
+                operation: op.id,
+                until,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn session_node_row(&self) -> Result<(), Fenced> {
+        let op = self.operation()?;
+        let node = session_node(self.table, self.snapshot.session.as_ref(), Some(op));
+        if self.table.leaves(self.event, Node::Session(node)) {
+            Ok(())
+        } else {
+            Err(Fenced::SessionFinished { operation: op.id })
+        }
     }
 }
 

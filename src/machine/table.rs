@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::Bfs;
 use serde::{Deserialize, Serialize};
@@ -120,6 +121,15 @@ pub enum Condition {
     SessionExpired,
 }
 
+impl Condition {
+    /// Whether the condition holds for `snapshot` at `now`.
+    pub(crate) fn holds(self, snapshot: &crate::machine::Snapshot, now: DateTime<Utc>) -> bool {
+        match self {
+            Condition::SessionExpired => snapshot.session_expired_at(now).is_some(),
+        }
+    }
+}
+
 impl Transition {
     /// The label diagrams draw: the event's label, after the transition's name when it has
     /// one (`CheckInventory (checkCartInventoryAction)`).
@@ -207,6 +217,7 @@ pub struct TransitionTable {
     template: Template,
     rows: Vec<Transition>,
     by_event_and_source: BTreeMap<(Event, Node), usize>,
+    stays: BTreeMap<(Event, Node), Transition>,
 }
 
 /// The nodes a machine can be in without any transition having happened: a cart is created
@@ -247,10 +258,12 @@ impl TransitionTable {
                 });
             }
         }
+        let stays = stay_rows(&template, &rows);
         let table = TransitionTable {
             template,
             rows,
             by_event_and_source,
+            stays,
         };
         table.check_reachable()?;
         Ok(table)
@@ -271,6 +284,45 @@ impl TransitionTable {
         self.by_event_and_source
             .get(&(event, from))
             .map(|&index| &self.rows[index])
+    }
+
+    /// The stay row `event` fires from `node`: the event may fire there while that machine
+    /// keeps its node (the cart of an async step stays in Checkout). Stay rows are
+    /// preconditions: they move nothing, so they are not drawn and reach no node.
+    pub fn find_stay(&self, event: Event, node: Node) -> Option<&Transition> {
+        self.stays.get(&(event, node))
+    }
+
+    /// The row or the stay row `event` fires from `node`, if any.
+    pub fn find_any(&self, event: Event, node: Node) -> Option<&Transition> {
+        self.find(event, node)
+            .or_else(|| self.find_stay(event, node))
+    }
+
+    /// Whether `event` may fire from `node` at all: a row leaves it, or a stay row holds it.
+    /// A row's condition is not asked here: it chooses between rows, not whether one exists.
+    pub fn leaves(&self, event: Event, node: Node) -> bool {
+        self.find_any(event, node).is_some()
+    }
+
+    /// Every node `event` may fire from (rows and stay rows), sorted.
+    pub fn sources(&self, event: Event) -> BTreeSet<Node> {
+        let moving = self
+            .rows
+            .iter()
+            .filter(|r| r.event == event)
+            .map(|r| r.from);
+        let staying = self
+            .stays
+            .keys()
+            .filter(|(e, _)| *e == event)
+            .map(|&(_, node)| node);
+        moving.chain(staying).collect()
+    }
+
+    /// The template's terminal State: a session archived there keeps its node.
+    pub fn terminal(&self) -> Option<SessionState> {
+        terminal_of(&self.template)
     }
 
     /// Whether a closing row (a screen's move into the terminal step) enters the State
@@ -336,6 +388,22 @@ impl TransitionTable {
     ) -> TransitionTable {
         let index = self.by_event_and_source[&(event, from)];
         change(&mut self.rows[index]);
+        self.by_event_and_source = self
+            .rows
+            .iter()
+            .enumerate()
+            .map(|(index, row)| ((row.event, row.from), index))
+            .collect();
+        self
+    }
+
+    /// The table with a stay row for `event` at `node` added (`stays`) or removed.
+    pub(crate) fn with_stay(mut self, event: Event, node: Node, stays: bool) -> TransitionTable {
+        if stays {
+            self.stays.insert((event, node), row(event, node, node));
+        } else {
+            self.stays.remove(&(event, node));
+        }
         self
     }
 }
@@ -495,13 +563,10 @@ fn check_inputs(step: &Step) -> Result<(), TableError> {
     }
 }
 
-/// The terminal step is `Complete` and has no successor; every other step has one.
+/// The terminal step has no successor; every other step has one.
 fn check_next(step: &Step) -> Result<(), TableError> {
     let bad = |reason| Err(TableError::BadNext(step.state.to_string(), reason));
     match (step.kind, step.next) {
-        (StepKind::Terminal, _) if step.state != SessionState::Complete => {
-            bad("is terminal but is not Complete")
-        }
         (StepKind::Terminal, Some(_)) => bad("is terminal but has a next step"),
         (StepKind::Terminal, None) | (_, Some(_)) => Ok(()),
         (_, None) => bad("has no next step"),
@@ -618,7 +683,7 @@ fn rows_of(template: &Template) -> Vec<Transition> {
     for step in &template.steps {
         rows.extend(step_rows(template, step));
     }
-    let archiving = archive_rows(&rows);
+    let archiving = archive_rows(&rows, terminal_of(template));
     rows.extend(archiving);
     rows.extend(edit_exit_rows());
     rows.sort();
@@ -742,11 +807,15 @@ fn async_rows(emit: Event, here: SessionState, next: SessionState) -> Vec<Transi
                 session(here, Phase::Locked),
             )
         },
-        row(
-            emit,
-            session(here, Phase::Locked),
-            session(here, Phase::Running),
-        ),
+        // The run row carries the NextState its lock recorded: the session must hold it.
+        Transition {
+            next_state: Some(next),
+            ..row(
+                emit,
+                session(here, Phase::Locked),
+                session(here, Phase::Running),
+            )
+        },
         row(
             emit,
             Node::Operation(O::Absent),
@@ -768,7 +837,7 @@ fn async_rows(emit: Event, here: SessionState, next: SessionState) -> Vec<Transi
 /// Cancel archives the session from wherever it is (an imported empty State included), and
 /// so does an edit of the cart; a restart archives an unlocked one. `rows` are the rows so
 /// far, whose session nodes are the ones to archive from.
-fn archive_rows(rows: &[Transition]) -> Vec<Transition> {
+fn archive_rows(rows: &[Transition], terminal: Option<SessionState>) -> Vec<Transition> {
     let start = Event::Action(Action::CheckoutSession);
     let cancel = Event::Action(Action::CancelCartAsyncOperation);
     let active: BTreeSet<Node> = rows
@@ -780,7 +849,7 @@ fn archive_rows(rows: &[Transition]) -> Vec<Transition> {
     let mut archiving = Vec::new();
     for node in active {
         // A completed checkout is final: its cart is Closed.
-        if node == session(SessionState::Complete, Phase::Open) {
+        if terminal.is_some_and(|t| node == session(t, Phase::Open)) {
             continue;
         }
         archiving.push(row(cancel, node, Node::Session(SessionNode::Archived)));
@@ -797,6 +866,110 @@ fn archive_rows(rows: &[Transition]) -> Vec<Transition> {
         }
     }
     archiving
+}
+
+/// The template's terminal State.
+fn terminal_of(template: &Template) -> Option<SessionState> {
+    template
+        .steps
+        .iter()
+        .find(|s| s.kind == StepKind::Terminal)
+        .map(|s| s.state)
+}
+
+/// The statuses a cart may have while a worker reports on its operation: any but Closed.
+const OPEN_CART_STATUSES: [CartStatus; 5] = [
+    CartStatus::Active,
+    CartStatus::Checkout,
+    CartStatus::PendingClosed,
+    CartStatus::PendingDelete,
+    CartStatus::Processing,
+];
+
+/// The stay rows: where an event may fire although it leaves that machine's node as it is.
+/// Together with the rows they are every state-shaped precondition of every event.
+fn stay_rows(template: &Template, rows: &[Transition]) -> BTreeMap<(Event, Node), Transition> {
+    use CartStatus as C;
+    let update = Event::Action(Action::UpdateCheckoutSessionState);
+    let cancel = Event::Action(Action::CancelCartAsyncOperation);
+    let unlocked = [C::Active, C::Checkout, C::PendingClosed, C::PendingDelete];
+    let mut carts: Vec<(Event, &[CartStatus])> = vec![
+        (Event::Action(Action::CheckoutSession), &[C::Checkout]),
+        (update, &unlocked),
+        (Event::Advance, &unlocked),
+        (Event::Input, &[C::Checkout]),
+        (Event::Edit, &[C::Active]),
+        (cancel, &[C::Active, C::PendingClosed, C::PendingDelete]),
+    ];
+    // An async step's call, and every report of a worker on a cart that is not Closed.
+    carts.extend(
+        template
+            .steps
+            .iter()
+            .filter_map(Step::own_event)
+            .map(|event| (event, &[C::Checkout][..])),
+    );
+    carts.extend(WORKER_EVENTS.map(|event| (event, &OPEN_CART_STATUSES[..])));
+    let mut stays: Vec<Transition> = carts
+        .into_iter()
+        .flat_map(|(event, statuses)| statuses.iter().map(move |&s| (event, Node::Cart(s))))
+        .map(|(event, node)| row(event, node, node))
+        .collect();
+    let running = Node::Operation(OperationNode::Is(OperationStatus::Running));
+    stays.push(row(Event::Heartbeat, running, running));
+    stays.extend(input_session_stays(template, rows));
+    stays.extend(terminal_session_stays(template));
+    stays
+        .into_iter()
+        .map(|stay| ((stay.event, stay.from), stay))
+        .collect()
+}
+
+/// The worker's events.
+const WORKER_EVENTS: [Event; 5] = [
+    Event::Claim,
+    Event::Heartbeat,
+    Event::Requeue,
+    Event::Succeed,
+    Event::Fail,
+];
+
+/// A session at the terminal State has the node of a completed checkout, archived or not:
+/// archiving it there leaves its node as it is. A cancel or an edit archives one found
+/// unarchived (only imported data holds one), and so does a start once it has expired.
+fn terminal_session_stays(template: &Template) -> Vec<Transition> {
+    let Some(terminal) = terminal_of(template) else {
+        return Vec::new();
+    };
+    let node = session(terminal, Phase::Open);
+    vec![
+        row(Event::Action(Action::CancelCartAsyncOperation), node, node),
+        row(Event::Edit, node, node),
+        Transition {
+            when: Some(Condition::SessionExpired),
+            ..row(Event::Action(Action::CheckoutSession), node, node)
+        },
+    ]
+}
+
+/// A screen's buyer input is written on any unlocked session but a finished one.
+fn input_session_stays(template: &Template, rows: &[Transition]) -> Vec<Transition> {
+    let terminal = terminal_of(template);
+    let nodes: BTreeSet<Node> = rows
+        .iter()
+        .flat_map(|r| [r.from, r.to])
+        .chain(ENTRY_NODES)
+        .filter(|node| match node {
+            Node::Session(SessionNode::At(state, Phase::Open)) => {
+                terminal.is_none_or(|t| *state != Some(t))
+            }
+            _ => false,
+        })
+        .collect();
+    nodes
+        .into_iter()
+        .map(|node| row(Event::Input, node, node))
+        .collect()
 }
 
 /// An edit of the cart takes it out of checkout and cancels its operation.
@@ -1086,6 +1259,59 @@ mod tests {
                 TableError::CustomNamedAsCore(name.into())
             );
         }
+    }
+
+    #[test]
+    fn stay_rows_are_preconditions_that_move_nothing_and_are_not_drawn() {
+        let table = TransitionTable::standard();
+        let cancel = Event::Action(Action::CancelCartAsyncOperation);
+        let pending = Node::Cart(CartStatus::PendingClosed);
+        assert_eq!(
+            table.find_stay(cancel, pending).map(|r| r.to),
+            Some(pending)
+        );
+        assert!(table.find(cancel, pending).is_none());
+        assert!(!table.nodes().contains(&pending));
+        // Every async step runs on a cart in Checkout, and on no other.
+        for event in table.template().steps.iter().filter_map(Step::own_event) {
+            let carts: Vec<Node> = table
+                .sources(event)
+                .into_iter()
+                .filter(|n| n.machine() == Machine::Cart)
+                .collect();
+            assert_eq!(carts, [Node::Cart(CartStatus::Checkout)], "{event}");
+        }
+        // A worker reports on any cart but a Closed one.
+        for event in WORKER_EVENTS {
+            for status in CartStatus::ALL {
+                let open = status != CartStatus::Closed;
+                assert_eq!(
+                    table.leaves(event, Node::Cart(status)),
+                    open,
+                    "{event} {status:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_terminal_step_may_have_any_name() {
+        let done = SessionState::new("Done").unwrap();
+        let mut template = Template::standard();
+        for step in &mut template.steps {
+            if step.state == SessionState::Complete {
+                step.state = done;
+            }
+            if step.next == Some(SessionState::Complete) {
+                step.next = Some(done);
+            }
+        }
+        let table = TransitionTable::build(template).unwrap();
+        assert_eq!(table.terminal(), Some(done));
+        assert!(table.closes_into("Done"));
+        // A finished checkout is archived where it ended: no cancel leaves it.
+        let cancel = Event::Action(Action::CancelCartAsyncOperation);
+        assert!(table.find(cancel, session(done, Phase::Open)).is_none());
     }
 
     #[test]
