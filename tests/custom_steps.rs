@@ -355,9 +355,15 @@ fn a_custom_operation_whose_worker_vanished_is_retried_and_the_stale_report_disc
         let engine = engine.clone();
         thread::spawn(move || engine.run_next_operation())
     };
-    while store.operation(&operation).unwrap().unwrap().status != OperationStatus::Running {
+    // Wait until the first worker's provider call has begun (and so holds the claim): the
+    // retry below must be the second call, whatever the scheduler does.
+    while calls.load(Ordering::SeqCst) == 0 {
         thread::yield_now();
     }
+    assert_eq!(
+        store.operation(&operation).unwrap().unwrap().status,
+        OperationStatus::Running
+    );
     clock.advance(chrono::Duration::seconds(31));
     assert_eq!(engine.sweep_expired().unwrap(), 1);
     let requeued = store.operation(&operation).unwrap().unwrap();

@@ -645,7 +645,7 @@ fn the_documented_configurations_parse() {
         .skip(1)
         .map(|rest| rest.split("```").next().unwrap())
         .collect();
-    assert_eq!(blocks.len(), 5);
+    assert_eq!(blocks.len(), 6);
     let book: PriceBook = serde_json::from_str(blocks[0]).unwrap();
     book.validate().unwrap();
     // The example's account is the sample buyers' account.
@@ -660,6 +660,9 @@ fn the_documented_configurations_parse() {
     tax.validate().unwrap();
     let gateway: TokenGateway = serde_json::from_str(blocks[4]).unwrap();
     assert_eq!(gateway.limit, Some(d("5000.00")));
+    let credit: cartflow::integrations::CreditLimit = serde_json::from_str(blocks[5]).unwrap();
+    credit.validate().unwrap();
+    assert_eq!(credit.limit_for(&sample::account_id()), d("20000.00"));
     // Plain JSON numbers are read too.
     let numeric: TokenGateway = serde_json::from_str(r#"{"Limit": 1000.5}"#).unwrap();
     assert_eq!(numeric.limit, Some(d("1000.5")));
