@@ -1539,6 +1539,15 @@ impl Model {
             .any(|s| s.id == cart.web_store_id && s.buyer_accounts.contains(&cart.account_id))
     }
 
+    /// Whether a restart starts the session over rather than resuming it: it failed, it
+    /// expired, or it is at no State it can go on from (empty, or no step of the template).
+    fn starts_over(&self, cart: &MCart, session: &MSession, now: DateTime<Utc>) -> bool {
+        let resumable = session
+            .state
+            .is_some_and(|s| s != SessionState::Error && self.flow.position(s).is_some());
+        !resumable || self.expired(cart, session, now)
+    }
+
     /// Whether a session has outlived its store's CheckoutTimeToLive (in minutes,
     /// none never expires, at most a year). A session without a CreatedDate never expires.
     fn expired(&self, cart: &MCart, session: &MSession, now: DateTime<Utc>) -> bool {
@@ -1611,10 +1620,7 @@ impl Model {
                     return Err(Why::CheckoutDisabled);
                 }
                 // A restart would leave a checkout whose order is activated.
-                if active.is_some_and(|s| {
-                    activated(cart, s)
-                        && (s.state == Some(SessionState::Error) || self.expired(cart, s, now))
-                }) {
+                if active.is_some_and(|s| activated(cart, s) && self.starts_over(cart, s, now)) {
                     return Err(Why::OrderActivated);
                 }
                 if active.is_some_and(|s| s.processing) {
@@ -1870,11 +1876,8 @@ impl Model {
                 let created = {
                     let c = &self.carts[cart];
                     match c.active() {
-                        // Resume a live checkout; a failed or expired one starts over.
-                        Some(i)
-                            if c.sessions[i].state != Some(SessionState::Error)
-                                && !self.expired(c, &c.sessions[i], now) =>
-                        {
+                        // Resume a live checkout; a failed, expired or empty one starts over.
+                        Some(i) if !self.starts_over(c, &c.sessions[i], now) => {
                             same("requestId", c.sessions[i].id)?;
                             None
                         }
@@ -5145,7 +5148,7 @@ fn a_queued_activation_never_runs_over_error_outputs() {
 }
 
 /// Cancel archives the session "from wherever it is", as documented: a session whose State
-/// is empty must not trap its cart in Checkout (Start resumes it, every step refuses it).
+/// is empty must not trap its cart in Checkout (every step refuses it; Start and Cancel leave it).
 #[test]
 fn cancel_releases_a_session_whose_state_is_empty() {
     let empty = ActiveSeed {

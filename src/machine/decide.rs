@@ -154,12 +154,17 @@ pub fn session_node(
             SessionNode::At(s.state, Phase::Open)
         }
         Some(s) if s.is_archived => SessionNode::Archived,
-        session => active_session_node(session, operation),
+        session => active_session_node(table, session, operation),
     }
 }
 
 /// The node of a session that is not archived (or absent), given its current operation.
+///
+/// A State the table does not know (the template changed under a checkout, or the data was
+/// imported) is read as no State: like an empty one, the session can then only be left (a
+/// cancel, an edit, a restart), never moved on.
 pub(crate) fn active_session_node(
+    table: &TransitionTable,
     session: Option<&CartCheckoutSession>,
     operation: Option<&BackgroundOperation>,
 ) -> SessionNode {
@@ -173,7 +178,8 @@ pub(crate) fn active_session_node(
         (true, false) => Phase::Locked,
         (true, true) => Phase::Running,
     };
-    SessionNode::At(s.state, phase)
+    let state = s.state.filter(|&state| table.knows_state(state));
+    SessionNode::At(state, phase)
 }
 
 /// An operation's node.

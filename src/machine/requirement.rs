@@ -639,7 +639,7 @@ impl Facts<'_> {
     fn session_here(&self) -> SessionNode {
         match self.session() {
             Some(s) if s.is_archived => SessionNode::Archived,
-            session => active_session_node(session, self.snapshot.operation.as_ref()),
+            session => active_session_node(self.table, session, self.snapshot.operation.as_ref()),
         }
     }
 

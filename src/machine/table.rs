@@ -218,6 +218,7 @@ pub struct TransitionTable {
     rows: Vec<Transition>,
     by_event_and_source: BTreeMap<(Event, Node), usize>,
     stays: BTreeMap<(Event, Node), Transition>,
+    states: BTreeSet<SessionState>,
 }
 
 /// The nodes a machine can be in without any transition having happened: a cart is created
@@ -259,14 +260,28 @@ impl TransitionTable {
             }
         }
         let stays = stay_rows(&template, &rows);
+        let states = rows
+            .iter()
+            .flat_map(|r| [r.from, r.to])
+            .filter_map(|node| match node {
+                Node::Session(SessionNode::At(state, _)) => state,
+                _ => None,
+            })
+            .collect();
         let table = TransitionTable {
             template,
             rows,
             by_event_and_source,
             stays,
+            states,
         };
         table.check_reachable()?;
         Ok(table)
+    }
+
+    /// Whether some node of the table is at `state` (a step of the template, or `Error`).
+    pub fn knows_state(&self, state: SessionState) -> bool {
+        self.states.contains(&state)
     }
 
     /// The template the table was built from.
@@ -855,10 +870,12 @@ fn archive_rows(rows: &[Transition], terminal: Option<SessionState>) -> Vec<Tran
         archiving.push(row(cancel, node, Node::Session(SessionNode::Archived)));
         // Editing a cart in checkout takes it out of checkout as a cancel does.
         archiving.push(row(Event::Edit, node, Node::Session(SessionNode::Archived)));
-        // A restart archives a failed session that is not locked, and an expired one; an
-        // unlocked session in any other State is resumed.
+        // A restart archives a failed session that is not locked, one with no State it can
+        // go on from (empty, or one the template lacks), and an expired one; an unlocked
+        // session in any other State is resumed.
         if let Node::Session(SessionNode::At(state, Phase::Open)) = node {
-            let when = (state != Some(SessionState::Error)).then_some(Condition::SessionExpired);
+            let resumable = state.is_some_and(|s| s != SessionState::Error);
+            let when = resumable.then_some(Condition::SessionExpired);
             archiving.push(Transition {
                 when,
                 ..row(start, node, Node::Session(SessionNode::Archived))
