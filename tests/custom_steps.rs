@@ -16,8 +16,8 @@ use cartflow::integrations::{
     CreditLimit, CustomProvider, IntegrationRequest, Integrations, ProviderError, Verdict,
 };
 use cartflow::machine::{
-    Command, CustomAction, OperationSettings, Output, Step, StepKind, StepOutcome, Template,
-    TransitionTable,
+    Command, CustomAction, OperationSettings, Output, Step, StepInput, StepKind, StepOutcome,
+    Template, TransitionTable,
 };
 use cartflow::model::{OperationStatus, OutputType, ProviderKind, SessionState, SfId};
 use cartflow::sample::{self, SampleCart};
@@ -42,12 +42,19 @@ fn state(name: &str) -> SessionState {
 fn credit_check_after(after: SessionState) -> Template {
     let mut template = Template::standard();
     template.name = "credit check".into();
+    // It holds the cart's total to a limit: the total is computed from the lines, the
+    // delivery address (shipping, taxes) and the delivery method.
     let check = Step::custom(
         state(CREDIT_CHECK),
         credit_action(),
         "CheckCredit",
         PROVIDER,
-    );
+    )
+    .consuming(&[
+        StepInput::Lines,
+        StepInput::DeliveryAddress,
+        StepInput::DeliveryMethod,
+    ]);
     assert!(template.insert_step(after, check));
     assert!(template.insert_step(
         state(CREDIT_CHECK),
@@ -56,9 +63,18 @@ fn credit_check_after(after: SessionState) -> Template {
     template
 }
 
-/// The credit-check template of the issue: the custom step after Taxes.
+/// The credit-check template, read from `examples/templates/credit-check.json`: the custom
+/// step after Taxes, then the Approval screen.
 fn credit_check() -> TransitionTable {
-    TransitionTable::build(credit_check_after(SessionState::Taxes)).unwrap()
+    let table = TransitionTable::from_json(include_str!("../examples/templates/credit-check.json"))
+        .unwrap();
+    let built = credit_check_after(SessionState::Taxes);
+    assert_eq!(
+        table.template().steps,
+        built.steps,
+        "the example file drifted"
+    );
+    table
 }
 
 /// The sample store's providers, with `provider` registered as `credit-limit`.

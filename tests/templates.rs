@@ -117,7 +117,11 @@ fn credit_check_template() -> Template {
     let action = CustomAction::new("CreditCheck").unwrap();
     assert!(template.insert_step(
         SessionState::Taxes,
-        Step::custom(credit, action, "CheckCredit", "credit-limit").consuming(&[StepInput::Lines]),
+        Step::custom(credit, action, "CheckCredit", "credit-limit").consuming(&[
+            StepInput::Lines,
+            StepInput::DeliveryAddress,
+            StepInput::DeliveryMethod,
+        ]),
     ));
     let approval = SessionState::new("Approval").unwrap();
     assert!(template.insert_step(credit, Step::new(approval, StepKind::Screen)));
