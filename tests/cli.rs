@@ -25,27 +25,7 @@ fn inventory_session_id() -> SfId {
 /// The sample data with the in-stock cart in checkout and its session at `Inventory`, as the
 /// two screen steps leave it (screen steps are record writes, not invocable actions).
 fn prepared() -> DataSet {
-    let mut data = sample::dataset();
-    let cart = data
-        .carts
-        .iter_mut()
-        .find(|c| c.id == SampleCart::InStock.id())
-        .unwrap();
-    cart.status = CartStatus::Checkout;
-    data.sessions.push(CartCheckoutSession {
-        id: inventory_session_id(),
-        web_cart_id: SampleCart::InStock.id(),
-        state: Some(SessionState::Inventory),
-        next_state: None,
-        is_processing: false,
-        is_error: false,
-        is_archived: false,
-        background_operation_id: None,
-        order_id: None,
-        created_date: None,
-        version: 1,
-    });
-    data
+    support::data::in_checkout_at(inventory_session_id(), SessionState::Inventory, false)
 }
 
 /// A temporary data directory whose `cartflow.json` holds `data`; the binary creates

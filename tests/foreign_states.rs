@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+mod support;
+
 use cartflow::engine::Engine;
 use cartflow::machine::{Command, Template, TransitionTable};
 use cartflow::model::{CartCheckoutSession, CartStatus, KeyPrefix, SessionState, SfId};
@@ -18,26 +20,7 @@ fn session_id() -> SfId {
 /// The sample world with the in-stock cart in checkout at `state`, run by the template
 /// without Calculate Promotions.
 fn engine_at(state: SessionState, processing: bool) -> Engine {
-    let mut data = sample::dataset();
-    let cart = data
-        .carts
-        .iter_mut()
-        .find(|c| c.id == SampleCart::InStock.id())
-        .unwrap();
-    cart.status = CartStatus::Checkout;
-    data.sessions.push(CartCheckoutSession {
-        id: session_id(),
-        web_cart_id: SampleCart::InStock.id(),
-        state: Some(state),
-        next_state: None,
-        is_processing: processing,
-        is_error: false,
-        is_archived: false,
-        background_operation_id: None,
-        order_id: None,
-        created_date: None,
-        version: 1,
-    });
+    let data = support::data::in_checkout_at(session_id(), state, processing);
     let store = Arc::new(MemoryStore::from_dataset(data).unwrap());
     Engine::new(store as Arc<dyn Store>)
         .with_integrations(sample::integrations(&sample::dataset()))

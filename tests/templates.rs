@@ -14,7 +14,7 @@ use cartflow::machine::{
     Action, CustomAction, Step, StepInput, StepKind, StepProblem, StepRef, TableError, Template,
     TemplateFileError, TransitionTable,
 };
-use cartflow::model::{CartCheckoutSession, CartStatus, KeyPrefix, SessionState, SfId};
+use cartflow::model::{KeyPrefix, SessionState, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::DataSet;
 use serde_json::{Value, json};
@@ -659,27 +659,7 @@ fn taxes_session_id() -> SfId {
 
 /// The sample data with the in-stock cart in checkout and its session at `Taxes`.
 fn at_taxes() -> DataSet {
-    let mut data = sample::dataset();
-    let cart = data
-        .carts
-        .iter_mut()
-        .find(|c| c.id == SampleCart::InStock.id())
-        .unwrap();
-    cart.status = CartStatus::Checkout;
-    data.sessions.push(CartCheckoutSession {
-        id: taxes_session_id(),
-        web_cart_id: SampleCart::InStock.id(),
-        state: Some(SessionState::Taxes),
-        next_state: None,
-        is_processing: false,
-        is_error: false,
-        is_archived: false,
-        background_operation_id: None,
-        order_id: None,
-        created_date: None,
-        version: 1,
-    });
-    data
+    support::data::in_checkout_at(taxes_session_id(), SessionState::Taxes, false)
 }
 
 /// A data directory seeded with `data`, holding `template` (text) as its `template.json` and,

@@ -25,6 +25,7 @@ use std::time::Instant;
 
 use postgres::{Client, NoTls};
 
+pub mod data;
 pub mod server;
 pub mod stores;
 
