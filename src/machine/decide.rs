@@ -775,8 +775,11 @@ impl<'a> Plan<'a> {
     /// otherwise fails, under the Fail event's own fences.
     fn expire(&mut self, attempt: u32) -> Result<Output, CheckoutError> {
         let op = self.operation()?;
-        // `attempt` counts claims; `retry_limit` the claims allowed after the first.
-        if op.attempt <= op.retry_limit {
+        // The requeue row applies while the operation has claims left; else the sweep fails it.
+        if self
+            .applicable_row(Node::Operation(operation_node(Some(op))))
+            .is_some()
+        {
             let status = self.operation_target(Event::Requeue)?;
             let id = self.edit_operation(|op| {
                 op.status = status;
@@ -1395,6 +1398,31 @@ mod tests {
             version: 1,
         });
         snapshot
+    }
+
+    #[test]
+    fn a_sweep_requeues_while_the_requeue_rows_condition_holds_and_fails_after() {
+        use OperationStatus as S;
+        let op = id(KeyPrefix::BackgroundOperation, 1);
+        let sweep = |table: &TransitionTable, attempt| {
+            let expire = WorkerCommand::Expire {
+                operation_id: op,
+                attempt,
+            };
+            let snapshot = running_at_inventory(S::Running, attempt);
+            let decision = decide_worker_with(table, &snapshot, &expire).unwrap();
+            let status = decision.changes.operations[0].status;
+            (decision.event, status)
+        };
+        let standard = TransitionTable::standard();
+        // A retry limit of 2: the third claim is the last.
+        assert_eq!(sweep(&standard, 1), (Event::Requeue, S::New));
+        assert_eq!(sweep(&standard, 2), (Event::Requeue, S::New));
+        assert_eq!(sweep(&standard, 3), (Event::Fail, S::Error));
+        // Without its condition the row requeues whatever the claims.
+        let running = Node::Operation(OperationNode::Is(S::Running));
+        let table = standard.with_row_changed(Event::Requeue, running, |row| row.when = None);
+        assert_eq!(sweep(&table, 3), (Event::Requeue, S::New));
     }
 
     #[test]

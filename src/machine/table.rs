@@ -119,6 +119,8 @@ pub struct Transition {
 pub enum Condition {
     /// The session is past its store's checkout time-to-live.
     SessionExpired,
+    /// The operation has claims left: its claims so far are at most its retry limit.
+    RetriesRemain,
 }
 
 impl Condition {
@@ -126,6 +128,10 @@ impl Condition {
     pub(crate) fn holds(self, snapshot: &crate::machine::Snapshot, now: DateTime<Utc>) -> bool {
         match self {
             Condition::SessionExpired => snapshot.session_expired_at(now).is_some(),
+            Condition::RetriesRemain => snapshot
+                .operation
+                .as_ref()
+                .is_some_and(|op| op.attempt <= op.retry_limit),
         }
     }
 }
@@ -733,11 +739,16 @@ fn fixed_rows(entry: SessionState) -> Vec<Transition> {
             Node::Cart(CartStatus::Processing),
             Node::Cart(CartStatus::Active),
         ),
-        row(
-            Event::Requeue,
-            Node::Operation(O::Is(S::Running)),
-            Node::Operation(O::Is(S::New)),
-        ),
+        // A lease that ran out returns the operation to New while it has claims left; with
+        // none left the sweep fails it (the Fail rows).
+        Transition {
+            when: Some(Condition::RetriesRemain),
+            ..row(
+                Event::Requeue,
+                Node::Operation(O::Is(S::Running)),
+                Node::Operation(O::Is(S::New)),
+            )
+        },
         row(
             Event::Claim,
             Node::Operation(O::Is(S::New)),
@@ -1175,7 +1186,7 @@ mod tests {
                 .rows()
                 .iter()
                 .filter(|r| r.when.is_some())
-                .all(|r| r.event == start)
+                .all(|r| r.event == start || r.event == Event::Requeue)
         );
     }
 
