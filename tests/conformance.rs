@@ -1585,6 +1585,19 @@ fn start_clears_the_carts_validation_outputs() {
 }
 
 #[test]
+fn a_start_that_resumes_the_checkout_keeps_the_carts_validation_outputs() {
+    let world = World::new(base());
+    let session = world.accept(START, &start_input(SampleCart::InStock), buyer());
+    let mut data = world.data();
+    data.validation_outputs = vec![stale_output(SampleCart::InStock, 1)];
+    let world = World::new(data);
+    // A re-entrant flow starts on every pass; the error screen after it still lists the output.
+    let resumed = world.accept(START, &start_input(SampleCart::InStock), buyer());
+    assert_eq!(resumed, session);
+    assert_eq!(world.outputs(SampleCart::InStock).len(), 1);
+}
+
+#[test]
 fn start_after_a_failed_step_clears_outputs_and_opens_a_new_session() {
     let world = World::new(base());
     let failed = drive_to_locked_inventory(&world, SampleCart::ShortStock);

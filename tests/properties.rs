@@ -1886,8 +1886,9 @@ impl Model {
                 };
                 let c = &mut self.carts[cart];
                 c.status = CartStatus::Checkout;
-                c.outputs.clear();
                 if let Some(new) = created {
+                    // Only a new checkout starts without messages; a resumed one keeps them.
+                    c.outputs.clear();
                     if let Some(i) = c.active() {
                         c.sessions[i].archived = true;
                         c.sessions[i].processing = false;

@@ -419,7 +419,8 @@ impl Engine {
     }
 
     /// What `actor` may do on a cart's checkout now: each command that would be accepted and
-    /// would change something.
+    /// would change something or answer something (a start that resumes the checkout answers
+    /// its session; a cancel with nothing to cancel does neither, and is left out).
     pub fn permitted(&self, actor: &str, cart_id: &SfId) -> Result<Vec<Permitted>, CheckoutError> {
         let cart = cart_id.to_string();
         let snapshot = self.load(
@@ -496,7 +497,10 @@ impl Engine {
                     &session_snapshot
                 }
             };
-            if crate::machine::decide(&ctx, snap, &command).is_ok_and(|d| !d.changes.is_empty()) {
+            let useful = |d: &crate::machine::Decision| {
+                !d.changes.is_empty() || d.output != crate::machine::Output::Nothing
+            };
+            if crate::machine::decide(&ctx, snap, &command).is_ok_and(|d| useful(&d)) {
                 permitted.push(Permitted {
                     name: command.event(&self.table).label().to_owned(),
                     command,

@@ -410,7 +410,6 @@ impl<'a> Plan<'a> {
     fn start_session(&mut self) -> Result<Output, CheckoutError> {
         let cart_id = self.cart_id()?;
         self.move_cart();
-        self.clear_outputs_of = Some(cart_id);
         let snapshot = self.snapshot;
         if let Some(current) = snapshot.session.as_ref().filter(|s| !s.is_archived) {
             // The row that applies to the session restarts it (a failed or expired checkout
@@ -443,6 +442,9 @@ impl<'a> Plan<'a> {
         };
         let id = session.id;
         self.sessions.push((None, session));
+        // A new checkout starts with no messages; a resumed one keeps them, so the error
+        // screen a re-entrant flow shows after each start still lists what went wrong.
+        self.clear_outputs_of = Some(cart_id);
         Ok(Output::RequestId(id))
     }
 
