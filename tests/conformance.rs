@@ -2099,6 +2099,30 @@ fn cancel_closed_cart_is_invalid_operation_403() {
 }
 
 #[test]
+fn cancel_with_no_session_or_no_operation_is_a_successful_no_op() {
+    // The Main template calls it on every entry, with no fault path: only a Closed cart is
+    // refused.
+    for status in [
+        CartStatus::Active,
+        CartStatus::Checkout,
+        CartStatus::Processing,
+        CartStatus::PendingClosed,
+        CartStatus::PendingDelete,
+    ] {
+        let mut data = base();
+        set_status(&mut data, SampleCart::InStock, status);
+        let world = World::new(data);
+        let before = world.data();
+        let answer = world.invoke(CANCEL, &cart_input(SampleCart::InStock), buyer());
+        assert!(answer.is_success, "{status:?}: {answer:?}");
+        let moved = world.data() != before;
+        // A cart in checkout or processing leaves it; any other stays as it was.
+        let leaves = matches!(status, CartStatus::Checkout | CartStatus::Processing);
+        assert_eq!(moved, leaves, "{status:?}");
+    }
+}
+
+#[test]
 fn cancel_effects_operation_canceled_cart_active_session_archived() {
     let world = World::new(base());
     let session = drive_to_locked_inventory(&world, SampleCart::InStock);
