@@ -1281,10 +1281,10 @@ enum Call {
     Authorize {
         cart: String,
     },
-    /// A custom async step, run by the command [`custom_step_command`] makes.
+    /// A custom async step.
     Custom {
         action: CustomAction,
-        command: Command,
+        cart: String,
     },
     Activate {
         cart: String,
@@ -1365,7 +1365,10 @@ impl Call {
                 run_async,
             },
             Call::Authorize { cart } => Command::AuthorizePayment { cart_id: cart },
-            Call::Custom { command, .. } => command,
+            Call::Custom { action, cart } => Command::RunCustom {
+                action,
+                cart_id: cart,
+            },
             Call::Activate {
                 cart,
                 status,
@@ -2711,14 +2714,6 @@ fn malformed(k: usize, real: SfId) -> String {
 // lock, an operation, the outcome of the provider its step names, here the scripted one,
 // registered under every custom step's provider name).
 
-/// The command that runs the custom step invoked as `action` on the cart `cart_id`.
-fn custom_step_command(action: CustomAction, cart_id: &str) -> Option<Command> {
-    Some(Command::RunCustom {
-        action,
-        cart_id: cart_id.to_owned(),
-    })
-}
-
 /// Registers the scripted provider under the provider name of each custom step of
 /// `template`, for every store.
 fn register_custom_providers(
@@ -2728,7 +2723,7 @@ fn register_custom_providers(
     scripted: &Scripted,
 ) {
     for store in stores {
-        for step in template.custom_steps() {
+        for (_, step) in template.custom_steps() {
             let name = step.provider.as_deref().unwrap_or_default();
             integrations.set_custom(store, name, Arc::new(scripted.clone()));
         }
@@ -3294,10 +3289,7 @@ impl Harness {
             },
             Stage::Async(action) => Call::Run { action, cart },
             Stage::Payment => Call::Authorize { cart },
-            Stage::Custom(action) => Call::Custom {
-                action,
-                command: custom_step_command(action, &cart)?,
-            },
+            Stage::Custom(action) => Call::Custom { action, cart },
             Stage::Entry | Stage::Screen | Stage::Terminal => return None,
         })
     }

@@ -12,7 +12,7 @@ use super::error::{SfError, json_response};
 use super::{AppState, MAX_INPUTS, api_version, authenticate, blocking, parse_json, read_body};
 use crate::api::{ActionResult, CUSTOM_INPUTS, input_names};
 use crate::engine::Engine;
-use crate::machine::{Action, CustomAction, PAYMENT_OPERATION, Step, StepKind, Template};
+use crate::machine::{Action, CustomAction, PAYMENT_OPERATION, Step, Template};
 
 /// An action the facade answers: the ten core actions and the payment step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,16 +293,14 @@ pub(super) async fn list_custom(
     let version = api_version(&version)?.number();
     let template = state.0.engine.table().template();
     let actions: Vec<Value> = template
-        .steps
-        .iter()
-        .filter_map(|step| match step.kind {
-            StepKind::Custom(action) => Some(json!({
+        .custom_steps()
+        .map(|(action, step)| {
+            json!({
                 "label": step.state.as_str(),
                 "name": action.as_str(),
                 "type": APEX,
                 "url": custom_action_url(&version, action.as_str()),
-            })),
-            _ => None,
+            })
         })
         .collect();
     Ok(json_response(StatusCode::OK, &json!({"actions": actions})))

@@ -24,7 +24,7 @@ pub use tax::{TaxRate, TaxTable};
 
 use rust_decimal::Decimal;
 
-use crate::machine::{CartUpdate, StepKind, Template, ValidationMessage};
+use crate::machine::{CartUpdate, Template, ValidationMessage};
 use crate::model::{CartItem, CartItemType, DeliveryOption, ProviderKind, SfId, WebCart};
 
 /// What a provider is asked to check: the operation and the cart as it stands.
@@ -391,8 +391,8 @@ impl Integrations {
         stores: impl IntoIterator<Item = SfId>,
     ) -> Result<(), UnregisteredProvider> {
         let stores: Vec<SfId> = stores.into_iter().collect();
-        for step in &template.steps {
-            let (StepKind::Custom(_), Some(provider)) = (step.kind, &step.provider) else {
+        for (_, step) in template.custom_steps() {
+            let Some(provider) = &step.provider else {
                 continue;
             };
             if let Some(store) = stores.iter().find(|s| self.custom(**s, provider).is_none()) {

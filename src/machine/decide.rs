@@ -778,11 +778,8 @@ impl<'a> Plan<'a> {
     fn expire(&mut self, attempt: u32) -> Result<Output, CheckoutError> {
         let op = self.operation()?;
         // The requeue row applies while the operation has claims left; else the sweep fails it.
-        if self
-            .applicable_row(Node::Operation(operation_node(Some(op))))
-            .is_some()
-        {
-            let status = self.operation_target(Event::Requeue)?;
+        let requeue = self.applicable_row(Node::Operation(operation_node(Some(op))));
+        if let Some(Node::Operation(OperationNode::Is(status))) = requeue.map(|row| row.to) {
             let id = self.edit_operation(|op| {
                 op.status = status;
                 op.expires_at = None;

@@ -311,11 +311,12 @@ impl Template {
             .find(|s| s.kind == StepKind::Custom(action))
     }
 
-    /// The template's custom steps, in order.
-    pub fn custom_steps(&self) -> impl Iterator<Item = &Step> {
-        self.steps
-            .iter()
-            .filter(|s| matches!(s.kind, StepKind::Custom(_)))
+    /// The template's custom steps, in order, each with the custom action it is invoked as.
+    pub fn custom_steps(&self) -> impl Iterator<Item = (CustomAction, &Step)> {
+        self.steps.iter().filter_map(|step| match step.kind {
+            StepKind::Custom(action) => Some((action, step)),
+            _ => None,
+        })
     }
 
     /// The step whose async action is `action`.
