@@ -22,19 +22,29 @@ use serde_json::json;
 
 /// A provider that waits until the test releases it, then passes.
 fn gated_provider() -> (Integrations, mpsc::Sender<()>) {
+    let (integrations, release, _entered) = signalling_gated_provider();
+    (integrations, release)
+}
+
+/// [`gated_provider`], which also tells on the returned receiver each time a call enters it,
+/// so a test can wait until a worker is inside the provider (not only past its claim).
+fn signalling_gated_provider() -> (Integrations, mpsc::Sender<()>, mpsc::Receiver<()>) {
     let (release, gate) = mpsc::channel::<()>();
+    let (enter, entered) = mpsc::channel::<()>();
     let gate = Mutex::new(gate);
+    let enter = Mutex::new(enter);
     let mut integrations = Integrations::new();
     integrations.set_inventory(
         sample::store_id(),
         Arc::new(
             move |_: &IntegrationRequest| -> Result<Verdict, ProviderError> {
+                let _ = enter.lock().unwrap().send(());
                 let _ = gate.lock().unwrap().recv();
                 Ok(Verdict::Passed)
             },
         ),
     );
-    (integrations, release)
+    (integrations, release, entered)
 }
 
 struct Rig {
@@ -88,7 +98,7 @@ fn quiet_config(retry_limit: u32) -> EngineConfig {
 
 #[test]
 fn an_expired_claim_is_retried_and_the_stale_workers_report_is_discarded() {
-    let (integrations, release) = gated_provider();
+    let (integrations, release, entered) = signalling_gated_provider();
     let rig = rig(integrations, quiet_config(2));
     let store = rig.engine.store().clone();
 
@@ -96,10 +106,14 @@ fn an_expired_claim_is_retried_and_the_stale_workers_report_is_discarded() {
         let engine = rig.engine.clone();
         thread::spawn(move || engine.run_next_operation())
     };
-    // Wait until the first worker holds the claim.
-    while store.operation(&rig.operation).unwrap().unwrap().status != OperationStatus::Running {
-        thread::yield_now();
-    }
+    // Wait until the first worker is inside the provider: it then holds the gate, so the first
+    // release below is surely its own (a worker still before the gate when the second one
+    // took it would wait for a release sent only after it returns).
+    entered.recv().unwrap();
+    assert_eq!(
+        store.operation(&rig.operation).unwrap().unwrap().status,
+        OperationStatus::Running
+    );
     assert_eq!(
         rig.engine.sweep_expired().unwrap(),
         0,
