@@ -304,6 +304,7 @@ fn provider_benches(c: &mut Criterion) {
             operation_id: SfId::from_number(KeyPrefix::BackgroundOperation, BENCH_IDS_FROM),
             cart,
             items,
+            order: None,
         };
         let verdict = table.check_inventory(&request).expect("the check runs");
         assert_eq!(verdict, Verdict::Passed);

@@ -112,6 +112,7 @@ pub fn input_names(action: Action) -> &'static [&'static str] {
         }
         Action::CartToOrder => &["cartId", "runAsync"],
         Action::ActivateOrder => &["cartId", "orderStatus", "runAsync"],
+        Action::SetCheckoutDeliveryMethod => &["cartId", "deliveryMethodId"],
         _ => &["cartId"],
     }
 }
@@ -160,6 +161,10 @@ pub fn command_from_input(action: Action, input: &Value) -> Result<Command, Chec
             exp_current_state: text("expCurrentState"),
         },
         Action::CancelCartAsyncOperation => Command::Cancel { cart_id: cart_id() },
+        Action::SetCheckoutDeliveryMethod => Command::SetDeliveryMethod {
+            cart_id: cart_id(),
+            delivery_method_id: text("deliveryMethodId").unwrap_or_default(),
+        },
         Action::CartToOrder => Command::CartToOrder {
             cart_id: cart_id(),
             run_async: run_async()?,

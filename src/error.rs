@@ -32,6 +32,9 @@ pub enum ErrorCode {
     /// `STRING_TOO_LONG`: a text is longer than its field's documented maximum.
     #[serde(rename = "STRING_TOO_LONG")]
     StringTooLong,
+    /// `REQUIRED_FIELD_MISSING`: a screen moves on without an input it asks for.
+    #[serde(rename = "REQUIRED_FIELD_MISSING")]
+    RequiredFieldMissing,
 }
 
 impl ErrorCode {
@@ -45,6 +48,7 @@ impl ErrorCode {
             ErrorCode::InsufficientAccessOrReadonly => "INSUFFICIENT_ACCESS_OR_READONLY",
             ErrorCode::InvalidInput => "INVALID_INPUT",
             ErrorCode::StringTooLong => "STRING_TOO_LONG",
+            ErrorCode::RequiredFieldMissing => "REQUIRED_FIELD_MISSING",
         }
     }
 }

@@ -2280,6 +2280,7 @@ fn add_draft_order(data: &mut DataSet, session: SfId, cart: SampleCart) -> SfId 
         deliver_to: None,
         delivery_method_id: None,
         payment_authorization_id: None,
+        authorized_amount: None,
         grand_total_amount: None,
         created_date: chrono::Utc::now(),
         activated_date: None,

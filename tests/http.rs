@@ -804,9 +804,10 @@ fn actions_are_listed_and_described() {
         .iter()
         .map(|a| a["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names.len(), 11);
+    assert_eq!(names.len(), 12);
     for name in [
         "checkoutSessionAction",
+        "setCheckoutDeliveryMethod",
         "cartToOrderAction",
         "authorizePayment",
     ] {

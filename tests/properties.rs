@@ -1080,6 +1080,7 @@ fn seeded_order(
         deliver_to: None,
         delivery_method_id: None,
         payment_authorization_id: None,
+        authorized_amount: None,
         grand_total_amount: None,
         created_date: made,
         activated_date: activated.then_some(made),

@@ -804,7 +804,17 @@ fn cart_edits_and_a_whole_checkout_run_the_same_on_every_store() {
         };
         let order = store.order(&order_id).unwrap().unwrap();
         assert_eq!(order.status, OrderStatus::Activated, "{name}");
-        assert_eq!(order.items.len(), 2, "{name}");
+        // Both product lines, and the chosen delivery method's charge line.
+        assert_eq!(order.items.len(), 3, "{name}");
+        assert_eq!(
+            order
+                .items
+                .iter()
+                .filter(|i| i.item_type == cartflow::model::CartItemType::Charge)
+                .count(),
+            1,
+            "{name}"
+        );
         let priced = store.cart_items(&cart).unwrap();
         assert!(
             priced.iter().all(|l| l.total_price.is_some()),

@@ -189,6 +189,15 @@ impl Engine {
             Some(key) => self.store.load(key)?,
             None => Snapshot::default(),
         };
+        // An input that changes amounts: the cart's lines, read after the cart, whose version
+        // the commit checks.
+        if matches!(
+            command,
+            Command::SetDetails { .. } | Command::SetDeliveryMethod { .. }
+        ) && let Some(cart) = &snapshot.cart
+        {
+            snapshot.lines = self.store.cart_items(&cart.id)?;
+        }
         // An edit naming a line: the line, if it belongs to the cart. Read apart from the
         // snapshot; the commit's check of the cart's version covers a concurrent change.
         if let Command::EditCart {

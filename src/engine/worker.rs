@@ -21,6 +21,26 @@ use crate::model::{
     WebCart,
 };
 
+/// A payment provider's answer must authorise exactly the order's grand total: an
+/// authorisation of any other amount (or with no order to pay) is unusable.
+fn authorizes_the_order(
+    op: &BackgroundOperation,
+    patch: &CartPatch,
+    order: Option<&Order>,
+) -> Result<(), crate::integrations::ProviderError> {
+    if op.provider_kind != Some(ProviderKind::Payment) || patch.payment_authorization_id.is_none() {
+        return Ok(());
+    }
+    let total = order.and_then(|o| o.grand_total_amount);
+    if total.is_some() && patch.authorized_amount == total {
+        return Ok(());
+    }
+    Err(crate::integrations::ProviderError(format!(
+        "the payment provider authorised {:?}, not the order's grand total {:?}",
+        patch.authorized_amount, total
+    )))
+}
+
 /// What an order step produced: its outcome, no cart update, and the order.
 type OrderOutcome = (StepOutcome, Option<CartUpdate>, Option<Order>);
 
@@ -224,10 +244,15 @@ impl Engine {
             return Ok((StepOutcome::Failed(vec![message]), None));
         }
         let items = self.store.cart_items(&cart.id)?;
+        let order = match op.provider_kind {
+            Some(ProviderKind::Payment) => self.order_of(op)?,
+            _ => None,
+        };
         let request = IntegrationRequest {
             operation_id: op.id,
             items: items.clone(),
             cart: cart.clone(),
+            order: order.clone(),
         };
         let heartbeat = WorkerCommand::Heartbeat {
             operation_id: op.id,
@@ -248,16 +273,31 @@ impl Engine {
             Duration::from_millis(self.config.heartbeat_ms.max(1)),
             &beat,
         );
-        Ok(
-            match patch.map(|p| crate::integrations::apply_patch(&cart, &items, &p)) {
-                None => (outcome, None),
-                Some(Ok(update)) => (outcome, Some(update)),
-                Some(Err(e)) => (
-                    StepOutcome::SystemFailure(format!("the provider's answer is unusable: {e}")),
-                    None,
-                ),
-            },
-        )
+        let new_line_id = || self.ids.next_id(KeyPrefix::CartItem);
+        let applied = patch.map(|p| {
+            authorizes_the_order(op, &p, order.as_ref())?;
+            crate::integrations::apply_patch(&cart, &items, &p, op.provider_kind, &new_line_id)
+        });
+        Ok(match applied {
+            None => (outcome, None),
+            Some(Ok(update)) => (outcome, Some(update)),
+            Some(Err(e)) => (
+                StepOutcome::SystemFailure(format!("the provider's answer is unusable: {e}")),
+                None,
+            ),
+        })
+    }
+
+    /// The order of the operation's session, if it has one.
+    fn order_of(&self, op: &BackgroundOperation) -> Result<Option<Order>, CheckoutError> {
+        let order_id = self
+            .store
+            .session(&op.checkout_session_id)?
+            .and_then(|s| s.order_id);
+        Ok(match order_id {
+            Some(id) => self.store.order(&id)?,
+            None => None,
+        })
     }
 
     /// `cartToOrderAction`'s work: a Draft order with one line per cart line.
@@ -295,6 +335,7 @@ impl Engine {
             deliver_to: cart.deliver_to.clone(),
             delivery_method_id: cart.delivery_method_id.clone(),
             payment_authorization_id: cart.payment_authorization_id.clone(),
+            authorized_amount: cart.authorized_amount,
             grand_total_amount: cart.grand_total_amount,
             created_date: self.clock.now(),
             activated_date: None,
@@ -331,6 +372,7 @@ impl Engine {
         // The payment was authorised after the order was drafted: record it now.
         if let Some(cart) = self.store.cart(&op.cart_id)? {
             order.payment_authorization_id = cart.payment_authorization_id;
+            order.authorized_amount = cart.authorized_amount;
         }
         order.status = OrderStatus::Activated;
         order.activated_date = Some(self.clock.now());

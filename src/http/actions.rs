@@ -14,7 +14,7 @@ use crate::api::{ActionResult, CUSTOM_INPUTS, input_names};
 use crate::engine::Engine;
 use crate::machine::{Action, CustomAction, PAYMENT_OPERATION, Step, Template};
 
-/// An action the facade answers: the ten core actions and the payment step.
+/// An action the facade answers: the eleven core actions and the payment step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Known {
     Core(Action),
@@ -56,6 +56,7 @@ impl Known {
                 Action::CartToOrder => "Cart to Order",
                 Action::ActivateOrder => "Activate Order",
                 Action::CancelCartAsyncOperation => "Cancel Cart Async Operation",
+                Action::SetCheckoutDeliveryMethod => "Set Checkout Delivery Method",
             },
             Known::AuthorizePayment => "Authorize Payment",
         }
@@ -79,7 +80,9 @@ impl Known {
             Known::Core(Action::CheckoutSession | Action::UpdateCheckoutSessionState) => {
                 Some("requestId")
             }
-            Known::Core(Action::CancelCartAsyncOperation) => None,
+            Known::Core(Action::CancelCartAsyncOperation | Action::SetCheckoutDeliveryMethod) => {
+                None
+            }
             _ => Some("backgroundOperationId"),
         }
     }
@@ -111,6 +114,11 @@ fn input_description(name: &str) -> (&'static str, bool, &'static str) {
             "False runs the operation before the call answers; true by default.",
         ),
         "orderStatus" => ("STRING", true, "Must be Activated."),
+        "deliveryMethodId" => (
+            "STRING",
+            true,
+            "One of the delivery methods offered for the cart (a DeliveryMethodId of its delivery options).",
+        ),
         _ => ("STRING", false, ""),
     }
 }
@@ -448,7 +456,7 @@ mod tests {
 
     #[test]
     fn every_action_describes_the_inputs_the_engine_takes() {
-        assert_eq!(Known::all().count(), 11);
+        assert_eq!(Known::all().count(), 12);
         for action in Known::all() {
             assert_eq!(Known::lookup(action.name()), Some(action));
             for input in action.inputs() {

@@ -24,8 +24,8 @@ pub use tax::{TaxRate, TaxTable};
 
 use rust_decimal::Decimal;
 
-use crate::machine::{CartUpdate, Template, ValidationMessage};
-use crate::model::{CartItem, CartItemType, DeliveryOption, ProviderKind, SfId, WebCart};
+use crate::machine::{CartUpdate, Template, ValidationMessage, amounts};
+use crate::model::{CartItem, DeliveryOption, Order, ProviderKind, SfId, WebCart};
 
 /// What a provider is asked to check: the operation and the cart as it stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,6 +36,9 @@ pub struct IntegrationRequest {
     pub cart: WebCart,
     /// The cart's lines.
     pub items: Vec<CartItem>,
+    /// The session's order, for the payment step: it authorises the order's total, which is
+    /// what the buyer pays for. `None` for the other steps.
+    pub order: Option<Order>,
 }
 
 /// A provider's answer when it could do its job.
@@ -86,25 +89,33 @@ impl ItemAmounts {
 pub struct CartPatch {
     /// New amounts per line.
     pub items: Vec<ItemAmounts>,
-    /// Shipping options to offer the buyer.
+    /// Shipping options to offer the buyer, replacing those offered before. The buyer's
+    /// chosen method is kept when it is still offered (its charge line repriced at the new
+    /// fee), and dropped with its charge line when it is not.
     pub delivery_options: Option<Vec<DeliveryOption>>,
-    /// The cart's charges (e.g. the chosen delivery method's price).
-    pub total_charge_amount: Option<Decimal>,
     /// The payment authorisation reference.
     pub payment_authorization_id: Option<String>,
+    /// The amount the payment authorisation covers; the engine accepts an authorisation only
+    /// of the order's grand total.
+    pub authorized_amount: Option<Decimal>,
 }
 
-/// Applies a patch to the lines a provider saw, and totals the cart:
-/// products = Σ TotalPrice of product lines, adjustments = Σ AdjustmentAmount,
-/// taxes = Σ TaxAmount, grand total = products + adjustments + charges + taxes.
-/// A patch naming a line the cart does not have is a provider error.
+/// Applies a provider's patch to the lines it saw, and totals the cart from every line
+/// ([`total_cart`](crate::machine::amounts::total_cart)). A tax provider's answer replaces
+/// every line's tax, charge lines included: a line it leaves out has no tax. New delivery
+/// options keep or drop the buyer's choice and its charge line (a new charge line takes its
+/// Id from `new_line_id`). A patch naming a line the cart does not have is a provider error.
 pub fn apply_patch(
     cart: &WebCart,
     items: &[CartItem],
     patch: &CartPatch,
+    kind: Option<ProviderKind>,
+    new_line_id: &dyn Fn() -> SfId,
 ) -> Result<CartUpdate, ProviderError> {
     let mut lines: Vec<CartItem> = items.to_vec();
-    let mut changed = std::collections::BTreeSet::new();
+    if kind == Some(ProviderKind::Tax) {
+        lines.iter_mut().for_each(|line| line.tax_amount = None);
+    }
     for amounts in &patch.items {
         let Some(line) = lines.iter_mut().find(|l| l.id == amounts.item_id) else {
             return Err(ProviderError(format!(
@@ -122,54 +133,33 @@ pub fn apply_patch(
         set(&mut line.total_price, amounts.total_price);
         set(&mut line.adjustment_amount, amounts.adjustment_amount);
         set(&mut line.tax_amount, amounts.tax_amount);
-        changed.insert(line.id);
     }
-    let overflow = || ProviderError("the cart's amounts exceed what cartflow can total".into());
-    let sum = |field: fn(&CartItem) -> Option<Decimal>, products_only: bool| {
-        lines
-            .iter()
-            .filter(|l| !products_only || l.item_type == CartItemType::Product)
-            .filter_map(field)
-            .try_fold(None, |acc: Option<Decimal>, v| {
-                acc.unwrap_or_default().checked_add(v).map(Some)
-            })
-            .ok_or_else(overflow)
-    };
-    let products = sum(|l| l.total_price, true)?;
-    let adjustments = sum(|l| l.adjustment_amount, false)?;
-    let taxes = sum(|l| l.tax_amount, false)?;
-    let charges = patch.total_charge_amount.or(cart.total_charge_amount);
-    let grand = match products {
-        None => None,
-        Some(p) => Some(grand_total(p, adjustments, charges, taxes).ok_or_else(overflow)?),
-    };
+    let mut totalled = cart.clone();
+    let mut removed_items = Vec::new();
+    if let Some(options) = &patch.delivery_options {
+        totalled.delivery_options = options.clone();
+        if amounts::delivery_fee(&totalled).is_none() {
+            totalled.delivery_method_id = None;
+        }
+        removed_items = amounts::sync_charge_line(&totalled, &mut lines, new_line_id);
+    }
+    amounts::total_cart(&mut totalled, &lines).map_err(|e| ProviderError(e.to_string()))?;
     Ok(CartUpdate {
         items: lines
             .into_iter()
-            .filter(|l| changed.contains(&l.id))
+            .filter(|line| !items.contains(line))
             .collect(),
+        removed_items,
         delivery_options: patch.delivery_options.clone(),
+        delivery_method_id: totalled.delivery_method_id.clone(),
         payment_authorization_id: patch.payment_authorization_id.clone(),
-        total_product_amount: products,
-        total_adjustment_amount: adjustments,
-        total_charge_amount: charges,
-        total_tax_amount: taxes,
-        grand_total_amount: grand,
+        authorized_amount: patch.authorized_amount,
+        total_product_amount: totalled.total_product_amount,
+        total_adjustment_amount: totalled.total_adjustment_amount,
+        total_charge_amount: totalled.total_charge_amount,
+        total_tax_amount: totalled.total_tax_amount,
+        grand_total_amount: totalled.grand_total_amount,
     })
-}
-
-/// Products + adjustments + charges + taxes, or `None` when the sum overflows.
-pub fn grand_total(
-    products: Decimal,
-    adjustments: Option<Decimal>,
-    charges: Option<Decimal>,
-    taxes: Option<Decimal>,
-) -> Option<Decimal> {
-    [adjustments, charges, taxes]
-        .into_iter()
-        .try_fold(products, |total, part| {
-            total.checked_add(part.unwrap_or_default())
-        })
 }
 
 /// A provider could not do its job (the platform's "exception thrown by a provider"):
@@ -500,7 +490,7 @@ impl Integrations {
 #[cfg(test)]
 mod patch_tests {
     use super::*;
-    use crate::model::{CartStatus, KeyPrefix};
+    use crate::model::{CartItemType, CartStatus, KeyPrefix};
 
     fn cart_and_lines() -> (WebCart, Vec<CartItem>) {
         let id = |kind, n| SfId::from_number(kind, n);
@@ -536,14 +526,82 @@ mod patch_tests {
                     ..ItemAmounts::of(l.id)
                 })
                 .collect(),
-            total_charge_amount: Some(Decimal::new(500, 2)),
             ..CartPatch::default()
         };
-        let update = apply_patch(&cart, &lines, &patch).unwrap();
+        let update = apply_patch(&cart, &lines, &patch, None, &no_new_line).unwrap();
         assert_eq!(update.total_product_amount, Some(Decimal::new(2100, 2)));
         assert_eq!(update.total_adjustment_amount, Some(Decimal::new(-100, 2)));
-        assert_eq!(update.grand_total_amount, Some(Decimal::new(2500, 2)));
+        assert_eq!(update.grand_total_amount, Some(Decimal::new(2000, 2)));
         assert_eq!(update.items.len(), 2);
+    }
+
+    fn no_new_line() -> SfId {
+        unreachable!("no charge line is made")
+    }
+
+    fn option(id: &str, amount: i64) -> DeliveryOption {
+        DeliveryOption {
+            delivery_method_id: id.into(),
+            name: id.into(),
+            amount: Decimal::new(amount, 2),
+        }
+    }
+
+    #[test]
+    fn new_options_keep_a_choice_still_offered_and_drop_one_that_is_not() {
+        let (mut cart, lines) = cart_and_lines();
+        cart.delivery_method_id = Some("GROUND".into());
+        let charge_id = SfId::from_number(KeyPrefix::CartItem, 50);
+        let offering = |options| CartPatch {
+            delivery_options: Some(options),
+            ..CartPatch::default()
+        };
+        let kept = apply_patch(
+            &cart,
+            &lines,
+            &offering(vec![option("GROUND", 990)]),
+            Some(ProviderKind::Shipment),
+            &|| charge_id,
+        )
+        .unwrap();
+        assert_eq!(kept.delivery_method_id.as_deref(), Some("GROUND"));
+        assert_eq!(kept.total_charge_amount, Some(Decimal::new(990, 2)));
+        let charge = kept.items.iter().find(|l| l.id == charge_id).unwrap();
+        assert_eq!(charge.item_type, CartItemType::Charge);
+
+        let mut with_charge = lines.clone();
+        with_charge.push(charge.clone());
+        let dropped = apply_patch(
+            &cart,
+            &with_charge,
+            &offering(vec![option("FREIGHT", 6000)]),
+            Some(ProviderKind::Shipment),
+            &no_new_line,
+        )
+        .unwrap();
+        assert_eq!(dropped.delivery_method_id, None);
+        assert_eq!(dropped.removed_items, vec![charge_id]);
+        assert_eq!(dropped.total_charge_amount, None);
+    }
+
+    #[test]
+    fn a_tax_answer_replaces_every_lines_tax() {
+        let (cart, mut lines) = cart_and_lines();
+        for line in &mut lines {
+            line.total_price = Some(Decimal::TEN);
+            line.tax_amount = Some(Decimal::ONE);
+        }
+        let patch = CartPatch {
+            items: vec![ItemAmounts {
+                tax_amount: Some(Decimal::new(50, 2)),
+                ..ItemAmounts::of(lines[0].id)
+            }],
+            ..CartPatch::default()
+        };
+        let update =
+            apply_patch(&cart, &lines, &patch, Some(ProviderKind::Tax), &no_new_line).unwrap();
+        assert_eq!(update.total_tax_amount, Some(Decimal::new(50, 2)));
+        assert_eq!(update.items[1].tax_amount, None);
     }
 
     #[test]
@@ -559,7 +617,7 @@ mod patch_tests {
                 .collect(),
             ..CartPatch::default()
         };
-        assert!(apply_patch(&cart, &lines, &patch).is_err());
+        assert!(apply_patch(&cart, &lines, &patch, None, &no_new_line).is_err());
     }
 
     #[test]
@@ -569,7 +627,7 @@ mod patch_tests {
             items: vec![ItemAmounts::of(SfId::from_number(KeyPrefix::CartItem, 99))],
             ..CartPatch::default()
         };
-        assert!(apply_patch(&cart, &lines, &patch).is_err());
+        assert!(apply_patch(&cart, &lines, &patch, None, &no_new_line).is_err());
     }
 }
 

@@ -9,8 +9,8 @@ use crate::integrations::price_book::{config_error, problem};
 use crate::integrations::{CartPatch, IntegrationRequest, PaymentProvider, ProviderError, Verdict};
 use crate::model::SfId;
 
-/// A payment gateway for tokenized payment methods. Authorises the cart's GrandTotalAmount
-/// against its PaymentToken and sets PaymentAuthorizationId to `AUTH-<operation id>` (a
+/// A payment gateway for tokenized payment methods. Authorises the order's GrandTotalAmount
+/// (what the buyer pays for, never the cart's) against the cart's PaymentToken and sets PaymentAuthorizationId to `AUTH-<operation id>` (a
 /// retried attempt of one operation reports the same reference).
 ///
 /// Each token is bound to the buyer account it was issued to, as a saved payment method
@@ -18,8 +18,8 @@ use crate::model::SfId;
 /// Fails, one message per problem, when the cart has no payment token, when the token is one
 /// the gateway declines, when the gateway did not issue the token to the cart's account (a
 /// token it never issued and another account's token get the same message, which names no
-/// account), when the cart has no grand total yet or a negative one, and when the grand
-/// total is above the gateway's limit.
+/// account), when there is no order with a grand total yet or its total is negative, and
+/// when the total is above the gateway's limit.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct TokenGateway {
@@ -118,13 +118,17 @@ impl PaymentProvider for TokenGateway {
             )),
             Some(_) => {}
         }
-        match cart.grand_total_amount {
+        let total = request
+            .order
+            .as_ref()
+            .and_then(|order| order.grand_total_amount);
+        match total {
             None => problems.push(problem(
-                "The cart has no total yet, so the payment cannot be authorised.".into(),
+                "There is no order with a total yet, so the payment cannot be authorised.".into(),
                 cart.id,
             )),
             Some(total) if total < Decimal::ZERO => problems.push(problem(
-                format!("The cart's total {total} is negative, so it cannot be charged."),
+                format!("The order's total {total} is negative, so it cannot be charged."),
                 cart.id,
             )),
             Some(total) => {
@@ -143,6 +147,7 @@ impl PaymentProvider for TokenGateway {
                 payment_authorization_id: Some(TokenGateway::authorization_id(
                     &request.operation_id,
                 )),
+                authorized_amount: total,
                 ..CartPatch::default()
             })
         } else {
@@ -156,6 +161,49 @@ mod tests {
     use super::*;
     use crate::integrations::price_book::testing::*;
     use crate::model::{Level, WebCart};
+
+    /// A request for `cart`, whose session's order totals what the cart does.
+    fn request(cart: WebCart, items: Vec<crate::model::CartItem>) -> IntegrationRequest {
+        let order = crate::model::Order {
+            id: SfId::from_number(crate::model::KeyPrefix::Order, 1),
+            cart_id: cart.id,
+            web_store_id: cart.web_store_id,
+            account_id: cart.account_id,
+            owner_id: cart.owner_id,
+            status: crate::model::OrderStatus::Draft,
+            items: Vec::new(),
+            deliver_to: None,
+            delivery_method_id: None,
+            payment_authorization_id: None,
+            authorized_amount: None,
+            grand_total_amount: cart.grand_total_amount,
+            created_date: chrono::DateTime::UNIX_EPOCH,
+            activated_date: None,
+            order_summary_id: None,
+            version: 0,
+        };
+        IntegrationRequest {
+            order: Some(order),
+            ..crate::integrations::price_book::testing::request(cart, items)
+        }
+    }
+
+    #[test]
+    fn the_order_total_is_authorised_and_never_the_carts() {
+        let mut req = request(paying(Some("tok_visa"), Some("10.00")), vec![]);
+        req.cart.grand_total_amount = Some(d("999.00"));
+        let authorised = patch(gateway().authorize_payment(&req).unwrap());
+        assert_eq!(authorised.authorized_amount, Some(d("10.00")));
+        req.order = None;
+        let found: Vec<String> = failures(gateway().authorize_payment(&req).unwrap())
+            .into_iter()
+            .map(|m| m.message)
+            .collect();
+        assert_eq!(
+            found,
+            ["There is no order with a total yet, so the payment cannot be authorised."]
+        );
+    }
 
     fn paying(token: Option<&str>, total: Option<&str>) -> WebCart {
         WebCart {
@@ -196,7 +244,8 @@ mod tests {
             first.payment_authorization_id.as_deref(),
             Some(expected.as_str())
         );
-        assert!(first.items.is_empty() && first.total_charge_amount.is_none());
+        assert!(first.items.is_empty() && first.delivery_options.is_none());
+        assert_eq!(first.authorized_amount, Some(d("1000.00")));
         let again = patch(gateway().authorize_payment(&req).unwrap());
         assert_eq!(again, first);
         // No limit: any amount goes.

@@ -272,6 +272,7 @@ pub(super) mod testing {
             operation_id: SfId::from_number(KeyPrefix::BackgroundOperation, 7),
             cart,
             items,
+            order: None,
         }
     }
 

@@ -14,9 +14,9 @@ use crate::machine::ValidationMessage;
 use crate::model::DeliveryOption;
 
 /// Delivery methods, each priced by bands of one measure of the order. Offers every method
-/// that can ship the cart as the cart's delivery options, sorted by price then ID, and when
-/// the cart's DeliveryMethodId is among them sets TotalChargeAmount to its price (to zero
-/// when an earlier choice is no longer offered: the buyer chooses again). Fails when no
+/// that can ship the cart as the cart's delivery options, sorted by price then ID (the
+/// engine keeps the buyer's earlier choice when it is still offered, repricing its charge
+/// line, and drops it when it is not: the buyer chooses again). Fails when no
 /// method can ship the cart, with one message per reason: a product line whose SKU has no
 /// unit weight (weight-based methods), a product line not priced yet (amount-based
 /// methods), a method whose bands do not cover the order.
@@ -289,15 +289,8 @@ impl ShipmentProvider for ShippingRates {
                 .cmp(&b.amount)
                 .then_with(|| a.delivery_method_id.cmp(&b.delivery_method_id))
         });
-        let charge = request.cart.delivery_method_id.as_ref().map(|chosen| {
-            options
-                .iter()
-                .find(|o| &o.delivery_method_id == chosen)
-                .map_or(Decimal::ZERO, |o| o.amount)
-        });
         Ok(Verdict::Updated(CartPatch {
             delivery_options: Some(options),
-            total_charge_amount: charge,
             ..CartPatch::default()
         }))
     }
@@ -372,7 +365,6 @@ mod tests {
         assert_eq!(ids(&options), ["FREIGHT", "GROUND"]);
         assert_eq!(options[0].amount, d("0"));
         assert_eq!(options[1].amount, d("19.90"));
-        assert_eq!(out.total_charge_amount, None);
     }
 
     #[test]
@@ -395,23 +387,6 @@ mod tests {
                 .unwrap(),
         );
         assert_eq!(ids(&out.delivery_options.unwrap()), ["A", "B", "C"]);
-    }
-
-    #[test]
-    fn the_chosen_method_sets_the_charge() {
-        let mut chosen = cart();
-        chosen.delivery_method_id = Some("GROUND".into());
-        let items = vec![weighed(1, "TENT", "1", "100.00")];
-        let out = patch(
-            rates()
-                .calculate_shipment(&request(chosen.clone(), items.clone()))
-                .unwrap(),
-        );
-        assert_eq!(out.total_charge_amount, Some(d("9.90")));
-        // A choice the cart can no longer have is charged nothing until the buyer re-chooses.
-        chosen.delivery_method_id = Some("DRONE".into());
-        let out = patch(rates().calculate_shipment(&request(chosen, items)).unwrap());
-        assert_eq!(out.total_charge_amount, Some(d("0")));
     }
 
     #[test]

@@ -145,6 +145,7 @@ mod tests {
             operation_id: id(KeyPrefix::BackgroundOperation, 1),
             cart,
             items,
+            order: None,
         }
     }
 

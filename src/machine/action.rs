@@ -1,13 +1,14 @@
-//! The ten checkout core actions and the other events the table knows.
+//! The eleven checkout core actions and the other events the table knows.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::machine::StepInput;
 use crate::model::ProviderKind;
 use crate::model::inline::InlineStr;
 
-/// One of the ten checkout core actions, by its invocable-action API name.
+/// One of the eleven checkout core actions, by its invocable-action API name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Action {
     /// `checkoutSessionAction`: start (or resume) a checkout.
@@ -40,11 +41,17 @@ pub enum Action {
     /// `cancelCartAsyncOperation`.
     #[serde(rename = "cancelCartAsyncOperation")]
     CancelCartAsyncOperation,
+    /// `setCheckoutDeliveryMethod`: the buyer's choice among the offered delivery methods,
+    /// whose fee becomes the cart's charge line (synchronous).
+    #[serde(rename = "setCheckoutDeliveryMethod")]
+    SetCheckoutDeliveryMethod,
 }
 
 impl Action {
-    /// All ten, in the order Salesforce's documentation lists them.
-    pub const ALL: [Action; 10] = [
+    /// All eleven: the ten of Salesforce's documentation, in its order, then
+    /// `setCheckoutDeliveryMethod`, which the current templates call between the Delivery
+    /// Method screen and the Taxes step.
+    pub const ALL: [Action; 11] = [
         Action::CheckoutSession,
         Action::UpdateCheckoutSessionState,
         Action::CheckCartInventory,
@@ -55,6 +62,7 @@ impl Action {
         Action::CartToOrder,
         Action::ActivateOrder,
         Action::CancelCartAsyncOperation,
+        Action::SetCheckoutDeliveryMethod,
     ];
 
     /// The invocable action's API name.
@@ -70,6 +78,7 @@ impl Action {
             Action::CartToOrder => "cartToOrderAction",
             Action::ActivateOrder => "activateOrderAction",
             Action::CancelCartAsyncOperation => "cancelCartAsyncOperation",
+            Action::SetCheckoutDeliveryMethod => "setCheckoutDeliveryMethod",
         }
     }
 
@@ -253,6 +262,11 @@ pub enum Event {
     /// A screen step writes the buyer's input (address, delivery method, payment token) onto
     /// the cart; no state moves.
     Input,
+    /// The buyer's input changes an input that a step the session has passed consumed: the
+    /// session goes back to the first such step, and what was computed from the old value
+    /// is dropped. Fired in place of [`Event::Input`] (or of `setCheckoutDeliveryMethod`)
+    /// when the change moves the session.
+    Change(StepInput),
     /// The payment step submits the buyer's payment token for authorisation.
     Authorize,
     /// A worker claims a New operation.
@@ -275,6 +289,10 @@ impl Event {
             Event::Custom(action) => action.as_str(),
             Event::Advance => "advance (screen)",
             Event::Input => "buyer input (screen)",
+            Event::Change(StepInput::Lines) => "lines changed",
+            Event::Change(StepInput::DeliveryAddress) => "delivery address changed",
+            Event::Change(StepInput::DeliveryMethod) => "delivery method changed",
+            Event::Change(StepInput::Payment) => "payment changed",
             Event::Close => "complete checkout (screen)",
             Event::Edit => "edit cart",
             Event::Authorize => "authorize payment",

@@ -50,6 +50,14 @@ pub enum Command {
         /// What the buyer entered.
         details: CheckoutDetails,
     },
+    /// `setCheckoutDeliveryMethod`: the buyer chooses one of the delivery methods offered
+    /// for the cart; its fee becomes the cart's charge line.
+    SetDeliveryMethod {
+        /// The cart's ID as given.
+        cart_id: String,
+        /// The chosen method, one of the cart's offered delivery options.
+        delivery_method_id: String,
+    },
     /// The buyer changes a line of the cart. A cart in checkout returns to Active first: its
     /// operation is cancelled and its session archived, in the same commit.
     EditCart {
@@ -126,6 +134,7 @@ impl Command {
             Command::ActivateOrder { .. } => Event::Action(Action::ActivateOrder),
             Command::AuthorizePayment { .. } => Event::Authorize,
             Command::SetDetails { .. } => Event::Input,
+            Command::SetDeliveryMethod { .. } => Event::Action(Action::SetCheckoutDeliveryMethod),
             Command::EditCart { .. } => Event::Edit,
             Command::RunStep { action, .. } => Event::Action(action.action()),
             Command::RunCustom { action, .. } => Event::Custom(*action),
@@ -165,6 +174,7 @@ impl Command {
         match self {
             Command::StartSession { cart_id, .. }
             | Command::SetDetails { cart_id, .. }
+            | Command::SetDeliveryMethod { cart_id, .. }
             | Command::EditCart { cart_id, .. }
             | Command::CartToOrder { cart_id, .. }
             | Command::ActivateOrder { cart_id, .. }
@@ -306,10 +316,16 @@ pub struct CheckoutDetails {
 pub struct CartUpdate {
     /// The changed lines, whole.
     pub items: Vec<CartItem>,
+    /// The lines removed (a charge line whose delivery method is no longer offered).
+    pub removed_items: Vec<SfId>,
     /// The shipping options offered, when the integration offers them.
     pub delivery_options: Option<Vec<DeliveryOption>>,
+    /// The buyer's chosen delivery method after the update (dropped when no longer offered).
+    pub delivery_method_id: Option<String>,
     /// The payment authorisation reference, when the integration authorised payment.
     pub payment_authorization_id: Option<String>,
+    /// The amount the authorisation covers (the order's grand total).
+    pub authorized_amount: Option<Decimal>,
     /// Sum of the product lines' TotalPrice.
     pub total_product_amount: Option<Decimal>,
     /// Sum of the promotion adjustments.
@@ -367,6 +383,10 @@ pub struct Snapshot {
     pub has_error_outputs: bool,
     /// The line a `SetQuantity` or `RemoveItem` edit names, when it belongs to the cart.
     pub edited_item: Option<CartItem>,
+    /// The cart's lines, for the commands whose input changes amounts (a screen's input,
+    /// `setCheckoutDeliveryMethod`); empty for the others. Read after the cart, whose
+    /// version guards them.
+    pub lines: Vec<CartItem>,
 }
 
 impl Snapshot {

@@ -1,6 +1,8 @@
 //! `decide`: the pure core. Given a snapshot, a command and the time, it returns the records
 //! to write or the documented refusal. It does no I/O and reads no clock.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
@@ -8,8 +10,8 @@ use crate::error::{CheckoutError, Fenced};
 use crate::machine::requirement::{as_seen_by_caller, check_fences, guards, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
-    Command, Condition, Event, Machine, Node, Snapshot, StepKind, StepOutcome, TransitionTable,
-    ValidationMessage, WorkerCommand,
+    Command, Condition, Event, Machine, Node, Snapshot, StepInput, StepKind, StepOutcome,
+    TransitionTable, ValidationMessage, WorkerCommand, amounts,
 };
 use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartStatus, CartValidationOutput, KeyPrefix, Level,
@@ -218,6 +220,9 @@ pub fn decide(
         Command::UpdateSession { .. } => plan.lock_session(),
         Command::Advance { state, .. } => plan.advance(state),
         Command::SetDetails { details, .. } => plan.set_details(details),
+        Command::SetDeliveryMethod {
+            delivery_method_id, ..
+        } => plan.set_delivery_method(delivery_method_id),
         Command::EditCart { edit, .. } => plan.edit_cart(edit),
         Command::RunStep { .. }
         | Command::RunCustom { .. }
@@ -266,6 +271,53 @@ pub fn check(
     now: DateTime<Utc>,
 ) -> Vec<crate::machine::Unmet> {
     unmet(table, snapshot, command, now)
+}
+
+/// Sets `field` to `value` when one is given and differs; true when the field changed.
+fn replace<T: Clone + PartialEq>(field: &mut Option<T>, value: &Option<T>) -> bool {
+    if value.is_none() || field == value {
+        return false;
+    }
+    field.clone_from(value);
+    true
+}
+
+/// Drops from the cart and its lines what the steps consuming `input` computed from its old
+/// value: the shipping options, the taxes, the payment authorisation, the prices or the
+/// promotions. The buyer's own choices (the delivery method among them) stay: a method still
+/// offered once shipping runs again stays chosen.
+fn drop_results_of(
+    template: &crate::machine::Template,
+    input: StepInput,
+    cart: &mut WebCart,
+    lines: &mut [crate::model::CartItem],
+) {
+    use crate::machine::Action as A;
+    for step in template
+        .steps
+        .iter()
+        .filter(|s| s.consumes.contains(&input))
+    {
+        match step.kind {
+            StepKind::Async(A::CalcCartShipment) => cart.delivery_options.clear(),
+            StepKind::Async(A::CalcCartTaxes) => lines.iter_mut().for_each(|l| l.tax_amount = None),
+            StepKind::Async(A::PriceCart) => lines.iter_mut().for_each(|l| {
+                if l.item_type == crate::model::CartItemType::Product {
+                    l.list_price = None;
+                    l.sales_price = None;
+                    l.total_price = None;
+                }
+            }),
+            StepKind::Async(A::CalcCartPromotions) => {
+                lines.iter_mut().for_each(|l| l.adjustment_amount = None)
+            }
+            StepKind::Payment => {
+                cart.payment_authorization_id = None;
+                cart.authorized_amount = None;
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The records a decision is building, beside the originals, so moves can be derived.
@@ -321,8 +373,11 @@ impl<'a> Plan<'a> {
         if let Some(options) = &update.delivery_options {
             cart.delivery_options = options.clone();
         }
+        cart.delivery_method_id
+            .clone_from(&update.delivery_method_id);
         if let Some(authorization) = &update.payment_authorization_id {
             cart.payment_authorization_id = Some(authorization.clone());
+            cart.authorized_amount = update.authorized_amount;
         }
         cart.total_product_amount = update.total_product_amount;
         cart.total_adjustment_amount = update.total_adjustment_amount;
@@ -335,6 +390,7 @@ impl<'a> Plan<'a> {
             ));
         }
         self.items = update.items.clone();
+        self.removed_items = update.removed_items.clone();
         self.cart = Some(cart);
         Ok(())
     }
@@ -547,6 +603,7 @@ impl<'a> Plan<'a> {
         Ok(Output::RequestId(id))
     }
 
+    /// A screen's input onto the cart ([`Plan::take_inputs`] of what it changes).
     fn set_details(
         &mut self,
         details: &crate::machine::CheckoutDetails,
@@ -556,43 +613,85 @@ impl<'a> Plan<'a> {
             .cart
             .clone()
             .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
-        if let Some(address) = &details.deliver_to {
-            cart.deliver_to = Some(address.clone());
+        let mut changed = BTreeSet::new();
+        if replace(&mut cart.deliver_to, &details.deliver_to) {
+            changed.insert(StepInput::DeliveryAddress);
         }
-        if let Some(token) = &details.payment_token {
-            cart.payment_token = Some(token.clone());
+        if replace(&mut cart.payment_token, &details.payment_token) {
+            changed.insert(StepInput::Payment);
         }
-        if let Some(method) = &details.delivery_method_id {
-            // The charge is the offered option's price; the grand total follows it.
-            let charge = cart
-                .delivery_options
-                .iter()
-                .find(|o| &o.delivery_method_id == method)
-                .map(|o| o.amount);
-            cart.delivery_method_id = Some(method.clone());
-            cart.total_charge_amount = charge;
-            cart.grand_total_amount = match cart.total_product_amount {
-                None => None,
-                Some(products) => Some(
-                    crate::integrations::grand_total(
-                        products,
-                        cart.total_adjustment_amount,
-                        charge,
-                        cart.total_tax_amount,
-                    )
-                    .ok_or_else(|| {
-                        CheckoutError::InvalidInput(
-                            "with this delivery charge the cart's total overflows".into(),
-                        )
-                    })?,
-                ),
-            };
+        if replace(&mut cart.delivery_method_id, &details.delivery_method_id) {
+            changed.insert(StepInput::DeliveryMethod);
         }
+        self.take_inputs(cart, &changed)
+    }
+
+    /// `setCheckoutDeliveryMethod`: the buyer's choice, and its fee as the charge line.
+    fn set_delivery_method(&mut self, method: &str) -> Result<Output, CheckoutError> {
+        let details = crate::machine::CheckoutDetails {
+            delivery_method_id: Some(method.to_owned()),
+            ..Default::default()
+        };
+        self.set_details(&details)
+    }
+
+    /// Writes the buyer's changed inputs onto `cart`: what was computed from their old
+    /// values is dropped, the charge line follows the chosen method, the totals follow the
+    /// lines, and a session past a step that consumed a changed input goes back to it.
+    fn take_inputs(
+        &mut self,
+        mut cart: WebCart,
+        changed: &BTreeSet<StepInput>,
+    ) -> Result<Output, CheckoutError> {
         let session = self.snapshot.session.as_ref().map(|s| s.id);
-        if self.snapshot.cart.as_ref() != Some(&cart) {
-            self.cart = Some(cart);
+        let output = session.map_or(Output::Nothing, Output::RequestId);
+        if changed.is_empty() {
+            return Ok(output);
         }
-        Ok(session.map_or(Output::Nothing, Output::RequestId))
+        let before = &self.snapshot.lines;
+        let mut lines = before.clone();
+        for &input in changed {
+            drop_results_of(self.ctx.table.template(), input, &mut cart, &mut lines);
+        }
+        let ids = self.ctx.ids;
+        self.removed_items =
+            amounts::sync_charge_line(&cart, &mut lines, || ids.next_id(KeyPrefix::CartItem));
+        amounts::total_cart(&mut cart, &lines)
+            .map_err(|e| CheckoutError::InvalidInput(e.to_string()))?;
+        self.items = lines.into_iter().filter(|l| !before.contains(l)).collect();
+        self.cart = Some(cart);
+        self.rewind(changed)?;
+        Ok(output)
+    }
+
+    /// Sends the session back to the earliest step a row of a changed input's event leads
+    /// to from its node; that event is then the decision's.
+    fn rewind(&mut self, changed: &BTreeSet<StepInput>) -> Result<(), CheckoutError> {
+        let Some(session) = self.snapshot.session.as_ref().filter(|s| !s.is_archived) else {
+            return Ok(());
+        };
+        let from = Node::Session(self.node_of(session));
+        let table: &'a TransitionTable = self.ctx.table;
+        let walked: Vec<SessionState> = table.template().walk().iter().map(|s| s.state).collect();
+        let position = |to: &Node| match to {
+            Node::Session(SessionNode::At(Some(state), _)) => {
+                walked.iter().position(|s| s == state)
+            }
+            _ => None,
+        };
+        let earliest = changed
+            .iter()
+            .filter_map(|&input| {
+                table
+                    .find(Event::Change(input), from)
+                    .map(|r| (input, r.to))
+            })
+            .min_by_key(|(_, to)| position(to));
+        if let Some((input, to)) = earliest {
+            self.event = Event::Change(input);
+            self.move_session(to)?;
+        }
+        Ok(())
     }
 
     fn edit_cart(&mut self, edit: &crate::machine::CartEdit) -> Result<Output, CheckoutError> {
@@ -1532,6 +1631,7 @@ mod tests {
                         deliver_to: None,
                         delivery_method_id: None,
                         payment_authorization_id: None,
+                        authorized_amount: None,
                         grand_total_amount: None,
                         created_date: now(),
                         activated_date: Some(now()),

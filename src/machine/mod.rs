@@ -2,6 +2,7 @@
 //! [`decide`]. Nothing here does I/O or reads a clock.
 
 pub(crate) mod action;
+pub mod amounts;
 mod command;
 mod decide;
 pub mod limits;

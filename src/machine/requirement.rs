@@ -11,7 +11,9 @@ use serde::Serialize;
 use crate::error::{ErrorCode, Fenced};
 use crate::machine::decide::{active_session_node, session_node};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
-use crate::machine::{Action, CartEdit, Command, Event, Node, Snapshot, Target, TransitionTable};
+use crate::machine::{
+    Action, CartEdit, Command, Event, Node, Snapshot, StepInput, Target, TransitionTable,
+};
 use crate::model::{
     Access, BackgroundOperation, CartCheckoutSession, KeyPrefix, OrderStatus, Permission,
     SessionState, SfId, User, WebCart,
@@ -64,6 +66,10 @@ pub enum Requirement {
     ExpectedStateMatches,
     /// The requested State is the one the table declares after the current State.
     TargetIsNextStep,
+    /// The screen the session leaves has every input it collects: an address; a delivery
+    /// method when the Shipment integration offered any; a payment token when the cart has
+    /// a total that is not zero.
+    ScreenInputsGiven,
     /// No background operation of the cart is New or Running.
     NoOperationInProgress,
     /// A chosen delivery method is one the Shipment integration offered.
@@ -163,6 +169,7 @@ const UPDATE: &[Guard] = &[
     guard(R::SessionPhaseRow, C::InvalidOperation, 409),
     guard(R::ExpectedStateMatches, C::InvalidOperation, 409),
     guard(R::TargetIsNextStep, C::InvalidOperation, 403),
+    guard(R::ScreenInputsGiven, C::RequiredFieldMissing, 400),
 ];
 
 /// The last screen step's move to the terminal state (closes the cart): the UPDATE rows, on a
@@ -184,6 +191,7 @@ const CLOSE: &[Guard] = &[
     guard(R::SessionPhaseRow, C::InvalidOperation, 409),
     guard(R::ExpectedStateMatches, C::InvalidOperation, 409),
     guard(R::TargetIsNextStep, C::InvalidOperation, 403),
+    guard(R::ScreenInputsGiven, C::RequiredFieldMissing, 400),
 ];
 
 /// The async cart actions (the error table Salesforce documents for them), in the order
@@ -226,6 +234,26 @@ const INPUT: &[Guard] = &[
     guard(R::SessionRow, C::InvalidOperation, 403),
     guard(R::SessionNotExpired, C::InvalidOperation, 403),
     guard(R::SessionPhaseRow, C::InvalidOperation, 409),
+    guard(R::DeliveryMethodOffered, C::InvalidInput, 400),
+];
+
+/// `setCheckoutDeliveryMethod`: the async actions' shared guards and codes, on a cart in
+/// checkout whose session is not locked and has no order yet, and a method that is offered.
+const DELIVERY_METHOD: &[Guard] = &[
+    guard(R::CallerMayInvoke, C::BadRequest, 400),
+    guard(R::CartIdValid, C::UnknownException, 500),
+    guard(R::CallerCanEditCart, C::BadRequest, 400),
+    guard(
+        R::EffectiveAccountValid,
+        C::InsufficientAccessOrReadonly,
+        500,
+    ),
+    guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 500),
+    guard(R::CartRow, C::InvalidOperation, 403),
+    guard(R::SessionRow, C::InvalidOperation, 403),
+    guard(R::SessionNotExpired, C::InvalidOperation, 403),
+    guard(R::NoOperationInProgress, C::AlreadyInProcess, 400),
+    guard(R::SessionPhaseRow, C::InvalidOperation, 403),
     guard(R::DeliveryMethodOffered, C::InvalidInput, 400),
 ];
 
@@ -331,7 +359,8 @@ pub fn guards(event: Event) -> &'static [Guard] {
         Event::Close => CLOSE,
         Event::Action(Action::ActivateOrder) => ACTIVATE,
         Event::Action(Action::CancelCartAsyncOperation) => CANCEL,
-        Event::Input => INPUT,
+        Event::Input | Event::Change(_) => INPUT,
+        Event::Action(Action::SetCheckoutDeliveryMethod) => DELIVERY_METHOD,
         Event::Edit => EDIT,
         Event::Action(_) | Event::Authorize | Event::Custom(_) => ASYNC,
         Event::Claim => CLAIM,
@@ -355,6 +384,16 @@ fn requested_states(command: &Command) -> (Option<&str>, Option<&str>) {
             ..
         } => (Some(state.as_str()), exp_current_state.as_deref()),
         _ => (None, None),
+    }
+}
+
+/// What a screen misses, as the buyer's fields name it.
+fn missing_input(input: StepInput) -> &'static str {
+    match input {
+        StepInput::Lines => "lines",
+        StepInput::DeliveryAddress => "a delivery address (DeliverTo)",
+        StepInput::DeliveryMethod => "one of the offered delivery methods (DeliveryMethodId)",
+        StepInput::Payment => "a payment method (PaymentToken)",
     }
 }
 
@@ -395,6 +434,7 @@ pub fn evaluate(
         R::NextStateRow => facts.next_state_row(),
         R::ExpectedStateMatches => facts.expected_state_matches(),
         R::TargetIsNextStep => facts.target_is_next_step(),
+        R::ScreenInputsGiven => facts.screen_inputs_given(),
         R::EditValid => facts.edit_valid(),
         R::OrderNotActivated => facts.order_not_activated(),
         R::OrderStatusIsActivate => facts.order_status_is_activate(),
@@ -811,6 +851,48 @@ impl Facts<'_> {
 
 /// The buyer's input: cart edits and checkout details.
 impl Facts<'_> {
+    /// Leaving a screen (a screen step's write of State) needs what the screen collects.
+    fn screen_inputs_given(&self) -> Result<(), String> {
+        if !matches!(self.event, Event::Advance | Event::Close) {
+            return Ok(());
+        }
+        let Some(step) = self
+            .session()
+            .and_then(|s| s.state)
+            .and_then(|state| self.table.template().step(state))
+        else {
+            return Ok(());
+        };
+        match step.collects.iter().find(|&&input| !self.given(input)) {
+            None => Ok(()),
+            Some(input) => Err(format!(
+                "{} cannot move on without {}",
+                step.state,
+                missing_input(*input)
+            )),
+        }
+    }
+
+    /// Whether the cart holds `input`, where the checkout needs it.
+    fn given(&self, input: StepInput) -> bool {
+        let Some(cart) = self.cart() else {
+            return false;
+        };
+        match input {
+            StepInput::Lines => true,
+            StepInput::DeliveryAddress => cart.deliver_to.is_some(),
+            StepInput::DeliveryMethod => {
+                cart.delivery_options.is_empty() || cart.delivery_method_id.is_some()
+            }
+            // Nothing to pay for is known before the cart is priced: the payment step
+            // itself refuses a cart without a total.
+            StepInput::Payment => {
+                cart.payment_token.is_some()
+                    || cart.grand_total_amount.is_none_or(|total| total.is_zero())
+            }
+        }
+    }
+
     fn edit_valid(&self) -> Result<(), String> {
         let Command::EditCart { edit, .. } = self.command else {
             return Ok(());
@@ -845,10 +927,14 @@ impl Facts<'_> {
     }
 
     fn delivery_method_offered(&self) -> Result<(), String> {
-        let Command::SetDetails { details, .. } = self.command else {
-            return Ok(());
+        let method = match self.command {
+            Command::SetDetails { details, .. } => details.delivery_method_id.as_ref(),
+            Command::SetDeliveryMethod {
+                delivery_method_id, ..
+            } => Some(delivery_method_id),
+            _ => None,
         };
-        let (Some(method), Some(c)) = (&details.delivery_method_id, self.cart()) else {
+        let (Some(method), Some(c)) = (method, self.cart()) else {
             return Ok(());
         };
         let offered = &c.delivery_options;

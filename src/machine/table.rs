@@ -196,6 +196,10 @@ pub enum TableError {
          steps do)"
     )]
     NotAConsumer(String),
+    /// A step that is not a screen declares inputs it collects, or a screen collects the
+    /// cart's lines (which only an edit of the cart changes).
+    #[error("step {0} {1}")]
+    BadCollects(String, &'static str),
     /// A core async step or the payment step leaves out an input its action reads.
     #[error("step {step} runs an action that reads {input}, so it must consume {input}")]
     MissingInput {
@@ -574,6 +578,18 @@ fn check_inputs(step: &Step) -> Result<(), TableError> {
     if !step.kind.computes() && !step.consumes.is_empty() {
         return Err(TableError::NotAConsumer(step.state.to_string()));
     }
+    if !step.collects.is_empty() && step.kind != StepKind::Screen {
+        return Err(TableError::BadCollects(
+            step.state.to_string(),
+            "is not a screen, so it collects no input (only screens ask the buyer)",
+        ));
+    }
+    if step.collects.contains(&StepInput::Lines) {
+        return Err(TableError::BadCollects(
+            step.state.to_string(),
+            "collects lines, which no screen asks for (an edit of the cart changes them)",
+        ));
+    }
     let required = step.kind.required_inputs();
     match required.iter().find(|input| !step.consumes.contains(input)) {
         Some(&input) => Err(TableError::MissingInput {
@@ -706,6 +722,7 @@ fn rows_of(template: &Template) -> Vec<Transition> {
     }
     let archiving = archive_rows(&rows, terminal_of(template));
     rows.extend(archiving);
+    rows.extend(change_rows(template));
     rows.extend(edit_exit_rows());
     rows.sort();
     rows.dedup();
@@ -860,6 +877,29 @@ fn async_rows(emit: Event, here: SessionState, next: SessionState) -> Vec<Transi
     ]
 }
 
+/// A change of an input that a step the session has passed consumed sends the session back
+/// to the first step that consumes it (before the order exists: input changes are refused
+/// afterwards).
+fn change_rows(template: &Template) -> Vec<Transition> {
+    let walked = template.before_order();
+    let mut rows = Vec::new();
+    for (index, step) in walked.iter().enumerate() {
+        for input in StepInput::CHANGEABLE {
+            let consumer = walked[..index]
+                .iter()
+                .find(|earlier| earlier.consumes.contains(&input));
+            if let Some(consumer) = consumer {
+                rows.push(row(
+                    Event::Change(input),
+                    session(step.state, Phase::Open),
+                    session(consumer.state, Phase::Open),
+                ));
+            }
+        }
+    }
+    rows
+}
+
 /// Cancel archives the session from wherever it is (an imported empty State included), and
 /// so does an edit of the cart; a restart archives an unlocked one. `rows` are the rows so
 /// far, whose session nodes are the ones to archive from.
@@ -926,6 +966,10 @@ fn stay_rows(template: &Template, rows: &[Transition]) -> BTreeMap<(Event, Node)
         (update, &unlocked),
         (Event::Advance, &unlocked),
         (Event::Input, &[C::Checkout]),
+        (
+            Event::Action(Action::SetCheckoutDeliveryMethod),
+            &[C::Checkout],
+        ),
         (Event::Edit, &[C::Active]),
         (cancel, &[C::Active, C::PendingClosed, C::PendingDelete]),
     ];
@@ -980,23 +1024,31 @@ fn terminal_session_stays(template: &Template) -> Vec<Transition> {
     ]
 }
 
-/// A screen's buyer input is written on any unlocked session but a finished one.
+/// A screen's buyer input is written on an unlocked session before the order exists, on a
+/// failed one (which only a restart, and so a new order, goes on from) and on one with no
+/// State.
 fn input_session_stays(template: &Template, rows: &[Transition]) -> Vec<Transition> {
-    let terminal = terminal_of(template);
+    let open: BTreeSet<SessionState> = template
+        .before_order()
+        .iter()
+        .map(|step| step.state)
+        .chain([SessionState::Error])
+        .collect();
     let nodes: BTreeSet<Node> = rows
         .iter()
         .flat_map(|r| [r.from, r.to])
         .chain(ENTRY_NODES)
         .filter(|node| match node {
             Node::Session(SessionNode::At(state, Phase::Open)) => {
-                terminal.is_none_or(|t| *state != Some(t))
+                state.is_none_or(|state| open.contains(&state))
             }
             _ => false,
         })
         .collect();
+    let choose = Event::Action(Action::SetCheckoutDeliveryMethod);
     nodes
         .into_iter()
-        .map(|node| row(Event::Input, node, node))
+        .flat_map(|node| [row(Event::Input, node, node), row(choose, node, node)])
         .collect()
 }
 
@@ -1037,9 +1089,9 @@ mod tests {
                 "{state} missing"
             );
         }
-        let events: BTreeSet<Event> = table.rows().iter().map(|r| r.event).collect();
         for action in Action::ALL {
-            assert!(events.contains(&Event::Action(action)), "{action} missing");
+            let event = Event::Action(action);
+            assert!(!table.sources(event).is_empty(), "{action} missing");
         }
     }
 

@@ -43,6 +43,14 @@ pub enum StepInput {
 }
 
 impl StepInput {
+    /// The inputs a buyer changes without leaving checkout (a change of the lines is an
+    /// edit of the cart, which takes it out of checkout).
+    pub const CHANGEABLE: [StepInput; 3] = [
+        StepInput::DeliveryAddress,
+        StepInput::DeliveryMethod,
+        StepInput::Payment,
+    ];
+
     /// All four, in the order a checkout collects them.
     pub const ALL: [StepInput; 4] = [
         StepInput::Lines,
@@ -133,6 +141,11 @@ pub struct Step {
     /// its result stale.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub consumes: BTreeSet<StepInput>,
+    /// The inputs a screen step asks the buyer for: declared on screens only. The screen
+    /// refuses to move on while one of them is missing (a delivery method only when options
+    /// were offered, a payment only when the cart's total is not zero).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub collects: BTreeSet<StepInput>,
     /// The State after the step (`None` only for the terminal step).
     pub next: Option<SessionState>,
 }
@@ -146,7 +159,16 @@ impl Step {
             transition: None,
             provider: None,
             consumes: BTreeSet::new(),
+            collects: BTreeSet::new(),
             next: None,
+        }
+    }
+
+    /// The screen step asking for `inputs` (in place of any it asked for before).
+    pub fn collecting(self, inputs: &[StepInput]) -> Step {
+        Step {
+            collects: inputs.iter().copied().collect(),
+            ..self
         }
     }
 
@@ -237,12 +259,16 @@ impl Template {
                     .named("CalculateShipping")
                     .consuming(&[I::Lines, I::DeliveryAddress])
                     .then(S::DeliveryMethod),
-                Step::new(S::DeliveryMethod, K::Screen).then(S::Taxes),
+                Step::new(S::DeliveryMethod, K::Screen)
+                    .collecting(&[I::DeliveryMethod])
+                    .then(S::Taxes),
                 Step::new(S::Taxes, K::Async(Action::CalcCartTaxes))
                     .named("CalculateTaxes")
                     .consuming(&[I::Lines, I::DeliveryAddress, I::DeliveryMethod])
                     .then(S::PaymentAndBillingAddress),
-                Step::new(S::PaymentAndBillingAddress, K::Screen).then(S::CheckoutSummary),
+                Step::new(S::PaymentAndBillingAddress, K::Screen)
+                    .collecting(&[I::Payment])
+                    .then(S::CheckoutSummary),
                 Step::new(S::CheckoutSummary, K::Screen).then(S::CartToOrder),
                 Step::new(S::CartToOrder, K::Async(Action::CartToOrder))
                     .named("CartToOrder")
@@ -332,6 +358,40 @@ impl Template {
             .iter()
             .find(|s| s.own_event() == Some(event))
             .and_then(|s| s.transition.as_deref())
+    }
+
+    /// The steps in the order a session walks them: from the entry, each step's `next`
+    /// after it, until the terminal step (or a step already walked, or a `next` the template
+    /// lacks, which a validated template never has).
+    pub fn walk(&self) -> Vec<&Step> {
+        let mut walked: Vec<&Step> = Vec::new();
+        let mut at = self.entry();
+        while let Some(step) = at.and_then(|state| self.step(state)) {
+            if walked.iter().any(|s| s.state == step.state) {
+                break;
+            }
+            walked.push(step);
+            at = step.next;
+        }
+        walked
+    }
+
+    /// The steps a session walks before an order exists: from the entry through the step
+    /// that makes the order (which has not run while the session is at it), or every
+    /// step but the terminal one when none makes an order. The buyer's input may change
+    /// only here: afterwards the order is what the buyer pays for.
+    pub fn before_order(&self) -> Vec<&Step> {
+        let walked = self.walk();
+        let makes_order = walked
+            .iter()
+            .position(|s| s.kind == StepKind::Async(Action::CartToOrder));
+        walked
+            .into_iter()
+            .enumerate()
+            .take_while(|(index, _)| makes_order.is_none_or(|order| *index <= order))
+            .map(|(_, step)| step)
+            .filter(|step| step.kind != StepKind::Terminal)
+            .collect()
     }
 
     /// The entry step's State.

@@ -51,6 +51,8 @@ struct StepFile {
     transition: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     consumes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    collects: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     next: Option<String>,
 }
@@ -120,11 +122,14 @@ pub enum StepProblem {
     /// A custom step's action is not a valid custom action name.
     #[error("{0}")]
     BadCustomAction(CustomActionNameError),
-    /// `consumes` names something that is no input.
-    #[error("consumes {0:?}, which is none of: lines, delivery_address, delivery_method, payment")]
+    /// `consumes` or `collects` names something that is no input.
+    #[error(
+        "names the input {0:?}, which is none of: lines, delivery_address, delivery_method, \
+         payment"
+    )]
     UnknownInput(String),
-    /// `consumes` names one input twice.
-    #[error("\"consumes\" lists {0} twice")]
+    /// `consumes` or `collects` names one input twice.
+    #[error("lists the input {0} twice")]
     RepeatedInput(StepInput),
 }
 
@@ -243,6 +248,7 @@ fn table_message(step: Option<&StepRef>, error: &TableError) -> String {
         TableError::NotAConsumer(_) => "computes nothing, so it consumes no input (only async, \
                                         payment and custom steps do)"
             .to_owned(),
+        TableError::BadCollects(_, reason) => (*reason).to_owned(),
         TableError::MissingInput { input, .. } => {
             format!("runs an action that reads {input}, so \"consumes\" must list {input}")
         }
@@ -340,12 +346,14 @@ fn step_of(index: usize, value: Value) -> Result<(Step, Option<String>), Templat
     let state = SessionState::new(&file.state).map_err(|e| fail(StepProblem::BadState(e)))?;
     let kind = kind_of(&file.kind, file.action.as_deref()).map_err(fail)?;
     let consumes = inputs_of(&file.consumes).map_err(fail)?;
+    let collects = inputs_of(&file.collects).map_err(fail)?;
     let step = Step {
         state,
         kind,
         transition: file.transition,
         provider: file.provider,
         consumes,
+        collects,
         next: None,
     };
     Ok((step, file.next))
@@ -437,13 +445,15 @@ fn file_of(step: &Step) -> StepFile {
         action,
         provider: step.provider.clone(),
         transition: step.transition.clone(),
-        consumes: step
-            .consumes
-            .iter()
-            .map(|i| i.as_str().to_owned())
-            .collect(),
+        consumes: names_of(&step.consumes),
+        collects: names_of(&step.collects),
         next: step.next.map(|next| next.as_str().to_owned()),
     }
+}
+
+/// Inputs by the names a file gives them.
+fn names_of(inputs: &BTreeSet<StepInput>) -> Vec<String> {
+    inputs.iter().map(|i| i.as_str().to_owned()).collect()
 }
 
 /// `value` as JSON on one line, with a space after each `:` and `,` as a person writes it.

@@ -208,6 +208,9 @@ pub struct WebCart {
     /// The payment gateway's authorisation reference, once authorised.
     #[serde(default)]
     pub payment_authorization_id: Option<String>,
+    /// The amount the payment authorisation covers: the order's grand total.
+    #[serde(default)]
+    pub authorized_amount: Option<Decimal>,
     /// Sum of the product lines' TotalPrice.
     #[serde(default)]
     pub total_product_amount: Option<Decimal>,
@@ -249,6 +252,7 @@ impl WebCart {
             delivery_method_id: None,
             payment_token: None,
             payment_authorization_id: None,
+            authorized_amount: None,
             total_product_amount: None,
             total_adjustment_amount: None,
             total_charge_amount: None,
@@ -681,6 +685,9 @@ pub struct Order {
     /// The payment authorisation reference.
     #[serde(default)]
     pub payment_authorization_id: Option<String>,
+    /// The amount the payment authorisation covers, equal to the grand total.
+    #[serde(default)]
+    pub authorized_amount: Option<Decimal>,
     /// Products + adjustments + charges + taxes, as the cart had it.
     #[serde(default)]
     pub grand_total_amount: Option<Decimal>,

@@ -117,6 +117,7 @@ impl Tables {
                     .any(|o| o.level == crate::model::Level::Error && !o.is_dismissed)
             }),
             edited_item: None,
+            lines: Vec::new(),
         }
     }
 

@@ -679,6 +679,7 @@ fn cart_snapshot<C: GenericClient>(
         order,
         has_error_outputs,
         edited_item: None,
+        lines: Vec::new(),
     })
 }
 

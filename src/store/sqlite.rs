@@ -517,6 +517,7 @@ fn cart_snapshot(tx: &Transaction<'_>, cart_id: &SfId) -> Result<Snapshot, Store
         order,
         has_error_outputs,
         edited_item: None,
+        lines: Vec::new(),
     })
 }
 
