@@ -889,6 +889,7 @@ fn build(spec: &WorldSpec, flow: &Arc<Flow>) -> (DataSet, Model) {
                 attempt: u32::from(status != OperationStatus::New),
                 retry_limit: 2,
                 timeout_ms: 120_000,
+                order_life_cycle_type: None,
                 version: 0,
             });
             m_ops.push(MOp {
@@ -1084,6 +1085,7 @@ fn seeded_order(
         created_date: made,
         activated_date: activated.then_some(made),
         order_summary_id: activated.then(|| id(KeyPrefix::OrderSummary, n)),
+        order_life_cycle_type: Default::default(),
         version: 0,
     }
 }
@@ -1376,6 +1378,7 @@ impl Call {
             } => Command::ActivateOrder {
                 cart_id: cart,
                 order_status: status,
+                order_life_cycle_type: None,
                 run_async,
             },
             Call::Details { cart, details } => Command::SetDetails {

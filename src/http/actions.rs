@@ -111,6 +111,11 @@ fn input_description(name: &str) -> (&'static str, bool, &'static str) {
             "False runs the operation before the call answers; true by default.",
         ),
         "orderStatus" => ("STRING", true, "Must be Activated."),
+        "orderLifeCycleType" => (
+            "STRING",
+            false,
+            "UNMANAGED (an external system processes the order) or MANAGED (Order Management does); UNMANAGED when absent.",
+        ),
         _ => ("STRING", false, ""),
     }
 }
