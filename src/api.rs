@@ -111,7 +111,7 @@ pub fn input_names(action: Action) -> &'static [&'static str] {
             &["checkoutSessionId", "nextState", "expCurrentState"]
         }
         Action::CartToOrder => &["cartId", "runAsync"],
-        Action::ActivateOrder => &["cartId", "orderStatus", "runAsync"],
+        Action::ActivateOrder => &["cartId", "orderStatus", "orderLifeCycleType", "runAsync"],
         Action::SetCheckoutDeliveryMethod => &["cartId", "deliveryMethodId"],
         _ => &["cartId"],
     }
@@ -172,6 +172,7 @@ pub fn command_from_input(action: Action, input: &Value) -> Result<Command, Chec
         Action::ActivateOrder => Command::ActivateOrder {
             cart_id: cart_id(),
             order_status: text("orderStatus"),
+            order_life_cycle_type: text("orderLifeCycleType"),
             run_async: run_async()?,
         },
         _ => match ProviderAction::of(action) {

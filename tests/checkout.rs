@@ -444,10 +444,14 @@ fn locked_at_activation(engine: &Engine, cart: &SfId) -> SfId {
 fn with_order_status(command: &Command, status: Option<&str>) -> Command {
     match command {
         Command::ActivateOrder {
-            cart_id, run_async, ..
+            cart_id,
+            order_life_cycle_type,
+            run_async,
+            ..
         } => Command::ActivateOrder {
             cart_id: cart_id.clone(),
             order_status: status.map(str::to_owned),
+            order_life_cycle_type: order_life_cycle_type.clone(),
             run_async: *run_async,
         },
         other => panic!("activation built as {other:?}, not as activateOrderAction"),
@@ -483,6 +487,7 @@ fn order_status_is_checked_on_every_path_that_activates() {
     let activate = Command::ActivateOrder {
         cart_id: cart.to_string(),
         order_status: None,
+        order_life_cycle_type: None,
         run_async: true,
     };
     for status in [None, Some("Draft"), Some("activated")] {

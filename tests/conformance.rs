@@ -297,6 +297,7 @@ fn add_operation(
         attempt: u32::from(status != OperationStatus::New),
         retry_limit: 2,
         timeout_ms: 120_000,
+        order_life_cycle_type: None,
         version: 0,
     });
     id
@@ -2285,6 +2286,7 @@ fn add_draft_order(data: &mut DataSet, session: SfId, cart: SampleCart) -> SfId 
         created_date: chrono::Utc::now(),
         activated_date: None,
         order_summary_id: None,
+        order_life_cycle_type: Default::default(),
         version: 0,
     });
     id
@@ -2339,6 +2341,53 @@ fn activate_order_with_a_status_other_than_activated_is_unknown_exception_500() 
             UNKNOWN_EXCEPTION,
             500,
         );
+    }
+}
+
+#[test]
+fn activate_order_with_a_life_cycle_type_other_than_unmanaged_or_managed_is_invalid_input_400() {
+    let (mut data, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
+    add_draft_order(&mut data, session, SampleCart::InStock);
+    let world = World::new(data);
+    let with_life_cycle = |status: &str, value: Value| {
+        let mut input = activate_input(SampleCart::InStock, status, true);
+        input["orderLifeCycleType"] = value;
+        input
+    };
+    for value in [
+        json!("managed"),
+        json!("Unmanaged"),
+        json!(""),
+        json!("MANAGED "),
+    ] {
+        let message = world.refuse(
+            "activateOrderAction",
+            &with_life_cycle("Activated", value.clone()),
+            buyer(),
+            R::OrderLifeCycleTypeValid,
+            "INVALID_INPUT",
+            400,
+        );
+        assert!(
+            message.contains("UNMANAGED nor MANAGED"),
+            "{value}: {message}"
+        );
+    }
+    // The order status is the documented rule, and checked first.
+    world.refuse(
+        "activateOrderAction",
+        &with_life_cycle("Draft", json!("managed")),
+        buyer(),
+        R::OrderStatusIsActivate,
+        UNKNOWN_EXCEPTION,
+        500,
+    );
+    // Both values, and none, are accepted by the dry run.
+    for value in [json!("UNMANAGED"), json!("MANAGED"), Value::Null] {
+        let input = with_life_cycle("Activated", value.clone());
+        let command = command_from_input(Action::ActivateOrder, &input).unwrap();
+        let unmet = world.engine.check(&buyer().to_string(), &command).unwrap();
+        assert!(unmet.is_empty(), "{value}: {unmet:?}");
     }
 }
 

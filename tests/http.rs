@@ -257,10 +257,11 @@ fn start_checkout(f: &Fixture, cart: SampleCart) -> (String, String) {
     (cart, session)
 }
 
-#[test]
-fn a_whole_checkout_over_http_ends_with_an_activated_order() {
-    let mut f = start(2);
-    let (cart, session) = start_checkout(&f, SampleCart::InStock);
+/// Walks the in-stock cart's checkout through Authorize Payment, choosing the cheapest
+/// delivery method: the session is at Activate Order, its order a Draft. Returns the cart,
+/// the session and the method chosen.
+fn walk_to_activate_order(f: &Fixture) -> (String, String, Value) {
+    let (cart, session) = start_checkout(f, SampleCart::InStock);
     assert_eq!(
         f.record(BUYER, "WebCart", &cart)["DeliverTo"]["City"],
         "Denver"
@@ -318,6 +319,13 @@ fn a_whole_checkout_over_http_ends_with_an_activated_order() {
         "Activate Order",
         "authorizePayment",
     );
+    (cart, session, cheapest)
+}
+
+#[test]
+fn a_whole_checkout_over_http_ends_with_an_activated_order() {
+    let mut f = start(2);
+    let (cart, session, cheapest) = walk_to_activate_order(&f);
     f.async_step(
         &session,
         &cart,
@@ -349,6 +357,8 @@ fn a_whole_checkout_over_http_ends_with_an_activated_order() {
     let order_id = done["OrderId"].as_str().expect("the session's order");
     let order = f.record(BUYER, "Order", order_id);
     assert_eq!(order["Status"], "Activated");
+    // No orderLifeCycleType was given: the order is UNMANAGED.
+    assert_eq!(order["OrderLifeCycleType"], "UNMANAGED");
     assert_eq!(order["DeliveryMethodId"], cheapest);
     assert!(order["PaymentAuthorizationId"].is_string(), "{order}");
     let closed = f.record(BUYER, "WebCart", &cart);
@@ -365,6 +375,81 @@ fn a_whole_checkout_over_http_ends_with_an_activated_order() {
         items.body["totalSize"].as_u64().unwrap() as usize,
         order["Items"].as_array().unwrap().len()
     );
+    f.stop();
+}
+
+/// What an activation may change: the session, the cart, its lines and its order.
+fn activation_records(f: &Fixture, cart: &str, session: &str) -> Vec<Value> {
+    let session_record = f.record(BUYER, "CartCheckoutSession", session);
+    let order = session_record["OrderId"].as_str().expect("a draft order");
+    vec![
+        f.record(BUYER, "Order", order),
+        f.record(BUYER, "WebCart", cart),
+        f.get(
+            Some(BUYER),
+            &format!("/{V}/sobjects/WebCart/{cart}/CartItems"),
+        )
+        .body,
+        f.get(
+            Some(BUYER),
+            &format!("/{V}/sobjects/WebCart/{cart}/CartValidationOutputs"),
+        )
+        .body,
+        session_record,
+    ]
+}
+
+#[test]
+fn an_activation_keeps_a_managed_life_cycle_type_and_refuses_any_other_value() {
+    let mut f = start(2);
+    let (cart, session, _) = walk_to_activate_order(&f);
+    f.succeed(
+        BUYER,
+        "updateCheckoutSessionStateAction",
+        json!({"checkoutSessionId": session, "expCurrentState": "Activate Order", "nextState": "Order Confirmation"}),
+    );
+    let before = activation_records(&f, &cart, &session);
+    assert_eq!(before[0]["Status"], "Draft");
+
+    // Values that name no type, exactly: each input is refused and nothing changes.
+    let bad: Vec<Value> = [json!("managed"), json!("Managed"), json!(""), json!(7)]
+        .into_iter()
+        .map(|value| {
+            json!({"cartId": cart, "orderStatus": "Activated", "orderLifeCycleType": value})
+        })
+        .collect();
+    let refused = f.action(BUYER, "activateOrderAction", Value::Array(bad.clone()));
+    assert_eq!(refused.status, 400, "{:?}", refused.body);
+    for (element, input) in refused.body.as_array().unwrap().iter().zip(&bad) {
+        assert_eq!(element["isSuccess"], false, "{element}");
+        assert_eq!(
+            element["errors"][0]["statusCode"], "INVALID_INPUT",
+            "{element}"
+        );
+        let message = element["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("orderLifeCycleType") && message.contains("MANAGED"),
+            "{input}: {message}"
+        );
+    }
+    assert_eq!(activation_records(&f, &cart, &session), before);
+
+    let operation = f
+        .succeed(
+            BUYER,
+            "activateOrderAction",
+            json!({"cartId": cart, "orderStatus": "Activated", "orderLifeCycleType": "MANAGED"}),
+        )
+        .expect("an operation");
+    let settled = f.settled_session(&session);
+    assert_eq!(settled["State"], "Order Confirmation", "{settled}");
+    let order = f.record(BUYER, "Order", settled["OrderId"].as_str().unwrap());
+    assert_eq!(order["Status"], "Activated");
+    assert_eq!(order["OrderLifeCycleType"], "MANAGED");
+    // The operation carried the choice from the call to the worker.
+    let operation = f.record(BUYER, "BackgroundOperation", &operation);
+    assert_eq!(operation["Status"], "Complete");
+    assert_eq!(operation["OrderLifeCycleType"], "MANAGED");
     f.stop();
 }
 
@@ -833,6 +918,25 @@ fn actions_are_listed_and_described() {
     let expected = cartflow::api::input_names(cartflow::machine::Action::CheckoutSession);
     assert_eq!(inputs, expected);
     assert_eq!(described.body["outputs"][0]["name"], "requestId");
+    let activate = f.get(
+        Some(BUYER),
+        &format!("/{V}/actions/standard/activateOrderAction"),
+    );
+    assert_eq!(activate.status, 200);
+    let inputs = activate.body["inputs"].as_array().unwrap();
+    let names: Vec<&str> = inputs.iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["cartId", "orderStatus", "orderLifeCycleType", "runAsync"]
+    );
+    let life_cycle = &inputs[2];
+    assert_eq!(life_cycle["type"], "STRING");
+    assert_eq!(life_cycle["required"], false);
+    let description = life_cycle["description"].as_str().unwrap();
+    assert!(
+        description.contains("UNMANAGED") && description.contains("MANAGED ("),
+        "{description}"
+    );
     let cancel = f.get(
         Some(BUYER),
         &format!("/{V}/actions/standard/cancelCartAsyncOperation"),

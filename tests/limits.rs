@@ -117,6 +117,13 @@ fn command_with(field: FieldLimit, value: &str, session: &str) -> Command {
         "orderStatus" => Command::ActivateOrder {
             cart_id,
             order_status: Some(value.to_owned()),
+            order_life_cycle_type: None,
+            run_async: true,
+        },
+        "orderLifeCycleType" => Command::ActivateOrder {
+            cart_id,
+            order_status: Some("Activated".into()),
+            order_life_cycle_type: Some(value.to_owned()),
             run_async: true,
         },
         "Sku" => edit(CartEdit::AddItem {

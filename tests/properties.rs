@@ -889,6 +889,7 @@ fn build(spec: &WorldSpec, flow: &Arc<Flow>) -> (DataSet, Model) {
                 attempt: u32::from(status != OperationStatus::New),
                 retry_limit: 2,
                 timeout_ms: 120_000,
+                order_life_cycle_type: None,
                 version: 0,
             });
             m_ops.push(MOp {
@@ -1085,6 +1086,7 @@ fn seeded_order(
         created_date: made,
         activated_date: activated.then_some(made),
         order_summary_id: activated.then(|| id(KeyPrefix::OrderSummary, n)),
+        order_life_cycle_type: Default::default(),
         version: 0,
     }
 }
@@ -1377,6 +1379,7 @@ impl Call {
             } => Command::ActivateOrder {
                 cart_id: cart,
                 order_status: status,
+                order_life_cycle_type: None,
                 run_async,
             },
             Call::Details { cart, details } => Command::SetDetails {

@@ -61,6 +61,7 @@ fn operation(
         attempt: 0,
         retry_limit: 2,
         timeout_ms: 1_000,
+        order_life_cycle_type: None,
         version: 1,
     }
 }

@@ -17,8 +17,8 @@ use crate::machine::{
     Action, CartUpdate, CustomAction, Snapshot, StepOutcome, ValidationMessage, WorkerCommand,
 };
 use crate::model::{
-    BackgroundOperation, KeyPrefix, Level, Order, OrderItem, OrderStatus, ProviderKind, SfId,
-    WebCart,
+    BackgroundOperation, KeyPrefix, Level, Order, OrderItem, OrderLifeCycleType, OrderStatus,
+    ProviderKind, SfId, WebCart,
 };
 
 /// A payment provider's answer must authorise exactly the order's grand total: an
@@ -340,6 +340,7 @@ impl Engine {
             created_date: self.clock.now(),
             activated_date: None,
             order_summary_id: None,
+            order_life_cycle_type: OrderLifeCycleType::default(),
             version: 0,
         };
         Ok((StepOutcome::Passed, None, Some(order)))
@@ -374,6 +375,9 @@ impl Engine {
             order.payment_authorization_id = cart.payment_authorization_id;
             order.authorized_amount = cart.authorized_amount;
         }
+        // The accepted call's choice, kept on its operation; an activation queued before
+        // operations carried one is UNMANAGED, the absent input's meaning.
+        order.order_life_cycle_type = op.order_life_cycle_type.unwrap_or_default();
         order.status = OrderStatus::Activated;
         order.activated_date = Some(self.clock.now());
         order.order_summary_id = Some(self.ids.next_id(KeyPrefix::OrderSummary));

@@ -119,6 +119,11 @@ fn input_description(name: &str) -> (&'static str, bool, &'static str) {
             true,
             "One of the delivery methods offered for the cart (a DeliveryMethodId of its delivery options).",
         ),
+        "orderLifeCycleType" => (
+            "STRING",
+            false,
+            "UNMANAGED (an external system processes the order) or MANAGED (Order Management does); UNMANAGED when absent.",
+        ),
         _ => ("STRING", false, ""),
     }
 }

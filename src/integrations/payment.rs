@@ -176,6 +176,7 @@ mod tests {
             delivery_method_id: None,
             payment_authorization_id: None,
             authorized_amount: None,
+            order_life_cycle_type: Default::default(),
             grand_total_amount: cart.grand_total_amount,
             created_date: chrono::DateTime::UNIX_EPOCH,
             activated_date: None,

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 
 use crate::model::{
     Account, Address, BackgroundOperation, CartCheckoutSession, CartItem, DeliveryOption, Level,
-    Order, OrderStatus, SfId, User, WebCart, WebStore,
+    Order, OrderLifeCycleType, OrderStatus, SfId, User, WebCart, WebStore,
 };
 
 /// One request to move a checkout. Inputs that come from callers stay raw strings here:
@@ -96,6 +96,8 @@ pub enum Command {
         cart_id: String,
         /// Must mean "activate" (`Activated`).
         order_status: Option<String>,
+        /// `UNMANAGED` or `MANAGED`, as given; `UNMANAGED` when absent.
+        order_life_cycle_type: Option<String>,
         /// False: the engine runs the operation before answering.
         run_async: bool,
     },
@@ -110,6 +112,16 @@ pub enum Command {
         /// The cart's ID as given.
         cart_id: String,
     },
+}
+
+/// The life cycle type an activation's `orderLifeCycleType` input chooses: `UNMANAGED` when
+/// absent, `None` when the value names neither `UNMANAGED` nor `MANAGED` (exactly, as
+/// `orderStatus` must be exactly `Activated`).
+pub(crate) fn chosen_life_cycle_type(given: Option<&str>) -> Option<OrderLifeCycleType> {
+    given.map_or(
+        Some(OrderLifeCycleType::default()),
+        OrderLifeCycleType::parse,
+    )
 }
 
 /// What a command addresses, so the engine knows what to load.
@@ -157,6 +169,7 @@ impl Command {
             StepKind::Async(Action::ActivateOrder) => Command::ActivateOrder {
                 cart_id,
                 order_status: Some(OrderStatus::Activated.as_str().to_owned()),
+                order_life_cycle_type: None,
                 run_async: true,
             },
             StepKind::Async(action) => Command::RunStep {

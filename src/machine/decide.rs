@@ -7,6 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use crate::error::{CheckoutError, Fenced};
+use crate::machine::command::chosen_life_cycle_type;
 use crate::machine::requirement::{as_seen_by_caller, check_fences, guards, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
@@ -15,7 +16,8 @@ use crate::machine::{
 };
 use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartStatus, CartValidationOutput, KeyPrefix, Level,
-    OperationStatus, Order, OutputType, ProviderKind, SessionState, SfId, WebCart, clip_message,
+    OperationStatus, Order, OrderLifeCycleType, OutputType, ProviderKind, SessionState, SfId,
+    WebCart, clip_message,
 };
 
 /// The buyer's message for a step that failed by a system error rather than a check.
@@ -227,8 +229,11 @@ pub fn decide(
         Command::RunStep { .. }
         | Command::RunCustom { .. }
         | Command::CartToOrder { .. }
-        | Command::ActivateOrder { .. }
-        | Command::AuthorizePayment { .. } => plan.run_step(),
+        | Command::AuthorizePayment { .. } => plan.run_step(None),
+        Command::ActivateOrder {
+            order_life_cycle_type,
+            ..
+        } => plan.run_activation(order_life_cycle_type.as_deref()),
         Command::Cancel { .. } => plan.cancel(),
     }?;
     plan.into_decision(output)
@@ -761,9 +766,22 @@ impl<'a> Plan<'a> {
         Ok(Output::Nothing)
     }
 
+    /// `activateOrderAction`'s call: an async step whose operation keeps the life cycle type
+    /// the call chose, which the worker's activation writes onto the order.
+    fn run_activation(&mut self, given: Option<&str>) -> Result<Output, CheckoutError> {
+        // `OrderLifeCycleTypeValid` refused any other value before planning began.
+        let chosen = chosen_life_cycle_type(given).ok_or_else(|| {
+            CheckoutError::InvalidInput(format!("orderLifeCycleType {given:?} names no type"))
+        })?;
+        self.run_step(Some(chosen))
+    }
+
     /// An async step's call: the locked session runs on its row, and the template's step it
-    /// is in names and types the operation.
-    fn run_step(&mut self) -> Result<Output, CheckoutError> {
+    /// is in names and types the operation (an activation's also carries `life_cycle`).
+    fn run_step(
+        &mut self,
+        life_cycle: Option<OrderLifeCycleType>,
+    ) -> Result<Output, CheckoutError> {
         let state = self.snapshot.session.as_ref().and_then(|s| s.state);
         let event = self.event;
         let from = Node::Session(SessionNode::At(state, Phase::Locked));
@@ -780,7 +798,7 @@ impl<'a> Plan<'a> {
             Some(StepKind::Custom(action)) => (action.as_str(), Some(ProviderKind::Custom)),
             _ => return Err(CheckoutError::undeclared(event, from, to)),
         };
-        self.start_operation(name, kind)
+        self.start_operation(name, kind, life_cycle)
     }
 
     /// Creates the New operation of an async step and records it on the session.
@@ -788,6 +806,7 @@ impl<'a> Plan<'a> {
         &mut self,
         name: &str,
         kind: Option<ProviderKind>,
+        life_cycle: Option<OrderLifeCycleType>,
     ) -> Result<Output, CheckoutError> {
         let cart_id = self.cart_id()?;
         let session_id = self
@@ -811,6 +830,7 @@ impl<'a> Plan<'a> {
             attempt: 0,
             retry_limit: self.ctx.settings.retry_limit,
             timeout_ms: self.ctx.settings.timeout_ms,
+            order_life_cycle_type: life_cycle,
             version: 0,
         };
         let op_id = operation.id;
@@ -1493,6 +1513,7 @@ mod tests {
             attempt,
             retry_limit: 2,
             timeout_ms: 120_000,
+            order_life_cycle_type: None,
             version: 1,
         });
         snapshot
@@ -1636,6 +1657,7 @@ mod tests {
                         created_date: now(),
                         activated_date: Some(now()),
                         order_summary_id: None,
+                        order_life_cycle_type: Default::default(),
                         version: 1,
                     });
                     let session = snapshot.session.as_mut().unwrap();

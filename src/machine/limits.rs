@@ -53,13 +53,16 @@ pub const NEXT_STATE: FieldLimit = limit("nextState", 30);
 pub const EXP_CURRENT_STATE: FieldLimit = limit("expCurrentState", 30);
 /// `activateOrderAction`'s `orderStatus`: an Order Status value, 40 characters.
 pub const ORDER_STATUS: FieldLimit = limit("orderStatus", 40);
+/// `activateOrderAction`'s `orderLifeCycleType`: a picklist value, 40 characters, as
+/// `orderStatus`.
+pub const ORDER_LIFE_CYCLE_TYPE: FieldLimit = limit("orderLifeCycleType", 40);
 /// A new cart line's `Sku`: 255 characters.
 pub const SKU: FieldLimit = limit("Sku", 255);
 /// The `CartItemId` a line edit names: an Id, 18 characters.
 pub const CART_ITEM_ID: FieldLimit = limit("CartItemId", 18);
 
 /// Every limited field, in the order they are checked.
-pub const FIELD_LIMITS: [FieldLimit; 14] = [
+pub const FIELD_LIMITS: [FieldLimit; 15] = [
     STREET,
     CITY,
     STATE_CODE,
@@ -72,6 +75,7 @@ pub const FIELD_LIMITS: [FieldLimit; 14] = [
     NEXT_STATE,
     EXP_CURRENT_STATE,
     ORDER_STATUS,
+    ORDER_LIFE_CYCLE_TYPE,
     SKU,
     CART_ITEM_ID,
 ];
@@ -130,7 +134,14 @@ fn texts_of(command: &Command) -> Vec<(FieldLimit, &str)> {
                 vec![(CART_ITEM_ID, Some(item_id))]
             }
         },
-        Command::ActivateOrder { order_status, .. } => vec![(ORDER_STATUS, order_status.as_ref())],
+        Command::ActivateOrder {
+            order_status,
+            order_life_cycle_type,
+            ..
+        } => vec![
+            (ORDER_STATUS, order_status.as_ref()),
+            (ORDER_LIFE_CYCLE_TYPE, order_life_cycle_type.as_ref()),
+        ],
         _ => Vec::new(),
     };
     given

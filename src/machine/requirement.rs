@@ -9,14 +9,15 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::error::{ErrorCode, Fenced};
+use crate::machine::command::chosen_life_cycle_type;
 use crate::machine::decide::{active_session_node, session_node};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
     Action, CartEdit, Command, Event, Node, Snapshot, StepInput, Target, TransitionTable,
 };
 use crate::model::{
-    Access, BackgroundOperation, CartCheckoutSession, KeyPrefix, OrderStatus, Permission,
-    SessionState, SfId, User, WebCart,
+    Access, BackgroundOperation, CartCheckoutSession, KeyPrefix, OrderLifeCycleType, OrderStatus,
+    Permission, SessionState, SfId, User, WebCart,
 };
 
 /// A named precondition of a command.
@@ -80,6 +81,8 @@ pub enum Requirement {
     OrderNotActivated,
     /// The orderStatus input means "activate" (`Activated`).
     OrderStatusIsActivate,
+    /// The orderLifeCycleType input, when given, is `UNMANAGED` or `MANAGED`.
+    OrderLifeCycleTypeValid,
     /// The session has a Draft order (made by `cartToOrderAction`).
     DraftOrderOnSession,
     /// The cart has no Error-level CartValidationOutput.
@@ -258,7 +261,8 @@ const DELIVERY_METHOD: &[Guard] = &[
 ];
 
 /// `activateOrderAction`: the async actions' shared rows, an order status that must mean
-/// "activate" (500 `UNKNOWN_EXCEPTION`), and the step, the Draft order, the absence of
+/// "activate" (500 `UNKNOWN_EXCEPTION`), a life cycle type that names one (400
+/// `INVALID_INPUT`: Salesforce documents no row for it), and the step, the Draft order, the absence of
 /// Error outputs and of a running operation, each 403 `INVALID_INPUT`.
 const ACTIVATE: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
@@ -271,6 +275,7 @@ const ACTIVATE: &[Guard] = &[
     ),
     guard(R::CallerIsStoreMember, C::InsufficientAccessOrReadonly, 500),
     guard(R::OrderStatusIsActivate, C::UnknownException, 500),
+    guard(R::OrderLifeCycleTypeValid, C::InvalidInput, 400),
     guard(R::CartRow, C::InvalidOperation, 403),
     guard(R::SessionRow, C::InvalidOperation, 403),
     guard(R::SessionNotExpired, C::InvalidOperation, 403),
@@ -438,6 +443,7 @@ pub fn evaluate(
         R::EditValid => facts.edit_valid(),
         R::OrderNotActivated => facts.order_not_activated(),
         R::OrderStatusIsActivate => facts.order_status_is_activate(),
+        R::OrderLifeCycleTypeValid => facts.order_life_cycle_type_valid(),
         R::DraftOrderOnSession => facts.draft_order_on_session(),
         R::NoErrorOutputs => facts.no_error_outputs(),
         R::DeliveryMethodOffered => facts.delivery_method_offered(),
@@ -1000,6 +1006,25 @@ impl Facts<'_> {
                 ))
             }
             _ => Ok(()),
+        }
+    }
+
+    fn order_life_cycle_type_valid(&self) -> Result<(), String> {
+        let Command::ActivateOrder {
+            order_life_cycle_type: given,
+            ..
+        } = self.command
+        else {
+            return Ok(());
+        };
+        match chosen_life_cycle_type(given.as_deref()) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "orderLifeCycleType {:?} is neither {} nor {}",
+                given.as_deref().unwrap_or_default(),
+                OrderLifeCycleType::Unmanaged.as_str(),
+                OrderLifeCycleType::Managed.as_str()
+            )),
         }
     }
 

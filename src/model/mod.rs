@@ -545,6 +545,11 @@ pub struct BackgroundOperation {
     /// `TimeoutMs` is still read.
     #[serde(rename = "Timeout", alias = "TimeoutMs")]
     pub timeout_ms: u64,
+    /// The `orderLifeCycleType` the `activateOrderAction` call that created it chose, kept
+    /// here until the worker's activation writes it onto the order; no other operation has
+    /// one, so it is written only where set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_life_cycle_type: Option<OrderLifeCycleType>,
     /// Optimistic-concurrency version, bumped by every committed change.
     #[serde(default)]
     pub version: u64,
@@ -627,6 +632,41 @@ impl OrderStatus {
     }
 }
 
+/// Order.OrderLifeCycleType: whether Order Management processes the order (`MANAGED`) or an
+/// external system does (`UNMANAGED`), as `activateOrderAction`'s `orderLifeCycleType` input
+/// chose. cartflow has no Order Management, so an order is `UNMANAGED` unless the call said
+/// otherwise; a stored order written before the field existed reads as `UNMANAGED` too.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderLifeCycleType {
+    /// Processed by an external system (or not at all).
+    #[default]
+    Unmanaged,
+    /// Processed by Order Management.
+    Managed,
+}
+
+impl OrderLifeCycleType {
+    /// Both values, in the order the action's describe lists them.
+    pub const ALL: [OrderLifeCycleType; 2] =
+        [OrderLifeCycleType::Unmanaged, OrderLifeCycleType::Managed];
+
+    /// The Salesforce string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderLifeCycleType::Unmanaged => "UNMANAGED",
+            OrderLifeCycleType::Managed => "MANAGED",
+        }
+    }
+
+    /// The value an input names exactly (`UNMANAGED` or `MANAGED`), if it names one.
+    pub fn parse(text: &str) -> Option<OrderLifeCycleType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+}
+
 /// A line of an order, copied from a cart line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
@@ -699,6 +739,10 @@ pub struct Order {
     /// The OrderSummary made at activation.
     #[serde(default)]
     pub order_summary_id: Option<SfId>,
+    /// Who processes the order after activation: the `orderLifeCycleType` the activation
+    /// carried (`UNMANAGED` until then, and for orders stored before the field existed).
+    #[serde(default)]
+    pub order_life_cycle_type: OrderLifeCycleType,
     /// Optimistic-concurrency version, bumped by every committed change.
     #[serde(default)]
     pub version: u64,
@@ -724,6 +768,35 @@ mod tests {
         for status in OperationStatus::ALL {
             assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
         }
+    }
+
+    #[test]
+    fn life_cycle_types_serialize_as_salesforce_strings_and_parse_only_those() {
+        for kind in OrderLifeCycleType::ALL {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+            assert_eq!(OrderLifeCycleType::parse(kind.as_str()), Some(kind));
+        }
+        for other in ["", "managed", "Managed", " MANAGED", "UNMANAGED ", "NONE"] {
+            assert_eq!(OrderLifeCycleType::parse(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn an_order_stored_without_a_life_cycle_type_reads_as_unmanaged() {
+        let stored = serde_json::json!({
+            "Id": SfId::from_number(KeyPrefix::Order, 1).to_string(),
+            "CartId": SfId::from_number(KeyPrefix::WebCart, 1).to_string(),
+            "WebStoreId": SfId::from_number(KeyPrefix::WebStore, 1).to_string(),
+            "AccountId": SfId::from_number(KeyPrefix::Account, 1).to_string(),
+            "OwnerId": SfId::from_number(KeyPrefix::User, 1).to_string(),
+            "Status": "Activated",
+            "Items": [],
+            "CreatedDate": "2026-01-01T09:00:00Z",
+        });
+        let order: Order = serde_json::from_value(stored).unwrap();
+        assert_eq!(order.order_life_cycle_type, OrderLifeCycleType::Unmanaged);
+        let written = serde_json::to_value(&order).unwrap();
+        assert_eq!(written["OrderLifeCycleType"], "UNMANAGED");
     }
 
     #[test]
