@@ -231,7 +231,7 @@ impl Store for Counting {
     }
     delegate_store!(inner, before read => user, claimable_operations, expired_operations,
         operation_counts, cart, cart_items, cart_item, validation_output, session, sessions_of,
-        operation, operations_of, order, validation_outputs, history);
+        operation, operations_of, order, validation_outputs, history, owner_of);
     delegate_store!(inner => begin_keyed, keep_answer, release_key);
 }
 

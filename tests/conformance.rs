@@ -2280,6 +2280,8 @@ fn add_draft_order(data: &mut DataSet, session: SfId, cart: SampleCart) -> SfId 
         items: Vec::new(),
         deliver_to: None,
         delivery_method_id: None,
+        delivery_group: None,
+        payment_authorization: None,
         payment_authorization_id: None,
         authorized_amount: None,
         grand_total_amount: None,
@@ -2962,7 +2964,7 @@ impl Store for Faulty {
     }
     delegate_store!(inner => user, claimable_operations, expired_operations, cart, cart_items,
         cart_item, validation_output, session, sessions_of, operation, operations_of, order,
-        validation_outputs, history, begin_keyed, keep_answer, release_key, operation_counts);
+        validation_outputs, history, begin_keyed, keep_answer, release_key, operation_counts, owner_of);
 }
 
 fn engine_over(store: Faulty) -> Engine {

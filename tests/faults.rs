@@ -391,7 +391,7 @@ impl Store for PanicsOnFirstClaim {
     delegate_store!(inner => user, load, commit, claimable_operations, expired_operations,
         cart, cart_items, cart_item, validation_output, session, sessions_of, operation,
         operations_of, order, validation_outputs, history, begin_keyed, keep_answer, release_key,
-        operation_counts);
+        operation_counts, owner_of);
 }
 
 /// Locks `cart`'s Inventory step and starts its inventory check; returns the operation.

@@ -709,6 +709,7 @@ fn offered_options() -> Vec<DeliveryOption> {
     [("STD", "Standard", 5), ("EXP", "Express", 20)]
         .into_iter()
         .map(|(method, name, amount)| DeliveryOption {
+            id: None,
             delivery_method_id: method.into(),
             name: name.into(),
             amount: Decimal::from(amount),
@@ -1067,6 +1068,7 @@ fn seeded_order(
         items: items
             .iter()
             .map(|line| OrderItem {
+                id: None,
                 cart_item_id: line.id,
                 sku: line.sku.clone(),
                 product2_id: None,
@@ -1080,6 +1082,8 @@ fn seeded_order(
             .collect(),
         deliver_to: None,
         delivery_method_id: None,
+        delivery_group: None,
+        payment_authorization: None,
         payment_authorization_id: None,
         authorized_amount: None,
         grand_total_amount: None,

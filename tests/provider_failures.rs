@@ -260,8 +260,13 @@ impl Case {
 
 /// Whether applying `patch` would have changed the cart or a line.
 fn would_change(cart: &WebCart, items: &[CartItem], patch: &CartPatch) -> bool {
-    let new_line = || SfId::from_number(cartflow::model::KeyPrefix::CartItem, 9_999);
-    let update = apply_patch(cart, items, patch, None, &new_line).unwrap();
+    let mint = |kind| SfId::from_number(kind, 9_999);
+    let context = cartflow::integrations::PatchContext {
+        kind: None,
+        now: chrono::DateTime::UNIX_EPOCH,
+        new_id: &mint,
+    };
+    let update = apply_patch(cart, items, patch, &context).unwrap();
     let totals = [
         (update.total_product_amount, cart.total_product_amount),
         (update.total_adjustment_amount, cart.total_adjustment_amount),

@@ -821,7 +821,41 @@ fn cart_edits_and_a_whole_checkout_run_the_same_on_every_store() {
             priced.iter().all(|l| l.total_price.is_some()),
             "{name}: lines priced"
         );
+        held_records_are_found_by_id(&*store, &order, &priced, name);
     }
+}
+
+/// Every record held inside a line, the cart or the order is found through the store's
+/// index of holders, and an Id that holds nothing is not.
+fn held_records_are_found_by_id(
+    store: &dyn Store,
+    order: &cartflow::model::Order,
+    lines: &[cartflow::model::CartItem],
+    name: &str,
+) {
+    let taxes: Vec<_> = lines.iter().flat_map(|l| l.taxes.iter()).collect();
+    assert!(!taxes.is_empty(), "{name}: the lines were taxed");
+    for tax in taxes {
+        assert_eq!(
+            store.owner_of(&tax.id).unwrap(),
+            Some(tax.cart_item_id),
+            "{name}"
+        );
+    }
+    let held = order.child_ids();
+    assert_eq!(
+        held.len(),
+        order.items.len() + 2,
+        "{name}: items, group, authorisation"
+    );
+    for id in held {
+        assert_eq!(store.owner_of(&id).unwrap(), Some(order.id), "{name}");
+    }
+    let cart = store.cart(&order.cart_id).unwrap().unwrap();
+    for id in cart.child_ids() {
+        assert_eq!(store.owner_of(&id).unwrap(), Some(cart.id), "{name}");
+    }
+    assert_eq!(store.owner_of(&order.id).unwrap(), None, "{name}");
 }
 
 fn keyed(user: SfId, key: &str, fingerprint: &str) -> cartflow::store::KeyedRequest {

@@ -12,13 +12,14 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::engine::Input;
 use crate::error::CheckoutError;
-use crate::integrations::{CartPatch, IntegrationRequest, Provider, Verdict};
+use crate::integrations::{CartPatch, IntegrationRequest, PatchContext, Provider, Verdict};
+use crate::machine::amounts;
 use crate::machine::{
     Action, CartUpdate, CustomAction, Snapshot, StepOutcome, ValidationMessage, WorkerCommand,
 };
 use crate::model::{
-    BackgroundOperation, KeyPrefix, Level, Order, OrderItem, OrderLifeCycleType, OrderStatus,
-    ProviderKind, SfId, WebCart,
+    BackgroundOperation, CartDeliveryGroup, KeyPrefix, Level, Order, OrderDeliveryGroup, OrderItem,
+    OrderLifeCycleType, OrderStatus, ProviderKind, SfId, WebCart,
 };
 
 /// A payment provider's answer must authorise exactly the order's grand total: an
@@ -273,10 +274,15 @@ impl Engine {
             Duration::from_millis(self.config.heartbeat_ms.max(1)),
             &beat,
         );
-        let new_line_id = || self.ids.next_id(KeyPrefix::CartItem);
+        let new_id = |kind| self.ids.next_id(kind);
+        let ctx = PatchContext {
+            kind: op.provider_kind,
+            now: self.clock.now(),
+            new_id: &new_id,
+        };
         let applied = patch.map(|p| {
             authorizes_the_order(op, &p, order.as_ref())?;
-            crate::integrations::apply_patch(&cart, &items, &p, op.provider_kind, &new_line_id)
+            crate::integrations::apply_patch(&cart, &items, &p, &ctx)
         });
         Ok(match applied {
             None => (outcome, None),
@@ -311,8 +317,19 @@ impl Engine {
             };
             return Ok((StepOutcome::Failed(vec![message]), None, None));
         }
+        if !cart.delivery_options.is_empty() && amounts::delivery_fee(cart).is_none() {
+            let message = ValidationMessage {
+                level: Level::Error,
+                message: "The cart's delivery group has no delivery method: choose one of those \
+                          offered."
+                    .into(),
+                related_entity_id: Some(CartDeliveryGroup::id_of(&cart.id)),
+            };
+            return Ok((StepOutcome::Failed(vec![message]), None, None));
+        }
+        let order_id = self.ids.next_id(KeyPrefix::Order);
         let order = Order {
-            id: self.ids.next_id(KeyPrefix::Order),
+            id: order_id,
             cart_id: cart.id,
             web_store_id: cart.web_store_id,
             account_id: cart.account_id,
@@ -321,6 +338,7 @@ impl Engine {
             items: items
                 .iter()
                 .map(|line| OrderItem {
+                    id: Some(self.ids.next_id(KeyPrefix::OrderItem)),
                     cart_item_id: line.id,
                     sku: line.sku.clone(),
                     product2_id: line.product2_id.clone(),
@@ -334,6 +352,12 @@ impl Engine {
                 .collect(),
             deliver_to: cart.deliver_to.clone(),
             delivery_method_id: cart.delivery_method_id.clone(),
+            delivery_group: Some(OrderDeliveryGroup::from_cart(
+                self.ids.next_id(KeyPrefix::OrderDeliveryGroup),
+                order_id,
+                cart,
+            )),
+            payment_authorization: None,
             payment_authorization_id: cart.payment_authorization_id.clone(),
             authorized_amount: cart.authorized_amount,
             grand_total_amount: cart.grand_total_amount,

@@ -15,7 +15,11 @@ use super::{AppState, api_version, authenticate, blocking, parse_json, read_body
 use crate::engine::Engine;
 use crate::error::{CheckoutError, StoreError};
 use crate::machine::{CheckoutDetails, Command};
-use crate::model::{Address, KeyPrefix, SfId, User};
+use crate::model::{
+    Address, CartDeliveryGroup, CartDeliveryGroupMethod, CartItem, KeyPrefix, Order, OrderItem,
+    SfId, User,
+};
+use crate::store::Store;
 
 /// The objects the facade serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,16 +30,28 @@ enum Object {
     CartItem,
     CartValidationOutput,
     Order,
+    CartDeliveryGroup,
+    CartDeliveryGroupMethod,
+    CartTax,
+    OrderItem,
+    OrderDeliveryGroup,
+    PaymentAuthorization,
 }
 
 impl Object {
-    const ALL: [Object; 6] = [
+    const ALL: [Object; 12] = [
         Object::CartCheckoutSession,
         Object::BackgroundOperation,
         Object::WebCart,
         Object::CartItem,
         Object::CartValidationOutput,
         Object::Order,
+        Object::CartDeliveryGroup,
+        Object::CartDeliveryGroupMethod,
+        Object::CartTax,
+        Object::OrderItem,
+        Object::OrderDeliveryGroup,
+        Object::PaymentAuthorization,
     ];
 
     fn kind(self) -> KeyPrefix {
@@ -46,6 +62,12 @@ impl Object {
             Object::CartItem => KeyPrefix::CartItem,
             Object::CartValidationOutput => KeyPrefix::CartValidationOutput,
             Object::Order => KeyPrefix::Order,
+            Object::CartDeliveryGroup => KeyPrefix::CartDeliveryGroup,
+            Object::CartDeliveryGroupMethod => KeyPrefix::CartDeliveryGroupMethod,
+            Object::CartTax => KeyPrefix::CartTax,
+            Object::OrderItem => KeyPrefix::OrderItem,
+            Object::OrderDeliveryGroup => KeyPrefix::OrderDeliveryGroup,
+            Object::PaymentAuthorization => KeyPrefix::PaymentAuthorization,
         }
     }
 
@@ -65,15 +87,21 @@ impl Object {
         match self {
             Object::CartCheckoutSession => &["State"],
             Object::WebCart => &["DeliverTo", "DeliveryMethodId", "PaymentToken"],
+            Object::CartDeliveryGroup => &GROUP_FIELDS,
             _ => &[],
         }
     }
 }
 
-/// A record in Salesforce's shape: its fields plus `attributes: {type, url}`.
-fn record_json(object: Object, version: &str, id: &SfId, record: &impl Serialize) -> Value {
-    with_attributes(object, version, id, to_value(record))
-}
+/// The fields of a cart's delivery group a PATCH may set: its address, and the method.
+const GROUP_FIELDS: [&str; 6] = [
+    "DeliverToStreet",
+    "DeliverToCity",
+    "DeliverToState",
+    "DeliverToPostalCode",
+    "DeliverToCountry",
+    "DeliveryMethodId",
+];
 
 fn with_attributes(object: Object, version: &str, id: &SfId, mut value: Value) -> Value {
     if let Value::Object(fields) = &mut value {
@@ -112,28 +140,91 @@ fn locate(
     version: &str,
     id: &SfId,
 ) -> Result<Option<(Value, SfId)>, StoreError> {
-    let store = engine.store();
-    let found =
-        |record: Value, cart: SfId| Some((with_attributes(object, version, id, record), cart));
+    let found = find(engine.store().as_ref(), object, id)?;
+    Ok(found.map(|(record, cart)| (with_attributes(object, version, id, record), cart)))
+}
+
+/// A record's fields and its cart.
+fn find(store: &dyn Store, object: Object, id: &SfId) -> Result<Option<(Value, SfId)>, StoreError> {
+    let with = |record: Value, cart: SfId| Some((record, cart));
     Ok(match object {
         Object::CartCheckoutSession => store
             .session(id)?
-            .and_then(|s| found(to_value(&s), s.web_cart_id)),
+            .and_then(|s| with(to_value(&s), s.web_cart_id)),
         Object::BackgroundOperation => store
             .operation(id)?
-            .and_then(|o| found(to_value(&o), o.cart_id)),
+            .and_then(|o| with(to_value(&o), o.cart_id)),
         // The payment token is write-only: readers get `PaymentTokenSet` instead.
-        Object::WebCart => store.cart(id)?.and_then(|c| found(c.shown(), c.id)),
-        Object::Order => store
-            .order(id)?
-            .and_then(|o| found(to_value(&o), o.cart_id)),
+        Object::WebCart => store.cart(id)?.and_then(|c| with(c.shown(), c.id)),
+        Object::Order => store.order(id)?.and_then(|o| with(to_value(&o), o.cart_id)),
         Object::CartItem => store
             .cart_item(id)?
-            .and_then(|l| found(to_value(&l), l.cart_id)),
+            .and_then(|l| with(line_json(&l), l.cart_id)),
         Object::CartValidationOutput => store
             .validation_output(id)?
-            .and_then(|o| found(to_value(&o), o.cart_id)),
+            .and_then(|o| with(to_value(&o), o.cart_id)),
+        Object::CartDeliveryGroup => store
+            .cart(&CartDeliveryGroup::cart_of(id))?
+            .and_then(|c| with(to_value(&CartDeliveryGroup::of(&c)), c.id)),
+        _ => find_held(store, object, id)?,
     })
+}
+
+/// A record held inside another (found through the store's index of holders).
+fn find_held(
+    store: &dyn Store,
+    object: Object,
+    id: &SfId,
+) -> Result<Option<(Value, SfId)>, StoreError> {
+    let Some(holder) = store.owner_of(id)? else {
+        return Ok(None);
+    };
+    Ok(match object {
+        Object::CartDeliveryGroupMethod => store.cart(&holder)?.and_then(|cart| {
+            let method = CartDeliveryGroupMethod::of(&cart)
+                .into_iter()
+                .find(|m| m.id == *id)?;
+            Some((to_value(&method), cart.id))
+        }),
+        Object::CartTax => store.cart_item(&holder)?.and_then(|line| {
+            let tax = line.taxes.iter().find(|t| t.id == *id)?;
+            Some((to_value(tax), line.cart_id))
+        }),
+        Object::OrderItem => store.order(&holder)?.and_then(|order| {
+            let item = order.items.iter().find(|i| i.id == Some(*id))?;
+            Some((order_item_json(&order, item), order.cart_id))
+        }),
+        Object::OrderDeliveryGroup => store.order(&holder)?.and_then(|order| {
+            let group = order.delivery_group.as_ref().filter(|g| g.id == *id)?;
+            Some((to_value(group), order.cart_id))
+        }),
+        Object::PaymentAuthorization => store.order(&holder)?.and_then(|order| {
+            let authorization = order
+                .payment_authorization
+                .as_ref()
+                .filter(|a| a.id == *id)?;
+            Some((to_value(authorization), order.cart_id))
+        }),
+        _ => None,
+    })
+}
+
+/// A cart line's fields; its CartTax rows are records of their own.
+fn line_json(line: &CartItem) -> Value {
+    let mut value = to_value(line);
+    if let Value::Object(fields) = &mut value {
+        fields.remove("CartTaxes");
+    }
+    value
+}
+
+/// An order item's fields, with the order it belongs to.
+fn order_item_json(order: &Order, item: &OrderItem) -> Value {
+    let mut value = to_value(item);
+    if let Value::Object(fields) = &mut value {
+        fields.insert("OrderId".into(), Value::String(order.id.to_string()));
+    }
+    value
 }
 
 fn to_value(record: &impl Serialize) -> Value {
@@ -162,8 +253,11 @@ pub(super) async fn read(
     Ok(json_response(StatusCode::OK, &record))
 }
 
-/// `GET .../sobjects/WebCart/{Id}/CartItems` and `.../CartValidationOutputs`: a query
-/// result, `{"totalSize", "done": true, "records"}`.
+/// `GET .../sobjects/{Object}/{Id}/{Relationship}`: a record's related list, as a query
+/// result `{"totalSize", "done": true, "records"}`. A cart lists its CartItems,
+/// CartValidationOutputs, CartDeliveryGroups, CartDeliveryGroupMethods and CartTaxes; a
+/// delivery group its CartDeliveryGroupMethods; a cart line its CartTaxes; an order its
+/// OrderItems and OrderDeliveryGroups.
 pub(super) async fn related(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -171,30 +265,22 @@ pub(super) async fn related(
 ) -> Result<Response, SfError> {
     let user = authenticate(&state, &headers).await?;
     let Path((version, object, id, relationship)) = path.map_err(|_| SfError::not_found())?;
-    let (version, object, cart_id) = target((version, object, id))?;
-    let child = match (object, relationship.to_ascii_lowercase().as_str()) {
-        (Object::WebCart, "cartitems") => Object::CartItem,
-        (Object::WebCart, "cartvalidationoutputs") => Object::CartValidationOutput,
-        _ => return Err(SfError::not_found()),
-    };
+    let (version, object, parent) = target((version, object, id))?;
+    let child = relation(object, &relationship).ok_or_else(SfError::not_found)?;
     let engine = state.0.engine.clone();
     let records = blocking(move || -> Result<Option<Vec<Value>>, StoreError> {
-        if !can_read(&engine, &user, &cart_id)? {
-            return Ok(None);
+        let store = engine.store().as_ref();
+        match find(store, object, &parent)? {
+            Some((_, cart)) if can_read(&engine, &user, &cart)? => {}
+            _ => return Ok(None),
         }
-        let store = engine.store();
-        Ok(Some(match child {
-            Object::CartItem => store
-                .cart_items(&cart_id)?
-                .iter()
-                .map(|item| record_json(child, &version, &item.id, item))
+        let children = children(store, object, &parent, child)?;
+        Ok(Some(
+            children
+                .into_iter()
+                .map(|(id, record)| with_attributes(child, &version, &id, record))
                 .collect(),
-            _ => store
-                .validation_outputs(&cart_id)?
-                .iter()
-                .map(|output| record_json(child, &version, &output.id, output))
-                .collect(),
-        }))
+        ))
     })
     .await?
     .map_err(|e| SfError::internal(&e))?
@@ -205,12 +291,101 @@ pub(super) async fn related(
     ))
 }
 
+/// The object of the related list `relationship` of an `object` record (names match
+/// case-insensitively).
+fn relation(object: Object, relationship: &str) -> Option<Object> {
+    let relationship = relationship.to_ascii_lowercase();
+    Some(match (object, relationship.as_str()) {
+        (Object::WebCart, "cartitems") => Object::CartItem,
+        (Object::WebCart, "cartvalidationoutputs") => Object::CartValidationOutput,
+        (Object::WebCart, "cartdeliverygroups") => Object::CartDeliveryGroup,
+        (Object::WebCart | Object::CartDeliveryGroup, "cartdeliverygroupmethods") => {
+            Object::CartDeliveryGroupMethod
+        }
+        (Object::WebCart | Object::CartItem, "carttaxes") => Object::CartTax,
+        (Object::Order, "orderitems") => Object::OrderItem,
+        (Object::Order, "orderdeliverygroups") => Object::OrderDeliveryGroup,
+        _ => return None,
+    })
+}
+
+/// The `child` records of the `object` record `parent`, each with its Id.
+fn children(
+    store: &dyn Store,
+    object: Object,
+    parent: &SfId,
+    child: Object,
+) -> Result<Vec<(SfId, Value)>, StoreError> {
+    let cart_id = match object {
+        Object::CartDeliveryGroup => CartDeliveryGroup::cart_of(parent),
+        _ => *parent,
+    };
+    let lines = || -> Result<Vec<CartItem>, StoreError> {
+        match object {
+            Object::CartItem => Ok(store.cart_item(parent)?.into_iter().collect()),
+            _ => store.cart_items(&cart_id),
+        }
+    };
+    Ok(match child {
+        Object::CartItem => lines()?.iter().map(|l| (l.id, line_json(l))).collect(),
+        Object::CartValidationOutput => store
+            .validation_outputs(&cart_id)?
+            .iter()
+            .map(|o| (o.id, to_value(o)))
+            .collect(),
+        Object::CartDeliveryGroup | Object::CartDeliveryGroupMethod => {
+            let Some(cart) = store.cart(&cart_id)? else {
+                return Ok(Vec::new());
+            };
+            if child == Object::CartDeliveryGroup {
+                let group = CartDeliveryGroup::of(&cart);
+                vec![(group.id, to_value(&group))]
+            } else {
+                let methods = CartDeliveryGroupMethod::of(&cart);
+                methods.iter().map(|m| (m.id, to_value(m))).collect()
+            }
+        }
+        Object::CartTax => lines()?
+            .iter()
+            .flat_map(|l| l.taxes.iter().map(|t| (t.id, to_value(t))))
+            .collect(),
+        _ => order_children(store, parent, child)?,
+    })
+}
+
+/// An order's items or delivery groups, each with its Id.
+fn order_children(
+    store: &dyn Store,
+    order_id: &SfId,
+    child: Object,
+) -> Result<Vec<(SfId, Value)>, StoreError> {
+    let Some(order) = store.order(order_id)? else {
+        return Ok(Vec::new());
+    };
+    Ok(match child {
+        Object::OrderItem => order
+            .items
+            .iter()
+            .filter_map(|item| Some((item.id?, order_item_json(&order, item))))
+            .collect(),
+        Object::OrderDeliveryGroup => order
+            .delivery_group
+            .iter()
+            .map(|g| (g.id, to_value(g)))
+            .collect(),
+        _ => Vec::new(),
+    })
+}
+
 /// What a PATCH asks for, once its fields are checked.
 enum Update {
     /// A screen step: the session's new State.
     Advance(String),
     /// A screen's input onto the cart.
     Details(CheckoutDetails),
+    /// A screen's input onto the cart's delivery group: address fields (merged into the
+    /// address the cart has) and the method.
+    Group(GroupUpdate),
     /// No field: nothing changes.
     Nothing,
 }
@@ -263,6 +438,14 @@ async fn apply_update(
                     cart_id: id.to_string(),
                     details,
                 },
+                Update::Group(group) => {
+                    let cart_id = CartDeliveryGroup::cart_of(&id);
+                    let current = engine.store().cart(&cart_id)?.and_then(|c| c.deliver_to);
+                    Command::SetDetails {
+                        cart_id: cart_id.to_string(),
+                        details: group.onto(current),
+                    }
+                }
             };
             Ok(Some(engine.execute(&actor, command).map(|_| ())))
         },
@@ -332,6 +515,14 @@ fn parse_update(object: Object, body: Value) -> Result<Update, SfError> {
     }
     Ok(match object {
         Object::CartCheckoutSession => Update::Advance(text("State")?.unwrap_or_default()),
+        Object::CartDeliveryGroup => Update::Group(GroupUpdate {
+            street: text("DeliverToStreet")?,
+            city: text("DeliverToCity")?,
+            state: text("DeliverToState")?,
+            postal_code: text("DeliverToPostalCode")?,
+            country: text("DeliverToCountry")?,
+            delivery_method_id: text("DeliveryMethodId")?,
+        }),
         _ => {
             let deliver_to = match given.get("DeliverTo") {
                 None => None,
@@ -344,6 +535,51 @@ fn parse_update(object: Object, body: Value) -> Result<Update, SfError> {
             })
         }
     })
+}
+
+/// The fields a PATCH of a delivery group gives.
+struct GroupUpdate {
+    street: Option<String>,
+    city: Option<String>,
+    state: Option<String>,
+    postal_code: Option<String>,
+    country: Option<String>,
+    delivery_method_id: Option<String>,
+}
+
+impl GroupUpdate {
+    /// The buyer's input: the given address fields over the cart's `current` address (an
+    /// address only when a field of it is given), and the method.
+    fn onto(self, current: Option<Address>) -> CheckoutDetails {
+        let given = [
+            &self.street,
+            &self.city,
+            &self.state,
+            &self.postal_code,
+            &self.country,
+        ];
+        let deliver_to = given.iter().any(|f| f.is_some()).then(|| {
+            let mut address = current.unwrap_or_default();
+            let set = |field: &mut String, value: Option<String>| {
+                if let Some(value) = value {
+                    *field = value;
+                }
+            };
+            set(&mut address.street, self.street);
+            set(&mut address.city, self.city);
+            set(&mut address.postal_code, self.postal_code);
+            set(&mut address.country_code, self.country);
+            if self.state.is_some() {
+                address.state_code = self.state;
+            }
+            address
+        });
+        CheckoutDetails {
+            deliver_to,
+            delivery_method_id: self.delivery_method_id,
+            payment_token: None,
+        }
+    }
 }
 
 fn address(value: &Value) -> Result<Address, SfError> {

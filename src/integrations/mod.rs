@@ -25,7 +25,11 @@ pub use tax::{TaxRate, TaxTable};
 use rust_decimal::Decimal;
 
 use crate::machine::{CartUpdate, Template, ValidationMessage, amounts};
-use crate::model::{CartItem, DeliveryOption, Order, ProviderKind, SfId, WebCart};
+use chrono::{DateTime, Utc};
+
+use crate::model::{
+    CartItem, CartTax, DeliveryOption, KeyPrefix, Order, ProviderKind, SfId, TaxType, WebCart,
+};
 
 /// What a provider is asked to check: the operation and the cart as it stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -67,6 +71,10 @@ pub struct ItemAmounts {
     pub adjustment_amount: Option<Decimal>,
     /// Tax on the line.
     pub tax_amount: Option<Decimal>,
+    /// The rate the tax was computed at (a fraction), for the line's CartTax row.
+    pub tax_rate: Option<Decimal>,
+    /// The tax's name, for the line's CartTax row (`Tax` when absent).
+    pub tax_name: Option<String>,
 }
 
 impl ItemAmounts {
@@ -79,8 +87,21 @@ impl ItemAmounts {
             total_price: None,
             adjustment_amount: None,
             tax_amount: None,
+            tax_rate: None,
+            tax_name: None,
         }
     }
+}
+
+/// What applying a provider's answer needs besides the answer: who answered, when, and where
+/// new record Ids come from.
+pub struct PatchContext<'a> {
+    /// The kind of provider that answered (`None` for the engine's own work).
+    pub kind: Option<ProviderKind>,
+    /// When the answer is applied (the CartTax rows' TaxCalculationDate).
+    pub now: DateTime<Utc>,
+    /// Mints the Id of a new record of a kind (a charge line, an offered method, a tax row).
+    pub new_id: &'a dyn Fn(KeyPrefix) -> SfId,
 }
 
 /// What a passed provider computed. The engine applies it to the lines the provider saw and
@@ -102,19 +123,20 @@ pub struct CartPatch {
 
 /// Applies a provider's patch to the lines it saw, and totals the cart from every line
 /// ([`total_cart`](crate::machine::amounts::total_cart)). A tax provider's answer replaces
-/// every line's tax, charge lines included: a line it leaves out has no tax. New delivery
-/// options keep or drop the buyer's choice and its charge line (a new charge line takes its
-/// Id from `new_line_id`). A patch naming a line the cart does not have is a provider error.
+/// every line's tax, charge lines included: a line it leaves out has no tax, a line it taxes
+/// has one CartTax row. New delivery options replace the offered ones (each a new
+/// CartDeliveryGroupMethod record) and keep or drop the buyer's choice and its charge line.
+/// A patch naming a line the cart does not have is a provider error.
 pub fn apply_patch(
     cart: &WebCart,
     items: &[CartItem],
     patch: &CartPatch,
-    kind: Option<ProviderKind>,
-    new_line_id: &dyn Fn() -> SfId,
+    ctx: &PatchContext<'_>,
 ) -> Result<CartUpdate, ProviderError> {
     let mut lines: Vec<CartItem> = items.to_vec();
-    if kind == Some(ProviderKind::Tax) {
-        lines.iter_mut().for_each(|line| line.tax_amount = None);
+    let taxes = ctx.kind == Some(ProviderKind::Tax);
+    if taxes {
+        lines.iter_mut().for_each(CartItem::clear_tax);
     }
     for amounts in &patch.items {
         let Some(line) = lines.iter_mut().find(|l| l.id == amounts.item_id) else {
@@ -133,15 +155,25 @@ pub fn apply_patch(
         set(&mut line.total_price, amounts.total_price);
         set(&mut line.adjustment_amount, amounts.adjustment_amount);
         set(&mut line.tax_amount, amounts.tax_amount);
+        if taxes && let Some(amount) = amounts.tax_amount {
+            line.taxes = vec![tax_row(line.id, amount, amounts, ctx)];
+        }
     }
     let mut totalled = cart.clone();
     let mut removed_items = Vec::new();
     if let Some(options) = &patch.delivery_options {
-        totalled.delivery_options = options.clone();
+        totalled.delivery_options = options
+            .iter()
+            .map(|option| DeliveryOption {
+                id: Some((ctx.new_id)(KeyPrefix::CartDeliveryGroupMethod)),
+                ..option.clone()
+            })
+            .collect();
         if amounts::delivery_fee(&totalled).is_none() {
             totalled.delivery_method_id = None;
         }
-        removed_items = amounts::sync_charge_line(&totalled, &mut lines, new_line_id);
+        removed_items =
+            amounts::sync_charge_line(&totalled, &mut lines, || (ctx.new_id)(KeyPrefix::CartItem));
     }
     amounts::total_cart(&mut totalled, &lines).map_err(|e| ProviderError(e.to_string()))?;
     Ok(CartUpdate {
@@ -150,7 +182,10 @@ pub fn apply_patch(
             .filter(|line| !items.contains(line))
             .collect(),
         removed_items,
-        delivery_options: patch.delivery_options.clone(),
+        delivery_options: patch
+            .delivery_options
+            .as_ref()
+            .map(|_| totalled.delivery_options.clone()),
         delivery_method_id: totalled.delivery_method_id.clone(),
         payment_authorization_id: patch.payment_authorization_id.clone(),
         authorized_amount: patch.authorized_amount,
@@ -160,6 +195,19 @@ pub fn apply_patch(
         total_tax_amount: totalled.total_tax_amount,
         grand_total_amount: totalled.grand_total_amount,
     })
+}
+
+/// The CartTax row of a line taxed `amount` by a tax answer.
+fn tax_row(line: SfId, amount: Decimal, given: &ItemAmounts, ctx: &PatchContext<'_>) -> CartTax {
+    CartTax {
+        id: (ctx.new_id)(KeyPrefix::CartTax),
+        cart_item_id: line,
+        amount,
+        tax_rate: given.tax_rate,
+        name: given.tax_name.clone().unwrap_or_else(|| "Tax".to_owned()),
+        tax_type: TaxType::Estimated,
+        tax_calculation_date: ctx.now,
+    }
 }
 
 /// A provider could not do its job (the platform's "exception thrown by a provider"):
@@ -528,19 +576,29 @@ mod patch_tests {
                 .collect(),
             ..CartPatch::default()
         };
-        let update = apply_patch(&cart, &lines, &patch, None, &no_new_line).unwrap();
+        let update = apply_patch(&cart, &lines, &patch, &context(None)).unwrap();
         assert_eq!(update.total_product_amount, Some(Decimal::new(2100, 2)));
         assert_eq!(update.total_adjustment_amount, Some(Decimal::new(-100, 2)));
         assert_eq!(update.grand_total_amount, Some(Decimal::new(2000, 2)));
         assert_eq!(update.items.len(), 2);
     }
 
-    fn no_new_line() -> SfId {
-        unreachable!("no charge line is made")
+    /// Mints Ids numbered from 50 within their kind.
+    fn mint(kind: KeyPrefix) -> SfId {
+        SfId::from_number(kind, 50)
+    }
+
+    fn context(kind: Option<ProviderKind>) -> PatchContext<'static> {
+        PatchContext {
+            kind,
+            now: chrono::DateTime::UNIX_EPOCH,
+            new_id: &mint,
+        }
     }
 
     fn option(id: &str, amount: i64) -> DeliveryOption {
         DeliveryOption {
+            id: None,
             delivery_method_id: id.into(),
             name: id.into(),
             amount: Decimal::new(amount, 2),
@@ -551,7 +609,7 @@ mod patch_tests {
     fn new_options_keep_a_choice_still_offered_and_drop_one_that_is_not() {
         let (mut cart, lines) = cart_and_lines();
         cart.delivery_method_id = Some("GROUND".into());
-        let charge_id = SfId::from_number(KeyPrefix::CartItem, 50);
+        let charge_id = mint(KeyPrefix::CartItem);
         let offering = |options| CartPatch {
             delivery_options: Some(options),
             ..CartPatch::default()
@@ -560,10 +618,14 @@ mod patch_tests {
             &cart,
             &lines,
             &offering(vec![option("GROUND", 990)]),
-            Some(ProviderKind::Shipment),
-            &|| charge_id,
+            &context(Some(ProviderKind::Shipment)),
         )
         .unwrap();
+        let offered = kept.delivery_options.as_ref().unwrap();
+        assert_eq!(
+            offered[0].id,
+            Some(mint(KeyPrefix::CartDeliveryGroupMethod))
+        );
         assert_eq!(kept.delivery_method_id.as_deref(), Some("GROUND"));
         assert_eq!(kept.total_charge_amount, Some(Decimal::new(990, 2)));
         let charge = kept.items.iter().find(|l| l.id == charge_id).unwrap();
@@ -575,8 +637,7 @@ mod patch_tests {
             &cart,
             &with_charge,
             &offering(vec![option("FREIGHT", 6000)]),
-            Some(ProviderKind::Shipment),
-            &no_new_line,
+            &context(Some(ProviderKind::Shipment)),
         )
         .unwrap();
         assert_eq!(dropped.delivery_method_id, None);
@@ -598,10 +659,15 @@ mod patch_tests {
             }],
             ..CartPatch::default()
         };
-        let update =
-            apply_patch(&cart, &lines, &patch, Some(ProviderKind::Tax), &no_new_line).unwrap();
+        let update = apply_patch(&cart, &lines, &patch, &context(Some(ProviderKind::Tax))).unwrap();
         assert_eq!(update.total_tax_amount, Some(Decimal::new(50, 2)));
         assert_eq!(update.items[1].tax_amount, None);
+        assert!(update.items[1].taxes.is_empty());
+        let row = &update.items[0].taxes;
+        assert_eq!(row.len(), 1);
+        assert_eq!(row[0].id, mint(KeyPrefix::CartTax));
+        assert_eq!(row[0].amount, Decimal::new(50, 2));
+        assert_eq!(row[0].cart_item_id, lines[0].id);
     }
 
     #[test]
@@ -617,7 +683,7 @@ mod patch_tests {
                 .collect(),
             ..CartPatch::default()
         };
-        assert!(apply_patch(&cart, &lines, &patch, None, &no_new_line).is_err());
+        assert!(apply_patch(&cart, &lines, &patch, &context(None)).is_err());
     }
 
     #[test]
@@ -627,7 +693,7 @@ mod patch_tests {
             items: vec![ItemAmounts::of(SfId::from_number(KeyPrefix::CartItem, 99))],
             ..CartPatch::default()
         };
-        assert!(apply_patch(&cart, &lines, &patch, None, &no_new_line).is_err());
+        assert!(apply_patch(&cart, &lines, &patch, &context(None)).is_err());
     }
 }
 

@@ -174,6 +174,8 @@ mod tests {
             items: Vec::new(),
             deliver_to: None,
             delivery_method_id: None,
+            delivery_group: None,
+            payment_authorization: None,
             payment_authorization_id: None,
             authorized_amount: None,
             order_life_cycle_type: Default::default(),

@@ -260,6 +260,7 @@ impl ShipmentProvider for ShippingRates {
             };
             match method.price_for(*measure) {
                 Some(price) => options.push(DeliveryOption {
+                    id: None,
                     delivery_method_id: method.id.clone(),
                     name: method.name.clone(),
                     amount: price,

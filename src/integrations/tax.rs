@@ -111,6 +111,9 @@ impl TaxTable {
     }
 }
 
+/// The name of the taxes the tax table computes (their CartTax rows' Name).
+pub const SALES_TAX: &str = "Sales Tax";
+
 impl TaxProvider for TaxTable {
     fn calculate_taxes(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
         self.validate()?;
@@ -168,6 +171,8 @@ impl TaxProvider for TaxTable {
             match tax {
                 Some(tax) => patch.items.push(ItemAmounts {
                     tax_amount: Some(tax),
+                    tax_rate: Some(rate),
+                    tax_name: Some(SALES_TAX.to_owned()),
                     ..ItemAmounts::of(item.id)
                 }),
                 None => problems.push(problem(

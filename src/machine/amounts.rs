@@ -113,7 +113,7 @@ fn price_charge(line: &mut CartItem, fee: Decimal) {
     line.sales_price = Some(fee);
     line.total_price = Some(fee);
     line.adjustment_amount = None;
-    line.tax_amount = None;
+    line.clear_tax();
 }
 
 #[cfg(test)]
@@ -136,11 +136,13 @@ mod tests {
         );
         cart.delivery_options = vec![
             DeliveryOption {
+                id: None,
                 delivery_method_id: "GROUND".into(),
                 name: "Ground".into(),
                 amount: d("19.90"),
             },
             DeliveryOption {
+                id: None,
                 delivery_method_id: "FREIGHT".into(),
                 name: "Freight".into(),
                 amount: d("60.00"),

@@ -15,9 +15,9 @@ use crate::machine::{
     TransitionTable, ValidationMessage, WorkerCommand, amounts,
 };
 use crate::model::{
-    BackgroundOperation, CartCheckoutSession, CartStatus, CartValidationOutput, KeyPrefix, Level,
-    OperationStatus, Order, OrderLifeCycleType, OutputType, ProviderKind, SessionState, SfId,
-    WebCart, clip_message,
+    BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput,
+    KeyPrefix, Level, OperationStatus, Order, OrderLifeCycleType, OutputType, ProviderKind,
+    SessionState, SfId, WebCart, clip_message,
 };
 
 /// The buyer's message for a step that failed by a system error rather than a check.
@@ -295,7 +295,7 @@ fn drop_results_of(
     template: &crate::machine::Template,
     input: StepInput,
     cart: &mut WebCart,
-    lines: &mut [crate::model::CartItem],
+    lines: &mut [CartItem],
 ) {
     use crate::machine::Action as A;
     for step in template
@@ -305,7 +305,7 @@ fn drop_results_of(
     {
         match step.kind {
             StepKind::Async(A::CalcCartShipment) => cart.delivery_options.clear(),
-            StepKind::Async(A::CalcCartTaxes) => lines.iter_mut().for_each(|l| l.tax_amount = None),
+            StepKind::Async(A::CalcCartTaxes) => lines.iter_mut().for_each(CartItem::clear_tax),
             StepKind::Async(A::PriceCart) => lines.iter_mut().for_each(|l| {
                 if l.item_type == crate::model::CartItemType::Product {
                     l.list_price = None;
@@ -731,7 +731,7 @@ impl<'a> Plan<'a> {
             line.sales_price = None;
             line.total_price = None;
             line.adjustment_amount = None;
-            line.tax_amount = None;
+            line.clear_tax();
             line
         };
         match edit {
@@ -1005,6 +1005,7 @@ impl<'a> Plan<'a> {
         })?;
         if let Some(update) = update {
             self.apply_cart_update(update)?;
+            self.record_authorization(update)?;
         }
         if let Some(order) = order {
             if order.cart_id != op.cart_id {
@@ -1014,6 +1015,37 @@ impl<'a> Plan<'a> {
             let order_id = order.id;
             self.edit_session(|s| s.order_id = Some(order_id))?;
         }
+        Ok(())
+    }
+
+    /// A passed payment step's authorisation, recorded on the session's Draft order as its
+    /// PaymentAuthorization (the engine accepted it only for the order's grand total).
+    fn record_authorization(
+        &mut self,
+        update: &crate::machine::CartUpdate,
+    ) -> Result<(), CheckoutError> {
+        let (Some(reference), Some(amount)) =
+            (&update.payment_authorization_id, update.authorized_amount)
+        else {
+            return Ok(());
+        };
+        let Some(order) = self.snapshot.order.as_ref() else {
+            return Err(CheckoutError::Stale(
+                "an authorisation with no order to pay".into(),
+            ));
+        };
+        let mut order = order.clone();
+        order.payment_authorization = Some(crate::model::PaymentAuthorization {
+            id: self.ctx.ids.next_id(KeyPrefix::PaymentAuthorization),
+            account_id: order.account_id,
+            amount,
+            status: crate::model::AuthorizationStatus::Processed,
+            gateway_ref_number: reference.clone(),
+            date: self.ctx.now,
+        });
+        order.payment_authorization_id = Some(reference.clone());
+        order.authorized_amount = Some(amount);
+        self.orders.push(order);
         Ok(())
     }
 
@@ -1651,6 +1683,8 @@ mod tests {
                         items: Vec::new(),
                         deliver_to: None,
                         delivery_method_id: None,
+                        delivery_group: None,
+                        payment_authorization: None,
                         payment_authorization_id: None,
                         authorized_amount: None,
                         grand_total_amount: None,

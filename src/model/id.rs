@@ -94,6 +94,18 @@ impl SfId {
         SfId(id)
     }
 
+    /// The ID with the same record part under the key prefix of `kind`: how a record that
+    /// exists exactly once per another (a cart's delivery group) is named after it.
+    pub fn rekeyed(&self, kind: KeyPrefix) -> SfId {
+        let mut fifteen = [0u8; 15];
+        fifteen.copy_from_slice(&self.0[..15]);
+        fifteen[..3].copy_from_slice(kind.prefix().as_bytes());
+        let mut id = [0u8; 18];
+        id[..15].copy_from_slice(&fifteen);
+        id[15..].copy_from_slice(&checksum(&fifteen));
+        SfId(id)
+    }
+
     /// The 18-character form.
     pub fn as_str(&self) -> &str {
         // Only ASCII bytes are ever stored.
@@ -191,11 +203,24 @@ pub enum KeyPrefix {
     Order,
     /// `OrderSummary`, prefix `1Os`.
     OrderSummary,
+    /// `CartDeliveryGroup`, prefix `0aB`: a cart's one delivery group, whose Id is the
+    /// cart's under this prefix.
+    CartDeliveryGroup,
+    /// `CartDeliveryGroupMethod`, prefix `2Cm`: a delivery option offered for the group.
+    CartDeliveryGroupMethod,
+    /// `CartTax`, prefix `0aT`: a tax on one cart line.
+    CartTax,
+    /// `OrderItem`, prefix `802`.
+    OrderItem,
+    /// `OrderDeliveryGroup`, prefix `2dg`: where an order ships, and how.
+    OrderDeliveryGroup,
+    /// `PaymentAuthorization`, prefix `0Xc`: the authorisation of an order's payment.
+    PaymentAuthorization,
 }
 
 impl KeyPrefix {
     /// Every kind, in declaration order.
-    pub const ALL: [KeyPrefix; 10] = [
+    pub const ALL: [KeyPrefix; 16] = [
         KeyPrefix::Account,
         KeyPrefix::User,
         KeyPrefix::WebStore,
@@ -206,6 +231,12 @@ impl KeyPrefix {
         KeyPrefix::CartValidationOutput,
         KeyPrefix::Order,
         KeyPrefix::OrderSummary,
+        KeyPrefix::CartDeliveryGroup,
+        KeyPrefix::CartDeliveryGroupMethod,
+        KeyPrefix::CartTax,
+        KeyPrefix::OrderItem,
+        KeyPrefix::OrderDeliveryGroup,
+        KeyPrefix::PaymentAuthorization,
     ];
 
     /// The three-character key prefix.
@@ -221,6 +252,12 @@ impl KeyPrefix {
             KeyPrefix::CartValidationOutput => "0a7",
             KeyPrefix::Order => "801",
             KeyPrefix::OrderSummary => "1Os",
+            KeyPrefix::CartDeliveryGroup => "0aB",
+            KeyPrefix::CartDeliveryGroupMethod => "2Cm",
+            KeyPrefix::CartTax => "0aT",
+            KeyPrefix::OrderItem => "802",
+            KeyPrefix::OrderDeliveryGroup => "2dg",
+            KeyPrefix::PaymentAuthorization => "0Xc",
         }
     }
 
@@ -237,6 +274,12 @@ impl KeyPrefix {
             KeyPrefix::CartValidationOutput => "CartValidationOutput",
             KeyPrefix::Order => "Order",
             KeyPrefix::OrderSummary => "OrderSummary",
+            KeyPrefix::CartDeliveryGroup => "CartDeliveryGroup",
+            KeyPrefix::CartDeliveryGroupMethod => "CartDeliveryGroupMethod",
+            KeyPrefix::CartTax => "CartTax",
+            KeyPrefix::OrderItem => "OrderItem",
+            KeyPrefix::OrderDeliveryGroup => "OrderDeliveryGroup",
+            KeyPrefix::PaymentAuthorization => "PaymentAuthorization",
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Field names serialize in Salesforce's own spelling (`WebCartId`, `IsProcessing`, ...) and
 //! every status is an enum that serializes as the exact Salesforce string.
 
+mod delivery;
 mod id;
 pub(crate) mod inline;
 mod state;
@@ -13,6 +14,10 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub use delivery::{
+    AuthorizationStatus, CartDeliveryGroup, CartDeliveryGroupMethod, CartTax, DELIVERY_GROUP_NAME,
+    OrderDeliveryGroup, PaymentAuthorization, TaxType,
+};
 pub use id::{IdError, KeyPrefix, SfId};
 pub use state::{ParseEnumError, STATE_MAX_CHARS, SessionState, StateNameError};
 
@@ -262,6 +267,11 @@ impl WebCart {
         }
     }
 
+    /// The Ids of the records the cart holds: its delivery group's offered methods.
+    pub fn child_ids(&self) -> Vec<SfId> {
+        self.delivery_options.iter().filter_map(|o| o.id).collect()
+    }
+
     /// The cart as it is shown to anyone who reads it (the HTTP facade, `cartflow inspect`):
     /// every field but the write-only `PaymentToken`, which gives way to
     /// [`PAYMENT_TOKEN_SET`], whether a token is on file. The stores keep the token for the
@@ -332,9 +342,13 @@ pub struct CartItem {
     /// Promotion adjustment of the line (zero or negative).
     #[serde(default)]
     pub adjustment_amount: Option<Decimal>,
-    /// Tax on the line.
+    /// Tax on the line: the sum of its [`CartTax`] rows.
     #[serde(default)]
     pub tax_amount: Option<Decimal>,
+    /// The line's taxes, as the tax integration's last answer wrote them (served as CartTax
+    /// records).
+    #[serde(default, rename = "CartTaxes", skip_serializing_if = "Vec::is_empty")]
+    pub taxes: Vec<CartTax>,
 }
 
 /// A postal address (Salesforce's compound Address fields).
@@ -361,6 +375,9 @@ pub struct Address {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct DeliveryOption {
+    /// The CartDeliveryGroupMethod record this option is served as, once the engine wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<SfId>,
     /// The delivery method's identifier.
     pub delivery_method_id: String,
     /// Its display name.
@@ -384,7 +401,19 @@ impl CartItem {
             total_price: None,
             adjustment_amount: None,
             tax_amount: None,
+            taxes: Vec::new(),
         }
+    }
+
+    /// The Ids of the records the line holds: its CartTax rows.
+    pub fn child_ids(&self) -> Vec<SfId> {
+        self.taxes.iter().map(|t| t.id).collect()
+    }
+
+    /// Drops the line's tax, rows and sum.
+    pub fn clear_tax(&mut self) {
+        self.tax_amount = None;
+        self.taxes.clear();
     }
 }
 
@@ -671,6 +700,9 @@ impl OrderLifeCycleType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct OrderItem {
+    /// Record ID (`802`); `None` on orders stored before order items had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<SfId>,
     /// The cart line it was made from.
     pub cart_item_id: SfId,
     /// Stock keeping unit.
@@ -681,8 +713,8 @@ pub struct OrderItem {
     pub product2_id: Option<String>,
     /// Quantity.
     pub quantity: Decimal,
-    /// Product or charge.
-    #[serde(rename = "Type")]
+    /// `Order Product` for a product line, `Delivery Charge` for the delivery charge line.
+    #[serde(rename = "Type", with = "order_item_type")]
     pub item_type: CartItemType,
     /// Unit price.
     #[serde(default)]
@@ -722,6 +754,12 @@ pub struct Order {
     /// The delivery method.
     #[serde(default)]
     pub delivery_method_id: Option<String>,
+    /// Where it ships and by which method (made with the order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_group: Option<OrderDeliveryGroup>,
+    /// The payment's authorisation, once the payment step passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_authorization: Option<PaymentAuthorization>,
     /// The payment authorisation reference.
     #[serde(default)]
     pub payment_authorization_id: Option<String>,
@@ -746,6 +784,44 @@ pub struct Order {
     /// Optimistic-concurrency version, bumped by every committed change.
     #[serde(default)]
     pub version: u64,
+}
+
+/// OrderItem.Type in Salesforce's words; the cart's words (`Product`, `Charge`) are read too.
+mod order_item_type {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::CartItemType;
+
+    pub(super) fn serialize<S: Serializer>(kind: &CartItemType, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match kind {
+            CartItemType::Product => "Order Product",
+            CartItemType::Charge => "Delivery Charge",
+        })
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<CartItemType, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        match &*text {
+            "Order Product" | "Product" => Ok(CartItemType::Product),
+            "Delivery Charge" | "Charge" => Ok(CartItemType::Charge),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown OrderItem Type {other:?}: Order Product or Delivery Charge"
+            ))),
+        }
+    }
+}
+
+impl Order {
+    /// The Ids of the records the order holds: its items, its delivery group and its payment
+    /// authorisation.
+    pub fn child_ids(&self) -> Vec<SfId> {
+        self.items
+            .iter()
+            .filter_map(|item| item.id)
+            .chain(self.delivery_group.as_ref().map(|g| g.id))
+            .chain(self.payment_authorization.as_ref().map(|a| a.id))
+            .collect()
+    }
 }
 
 /// Cuts `message` to at most [`MAX_MESSAGE_LEN`] characters.

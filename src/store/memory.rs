@@ -35,9 +35,27 @@ struct Tables {
     orders: HashMap<SfId, Order>,
     history: HashMap<SfId, Vec<HistoryEntry>>,
     keys: HashMap<(SfId, String), KeyEntry>,
+    /// Held record -> its holder, and holder -> what it holds.
+    owners: HashMap<SfId, SfId>,
+    held: HashMap<SfId, Vec<SfId>>,
 }
 
 impl Tables {
+    /// Records that `holder` now holds exactly `children`.
+    fn reindex(&mut self, holder: SfId, children: Vec<SfId>) {
+        for old in self.held.remove(&holder).unwrap_or_default() {
+            if self.owners.get(&old) == Some(&holder) {
+                self.owners.remove(&old);
+            }
+        }
+        for child in &children {
+            self.owners.insert(*child, holder);
+        }
+        if !children.is_empty() {
+            self.held.insert(holder, children);
+        }
+    }
+
     fn put_session(&mut self, session: CartCheckoutSession) {
         let cart = session.web_cart_id;
         if !self.sessions.contains_key(&session.id) {
@@ -261,6 +279,9 @@ impl Tables {
                 .or_default()
                 .push(entry.clone());
         }
+        for (holder, children) in crate::store::held_records(changes) {
+            self.reindex(holder, children);
+        }
     }
 }
 
@@ -280,6 +301,7 @@ impl MemoryStore {
     /// A store holding a data set, after [`DataSet::validate`].
     pub fn from_dataset(data: DataSet) -> Result<MemoryStore, DataSetError> {
         data.validate()?;
+        let held = crate::store::held_in_dataset(&data);
         let mut t = Tables {
             stores: data.stores.into_iter().map(|r| (r.id, r)).collect(),
             accounts: data.accounts.into_iter().map(|r| (r.id, r)).collect(),
@@ -303,6 +325,9 @@ impl MemoryStore {
         t.orders = data.orders.into_iter().map(|o| (o.id, o)).collect();
         for entry in data.history {
             t.history.entry(entry.cart_id).or_default().push(entry);
+        }
+        for (holder, children) in held {
+            t.reindex(holder, children);
         }
         Ok(MemoryStore {
             tables: RwLock::new(t),
@@ -551,5 +576,9 @@ impl Store for MemoryStore {
             counts.add(op.status.as_str(), 1);
         }
         Ok(counts)
+    }
+
+    fn owner_of(&self, id: &SfId) -> Result<Option<SfId>, StoreError> {
+        Ok(self.read().owners.get(id).copied())
     }
 }

@@ -210,9 +210,32 @@ pub trait Store: Send + Sync {
     /// Frees a key reserved by [`Store::begin_keyed`] whose request kept no answer, so that a
     /// retry runs again.
     fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError>;
+    /// The record that holds the record `id` (a CartTax's cart line, an offered method's
+    /// cart, an OrderItem's, an OrderDeliveryGroup's or a PaymentAuthorization's order).
+    /// Records held inside another are found by Id through this index, which every commit
+    /// and import keeps.
+    fn owner_of(&self, id: &SfId) -> Result<Option<SfId>, StoreError>;
     /// How many operations wait for a worker and how many a worker holds (the queue depth
     /// `/metrics` reports), in one read.
     fn operation_counts(&self) -> Result<OperationCounts, StoreError>;
+}
+
+/// The records held inside the records a commit writes, by holder: every cart, line and
+/// order written (a removed line holds nothing any more).
+pub(crate) fn held_records(changes: &Changes) -> Vec<(SfId, Vec<SfId>)> {
+    let carts = changes.carts.iter().map(|c| (c.id, c.child_ids()));
+    let items = changes.items.iter().map(|i| (i.id, i.child_ids()));
+    let removed = changes.removed_items.iter().map(|id| (*id, Vec::new()));
+    let orders = changes.orders.iter().map(|o| (o.id, o.child_ids()));
+    carts.chain(items).chain(removed).chain(orders).collect()
+}
+
+/// The records held inside the records of a data set, by holder.
+pub(crate) fn held_in_dataset(data: &DataSet) -> Vec<(SfId, Vec<SfId>)> {
+    let carts = data.carts.iter().map(|c| (c.id, c.child_ids()));
+    let items = data.items.iter().map(|i| (i.id, i.child_ids()));
+    let orders = data.orders.iter().map(|o| (o.id, o.child_ids()));
+    carts.chain(items).chain(orders).collect()
 }
 
 /// The operations of a store that are not finished, by status.

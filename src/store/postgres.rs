@@ -30,6 +30,7 @@ use crate::store::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_initial.sql"),
     include_str!("../../migrations/postgres/0002_idempotency_keys.sql"),
+    include_str!("../../migrations/postgres/0003_record_owners.sql"),
 ];
 
 /// The advisory lock that serializes migrations across processes ("cartflow" in ASCII).
@@ -334,7 +335,7 @@ impl PostgresStore {
             for h in &data.history {
                 insert_history(db, h)?;
             }
-            Ok(())
+            reindex(db, crate::store::held_in_dataset(data))
         })
     }
 
@@ -580,6 +581,29 @@ fn insert_history<C: GenericClient>(
         &[&h.cart_id.as_str(), &Json(h)],
     )
     .map_err(pg_error)?;
+    Ok(())
+}
+
+/// Rewrites which records each holder holds.
+fn reindex<C: GenericClient>(
+    db: &mut Db<'_, C>,
+    held: Vec<(SfId, Vec<SfId>)>,
+) -> Result<(), StoreError> {
+    for (holder, children) in held {
+        db.execute(
+            "DELETE FROM record_owners WHERE owner_id = $1",
+            &[&holder.as_str()],
+        )
+        .map_err(pg_error)?;
+        for child in children {
+            db.execute(
+                "INSERT INTO record_owners (id, owner_id) VALUES ($1, $2)
+                 ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id",
+                &[&child.as_str(), &holder.as_str()],
+            )
+            .map_err(pg_error)?;
+        }
+    }
     Ok(())
 }
 
@@ -859,7 +883,7 @@ fn apply<C: GenericClient>(db: &mut Db<'_, C>, commit: &Commit) -> Result<(), St
     for entry in &commit.history {
         insert_history(db, entry)?;
     }
-    Ok(())
+    reindex(db, crate::store::held_records(changes))
 }
 
 /// How one claim transaction ended.
@@ -1135,6 +1159,22 @@ impl Store for PostgresStore {
             )
             .map_err(pg_error)?;
             Ok(())
+        })
+    }
+
+    fn owner_of(&self, id: &SfId) -> Result<Option<SfId>, StoreError> {
+        self.read(|db| {
+            let row = db
+                .query_opt(
+                    "SELECT owner_id FROM record_owners WHERE id = $1",
+                    &[&id.as_str()],
+                )
+                .map_err(pg_error)?;
+            row.map(|r| {
+                let text: String = r.get(0);
+                SfId::parse(&text).map_err(|e| StoreError::Io(e.to_string()))
+            })
+            .transpose()
         })
     }
 

@@ -27,6 +27,7 @@ use crate::store::{
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_idempotency_keys.sql"),
+    include_str!("../../migrations/sqlite/0003_record_owners.sql"),
 ];
 
 /// How durable a commit is (SQLite's `synchronous` setting in WAL mode).
@@ -64,6 +65,26 @@ fn write_error(e: rusqlite::Error) -> StoreError {
         }
         _ => io(e),
     }
+}
+
+/// Rewrites which records each holder holds.
+fn reindex(tx: &Transaction<'_>, held: Vec<(SfId, Vec<SfId>)>) -> Result<(), StoreError> {
+    for (holder, children) in held {
+        tx.execute(
+            "DELETE FROM record_owners WHERE owner_id = ?1",
+            params![holder.as_str()],
+        )
+        .map_err(write_error)?;
+        for child in children {
+            tx.execute(
+                "INSERT INTO record_owners (id, owner_id) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id",
+                params![child.as_str(), holder.as_str()],
+            )
+            .map_err(write_error)?;
+        }
+    }
+    Ok(())
 }
 
 fn time(t: &DateTime<Utc>) -> String {
@@ -207,7 +228,7 @@ impl SqliteStore {
             for h in &data.history {
                 insert_history(tx, h)?;
             }
-            Ok(())
+            reindex(tx, crate::store::held_in_dataset(data))
         })
     }
 
@@ -685,6 +706,7 @@ impl Store for SqliteStore {
             for entry in &commit.history {
                 insert_history(tx, entry)?;
             }
+            reindex(tx, crate::store::held_records(changes))?;
             Ok(())
         })
     }
@@ -880,6 +902,20 @@ impl Store for SqliteStore {
             )
             .map_err(io)?;
             Ok(())
+        })
+    }
+
+    fn owner_of(&self, id: &SfId) -> Result<Option<SfId>, StoreError> {
+        self.read(|tx| {
+            let owner: Option<String> = tx
+                .prepare_cached("SELECT owner_id FROM record_owners WHERE id = ?1")
+                .map_err(io)?
+                .query_row(params![id.as_str()], |r| r.get(0))
+                .optional()
+                .map_err(io)?;
+            owner
+                .map(|text| SfId::parse(&text).map_err(|e| StoreError::Io(e.to_string())))
+                .transpose()
         })
     }
 

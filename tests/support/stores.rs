@@ -157,6 +157,10 @@ macro_rules! delegate_store {
         $crate::delegate_store!(@fn release_key(request: &::cartflow::store::KeyedRequest)
             -> (), $($with)*);
     };
+    (@method owner_of, $($with:tt)*) => {
+        $crate::delegate_store!(@fn owner_of(id: &::cartflow::model::SfId)
+            -> Option<::cartflow::model::SfId>, $($with)*);
+    };
     (@method operation_counts, $($with:tt)*) => {
         $crate::delegate_store!(@fn operation_counts() -> ::cartflow::store::OperationCounts,
             $($with)*);
