@@ -305,6 +305,17 @@ pub fn denver() -> Address {
     }
 }
 
+/// A shipping address the sample tax table taxes at the United States' rate (5 %).
+pub fn new_york() -> Address {
+    Address {
+        street: "350 5th Ave".into(),
+        city: "New York".into(),
+        state_code: Some("NY".into()),
+        postal_code: "10118".into(),
+        country_code: "US".into(),
+    }
+}
+
 fn money(units: i64, cents: u32) -> Decimal {
     Decimal::new(units * 100 + i64::from(cents), 2)
 }

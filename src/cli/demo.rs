@@ -584,9 +584,10 @@ fn whole_checkout(demo: &Demo, out: &mut String) -> Result<(), String> {
     );
     say!(
         out,
-        "   the cheapest delivery method, payment token {}, place the order.",
+        "   the cheapest delivery method, payment token {}; at Checkout Summary the buyer moves",
         sample::GOOD_TOKEN
     );
+    say!(out, "   the delivery to New York, then places the order.");
     let cart = SampleCart::InStock.id();
     let input = BuyerInput {
         deliver_to: Some(sample::denver()),
@@ -607,6 +608,7 @@ fn whole_checkout(demo: &Demo, out: &mut String) -> Result<(), String> {
             },
         )
         .map_err(|e| format!("the address was refused: {e}"))?;
+    let input = change_of_address(demo, out, input)?;
     let outcome = drive(&demo.engine, &demo.buyer, &cart, &input, Waiting::RunInline)
         .map_err(|e| format!("the checkout stopped: {e}"))?;
     let Drive::Complete {
@@ -643,7 +645,7 @@ fn whole_checkout(demo: &Demo, out: &mut String) -> Result<(), String> {
     }
     say!(
         out,
-        "   {:STEP$} {} {} (OrderSummary {}, payment {}), cart {}",
+        "   {:STEP$} {} {} (OrderSummary {}, payment {} of {}), cart {}",
         "order",
         order.id,
         order.status.as_str(),
@@ -651,9 +653,67 @@ fn whole_checkout(demo: &Demo, out: &mut String) -> Result<(), String> {
             .order_summary_id
             .map_or("-".into(), |id| id.to_string()),
         order.payment_authorization_id.as_deref().unwrap_or("-"),
+        amount(order.authorized_amount),
         c.status.as_str()
     );
     Ok(())
+}
+
+/// The buyer walks to Checkout Summary with `input`, then changes the address: the session
+/// goes back to Shipping Cost and the taxes computed for the old address are dropped. Returns
+/// the input with the new address.
+fn change_of_address(
+    demo: &Demo,
+    out: &mut String,
+    input: BuyerInput,
+) -> Result<BuyerInput, String> {
+    let cart = SampleCart::InStock.id();
+    let first = BuyerInput {
+        place_order: false,
+        ..input.clone()
+    };
+    let outcome = drive(&demo.engine, &demo.buyer, &cart, &first, Waiting::RunInline)
+        .map_err(|e| format!("the checkout stopped: {e}"))?;
+    let Drive::NeedsInput { session_id, state } = outcome else {
+        return Err(format!(
+            "the checkout did not wait for the order: {outcome:?}"
+        ));
+    };
+    let taxed = demo.store.cart(&cart).map_err(|e| e.to_string())?;
+    let taxed = taxed.ok_or("the cart vanished")?;
+    say!(
+        out,
+        "   {:STEP$} at {state}: tax {} for Denver, total {}",
+        "taxed",
+        amount(taxed.total_tax_amount),
+        amount(taxed.grand_total_amount)
+    );
+    let new_york = Command::SetDetails {
+        cart_id: cart.to_string(),
+        details: cartflow::machine::CheckoutDetails {
+            deliver_to: Some(sample::new_york()),
+            ..Default::default()
+        },
+    };
+    demo.engine
+        .execute(&demo.buyer, new_york)
+        .map_err(|e| format!("the new address was refused: {e}"))?;
+    let back = demo.session(&session_id.to_string())?;
+    let untaxed = demo.store.cart(&cart).map_err(|e| e.to_string())?;
+    let untaxed = untaxed.ok_or("the cart vanished")?;
+    if back.state != Some(SessionState::ShippingCost) || untaxed.total_tax_amount.is_some() {
+        return Err("the change of address did not send the checkout back to Shipping Cost".into());
+    }
+    say!(
+        out,
+        "   {:STEP$} to New York: the session goes back to {}, its Denver tax dropped",
+        "address changed",
+        SessionState::ShippingCost
+    );
+    Ok(BuyerInput {
+        deliver_to: Some(sample::new_york()),
+        ..input
+    })
 }
 
 /// 5. A declined payment, and a checkout left until its time-to-live ran out.
