@@ -2573,6 +2573,27 @@ fn permitted_at_each_point_of_a_checkout() {
     );
 }
 
+#[test]
+fn a_screen_lists_its_move_only_once_it_has_its_input() {
+    // Offered methods and none chosen: choose either, resume or cancel; not advance.
+    let world = World::new(offered_two_methods(None));
+    let listed = world.permitted(buyer(), SampleCart::InStock);
+    let choose = "setCheckoutDeliveryMethod";
+    assert_eq!(listed, [CANCEL, START, choose, choose]);
+    // One chosen: advance, or choose the other.
+    let world = World::new(offered_two_methods(Some("GROUND")));
+    let listed = world.permitted(buyer(), SampleCart::InStock);
+    assert_eq!(
+        listed,
+        [
+            "advance (screen)",
+            CANCEL,
+            START,
+            "setCheckoutDeliveryMethod"
+        ]
+    );
+}
+
 /// Inputs for invoking every implemented action on `cart` in a world's current state.
 fn every_invocation(world: &World, cart: SampleCart) -> Vec<(&'static str, Value)> {
     let mut calls = vec![(START, start_input(cart)), (CANCEL, cart_input(cart))];
@@ -2590,7 +2611,37 @@ fn every_invocation(world: &World, cart: SampleCart) -> Vec<(&'static str, Value
     {
         calls.push((UPDATE, update_input(&s.id, state, next)));
     }
+    let data = world.data();
+    let offered = data.carts.iter().find(|c| c.id == cart.id());
+    for option in offered.iter().flat_map(|c| c.delivery_options.iter()) {
+        let input = json!({
+            "cartId": cart.id().to_string(),
+            "deliveryMethodId": option.delivery_method_id,
+        });
+        calls.push(("setCheckoutDeliveryMethod", input));
+    }
     calls
+}
+
+/// A cart at the Delivery Method screen, offered two methods and having chosen `chosen`.
+fn offered_two_methods(chosen: Option<&str>) -> DataSet {
+    let (mut data, _) = open_at(SampleCart::InStock, SessionState::DeliveryMethod);
+    let cart = data
+        .carts
+        .iter_mut()
+        .find(|c| c.id == SampleCart::InStock.id())
+        .unwrap();
+    cart.delivery_options = ["GROUND", "FREIGHT"]
+        .into_iter()
+        .map(|id| cartflow::model::DeliveryOption {
+            id: None,
+            delivery_method_id: id.into(),
+            name: id.into(),
+            amount: rust_decimal::Decimal::TEN,
+        })
+        .collect();
+    cart.delivery_method_id = chosen.map(str::to_owned);
+    data
 }
 
 #[test]
@@ -2603,6 +2654,8 @@ fn permitted_lists_exactly_the_actions_that_would_be_accepted() {
         locked_at(SampleCart::InStock, SessionState::Inventory).0,
         locked_at(SampleCart::InStock, SessionState::ShippingCost).0,
         open_at(SampleCart::InStock, SessionState::Taxes).0,
+        offered_two_methods(None),
+        offered_two_methods(Some("GROUND")),
         {
             let (mut data, session) = locked_at(SampleCart::InStock, SessionState::ConfirmPrice);
             add_operation(&mut data, session, Action::PriceCart, OperationStatus::New);
@@ -2619,9 +2672,12 @@ fn permitted_lists_exactly_the_actions_that_would_be_accepted() {
     ];
     for data in fixtures {
         for actor in actors {
+            // Screens are no actions to invoke: `permitted_at_each_point_of_a_checkout` and
+            // `a_screen_lists_its_move_only_once_it_has_its_input` cover them.
             let listed: BTreeSet<String> = World::new(data.clone())
                 .permitted(actor, SampleCart::InStock)
                 .into_iter()
+                .filter(|name| name != "advance (screen)")
                 .collect();
             let probe = World::new(data.clone());
             let mut accepted = BTreeSet::new();

@@ -485,6 +485,17 @@ impl Engine {
                 });
             }
         }
+        // The choice of each offered delivery method the buyer has not chosen.
+        if let Some(offered) = &snapshot.cart {
+            let others = offered
+                .delivery_options
+                .iter()
+                .filter(|o| offered.delivery_method_id.as_ref() != Some(&o.delivery_method_id));
+            candidates.extend(others.map(|option| Command::SetDeliveryMethod {
+                cart_id: cart.clone(),
+                delivery_method_id: option.delivery_method_id.clone(),
+            }));
+        }
         // A command is permitted when deciding it now would succeed and change something;
         // the IDs it would take come from a scratch source and are thrown away.
         let scratch = crate::ids::SequentialIds::default();
