@@ -73,6 +73,62 @@ fn commit(changes: Changes) -> Commit {
     }
 }
 
+/// A tax row of `line` numbered `n`.
+fn tax(line: &cartflow::model::CartItem, n: u64) -> cartflow::model::CartTax {
+    cartflow::model::CartTax {
+        id: SfId::from_number(cartflow::model::KeyPrefix::CartTax, n),
+        cart_item_id: line.id,
+        amount: rust_decimal::Decimal::ONE,
+        tax_rate: None,
+        name: "Tax".into(),
+        tax_type: cartflow::model::TaxType::Estimated,
+        tax_calculation_date: Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
+    }
+}
+
+#[test]
+fn the_index_of_held_records_follows_each_commit_of_their_holder() {
+    for (name, open) in stores::all() {
+        let (store, _dir) = open(sample::dataset());
+        let cart_id = SampleCart::InStock.id();
+        let mut cart = store.cart(&cart_id).unwrap().unwrap();
+        let mut line = store.cart_items(&cart_id).unwrap().remove(0);
+        let mut write = |line: &cartflow::model::CartItem, removed: Vec<SfId>| {
+            cart.version += 1;
+            store
+                .commit(&commit(Changes {
+                    carts: vec![cart.clone()],
+                    items: if removed.is_empty() {
+                        vec![line.clone()]
+                    } else {
+                        Vec::new()
+                    },
+                    removed_items: removed,
+                    ..Changes::default()
+                }))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        };
+        line.taxes = vec![tax(&line, 1)];
+        write(&line, Vec::new());
+        let first = tax(&line, 1).id;
+        assert_eq!(store.owner_of(&first).unwrap(), Some(line.id), "{name}");
+        // Replaced rows leave the index; the new ones enter it.
+        line.taxes = vec![tax(&line, 2), tax(&line, 3)];
+        write(&line, Vec::new());
+        assert_eq!(store.owner_of(&first).unwrap(), None, "{name}");
+        for n in [2, 3] {
+            assert_eq!(
+                store.owner_of(&tax(&line, n).id).unwrap(),
+                Some(line.id),
+                "{name}"
+            );
+        }
+        // A removed line holds nothing any more.
+        write(&line, vec![line.id]);
+        assert_eq!(store.owner_of(&tax(&line, 2).id).unwrap(), None, "{name}");
+    }
+}
+
 #[test]
 fn a_commit_applies_every_record_or_none() {
     for (name, open) in stores::all() {

@@ -86,7 +86,8 @@ pub enum DataSetError {
 }
 
 impl DataSet {
-    /// Checks IDs are unique, lines, sessions and operations belong to existing records, and
+    /// Checks IDs are unique (those of the records held inside carts, lines and orders
+    /// included), lines, sessions and operations belong to existing records, and
     /// no cart has two active sessions or two active operations. Carts may name stores,
     /// accounts or owners that do not exist: requirements report those.
     pub fn validate(&self) -> Result<(), DataSetError> {
@@ -102,7 +103,12 @@ impl DataSet {
             .chain(self.sessions.iter().map(|r| r.id))
             .chain(self.operations.iter().map(|r| r.id))
             .chain(self.validation_outputs.iter().map(|r| r.id))
-            .chain(self.orders.iter().map(|r| r.id));
+            .chain(self.orders.iter().map(|r| r.id))
+            .chain(
+                crate::store::held_in_dataset(self)
+                    .into_iter()
+                    .flat_map(|(_, held)| held),
+            );
         for id in all {
             if !ids.insert(id) {
                 return Err(DataSetError::Duplicate(id));
@@ -158,5 +164,29 @@ impl DataSet {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CartTax, TaxType};
+
+    #[test]
+    fn a_held_record_may_not_take_another_records_id() {
+        let mut data = crate::sample::dataset();
+        assert_eq!(data.validate(), Ok(()));
+        let taken = data.carts[0].id;
+        let line = &mut data.items[0];
+        line.taxes.push(CartTax {
+            id: taken,
+            cart_item_id: line.id,
+            amount: rust_decimal::Decimal::ONE,
+            tax_rate: None,
+            name: "Tax".into(),
+            tax_type: TaxType::Estimated,
+            tax_calculation_date: chrono::DateTime::UNIX_EPOCH,
+        });
+        assert_eq!(data.validate(), Err(DataSetError::Duplicate(taken)));
     }
 }
