@@ -71,6 +71,11 @@ struct Fixture {
 /// A server over a fresh SQLite data directory seeded with the sample world, with one
 /// worker running the background steps.
 fn start() -> Fixture {
+    start_with(1)
+}
+
+/// As [`start`], with `workers` workers (none: operations stay New).
+fn start_with(workers: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("cartflow.db"), Durability::Normal).unwrap();
     store.import(&sample::dataset()).unwrap();
@@ -78,7 +83,7 @@ fn start() -> Fixture {
         Engine::new(Arc::new(store)).with_integrations(sample::integrations(&sample::dataset()));
     let config = ServerConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
-        workers: 1,
+        workers,
         ..ServerConfig::default()
     };
     let tokens = Tokens::new().with(BUYER, sample::buyer_id());
@@ -408,8 +413,11 @@ fn an_address_changed_after_taxes_rewinds_to_shipping_and_the_order_carries_the_
     assert!(moved["TotalTaxAmount"].is_null(), "{moved}");
     let lines = f.lines(&cart);
     assert!(lines.iter().all(|l| l["TaxAmount"].is_null()), "{lines:?}");
-    // The buyer's choice stays; its fee waits for the shipping step to run again.
+    // The buyer's choice stays; its fee (the charge line) waits for the shipping step to
+    // offer the method again.
     assert_eq!(moved["DeliveryMethodId"], "GROUND");
+    assert!(f.charges(&cart).is_empty());
+    assert!(moved["TotalChargeAmount"].is_null(), "{moved}");
 
     f.async_step(
         &session,
@@ -636,5 +644,74 @@ fn set_checkout_delivery_method_writes_and_reprices_the_charge_line() {
     assert_eq!(charges[0]["Id"], charge_id);
     assert_eq!(amount(&charges[0]["TotalPrice"]), ground);
     assert_eq!(line_taxes(&f.lines(&cart)), Decimal::ZERO);
+    f.stop();
+}
+
+#[test]
+fn set_checkout_delivery_method_answers_the_shared_codes_and_changes_nothing() {
+    // No worker: an operation the test starts stays New.
+    let mut f = start_with(0);
+    let cart = SampleCart::InStock.id().to_string();
+    let refuse = |input: Value, expected: (u16, &str), f: &Fixture, before: &[Value]| {
+        let reply = f.action("setCheckoutDeliveryMethod", input.clone());
+        assert_eq!(
+            (reply.status, reply.error_code()),
+            expected,
+            "{input}: {:?}",
+            reply.body
+        );
+        assert_eq!(f.record("WebCart", &cart), before[0], "{input}");
+        assert_eq!(json!(f.lines(&cart)), before[1], "{input}");
+    };
+    let active = [f.record("WebCart", &cart), json!(f.lines(&cart))];
+    refuse(
+        json!({"cartId": cart, "deliveryMethodId": "GROUND"}),
+        (403, "INVALID_OPERATION"),
+        &f,
+        &active,
+    );
+    refuse(
+        json!({"cartId": "0a6000000009999", "deliveryMethodId": "GROUND"}),
+        (500, "UNKNOWN_EXCEPTION"),
+        &f,
+        &active,
+    );
+
+    let session = f
+        .succeed(
+            "checkoutSessionAction",
+            json!({"cartId": cart, "initialState": "Start"}),
+        )
+        .expect("a session");
+    let opened = f.checkout(&cart, &session);
+    refuse(
+        json!({ "cartId": cart }),
+        (400, "INVALID_INPUT"),
+        &f,
+        &opened,
+    );
+    f.advance(&session, "Shipping Address");
+    f.set_on_cart(&cart, json!({ "DeliverTo": sample::denver() }));
+    f.advance(&session, "Inventory");
+    f.succeed(
+        "updateCheckoutSessionStateAction",
+        json!({"checkoutSessionId": session, "expCurrentState": "Inventory", "nextState": "Confirm Price"}),
+    );
+    let locked = f.checkout(&cart, &session);
+    refuse(
+        json!({"cartId": cart, "deliveryMethodId": "GROUND"}),
+        (403, "INVALID_OPERATION"),
+        &f,
+        &locked,
+    );
+    f.succeed("checkCartInventoryAction", json!({ "cartId": cart }));
+    let running = f.checkout(&cart, &session);
+    refuse(
+        json!({"cartId": cart, "deliveryMethodId": "GROUND"}),
+        (400, "ALREADY_IN_PROCESS"),
+        &f,
+        &running,
+    );
+    assert_eq!(f.checkout(&cart, &session), running);
     f.stop();
 }
