@@ -715,3 +715,28 @@ fn set_checkout_delivery_method_answers_the_shared_codes_and_changes_nothing() {
     assert_eq!(f.checkout(&cart, &session), running);
     f.stop();
 }
+
+#[test]
+fn after_the_order_a_buyer_who_wants_another_method_cancels_and_checks_out_again() {
+    let mut f = start();
+    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+    f.set_on_cart(&cart, json!({ "DeliveryMethodId": "FREIGHT" }));
+    through_taxes(&f, &cart, &session);
+    let draft = through_cart_to_order(&f, &cart, &session);
+
+    f.succeed("cancelCartAsyncOperation", json!({ "cartId": cart }));
+    assert_eq!(f.record("WebCart", &cart)["Status"], "Active");
+    assert_eq!(
+        f.record("CartCheckoutSession", &session)["IsArchived"],
+        true
+    );
+    let order = checkout_for(&f, SampleCart::InStock, &sample::denver(), "GROUND");
+    assert_ne!(order["Id"], draft.as_str());
+    assert_eq!(order["DeliveryMethodId"], "GROUND");
+    assert_eq!(order["AuthorizedAmount"], order["GrandTotalAmount"]);
+    // The draft of the cancelled checkout was never paid for.
+    let abandoned = f.record("Order", &draft);
+    assert_eq!(abandoned["Status"], "Draft", "{abandoned}");
+    assert!(abandoned["AuthorizedAmount"].is_null(), "{abandoned}");
+    f.stop();
+}
