@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use cartflow::Engine;
 use cartflow::http::{Server, ServerConfig, Tokens};
+use cartflow::integrations::{
+    CartPatch, IntegrationRequest, Integrations, PaymentProvider, Provider, ProviderError, Verdict,
+};
 use cartflow::model::Address;
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::{Durability, SqliteStore};
@@ -76,11 +79,15 @@ fn start() -> Fixture {
 
 /// As [`start`], with `workers` workers (none: operations stay New).
 fn start_with(workers: usize) -> Fixture {
+    start_on(sample::integrations(&sample::dataset()), workers)
+}
+
+/// As [`start`], with these providers and `workers` workers.
+fn start_on(integrations: Integrations, workers: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("cartflow.db"), Durability::Normal).unwrap();
     store.import(&sample::dataset()).unwrap();
-    let engine =
-        Engine::new(Arc::new(store)).with_integrations(sample::integrations(&sample::dataset()));
+    let engine = Engine::new(Arc::new(store)).with_integrations(integrations);
     let config = ServerConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
         workers,
@@ -738,5 +745,51 @@ fn after_the_order_a_buyer_who_wants_another_method_cancels_and_checks_out_again
     let abandoned = f.record("Order", &draft);
     assert_eq!(abandoned["Status"], "Draft", "{abandoned}");
     assert!(abandoned["AuthorizedAmount"].is_null(), "{abandoned}");
+    f.stop();
+}
+
+/// A gateway that authorises a cent more than the order's total.
+struct OffByACent;
+
+impl PaymentProvider for OffByACent {
+    fn authorize_payment(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
+        let total = request.order.as_ref().and_then(|o| o.grand_total_amount);
+        Ok(Verdict::Updated(CartPatch {
+            payment_authorization_id: Some("AUTH-OFF-BY-A-CENT".into()),
+            authorized_amount: total.map(|t| t + Decimal::new(1, 2)),
+            ..CartPatch::default()
+        }))
+    }
+}
+
+#[test]
+fn an_authorisation_of_another_amount_than_the_orders_total_fails_the_step() {
+    let mut integrations = sample::integrations(&sample::dataset());
+    integrations.set(sample::store_id(), Provider::Payment(Arc::new(OffByACent)));
+    let mut f = start_on(integrations, 1);
+    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+    f.set_on_cart(&cart, json!({ "DeliveryMethodId": "GROUND" }));
+    through_taxes(&f, &cart, &session);
+    let order = through_cart_to_order(&f, &cart, &session);
+
+    f.succeed(
+        "updateCheckoutSessionStateAction",
+        json!({"checkoutSessionId": session, "expCurrentState": "Authorize Payment", "nextState": "Activate Order"}),
+    );
+    f.succeed("authorizePayment", json!({ "cartId": cart }));
+    let failed = f.settled_session(&session);
+    assert_eq!(failed["State"], "Error", "{failed}");
+    let outputs = f.get(&format!("/sobjects/WebCart/{cart}/CartValidationOutputs"));
+    let types: Vec<&Value> = outputs.body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["Type"])
+        .collect();
+    assert_eq!(types, [&json!("SystemError")], "{:?}", outputs.body);
+    let unpaid = f.record("WebCart", &cart);
+    assert!(unpaid["PaymentAuthorizationId"].is_null(), "{unpaid}");
+    assert!(unpaid["AuthorizedAmount"].is_null(), "{unpaid}");
+    assert_eq!(f.record("Order", &order)["Status"], "Draft");
     f.stop();
 }
