@@ -631,13 +631,14 @@ impl<'a> Plan<'a> {
         self.take_inputs(cart, &changed)
     }
 
-    /// `setCheckoutDeliveryMethod`: the buyer's choice, and its fee as the charge line.
+    /// `setCheckoutDeliveryMethod`: the buyer's choice, and its fee as the charge line. The
+    /// action has no output values, as its description says.
     fn set_delivery_method(&mut self, method: &str) -> Result<Output, CheckoutError> {
         let details = crate::machine::CheckoutDetails {
             delivery_method_id: Some(method.to_owned()),
             ..Default::default()
         };
-        self.set_details(&details)
+        self.set_details(&details).map(|_| Output::Nothing)
     }
 
     /// Writes the buyer's changed inputs onto `cart`: what was computed from their old

@@ -222,7 +222,8 @@ const ASYNC: &[Guard] = &[
 ];
 
 /// A screen step's write of buyer input onto the cart: the session's access rules, on a
-/// cart in checkout whose session is not locked.
+/// cart in checkout whose session is not locked and is at a State the table takes input at
+/// (none once the order exists: the order is what the buyer pays for).
 const INPUT: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
     guard(R::CartIdValid, C::UnknownException, 500),
@@ -237,6 +238,7 @@ const INPUT: &[Guard] = &[
     guard(R::SessionRow, C::InvalidOperation, 403),
     guard(R::SessionNotExpired, C::InvalidOperation, 403),
     guard(R::SessionPhaseRow, C::InvalidOperation, 409),
+    guard(R::StepRow, C::InvalidOperation, 403),
     guard(R::DeliveryMethodOffered, C::InvalidInput, 400),
 ];
 
@@ -257,6 +259,7 @@ const DELIVERY_METHOD: &[Guard] = &[
     guard(R::SessionNotExpired, C::InvalidOperation, 403),
     guard(R::NoOperationInProgress, C::AlreadyInProcess, 400),
     guard(R::SessionPhaseRow, C::InvalidOperation, 403),
+    guard(R::StepRow, C::InvalidOperation, 403),
     guard(R::DeliveryMethodOffered, C::InvalidInput, 400),
 ];
 

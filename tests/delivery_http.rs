@@ -1,0 +1,795 @@
+//! The delivery and tax model over HTTP, as a Salesforce client drives it, with the sample
+//! store's own providers (price book, promotions, the GROUND and FREIGHT shipping rates, the
+//! tax table with Denver's 2.9 % and New York's 5 %, the token gateway): a changed address
+//! rewinds the checkout and the order carries the new address's tax; a change after the
+//! order exists is refused and the payment authorises the order's total; a screen does not
+//! move on without the input it collects; and `setCheckoutDeliveryMethod` writes and reprices
+//! the cart's charge line. The server runs in-process over a SQLite data directory seeded
+//! from the sample world.
+
+#![cfg(feature = "http")]
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cartflow::Engine;
+use cartflow::http::{Server, ServerConfig, Tokens};
+use cartflow::integrations::{
+    CartPatch, IntegrationRequest, Integrations, PaymentProvider, Provider, ProviderError, Verdict,
+};
+use cartflow::model::Address;
+use cartflow::sample::{self, SampleCart};
+use cartflow::store::{Durability, SqliteStore};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+#[path = "support/mod.rs"]
+mod support;
+
+const V: &str = "v64.0";
+const BUYER: &str = "buyer-token";
+
+/// The longest a background step may take before a test gives up (a bound, not a measure).
+const STEP_BOUND: Duration = Duration::from_secs(60);
+
+/// A New York address: the sample tax table has no rate for the state, so the country's
+/// 5 % applies.
+fn new_york() -> Address {
+    Address {
+        street: "350 5th Ave".into(),
+        city: "New York".into(),
+        state_code: Some("NY".into()),
+        postal_code: "10118".into(),
+        country_code: "US".into(),
+    }
+}
+
+/// One answer: status and JSON body (`Null` when there is none).
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    body: Value,
+}
+
+impl Reply {
+    /// The errorCode of a record route's error, or of an action's first element.
+    fn error_code(&self) -> &str {
+        let error = &self.body[0];
+        error["errorCode"]
+            .as_str()
+            .or_else(|| error["errors"][0]["statusCode"].as_str())
+            .unwrap_or_default()
+    }
+}
+
+struct Fixture {
+    server: Option<Server>,
+    base: String,
+    agent: ureq::Agent,
+    _dir: TempDir,
+}
+
+/// A server over a fresh SQLite data directory seeded with the sample world, with one
+/// worker running the background steps.
+fn start() -> Fixture {
+    start_with(1)
+}
+
+/// As [`start`], with `workers` workers (none: operations stay New).
+fn start_with(workers: usize) -> Fixture {
+    start_on(sample::integrations(&sample::dataset()), workers)
+}
+
+/// As [`start`], with these providers and `workers` workers.
+fn start_on(integrations: Integrations, workers: usize) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("cartflow.db"), Durability::Normal).unwrap();
+    store.import(&sample::dataset()).unwrap();
+    let engine = Engine::new(Arc::new(store)).with_integrations(integrations);
+    let config = ServerConfig {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        workers,
+        ..ServerConfig::default()
+    };
+    let tokens = Tokens::new().with(BUYER, sample::buyer_id());
+    let server = Server::start(engine, tokens, &config).unwrap();
+    Fixture {
+        base: format!("http://{}/services/data/{V}", server.local_addr()),
+        server: Some(server),
+        agent: support::server::agent(Duration::from_secs(120)),
+        _dir: dir,
+    }
+}
+
+fn reply(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Reply {
+    let response = response.expect("the server answers");
+    let status = response.status().as_u16();
+    let text = response.into_body().read_to_string().unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+    };
+    Reply { status, body }
+}
+
+/// A decimal amount as a record serves it.
+fn amount(value: &Value) -> Decimal {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("not an amount: {value}"))
+        .parse()
+        .unwrap()
+}
+
+impl Fixture {
+    fn get(&self, path: &str) -> Reply {
+        let request = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {BUYER}"));
+        reply(request.call())
+    }
+
+    fn patch(&self, path: &str, body: &Value) -> Reply {
+        reply(
+            self.agent
+                .patch(format!("{}{path}", self.base))
+                .header("Authorization", format!("Bearer {BUYER}"))
+                .header("Content-Type", "application/json")
+                .send(body.to_string()),
+        )
+    }
+
+    /// Invokes a standard action with one input.
+    fn action(&self, name: &str, input: Value) -> Reply {
+        reply(
+            self.agent
+                .post(format!("{}/actions/standard/{name}", self.base))
+                .header("Authorization", format!("Bearer {BUYER}"))
+                .header("Content-Type", "application/json")
+                .send(json!({ "inputs": [input] }).to_string()),
+        )
+    }
+
+    /// Invokes a standard action that must succeed; its output value, if it has one.
+    fn succeed(&self, name: &str, input: Value) -> Option<String> {
+        let reply = self.action(name, input);
+        assert_eq!(reply.status, 200, "{name}: {:?}", reply.body);
+        let element = &reply.body[0];
+        assert_eq!(element["isSuccess"], true, "{name}: {element}");
+        element["outputValues"]
+            .as_object()
+            .and_then(|values| values.values().next())
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    fn record(&self, object: &str, id: &str) -> Value {
+        let reply = self.get(&format!("/sobjects/{object}/{id}"));
+        assert_eq!(reply.status, 200, "{object} {id}: {:?}", reply.body);
+        reply.body
+    }
+
+    fn lines(&self, cart: &str) -> Vec<Value> {
+        let reply = self.get(&format!("/sobjects/WebCart/{cart}/CartItems"));
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        reply.body["records"].as_array().unwrap().clone()
+    }
+
+    /// The cart's charge lines.
+    fn charges(&self, cart: &str) -> Vec<Value> {
+        let lines = self.lines(cart);
+        lines
+            .into_iter()
+            .filter(|l| l["Type"] == "Charge")
+            .collect()
+    }
+
+    /// Everything a buyer's input may change: the cart, its lines and the session.
+    fn checkout(&self, cart: &str, session: &str) -> Vec<Value> {
+        vec![
+            self.record("WebCart", cart),
+            json!(self.lines(cart)),
+            self.record("CartCheckoutSession", session),
+        ]
+    }
+
+    fn state(&self, session: &str) -> Value {
+        self.record("CartCheckoutSession", session)["State"].clone()
+    }
+
+    /// A screen step: PATCH the session's State.
+    fn move_to(&self, session: &str, state: &str) -> Reply {
+        self.patch(
+            &format!("/sobjects/CartCheckoutSession/{session}"),
+            &json!({ "State": state }),
+        )
+    }
+
+    /// A screen step that must pass.
+    fn advance(&self, session: &str, state: &str) {
+        let reply = self.move_to(session, state);
+        assert_eq!((reply.status, &reply.body), (204, &Value::Null), "{state}");
+    }
+
+    /// A screen's input onto the cart.
+    fn write_cart(&self, cart: &str, fields: Value) -> Reply {
+        self.patch(&format!("/sobjects/WebCart/{cart}"), &fields)
+    }
+
+    /// A screen's input that must be taken.
+    fn set_on_cart(&self, cart: &str, fields: Value) {
+        let reply = self.write_cart(cart, fields.clone());
+        assert_eq!((reply.status, &reply.body), (204, &Value::Null), "{fields}");
+    }
+
+    /// Polls the session until it is no longer processing.
+    fn settled_session(&self, session: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let record = self.record("CartCheckoutSession", session);
+            if record["IsProcessing"] == false {
+                return record;
+            }
+            assert!(started.elapsed() < STEP_BOUND, "still processing: {record}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Locks the session's current step, invokes its action and waits until it passed.
+    fn async_step(&self, session: &str, cart: &str, from: &str, to: &str, action: &str) {
+        self.succeed(
+            "updateCheckoutSessionStateAction",
+            json!({"checkoutSessionId": session, "expCurrentState": from, "nextState": to}),
+        );
+        let mut input = json!({ "cartId": cart });
+        if action == "activateOrderAction" {
+            input["orderStatus"] = json!("Activated");
+        }
+        self.succeed(action, input).expect("an operation");
+        let settled = self.settled_session(session);
+        assert_eq!(settled["State"], to, "{action}: {settled}");
+    }
+
+    /// `setCheckoutDeliveryMethod` for the cart.
+    fn choose(&self, cart: &str, method: &str) -> Reply {
+        self.action(
+            "setCheckoutDeliveryMethod",
+            json!({"cartId": cart, "deliveryMethodId": method}),
+        )
+    }
+
+    /// The fee the cart's offered options ask for `method`.
+    fn fee(&self, cart: &str, method: &str) -> Decimal {
+        let record = self.record("WebCart", cart);
+        let options = record["DeliveryOptions"].as_array().unwrap();
+        let option = options
+            .iter()
+            .find(|o| o["DeliveryMethodId"] == method)
+            .unwrap_or_else(|| panic!("{method} is not offered: {record}"));
+        amount(&option["Amount"])
+    }
+
+    fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+/// Starts checkout of `cart` with the buyer's address `to`, and walks it through the
+/// shipping step: the session is at Delivery Method. Returns the cart and the session.
+fn to_delivery_method(f: &Fixture, cart: SampleCart, to: &Address) -> (String, String) {
+    let cart = cart.id().to_string();
+    let session = f
+        .succeed(
+            "checkoutSessionAction",
+            json!({"cartId": cart, "initialState": "Start"}),
+        )
+        .expect("a session");
+    f.advance(&session, "Shipping Address");
+    f.set_on_cart(&cart, json!({ "DeliverTo": to }));
+    f.advance(&session, "Inventory");
+    for (from, next, action) in [
+        ("Inventory", "Confirm Price", "checkCartInventoryAction"),
+        ("Confirm Price", "Calculate Promotions", "priceCart"),
+        (
+            "Calculate Promotions",
+            "Shipping Cost",
+            "calcCartPromotionsAction",
+        ),
+        ("Shipping Cost", "Delivery Method", "calcCartShipmentAction"),
+    ] {
+        f.async_step(&session, &cart, from, next, action);
+    }
+    (cart, session)
+}
+
+/// From Delivery Method with a method chosen: the taxes step; the session is at Payment And
+/// Billing Address.
+fn through_taxes(f: &Fixture, cart: &str, session: &str) {
+    f.advance(session, "Taxes");
+    f.async_step(
+        session,
+        cart,
+        "Taxes",
+        "Payment And Billing Address",
+        "calcCartTaxesAction",
+    );
+}
+
+/// From Payment And Billing Address: the token, the summary and the order; the session is at
+/// Authorize Payment with a Draft order. Returns the order's Id.
+fn through_cart_to_order(f: &Fixture, cart: &str, session: &str) -> String {
+    f.set_on_cart(cart, json!({ "PaymentToken": sample::GOOD_TOKEN }));
+    f.advance(session, "Checkout Summary");
+    f.advance(session, "Cart To Order");
+    f.async_step(
+        session,
+        cart,
+        "Cart To Order",
+        "Authorize Payment",
+        "cartToOrderAction",
+    );
+    let record = f.record("CartCheckoutSession", session);
+    record["OrderId"]
+        .as_str()
+        .expect("a draft order")
+        .to_owned()
+}
+
+/// From Authorize Payment: the payment and the activation; the session is at Order
+/// Confirmation. Returns the activated order.
+fn through_activation(f: &Fixture, cart: &str, session: &str, order: &str) -> Value {
+    f.async_step(
+        session,
+        cart,
+        "Authorize Payment",
+        "Activate Order",
+        "authorizePayment",
+    );
+    f.async_step(
+        session,
+        cart,
+        "Activate Order",
+        "Order Confirmation",
+        "activateOrderAction",
+    );
+    let order = f.record("Order", order);
+    assert_eq!(order["Status"], "Activated", "{order}");
+    order
+}
+
+/// A whole checkout of `cart` shipped to `to` by `method`: the activated order.
+fn checkout_for(f: &Fixture, cart: SampleCart, to: &Address, method: &str) -> Value {
+    let (cart, session) = to_delivery_method(f, cart, to);
+    f.set_on_cart(&cart, json!({ "DeliveryMethodId": method }));
+    through_taxes(f, &cart, &session);
+    let order = through_cart_to_order(f, &cart, &session);
+    through_activation(f, &cart, &session, &order)
+}
+
+/// An order's amounts, line by line (without the cart lines they came from, which differ
+/// between carts), and its grand total.
+fn order_amounts(order: &Value) -> (Vec<Value>, Decimal) {
+    let mut lines: Vec<Value> = order["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let mut item = item.clone();
+            item.as_object_mut().unwrap().remove("CartItemId");
+            item
+        })
+        .collect();
+    lines.sort_by_key(Value::to_string);
+    (lines, amount(&order["GrandTotalAmount"]))
+}
+
+/// The sum of the lines' TaxAmount.
+fn line_taxes(lines: &[Value]) -> Decimal {
+    lines
+        .iter()
+        .filter(|l| !l["TaxAmount"].is_null())
+        .map(|l| amount(&l["TaxAmount"]))
+        .sum()
+}
+
+#[test]
+fn an_address_changed_after_taxes_rewinds_to_shipping_and_the_order_carries_the_new_tax() {
+    let mut f = start();
+    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+    f.set_on_cart(&cart, json!({ "DeliveryMethodId": "GROUND" }));
+    through_taxes(&f, &cart, &session);
+    let denver = f.record("WebCart", &cart);
+    assert!(
+        amount(&denver["TotalTaxAmount"]) > Decimal::ZERO,
+        "{denver}"
+    );
+
+    // At Payment And Billing Address the buyer ships to New York instead.
+    f.set_on_cart(&cart, json!({ "DeliverTo": new_york() }));
+    let rewound = f.record("CartCheckoutSession", &session);
+    assert_eq!(rewound["State"], "Shipping Cost", "{rewound}");
+    assert_eq!(rewound["IsProcessing"], false);
+    let moved = f.record("WebCart", &cart);
+    assert_eq!(moved["DeliverTo"]["City"], "New York");
+    assert!(moved["TotalTaxAmount"].is_null(), "{moved}");
+    let lines = f.lines(&cart);
+    assert!(lines.iter().all(|l| l["TaxAmount"].is_null()), "{lines:?}");
+    // The buyer's choice stays; its fee (the charge line) waits for the shipping step to
+    // offer the method again.
+    assert_eq!(moved["DeliveryMethodId"], "GROUND");
+    assert!(f.charges(&cart).is_empty());
+    assert!(moved["TotalChargeAmount"].is_null(), "{moved}");
+
+    f.async_step(
+        &session,
+        &cart,
+        "Shipping Cost",
+        "Delivery Method",
+        "calcCartShipmentAction",
+    );
+    let reshipped = f.record("WebCart", &cart);
+    assert_eq!(reshipped["DeliveryMethodId"], "GROUND", "{reshipped}");
+    let charges = f.charges(&cart);
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    assert_eq!(amount(&charges[0]["TotalPrice"]), f.fee(&cart, "GROUND"));
+    through_taxes(&f, &cart, &session);
+    let order = through_cart_to_order(&f, &cart, &session);
+    let order = through_activation(&f, &cart, &session, &order);
+    assert_eq!(order["DeliverTo"]["City"], "New York");
+    assert_eq!(order["DeliveryMethodId"], "GROUND");
+
+    // A second cart with the same lines, shipped to New York from the start.
+    let direct = checkout_for(&f, SampleCart::Reorder, &new_york(), "GROUND");
+    assert_eq!(order_amounts(&order), order_amounts(&direct));
+    assert_ne!(
+        amount(&order["GrandTotalAmount"]),
+        amount(&denver["GrandTotalAmount"])
+    );
+    let (lines, _) = order_amounts(&order);
+    assert!(line_taxes(&lines) > amount(&denver["TotalTaxAmount"]));
+    f.stop();
+}
+
+#[test]
+fn a_delivery_method_change_after_the_order_is_refused_and_the_payment_covers_the_order() {
+    let mut f = start();
+    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+    let freight = f.fee(&cart, "FREIGHT");
+    assert!(f.fee(&cart, "GROUND") < freight);
+    f.succeed(
+        "setCheckoutDeliveryMethod",
+        json!({"cartId": cart, "deliveryMethodId": "FREIGHT"}),
+    );
+    through_taxes(&f, &cart, &session);
+    let order_id = through_cart_to_order(&f, &cart, &session);
+    let before = (f.checkout(&cart, &session), f.record("Order", &order_id));
+    assert_eq!(before.1["DeliveryMethodId"], "FREIGHT");
+
+    let by_action = f.choose(&cart, "GROUND");
+    assert_eq!(
+        (by_action.status, by_action.error_code()),
+        (403, "INVALID_OPERATION"),
+        "{:?}",
+        by_action.body
+    );
+    assert_eq!(by_action.body[0]["isSuccess"], false);
+    let by_patch = f.write_cart(&cart, json!({ "DeliveryMethodId": "GROUND" }));
+    assert_eq!(
+        (by_patch.status, by_patch.error_code()),
+        (403, "INVALID_OPERATION"),
+        "{:?}",
+        by_patch.body
+    );
+    // So is any other input the order was made from.
+    let address = f.write_cart(&cart, json!({ "DeliverTo": new_york() }));
+    assert_eq!(
+        (address.status, address.error_code()),
+        (403, "INVALID_OPERATION")
+    );
+    let after = (f.checkout(&cart, &session), f.record("Order", &order_id));
+    assert_eq!(before, after);
+
+    let order = through_activation(&f, &cart, &session, &order_id);
+    assert_eq!(
+        order["AuthorizedAmount"], order["GrandTotalAmount"],
+        "{order}"
+    );
+    assert_eq!(order["GrandTotalAmount"], before.1["GrandTotalAmount"]);
+    assert_eq!(order["DeliveryMethodId"], "FREIGHT");
+    let charges: Vec<&Value> = order["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["Type"] == "Charge")
+        .collect();
+    assert_eq!(charges.len(), 1, "{order}");
+    assert_eq!(amount(&charges[0]["TotalPrice"]), freight);
+    f.stop();
+}
+
+#[test]
+fn the_delivery_method_screen_does_not_move_on_without_a_chosen_method() {
+    let mut f = start();
+    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+    let before = f.checkout(&cart, &session);
+    let refused = f.move_to(&session, "Taxes");
+    assert_eq!(
+        (refused.status, refused.error_code()),
+        (400, "REQUIRED_FIELD_MISSING"),
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(f.checkout(&cart, &session), before);
+
+    f.set_on_cart(&cart, json!({ "DeliveryMethodId": "GROUND" }));
+    f.advance(&session, "Taxes");
+    assert_eq!(f.state(&session), "Taxes");
+    f.stop();
+}
+
+#[test]
+fn the_payment_screen_does_not_move_on_without_a_payment_token() {
+    let mut f = start();
+    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+    f.set_on_cart(&cart, json!({ "DeliveryMethodId": "GROUND" }));
+    through_taxes(&f, &cart, &session);
+    let before = f.checkout(&cart, &session);
+    assert_eq!(before[0]["PaymentTokenSet"], false);
+    let refused = f.move_to(&session, "Checkout Summary");
+    assert_eq!(
+        (refused.status, refused.error_code()),
+        (400, "REQUIRED_FIELD_MISSING"),
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(f.checkout(&cart, &session), before);
+
+    f.set_on_cart(&cart, json!({ "PaymentToken": sample::GOOD_TOKEN }));
+    f.advance(&session, "Checkout Summary");
+    f.stop();
+}
+
+#[test]
+fn set_checkout_delivery_method_is_listed_and_described_with_its_two_inputs() {
+    let mut f = start();
+    let list = f.get("/actions/standard");
+    assert_eq!(list.status, 200);
+    let listed = list.body["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "setCheckoutDeliveryMethod")
+        .cloned()
+        .expect("setCheckoutDeliveryMethod is listed");
+    assert!(listed["label"].is_string(), "{listed}");
+
+    let described = f.get("/actions/standard/setCheckoutDeliveryMethod");
+    assert_eq!(described.status, 200);
+    assert_eq!(described.body["name"], "setCheckoutDeliveryMethod");
+    let inputs = described.body["inputs"].as_array().unwrap();
+    let names: Vec<&str> = inputs.iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["cartId", "deliveryMethodId"]);
+    assert!(inputs.iter().all(|i| i["required"] == true), "{inputs:?}");
+    assert!(
+        inputs[1]["description"]
+            .as_str()
+            .unwrap()
+            .contains("offered")
+    );
+    assert_eq!(described.body["outputs"], json!([]));
+    f.stop();
+}
+
+#[test]
+fn set_checkout_delivery_method_writes_and_reprices_the_charge_line() {
+    let mut f = start();
+    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+    assert!(f.charges(&cart).is_empty());
+
+    // A method the shipping step did not offer: refused, nothing changed.
+    let before = f.checkout(&cart, &session);
+    let refused = f.choose(&cart, "DRONE");
+    assert_eq!(
+        (refused.status, refused.error_code()),
+        (400, "INVALID_INPUT"),
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(f.checkout(&cart, &session), before);
+
+    // An offered one: its fee is the charge line and the cart's charges. The action answers
+    // no output values, as its description says.
+    let chosen = f.choose(&cart, "GROUND");
+    assert_eq!(chosen.status, 200, "{:?}", chosen.body);
+    assert_eq!(chosen.body[0]["isSuccess"], true);
+    assert_eq!(chosen.body[0]["outputValues"], Value::Null);
+    let ground = f.fee(&cart, "GROUND");
+    let charges = f.charges(&cart);
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    let charge_id = charges[0]["Id"].clone();
+    assert_eq!(charges[0]["Type"], "Charge");
+    assert_eq!(amount(&charges[0]["TotalPrice"]), ground);
+    let chosen = f.record("WebCart", &cart);
+    assert_eq!(chosen["DeliveryMethodId"], "GROUND");
+    assert_eq!(amount(&chosen["TotalChargeAmount"]), ground);
+    assert_eq!(f.state(&session), "Delivery Method");
+
+    // Another method reprices the same line.
+    f.succeed(
+        "setCheckoutDeliveryMethod",
+        json!({"cartId": cart, "deliveryMethodId": "FREIGHT"}),
+    );
+    let freight = f.fee(&cart, "FREIGHT");
+    let charges = f.charges(&cart);
+    assert_eq!(charges.len(), 1, "{charges:?}");
+    assert_eq!(charges[0]["Id"], charge_id);
+    assert_eq!(amount(&charges[0]["TotalPrice"]), freight);
+    let repriced = f.record("WebCart", &cart);
+    assert_eq!(amount(&repriced["TotalChargeAmount"]), freight);
+    assert_eq!(
+        amount(&repriced["GrandTotalAmount"]) - amount(&chosen["GrandTotalAmount"]),
+        freight - ground
+    );
+
+    // After the taxes, a change of method sends the session back to Taxes and drops them.
+    through_taxes(&f, &cart, &session);
+    assert!(amount(&f.record("WebCart", &cart)["TotalTaxAmount"]) > Decimal::ZERO);
+    f.succeed(
+        "setCheckoutDeliveryMethod",
+        json!({"cartId": cart, "deliveryMethodId": "GROUND"}),
+    );
+    assert_eq!(f.state(&session), "Taxes");
+    let rewound = f.record("WebCart", &cart);
+    assert!(rewound["TotalTaxAmount"].is_null(), "{rewound}");
+    let charges = f.charges(&cart);
+    assert_eq!(charges[0]["Id"], charge_id);
+    assert_eq!(amount(&charges[0]["TotalPrice"]), ground);
+    assert_eq!(line_taxes(&f.lines(&cart)), Decimal::ZERO);
+    f.stop();
+}
+
+#[test]
+fn set_checkout_delivery_method_answers_the_shared_codes_and_changes_nothing() {
+    // No worker: an operation the test starts stays New.
+    let mut f = start_with(0);
+    let cart = SampleCart::InStock.id().to_string();
+    let refuse = |input: Value, expected: (u16, &str), f: &Fixture, before: &[Value]| {
+        let reply = f.action("setCheckoutDeliveryMethod", input.clone());
+        assert_eq!(
+            (reply.status, reply.error_code()),
+            expected,
+            "{input}: {:?}",
+            reply.body
+        );
+        assert_eq!(f.record("WebCart", &cart), before[0], "{input}");
+        assert_eq!(json!(f.lines(&cart)), before[1], "{input}");
+    };
+    let active = [f.record("WebCart", &cart), json!(f.lines(&cart))];
+    refuse(
+        json!({"cartId": cart, "deliveryMethodId": "GROUND"}),
+        (403, "INVALID_OPERATION"),
+        &f,
+        &active,
+    );
+    refuse(
+        json!({"cartId": "0a6000000009999", "deliveryMethodId": "GROUND"}),
+        (500, "UNKNOWN_EXCEPTION"),
+        &f,
+        &active,
+    );
+
+    let session = f
+        .succeed(
+            "checkoutSessionAction",
+            json!({"cartId": cart, "initialState": "Start"}),
+        )
+        .expect("a session");
+    let opened = f.checkout(&cart, &session);
+    refuse(
+        json!({ "cartId": cart }),
+        (400, "INVALID_INPUT"),
+        &f,
+        &opened,
+    );
+    f.advance(&session, "Shipping Address");
+    f.set_on_cart(&cart, json!({ "DeliverTo": sample::denver() }));
+    f.advance(&session, "Inventory");
+    f.succeed(
+        "updateCheckoutSessionStateAction",
+        json!({"checkoutSessionId": session, "expCurrentState": "Inventory", "nextState": "Confirm Price"}),
+    );
+    let locked = f.checkout(&cart, &session);
+    refuse(
+        json!({"cartId": cart, "deliveryMethodId": "GROUND"}),
+        (403, "INVALID_OPERATION"),
+        &f,
+        &locked,
+    );
+    f.succeed("checkCartInventoryAction", json!({ "cartId": cart }));
+    let running = f.checkout(&cart, &session);
+    refuse(
+        json!({"cartId": cart, "deliveryMethodId": "GROUND"}),
+        (400, "ALREADY_IN_PROCESS"),
+        &f,
+        &running,
+    );
+    assert_eq!(f.checkout(&cart, &session), running);
+    f.stop();
+}
+
+#[test]
+fn after_the_order_a_buyer_who_wants_another_method_cancels_and_checks_out_again() {
+    let mut f = start();
+    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+    f.set_on_cart(&cart, json!({ "DeliveryMethodId": "FREIGHT" }));
+    through_taxes(&f, &cart, &session);
+    let draft = through_cart_to_order(&f, &cart, &session);
+
+    f.succeed("cancelCartAsyncOperation", json!({ "cartId": cart }));
+    assert_eq!(f.record("WebCart", &cart)["Status"], "Active");
+    assert_eq!(
+        f.record("CartCheckoutSession", &session)["IsArchived"],
+        true
+    );
+    let order = checkout_for(&f, SampleCart::InStock, &sample::denver(), "GROUND");
+    assert_ne!(order["Id"], draft.as_str());
+    assert_eq!(order["DeliveryMethodId"], "GROUND");
+    assert_eq!(order["AuthorizedAmount"], order["GrandTotalAmount"]);
+    // The draft of the cancelled checkout was never paid for.
+    let abandoned = f.record("Order", &draft);
+    assert_eq!(abandoned["Status"], "Draft", "{abandoned}");
+    assert!(abandoned["AuthorizedAmount"].is_null(), "{abandoned}");
+    f.stop();
+}
+
+/// A gateway that authorises a cent more than the order's total.
+struct OffByACent;
+
+impl PaymentProvider for OffByACent {
+    fn authorize_payment(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
+        let total = request.order.as_ref().and_then(|o| o.grand_total_amount);
+        Ok(Verdict::Updated(CartPatch {
+            payment_authorization_id: Some("AUTH-OFF-BY-A-CENT".into()),
+            authorized_amount: total.map(|t| t + Decimal::new(1, 2)),
+            ..CartPatch::default()
+        }))
+    }
+}
+
+#[test]
+fn an_authorisation_of_another_amount_than_the_orders_total_fails_the_step() {
+    let mut integrations = sample::integrations(&sample::dataset());
+    integrations.set(sample::store_id(), Provider::Payment(Arc::new(OffByACent)));
+    let mut f = start_on(integrations, 1);
+    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+    f.set_on_cart(&cart, json!({ "DeliveryMethodId": "GROUND" }));
+    through_taxes(&f, &cart, &session);
+    let order = through_cart_to_order(&f, &cart, &session);
+
+    f.succeed(
+        "updateCheckoutSessionStateAction",
+        json!({"checkoutSessionId": session, "expCurrentState": "Authorize Payment", "nextState": "Activate Order"}),
+    );
+    f.succeed("authorizePayment", json!({ "cartId": cart }));
+    let failed = f.settled_session(&session);
+    assert_eq!(failed["State"], "Error", "{failed}");
+    let outputs = f.get(&format!("/sobjects/WebCart/{cart}/CartValidationOutputs"));
+    let types: Vec<&Value> = outputs.body["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["Type"])
+        .collect();
+    assert_eq!(types, [&json!("SystemError")], "{:?}", outputs.body);
+    let unpaid = f.record("WebCart", &cart);
+    assert!(unpaid["PaymentAuthorizationId"].is_null(), "{unpaid}");
+    assert!(unpaid["AuthorizedAmount"].is_null(), "{unpaid}");
+    assert_eq!(f.record("Order", &order)["Status"], "Draft");
+    f.stop();
+}
