@@ -34,18 +34,6 @@ const BUYER: &str = "buyer-token";
 /// The longest a background step may take before a test gives up (a bound, not a measure).
 const STEP_BOUND: Duration = Duration::from_secs(60);
 
-/// A New York address: the sample tax table has no rate for the state, so the country's
-/// 5 % applies.
-fn new_york() -> Address {
-    Address {
-        street: "350 5th Ave".into(),
-        city: "New York".into(),
-        state_code: Some("NY".into()),
-        postal_code: "10118".into(),
-        country_code: "US".into(),
-    }
-}
-
 /// One answer: status and JSON body (`Null` when there is none).
 #[derive(Debug)]
 struct Reply {
@@ -414,7 +402,7 @@ fn an_address_changed_after_taxes_rewinds_to_shipping_and_the_order_carries_the_
     );
 
     // At Payment And Billing Address the buyer ships to New York instead.
-    f.set_on_cart(&cart, json!({ "DeliverTo": new_york() }));
+    f.set_on_cart(&cart, json!({ "DeliverTo": sample::new_york() }));
     let rewound = f.record("CartCheckoutSession", &session);
     assert_eq!(rewound["State"], "Shipping Cost", "{rewound}");
     assert_eq!(rewound["IsProcessing"], false);
@@ -448,7 +436,7 @@ fn an_address_changed_after_taxes_rewinds_to_shipping_and_the_order_carries_the_
     assert_eq!(order["DeliveryMethodId"], "GROUND");
 
     // A second cart with the same lines, shipped to New York from the start.
-    let direct = checkout_for(&f, SampleCart::Reorder, &new_york(), "GROUND");
+    let direct = checkout_for(&f, SampleCart::Reorder, &sample::new_york(), "GROUND");
     assert_eq!(order_amounts(&order), order_amounts(&direct));
     assert_ne!(
         amount(&order["GrandTotalAmount"]),
@@ -490,7 +478,7 @@ fn a_delivery_method_change_after_the_order_is_refused_and_the_payment_covers_th
         by_patch.body
     );
     // So is any other input the order was made from.
-    let address = f.write_cart(&cart, json!({ "DeliverTo": new_york() }));
+    let address = f.write_cart(&cart, json!({ "DeliverTo": sample::new_york() }));
     assert_eq!(
         (address.status, address.error_code()),
         (403, "INVALID_OPERATION")
