@@ -280,3 +280,54 @@ fn a_patch_of_the_delivery_group_changes_the_address_and_sends_the_session_back(
     let last = history.last().unwrap();
     assert_eq!(last.event.label(), "delivery address changed");
 }
+
+#[test]
+fn the_delivery_charge_is_no_line_the_buyer_edits_and_an_edit_takes_it_away() {
+    use cartflow::machine::{CartEdit, Command};
+    use cartflow::model::CartItemType;
+    let f = Fixture::start();
+    let Drive::NeedsInput { .. } = f.checkout(false) else {
+        panic!("the drive stops before placing the order");
+    };
+    let cart = SampleCart::InStock.id();
+    let lines = f.store().cart_items(&cart).unwrap();
+    let charge = lines
+        .iter()
+        .find(|l| l.item_type == CartItemType::Charge)
+        .expect("a charge line")
+        .id;
+    let buyer = sample::buyer_id().to_string();
+    let edit = |edit| Command::EditCart {
+        cart_id: cart.to_string(),
+        edit,
+    };
+    let before = f.store().cart(&cart).unwrap().unwrap();
+    for refused in [
+        CartEdit::SetQuantity {
+            item_id: charge.to_string(),
+            quantity: Decimal::TWO,
+        },
+        CartEdit::RemoveItem {
+            item_id: charge.to_string(),
+        },
+    ] {
+        let error = f.engine.execute(&buyer, edit(refused)).unwrap_err();
+        assert_eq!(
+            error.requirement(),
+            Some(cartflow::machine::Requirement::EditValid)
+        );
+        assert_eq!(f.store().cart(&cart).unwrap().unwrap(), before);
+        assert_eq!(f.store().cart_items(&cart).unwrap(), lines);
+    }
+    let added = CartEdit::AddItem {
+        sku: "ROPE-60M".into(),
+        quantity: Decimal::ONE,
+    };
+    f.engine.execute(&buyer, edit(added)).unwrap();
+    let after = f.store().cart_items(&cart).unwrap();
+    assert!(after.iter().all(|l| l.item_type == CartItemType::Product));
+    assert_eq!(f.store().cart_item(&charge).unwrap(), None);
+    let cart = f.store().cart(&cart).unwrap().unwrap();
+    assert_eq!(cart.delivery_method_id, None);
+    assert_eq!(cart.total_charge_amount, None);
+}

@@ -193,26 +193,23 @@ impl Engine {
         // the commit checks.
         if matches!(
             command,
-            Command::SetDetails { .. } | Command::SetDeliveryMethod { .. }
+            Command::SetDetails { .. }
+                | Command::SetDeliveryMethod { .. }
+                | Command::EditCart { .. }
         ) && let Some(cart) = &snapshot.cart
         {
             snapshot.lines = self.store.cart_items(&cart.id)?;
         }
-        // An edit naming a line: the line, if it belongs to the cart. Read apart from the
-        // snapshot; the commit's check of the cart's version covers a concurrent change.
+        // An edit naming a line: the line, if it is one of the cart's.
         if let Command::EditCart {
             edit:
                 crate::machine::CartEdit::SetQuantity { item_id, .. }
                 | crate::machine::CartEdit::RemoveItem { item_id },
             ..
         } = command
-            && let (Some(cart), Ok(item)) = (&snapshot.cart, SfId::parse(item_id))
+            && let Ok(item) = SfId::parse(item_id)
         {
-            snapshot.edited_item = self
-                .store
-                .cart_items(&cart.id)?
-                .into_iter()
-                .find(|line| line.id == item);
+            snapshot.edited_item = snapshot.lines.iter().find(|line| line.id == item).cloned();
         }
         snapshot.user = match actor.map(SfId::parse) {
             Some(Ok(id)) => self.store.user(&id)?,

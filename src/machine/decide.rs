@@ -15,9 +15,9 @@ use crate::machine::{
     TransitionTable, ValidationMessage, WorkerCommand, amounts,
 };
 use crate::model::{
-    BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput,
-    KeyPrefix, Level, OperationStatus, Order, OrderLifeCycleType, OutputType, ProviderKind,
-    SessionState, SfId, WebCart, clip_message,
+    BackgroundOperation, CartCheckoutSession, CartItem, CartItemType, CartStatus,
+    CartValidationOutput, KeyPrefix, Level, OperationStatus, Order, OrderLifeCycleType, OutputType,
+    ProviderKind, SessionState, SfId, WebCart, clip_message,
 };
 
 /// The buyer's message for a step that failed by a system error rather than a check.
@@ -722,6 +722,14 @@ impl<'a> Plan<'a> {
         cart.delivery_options.clear();
         cart.delivery_method_id = None;
         cart.payment_authorization_id = None;
+        cart.authorized_amount = None;
+        // No method is chosen any more, so the delivery charge goes too.
+        let charges = self
+            .snapshot
+            .lines
+            .iter()
+            .filter(|l| l.item_type == CartItemType::Charge);
+        self.removed_items.extend(charges.map(|l| l.id));
         cart.total_product_amount = None;
         cart.total_adjustment_amount = None;
         cart.total_charge_amount = None;

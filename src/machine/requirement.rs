@@ -16,8 +16,8 @@ use crate::machine::{
     Action, CartEdit, Command, Event, Node, Snapshot, StepInput, Target, TransitionTable,
 };
 use crate::model::{
-    Access, BackgroundOperation, CartCheckoutSession, KeyPrefix, OrderLifeCycleType, OrderStatus,
-    Permission, SessionState, SfId, User, WebCart,
+    Access, BackgroundOperation, CartCheckoutSession, CartItemType, KeyPrefix, OrderLifeCycleType,
+    OrderStatus, Permission, SessionState, SfId, User, WebCart,
 };
 
 /// A named precondition of a command.
@@ -907,6 +907,15 @@ impl Facts<'_> {
             return Ok(());
         };
         let positive = |q: &Decimal| *q > Decimal::ZERO;
+        // The delivery charge follows the chosen method; the buyer edits products only.
+        if let Some(line) = &self.snapshot.edited_item
+            && line.item_type == CartItemType::Charge
+        {
+            return Err(format!(
+                "line {} is the delivery charge, which follows the chosen delivery method",
+                line.id
+            ));
+        }
         match edit {
             CartEdit::AddItem { sku, quantity } => {
                 if sku.trim().is_empty() {
