@@ -331,3 +331,61 @@ fn the_delivery_charge_is_no_line_the_buyer_edits_and_an_edit_takes_it_away() {
     assert_eq!(cart.delivery_method_id, None);
     assert_eq!(cart.total_charge_amount, None);
 }
+
+#[test]
+fn cart_to_order_refuses_a_cart_offered_methods_without_a_choice() {
+    use cartflow::machine::{Changes, Command};
+    use cartflow::store::Commit;
+    let f = Fixture::start();
+    let Drive::NeedsInput { session_id, .. } = f.checkout(false) else {
+        panic!("the drive stops before placing the order");
+    };
+    let cart_id = SampleCart::InStock.id();
+    // Something behind the engine's back (an import, another system) drops the choice.
+    let mut cart = f.store().cart(&cart_id).unwrap().unwrap();
+    cart.delivery_method_id = None;
+    cart.version += 1;
+    let commit = Commit {
+        changes: Changes {
+            carts: vec![cart],
+            ..Changes::default()
+        },
+        history: Vec::new(),
+    };
+    f.store().commit(&commit).unwrap();
+    let buyer = sample::buyer_id().to_string();
+    let session = session_id.to_string();
+    let steps = [
+        Command::Advance {
+            session_id: session.clone(),
+            state: "Cart To Order".into(),
+            exp_current_state: Some("Checkout Summary".into()),
+        },
+        Command::UpdateSession {
+            session_id: session.clone(),
+            next_state: "Authorize Payment".into(),
+            exp_current_state: Some("Cart To Order".into()),
+        },
+        Command::CartToOrder {
+            cart_id: cart_id.to_string(),
+            run_async: true,
+        },
+    ];
+    for step in steps {
+        f.engine.execute(&buyer, step).unwrap();
+    }
+    assert_eq!(f.engine.run_until_idle().unwrap(), 1);
+    let session = f.store().session(&session_id).unwrap().unwrap();
+    assert!(
+        session.is_error && session.order_id.is_none(),
+        "{session:?}"
+    );
+    let outputs = f.store().validation_outputs(&cart_id).unwrap();
+    assert_eq!(outputs.len(), 1);
+    assert!(
+        outputs[0].message.contains("no delivery method"),
+        "{outputs:?}"
+    );
+    let group = cartflow::model::CartDeliveryGroup::id_of(&cart_id);
+    assert_eq!(outputs[0].related_entity_id, Some(group));
+}
