@@ -584,26 +584,35 @@ fn insert_history<C: GenericClient>(
     Ok(())
 }
 
-/// Rewrites which records each holder holds.
+/// Rewrites which records each holder holds, in two statements whatever the number of holders.
 fn reindex<C: GenericClient>(
     db: &mut Db<'_, C>,
     held: Vec<(SfId, Vec<SfId>)>,
 ) -> Result<(), StoreError> {
-    for (holder, children) in held {
-        db.execute(
-            "DELETE FROM record_owners WHERE owner_id = $1",
-            &[&holder.as_str()],
-        )
-        .map_err(pg_error)?;
-        for child in children {
-            db.execute(
-                "INSERT INTO record_owners (id, owner_id) VALUES ($1, $2)
-                 ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id",
-                &[&child.as_str(), &holder.as_str()],
-            )
-            .map_err(pg_error)?;
-        }
+    if held.is_empty() {
+        return Ok(());
     }
+    let holders: Vec<&str> = held.iter().map(|(holder, _)| holder.as_str()).collect();
+    db.execute(
+        "DELETE FROM record_owners WHERE owner_id = ANY($1)",
+        &[&holders],
+    )
+    .map_err(pg_error)?;
+    let pairs = held
+        .iter()
+        .flat_map(|(holder, children)| children.iter().map(move |child| (child, holder)));
+    let (children, owners): (Vec<&str>, Vec<&str>) = pairs
+        .map(|(child, holder)| (child.as_str(), holder.as_str()))
+        .unzip();
+    if children.is_empty() {
+        return Ok(());
+    }
+    db.execute(
+        "INSERT INTO record_owners (id, owner_id) SELECT * FROM unnest($1::text[], $2::text[])
+         ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id",
+        &[&children, &owners],
+    )
+    .map_err(pg_error)?;
     Ok(())
 }
 

@@ -67,21 +67,24 @@ fn write_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Rewrites which records each holder holds.
+/// Rewrites which records each holder holds (the statements prepared once per connection).
 fn reindex(tx: &Transaction<'_>, held: Vec<(SfId, Vec<SfId>)>) -> Result<(), StoreError> {
-    for (holder, children) in held {
-        tx.execute(
-            "DELETE FROM record_owners WHERE owner_id = ?1",
-            params![holder.as_str()],
+    let mut forget = tx
+        .prepare_cached("DELETE FROM record_owners WHERE owner_id = ?1")
+        .map_err(io)?;
+    let mut hold = tx
+        .prepare_cached(
+            "INSERT INTO record_owners (id, owner_id) VALUES (?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id",
         )
-        .map_err(write_error)?;
-        for child in children {
-            tx.execute(
-                "INSERT INTO record_owners (id, owner_id) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id",
-                params![child.as_str(), holder.as_str()],
-            )
+        .map_err(io)?;
+    for (holder, children) in held {
+        forget
+            .execute(params![holder.as_str()])
             .map_err(write_error)?;
+        for child in children {
+            hold.execute(params![child.as_str(), holder.as_str()])
+                .map_err(write_error)?;
         }
     }
     Ok(())
