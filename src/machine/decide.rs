@@ -307,7 +307,7 @@ fn drop_results_of(
             StepKind::Async(A::CalcCartShipment) => cart.delivery_options.clear(),
             StepKind::Async(A::CalcCartTaxes) => lines.iter_mut().for_each(CartItem::clear_tax),
             StepKind::Async(A::PriceCart) => lines.iter_mut().for_each(|l| {
-                if l.item_type == crate::model::CartItemType::Product {
+                if l.item_type == CartItemType::Product {
                     l.list_price = None;
                     l.sales_price = None;
                     l.total_price = None;
