@@ -141,12 +141,17 @@ fn render(report: &Value) -> String {
         }
     };
     list(&mut out, "lines", "items", &|i| {
+        // The charge line has no SKU: it is the delivery charge.
+        let what = match i["Type"].as_str() {
+            Some("Charge") => "(delivery charge)".to_owned(),
+            _ => text(&i["Sku"]),
+        };
         format!(
-            "{} {} x{} total {}",
+            "{} {what} x{} total {} tax {}",
             text(&i["Id"]),
-            text(&i["Sku"]),
             text(&i["Quantity"]),
-            text(&i["TotalPrice"])
+            text(&i["TotalPrice"]),
+            text(&i["TaxAmount"])
         )
     });
     list(&mut out, "sessions", "sessions", &|s| {
