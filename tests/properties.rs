@@ -3103,6 +3103,9 @@ const SALT_DETAILS: u16 = 1 << 9;
 const SALT_CHOOSE: u16 = 1 << 10;
 /// All three set: the buyer changes an input (bits 13-15 say which) wherever the checkout is.
 const SALT_CHANGE: u16 = 0b111 << 10;
+/// Both set (without `SALT_DETAILS`): the buyer moves on from a screen without the input
+/// it collects.
+const SALT_SKIP_INPUT: u16 = 0b11 << 13;
 
 const GARBAGE: [&str; 4] = ["", "inventory", "Nonsense", "Start "];
 
@@ -4052,7 +4055,9 @@ impl Harness {
                 let (Some(stage), Some(next)) = (flow.stage_of(state), flow.next_of(state)) else {
                     return user(cancel);
                 };
+                let skip = salt & SALT_SKIP_INPUT == SALT_SKIP_INPUT && salt & SALT_DETAILS == 0;
                 if matches!(stage, Stage::Screen | Stage::Entry)
+                    && !skip
                     && let Some(call) = self.screen_input(cart, state, salt)
                 {
                     return user(call);
@@ -4076,9 +4081,10 @@ impl Harness {
     }
 }
 
-/// A driven buyer's salt: providers pass and nothing is double-clicked.
+/// A driven buyer's salt: providers pass, nothing is double-clicked, no input is changed or
+/// left out.
 fn drive_salt(salt: u16) -> u16 {
-    salt & !(SALT_BEHAVIOUR | SALT_DOUBLE_CLICK | 1 << 12)
+    salt & !(SALT_BEHAVIOUR | SALT_DOUBLE_CLICK | 1 << 12 | 1 << 14)
 }
 
 impl Harness {
@@ -4239,6 +4245,9 @@ impl Harness {
     ) -> Result<(Answer, Option<Plan>, Vec<Event>), String> {
         let kind = call.kind();
         let now = self.now();
+        if let Some(situation) = self.input_situation(call, named) {
+            coverage.note(situation);
+        }
         let expected = self.model.decide(call, actor_id, named, now);
         let command = call.command();
         let dry = self
@@ -4359,6 +4368,28 @@ impl Harness {
                 context()
             )),
         }
+    }
+
+    /// Where a buyer's input (a screen's, or `setCheckoutDeliveryMethod`) meets the checkout
+    /// of the cart it names: at a screen, an async or payment step, after taxes.
+    fn input_situation(&self, call: &Call, named: Option<SfId>) -> Option<&'static str> {
+        if !matches!(call, Call::Details { .. } | Call::DeliveryMethod { .. }) {
+            return None;
+        }
+        let cart = &self.model.carts[self.model.cart_index(named)?];
+        let state = cart.active().and_then(|i| cart.sessions[i].state)?;
+        let flow = &self.model.flow;
+        let taxes = flow.position(SessionState::Taxes);
+        let position = flow.position(state);
+        if self.model.takes_input(Some(state)) && taxes.is_some() && position > taxes {
+            return Some("buyer input after taxes");
+        }
+        Some(match flow.stage_of(state)? {
+            Stage::Entry | Stage::Screen => "buyer input at a screen",
+            Stage::Async(_) | Stage::Custom(_) => "buyer input at an async step",
+            Stage::Payment => "buyer input at the payment step",
+            Stage::Terminal => return None,
+        })
     }
 
     /// Notes an accepted move out of a step the standard template lacks, and the lock of a
@@ -5259,7 +5290,7 @@ fn assert_reached(total: &Coverage, expected: &Expected) {
 }
 
 /// The command kinds a checkout of any template sends.
-const EVERY_TEMPLATE_ACCEPTS: [Kind; 10] = [
+const EVERY_TEMPLATE_ACCEPTS: [Kind; 11] = [
     Kind::Start,
     Kind::Update,
     Kind::Advance,
@@ -5268,8 +5299,24 @@ const EVERY_TEMPLATE_ACCEPTS: [Kind; 10] = [
     Kind::Authorize,
     Kind::Async(Action::ActivateOrder),
     Kind::Details,
+    Kind::DeliveryMethod,
     Kind::Edit,
     Kind::Cancel,
+];
+
+/// What the sequences of any template meet of the buyer's inputs and the amounts: inputs
+/// changed at every kind of step (and refused once the order exists, or for a method nobody
+/// offered: `ALL_REASONS`), rewinds, orders with their delivery method, and activated orders
+/// whose amounts the providers computed again.
+const EVERY_TEMPLATE_SEES: [&str; 8] = [
+    "an order was activated",
+    "an input change sent the session back",
+    "buyer input at a screen",
+    "buyer input at an async step",
+    "buyer input at the payment step",
+    "buyer input after taxes",
+    "an order was made with a delivery method offered",
+    "an activated order's amounts were computed again",
 ];
 
 #[test]
@@ -5295,12 +5342,15 @@ fn random_command_sequences_keep_every_invariant() {
                 "Passed (activateOrderAction",
             ],
             seen: &[
-                "an order was activated",
-                "an order step ran inside its call",
-                "an expired checkout restarted",
-                "an order was made beside an abandoned Draft",
-                "a repeated step was refused",
-            ],
+                EVERY_TEMPLATE_SEES.as_slice(),
+                &[
+                    "an order step ran inside its call",
+                    "an expired checkout restarted",
+                    "an order was made beside an abandoned Draft",
+                    "a repeated step was refused",
+                ],
+            ]
+            .concat(),
         },
     );
 }
@@ -5334,10 +5384,13 @@ fn random_templates_keep_every_invariant() {
                 "Passed (activateOrderAction",
             ],
             seen: &[
-                "an order was activated",
-                "a step the standard template lacks was passed",
-                "a custom step was locked",
-            ],
+                EVERY_TEMPLATE_SEES.as_slice(),
+                &[
+                    "a step the standard template lacks was passed",
+                    "a custom step was locked",
+                ],
+            ]
+            .concat(),
         },
     );
     // The new names were walked through: beyond ASCII, and of the longest length allowed.
@@ -5415,6 +5468,9 @@ struct Insert {
     base: usize,
     decoration: Decoration,
     custom: bool,
+    /// Bits of the inputs it consumes (a custom step: `StepInput::ALL`) or collects (a
+    /// screen: `StepInput::CHANGEABLE`).
+    inputs: u8,
 }
 
 /// The standard template's screens the generator may rename.
@@ -5444,12 +5500,14 @@ fn template() -> impl Strategy<Value = Template> {
         0usize..NEW_NAMES.len(),
         decoration(),
         prop::bool::weighted(0.25),
+        prop_oneof![2 => Just(0u8), 1 => 0u8..16],
     )
-        .prop_map(|(after, base, decoration, custom)| Insert {
+        .prop_map(|(after, base, decoration, custom, inputs)| Insert {
             after,
             base,
             decoration,
             custom,
+            inputs,
         });
     let rename = (
         0usize..RENAMABLE.len(),
@@ -5506,11 +5564,18 @@ fn insert_step(template: &mut Template, n: usize, insert: Insert) {
     // (only a screen may lead into the terminal step).
     let choices = flow.steps.len() - if insert.custom { 2 } else { 1 };
     let after = flow.steps[insert.after % choices].0;
+    let chosen = |inputs: &[StepInput]| -> Vec<StepInput> {
+        (0..inputs.len())
+            .filter(|bit| insert.inputs & (1 << bit) != 0)
+            .map(|bit| inputs[bit])
+            .collect()
+    };
     let step = if insert.custom {
         let action = CustomAction::new(&format!("Custom_{n}")).expect("an identifier");
         TemplateStep::custom(state, action, &format!("RunCustom{n}"), "scripted")
+            .consuming(&chosen(&StepInput::ALL))
     } else {
-        TemplateStep::new(state, StepKind::Screen)
+        TemplateStep::new(state, StepKind::Screen).collecting(&chosen(&StepInput::CHANGEABLE))
     };
     template.insert_step(after, step);
 }
@@ -6415,4 +6480,65 @@ fn a_checkout_whose_last_step_is_async_is_refused_and_the_standard_one_closes() 
     let (mut seen, mut gated) = (BTreeSet::new(), false);
     // Panics when the cart is not Closed within 200 steps.
     drive(&mut h, 0, 0, None, &mut seen, &mut gated);
+}
+
+/// The amounts checks fail on stores that broke the amounts promises: a cart whose totals
+/// are not its lines', an authorisation of another amount than the order's total, an order
+/// made without the delivery method (or the charge line) its cart was offered, and an
+/// activated order whose tax is not what the providers compute over its inputs.
+#[test]
+fn the_amounts_checks_reject_doctored_stores() {
+    let mut world = one_cart(CartStatus::Active, None);
+    world.sample = true;
+    world.stores[0].payment = Payment::Gateway;
+    let mut h = Harness::new(&world);
+    let (mut seen, mut gated) = (BTreeSet::new(), false);
+    let activate = Some(SessionState::ActivateOrder);
+    drive(&mut h, 0, SALT_DETAILS, activate, &mut seen, &mut gated);
+    let drafted = h.store.to_dataset();
+    drive(&mut h, 0, SALT_DETAILS, None, &mut seen, &mut gated);
+    let done = h.store.to_dataset();
+    let order = &done.orders[0];
+    assert_eq!(order.status, OrderStatus::Activated, "the seed");
+    assert!(order.payment_authorization_id.is_some() && order.authorized_amount.is_some());
+    let coverage = &mut Coverage::default();
+    assert_eq!(h.check_amounts(&drafted, &done, coverage), Ok(()));
+    assert!(
+        coverage
+            .seen
+            .contains_key("an activated order's amounts were computed again")
+    );
+
+    // A cart whose totals are not its lines'.
+    let mut untotalled = done.clone();
+    untotalled.carts[0].total_tax_amount = None;
+    assert!(h.check_amounts(&done, &untotalled, coverage).is_err());
+    // An authorisation of another amount than the order's grand total.
+    let mut overcharged = done.clone();
+    overcharged.orders[0].authorized_amount = order.grand_total_amount.map(|t| t + Decimal::ONE);
+    assert!(h.check_amounts(&done, &overcharged, coverage).is_err());
+    // An activated order taxed for other inputs than its own (its totals still add up).
+    let mut stale = done.clone();
+    let cent = Decimal::new(1, 2);
+    let line = stale.orders[0]
+        .items
+        .iter_mut()
+        .find(|i| i.item_type == CartItemType::Product)
+        .expect("a product line");
+    line.tax_amount = line.tax_amount.map(|t| t + cent);
+    stale.orders[0].grand_total_amount = order.grand_total_amount.map(|t| t + cent);
+    stale.orders[0].authorized_amount = stale.orders[0].grand_total_amount;
+    assert!(h.check_amounts(&drafted, &stale, coverage).is_err());
+    // An order made without the delivery method, or the charge line, its cart was offered.
+    let mut unmade = drafted.clone();
+    unmade.orders.clear();
+    assert_eq!(h.check_amounts(&unmade, &drafted, coverage), Ok(()));
+    let mut no_charge = drafted.clone();
+    no_charge.orders[0]
+        .items
+        .retain(|i| i.item_type != CartItemType::Charge);
+    assert!(h.check_amounts(&unmade, &no_charge, coverage).is_err());
+    let mut no_method = drafted.clone();
+    no_method.orders[0].delivery_method_id = None;
+    assert!(h.check_amounts(&unmade, &no_method, coverage).is_err());
 }
