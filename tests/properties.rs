@@ -5177,6 +5177,14 @@ fn run_sequence(
     }
     let mut harness = Harness::with_table(world, table);
     harness.model.compare(&harness.store.to_dataset())?;
+    if world.sample {
+        coverage.note("a sequence over the sample providers");
+    }
+    let inputs = |coverage: &Coverage| -> usize {
+        let situations = coverage.seen.iter().filter(|(k, _)| k.starts_with("buyer input"));
+        situations.map(|(_, n)| n).sum()
+    };
+    let inputs_before = inputs(coverage);
     for (n, step) in steps.iter().enumerate() {
         let repeat = match step {
             Step::Drive { count, .. } => usize::from(*count),
@@ -5187,6 +5195,9 @@ fn run_sequence(
                 .step(step, coverage, None)
                 .map_err(|e| format!("step {n}.{k} ({step:?}): {e}"))?;
         }
+    }
+    if inputs(coverage) > inputs_before {
+        coverage.note("a sequence that gave or changed the buyer's inputs");
     }
     Ok(())
 }
@@ -5289,6 +5300,17 @@ fn assert_reached(total: &Coverage, expected: &Expected) {
     }
 }
 
+/// At least 2,000 sequences gave or changed the buyer's inputs (each input checked against the
+/// model and every invariant after it), and at least 1,000 ran over the sample providers, so
+/// that the amounts invariant met real prices, promotions, shipping, taxes and payments.
+fn assert_inputs_met(total: &Coverage) {
+    let count = |what: &str| total.seen.get(what).copied().unwrap_or_default();
+    let changing = count("a sequence that gave or changed the buyer's inputs");
+    assert!(changing >= 2_000, "{changing} sequences gave the buyer's inputs");
+    let priced = count("a sequence over the sample providers");
+    assert!(priced >= 1_000, "{priced} sequences over the sample providers");
+}
+
 /// The command kinds a checkout of any template sends.
 const EVERY_TEMPLATE_ACCEPTS: [Kind; 11] = [
     Kind::Start,
@@ -5321,8 +5343,9 @@ const EVERY_TEMPLATE_SEES: [&str; 8] = [
 
 #[test]
 fn random_command_sequences_keep_every_invariant() {
-    // At least 2,500 sequences per run (about 15 s).
-    let total = run_cases("standard template", 2_500, Just(Template::standard()));
+    // At least 2,800 sequences per run (about 10 s on two cores).
+    let total = run_cases("standard template", 2_800, Just(Template::standard()));
+    assert_inputs_met(&total);
     let mut accepted = EVERY_TEMPLATE_ACCEPTS.to_vec();
     accepted.push(Kind::Async(Action::CheckCartInventory));
     assert_reached(
@@ -5360,16 +5383,17 @@ fn random_command_sequences_keep_every_invariant() {
 /// against its own table.
 #[test]
 fn random_templates_keep_every_invariant() {
-    // At least 2,000 sequences per run (about 10 s), every one over a template that is not
-    // the standard.
-    let total = run_cases("random templates", 2_000, template());
+    // At least 2,800 sequences per run (about 10 s on two cores), every one over a template
+    // that is not the standard.
+    let total = run_cases("random templates", 2_800, template());
+    assert_inputs_met(&total);
     let over_other_templates = total
         .seen
         .get("a sequence over a non-standard template")
         .copied()
         .unwrap_or_default();
     assert!(
-        over_other_templates >= 2_000,
+        over_other_templates >= 2_800,
         "{over_other_templates} sequences over non-standard templates"
     );
     assert_reached(
