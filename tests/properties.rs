@@ -10,6 +10,13 @@
 //! generation independent of state (plain proptest, good shrinking) while still letting a
 //! `Hub` step issue the command the checkout flow would issue next, so sequences reach the
 //! order steps and the close, not only early refusals.
+//!
+//! The buyer's inputs follow the template's declarations, as legality follows the table: what
+//! each step consumes and each screen collects, the steps before the order (where input is
+//! taken), and the table's rows of an input change (where the session goes back to). Half the
+//! worlds map the sample providers (price book, promotions, shipping rates, tax table, token
+//! gateway): the model asks them what a step computes, and the amounts invariant runs them again
+//! over the inputs of every order activated here.
 
 mod common;
 
@@ -370,8 +377,11 @@ use ErrorCode::{
 /// Every (errorCode, HTTP status) an action may answer: the shared table for the async actions
 /// and cancel, each action's own for the session actions and activation, with the statuses
 /// `requirement.rs` fixes where the documentation gives only "4xx" (a lost compare-and-set is
-/// 409). A screen's write of buyer input has the session actions' access rows and refuses a
-/// delivery method nobody offered with 400 `INVALID_INPUT`. The documentation lists no rows
+/// 409). A screen that moves on without an input it collects is 400 `REQUIRED_FIELD_MISSING`.
+/// A screen's write of buyer input has the session actions' access rows, and
+/// `setCheckoutDeliveryMethod` the async actions' rows; both refuse a delivery method nobody
+/// offered with 400 `INVALID_INPUT`, and any input once the order exists with 403
+/// `INVALID_OPERATION`. The documentation lists no rows
 /// for cart edits; they answer as checkoutSessionAction does, and 400 `INVALID_INPUT` for an
 /// edit that is not well-formed.
 fn documented_pairs(kind: Kind) -> &'static [(ErrorCode, u16)] {
@@ -3097,7 +3107,7 @@ const SALT_BEHAVIOUR: u16 = 0b1111 << 2;
 const SALT_DOUBLE_CLICK: u16 = 0b11 << 6;
 /// Run the order steps inside the call (`runAsync` false).
 const SALT_INLINE: u16 = 1 << 8;
-/// Fill in a screen's buyer input before moving on.
+/// Fill in every buyer input the cart lacks at a screen, not only what the screen collects.
 const SALT_DETAILS: u16 = 1 << 9;
 /// Choose the delivery method by `setCheckoutDeliveryMethod` rather than a screen's input.
 const SALT_CHOOSE: u16 = 1 << 10;
@@ -5181,7 +5191,10 @@ fn run_sequence(
         coverage.note("a sequence over the sample providers");
     }
     let inputs = |coverage: &Coverage| -> usize {
-        let situations = coverage.seen.iter().filter(|(k, _)| k.starts_with("buyer input"));
+        let situations = coverage
+            .seen
+            .iter()
+            .filter(|(k, _)| k.starts_with("buyer input"));
         situations.map(|(_, n)| n).sum()
     };
     let inputs_before = inputs(coverage);
@@ -5306,9 +5319,15 @@ fn assert_reached(total: &Coverage, expected: &Expected) {
 fn assert_inputs_met(total: &Coverage) {
     let count = |what: &str| total.seen.get(what).copied().unwrap_or_default();
     let changing = count("a sequence that gave or changed the buyer's inputs");
-    assert!(changing >= 2_000, "{changing} sequences gave the buyer's inputs");
+    assert!(
+        changing >= 2_000,
+        "{changing} sequences gave the buyer's inputs"
+    );
     let priced = count("a sequence over the sample providers");
-    assert!(priced >= 1_000, "{priced} sequences over the sample providers");
+    assert!(
+        priced >= 1_000,
+        "{priced} sequences over the sample providers"
+    );
 }
 
 /// The command kinds a checkout of any template sends.
@@ -5517,7 +5536,8 @@ const REMOVABLE: [SessionState; 5] = [
 ];
 
 /// Random valid templates: from the standard one, some provider steps removed, some screens
-/// renamed, and one to four screens or custom async steps of new names inserted.
+/// renamed, and one to four screens or custom async steps of new names inserted (some
+/// collecting, or consuming, some of the buyer's inputs).
 fn template() -> impl Strategy<Value = Template> {
     let insert = (
         0usize..16,
@@ -6565,4 +6585,75 @@ fn the_amounts_checks_reject_doctored_stores() {
     let mut no_method = drafted.clone();
     no_method.orders[0].delivery_method_id = None;
     assert!(h.check_amounts(&unmade, &no_method, coverage).is_err());
+}
+
+/// Over the sample providers: the buyer's new address after Taxes sends the session back to
+/// Shipping Cost and drops the taxes; once the order exists, another delivery method is
+/// refused 403 `INVALID_OPERATION` with nothing changed; the order activated at the end ships
+/// to the new address with its tax (the harness checks every amounts promise at each step).
+#[test]
+fn a_change_after_taxes_goes_back_and_one_after_the_order_is_refused() {
+    let mut world = one_cart(CartStatus::Active, None);
+    world.sample = true;
+    world.stores[0].payment = Payment::Gateway;
+    let mut h = Harness::new(&world);
+    let (mut seen, mut gated) = (BTreeSet::new(), false);
+    let payment_screen = Some(SessionState::PaymentAndBillingAddress);
+    drive(
+        &mut h,
+        0,
+        SALT_DETAILS,
+        payment_screen,
+        &mut seen,
+        &mut gated,
+    );
+    let taxed = h.store.to_dataset();
+    assert!(taxed.items.iter().any(|i| i.tax_amount.is_some()), "taxed");
+    let (owner, cart) = (ActorRef::Owner(0), CartRef::Known(0, IdForm::Full));
+    let denver = Step::Details {
+        actor: owner,
+        cart,
+        details: DetailsChoice {
+            address: 1,
+            method: 0,
+            token: 0,
+        },
+    };
+    let coverage = &mut Coverage::default();
+    let answer = h.step(&denver, coverage, None).expect("invariants hold");
+    assert!(matches!(answer, Some(Answer::Ok(_))), "{answer:?}");
+    let after = h.store.to_dataset();
+    assert_eq!(after.sessions[0].state, Some(SessionState::ShippingCost));
+    assert!(after.items.iter().all(|i| i.tax_amount.is_none()));
+    assert!(
+        coverage
+            .seen
+            .contains_key("an input change sent the session back")
+    );
+
+    drive(
+        &mut h,
+        0,
+        SALT_DETAILS,
+        Some(SessionState::AuthorizePayment),
+        &mut seen,
+        &mut gated,
+    );
+    let before = h.store.to_dataset();
+    let other = Step::DeliveryMethod {
+        actor: owner,
+        cart,
+        method: 1,
+        rest: true,
+    };
+    let answer = h.step(&other, coverage, None).expect("invariants hold");
+    assert_eq!(answer, Some(Answer::Err("INVALID_OPERATION".into(), 403)));
+    assert_eq!(h.store.to_dataset(), before, "nothing changed");
+
+    drive(&mut h, 0, SALT_DETAILS, None, &mut seen, &mut gated);
+    let order = &h.store.to_dataset().orders[0];
+    assert_eq!(order.status, OrderStatus::Activated);
+    assert_eq!(order.deliver_to, Some(cartflow::sample::denver()));
+    assert!(order.items.iter().any(|i| i.tax_amount.is_some()));
+    assert_eq!(order.authorized_amount, order.grand_total_amount);
 }
