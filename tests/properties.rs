@@ -5314,8 +5314,9 @@ fn assert_reached(total: &Coverage, expected: &Expected) {
 }
 
 /// At least 2,000 sequences gave or changed the buyer's inputs (each input checked against the
-/// model and every invariant after it), and at least 1,000 ran over the sample providers, so
-/// that the amounts invariant met real prices, promotions, shipping, taxes and payments.
+/// model and every invariant after it), at least 1,000 ran over the sample providers, so that
+/// the amounts invariant met real prices, promotions, shipping, taxes and payments, and the
+/// inputs' refusals were met.
 fn assert_inputs_met(total: &Coverage) {
     let count = |what: &str| total.seen.get(what).copied().unwrap_or_default();
     let changing = count("a sequence that gave or changed the buyer's inputs");
@@ -5328,6 +5329,20 @@ fn assert_inputs_met(total: &Coverage) {
         priced >= 1_000,
         "{priced} sequences over the sample providers"
     );
+    // Both ways of giving an input were refused after the order and for a method nobody
+    // offered, and a screen refused to move on without its input.
+    for refusal in [
+        (Kind::Details, Why::InputAfterOrder),
+        (Kind::Details, Why::MethodNotOffered),
+        (Kind::DeliveryMethod, Why::InputAfterOrder),
+        (Kind::DeliveryMethod, Why::MethodNotOffered),
+        (Kind::Advance, Why::InputMissing),
+    ] {
+        assert!(
+            total.refused.contains_key(&refusal),
+            "never refused: {refusal:?}"
+        );
+    }
 }
 
 /// The command kinds a checkout of any template sends.
