@@ -10,6 +10,13 @@
 //! generation independent of state (plain proptest, good shrinking) while still letting a
 //! `Hub` step issue the command the checkout flow would issue next, so sequences reach the
 //! order steps and the close, not only early refusals.
+//!
+//! The buyer's inputs follow the template's declarations, as legality follows the table: what
+//! each step consumes and each screen collects, the steps before the order (where input is
+//! taken), and the table's rows of an input change (where the session goes back to). Half the
+//! worlds map the sample providers (price book, promotions, shipping rates, tax table, token
+//! gateway): the model asks them what a step computes, and the amounts invariant runs them again
+//! over the inputs of every order activated here.
 
 mod common;
 
@@ -20,14 +27,14 @@ use std::sync::{Arc, Mutex};
 use cartflow::clock::{Clock, ManualClock};
 use cartflow::ids::SequentialIds;
 use cartflow::integrations::{
-    CustomProvider, IntegrationRequest, Integrations, InventoryProvider, PaymentProvider, Provider,
-    ProviderError, StockTable, Verdict,
+    CartPatch, CustomProvider, IntegrationRequest, Integrations, InventoryProvider,
+    PaymentProvider, Provider, ProviderError, StockTable, StoreProviders, TokenGateway, Verdict,
 };
 use cartflow::machine::Step as TemplateStep;
 use cartflow::machine::{
     Action, CartEdit, CheckoutDetails, Command, CustomAction, Event, Machine, Node, OperationNode,
-    Output, Phase, ProviderAction, SessionNode, StepKind, StepOutcome, TableError, Template,
-    TransitionTable, ValidationMessage, operation_node, session_node,
+    Output, Phase, ProviderAction, SessionNode, StepInput, StepKind, StepOutcome, TableError,
+    Template, TransitionTable, ValidationMessage, amounts, operation_node, session_node,
 };
 use cartflow::model::{
     Access, Account, Address, BackgroundOperation, CartCheckoutSession, CartItem, CartItemType,
@@ -289,6 +296,8 @@ enum Kind {
     /// A store's own async step.
     Custom,
     Details,
+    /// `setCheckoutDeliveryMethod`.
+    DeliveryMethod,
     Edit,
     Cancel,
 }
@@ -322,9 +331,13 @@ enum Why {
     MethodNotOffered,
     InvalidEdit,
     OrderActivated,
+    /// A screen moves on without an input it collects.
+    InputMissing,
+    /// The buyer's input once the order exists (or at a step the template has no input at).
+    InputAfterOrder,
 }
 
-const ALL_REASONS: [Why; 26] = [
+const ALL_REASONS: [Why; 28] = [
     Why::CannotInvoke,
     Why::InvalidCartId,
     Why::InvalidSessionId,
@@ -351,26 +364,39 @@ const ALL_REASONS: [Why; 26] = [
     Why::MethodNotOffered,
     Why::InvalidEdit,
     Why::OrderActivated,
+    Why::InputMissing,
+    Why::InputAfterOrder,
 ];
 
 use ErrorCode::{
     AlreadyInProcess as AIP, BadRequest as BR, InsufficientAccessOrReadonly as ISA,
-    InvalidInput as II, InvalidOperation as IO, UnknownException as UE,
+    InvalidInput as II, InvalidOperation as IO, RequiredFieldMissing as RFM,
+    UnknownException as UE,
 };
 
 /// Every (errorCode, HTTP status) an action may answer: the shared table for the async actions
 /// and cancel, each action's own for the session actions and activation, with the statuses
 /// `requirement.rs` fixes where the documentation gives only "4xx" (a lost compare-and-set is
-/// 409). A screen's write of buyer input has the session actions' access rows and refuses a
-/// delivery method nobody offered with 400 `INVALID_INPUT`. The documentation lists no rows
+/// 409). A screen that moves on without an input it collects is 400 `REQUIRED_FIELD_MISSING`.
+/// A screen's write of buyer input has the session actions' access rows, and
+/// `setCheckoutDeliveryMethod` the async actions' rows; both refuse a delivery method nobody
+/// offered with 400 `INVALID_INPUT`, and any input once the order exists with 403
+/// `INVALID_OPERATION`. The documentation lists no rows
 /// for cart edits; they answer as checkoutSessionAction does, and 400 `INVALID_INPUT` for an
 /// edit that is not well-formed.
 fn documented_pairs(kind: Kind) -> &'static [(ErrorCode, u16)] {
     match kind {
         Kind::Start => &[(BR, 400), (UE, 500), (IO, 403)],
-        Kind::Update | Kind::Advance | Kind::Close => {
-            &[(BR, 400), (UE, 403), (ISA, 400), (IO, 403), (IO, 409)]
-        }
+        Kind::Update => &[(BR, 400), (UE, 403), (ISA, 400), (IO, 403), (IO, 409)],
+        // A screen refuses to move on without what it collects.
+        Kind::Advance | Kind::Close => &[
+            (BR, 400),
+            (UE, 403),
+            (ISA, 400),
+            (IO, 403),
+            (IO, 409),
+            (RFM, 400),
+        ],
         Kind::Async(Action::ActivateOrder) => {
             &[(BR, 400), (UE, 500), (ISA, 500), (IO, 403), (II, 403)]
         }
@@ -383,6 +409,15 @@ fn documented_pairs(kind: Kind) -> &'static [(ErrorCode, u16)] {
             (ISA, 400),
             (IO, 403),
             (IO, 409),
+            (II, 400),
+        ],
+        // setCheckoutDeliveryMethod: the async actions' shared rows, and a method not offered.
+        Kind::DeliveryMethod => &[
+            (BR, 400),
+            (UE, 500),
+            (ISA, 500),
+            (IO, 403),
+            (AIP, 400),
             (II, 400),
         ],
         Kind::Edit => &[(BR, 400), (UE, 500), (IO, 403), (II, 400)],
@@ -400,6 +435,7 @@ fn documented(kind: Kind, why: Why) -> Option<(ErrorCode, u16)> {
     let async_action = matches!(kind, K::Async(_) | K::Authorize | K::Custom);
     let activate = kind == K::Async(Action::ActivateOrder);
     let input = kind == K::Details;
+    let choose = kind == K::DeliveryMethod;
     let edit = kind == K::Edit;
     Some(match why {
         W::CannotInvoke => (BR, 400),
@@ -417,10 +453,13 @@ fn documented(kind: Kind, why: Why) -> Option<(ErrorCode, u16)> {
         W::CheckoutDisabled if kind == K::Start => (IO, 403),
         W::CheckoutInProgress if kind == K::Start => (BR, 400),
         W::InitialState if kind == K::Start => (UE, 500),
-        W::NoActiveSession | W::Expired if session_action || async_action || input => (IO, 403),
+        W::NoActiveSession | W::Expired if session_action || async_action || input || choose => {
+            (IO, 403)
+        }
         W::EmptyState if session_action || async_action => (IO, 403),
         W::NotNextStep if session_action => (IO, 403),
         W::Locked if session_action || input => (IO, 409),
+        W::Locked if choose => (IO, 403),
         W::ExpectedStateMismatch if session_action => (IO, 409),
         W::NotLocked if async_action => (IO, 403),
         // Activation's own documented rules are 403 INVALID_INPUT.
@@ -434,8 +473,11 @@ fn documented(kind: Kind, why: Why) -> Option<(ErrorCode, u16)> {
             (II, 403)
         }
         W::WrongStep | W::WrongNextState if async_action => (IO, 403),
-        W::OperationActive if async_action => (AIP, 400),
-        W::MethodNotOffered if input => (II, 400),
+        W::OperationActive if async_action || choose => (AIP, 400),
+        W::MethodNotOffered if input || choose => (II, 400),
+        W::InputMissing if matches!(kind, K::Advance | K::Close) => (RFM, 400),
+        // Once the order exists it is what the buyer pays for: its inputs no longer change.
+        W::InputAfterOrder if input || choose => (IO, 403),
         W::InvalidEdit if edit => (II, 400),
         // Once the order is activated the checkout can only complete (docs/architecture.md).
         W::OrderActivated if matches!(kind, K::Start | K::Edit | K::Cancel) || async_action => {
@@ -470,6 +512,8 @@ enum Payment {
     Decline,
     /// The scripted provider.
     Scripted,
+    /// The sample token gateway: authorises the order's grand total against the cart's token.
+    Gateway,
 }
 
 #[derive(Debug, Clone)]
@@ -532,6 +576,9 @@ struct CartSpec {
 
 #[derive(Debug, Clone)]
 struct WorldSpec {
+    /// The stores map the sample providers (price book, promotions, shipping rates, tax
+    /// table) for the provider steps: their checkouts compute real amounts.
+    sample: bool,
     stores: Vec<StoreSpec>,
     accounts: Vec<bool>,
     users: Vec<UserSpec>,
@@ -638,6 +685,7 @@ fn store_spec() -> impl Strategy<Value = StoreSpec> {
         3 => Just(Payment::Approve),
         1 => Just(Payment::Decline),
         2 => Just(Payment::Scripted),
+        3 => Just(Payment::Gateway),
     ];
     let ttl = prop_oneof![
         3 => Just(Some(2880)),
@@ -655,6 +703,7 @@ fn store_spec() -> impl Strategy<Value = StoreSpec> {
 
 fn world_spec(flow: &Flow) -> impl Strategy<Value = WorldSpec> + use<> {
     (
+        prop::bool::weighted(0.5),
         prop::collection::vec(store_spec(), 1..=3),
         prop::collection::vec(prop::bool::weighted(0.8), 1..=3),
         prop::collection::vec(
@@ -666,7 +715,8 @@ fn world_spec(flow: &Flow) -> impl Strategy<Value = WorldSpec> + use<> {
         ),
         prop::collection::vec(cart_spec(flow), 1..=4),
     )
-        .prop_map(|(stores, accounts, users, carts)| WorldSpec {
+        .prop_map(|(sample, stores, accounts, users, carts)| WorldSpec {
+            sample,
             stores,
             accounts,
             users,
@@ -704,6 +754,52 @@ const SKUS: [Option<&str>; 8] = [
     Some("  "),
 ];
 
+/// The SKUs of a world with the sample providers: mostly ones its price book lists ("Z" has
+/// no price, and no weight for the weight-based shipping).
+const PRICED_SKUS: [Option<&str>; 8] = [
+    Some("A"),
+    Some("A"),
+    Some("A"),
+    Some("B"),
+    Some("B"),
+    Some("A"),
+    Some("Z"),
+    Some("A"),
+];
+
+/// The sample store's providers, for the stores of a world that maps them: the sample price
+/// book, promotions, shipping rates and tax table, knowing this suite's SKUs too.
+fn sample_providers() -> StoreProviders {
+    let mut providers = cartflow::sample::provider_config()
+        .remove(&cartflow::sample::store_id())
+        .expect("the sample store maps providers");
+    providers.price = providers.price.map(|book| {
+        book.list("A", Decimal::new(1250, 2))
+            .list("B", Decimal::new(4000, 2))
+    });
+    providers.shipment = providers.shipment.map(|rates| {
+        rates
+            .weight("A", Decimal::new(15, 1))
+            .weight("B", Decimal::from(6))
+    });
+    providers.payment = None;
+    providers.custom.clear();
+    providers
+}
+
+/// The sample gateway, with the suite's token issued to the main buyer's account.
+fn sample_gateway() -> TokenGateway {
+    let providers = cartflow::sample::provider_config();
+    let gateway = providers[&cartflow::sample::store_id()]
+        .payment
+        .clone()
+        .expect("the sample store maps a gateway");
+    gateway.issue(GOOD_TOKEN, id(KeyPrefix::Account, 1))
+}
+
+/// The payment token the gateway issued to the main buyer's account.
+const GOOD_TOKEN: &str = "tok_visa_4242";
+
 /// The delivery options a Shipment integration offered, on the carts that have them.
 fn offered_options() -> Vec<DeliveryOption> {
     [("STD", "Standard", 5), ("EXP", "Express", 20)]
@@ -730,8 +826,26 @@ fn address() -> Address {
     }
 }
 
-/// Builds the data set and the model of a world whose checkouts follow `flow`.
-fn build(spec: &WorldSpec, flow: &Arc<Flow>) -> (DataSet, Model) {
+/// The addresses a buyer gives: Springfield (5 % in the sample tax table), Denver (2.9 %),
+/// and one the tax table has no rate for.
+fn address_of(k: u8) -> Address {
+    match k % 3 {
+        0 => address(),
+        1 => cartflow::sample::denver(),
+        _ => Address {
+            street: "1 Rue de Rivoli".into(),
+            city: "Paris".into(),
+            state_code: None,
+            postal_code: "75001".into(),
+            country_code: "FR".into(),
+        },
+    }
+}
+
+/// Builds the data set and the model of a world whose checkouts follow `table`'s template.
+fn build(spec: &WorldSpec, table: &TransitionTable) -> (DataSet, Model) {
+    let flow = &Arc::new(Flow::of(table.template()));
+    let skus = if spec.sample { PRICED_SKUS } else { SKUS };
     let mut data = DataSet::default();
     let n_accounts = spec.accounts.len() as u64;
     let n_stores = spec.stores.len() as u64;
@@ -843,13 +957,13 @@ fn build(spec: &WorldSpec, flow: &Arc<Flow>) -> (DataSet, Model) {
             } else {
                 Vec::new()
             },
-            total_product_amount: spec.priced.then(|| Decimal::from(100)),
             ..WebCart::new(cart_id, store, account, owner, status)
         };
+        let mut cart = cart;
         let mut cart_items = Vec::new();
         for item in &spec.items {
             items += 1;
-            cart_items.push(CartItem {
+            let mut line = CartItem {
                 item_type: if item.charge {
                     CartItemType::Charge
                 } else {
@@ -858,11 +972,22 @@ fn build(spec: &WorldSpec, flow: &Arc<Flow>) -> (DataSet, Model) {
                 ..CartItem::product(
                     id(KeyPrefix::CartItem, items),
                     cart_id,
-                    SKUS[usize::from(item.sku) % SKUS.len()].map(str::to_owned),
+                    skus[usize::from(item.sku) % skus.len()].map(str::to_owned),
                     Decimal::from(item.quantity),
                 )
-            });
+            };
+            // A priced cart's products were priced at 10.00 a unit (by no provider of the
+            // world): the next Confirm Price reprices them.
+            if spec.priced && !item.charge && line.sku.is_some() {
+                let unit = Decimal::new(1000, 2);
+                line.list_price = Some(unit);
+                line.sales_price = Some(unit);
+                line.total_price = Some(unit * line.quantity);
+            }
+            cart_items.push(line);
         }
+        // The cart's totals are its lines', as they always are.
+        model_total(&mut cart, &cart_items);
         let mut m_sessions = Vec::new();
         let mut m_ops = Vec::new();
         let mut m_orders = Vec::new();
@@ -1034,6 +1159,22 @@ fn build(spec: &WorldSpec, flow: &Arc<Flow>) -> (DataSet, Model) {
             orders: m_orders,
         });
     }
+    let mut config = cartflow::integrations::ProviderConfig::new();
+    for (store, _, payment) in &mappings {
+        let mut providers = if spec.sample {
+            sample_providers()
+        } else {
+            StoreProviders::default()
+        };
+        if *payment == Payment::Gateway {
+            providers.payment = Some(sample_gateway());
+        }
+        config.insert(*store, providers);
+    }
+    let mut providers = Integrations::new();
+    providers
+        .configure(&config)
+        .expect("the sample providers are valid");
     let model = Model {
         users: data.users.clone(),
         accounts: data.accounts.clone(),
@@ -1041,6 +1182,10 @@ fn build(spec: &WorldSpec, flow: &Arc<Flow>) -> (DataSet, Model) {
         mappings,
         carts: model_carts,
         flow: flow.clone(),
+        table: table.clone(),
+        providers,
+        sample: spec.sample,
+        fired: None,
     };
     (data, model)
 }
@@ -1174,15 +1319,20 @@ fn activated(cart: &MCart, session: &MSession) -> bool {
         .is_some_and(|o| o.status == OrderStatus::Activated)
 }
 
+/// An order line as the model knows it: the cart line, its type and quantity, and its unit
+/// price, total, adjustment and tax.
+type MOrderLine = (SfId, CartItemType, Decimal, [Option<Decimal>; 4]);
+
 /// What the model knows of an order: what it was made from and where it stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct MOrder {
     id: SfId,
     status: OrderStatus,
-    lines: Vec<SfId>,
+    lines: Vec<MOrderLine>,
     deliver_to: Option<Address>,
     delivery_method: Option<String>,
     authorization: Option<String>,
+    authorized: Option<Decimal>,
     grand_total: Option<Decimal>,
     /// Activated orders carry an OrderSummary and their activation date.
     summary: bool,
@@ -1193,12 +1343,39 @@ impl MOrder {
         MOrder {
             id: order.id,
             status: order.status,
-            lines: order.items.iter().map(|i| i.cart_item_id).collect(),
+            lines: order
+                .items
+                .iter()
+                .map(|i| {
+                    let amounts = [
+                        i.unit_price,
+                        i.total_price,
+                        i.adjustment_amount,
+                        i.tax_amount,
+                    ];
+                    (i.cart_item_id, i.item_type, i.quantity, amounts)
+                })
+                .collect(),
             deliver_to: order.deliver_to.clone(),
             delivery_method: order.delivery_method_id.clone(),
             authorization: order.payment_authorization_id.clone(),
+            authorized: order.authorized_amount,
             grand_total: order.grand_total_amount,
             summary: order.order_summary_id.is_some() && order.activated_date.is_some(),
+        }
+    }
+
+    /// The order as a record, for a provider that reads it (the payment gateway reads its
+    /// grand total).
+    fn record(&self, cart: &WebCart) -> Order {
+        Order {
+            status: self.status,
+            deliver_to: self.deliver_to.clone(),
+            delivery_method_id: self.delivery_method.clone(),
+            payment_authorization_id: self.authorization.clone(),
+            authorized_amount: self.authorized,
+            grand_total_amount: self.grand_total,
+            ..seeded_order(self.id, 0, cart, &[], false)
         }
     }
 
@@ -1208,10 +1385,23 @@ impl MOrder {
         MOrder {
             id,
             status: OrderStatus::Draft,
-            lines: cart.items.iter().map(|i| i.id).collect(),
+            lines: cart
+                .items
+                .iter()
+                .map(|i| {
+                    let amounts = [
+                        i.sales_price,
+                        i.total_price,
+                        i.adjustment_amount,
+                        i.tax_amount,
+                    ];
+                    (i.id, i.item_type, i.quantity, amounts)
+                })
+                .collect(),
             deliver_to: cart.record.deliver_to.clone(),
             delivery_method: cart.record.delivery_method_id.clone(),
             authorization: cart.record.payment_authorization_id.clone(),
+            authorized: cart.record.authorized_amount,
             grand_total: cart.record.grand_total_amount,
             summary: false,
         }
@@ -1248,7 +1438,7 @@ fn is_active(status: OperationStatus) -> bool {
 }
 
 /// The model's world: plain data plus the checkout state the model predicts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Model {
     users: Vec<User>,
     accounts: Vec<Account>,
@@ -1257,6 +1447,16 @@ struct Model {
     carts: Vec<MCart>,
     /// The template every checkout follows.
     flow: Arc<Flow>,
+    /// Its table: the rows an input change fires, the steps' inputs.
+    table: TransitionTable,
+    /// The providers the stores map that compute amounts (the sample ones), and the sample
+    /// gateway: the model asks them what a step computes.
+    providers: Integrations,
+    /// Whether the stores map the sample providers.
+    sample: bool,
+    /// The event the last applied command fired, when it is not the command's own (an input
+    /// change that rewinds the session).
+    fired: Option<Event>,
 }
 
 /// A user command after resolution: the raw inputs plus what the model knows they name.
@@ -1302,6 +1502,11 @@ enum Call {
         cart: String,
         details: CheckoutDetails,
     },
+    /// `setCheckoutDeliveryMethod`.
+    DeliveryMethod {
+        cart: String,
+        method: String,
+    },
     Edit {
         cart: String,
         edit: CartEdit,
@@ -1324,6 +1529,7 @@ impl Call {
             Call::Custom { .. } => Kind::Custom,
             Call::Activate { .. } => Kind::Async(Action::ActivateOrder),
             Call::Details { .. } => Kind::Details,
+            Call::DeliveryMethod { .. } => Kind::DeliveryMethod,
             Call::Edit { .. } => Kind::Edit,
             Call::Cancel { .. } => Kind::Cancel,
         }
@@ -1390,6 +1596,10 @@ impl Call {
                 cart_id: cart,
                 details,
             },
+            Call::DeliveryMethod { cart, method } => Command::SetDeliveryMethod {
+                cart_id: cart,
+                delivery_method_id: method,
+            },
             Call::Edit { cart, edit } => Command::EditCart {
                 cart_id: cart,
                 edit,
@@ -1424,6 +1634,10 @@ impl Call {
                 json!({"cartId": cart, "orderStatus": status, "runAsync": run_async}),
             ),
             Call::Cancel { cart } => ("cancelCartAsyncOperation", json!({"cartId": cart})),
+            Call::DeliveryMethod { cart, method } => (
+                "setCheckoutDeliveryMethod",
+                json!({"cartId": cart, "deliveryMethodId": method}),
+            ),
             // Screens write records directly (a REST PATCH), not through an action.
             Call::Advance { .. } | Call::Details { .. } | Call::Edit { .. } => return None,
             // Custom steps are invoked through the engine's own command only, so far.
@@ -1451,6 +1665,7 @@ enum Plan {
         cart: usize,
         work: Work,
     },
+    /// A screen's buyer input, or `setCheckoutDeliveryMethod`.
     Details {
         cart: usize,
     },
@@ -1693,6 +1908,8 @@ impl Model {
                         cart: c,
                         session: s,
                     }),
+                    // A screen moves on only with every input it collects.
+                    Some(_) if !self.screen_inputs_given(cart, state) => Err(Why::InputMissing),
                     Some(to) => Ok(Plan::Advance {
                         cart: c,
                         session: s,
@@ -1721,13 +1938,35 @@ impl Model {
                 if session.processing {
                     return Err(Why::Locked);
                 }
+                if !self.takes_input(session.state) {
+                    return Err(Why::InputAfterOrder);
+                }
                 if let Some(method) = &details.delivery_method_id
-                    && !cart
-                        .record
-                        .delivery_options
-                        .iter()
-                        .any(|o| &o.delivery_method_id == method)
+                    && !offered(&cart.record, method)
                 {
+                    return Err(Why::MethodNotOffered);
+                }
+                Ok(Plan::Details { cart: c })
+            }
+            Call::DeliveryMethod { method, .. } => {
+                // The async actions' shared rules, on an unlocked session before the order.
+                if cart.status != CartStatus::Checkout {
+                    return Err(Why::CartStatus);
+                }
+                let session = active.ok_or(Why::NoActiveSession)?;
+                if self.expired(cart, session, now) {
+                    return Err(Why::Expired);
+                }
+                if cart.op_active() {
+                    return Err(Why::OperationActive);
+                }
+                if session.processing {
+                    return Err(Why::Locked);
+                }
+                if !self.takes_input(session.state) {
+                    return Err(Why::InputAfterOrder);
+                }
+                if !offered(&cart.record, method) {
                     return Err(Why::MethodNotOffered);
                 }
                 Ok(Plan::Details { cart: c })
@@ -1765,6 +2004,31 @@ impl Model {
                 Ok(Plan::Cancel { cart: c })
             }
         }
+    }
+
+    /// Whether the buyer's input is taken at `state`: before the order exists (the steps the
+    /// template walks up to the one that makes it), at Error, and at no State (or one the
+    /// template lacks, read as none). Afterwards the order is what the buyer pays for.
+    fn takes_input(&self, state: Option<SessionState>) -> bool {
+        match state {
+            None | Some(SessionState::Error) => true,
+            Some(state) if self.flow.position(state).is_none() => true,
+            Some(state) => self
+                .table
+                .template()
+                .before_order()
+                .iter()
+                .any(|step| step.state == state),
+        }
+    }
+
+    /// Whether the cart holds every input the screen at `state` collects.
+    fn screen_inputs_given(&self, cart: &MCart, state: SessionState) -> bool {
+        self.table.template().step(state).is_none_or(|step| {
+            step.collects
+                .iter()
+                .all(|input| collected(&cart.record, *input))
+        })
     }
 
     /// Whether `call` repeats the async step its cart's session has just completed (the
@@ -1949,36 +2213,10 @@ impl Model {
                 return Ok(Some((cart, op)));
             }
             Plan::Details { cart } => {
-                let Call::Details { details, .. } = call else {
-                    return Err(format!("a details plan for {call:?}"));
-                };
-                let c = &mut self.carts[cart];
+                let c = &self.carts[cart];
                 let session = c.active().map(|i| c.sessions[i].id);
                 same("requestId", session.expect("decide saw an active session"))?;
-                let record = &mut c.record;
-                if let Some(address) = &details.deliver_to {
-                    record.deliver_to = Some(address.clone());
-                }
-                if let Some(token) = &details.payment_token {
-                    record.payment_token = Some(token.clone());
-                }
-                if let Some(method) = &details.delivery_method_id {
-                    // The charge is the chosen option's price; the grand total is products +
-                    // adjustments + charges + taxes (WebCart's own definition).
-                    let charge = record
-                        .delivery_options
-                        .iter()
-                        .find(|o| &o.delivery_method_id == method)
-                        .map(|o| o.amount);
-                    record.delivery_method_id = Some(method.clone());
-                    record.total_charge_amount = charge;
-                    record.grand_total_amount = record.total_product_amount.map(|products| {
-                        products
-                            + record.total_adjustment_amount.unwrap_or_default()
-                            + charge.unwrap_or_default()
-                            + record.total_tax_amount.unwrap_or_default()
-                    });
-                }
+                self.take_inputs(cart, call, new_line)?;
             }
             Plan::Edit { cart } => {
                 if output.is_some() {
@@ -1997,11 +2235,28 @@ impl Model {
                 record.delivery_options.clear();
                 record.delivery_method_id = None;
                 record.payment_authorization_id = None;
+                record.authorized_amount = None;
                 record.total_product_amount = None;
                 record.total_adjustment_amount = None;
                 record.total_charge_amount = None;
                 record.total_tax_amount = None;
                 record.grand_total_amount = None;
+                // ... and so did every line's amounts; the charge line goes with the method.
+                let edited = match edit {
+                    CartEdit::SetQuantity { item_id, .. } | CartEdit::RemoveItem { item_id } => {
+                        line_of(c, item_id).map(|k| c.items[k].id)
+                    }
+                    CartEdit::AddItem { .. } => None,
+                };
+                c.items.retain(|l| l.item_type != CartItemType::Charge);
+                for line in &mut c.items {
+                    line.list_price = None;
+                    line.sales_price = None;
+                    line.total_price = None;
+                    line.adjustment_amount = None;
+                    line.tax_amount = None;
+                }
+                let edited = edited.and_then(|id| c.items.iter().position(|l| l.id == id));
                 match edit {
                     CartEdit::AddItem { sku, quantity } => {
                         let id = new_line.ok_or("an added line without an ID")?;
@@ -2009,19 +2264,15 @@ impl Model {
                         c.items
                             .push(CartItem::product(id, c.record.id, sku, *quantity));
                     }
-                    CartEdit::SetQuantity { item_id, quantity } => {
-                        let k = line_of(c, item_id).ok_or("decide saw the line")?;
-                        let line = &mut c.items[k];
-                        line.quantity = *quantity;
-                        line.list_price = None;
-                        line.sales_price = None;
-                        line.total_price = None;
-                        line.adjustment_amount = None;
-                        line.tax_amount = None;
+                    CartEdit::SetQuantity { quantity, .. } => {
+                        if let Some(k) = edited {
+                            c.items[k].quantity = *quantity;
+                        }
                     }
-                    CartEdit::RemoveItem { item_id } => {
-                        let k = line_of(c, item_id).ok_or("decide saw the line")?;
-                        c.items.remove(k);
+                    CartEdit::RemoveItem { .. } => {
+                        if let Some(k) = edited {
+                            c.items.remove(k);
+                        }
                     }
                 }
             }
@@ -2033,6 +2284,79 @@ impl Model {
             }
         }
         Ok(None)
+    }
+
+    /// The buyer's input onto the cart: each field given that differs is a changed input;
+    /// what was computed from a changed input's old value is dropped, the charge line follows
+    /// the chosen method, the totals follow the lines, and a session that passed a step
+    /// consuming a changed input goes back to the earliest step the table's rows of those
+    /// changes lead to (the event fired is that change).
+    fn take_inputs(
+        &mut self,
+        cart: usize,
+        call: &Call,
+        new_line: Option<SfId>,
+    ) -> Result<(), String> {
+        let c = &mut self.carts[cart];
+        let mut record = c.record.clone();
+        let mut changed = BTreeSet::new();
+        let mut give = |field: &mut Option<String>, value: Option<&String>, input| {
+            if let Some(value) = value.filter(|v| field.as_ref() != Some(*v)) {
+                *field = Some(value.clone());
+                changed.insert(input);
+            }
+        };
+        let (address, method, token) = match call {
+            Call::Details { details, .. } => (
+                details.deliver_to.as_ref(),
+                details.delivery_method_id.as_ref(),
+                details.payment_token.as_ref(),
+            ),
+            Call::DeliveryMethod { method, .. } => (None, Some(method), None),
+            _ => return Err(format!("an input plan for {call:?}")),
+        };
+        give(
+            &mut record.delivery_method_id,
+            method,
+            StepInput::DeliveryMethod,
+        );
+        give(&mut record.payment_token, token, StepInput::Payment);
+        if let Some(address) = address.filter(|a| record.deliver_to.as_ref() != Some(*a)) {
+            record.deliver_to = Some(address.clone());
+            changed.insert(StepInput::DeliveryAddress);
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let template = self.table.template();
+        for input in &changed {
+            drop_computed(template, *input, &mut record, &mut c.items);
+        }
+        follow_method(&record, &mut c.items, new_line)?;
+        model_total(&mut record, &c.items);
+        c.record = record;
+        let Some(i) = c.active() else {
+            return Ok(());
+        };
+        let session = &mut c.sessions[i];
+        let known = session.state.filter(|s| self.table.knows_state(*s));
+        let from = Node::Session(SessionNode::At(known, Phase::Open));
+        let position = |to: &Node| match to {
+            Node::Session(SessionNode::At(Some(state), _)) => self.flow.position(*state),
+            _ => None,
+        };
+        let back = changed
+            .iter()
+            .filter_map(|input| {
+                let row = self.table.find(Event::Change(*input), from)?;
+                Some((*input, row.to))
+            })
+            .min_by_key(|(_, to)| position(to));
+        if let Some((input, Node::Session(SessionNode::At(state, _)))) = back {
+            session.state = state;
+            self.fired = Some(Event::Change(input));
+        }
+        Ok(())
     }
 
     /// The New operation a worker must claim next: the oldest, of a cart that is not Closed
@@ -2048,9 +2372,57 @@ impl Model {
             .map(|(c, o)| (c, o.id))
     }
 
+    /// What the operation will come to, with what it computed: the answer of the provider
+    /// that computes amounts (asked on the model's cart), or [`Model::outcome`].
+    fn predict(&self, cart: usize, op: SfId, behaviour: Behaviour) -> (Outcome, Option<CartPatch>) {
+        let c = &self.carts[cart];
+        let Some(o) = c.ops.iter().find(|o| o.id == op) else {
+            return (Outcome::System, None);
+        };
+        let store = c.record.web_store_id;
+        let computing = o
+            .work
+            .provider_kind()
+            .filter(|k| !matches!(k, ProviderKind::Inventory | ProviderKind::Custom));
+        let provider = computing.map(|kind| self.providers.provider(store, kind));
+        let Some(provider) = provider.filter(|p| !matches!(p, Provider::Internal)) else {
+            return (self.outcome(cart, op, behaviour), None);
+        };
+        let session = c.sessions.iter().find(|s| s.id == o.session);
+        let order = session
+            .and_then(|s| c.order(s.order))
+            .filter(|_| o.work == Work::Payment);
+        let request = IntegrationRequest {
+            operation_id: o.id,
+            cart: WebCart {
+                status: c.status,
+                ..c.record.clone()
+            },
+            items: c.items.clone(),
+            order: order.map(|order| order.record(&c.record)),
+        };
+        match provider.run(&request) {
+            Ok(Verdict::Passed) => (Outcome::Passed, None),
+            Ok(Verdict::Updated(patch)) => {
+                // An authorisation of anything but the order's grand total is unusable.
+                let total = order.and_then(|o| o.grand_total);
+                let unusable = patch.payment_authorization_id.is_some()
+                    && (total.is_none() || patch.authorized_amount != total);
+                if unusable {
+                    (Outcome::System, None)
+                } else {
+                    (Outcome::Passed, Some(patch))
+                }
+            }
+            Ok(Verdict::Failed(messages)) if messages.is_empty() => (Outcome::System, None),
+            Ok(Verdict::Failed(messages)) => (Outcome::Failed(messages.len()), None),
+            Err(_) => (Outcome::System, None),
+        }
+    }
+
     /// What the operation will come to: its provider's answer (the documented check for the stock
     /// table), or for the order steps the platform's own work.
-    fn predict(&self, cart: usize, op: SfId, behaviour: Behaviour) -> Outcome {
+    fn outcome(&self, cart: usize, op: SfId, behaviour: Behaviour) -> Outcome {
         let c = &self.carts[cart];
         let Some(op) = c.ops.iter().find(|o| o.id == op) else {
             return Outcome::System;
@@ -2088,6 +2460,8 @@ impl Model {
                 Payment::Unmapped | Payment::Decline => Outcome::Failed(1),
                 Payment::Approve => Outcome::Passed,
                 Payment::Scripted => scripted(),
+                // Asked in `predict`; here only when it has nothing to authorise.
+                Payment::Gateway => Outcome::Failed(1),
             },
             Work::Step(Action::CheckCartInventory) => match inventory {
                 Mapping::Internal => Outcome::Passed,
@@ -2102,14 +2476,22 @@ impl Model {
     /// Applies a worker's run of `op` (success moves State to NextState, failure
     /// to Error with outputs; either way the lock is released). `order` is the ID of the order
     /// a passed Cart To Order made.
-    fn finish(&mut self, cart: usize, op: SfId, outcome: Outcome, order: Option<SfId>) {
+    /// `patch` is what a passed provider computed, and `new_line` the charge line it made.
+    fn finish(
+        &mut self,
+        cart: usize,
+        op: SfId,
+        (outcome, patch): (Outcome, Option<&CartPatch>),
+        order: Option<SfId>,
+        new_line: Option<SfId>,
+    ) -> Result<(), String> {
         let c = &mut self.carts[cart];
         let status = match outcome {
             Outcome::Passed => OperationStatus::Complete,
             _ => OperationStatus::Error,
         };
         let Some(o) = c.ops.iter_mut().find(|o| o.id == op) else {
-            return;
+            return Ok(());
         };
         o.status = status;
         let work = o.work;
@@ -2118,8 +2500,17 @@ impl Model {
             .iter()
             .position(|s| s.op == Some(op) && !s.archived)
         else {
-            return;
+            return Ok(());
         };
+        if let (Outcome::Passed, Some(patch)) = (outcome, patch) {
+            apply_answer(
+                &mut c.record,
+                &mut c.items,
+                patch,
+                work.provider_kind(),
+                new_line,
+            )?;
+        }
         let s = &mut c.sessions[i];
         s.processing = false;
         match outcome {
@@ -2143,9 +2534,11 @@ impl Model {
                     let order = s.order;
                     // The payment was authorised after the order was drafted.
                     let authorization = c.record.payment_authorization_id.clone();
+                    let authorized = c.record.authorized_amount;
                     if let Some(o) = c.orders.iter_mut().find(|o| Some(o.id) == order) {
                         o.status = OrderStatus::Activated;
                         o.authorization = authorization;
+                        o.authorized = authorized;
                         o.summary = true;
                     }
                 }
@@ -2162,6 +2555,7 @@ impl Model {
             dismissed: false,
             output_type,
         }));
+        Ok(())
     }
 
     /// The model and the store agree on every cart, line, session, operation, output and
@@ -2271,6 +2665,196 @@ impl Model {
         }
         Ok(())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cart's amounts, as the model computes them from WebCart's and CartItem's definitions.
+
+/// Whether `method` is one of the delivery methods the cart was offered.
+fn offered(cart: &WebCart, method: &str) -> bool {
+    cart.delivery_options
+        .iter()
+        .any(|o| o.delivery_method_id == method)
+}
+
+/// Whether the cart holds `input` where a screen asks for it: an address; a delivery method
+/// when options were offered; a payment token unless there is nothing (known) to pay.
+fn collected(cart: &WebCart, input: StepInput) -> bool {
+    match input {
+        StepInput::Lines => true,
+        StepInput::DeliveryAddress => cart.deliver_to.is_some(),
+        StepInput::DeliveryMethod => {
+            cart.delivery_options.is_empty() || cart.delivery_method_id.is_some()
+        }
+        StepInput::Payment => {
+            cart.payment_token.is_some() || cart.grand_total_amount.is_none_or(|t| t.is_zero())
+        }
+    }
+}
+
+/// The sum of `field` over `lines`; `None` when no line has one.
+fn sum_of(lines: &[CartItem], field: impl Fn(&CartItem) -> Option<Decimal>) -> Option<Decimal> {
+    lines.iter().filter_map(field).reduce(|a, b| a + b)
+}
+
+/// The cart's totals from its lines: products and charges are the TotalPrice of the lines of
+/// each type, adjustments and taxes every line's; the grand total adds them up, and there is
+/// none before the products are priced.
+fn model_total(cart: &mut WebCart, lines: &[CartItem]) {
+    let of_type = |kind| sum_of(lines, |l| l.total_price.filter(|_| l.item_type == kind));
+    let products = of_type(CartItemType::Product);
+    let charges = of_type(CartItemType::Charge);
+    let adjustments = sum_of(lines, |l| l.adjustment_amount);
+    let taxes = sum_of(lines, |l| l.tax_amount);
+    cart.total_product_amount = products;
+    cart.total_charge_amount = charges;
+    cart.total_adjustment_amount = adjustments;
+    cart.total_tax_amount = taxes;
+    cart.grand_total_amount = products.map(|p| {
+        [adjustments, charges, taxes]
+            .into_iter()
+            .fold(p, |total, part| total + part.unwrap_or_default())
+    });
+}
+
+/// The fee of the chosen delivery method, when it is one of those offered.
+fn chosen_fee(cart: &WebCart) -> Option<Decimal> {
+    let method = cart.delivery_method_id.as_ref()?;
+    cart.delivery_options
+        .iter()
+        .find(|o| &o.delivery_method_id == method)
+        .map(|o| o.amount)
+}
+
+/// The charge line follows the chosen method: the cart's first Charge line, priced at the
+/// fee (quantity 1; its adjustment and tax dropped when the fee changes), or a new one of Id
+/// `new_line`; no Charge line at all when no offered method is chosen.
+fn follow_method(
+    cart: &WebCart,
+    lines: &mut Vec<CartItem>,
+    new_line: Option<SfId>,
+) -> Result<(), String> {
+    let fee = chosen_fee(cart);
+    let first = lines
+        .iter()
+        .position(|l| l.item_type == CartItemType::Charge);
+    let mut k = 0;
+    lines.retain(|l| {
+        let keep = l.item_type != CartItemType::Charge || (fee.is_some() && Some(k) == first);
+        k += 1;
+        keep
+    });
+    let Some(fee) = fee else {
+        return Ok(());
+    };
+    let price = |line: &mut CartItem| {
+        line.quantity = Decimal::ONE;
+        line.list_price = Some(fee);
+        line.sales_price = Some(fee);
+        line.total_price = Some(fee);
+        line.adjustment_amount = None;
+        line.tax_amount = None;
+    };
+    match lines
+        .iter_mut()
+        .find(|l| l.item_type == CartItemType::Charge)
+    {
+        Some(line) if line.total_price == Some(fee) => {}
+        Some(line) => price(line),
+        None => {
+            let id = new_line.ok_or("the chosen method has no charge line")?;
+            let mut line = CartItem::product(id, cart.id, None, Decimal::ONE);
+            line.item_type = CartItemType::Charge;
+            price(&mut line);
+            lines.push(line);
+        }
+    }
+    Ok(())
+}
+
+/// What the template's steps that consume `input` computed from its old value, dropped: the
+/// shipping options, the taxes, the product lines' prices, the promotions, the payment
+/// authorisation. The buyer's own choices stay.
+fn drop_computed(
+    template: &Template,
+    input: StepInput,
+    cart: &mut WebCart,
+    lines: &mut [CartItem],
+) {
+    for step in template
+        .steps
+        .iter()
+        .filter(|s| s.consumes.contains(&input))
+    {
+        match step.kind {
+            StepKind::Async(Action::CalcCartShipment) => cart.delivery_options.clear(),
+            StepKind::Async(Action::CalcCartTaxes) => {
+                lines.iter_mut().for_each(|l| l.tax_amount = None);
+            }
+            StepKind::Async(Action::PriceCart) => {
+                for line in lines
+                    .iter_mut()
+                    .filter(|l| l.item_type == CartItemType::Product)
+                {
+                    line.list_price = None;
+                    line.sales_price = None;
+                    line.total_price = None;
+                }
+            }
+            StepKind::Async(Action::CalcCartPromotions) => {
+                lines.iter_mut().for_each(|l| l.adjustment_amount = None);
+            }
+            StepKind::Payment => {
+                cart.payment_authorization_id = None;
+                cart.authorized_amount = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A passed provider's answer, as `CartPatch` documents it: the amounts it gives each line
+/// (a tax provider's replace every line's tax), the options it offers (the buyer's choice kept
+/// when still offered, its charge line following), the authorisation; then the totals.
+fn apply_answer(
+    cart: &mut WebCart,
+    lines: &mut Vec<CartItem>,
+    patch: &CartPatch,
+    kind: Option<ProviderKind>,
+    new_line: Option<SfId>,
+) -> Result<(), String> {
+    if kind == Some(ProviderKind::Tax) {
+        lines.iter_mut().for_each(|l| l.tax_amount = None);
+    }
+    for amounts in &patch.items {
+        let line = lines
+            .iter_mut()
+            .find(|l| l.id == amounts.item_id)
+            .ok_or("a provider priced a line the cart lacks")?;
+        let set = |field: &mut Option<Decimal>, value: Option<Decimal>| {
+            if value.is_some() {
+                *field = value;
+            }
+        };
+        set(&mut line.list_price, amounts.list_price);
+        set(&mut line.sales_price, amounts.sales_price);
+        set(&mut line.total_price, amounts.total_price);
+        set(&mut line.adjustment_amount, amounts.adjustment_amount);
+        set(&mut line.tax_amount, amounts.tax_amount);
+    }
+    if let Some(options) = &patch.delivery_options {
+        cart.delivery_options = options.clone();
+        if chosen_fee(cart).is_none() {
+            cart.delivery_method_id = None;
+        }
+        follow_method(cart, lines, new_line)?;
+    }
+    if patch.payment_authorization_id.is_some() {
+        cart.payment_authorization_id = patch.payment_authorization_id.clone();
+        cart.authorized_amount = patch.authorized_amount;
+    }
+    model_total(cart, lines);
+    Ok(())
 }
 
 /// Cancel's documented effects: the session is archived and its operation Canceled; the cart
@@ -2415,10 +2999,11 @@ enum StatusChoice {
 /// The buyer input of a screen: each field left alone, or given.
 #[derive(Debug, Clone, Copy)]
 struct DetailsChoice {
-    address: bool,
+    /// 0 none, else one of the addresses (`address_of`).
+    address: u8,
     /// 0 none, 1-2 an offered option (when the cart has options), 3 one nobody offered.
     method: u8,
-    /// 0 none, 1 a token, 2 a blank one.
+    /// 0 none, 1 the issued token, 2 a blank one, 3 one the gateway declines.
     token: u8,
 }
 
@@ -2494,6 +3079,14 @@ enum Step {
         cart: CartRef,
         details: DetailsChoice,
     },
+    /// `setCheckoutDeliveryMethod`: `method` 0-2 an offered option (when there are some), 3 one
+    /// nobody offered, 4 none given.
+    DeliveryMethod {
+        actor: ActorRef,
+        cart: CartRef,
+        method: u8,
+        rest: bool,
+    },
     Edit {
         actor: ActorRef,
         cart: CartRef,
@@ -2518,8 +3111,15 @@ const SALT_BEHAVIOUR: u16 = 0b1111 << 2;
 const SALT_DOUBLE_CLICK: u16 = 0b11 << 6;
 /// Run the order steps inside the call (`runAsync` false).
 const SALT_INLINE: u16 = 1 << 8;
-/// Fill in a screen's buyer input before moving on.
+/// Fill in every buyer input the cart lacks at a screen, not only what the screen collects.
 const SALT_DETAILS: u16 = 1 << 9;
+/// Choose the delivery method by `setCheckoutDeliveryMethod` rather than a screen's input.
+const SALT_CHOOSE: u16 = 1 << 10;
+/// All three set: the buyer changes an input (bits 13-15 say which) wherever the checkout is.
+const SALT_CHANGE: u16 = 0b111 << 10;
+/// Both set (without `SALT_DETAILS`): the buyer moves on from a screen without the input
+/// it collects.
+const SALT_SKIP_INPUT: u16 = 0b11 << 13;
 
 const GARBAGE: [&str; 4] = ["", "inventory", "Nonsense", "Start "];
 
@@ -2617,7 +3217,7 @@ fn status_choice() -> impl Strategy<Value = StatusChoice> {
 }
 
 fn details_choice() -> impl Strategy<Value = DetailsChoice> {
-    (any::<bool>(), 0u8..4, 0u8..3).prop_map(|(address, method, token)| DetailsChoice {
+    (0u8..4, 0u8..4, 0u8..4).prop_map(|(address, method, token)| DetailsChoice {
         address,
         method,
         token,
@@ -2679,6 +3279,9 @@ fn step() -> impl Strategy<Value = Step> {
             }),
         1 => (actor_ref(), cart_ref(), details_choice()).prop_map(
             |(actor, cart, details)| Step::Details { actor, cart, details }
+        ),
+        1 => (actor_ref(), cart_ref(), 0u8..5, any::<bool>()).prop_map(
+            |(actor, cart, method, rest)| Step::DeliveryMethod { actor, cart, method, rest }
         ),
         1 => (actor_ref(), cart_ref(), edit_choice()).prop_map(
             |(actor, cart, edit)| Step::Edit { actor, cart, edit }
@@ -2843,6 +3446,8 @@ struct Harness {
     scripted: Scripted,
     labels: HashMap<(Machine, String), Node>,
     model: Model,
+    /// The sessions the world was imported with: their checkouts did not run every step here.
+    imported: BTreeSet<SfId>,
 }
 
 /// A step turned into something to run. One lives per step and is matched at once, so the
@@ -2881,13 +3486,13 @@ impl Harness {
     /// A world checking out with `table`'s template.
     fn with_table(spec: &WorldSpec, table: TransitionTable) -> Harness {
         common::quiet_provider_panics();
-        let flow = Arc::new(Flow::of(table.template()));
-        let (data, model) = build(spec, &flow);
+        let (data, model) = build(spec, &table);
         let scripted = Scripted {
             behaviour: Arc::new(Mutex::new(Behaviour::Pass)),
             gate: Arc::new(Mutex::new(None)),
         };
-        let mut integrations = Integrations::new();
+        // The providers that compute amounts are the model's own; the scripted ones are added.
+        let mut integrations = model.providers.clone();
         for (store, mapping, payment) in &model.mappings {
             match mapping {
                 Mapping::Internal => {}
@@ -2900,7 +3505,7 @@ impl Harness {
                 }
             }
             let provider = match payment {
-                Payment::Unmapped => continue,
+                Payment::Unmapped | Payment::Gateway => continue,
                 Payment::Approve => Provider::Payment(Arc::new(approve)),
                 Payment::Decline => Provider::Payment(Arc::new(decline)),
                 Payment::Scripted => Provider::Payment(Arc::new(scripted.clone())),
@@ -2910,6 +3515,7 @@ impl Harness {
         // Every store a cart names, whether or not the world holds it.
         let stores: BTreeSet<SfId> = data.carts.iter().map(|c| c.web_store_id).collect();
         register_custom_providers(&mut integrations, stores, table.template(), &scripted);
+        let imported = data.sessions.iter().map(|s| s.id).collect();
         let store = Arc::new(MemoryStore::from_dataset(data).expect("a valid world"));
         let clock = Arc::new(ManualClock::new(epoch()));
         let engine = Engine::new(store.clone())
@@ -2930,6 +3536,7 @@ impl Harness {
             scripted,
             labels,
             model,
+            imported,
         }
     }
 
@@ -3084,7 +3691,7 @@ impl Harness {
     fn details_input(choice: DetailsChoice, cart: &MCart) -> CheckoutDetails {
         let options = &cart.record.delivery_options;
         CheckoutDetails {
-            deliver_to: choice.address.then(address),
+            deliver_to: (choice.address > 0).then(|| address_of(choice.address)),
             delivery_method_id: match choice.method {
                 0 => None,
                 3 => Some(UNOFFERED_METHOD.into()),
@@ -3097,8 +3704,9 @@ impl Harness {
             },
             payment_token: match choice.token {
                 0 => None,
-                1 => Some("tok_visa_4242".into()),
-                _ => Some("  ".into()),
+                1 => Some(GOOD_TOKEN.into()),
+                2 => Some("  ".into()),
+                _ => Some(cartflow::sample::DECLINED_TOKEN.into()),
             },
         }
     }
@@ -3209,6 +3817,28 @@ impl Harness {
                 let (cart, named) = self.cart_input(cart);
                 user(actor, named, Call::Details { cart, details }, false)
             }
+            Step::DeliveryMethod {
+                actor,
+                cart,
+                method,
+                rest,
+            } => {
+                let index = match cart {
+                    CartRef::Known(c, _) => c,
+                    _ => 0,
+                };
+                let options = &self.cart(index).record.delivery_options;
+                let method = match method {
+                    3 => UNOFFERED_METHOD.to_owned(),
+                    4 => String::new(),
+                    k if !options.is_empty() => options[usize::from(k) % options.len()]
+                        .delivery_method_id
+                        .clone(),
+                    _ => "STD".to_owned(),
+                };
+                let (cart, named) = self.cart_input(cart);
+                user(actor, named, Call::DeliveryMethod { cart, method }, rest)
+            }
             Step::Edit { actor, cart, edit } => {
                 let index = match cart {
                     CartRef::Known(c, _) => c,
@@ -3258,31 +3888,100 @@ impl Harness {
         }
     }
 
-    /// The buyer input a screen asks for and the cart does not have yet, if any.
-    fn missing_details(cart: &MCart, state: SessionState) -> Option<CheckoutDetails> {
+    /// The buyer's input at the screen `state` before it moves on: what the screen collects
+    /// and the cart lacks; with `SALT_DETAILS`, any input the cart lacks. A delivery method
+    /// is chosen by `setCheckoutDeliveryMethod` with `SALT_CHOOSE`.
+    fn screen_input(&self, cart: &MCart, state: SessionState, salt: u16) -> Option<Call> {
         let record = &cart.record;
-        let details = match state {
-            SessionState::ShippingAddress if record.deliver_to.is_none() => CheckoutDetails {
-                deliver_to: Some(address()),
-                ..CheckoutDetails::default()
-            },
-            SessionState::DeliveryMethod
-                if record.delivery_method_id.is_none() && !record.delivery_options.is_empty() =>
-            {
-                CheckoutDetails {
-                    delivery_method_id: Some(record.delivery_options[0].delivery_method_id.clone()),
-                    ..CheckoutDetails::default()
-                }
-            }
-            SessionState::PaymentAndBillingAddress if record.payment_token.is_none() => {
-                CheckoutDetails {
-                    payment_token: Some("tok_visa_4242".into()),
-                    ..CheckoutDetails::default()
-                }
-            }
-            _ => return None,
+        let collects = |input| {
+            salt & SALT_DETAILS != 0
+                || self
+                    .table()
+                    .template()
+                    .step(state)
+                    .is_some_and(|s| s.collects.contains(&input))
         };
-        Some(details)
+        let id = record.id.to_string();
+        let options = &record.delivery_options;
+        let pick = usize::from(salt >> 13) % options.len().max(1);
+        if collects(StepInput::DeliveryMethod)
+            && record.delivery_method_id.is_none()
+            && !options.is_empty()
+        {
+            let method = options[pick].delivery_method_id.clone();
+            return Some(if salt & SALT_CHOOSE != 0 {
+                Call::DeliveryMethod { cart: id, method }
+            } else {
+                Call::Details {
+                    cart: id,
+                    details: CheckoutDetails {
+                        delivery_method_id: Some(method),
+                        ..CheckoutDetails::default()
+                    },
+                }
+            });
+        }
+        let details = CheckoutDetails {
+            deliver_to: (collects(StepInput::DeliveryAddress) && record.deliver_to.is_none())
+                .then(address),
+            payment_token: (collects(StepInput::Payment) && record.payment_token.is_none())
+                .then(|| GOOD_TOKEN.to_owned()),
+            delivery_method_id: None,
+        };
+        (details != CheckoutDetails::default()).then_some(Call::Details { cart: id, details })
+    }
+
+    /// A buyer who changes their mind, wherever the checkout is (bits 13-15 of `salt`): another
+    /// address, another delivery method (by a screen or by `setCheckoutDeliveryMethod`), one
+    /// nobody offered, or another payment token.
+    fn change_input(cart: &MCart, salt: u16) -> Call {
+        let record = &cart.record;
+        let id = record.id.to_string();
+        let address = (0..3)
+            .map(|k| address_of(k + (salt >> 15) as u8))
+            .find(|a| record.deliver_to.as_ref() != Some(a));
+        let method = record
+            .delivery_options
+            .iter()
+            .map(|o| o.delivery_method_id.clone())
+            .find(|m| record.delivery_method_id.as_ref() != Some(m))
+            .unwrap_or_else(|| UNOFFERED_METHOD.to_owned());
+        let token = if record.payment_token.as_deref() == Some(GOOD_TOKEN) {
+            cartflow::sample::DECLINED_TOKEN
+        } else {
+            GOOD_TOKEN
+        };
+        let details = |details| Call::Details {
+            cart: id.clone(),
+            details,
+        };
+        match (salt >> 13) & 0b111 {
+            0 | 1 => details(CheckoutDetails {
+                deliver_to: address,
+                ..CheckoutDetails::default()
+            }),
+            2 | 3 => Call::DeliveryMethod {
+                cart: id.clone(),
+                method,
+            },
+            4 => details(CheckoutDetails {
+                delivery_method_id: Some(method),
+                ..CheckoutDetails::default()
+            }),
+            5 => Call::DeliveryMethod {
+                cart: id.clone(),
+                method: UNOFFERED_METHOD.to_owned(),
+            },
+            6 => details(CheckoutDetails {
+                payment_token: Some(token.to_owned()),
+                ..CheckoutDetails::default()
+            }),
+            _ => details(CheckoutDetails {
+                deliver_to: address,
+                delivery_method_id: Some(method),
+                ..CheckoutDetails::default()
+            }),
+        }
     }
 
     /// The call that runs the async step `state` names.
@@ -3344,6 +4043,9 @@ impl Harness {
                 _ => Resolved::Worker(behaviour_of(salt)),
             };
         }
+        if salt & SALT_CHANGE == SALT_CHANGE {
+            return user(Self::change_input(cart, salt));
+        }
         if self.model.expired(cart, s, self.now()) {
             // An expired checkout starts over; a locked one can only be cancelled.
             return user(if s.processing { cancel } else { start });
@@ -3367,13 +4069,12 @@ impl Harness {
                 let (Some(stage), Some(next)) = (flow.stage_of(state), flow.next_of(state)) else {
                     return user(cancel);
                 };
-                if salt & SALT_DETAILS != 0
-                    && let Some(details) = Self::missing_details(cart, state)
+                let skip = salt & SALT_SKIP_INPUT == SALT_SKIP_INPUT && salt & SALT_DETAILS == 0;
+                if matches!(stage, Stage::Screen | Stage::Entry)
+                    && !skip
+                    && let Some(call) = self.screen_input(cart, state, salt)
                 {
-                    return user(Call::Details {
-                        cart: id.to_string(),
-                        details,
-                    });
+                    return user(call);
                 }
                 let session = s.id.to_string();
                 let next = next.as_str().to_owned();
@@ -3394,9 +4095,10 @@ impl Harness {
     }
 }
 
-/// A driven buyer's salt: providers pass and nothing is double-clicked.
+/// A driven buyer's salt: providers pass, nothing is double-clicked, no input is changed or
+/// left out.
 fn drive_salt(salt: u16) -> u16 {
-    salt & !(SALT_BEHAVIOUR | SALT_DOUBLE_CLICK)
+    salt & !(SALT_BEHAVIOUR | SALT_DOUBLE_CLICK | 1 << 12 | 1 << 14)
 }
 
 impl Harness {
@@ -3523,6 +4225,7 @@ impl Harness {
             return Err("a Closed cart, or one of its records, changed".into());
         }
         self.check_orders(&before, &after, coverage)?;
+        self.check_amounts(&before, &after, coverage)?;
         // Cancel, and an edit of a cart in checkout, which cancels it first.
         let cancelled = match plan {
             Some(Plan::Cancel { cart }) => Some(cart),
@@ -3556,6 +4259,9 @@ impl Harness {
     ) -> Result<(Answer, Option<Plan>, Vec<Event>), String> {
         let kind = call.kind();
         let now = self.now();
+        if let Some(situation) = self.input_situation(call, named) {
+            coverage.note(situation);
+        }
         let expected = self.model.decide(call, actor_id, named, now);
         let command = call.command();
         let dry = self
@@ -3631,17 +4337,24 @@ impl Harness {
                             ..
                         },
                     ) => Some(self.added_line(*cart)?),
+                    // A chosen method's new charge line.
+                    (Plan::Details { cart }, _) => self.new_line(*cart)?,
                     _ => None,
                 };
+                self.model.fired = None;
                 let started = self
                     .model
                     .apply(*plan, call, &answer, now, new_line)
                     .map_err(|e| format!("{}: {e}", context()))?;
                 *coverage.accepted.entry(kind).or_default() += 1;
-                let mut events = vec![command.event(self.table())];
+                let fired = self.model.fired.take();
+                if fired.is_some() {
+                    coverage.note("an input change sent the session back");
+                }
+                let mut events = vec![fired.unwrap_or_else(|| command.event(self.table()))];
                 if let (Some((cart, op)), true) = (started, call.inline()) {
                     // runAsync false: the operation has run by the time the call answers.
-                    let outcome = self.model.predict(cart, op, Behaviour::Pass);
+                    let (outcome, patch) = self.model.predict(cart, op, Behaviour::Pass);
                     // The call succeeds only when its operation completed.
                     if (outcome != Outcome::Passed) != inline_refused {
                         return Err(format!(
@@ -3650,7 +4363,9 @@ impl Harness {
                         ));
                     }
                     let order = self.made_order(cart, op, outcome)?;
-                    self.model.finish(cart, op, outcome, order);
+                    let new_line = self.new_line(cart)?;
+                    self.model
+                        .finish(cart, op, (outcome, patch.as_ref()), order, new_line)?;
                     events.extend([Event::Claim, finish_event(outcome)]);
                     coverage.note("an order step ran inside its call");
                     let work = self.model.carts[cart].ops.iter().find(|o| o.id == op);
@@ -3667,6 +4382,28 @@ impl Harness {
                 context()
             )),
         }
+    }
+
+    /// Where a buyer's input (a screen's, or `setCheckoutDeliveryMethod`) meets the checkout
+    /// of the cart it names: at a screen, an async or payment step, after taxes.
+    fn input_situation(&self, call: &Call, named: Option<SfId>) -> Option<&'static str> {
+        if !matches!(call, Call::Details { .. } | Call::DeliveryMethod { .. }) {
+            return None;
+        }
+        let cart = &self.model.carts[self.model.cart_index(named)?];
+        let state = cart.active().and_then(|i| cart.sessions[i].state)?;
+        let flow = &self.model.flow;
+        let taxes = flow.position(SessionState::Taxes);
+        let position = flow.position(state);
+        if self.model.takes_input(Some(state)) && taxes.is_some() && position > taxes {
+            return Some("buyer input after taxes");
+        }
+        Some(match flow.stage_of(state)? {
+            Stage::Entry | Stage::Screen => "buyer input at a screen",
+            Stage::Async(_) | Stage::Custom(_) => "buyer input at an async step",
+            Stage::Payment => "buyer input at the payment step",
+            Stage::Terminal => return None,
+        })
     }
 
     /// Notes an accepted move out of a step the standard template lacks, and the lock of a
@@ -3736,6 +4473,24 @@ impl Harness {
         match new[..] {
             [line] => Ok(line),
             _ => Err(format!("an edit that adds one line added {new:?}")),
+        }
+    }
+
+    /// The line of the cart the model does not know yet, if any (a new charge line).
+    fn new_line(&self, cart: usize) -> Result<Option<SfId>, String> {
+        let c = &self.model.carts[cart];
+        let new: Vec<SfId> = self
+            .store
+            .to_dataset()
+            .items
+            .iter()
+            .filter(|i| i.cart_id == c.record.id && !c.items.iter().any(|m| m.id == i.id))
+            .map(|i| i.id)
+            .collect();
+        match new[..] {
+            [] => Ok(None),
+            [line] => Ok(Some(line)),
+            _ => Err(format!("one step added the lines {new:?}")),
         }
     }
 
@@ -3810,7 +4565,7 @@ impl Harness {
                 "worker: expected operation {op} to run and apply, got {report:?}"
             ));
         }
-        let predicted = self.model.predict(cart, op, behaviour);
+        let (predicted, patch) = self.model.predict(cart, op, behaviour);
         let outcome = match &report.outcome {
             StepOutcome::Passed => Outcome::Passed,
             StepOutcome::Failed(m) => Outcome::Failed(m.len()),
@@ -3836,7 +4591,9 @@ impl Harness {
             ))
             .or_default() += 1;
         let order = self.made_order(cart, op, outcome)?;
-        self.model.finish(cart, op, outcome, order);
+        let new_line = self.new_line(cart)?;
+        self.model
+            .finish(cart, op, (outcome, patch.as_ref()), order, new_line)?;
         Ok(vec![Event::Claim, finish_event(outcome)])
     }
 
@@ -4171,6 +4928,218 @@ impl Harness {
         Ok(())
     }
 
+    /// The amounts promises, read from the store alone:
+    /// - a cart's totals are always `amounts::total_cart` of its lines;
+    /// - an authorised order's authorised amount is its grand total;
+    /// - an order made while the cart was offered delivery options has a delivery method among
+    ///   them and one charge line at its fee;
+    /// - an order activated in a world of the sample providers has the amounts the same
+    ///   providers compute again over its lines, address and delivery method, and (with the
+    ///   sample gateway) an authorisation.
+    ///
+    /// Orders of imported checkouts, which did not run their steps here, are held to the first
+    /// two only.
+    fn check_amounts(
+        &self,
+        before: &DataSet,
+        after: &DataSet,
+        coverage: &mut Coverage,
+    ) -> Result<(), String> {
+        for cart in &after.carts {
+            let lines: Vec<CartItem> = after
+                .items
+                .iter()
+                .filter(|i| i.cart_id == cart.id)
+                .cloned()
+                .collect();
+            let mut totalled = cart.clone();
+            amounts::total_cart(&mut totalled, &lines).map_err(|e| e.to_string())?;
+            if totalled != *cart {
+                return Err(format!(
+                    "cart {}'s totals are not its lines':\n  lines {lines:?}\n  cart {cart:?}",
+                    cart.id
+                ));
+            }
+        }
+        for order in &after.orders {
+            let id = order.id;
+            if order.payment_authorization_id.is_some()
+                && order.authorized_amount != order.grand_total_amount
+            {
+                return Err(format!(
+                    "order {id} authorised {:?} of its grand total {:?}",
+                    order.authorized_amount, order.grand_total_amount
+                ));
+            }
+            let old = before.orders.iter().find(|o| o.id == id);
+            let owner = after.sessions.iter().find(|s| s.order_id == Some(id));
+            if owner.is_none_or(|s| self.imported.contains(&s.id)) {
+                continue;
+            }
+            let cart = after
+                .carts
+                .iter()
+                .find(|c| c.id == order.cart_id)
+                .ok_or("an order of no cart")?;
+            if old.is_none() && !cart.delivery_options.is_empty() {
+                self.check_delivery(order, cart)?;
+                coverage.note("an order was made with a delivery method offered");
+            }
+            let activated_now = order.status == OrderStatus::Activated
+                && old.is_none_or(|o| o.status != OrderStatus::Activated);
+            if activated_now && self.model.sample {
+                self.check_recomputed(order, cart)?;
+                coverage.note("an activated order's amounts were computed again");
+            }
+        }
+        Ok(())
+    }
+
+    /// An order has a delivery method its cart offered and one charge line at its fee.
+    fn check_delivery(&self, order: &Order, cart: &WebCart) -> Result<(), String> {
+        let fee = order.delivery_method_id.as_ref().and_then(|method| {
+            cart.delivery_options
+                .iter()
+                .find(|o| &o.delivery_method_id == method)
+                .map(|o| o.amount)
+        });
+        let charges: Vec<Option<Decimal>> = order
+            .items
+            .iter()
+            .filter(|i| i.item_type == CartItemType::Charge)
+            .map(|i| i.total_price)
+            .collect();
+        match fee {
+            Some(fee) if charges == [Some(fee)] => Ok(()),
+            _ => Err(format!(
+                "order {} of a cart offered {:?} has delivery method {:?} and charges {charges:?}",
+                order.id, cart.delivery_options, order.delivery_method_id
+            )),
+        }
+    }
+
+    /// The providers of the order's store, run again in the template's order over the
+    /// order's product lines, address and delivery method, compute the order's line totals,
+    /// adjustments, taxes, charge and grand total; with the sample gateway the order is
+    /// authorised.
+    fn check_recomputed(&self, order: &Order, cart: &WebCart) -> Result<(), String> {
+        let mut fresh = WebCart {
+            deliver_to: order.deliver_to.clone(),
+            delivery_method_id: order.delivery_method_id.clone(),
+            payment_authorization_id: None,
+            authorized_amount: None,
+            ..cart.clone()
+        };
+        let template = self.table().template();
+        let walked = template.before_order();
+        let has = |action| walked.iter().any(|s| s.kind == StepKind::Async(action));
+        // What no step of the template computes is taken as the order has it.
+        let mut lines: Vec<CartItem> = order
+            .items
+            .iter()
+            .filter(|i| i.item_type == CartItemType::Product)
+            .map(|i| {
+                let mut line =
+                    CartItem::product(i.cart_item_id, cart.id, i.sku.clone(), i.quantity);
+                if !has(Action::PriceCart) {
+                    line.sales_price = i.unit_price;
+                    line.total_price = i.total_price;
+                }
+                if !has(Action::CalcCartPromotions) {
+                    line.adjustment_amount = i.adjustment_amount;
+                }
+                if !has(Action::CalcCartTaxes) {
+                    line.tax_amount = i.tax_amount;
+                }
+                line
+            })
+            .collect();
+        let charge = id(KeyPrefix::CartItem, UNKNOWN);
+        if has(Action::CalcCartShipment) {
+            fresh.delivery_options.clear();
+        }
+        model_total(&mut fresh, &lines);
+        follow_method(&fresh, &mut lines, Some(charge))?;
+        for step in walked {
+            let StepKind::Async(action) = step.kind else {
+                continue;
+            };
+            let Some(kind) = action
+                .provider_kind()
+                .filter(|k| *k != ProviderKind::Inventory)
+            else {
+                continue;
+            };
+            let request = IntegrationRequest {
+                operation_id: id(KeyPrefix::BackgroundOperation, UNKNOWN),
+                cart: fresh.clone(),
+                items: lines.clone(),
+                order: None,
+            };
+            match self
+                .model
+                .providers
+                .provider(cart.web_store_id, kind)
+                .run(&request)
+            {
+                Ok(Verdict::Updated(patch)) => {
+                    apply_answer(&mut fresh, &mut lines, &patch, Some(kind), Some(charge))?;
+                }
+                Ok(Verdict::Passed) => {}
+                other => {
+                    return Err(format!(
+                        "order {}: {action} over its inputs answers {other:?}",
+                        order.id
+                    ));
+                }
+            }
+        }
+        model_total(&mut fresh, &lines);
+        let amounts_of = |id: SfId| lines.iter().find(|l| l.id == id);
+        for item in order
+            .items
+            .iter()
+            .filter(|i| i.item_type == CartItemType::Product)
+        {
+            let again = amounts_of(item.cart_item_id).ok_or("a line went missing")?;
+            let (was, is) = (
+                (item.total_price, item.adjustment_amount, item.tax_amount),
+                (again.total_price, again.adjustment_amount, again.tax_amount),
+            );
+            if was != is {
+                return Err(format!(
+                    "order {} line {}: (total, adjustment, tax) {was:?}, computed again {is:?}",
+                    order.id, item.cart_item_id
+                ));
+            }
+        }
+        let ordered: Vec<Option<Decimal>> = order
+            .items
+            .iter()
+            .filter(|i| i.item_type == CartItemType::Charge)
+            .map(|i| i.total_price)
+            .collect();
+        let again: Vec<Option<Decimal>> = lines
+            .iter()
+            .filter(|l| l.item_type == CartItemType::Charge)
+            .map(|l| l.total_price)
+            .collect();
+        if ordered != again || order.grand_total_amount != fresh.grand_total_amount {
+            return Err(format!(
+                "order {}: charges {ordered:?} and grand total {:?}, computed again {again:?} and {:?}",
+                order.id, order.grand_total_amount, fresh.grand_total_amount
+            ));
+        }
+        let gateway =
+            self.model.mappings.iter().any(|(store, _, payment)| {
+                *store == cart.web_store_id && *payment == Payment::Gateway
+            });
+        if gateway && order.payment_authorization_id.is_none() {
+            return Err(format!("order {} was activated unauthorised", order.id));
+        }
+        Ok(())
+    }
+
     /// What an accepted cancel guarantees: the cart has no active session and no New or
     /// Running operation, and it is Active again, unless a platform process holds it
     /// (PendingClosed, PendingDelete), which cancel leaves as it is.
@@ -4222,6 +5191,17 @@ fn run_sequence(
     }
     let mut harness = Harness::with_table(world, table);
     harness.model.compare(&harness.store.to_dataset())?;
+    if world.sample {
+        coverage.note("a sequence over the sample providers");
+    }
+    let inputs = |coverage: &Coverage| -> usize {
+        let situations = coverage
+            .seen
+            .iter()
+            .filter(|(k, _)| k.starts_with("buyer input"));
+        situations.map(|(_, n)| n).sum()
+    };
+    let inputs_before = inputs(coverage);
     for (n, step) in steps.iter().enumerate() {
         let repeat = match step {
             Step::Drive { count, .. } => usize::from(*count),
@@ -4232,6 +5212,9 @@ fn run_sequence(
                 .step(step, coverage, None)
                 .map_err(|e| format!("step {n}.{k} ({step:?}): {e}"))?;
         }
+    }
+    if inputs(coverage) > inputs_before {
+        coverage.note("a sequence that gave or changed the buyer's inputs");
     }
     Ok(())
 }
@@ -4334,8 +5317,40 @@ fn assert_reached(total: &Coverage, expected: &Expected) {
     }
 }
 
+/// At least 2,000 sequences gave or changed the buyer's inputs (each input checked against the
+/// model and every invariant after it), at least 1,000 ran over the sample providers, so that
+/// the amounts invariant met real prices, promotions, shipping, taxes and payments, and the
+/// inputs' refusals were met.
+fn assert_inputs_met(total: &Coverage) {
+    let count = |what: &str| total.seen.get(what).copied().unwrap_or_default();
+    let changing = count("a sequence that gave or changed the buyer's inputs");
+    assert!(
+        changing >= 2_000,
+        "{changing} sequences gave the buyer's inputs"
+    );
+    let priced = count("a sequence over the sample providers");
+    assert!(
+        priced >= 1_000,
+        "{priced} sequences over the sample providers"
+    );
+    // Both ways of giving an input were refused after the order and for a method nobody
+    // offered, and a screen refused to move on without its input.
+    for refusal in [
+        (Kind::Details, Why::InputAfterOrder),
+        (Kind::Details, Why::MethodNotOffered),
+        (Kind::DeliveryMethod, Why::InputAfterOrder),
+        (Kind::DeliveryMethod, Why::MethodNotOffered),
+        (Kind::Advance, Why::InputMissing),
+    ] {
+        assert!(
+            total.refused.contains_key(&refusal),
+            "never refused: {refusal:?}"
+        );
+    }
+}
+
 /// The command kinds a checkout of any template sends.
-const EVERY_TEMPLATE_ACCEPTS: [Kind; 10] = [
+const EVERY_TEMPLATE_ACCEPTS: [Kind; 11] = [
     Kind::Start,
     Kind::Update,
     Kind::Advance,
@@ -4344,14 +5359,31 @@ const EVERY_TEMPLATE_ACCEPTS: [Kind; 10] = [
     Kind::Authorize,
     Kind::Async(Action::ActivateOrder),
     Kind::Details,
+    Kind::DeliveryMethod,
     Kind::Edit,
     Kind::Cancel,
 ];
 
+/// What the sequences of any template meet of the buyer's inputs and the amounts: inputs
+/// changed at every kind of step (and refused once the order exists, or for a method nobody
+/// offered: `ALL_REASONS`), rewinds, orders with their delivery method, and activated orders
+/// whose amounts the providers computed again.
+const EVERY_TEMPLATE_SEES: [&str; 8] = [
+    "an order was activated",
+    "an input change sent the session back",
+    "buyer input at a screen",
+    "buyer input at an async step",
+    "buyer input at the payment step",
+    "buyer input after taxes",
+    "an order was made with a delivery method offered",
+    "an activated order's amounts were computed again",
+];
+
 #[test]
 fn random_command_sequences_keep_every_invariant() {
-    // At least 2,500 sequences per run (about 15 s).
-    let total = run_cases("standard template", 2_500, Just(Template::standard()));
+    // At least 2,800 sequences per run (about 10 s on two cores).
+    let total = run_cases("standard template", 2_800, Just(Template::standard()));
+    assert_inputs_met(&total);
     let mut accepted = EVERY_TEMPLATE_ACCEPTS.to_vec();
     accepted.push(Kind::Async(Action::CheckCartInventory));
     assert_reached(
@@ -4371,12 +5403,15 @@ fn random_command_sequences_keep_every_invariant() {
                 "Passed (activateOrderAction",
             ],
             seen: &[
-                "an order was activated",
-                "an order step ran inside its call",
-                "an expired checkout restarted",
-                "an order was made beside an abandoned Draft",
-                "a repeated step was refused",
-            ],
+                EVERY_TEMPLATE_SEES.as_slice(),
+                &[
+                    "an order step ran inside its call",
+                    "an expired checkout restarted",
+                    "an order was made beside an abandoned Draft",
+                    "a repeated step was refused",
+                ],
+            ]
+            .concat(),
         },
     );
 }
@@ -4386,16 +5421,17 @@ fn random_command_sequences_keep_every_invariant() {
 /// against its own table.
 #[test]
 fn random_templates_keep_every_invariant() {
-    // At least 2,000 sequences per run (about 10 s), every one over a template that is not
-    // the standard.
-    let total = run_cases("random templates", 2_000, template());
+    // At least 2,800 sequences per run (about 10 s on two cores), every one over a template
+    // that is not the standard.
+    let total = run_cases("random templates", 2_800, template());
+    assert_inputs_met(&total);
     let over_other_templates = total
         .seen
         .get("a sequence over a non-standard template")
         .copied()
         .unwrap_or_default();
     assert!(
-        over_other_templates >= 2_000,
+        over_other_templates >= 2_800,
         "{over_other_templates} sequences over non-standard templates"
     );
     assert_reached(
@@ -4410,10 +5446,13 @@ fn random_templates_keep_every_invariant() {
                 "Passed (activateOrderAction",
             ],
             seen: &[
-                "an order was activated",
-                "a step the standard template lacks was passed",
-                "a custom step was locked",
-            ],
+                EVERY_TEMPLATE_SEES.as_slice(),
+                &[
+                    "a step the standard template lacks was passed",
+                    "a custom step was locked",
+                ],
+            ]
+            .concat(),
         },
     );
     // The new names were walked through: beyond ASCII, and of the longest length allowed.
@@ -4491,6 +5530,9 @@ struct Insert {
     base: usize,
     decoration: Decoration,
     custom: bool,
+    /// Bits of the inputs it consumes (a custom step: `StepInput::ALL`) or collects (a
+    /// screen: `StepInput::CHANGEABLE`).
+    inputs: u8,
 }
 
 /// The standard template's screens the generator may rename.
@@ -4513,19 +5555,22 @@ const REMOVABLE: [SessionState; 5] = [
 ];
 
 /// Random valid templates: from the standard one, some provider steps removed, some screens
-/// renamed, and one to four screens or custom async steps of new names inserted.
+/// renamed, and one to four screens or custom async steps of new names inserted (some
+/// collecting, or consuming, some of the buyer's inputs).
 fn template() -> impl Strategy<Value = Template> {
     let insert = (
         0usize..16,
         0usize..NEW_NAMES.len(),
         decoration(),
         prop::bool::weighted(0.25),
+        prop_oneof![2 => Just(0u8), 1 => 0u8..16],
     )
-        .prop_map(|(after, base, decoration, custom)| Insert {
+        .prop_map(|(after, base, decoration, custom, inputs)| Insert {
             after,
             base,
             decoration,
             custom,
+            inputs,
         });
     let rename = (
         0usize..RENAMABLE.len(),
@@ -4582,11 +5627,18 @@ fn insert_step(template: &mut Template, n: usize, insert: Insert) {
     // (only a screen may lead into the terminal step).
     let choices = flow.steps.len() - if insert.custom { 2 } else { 1 };
     let after = flow.steps[insert.after % choices].0;
+    let chosen = |inputs: &[StepInput]| -> Vec<StepInput> {
+        (0..inputs.len())
+            .filter(|bit| insert.inputs & (1 << bit) != 0)
+            .map(|bit| inputs[bit])
+            .collect()
+    };
     let step = if insert.custom {
         let action = CustomAction::new(&format!("Custom_{n}")).expect("an identifier");
         TemplateStep::custom(state, action, &format!("RunCustom{n}"), "scripted")
+            .consuming(&chosen(&StepInput::ALL))
     } else {
-        TemplateStep::new(state, StepKind::Screen)
+        TemplateStep::new(state, StepKind::Screen).collecting(&chosen(&StepInput::CHANGEABLE))
     };
     template.insert_step(after, step);
 }
@@ -4829,6 +5881,7 @@ fn drive(
 /// one cart of the main buyer in `status`, with an active session seeded as given.
 fn one_cart(status: CartStatus, active: Option<ActiveSeed>) -> WorldSpec {
     WorldSpec {
+        sample: false,
         stores: vec![StoreSpec {
             members: 1,
             mapping: Mapping::Scripted,
@@ -5001,7 +6054,7 @@ fn nothing_changes_a_cart_after_its_checkout_completes() {
             actor: owner,
             cart,
             details: DetailsChoice {
-                address: true,
+                address: 1,
                 method: 1,
                 token: 1,
             },
@@ -5490,4 +6543,136 @@ fn a_checkout_whose_last_step_is_async_is_refused_and_the_standard_one_closes() 
     let (mut seen, mut gated) = (BTreeSet::new(), false);
     // Panics when the cart is not Closed within 200 steps.
     drive(&mut h, 0, 0, None, &mut seen, &mut gated);
+}
+
+/// The amounts checks fail on stores that broke the amounts promises: a cart whose totals
+/// are not its lines', an authorisation of another amount than the order's total, an order
+/// made without the delivery method (or the charge line) its cart was offered, and an
+/// activated order whose tax is not what the providers compute over its inputs.
+#[test]
+fn the_amounts_checks_reject_doctored_stores() {
+    let mut world = one_cart(CartStatus::Active, None);
+    world.sample = true;
+    world.stores[0].payment = Payment::Gateway;
+    let mut h = Harness::new(&world);
+    let (mut seen, mut gated) = (BTreeSet::new(), false);
+    let activate = Some(SessionState::ActivateOrder);
+    drive(&mut h, 0, SALT_DETAILS, activate, &mut seen, &mut gated);
+    let drafted = h.store.to_dataset();
+    drive(&mut h, 0, SALT_DETAILS, None, &mut seen, &mut gated);
+    let done = h.store.to_dataset();
+    let order = &done.orders[0];
+    assert_eq!(order.status, OrderStatus::Activated, "the seed");
+    assert!(order.payment_authorization_id.is_some() && order.authorized_amount.is_some());
+    let coverage = &mut Coverage::default();
+    assert_eq!(h.check_amounts(&drafted, &done, coverage), Ok(()));
+    assert!(
+        coverage
+            .seen
+            .contains_key("an activated order's amounts were computed again")
+    );
+
+    // A cart whose totals are not its lines'.
+    let mut untotalled = done.clone();
+    untotalled.carts[0].total_tax_amount = None;
+    assert!(h.check_amounts(&done, &untotalled, coverage).is_err());
+    // An authorisation of another amount than the order's grand total.
+    let mut overcharged = done.clone();
+    overcharged.orders[0].authorized_amount = order.grand_total_amount.map(|t| t + Decimal::ONE);
+    assert!(h.check_amounts(&done, &overcharged, coverage).is_err());
+    // An activated order taxed for other inputs than its own (its totals still add up).
+    let mut stale = done.clone();
+    let cent = Decimal::new(1, 2);
+    let line = stale.orders[0]
+        .items
+        .iter_mut()
+        .find(|i| i.item_type == CartItemType::Product)
+        .expect("a product line");
+    line.tax_amount = line.tax_amount.map(|t| t + cent);
+    stale.orders[0].grand_total_amount = order.grand_total_amount.map(|t| t + cent);
+    stale.orders[0].authorized_amount = stale.orders[0].grand_total_amount;
+    assert!(h.check_amounts(&drafted, &stale, coverage).is_err());
+    // An order made without the delivery method, or the charge line, its cart was offered.
+    let mut unmade = drafted.clone();
+    unmade.orders.clear();
+    assert_eq!(h.check_amounts(&unmade, &drafted, coverage), Ok(()));
+    let mut no_charge = drafted.clone();
+    no_charge.orders[0]
+        .items
+        .retain(|i| i.item_type != CartItemType::Charge);
+    assert!(h.check_amounts(&unmade, &no_charge, coverage).is_err());
+    let mut no_method = drafted.clone();
+    no_method.orders[0].delivery_method_id = None;
+    assert!(h.check_amounts(&unmade, &no_method, coverage).is_err());
+}
+
+/// Over the sample providers: the buyer's new address after Taxes sends the session back to
+/// Shipping Cost and drops the taxes; once the order exists, another delivery method is
+/// refused 403 `INVALID_OPERATION` with nothing changed; the order activated at the end ships
+/// to the new address with its tax (the harness checks every amounts promise at each step).
+#[test]
+fn a_change_after_taxes_goes_back_and_one_after_the_order_is_refused() {
+    let mut world = one_cart(CartStatus::Active, None);
+    world.sample = true;
+    world.stores[0].payment = Payment::Gateway;
+    let mut h = Harness::new(&world);
+    let (mut seen, mut gated) = (BTreeSet::new(), false);
+    let payment_screen = Some(SessionState::PaymentAndBillingAddress);
+    drive(
+        &mut h,
+        0,
+        SALT_DETAILS,
+        payment_screen,
+        &mut seen,
+        &mut gated,
+    );
+    let taxed = h.store.to_dataset();
+    assert!(taxed.items.iter().any(|i| i.tax_amount.is_some()), "taxed");
+    let (owner, cart) = (ActorRef::Owner(0), CartRef::Known(0, IdForm::Full));
+    let denver = Step::Details {
+        actor: owner,
+        cart,
+        details: DetailsChoice {
+            address: 1,
+            method: 0,
+            token: 0,
+        },
+    };
+    let coverage = &mut Coverage::default();
+    let answer = h.step(&denver, coverage, None).expect("invariants hold");
+    assert!(matches!(answer, Some(Answer::Ok(_))), "{answer:?}");
+    let after = h.store.to_dataset();
+    assert_eq!(after.sessions[0].state, Some(SessionState::ShippingCost));
+    assert!(after.items.iter().all(|i| i.tax_amount.is_none()));
+    assert!(
+        coverage
+            .seen
+            .contains_key("an input change sent the session back")
+    );
+
+    drive(
+        &mut h,
+        0,
+        SALT_DETAILS,
+        Some(SessionState::AuthorizePayment),
+        &mut seen,
+        &mut gated,
+    );
+    let before = h.store.to_dataset();
+    let other = Step::DeliveryMethod {
+        actor: owner,
+        cart,
+        method: 1,
+        rest: true,
+    };
+    let answer = h.step(&other, coverage, None).expect("invariants hold");
+    assert_eq!(answer, Some(Answer::Err("INVALID_OPERATION".into(), 403)));
+    assert_eq!(h.store.to_dataset(), before, "nothing changed");
+
+    drive(&mut h, 0, SALT_DETAILS, None, &mut seen, &mut gated);
+    let order = &h.store.to_dataset().orders[0];
+    assert_eq!(order.status, OrderStatus::Activated);
+    assert_eq!(order.deliver_to, Some(cartflow::sample::denver()));
+    assert!(order.items.iter().any(|i| i.tax_amount.is_some()));
+    assert_eq!(order.authorized_amount, order.grand_total_amount);
 }

@@ -189,8 +189,8 @@ impl Engine {
             Some(key) => self.store.load(key)?,
             None => Snapshot::default(),
         };
-        // An input that changes amounts: the cart's lines, read after the cart, whose version
-        // the commit checks.
+        // An input that changes amounts, or an edit of the lines, which drops them: the cart's
+        // lines, read after the cart, whose version the commit checks.
         if matches!(
             command,
             Command::SetDetails { .. }

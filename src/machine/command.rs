@@ -397,7 +397,7 @@ pub struct Snapshot {
     /// The line a `SetQuantity` or `RemoveItem` edit names, when it belongs to the cart.
     pub edited_item: Option<CartItem>,
     /// The cart's lines, for the commands whose input changes amounts (a screen's input,
-    /// `setCheckoutDeliveryMethod`); empty for the others. Read after the cart, whose
+    /// `setCheckoutDeliveryMethod`, an edit of the lines); empty for the others. Read after the cart, whose
     /// version guards them.
     pub lines: Vec<CartItem>,
 }

@@ -325,6 +325,16 @@ fn drop_results_of(
     }
 }
 
+/// A line without the amounts computed for it.
+fn unpriced(mut line: CartItem) -> CartItem {
+    line.list_price = None;
+    line.sales_price = None;
+    line.total_price = None;
+    line.adjustment_amount = None;
+    line.clear_tax();
+    line
+}
+
 /// The records a decision is building, beside the originals, so moves can be derived.
 struct Plan<'a> {
     ctx: &'a DecideContext<'a>,
@@ -700,6 +710,28 @@ impl<'a> Plan<'a> {
         Ok(())
     }
 
+    /// Every amount and checkout choice depended on the old lines: the next checkout computes
+    /// them again, on lines that carry none of them (the charge line goes with the delivery
+    /// method), so the totals still add up to the lines.
+    fn drop_amounts(&mut self, cart: &mut WebCart) {
+        cart.delivery_options.clear();
+        cart.delivery_method_id = None;
+        cart.payment_authorization_id = None;
+        cart.authorized_amount = None;
+        cart.total_product_amount = None;
+        cart.total_adjustment_amount = None;
+        cart.total_charge_amount = None;
+        cart.total_tax_amount = None;
+        cart.grand_total_amount = None;
+        for line in &self.snapshot.lines {
+            if line.item_type == CartItemType::Charge {
+                self.removed_items.push(line.id);
+            } else if unpriced(line.clone()) != *line {
+                self.items.push(unpriced(line.clone()));
+            }
+        }
+    }
+
     fn edit_cart(&mut self, edit: &crate::machine::CartEdit) -> Result<Output, CheckoutError> {
         use crate::machine::CartEdit;
         // A cart whose Edit row moves it (out of checkout) leaves it first, as a cancel
@@ -717,32 +749,7 @@ impl<'a> Plan<'a> {
             .clone()
             .or_else(|| self.snapshot.cart.clone())
             .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
-        // Every amount and checkout choice depended on the old lines: the next checkout
-        // computes them again.
-        cart.delivery_options.clear();
-        cart.delivery_method_id = None;
-        cart.payment_authorization_id = None;
-        cart.authorized_amount = None;
-        // No method is chosen any more, so the delivery charge goes too.
-        let charges = self
-            .snapshot
-            .lines
-            .iter()
-            .filter(|l| l.item_type == CartItemType::Charge);
-        self.removed_items.extend(charges.map(|l| l.id));
-        cart.total_product_amount = None;
-        cart.total_adjustment_amount = None;
-        cart.total_charge_amount = None;
-        cart.total_tax_amount = None;
-        cart.grand_total_amount = None;
-        let unpriced = |mut line: crate::model::CartItem| {
-            line.list_price = None;
-            line.sales_price = None;
-            line.total_price = None;
-            line.adjustment_amount = None;
-            line.clear_tax();
-            line
-        };
+        self.drop_amounts(&mut cart);
         match edit {
             CartEdit::AddItem { sku, quantity } => {
                 let line = crate::model::CartItem::product(
@@ -759,8 +766,12 @@ impl<'a> Plan<'a> {
                     .edited_item
                     .clone()
                     .ok_or_else(|| CheckoutError::Stale("the line disappeared".into()))?;
-                line.quantity = *quantity;
-                self.items.push(unpriced(line));
+                // A charge line leaves with its delivery method, whatever its quantity.
+                if !self.removed_items.contains(&line.id) {
+                    line.quantity = *quantity;
+                    self.items.retain(|l| l.id != line.id);
+                    self.items.push(unpriced(line));
+                }
             }
             CartEdit::RemoveItem { .. } => {
                 let line = self
@@ -768,7 +779,11 @@ impl<'a> Plan<'a> {
                     .edited_item
                     .as_ref()
                     .ok_or_else(|| CheckoutError::Stale("the line disappeared".into()))?;
-                self.removed_items.push(line.id);
+                let id = line.id;
+                self.items.retain(|l| l.id != id);
+                if !self.removed_items.contains(&id) {
+                    self.removed_items.push(id);
+                }
             }
         }
         self.cart = Some(cart);

@@ -222,8 +222,8 @@ const ASYNC: &[Guard] = &[
 ];
 
 /// A screen step's write of buyer input onto the cart: the session's access rules, on a
-/// cart in checkout whose session is not locked and is at a State the table takes input at
-/// (none once the order exists: the order is what the buyer pays for).
+/// cart in checkout whose session is not locked and is at a step the table lets input
+/// stay at (before the order exists).
 const INPUT: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
     guard(R::CartIdValid, C::UnknownException, 500),
@@ -238,12 +238,14 @@ const INPUT: &[Guard] = &[
     guard(R::SessionRow, C::InvalidOperation, 403),
     guard(R::SessionNotExpired, C::InvalidOperation, 403),
     guard(R::SessionPhaseRow, C::InvalidOperation, 409),
+    // Only before the order (or on a failed or empty State): the order is what is paid for.
     guard(R::StepRow, C::InvalidOperation, 403),
     guard(R::DeliveryMethodOffered, C::InvalidInput, 400),
 ];
 
 /// `setCheckoutDeliveryMethod`: the async actions' shared guards and codes, on a cart in
-/// checkout whose session is not locked and has no order yet, and a method that is offered.
+/// checkout whose session is not locked and has no order yet (a step the table lets the
+/// choice stay at), and a method that is offered.
 const DELIVERY_METHOD: &[Guard] = &[
     guard(R::CallerMayInvoke, C::BadRequest, 400),
     guard(R::CartIdValid, C::UnknownException, 500),
