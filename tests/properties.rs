@@ -1984,10 +1984,11 @@ impl Model {
                     CartEdit::AddItem { sku, quantity } => {
                         !sku.trim().is_empty() && positive(quantity)
                     }
+                    // The delivery charge follows the chosen method: no buyer edits it.
                     CartEdit::SetQuantity { item_id, quantity } => {
-                        line_of(cart, item_id).is_some() && positive(quantity)
+                        product_line(cart, item_id) && positive(quantity)
                     }
-                    CartEdit::RemoveItem { item_id } => line_of(cart, item_id).is_some(),
+                    CartEdit::RemoveItem { item_id } => product_line(cart, item_id),
                 };
                 if !valid {
                     return Err(Why::InvalidEdit);
@@ -2214,8 +2215,15 @@ impl Model {
             }
             Plan::Details { cart } => {
                 let c = &self.carts[cart];
-                let session = c.active().map(|i| c.sessions[i].id);
-                same("requestId", session.expect("decide saw an active session"))?;
+                if matches!(call, Call::DeliveryMethod { .. }) {
+                    // setCheckoutDeliveryMethod answers no output values.
+                    if output.is_some() {
+                        return Err(format!("setCheckoutDeliveryMethod answered {output:?}"));
+                    }
+                } else {
+                    let session = c.active().map(|i| c.sessions[i].id);
+                    same("requestId", session.expect("decide saw an active session"))?;
+                }
                 self.take_inputs(cart, call, new_line)?;
             }
             Plan::Edit { cart } => {
@@ -2441,6 +2449,17 @@ impl Model {
         match op.work {
             // An order of no lines cannot be made.
             Work::Step(Action::CartToOrder) if c.items.is_empty() => Outcome::Failed(1),
+            // Nor one of a cart offered delivery methods without an offered one chosen.
+            Work::Step(Action::CartToOrder)
+                if !c.record.delivery_options.is_empty()
+                    && !c
+                        .record
+                        .delivery_method_id
+                        .as_deref()
+                        .is_some_and(|m| offered(&c.record, m)) =>
+            {
+                Outcome::Failed(1)
+            }
             Work::Step(Action::CartToOrder) => Outcome::Passed,
             // Activation needs its Draft order, and no Error output, when it runs, not
             // only when it was requested: an imported queue may hold one that was never checked.
@@ -2542,6 +2561,16 @@ impl Model {
                         o.summary = true;
                     }
                 }
+                // The authorisation is the Draft order's PaymentAuthorization at once.
+                Work::Payment if c.record.payment_authorization_id.is_some() => {
+                    let order = s.order;
+                    let authorization = c.record.payment_authorization_id.clone();
+                    let authorized = c.record.authorized_amount;
+                    if let Some(o) = c.orders.iter_mut().find(|o| Some(o.id) == order) {
+                        o.authorization = authorization;
+                        o.authorized = authorized;
+                    }
+                }
                 _ => {}
             }
         }
@@ -2568,11 +2597,13 @@ impl Model {
                 .iter()
                 .find(|c| c.id == id)
                 .ok_or_else(|| format!("cart {id} vanished"))?;
-            let expected = WebCart {
+            // The Ids of the records the engine keeps inside carts and lines (offered methods,
+            // tax rows) are the engine's to mint: `check_held_records` checks them.
+            let expected = without_held_records(&WebCart {
                 status: cart.status,
                 ..cart.record.clone()
-            };
-            if (WebCart {
+            });
+            if without_held_records(&WebCart {
                 version: 0,
                 ..stored.clone()
             }) != expected
@@ -2581,8 +2612,14 @@ impl Model {
                     "cart {id}:\n  model {expected:?}\n  store {stored:?}"
                 ));
             }
-            let lines: Vec<&CartItem> = data.items.iter().filter(|i| i.cart_id == id).collect();
-            if lines.len() != cart.items.len() || cart.items.iter().any(|i| !lines.contains(&i)) {
+            let lines: Vec<CartItem> = data
+                .items
+                .iter()
+                .filter(|i| i.cart_id == id)
+                .map(without_tax_rows)
+                .collect();
+            let modelled: Vec<CartItem> = cart.items.iter().map(without_tax_rows).collect();
+            if lines.len() != modelled.len() || modelled.iter().any(|i| !lines.contains(i)) {
                 return Err(format!("cart {id}: its lines changed"));
             }
             let sessions: BTreeMap<SfId, MSession> = data
@@ -2665,6 +2702,90 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// The cart without the Ids of its offered methods.
+fn without_held_records(cart: &WebCart) -> WebCart {
+    let mut cart = cart.clone();
+    cart.delivery_options.iter_mut().for_each(|o| o.id = None);
+    cart
+}
+
+/// The line without its tax rows (its `TaxAmount`, their sum, stays).
+fn without_tax_rows(line: &CartItem) -> CartItem {
+    CartItem {
+        taxes: Vec::new(),
+        ..line.clone()
+    }
+}
+
+/// Every record held inside a cart, a line or an order has an Id of its own, is found by it
+/// through the store's index, and adds up: a line's tax rows sum to its `TaxAmount`, an
+/// order's payment authorisation is of its `AuthorizedAmount`, its delivery group ships by
+/// its method.
+fn check_held_records(store: &dyn cartflow::Store, data: &DataSet) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    let mut held = |id: SfId, holder: SfId| -> Result<(), String> {
+        if !seen.insert(id) {
+            return Err(format!("the held Id {id} is used twice"));
+        }
+        match store.owner_of(&id).map_err(|e| e.to_string())? {
+            Some(found) if found == holder => Ok(()),
+            found => Err(format!(
+                "{id} is held by {holder}, the index says {found:?}"
+            )),
+        }
+    };
+    for cart in &data.carts {
+        for id in cart.child_ids() {
+            held(id, cart.id)?;
+        }
+    }
+    for line in &data.items {
+        let sum = line
+            .taxes
+            .iter()
+            .try_fold(None, |total: Option<Decimal>, t| {
+                total.unwrap_or_default().checked_add(t.amount).map(Some)
+            });
+        if !line.taxes.is_empty() && sum != Some(line.tax_amount) {
+            return Err(format!(
+                "line {}: tax rows {sum:?}, TaxAmount {:?}",
+                line.id, line.tax_amount
+            ));
+        }
+        for tax in &line.taxes {
+            if tax.cart_item_id != line.id {
+                return Err(format!(
+                    "tax {} of line {} names {}",
+                    tax.id, line.id, tax.cart_item_id
+                ));
+            }
+            held(tax.id, line.id)?;
+        }
+    }
+    for order in &data.orders {
+        for id in order.child_ids() {
+            held(id, order.id)?;
+        }
+        if let Some(authorization) = &order.payment_authorization
+            && Some(authorization.amount) != order.authorized_amount
+        {
+            return Err(format!(
+                "order {}: authorisation of {}, AuthorizedAmount {:?}",
+                order.id, authorization.amount, order.authorized_amount
+            ));
+        }
+        if let Some(group) = &order.delivery_group
+            && group.order_delivery_method_id != order.delivery_method_id
+        {
+            return Err(format!(
+                "order {}: its delivery group ships by another method",
+                order.id
+            ));
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2880,6 +3001,11 @@ fn cancel_checkout(c: &mut MCart) {
 fn line_of(cart: &MCart, raw: &str) -> Option<usize> {
     let id = SfId::parse(raw).ok()?;
     cart.items.iter().position(|i| i.id == id)
+}
+
+/// Whether `raw` names a product line of the cart (the edits' lines).
+fn product_line(cart: &MCart, raw: &str) -> bool {
+    line_of(cart, raw).is_some_and(|i| cart.items[i].item_type == CartItemType::Product)
 }
 
 /// The reference inventory check against the stock table: lines sharing a
@@ -4240,6 +4366,7 @@ impl Harness {
             self.check_cancel(&before, &after, self.model.carts[cart].record.id)?;
         }
         self.model.compare(&after)?;
+        check_held_records(self.store.as_ref(), &after)?;
         for s in after.sessions.iter().filter_map(|s| s.state) {
             coverage.states.insert(s);
         }
