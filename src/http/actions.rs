@@ -363,7 +363,7 @@ pub(super) async fn invoke_custom(
 }
 
 /// `{"inputs": [ ... ]}`, nothing else; at least one input and at most [`MAX_INPUTS`].
-fn parse_inputs(body: &[u8]) -> Result<Vec<Value>, SfError> {
+pub(super) fn parse_inputs(body: &[u8]) -> Result<Vec<Value>, SfError> {
     let Value::Object(mut fields) = parse_json(body)? else {
         return Err(SfError::parser(
             "The body must be a JSON object: {\"inputs\": [...]}",

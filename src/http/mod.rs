@@ -51,6 +51,9 @@ mod actions;
 mod auth;
 mod body;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod idempotency;
 mod ops;
 mod records;

@@ -23,7 +23,7 @@ use crate::store::Store;
 
 /// The objects the facade serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Object {
+pub(super) enum Object {
     CartCheckoutSession,
     BackgroundOperation,
     WebCart,
@@ -39,7 +39,7 @@ enum Object {
 }
 
 impl Object {
-    const ALL: [Object; 12] = [
+    pub(super) const ALL: [Object; 12] = [
         Object::CartCheckoutSession,
         Object::BackgroundOperation,
         Object::WebCart,
@@ -71,7 +71,7 @@ impl Object {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         self.kind().object_name()
     }
 
@@ -378,7 +378,7 @@ fn order_children(
 }
 
 /// What a PATCH asks for, once its fields are checked.
-enum Update {
+pub(super) enum Update {
     /// A screen step: the session's new State.
     Advance(String),
     /// A screen's input onto the cart.
@@ -462,7 +462,7 @@ async fn apply_update(
 
 /// Checks a PATCH body: a JSON object of updatable fields (names case-insensitive, as
 /// Salesforce's are; `attributes` is ignored). Any other field is 400 `INVALID_FIELD`.
-fn parse_update(object: Object, body: Value) -> Result<Update, SfError> {
+pub(super) fn parse_update(object: Object, body: Value) -> Result<Update, SfError> {
     let Value::Object(fields) = body else {
         return Err(SfError::parser(
             "The body must be a JSON object of the fields to change",
@@ -538,7 +538,7 @@ fn parse_update(object: Object, body: Value) -> Result<Update, SfError> {
 }
 
 /// The fields a PATCH of a delivery group gives.
-struct GroupUpdate {
+pub(super) struct GroupUpdate {
     street: Option<String>,
     city: Option<String>,
     state: Option<String>,
