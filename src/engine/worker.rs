@@ -394,11 +394,8 @@ impl Engine {
             let reason = "the cart has Error-level validation outputs".to_owned();
             return Ok((StepOutcome::SystemFailure(reason), None, None));
         }
-        // The payment was authorised after the order was drafted: record it now.
-        if let Some(cart) = self.store.cart(&op.cart_id)? {
-            order.payment_authorization_id = cart.payment_authorization_id;
-            order.authorized_amount = cart.authorized_amount;
-        }
+        // The order already holds its payment's authorisation: the payment step wrote it
+        // onto the Draft order when it passed.
         // The accepted call's choice, kept on its operation; an activation queued before
         // operations carried one is UNMANAGED, the absent input's meaning.
         order.order_life_cycle_type = op.order_life_cycle_type.unwrap_or_default();
