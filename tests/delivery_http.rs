@@ -739,6 +739,38 @@ fn after_the_order_a_buyer_who_wants_another_method_cancels_and_checks_out_again
     f.stop();
 }
 
+#[test]
+fn a_checkout_cancelled_after_its_payment_leaves_no_authorisation_on_the_next_order() {
+    let mut f = start();
+    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+    f.set_on_cart(&cart, json!({ "DeliveryMethodId": "FREIGHT" }));
+    through_taxes(&f, &cart, &session);
+    let paid = through_cart_to_order(&f, &cart, &session);
+    f.async_step(
+        &session,
+        &cart,
+        "Authorize Payment",
+        "Activate Order",
+        "authorizePayment",
+    );
+    let freight_total = f.record("Order", &paid)["AuthorizedAmount"].clone();
+    assert!(!freight_total.is_null());
+    f.succeed("cancelCartAsyncOperation", json!({ "cartId": cart }));
+
+    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+    f.set_on_cart(&cart, json!({ "DeliveryMethodId": "GROUND" }));
+    through_taxes(&f, &cart, &session);
+    let draft = through_cart_to_order(&f, &cart, &session);
+    // The authorisation of the cancelled checkout was for another order and another total.
+    let unpaid = f.record("Order", &draft);
+    assert!(unpaid["AuthorizedAmount"].is_null(), "{unpaid}");
+    assert!(unpaid["PaymentAuthorizationId"].is_null(), "{unpaid}");
+    let order = through_activation(&f, &cart, &session, &draft);
+    assert_ne!(order["GrandTotalAmount"], freight_total);
+    assert_eq!(order["AuthorizedAmount"], order["GrandTotalAmount"]);
+    f.stop();
+}
+
 /// A gateway that authorises a cent more than the order's total.
 struct OffByACent;
 

@@ -1400,8 +1400,9 @@ impl MOrder {
                 .collect(),
             deliver_to: cart.record.deliver_to.clone(),
             delivery_method: cart.record.delivery_method_id.clone(),
-            authorization: cart.record.payment_authorization_id.clone(),
-            authorized: cart.record.authorized_amount,
+            // A draft is authorised by the payment step after it, never by the cart's past.
+            authorization: None,
+            authorized: None,
             grand_total: cart.record.grand_total_amount,
             summary: false,
         }
@@ -2551,13 +2552,9 @@ impl Model {
                 }
                 Work::Step(Action::ActivateOrder) => {
                     let order = s.order;
-                    // The payment was authorised after the order was drafted.
-                    let authorization = c.record.payment_authorization_id.clone();
-                    let authorized = c.record.authorized_amount;
+                    // The order keeps the authorisation its payment step recorded.
                     if let Some(o) = c.orders.iter_mut().find(|o| Some(o.id) == order) {
                         o.status = OrderStatus::Activated;
-                        o.authorization = authorization;
-                        o.authorized = authorized;
                         o.summary = true;
                     }
                 }

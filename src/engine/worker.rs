@@ -357,9 +357,11 @@ impl Engine {
                 order_id,
                 cart,
             )),
+            // Only the payment step, after the draft, authorises it: an authorisation the
+            // cart still holds from an earlier, cancelled checkout was for another order.
             payment_authorization: None,
-            payment_authorization_id: cart.payment_authorization_id.clone(),
-            authorized_amount: cart.authorized_amount,
+            payment_authorization_id: None,
+            authorized_amount: None,
             grand_total_amount: cart.grand_total_amount,
             created_date: self.clock.now(),
             activated_date: None,
