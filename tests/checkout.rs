@@ -538,6 +538,60 @@ fn order_status_is_checked_on_every_path_that_activates() {
 }
 
 #[test]
+fn permitted_offers_the_command_of_every_async_and_payment_step_it_is_locked_at() {
+    let store = store();
+    let engine = engine_over(store.clone(), 1);
+    let cart = SampleCart::InStock.id();
+    let summary = BuyerInput {
+        place_order: false,
+        ..full_input()
+    };
+    let Drive::NeedsInput { session_id, state } =
+        drive(&engine, &buyer(), &cart, &summary, Waiting::RunInline).unwrap()
+    else {
+        panic!("the drive did not stop at a screen");
+    };
+    let template = engine.table().template().clone();
+    let step_next = |state: SessionState| template.step(state).unwrap().next.unwrap();
+    let execute = |command: Command| engine.execute(&buyer(), command).unwrap();
+    execute(Command::Advance {
+        session_id: session_id.to_string(),
+        state: step_next(state).as_str().to_owned(),
+        exp_current_state: Some(state.as_str().to_owned()),
+    });
+    let mut offered_steps = Vec::new();
+    loop {
+        let here = store.session(&session_id).unwrap().unwrap().state.unwrap();
+        let kind = template.step(here).unwrap().kind;
+        let Some(own) = Command::for_step(kind, cart.to_string()) else {
+            break;
+        };
+        execute(Command::UpdateSession {
+            session_id: session_id.to_string(),
+            next_state: step_next(here).as_str().to_owned(),
+            exp_current_state: Some(here.as_str().to_owned()),
+        });
+        let permitted = engine.permitted(&buyer(), &cart).unwrap();
+        assert!(
+            permitted.iter().any(|p| p.command == own),
+            "locked at {here}, {own:?} is not among {permitted:?}"
+        );
+        offered_steps.push(here);
+        execute(own);
+        engine.run_until_idle().unwrap();
+    }
+    // Cart To Order, Authorize Payment and Activate Order, in order.
+    assert_eq!(
+        offered_steps,
+        [
+            SessionState::CartToOrder,
+            SessionState::AuthorizePayment,
+            SessionState::ActivateOrder
+        ]
+    );
+}
+
+#[test]
 fn each_async_step_runs_through_the_one_command_of_its_event() {
     let table = cartflow::machine::TransitionTable::standard();
     let cart = SampleCart::InStock.id().to_string();

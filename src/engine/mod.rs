@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use worker::{OperationReport, RESTART_BACKOFF, WorkerPool, run_restarting};
+pub use worker::{Claim, OperationReport, Performed, RESTART_BACKOFF, WorkerPool, run_restarting};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{CheckoutError, ErrorCode, StoreError};
@@ -445,11 +445,14 @@ impl Engine {
             },
         ];
         // Each async step through the one command that fires its event (an order action
-        // through its own command, so its orderStatus is checked like a caller's), and each
-        // custom step through its custom action.
+        // through its own command, so its orderStatus is checked like a caller's), each
+        // custom step through its custom action, and the payment step through its
+        // authorisation.
         for step in &self.table.template().steps {
-            if matches!(step.kind, StepKind::Async(_) | StepKind::Custom(_))
-                && let Some(command) = Command::for_step(step.kind, cart.clone())
+            if matches!(
+                step.kind,
+                StepKind::Async(_) | StepKind::Custom(_) | StepKind::Payment
+            ) && let Some(command) = Command::for_step(step.kind, cart.clone())
             {
                 candidates.push(command);
             }

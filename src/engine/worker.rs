@@ -59,14 +59,121 @@ pub struct OperationReport {
     pub applied: bool,
 }
 
+/// An operation a worker holds the claim of, from [`Engine::claim_operation`]: the worker
+/// renews it with [`Engine::heartbeat`], does its work with [`Engine::perform`] and reports
+/// with [`Engine::report`]. A claim that is never reported (its worker died) ends when its
+/// lease does, at the next [`Engine::sweep_expired`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    operation: BackgroundOperation,
+}
+
+impl Claim {
+    /// The claimed operation, as the claim left it (Running, with this claim's attempt).
+    pub fn operation(&self) -> &BackgroundOperation {
+        &self.operation
+    }
+}
+
+/// A claimed operation's work, done and not yet reported: what [`Engine::report`] commits.
+/// Reporting it twice applies it at most once (the second report is fenced).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Performed {
+    operation_id: SfId,
+    attempt: u32,
+    outcome: StepOutcome,
+    update: Option<CartUpdate>,
+    order: Option<Order>,
+}
+
+impl Performed {
+    /// What the provider (or the engine's own order work) answered.
+    pub fn outcome(&self) -> &StepOutcome {
+        &self.outcome
+    }
+}
+
 impl Engine {
     /// Claims the oldest New operation, runs it, and reports its outcome. `Ok(None)` when
     /// there is nothing to claim (another worker may have won every candidate).
     pub fn run_next_operation(&self) -> Result<Option<OperationReport>, CheckoutError> {
-        match self.claim_next()? {
-            Some(claimed) => self.run_claimed(claimed).map(Some),
+        match self.claim_operation()? {
+            Some(claim) => self.run_claimed(claim).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Claims the oldest claimable operation for this worker, or `Ok(None)` when there is
+    /// none (another worker may have won every candidate). The first of the three steps that
+    /// [`Engine::run_next_operation`] takes in one call, for callers that run their own
+    /// worker loop.
+    pub fn claim_operation(&self) -> Result<Option<Claim>, CheckoutError> {
+        Ok(self.claim_next()?.map(|operation| Claim { operation }))
+    }
+
+    /// Renews `claim`'s lease for [`EngineConfig::lease_ms`](crate::EngineConfig) from now.
+    /// [`CheckoutError::Fenced`] when the claim was lost (cancelled, expired, or taken over):
+    /// the worker should stop working for it.
+    pub fn heartbeat(&self, claim: &Claim) -> Result<(), CheckoutError> {
+        let command = WorkerCommand::Heartbeat {
+            operation_id: claim.operation.id,
+            attempt: claim.operation.attempt,
+            lease_ms: self.config.lease_ms,
+        };
+        self.execute_worker(&command).map(|_| ())
+    }
+
+    /// Does `claim`'s work (the provider's check, or the engine's own order step) and returns
+    /// it unreported. Changes nothing but the claim's heartbeats.
+    pub fn perform(&self, claim: &Claim) -> Result<Performed, CheckoutError> {
+        let op = &claim.operation;
+        let (outcome, update, order) = self.work_on(op)?;
+        Ok(Performed {
+            operation_id: op.id,
+            attempt: op.attempt,
+            outcome,
+            update,
+            order,
+        })
+    }
+
+    /// Commits `performed`'s outcome. A report that no longer holds (the operation moved on,
+    /// or its records changed so that it no longer fits them) is discarded: nothing of it is
+    /// applied, and the answer says `applied: false`.
+    pub fn report(&self, performed: &Performed) -> Result<OperationReport, CheckoutError> {
+        let Performed {
+            operation_id,
+            attempt,
+            outcome,
+            ..
+        } = performed;
+        let finish = WorkerCommand::Finish {
+            operation_id: *operation_id,
+            attempt: *attempt,
+            outcome: outcome.clone(),
+            update: performed.update.clone(),
+            order: performed.order.clone(),
+        };
+        let applied = match self.execute_worker(&finish) {
+            Ok(_) => true,
+            Err(CheckoutError::Fenced(reason)) => {
+                tracing::info!(operation = %operation_id, %reason, "discarded a stale report");
+                false
+            }
+            // The report no longer fits the records it would change (its cart or a line
+            // vanished, or it names another cart's): nothing of it is applied.
+            Err(CheckoutError::Stale(reason)) => {
+                tracing::warn!(operation = %operation_id, %reason, "discarded an unusable report");
+                false
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(OperationReport {
+            operation_id: *operation_id,
+            attempt: *attempt,
+            outcome: outcome.clone(),
+            applied,
+        })
     }
 
     /// Claims and runs one particular operation in this thread (for `runAsync` false).
@@ -83,7 +190,7 @@ impl Engine {
             Err(e) => return Err(e),
         }
         match self.store.operation(&id)? {
-            Some(op) => self.run_claimed(op).map(Some),
+            Some(operation) => self.run_claimed(Claim { operation }).map(Some),
             None => Ok(None),
         }
     }
@@ -149,8 +256,24 @@ impl Engine {
         }
     }
 
-    fn run_claimed(&self, op: BackgroundOperation) -> Result<OperationReport, CheckoutError> {
-        let (outcome, update, order) = match self.store.cart(&op.cart_id)? {
+    /// Performs and reports `claim`, counting the outcome in `cartflow_operations_total`.
+    fn run_claimed(&self, claim: Claim) -> Result<OperationReport, CheckoutError> {
+        let performed = self.perform(&claim)?;
+        let report = self.report(&performed)?;
+        let result = match (&report.outcome, report.applied) {
+            (_, false) => "discarded",
+            (StepOutcome::Passed, _) => "passed",
+            (StepOutcome::Failed(_), _) => "failed",
+            (StepOutcome::SystemFailure(_), _) => "system_failure",
+        };
+        metrics::counter!("cartflow_operations_total", "name" => claim.operation.name.clone(), "outcome" => result)
+            .increment(1);
+        Ok(report)
+    }
+
+    /// An operation's work: the engine's own order steps, or the store's provider.
+    fn work_on(&self, op: &BackgroundOperation) -> Result<OrderOutcome, CheckoutError> {
+        Ok(match self.store.cart(&op.cart_id)? {
             None => (
                 StepOutcome::SystemFailure(format!("cart {} no longer exists", op.cart_id)),
                 None,
@@ -161,48 +284,13 @@ impl Engine {
             Some(cart) => {
                 match Action::from_api_name(&op.name).filter(|_| op.provider_kind.is_none()) {
                     Some(Action::CartToOrder) => self.draft_order(&cart)?,
-                    Some(Action::ActivateOrder) => self.activate_order(&op)?,
+                    Some(Action::ActivateOrder) => self.activate_order(op)?,
                     _ => {
-                        let (outcome, update) = self.run_integration(&op, cart)?;
+                        let (outcome, update) = self.run_integration(op, cart)?;
                         (outcome, update, None)
                     }
                 }
             }
-        };
-        let command = WorkerCommand::Finish {
-            operation_id: op.id,
-            attempt: op.attempt,
-            outcome: outcome.clone(),
-            update,
-            order,
-        };
-        let applied = match self.execute_worker(&command) {
-            Ok(_) => true,
-            Err(CheckoutError::Fenced(reason)) => {
-                tracing::info!(operation = %op.id, %reason, "discarded a stale report");
-                false
-            }
-            // The report no longer fits the records it would change (its cart or a line
-            // vanished, or it names another cart's): nothing of it is applied.
-            Err(CheckoutError::Stale(reason)) => {
-                tracing::warn!(operation = %op.id, %reason, "discarded an unusable report");
-                false
-            }
-            Err(e) => return Err(e),
-        };
-        let result = match (&outcome, applied) {
-            (_, false) => "discarded",
-            (StepOutcome::Passed, _) => "passed",
-            (StepOutcome::Failed(_), _) => "failed",
-            (StepOutcome::SystemFailure(_), _) => "system_failure",
-        };
-        metrics::counter!("cartflow_operations_total", "name" => op.name.clone(), "outcome" => result)
-            .increment(1);
-        Ok(OperationReport {
-            operation_id: op.id,
-            attempt: op.attempt,
-            outcome,
-            applied,
         })
     }
 
@@ -267,6 +355,7 @@ impl Engine {
             // A store hiccup: keep working; the completion will tell.
             Err(_) => true,
         };
+        let started = self.clock.now();
         let (outcome, patch) = call_provider(
             provider,
             request,
@@ -274,6 +363,7 @@ impl Engine {
             Duration::from_millis(self.config.heartbeat_ms.max(1)),
             &beat,
         );
+        let (outcome, patch) = self.in_time(started, op.timeout_ms, outcome, patch);
         let new_id = |kind| self.ids.next_id(kind);
         let ctx = PatchContext {
             kind: op.provider_kind,
@@ -292,6 +382,24 @@ impl Engine {
                 None,
             ),
         })
+    }
+
+    /// The provider's answer, or a timeout when the engine's clock says it came later than
+    /// `timeout_ms` after `started`: the wait measures the machine's time, and this the
+    /// engine's, so an injected clock (a simulation's) decides too.
+    fn in_time(
+        &self,
+        started: chrono::DateTime<chrono::Utc>,
+        timeout_ms: u64,
+        outcome: StepOutcome,
+        patch: Option<CartPatch>,
+    ) -> (StepOutcome, Option<CartPatch>) {
+        let took = self.clock.now().signed_duration_since(started);
+        if took.num_milliseconds() <= i64::try_from(timeout_ms).unwrap_or(i64::MAX) {
+            return (outcome, patch);
+        }
+        let reason = format!("the provider did not answer within {timeout_ms} ms");
+        (StepOutcome::SystemFailure(reason), None)
     }
 
     /// The order of the operation's session, if it has one.

@@ -53,6 +53,8 @@ pub fn all() -> Vec<(&'static str, Open)> {
 ///     delegate_store!(inner => user, load, cart);
 ///     // Each after `self.check()?` (or `self.count();`, written `before count`).
 ///     delegate_store!(inner, before check? => history, order);
+///     // Each through the store `self.current()` answers.
+///     delegate_store!(current() => cart_items);
 /// }
 /// ```
 ///
@@ -68,6 +70,10 @@ macro_rules! delegate_store {
     };
     ($inner:ident => $($method:ident),+ $(,)?) => {
         $($crate::delegate_store!(@method $method, $inner, []);)+
+    };
+    // Each through the store `self.getter()` answers.
+    ($getter:ident() => $($method:ident),+ $(,)?) => {
+        $($crate::delegate_store!(@method $method, @call $getter);)+
     };
 
     // Each method's signature, as the trait declares it.
@@ -166,6 +172,11 @@ macro_rules! delegate_store {
             $($with)*);
     };
 
+    (@fn $name:ident($($arg:ident: $ty:ty),*) -> $ok:ty, @call $getter:ident) => {
+        fn $name(&self, $($arg: $ty),*) -> ::std::result::Result<$ok, ::cartflow::StoreError> {
+            self.$getter().$name($($arg),*)
+        }
+    };
     (@fn $name:ident($($arg:ident: $ty:ty),*) -> $ok:ty, $inner:ident,
         [$($hook:ident $($fallible:tt)?)?]) => {
         fn $name(&self, $($arg: $ty),*) -> ::std::result::Result<$ok, ::cartflow::StoreError> {
