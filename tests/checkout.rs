@@ -402,9 +402,8 @@ mod edits {
     }
 }
 
-/// Drives `cart` to Checkout Summary, then walks its async steps by hand until the session
-/// is locked at Activate Order with its Draft order. Returns the session.
-fn locked_at_activation(engine: &Engine, cart: &SfId) -> SfId {
+/// Drives `cart` to Checkout Summary and past it, to Cart To Order. Returns the session.
+fn past_the_summary(engine: &Engine, cart: &SfId) -> SfId {
     let summary = BuyerInput {
         place_order: false,
         ..full_input()
@@ -415,14 +414,27 @@ fn locked_at_activation(engine: &Engine, cart: &SfId) -> SfId {
         panic!("the drive did not stop at a screen");
     };
     assert_eq!(state, SessionState::CheckoutSummary);
+    let next = engine.table().template().step(state).unwrap().next.unwrap();
+    engine
+        .execute(
+            &buyer(),
+            Command::Advance {
+                session_id: session_id.to_string(),
+                state: next.as_str().to_owned(),
+                exp_current_state: Some(state.as_str().to_owned()),
+            },
+        )
+        .unwrap();
+    session_id
+}
+
+/// Drives `cart` past Checkout Summary, then walks its async steps by hand until the session
+/// is locked at Activate Order with its Draft order. Returns the session.
+fn locked_at_activation(engine: &Engine, cart: &SfId) -> SfId {
+    let session_id = past_the_summary(engine, cart);
     let template = engine.table().template().clone();
     let step_next = |state: SessionState| template.step(state).unwrap().next.unwrap();
     let execute = |command: Command| engine.execute(&buyer(), command).unwrap();
-    execute(Command::Advance {
-        session_id: session_id.to_string(),
-        state: step_next(state).as_str().to_owned(),
-        exp_current_state: Some(state.as_str().to_owned()),
-    });
     loop {
         let session = engine.store().session(&session_id).unwrap().unwrap();
         let here = session.state.unwrap();
@@ -542,23 +554,10 @@ fn permitted_offers_the_command_of_every_async_and_payment_step_it_is_locked_at(
     let store = store();
     let engine = engine_over(store.clone(), 1);
     let cart = SampleCart::InStock.id();
-    let summary = BuyerInput {
-        place_order: false,
-        ..full_input()
-    };
-    let Drive::NeedsInput { session_id, state } =
-        drive(&engine, &buyer(), &cart, &summary, Waiting::RunInline).unwrap()
-    else {
-        panic!("the drive did not stop at a screen");
-    };
+    let session_id = past_the_summary(&engine, &cart);
     let template = engine.table().template().clone();
     let step_next = |state: SessionState| template.step(state).unwrap().next.unwrap();
     let execute = |command: Command| engine.execute(&buyer(), command).unwrap();
-    execute(Command::Advance {
-        session_id: session_id.to_string(),
-        state: step_next(state).as_str().to_owned(),
-        exp_current_state: Some(state.as_str().to_owned()),
-    });
     let mut offered_steps = Vec::new();
     loop {
         let here = store.session(&session_id).unwrap().unwrap().state.unwrap();

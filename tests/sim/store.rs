@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use cartflow::model::SfId;
-use cartflow::store::{ClaimFn, Commit};
+use cartflow::store::Commit;
 use cartflow::{Store, StoreError};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -202,21 +202,8 @@ impl Store for SimStore {
         Ok(())
     }
 
-    fn claim_next(&self, claim: &mut ClaimFn<'_>) -> Result<Option<SfId>, StoreError> {
-        // The trait's own claim, through this store's yielding load and faulty commit.
-        for id in self.claimable_operations(8)? {
-            let Some(commit) = claim(self.load(cartflow::store::LoadKey::Operation(id))?)? else {
-                continue;
-            };
-            match self.commit(&commit) {
-                Ok(()) => return Ok(Some(id)),
-                Err(StoreError::Conflict(_) | StoreError::Invariant(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
-    }
-
+    // `claim_next` is the trait's own: it claims through this store's yielding reads and
+    // faulty commits.
     crate::delegate_store!(enter() =>
         user, load, claimable_operations, expired_operations, cart, cart_items, cart_item,
         validation_output, session, sessions_of, operation, operations_of, order,
