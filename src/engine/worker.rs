@@ -104,9 +104,10 @@ impl Engine {
     }
 
     /// Claims the oldest claimable operation for this worker, or `Ok(None)` when there is
-    /// none (another worker may have won every candidate). The first of the three steps that
-    /// [`Engine::run_next_operation`] takes in one call, for callers that run their own
-    /// worker loop.
+    /// none (another worker may have won every candidate). The first of the steps (claim,
+    /// [`heartbeat`](Engine::heartbeat), [`perform`](Engine::perform),
+    /// [`report`](Engine::report)) that [`Engine::run_next_operation`] takes in one call, for
+    /// callers that run their own worker loop.
     pub fn claim_operation(&self) -> Result<Option<Claim>, CheckoutError> {
         Ok(self.claim_next()?.map(|operation| Claim { operation }))
     }
