@@ -2,6 +2,7 @@
 //! snapshot, decides, and commits the result in one version-checked store transaction,
 //! retrying from a fresh read when a concurrent command won the compare-and-set.
 
+mod provider_pool;
 mod worker;
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -115,6 +116,7 @@ pub struct Engine {
     integrations: Arc<Integrations>,
     config: EngineConfig,
     signal: Arc<WorkSignal>,
+    providers: Arc<provider_pool::ProviderPool>,
 }
 
 impl Engine {
@@ -129,6 +131,7 @@ impl Engine {
             integrations: Arc::new(Integrations::new()),
             config: EngineConfig::default(),
             signal: Arc::new(WorkSignal::default()),
+            providers: Arc::new(provider_pool::ProviderPool::new()),
         }
     }
 

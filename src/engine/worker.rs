@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::engine::Input;
+use crate::engine::provider_pool::ProviderPool;
 use crate::error::CheckoutError;
 use crate::integrations::{CartPatch, IntegrationRequest, PatchContext, Provider, Verdict};
 use crate::machine::amounts;
@@ -358,6 +359,7 @@ impl Engine {
         };
         let started = self.clock.now();
         let (outcome, patch) = call_provider(
+            &self.providers,
             provider,
             request,
             Duration::from_millis(op.timeout_ms),
@@ -621,28 +623,23 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-text payload".into())
 }
 
-/// Runs the provider on its own thread so a timeout can be enforced and a panic contained,
-/// renewing the claim every `heartbeat` while it works. A provider that overruns is
-/// abandoned: its thread finishes in the background and its answer is dropped. When a
-/// heartbeat finds the claim gone (cancelled, or taken over), waiting stops at once.
+/// Runs the provider on a thread of the engine's provider pool so a timeout can be enforced
+/// and a panic contained, renewing the claim every `heartbeat` while it works. A provider
+/// that overruns is abandoned: its thread finishes in the background and its answer is
+/// dropped. When a heartbeat finds the claim gone (cancelled, or taken over), waiting stops at
+/// once.
 fn call_provider(
+    pool: &ProviderPool,
     provider: Provider,
     request: IntegrationRequest,
     timeout: Duration,
     heartbeat: Duration,
     beat: &dyn Fn() -> bool,
 ) -> (StepOutcome, Option<CartPatch>) {
-    let (tx, rx) = mpsc::sync_channel(1);
-    let spawned = thread::Builder::new()
-        .name("cartflow-provider".into())
-        .spawn(move || {
-            let result = panic::catch_unwind(AssertUnwindSafe(|| provider.run(&request)));
-            let _ = tx.send(result);
-        });
-    if let Err(e) = spawned {
-        let reason = format!("could not start the provider: {e}");
-        return (StepOutcome::SystemFailure(reason), None);
-    }
+    let rx = match pool.call(provider, request) {
+        Ok(rx) => rx,
+        Err(reason) => return (StepOutcome::SystemFailure(reason), None),
+    };
     let deadline = Instant::now() + timeout;
     let answer = loop {
         let left = deadline.saturating_duration_since(Instant::now());
