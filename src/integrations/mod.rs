@@ -138,8 +138,10 @@ pub fn apply_patch(
     if taxes {
         lines.iter_mut().for_each(CartItem::clear_tax);
     }
+    // Each line found by Id once, so a patch of every line of a large cart stays linear.
+    let at: HashMap<SfId, usize> = lines.iter().enumerate().map(|(i, l)| (l.id, i)).collect();
     for amounts in &patch.items {
-        let Some(line) = lines.iter_mut().find(|l| l.id == amounts.item_id) else {
+        let Some(line) = at.get(&amounts.item_id).map(|&i| &mut lines[i]) else {
             return Err(ProviderError(format!(
                 "the provider priced line {}, which cart {} does not have",
                 amounts.item_id, cart.id
@@ -176,10 +178,11 @@ pub fn apply_patch(
             amounts::sync_charge_line(&totalled, &mut lines, || (ctx.new_id)(KeyPrefix::CartItem));
     }
     amounts::total_cart(&mut totalled, &lines).map_err(|e| ProviderError(e.to_string()))?;
+    let before: HashMap<SfId, &CartItem> = items.iter().map(|l| (l.id, l)).collect();
     Ok(CartUpdate {
         items: lines
             .into_iter()
-            .filter(|line| !items.contains(line))
+            .filter(|line| before.get(&line.id) != Some(&line))
             .collect(),
         removed_items,
         delivery_options: patch

@@ -1,6 +1,6 @@
 //! The in-memory store: the reference implementation of the [`Store`] contract.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
@@ -238,23 +238,37 @@ impl Tables {
         Ok(())
     }
 
+    /// Removes and replaces a commit's cart lines, finding each by Id once (a commit may
+    /// write every line of a large cart).
+    fn write_lines(&mut self, changes: &crate::machine::Changes) {
+        let removed: HashSet<SfId> = changes.removed_items.iter().copied().collect();
+        for cart in &changes.carts {
+            if let Some(lines) = self.items.get_mut(&cart.id) {
+                lines.retain(|l| !removed.contains(&l.id));
+            }
+        }
+        let mut at: HashMap<SfId, HashMap<SfId, usize>> = HashMap::new();
+        for item in &changes.items {
+            let lines = self.items.entry(item.cart_id).or_default();
+            let index = at
+                .entry(item.cart_id)
+                .or_insert_with(|| lines.iter().enumerate().map(|(i, l)| (l.id, i)).collect());
+            match index.get(&item.id) {
+                Some(&i) => lines[i] = item.clone(),
+                None => {
+                    index.insert(item.id, lines.len());
+                    lines.push(item.clone());
+                }
+            }
+        }
+    }
+
     fn apply(&mut self, commit: &Commit) {
         let changes = &commit.changes;
         for cart in &changes.carts {
             self.carts.insert(cart.id, cart.clone());
         }
-        for cart in &changes.carts {
-            if let Some(lines) = self.items.get_mut(&cart.id) {
-                lines.retain(|l| !changes.removed_items.contains(&l.id));
-            }
-        }
-        for item in &changes.items {
-            let lines = self.items.entry(item.cart_id).or_default();
-            match lines.iter_mut().find(|l| l.id == item.id) {
-                Some(line) => *line = item.clone(),
-                None => lines.push(item.clone()),
-            }
-        }
+        self.write_lines(changes);
         for session in &changes.sessions {
             self.put_session(session.clone());
         }
