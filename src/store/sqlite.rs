@@ -23,11 +23,15 @@ use crate::store::{
     key_state,
 };
 
+/// Prepared statements kept per connection: more than the store has (about 40).
+const STATEMENT_CACHE: usize = 128;
+
 /// The schema migrations, in order; schema version N is the first N applied.
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_idempotency_keys.sql"),
     include_str!("../../migrations/sqlite/0003_record_owners.sql"),
+    include_str!("../../migrations/sqlite/0004_history_without_autoincrement.sql"),
 ];
 
 /// How durable a commit is (SQLite's `synchronous` setting in WAL mode).
@@ -129,6 +133,8 @@ impl SqliteStore {
         let conn = Connection::open(&self.path)
             .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", self.path.display())))?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(io)?;
+        // Room for every statement the store runs, so none is compiled twice.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let sync = match self.durability {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
@@ -191,7 +197,8 @@ impl SqliteStore {
                 insert_body(tx, "users", &r.id, r)?;
             }
             for r in &data.carts {
-                tx.execute(
+                run(
+                    tx,
                     "INSERT INTO carts (id, version, status, body) VALUES (?1, ?2, ?3, ?4)",
                     params![
                         r.id.as_str(),
@@ -203,14 +210,16 @@ impl SqliteStore {
                 .map_err(write_error)?;
             }
             for r in &data.items {
-                tx.execute(
+                run(
+                    tx,
                     "INSERT INTO cart_items (id, cart_id, body) VALUES (?1, ?2, ?3)",
                     params![r.id.as_str(), r.cart_id.as_str(), to_json(r)?],
                 )
                 .map_err(write_error)?;
             }
             for s in &data.stock {
-                tx.execute(
+                run(
+                    tx,
                     "INSERT INTO stock (store_id, sku, quantity) VALUES (?1, ?2, ?3)",
                     params![s.store_id.as_str(), s.sku, s.quantity.to_string()],
                 )
@@ -238,9 +247,8 @@ impl SqliteStore {
     /// Whether the database holds no store yet.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         self.read(|tx| {
-            let count: i64 = tx
-                .query_row("SELECT COUNT(*) FROM stores", [], |r| r.get(0))
-                .map_err(io)?;
+            let count: i64 =
+                one_row(tx, "SELECT COUNT(*) FROM stores", [], |r| r.get(0)).map_err(io)?;
             Ok(count == 0)
         })
     }
@@ -339,9 +347,8 @@ impl SqliteStore {
     /// Runs `PRAGMA integrity_check`; `Ok(())` when SQLite answers `ok`.
     pub fn integrity_check(&self) -> Result<(), StoreError> {
         self.read(|tx| {
-            let answer: String = tx
-                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-                .map_err(io)?;
+            let answer: String =
+                one_row(tx, "PRAGMA integrity_check", [], |r| r.get(0)).map_err(io)?;
             if answer == "ok" {
                 Ok(())
             } else {
@@ -377,13 +384,30 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(io)
 }
 
+/// Runs one statement from the connection's prepared-statement cache: SQL is compiled once
+/// per connection, not once per call.
+fn run(tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
+}
+
+/// Reads one row with a statement from the connection's prepared-statement cache.
+fn one_row<T>(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: impl rusqlite::Params,
+    row: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    tx.prepare_cached(sql)?.query_row(params, row)
+}
+
 fn insert_body<T: Serialize>(
     tx: &Transaction<'_>,
     table: &str,
     id: &SfId,
     record: &T,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    run(
+        tx,
         &format!("INSERT INTO {table} (id, body) VALUES (?1, ?2)"),
         params![id.as_str(), to_json(record)?],
     )
@@ -392,7 +416,7 @@ fn insert_body<T: Serialize>(
 }
 
 fn insert_session(tx: &Transaction<'_>, s: &CartCheckoutSession) -> Result<(), StoreError> {
-    tx.execute(
+    run(tx,
         "INSERT INTO sessions (id, cart_id, version, is_archived, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![s.id.as_str(), s.web_cart_id.as_str(), s.version as i64, s.is_archived, to_json(s)?],
     )
@@ -401,7 +425,8 @@ fn insert_session(tx: &Transaction<'_>, s: &CartCheckoutSession) -> Result<(), S
 }
 
 fn insert_operation(tx: &Transaction<'_>, op: &BackgroundOperation) -> Result<(), StoreError> {
-    tx.execute(
+    run(
+        tx,
         "INSERT INTO operations (id, cart_id, version, status, submitted_at, expires_at, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
@@ -419,7 +444,8 @@ fn insert_operation(tx: &Transaction<'_>, op: &BackgroundOperation) -> Result<()
 }
 
 fn insert_output(tx: &Transaction<'_>, o: &CartValidationOutput) -> Result<(), StoreError> {
-    tx.execute(
+    run(
+        tx,
         "INSERT INTO validation_outputs (id, cart_id, body) VALUES (?1, ?2, ?3)",
         params![o.id.as_str(), o.cart_id.as_str(), to_json(o)?],
     )
@@ -428,7 +454,8 @@ fn insert_output(tx: &Transaction<'_>, o: &CartValidationOutput) -> Result<(), S
 }
 
 fn insert_order(tx: &Transaction<'_>, o: &Order) -> Result<(), StoreError> {
-    tx.execute(
+    run(
+        tx,
         "INSERT INTO orders (id, cart_id, version, status, body) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
             o.id.as_str(),
@@ -443,7 +470,8 @@ fn insert_order(tx: &Transaction<'_>, o: &Order) -> Result<(), StoreError> {
 }
 
 fn insert_history(tx: &Transaction<'_>, h: &HistoryEntry) -> Result<(), StoreError> {
-    tx.execute(
+    run(
+        tx,
         "INSERT INTO history (cart_id, body) VALUES (?1, ?2)",
         params![h.cart_id.as_str(), to_json(h)?],
     )
@@ -453,7 +481,8 @@ fn insert_history(tx: &Transaction<'_>, h: &HistoryEntry) -> Result<(), StoreErr
 
 /// Whether `table` holds a record with this ID.
 fn exists(tx: &Transaction<'_>, table: &str, id: &SfId) -> Result<bool, StoreError> {
-    tx.query_row(
+    one_row(
+        tx,
         &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ?1)"),
         [id.as_str()],
         |r| r.get(0),
@@ -467,14 +496,14 @@ fn body<T: DeserializeOwned>(
     table: &str,
     id: &SfId,
 ) -> Result<Option<T>, StoreError> {
-    let text: Option<String> = tx
-        .query_row(
-            &format!("SELECT body FROM {table} WHERE id = ?1"),
-            [id.as_str()],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(io)?;
+    let text: Option<String> = one_row(
+        tx,
+        &format!("SELECT body FROM {table} WHERE id = ?1"),
+        [id.as_str()],
+        |r| r.get(0),
+    )
+    .optional()
+    .map_err(io)?;
     text.map(|t| from_json(&t)).transpose()
 }
 
@@ -510,26 +539,26 @@ fn cart_snapshot(tx: &Transaction<'_>, cart_id: &SfId) -> Result<Snapshot, Store
         Some(op) => body(tx, "operations", &op)?,
         None => None,
     };
-    let active: i64 = tx
-        .query_row(
-            "SELECT COUNT(*) FROM operations WHERE cart_id = ?1 AND status IN ('New', 'Running')",
-            [cart_id.as_str()],
-            |r| r.get(0),
-        )
-        .map_err(io)?;
+    let active: i64 = one_row(
+        tx,
+        "SELECT COUNT(*) FROM operations WHERE cart_id = ?1 AND status IN ('New', 'Running')",
+        [cart_id.as_str()],
+        |r| r.get(0),
+    )
+    .map_err(io)?;
     let order = match session.as_ref().and_then(|s| s.order_id) {
         Some(id) => body(tx, "orders", &id)?,
         None => None,
     };
-    let has_error_outputs: bool = tx
-        .query_row(
-            "SELECT EXISTS (SELECT 1 FROM validation_outputs WHERE cart_id = ?1
+    let has_error_outputs: bool = one_row(
+        tx,
+        "SELECT EXISTS (SELECT 1 FROM validation_outputs WHERE cart_id = ?1
                AND json_extract(body, '$.Level') = 'Error'
                AND NOT json_extract(body, '$.IsDismissed'))",
-            [cart_id.as_str()],
-            |r| r.get(0),
-        )
-        .map_err(io)?;
+        [cart_id.as_str()],
+        |r| r.get(0),
+    )
+    .map_err(io)?;
     Ok(Snapshot {
         user: None,
         store: body(tx, "stores", &cart.web_store_id)?,
@@ -585,8 +614,7 @@ impl Store for SqliteStore {
         let changes = &commit.changes;
         self.in_tx(TransactionBehavior::Immediate, |tx| {
             for cart in &changes.carts {
-                let updated = tx
-                    .execute(
+                let updated = run(tx,
                         "UPDATE carts SET version = ?1, status = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
                         params![
                             cart.version as i64,
@@ -613,7 +641,7 @@ impl Store for SqliteStore {
             }
             for cart in &changes.carts {
                 for removed in &changes.removed_items {
-                    tx.execute(
+                    run(tx,
                         "DELETE FROM cart_items WHERE id = ?1 AND cart_id = ?2",
                         params![removed.as_str(), cart.id.as_str()],
                     )
@@ -621,7 +649,7 @@ impl Store for SqliteStore {
                 }
             }
             for item in &changes.items {
-                tx.execute(
+                run(tx,
                     "INSERT INTO cart_items (id, cart_id, body) VALUES (?1, ?2, ?3)
                      ON CONFLICT (id) DO UPDATE SET body = excluded.body
                      WHERE cart_items.cart_id = excluded.cart_id",
@@ -634,8 +662,7 @@ impl Store for SqliteStore {
                 changes.sessions.iter().partition(|s| s.is_archived);
             for s in archiving.into_iter().chain(others) {
 
-                let updated = tx
-                    .execute(
+                let updated = run(tx,
                         "UPDATE sessions SET version = ?1, is_archived = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
                         params![s.version as i64, s.is_archived, to_json(s)?, s.id.as_str(), s.version as i64 - 1],
                     )
@@ -653,8 +680,7 @@ impl Store for SqliteStore {
                 changes.operations.iter().partition(|o| !o.status.is_active());
             for op in ending.into_iter().chain(others) {
 
-                let updated = tx
-                    .execute(
+                let updated = run(tx,
                         "UPDATE operations SET version = ?1, status = ?2, expires_at = ?3, body = ?4
                          WHERE id = ?5 AND version = ?6",
                         params![
@@ -678,8 +704,7 @@ impl Store for SqliteStore {
             }
             for order in &changes.orders {
 
-                let updated = tx
-                    .execute(
+                let updated = run(tx,
                         "UPDATE orders SET version = ?1, status = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
                         params![
                             order.version as i64,
@@ -700,7 +725,7 @@ impl Store for SqliteStore {
                 }
             }
             if let Some(cart) = changes.clear_outputs_of {
-                tx.execute("DELETE FROM validation_outputs WHERE cart_id = ?1", [cart.as_str()])
+                run(tx, "DELETE FROM validation_outputs WHERE cart_id = ?1", [cart.as_str()])
                     .map_err(write_error)?;
             }
             for output in &changes.outputs {
@@ -840,30 +865,32 @@ impl Store for SqliteStore {
         expires_at: DateTime<Utc>,
     ) -> Result<KeyState, StoreError> {
         self.in_tx(TransactionBehavior::Immediate, |tx| {
-            tx.execute(
+            run(
+                tx,
                 "DELETE FROM idempotency_keys WHERE expires_at <= ?1",
                 params![now.timestamp_millis()],
             )
             .map_err(io)?;
-            let found = tx
-                .query_row(
-                    "SELECT fingerprint, status, body FROM idempotency_keys
+            let found = one_row(
+                tx,
+                "SELECT fingerprint, status, body FROM idempotency_keys
                      WHERE user_id = ?1 AND key = ?2",
-                    params![request.user.as_str(), request.key],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, Option<i64>>(1)?,
-                            r.get::<_, Option<Vec<u8>>>(2)?,
-                        ))
-                    },
-                )
-                .optional()
-                .map_err(io)?;
+                params![request.user.as_str(), request.key],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<Vec<u8>>>(2)?,
+                    ))
+                },
+            )
+            .optional()
+            .map_err(io)?;
             if let Some((fingerprint, status, body)) = found {
                 return key_state(&fingerprint, &request.fingerprint, status, body);
             }
-            tx.execute(
+            run(
+                tx,
                 "INSERT INTO idempotency_keys (user_id, key, fingerprint, expires_at)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![
@@ -880,7 +907,8 @@ impl Store for SqliteStore {
 
     fn keep_answer(&self, request: &KeyedRequest, answer: &KeptAnswer) -> Result<(), StoreError> {
         self.in_tx(TransactionBehavior::Immediate, |tx| {
-            tx.execute(
+            run(
+                tx,
                 "UPDATE idempotency_keys SET status = ?1, body = ?2
                  WHERE user_id = ?3 AND key = ?4 AND fingerprint = ?5",
                 params![
@@ -898,7 +926,8 @@ impl Store for SqliteStore {
 
     fn release_key(&self, request: &KeyedRequest) -> Result<(), StoreError> {
         self.in_tx(TransactionBehavior::Immediate, |tx| {
-            tx.execute(
+            run(
+                tx,
                 "DELETE FROM idempotency_keys
                  WHERE user_id = ?1 AND key = ?2 AND fingerprint = ?3 AND status IS NULL",
                 params![request.user.as_str(), request.key, request.fingerprint],
