@@ -31,7 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_idempotency_keys.sql"),
     include_str!("../../migrations/sqlite/0003_record_owners.sql"),
-    include_str!("../../migrations/sqlite/0004_history_without_autoincrement.sql"),
+    include_str!("../../migrations/sqlite/0004_hot_paths.sql"),
 ];
 
 /// How durable a commit is (SQLite's `synchronous` setting in WAL mode).
