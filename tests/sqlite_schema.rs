@@ -109,9 +109,7 @@ fn the_hot_queries_find_their_rows_through_an_index() {
     store.import(&sample::dataset()).unwrap();
     let conn = rusqlite::Connection::open(&path).unwrap();
     for sql in HOT_QUERIES {
-        let mut plan = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap();
+        let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let nulls = vec![rusqlite::types::Null; plan.parameter_count()];
         let steps: Vec<String> = plan
             .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
@@ -121,7 +119,10 @@ fn the_hot_queries_find_their_rows_through_an_index() {
         println!("{sql}\n  -> {steps:?}");
         // The queue's partial indexes hold only New (or Running) operations: reading one in
         // order is reading the queue, not the table.
-        let queue = ["USING INDEX operations_new", "USING INDEX operations_running"];
+        let queue = [
+            "USING INDEX operations_new",
+            "USING INDEX operations_running",
+        ];
         let whole_table = |s: &String| {
             s.starts_with("SCAN ")
                 && s != "SCAN CONSTANT ROW"

@@ -236,6 +236,7 @@ pub fn decide(
         } => plan.run_activation(order_life_cycle_type.as_deref()),
         Command::Cancel { .. } => plan.cancel(),
     }?;
+    plan.guard_session()?;
     plan.into_decision(output)
 }
 
@@ -452,6 +453,23 @@ impl<'a> Plan<'a> {
         let id = next.id;
         self.sessions.push((Some(original), next));
         Ok(id)
+    }
+
+    /// A cart written under the rules of its active session also writes the session (as it
+    /// is, but for its version): the decision read the session (its State, its lock, its
+    /// operation), so a commit decided before the session moved on (locked, an operation
+    /// started) must lose the compare-and-set instead of writing the cart under rules that
+    /// no longer hold.
+    fn guard_session(&mut self) -> Result<(), CheckoutError> {
+        let active = self
+            .snapshot
+            .session
+            .as_ref()
+            .is_some_and(|s| !s.is_archived);
+        if self.cart.is_some() && active {
+            self.edit_session(|_| {})?;
+        }
+        Ok(())
     }
 
     fn edit_operation(
