@@ -3,9 +3,10 @@
 //! assertions are about outcomes only, never about timing.
 
 mod common;
+mod support;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,12 +18,12 @@ use cartflow::integrations::{
     IntegrationRequest, Integrations, InventoryProvider, Provider, ProviderError, Verdict,
 };
 use cartflow::machine::{
-    Action, Command, Event, Machine, Output, ProviderAction, ValidationMessage,
+    Action, Command, Event, Machine, Output, ProviderAction, Snapshot, ValidationMessage,
 };
 use cartflow::model::{CartStatus, Level, OperationStatus, OrderStatus, SessionState, SfId};
 use cartflow::sample::{self, SampleCart};
-use cartflow::store::DataSet;
-use cartflow::{ActionResult, Engine, ErrorCode, MemoryStore};
+use cartflow::store::{DataSet, LoadKey};
+use cartflow::{ActionResult, Engine, ErrorCode, MemoryStore, Store, StoreError};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 
@@ -31,6 +32,14 @@ type ProviderFn = dyn Fn(&IntegrationRequest) -> Result<Verdict, ProviderError> 
 /// An engine over `data` whose sample store runs `provider` for inventory checks and a
 /// gateway that authorises every payment.
 fn engine_with(data: DataSet, provider: Arc<ProviderFn>) -> Engine {
+    engine_over(
+        Arc::new(MemoryStore::from_dataset(data).expect("a valid data set")),
+        provider,
+    )
+}
+
+/// [`engine_with`] over `store`.
+fn engine_over(store: Arc<dyn Store>, provider: Arc<ProviderFn>) -> Engine {
     common::quiet_provider_panics();
     let mut integrations = Integrations::new();
     integrations.set_inventory(sample::store_id(), Arc::new(Shared(provider)));
@@ -41,12 +50,10 @@ fn engine_with(data: DataSet, provider: Arc<ProviderFn>) -> Engine {
         .timestamp_opt(1_700_000_000, 0)
         .single()
         .expect("a valid instant");
-    Engine::new(Arc::new(
-        MemoryStore::from_dataset(data).expect("a valid data set"),
-    ))
-    .with_ids(Arc::new(SequentialIds::default()))
-    .with_clock(Arc::new(ManualClock::new(start)))
-    .with_integrations(integrations)
+    Engine::new(store)
+        .with_ids(Arc::new(SequentialIds::default()))
+        .with_clock(Arc::new(ManualClock::new(start)))
+        .with_integrations(integrations)
 }
 
 /// Adapts a shared closure to the provider trait.
@@ -323,28 +330,88 @@ fn first_of(history: &[cartflow::store::HistoryEntry], events: &[Event]) -> Opti
     history.iter().position(|e| events.contains(&e.event))
 }
 
+/// A memory store that notes, for the loads of one watched thread, the status of the
+/// operation each snapshot held: what a command of that thread decided on.
+struct Watched {
+    inner: MemoryStore,
+    watch: Mutex<Option<(thread::ThreadId, Vec<Option<OperationStatus>>)>>,
+}
+
+impl Watched {
+    fn new(data: DataSet) -> Watched {
+        Watched {
+            inner: MemoryStore::from_dataset(data).expect("a valid data set"),
+            watch: Mutex::new(None),
+        }
+    }
+
+    /// Runs `work` on this thread, watching its loads; returns its result and what they saw.
+    fn watching<T>(&self, work: impl FnOnce() -> T) -> (T, Vec<Option<OperationStatus>>) {
+        *self.watch.lock().unwrap() = Some((thread::current().id(), Vec::new()));
+        let result = work();
+        let (_, seen) = self.watch.lock().unwrap().take().expect("still watched");
+        (result, seen)
+    }
+}
+
+impl Store for Watched {
+    fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError> {
+        let snapshot = self.inner.load(key)?;
+        if let Some((watched, seen)) = self.watch.lock().unwrap().as_mut()
+            && *watched == thread::current().id()
+        {
+            seen.push(snapshot.operation.as_ref().map(|op| op.status));
+        }
+        Ok(snapshot)
+    }
+    delegate_store!(inner => user, commit, claimable_operations, expired_operations, claim_next,
+        cart, cart_items, cart_item, validation_output, session, sessions_of, operation,
+        operations_of, order, validation_outputs, history, begin_keyed, keep_answer, release_key,
+        operation_counts, owner_of);
+}
+
+/// The share of rounds, in percent, in which the cancel must really meet the worker's report.
+const RACED_PERCENT: usize = 20;
+
+/// The race is real, not assumed: a round counts as raced when the cancel decided on the
+/// operation while the worker held it Running and the worker then reported (the cancel's
+/// commit fenced the report, or the report's moved the records under the cancel, which
+/// decided again). Too few raced rounds fail the test: it would prove nothing.
 #[test]
 fn a_cancel_racing_a_worker_never_lets_the_operation_complete_after_it() {
     let cart = SampleCart::InStock.id();
     let cancel_event = Event::Action(Action::CancelCartAsyncOperation);
     let worker_events = [Event::Claim, Event::Succeed, Event::Fail];
+    const ROUNDS: usize = 300;
     let mut tally: BTreeMap<&str, usize> = BTreeMap::new();
-    for round in 0..300 {
+    let mut raced = 0;
+    for round in 0..ROUNDS {
         let which = [Answer::Pass, Answer::Fail, Answer::Error][round % 3];
         // A short, varying amount of work widens the window in which the cancel can land.
         let spin = round % 7 * 20;
+        // Every fourth round the provider also waits until the cancel is on its way, so that
+        // the cancel meets the claim however the threads are scheduled; what comes first, the
+        // cancel's commit or the report's, is still the race's to decide.
+        let meet = round % 4 == 3;
+        let cancelling = Arc::new(AtomicBool::new(false));
+        let on_its_way = cancelling.clone();
         let provider: Arc<ProviderFn> = Arc::new(move |request: &IntegrationRequest| {
+            while meet && !on_its_way.load(Ordering::SeqCst) {
+                thread::yield_now();
+            }
             for _ in 0..spin {
                 thread::yield_now();
             }
             answer(which, request)
         });
-        let engine = engine_with(sample::dataset(), provider);
+        let watched = Arc::new(Watched::new(sample::dataset()));
+        let engine = engine_over(watched.clone(), provider);
         let (session, op) = to_running_inventory(&engine, cart);
         let worker_engine = engine.clone();
         let cancel_input = json!({"cartId": cart.to_string()});
         let mut report: Option<OperationReport> = None;
         let mut cancelled: Option<ActionResult> = None;
+        let mut cancel_saw = Vec::new();
         let barrier = Barrier::new(2);
         thread::scope(|scope| {
             let worker = scope.spawn(|| {
@@ -355,7 +422,11 @@ fn a_cancel_racing_a_worker_never_lets_the_operation_complete_after_it() {
             for _ in 0..round % 11 * 40 {
                 thread::yield_now();
             }
-            cancelled = Some(engine.invoke("cancelCartAsyncOperation", &cancel_input, &buyer()));
+            let (result, saw) = watched.watching(|| {
+                cancelling.store(true, Ordering::SeqCst);
+                engine.invoke("cancelCartAsyncOperation", &cancel_input, &buyer())
+            });
+            (cancelled, cancel_saw) = (Some(result), saw);
             report = worker
                 .join()
                 .expect("the worker panicked")
@@ -425,8 +496,22 @@ fn a_cancel_racing_a_worker_never_lets_the_operation_complete_after_it() {
             other => panic!("round {round}: the operation ended {other:?}"),
         };
         *tally.entry(case).or_default() += 1;
+        let met_the_claim = cancel_saw.contains(&Some(OperationStatus::Running));
+        if met_the_claim && report.is_some() {
+            raced += 1;
+            let winner = if op.status == OperationStatus::Canceled {
+                "raced, the cancel won"
+            } else {
+                "raced, the report won"
+            };
+            *tally.entry(winner).or_default() += 1;
+        }
     }
-    println!("cancel vs. worker, 300 rounds: {tally:?}");
+    println!("cancel vs. worker, {ROUNDS} rounds, {raced} raced: {tally:?}");
+    assert!(
+        raced * 100 >= ROUNDS * RACED_PERCENT,
+        "the cancel met the worker's claim in only {raced} of {ROUNDS} rounds: {tally:?}"
+    );
 }
 
 #[test]

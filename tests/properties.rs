@@ -43,7 +43,7 @@ use cartflow::model::{
     SessionState, SfId, User, WebCart, WebStore,
 };
 use cartflow::store::{DataSet, StockLevel};
-use cartflow::{Engine, ErrorCode, MemoryStore};
+use cartflow::{Engine, EngineConfig, ErrorCode, MemoryStore};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestError, TestRunner};
@@ -1024,6 +1024,8 @@ fn build(spec: &WorldSpec, table: &TransitionTable) -> (DataSet, Model) {
                 session,
                 status,
                 submitted,
+                attempt: u32::from(status != OperationStatus::New),
+                expires_at: running.then(|| submitted + Duration::seconds(150)),
             });
             op_id
         };
@@ -1295,7 +1297,14 @@ struct MOp {
     session: SfId,
     status: OperationStatus,
     submitted: DateTime<Utc>,
+    /// How many times a worker claimed it.
+    attempt: u32,
+    /// While Running, when its claim's lease ends (claim time + [`LEASE_MS`]); else none.
+    expires_at: Option<DateTime<Utc>>,
 }
+
+/// The lease of a worker's claim, in milliseconds, as the harness configures the engine.
+const LEASE_MS: u64 = 30_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct MOutput {
@@ -2210,6 +2219,8 @@ impl Model {
                     session: c.sessions[i].id,
                     status: OperationStatus::New,
                     submitted: now,
+                    attempt: 0,
+                    expires_at: None,
                 });
                 c.sessions[i].op = Some(op);
                 return Ok(Some((cart, op)));
@@ -2493,6 +2504,16 @@ impl Model {
         }
     }
 
+    /// A worker claims the New operation `op` at `now`: Running, one more attempt, and a lease
+    /// of [`LEASE_MS`] from now.
+    fn claim(&mut self, cart: usize, op: SfId, now: DateTime<Utc>) {
+        if let Some(o) = self.carts[cart].ops.iter_mut().find(|o| o.id == op) {
+            o.status = OperationStatus::Running;
+            o.attempt += 1;
+            o.expires_at = Some(now + Duration::milliseconds(LEASE_MS as i64));
+        }
+    }
+
     /// Applies a worker's run of `op` (success moves State to NextState, failure
     /// to Error with outputs; either way the lock is released). `order` is the ID of the order
     /// a passed Cart To Order made.
@@ -2514,6 +2535,8 @@ impl Model {
             return Ok(());
         };
         o.status = status;
+        // A finished operation holds no lease.
+        o.expires_at = None;
         let work = o.work;
         let Some(i) = c
             .sessions
@@ -2632,7 +2655,14 @@ impl Model {
                     "cart {id} sessions:\n  model {expected:?}\n  store {sessions:?}"
                 ));
             }
-            type OpView = (OperationStatus, String, Option<ProviderKind>, SfId);
+            type OpView = (
+                OperationStatus,
+                String,
+                Option<ProviderKind>,
+                SfId,
+                u32,
+                Option<DateTime<Utc>>,
+            );
             let ops: BTreeMap<SfId, OpView> = data
                 .operations
                 .iter()
@@ -2643,6 +2673,8 @@ impl Model {
                         o.name.clone(),
                         o.provider_kind,
                         o.checkout_session_id,
+                        o.attempt,
+                        o.expires_at,
                     );
                     (o.id, view)
                 })
@@ -2656,6 +2688,8 @@ impl Model {
                         o.work.name().to_owned(),
                         o.work.provider_kind(),
                         o.session,
+                        o.attempt,
+                        o.expires_at,
                     );
                     (o.id, view)
                 })
@@ -2987,6 +3021,7 @@ fn cancel_checkout(c: &mut MCart) {
             && is_active(op.status)
         {
             op.status = OperationStatus::Canceled;
+            op.expires_at = None;
         }
     }
     if matches!(c.status, CartStatus::Checkout | CartStatus::Processing) {
@@ -3645,6 +3680,10 @@ impl Harness {
             .with_ids(Arc::new(SequentialIds::starting_at(FIRST_GENERATED)))
             .with_clock(clock.clone())
             .with_integrations(integrations)
+            .with_config(EngineConfig {
+                lease_ms: LEASE_MS,
+                ..EngineConfig::default()
+            })
             .with_table(table);
         let labels = engine
             .table()
@@ -4488,6 +4527,7 @@ impl Harness {
                     }
                     let order = self.made_order(cart, op, outcome)?;
                     let new_line = self.new_line(cart)?;
+                    self.model.claim(cart, op, now);
                     self.model
                         .finish(cart, op, (outcome, patch.as_ref()), order, new_line)?;
                     events.extend([Event::Claim, finish_event(outcome)]);
@@ -4654,6 +4694,8 @@ impl Harness {
             .behaviour
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = behaviour;
+        let expected = self.model.next_operation();
+        let now = self.now();
         let report = match during {
             None => self.engine.run_next_operation(),
             Some(during) => {
@@ -4666,15 +4708,25 @@ impl Harness {
                 entered_rx
                     .recv_timeout(std::time::Duration::from_secs(30))
                     .map_err(|_| "the gated provider was never called".to_string())?;
-                during(&self.store.to_dataset());
+                let running = self.store.to_dataset();
+                during(&running);
+                // While the provider works, the store holds exactly the claim the model makes.
+                let claimed = expected.map(|(cart, op)| {
+                    let mut model = self.model.clone();
+                    model.claim(cart, op, now);
+                    model.compare(&running)
+                });
                 let _ = release_tx.send(());
-                worker
+                let report = worker
                     .join()
-                    .map_err(|_| "the worker panicked".to_string())?
+                    .map_err(|_| "the worker panicked".to_string())?;
+                if let Some(Err(e)) = claimed {
+                    return Err(format!("while the provider worked: {e}"));
+                }
+                report
             }
         }
         .map_err(|e| format!("run_next_operation failed: {e}"))?;
-        let expected = self.model.next_operation();
         let (report, (cart, op)) = match (report, expected) {
             (None, None) => return Ok(vec![]),
             (Some(report), Some(expected)) => (report, expected),
@@ -4701,6 +4753,9 @@ impl Harness {
                 report.outcome
             ));
         }
+        if outcome == Outcome::Passed && patch.is_some() {
+            coverage.note("a provider's cart update was applied");
+        }
         let work = self.model.carts[cart]
             .ops
             .iter()
@@ -4716,6 +4771,7 @@ impl Harness {
             .or_default() += 1;
         let order = self.made_order(cart, op, outcome)?;
         let new_line = self.new_line(cart)?;
+        self.model.claim(cart, op, now);
         self.model
             .finish(cart, op, (outcome, patch.as_ref()), order, new_line)?;
         Ok(vec![Event::Claim, finish_event(outcome)])
@@ -5491,8 +5547,9 @@ const EVERY_TEMPLATE_ACCEPTS: [Kind; 11] = [
 /// What the sequences of any template meet of the buyer's inputs and the amounts: inputs
 /// changed at every kind of step (and refused once the order exists, or for a method nobody
 /// offered: `ALL_REASONS`), rewinds, orders with their delivery method, and activated orders
-/// whose amounts the providers computed again.
-const EVERY_TEMPLATE_SEES: [&str; 8] = [
+/// whose amounts the providers computed again, and a provider's cart update applied (the model
+/// applies what the sample providers answer).
+const EVERY_TEMPLATE_SEES: [&str; 9] = [
     "an order was activated",
     "an input change sent the session back",
     "buyer input at a screen",
@@ -5501,6 +5558,7 @@ const EVERY_TEMPLATE_SEES: [&str; 8] = [
     "buyer input after taxes",
     "an order was made with a delivery method offered",
     "an activated order's amounts were computed again",
+    "a provider's cart update was applied",
 ];
 
 #[test]
@@ -6383,6 +6441,15 @@ fn the_checks_reject_doctored_stores() {
     jumped.sessions[0].state = Some(SessionState::Taxes);
     assert!(h.check_moves(&before, &jumped, &[Event::Advance]).is_err());
     assert!(h.model.compare(&jumped).is_err());
+
+    // An operation whose attempt or lease is not what its claims gave it.
+    assert_eq!(h.model.compare(&before), Ok(()));
+    let mut reclaimed = before.clone();
+    reclaimed.operations[0].attempt += 1;
+    assert!(h.model.compare(&reclaimed).is_err());
+    let mut leased = before.clone();
+    leased.operations[0].expires_at = Some(epoch());
+    assert!(h.model.compare(&leased).is_err());
 
     // An operation that completes without being claimed, or on the wrong event.
     let mut completed = before.clone();

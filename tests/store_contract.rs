@@ -235,6 +235,64 @@ fn the_store_refuses_a_second_active_session_or_operation() {
     }
 }
 
+/// A lease has ended at the instant it expires (`expires_at <= now`), as the decision reads it:
+/// the sweeper is offered a Running operation from that instant on, never a millisecond
+/// before, and never one that is not Running.
+#[test]
+fn expired_operations_are_running_ones_whose_lease_ended_by_now_earliest_first() {
+    let end = Utc.with_ymd_and_hms(2026, 1, 1, 1, 0, 0).unwrap();
+    let ms = chrono::Duration::milliseconds;
+    for (name, open) in stores::all() {
+        let mut data = sample::dataset();
+        let carts = [
+            SampleCart::InStock,
+            SampleCart::ShortStock,
+            SampleCart::Reorder,
+            SampleCart::InactiveAccount,
+        ]
+        .map(SampleCart::id);
+        data.sessions = (0..4)
+            .map(|k| session(k + 1, carts[k as usize], false))
+            .collect();
+        // Leases that ended a millisecond ago, end now, end in a millisecond; and a New one.
+        let running = |n: u64, until: chrono::DateTime<Utc>| BackgroundOperation {
+            started_at: Some(end - chrono::Duration::minutes(1)),
+            expires_at: Some(until),
+            attempt: 1,
+            ..operation(
+                n,
+                carts[n as usize - 1],
+                data.sessions[n as usize - 1].id,
+                OperationStatus::Running,
+                0,
+            )
+        };
+        let (ended, ends_now, runs_on) = (
+            running(1, end - ms(1)),
+            running(2, end),
+            running(3, end + ms(1)),
+        );
+        let new = operation(4, carts[3], data.sessions[3].id, OperationStatus::New, 0);
+        // Listed out of lease order: the store sorts by the lease's end.
+        data.operations = vec![runs_on.clone(), ends_now.clone(), ended.clone(), new];
+        let (store, _dir) = open(data);
+        let expired = |now| store.expired_operations(now, 10).unwrap();
+        assert_eq!(expired(end - ms(2)), Vec::<SfId>::new(), "{name}");
+        assert_eq!(expired(end - ms(1)), vec![ended.id], "{name}");
+        assert_eq!(expired(end), vec![ended.id, ends_now.id], "{name}");
+        assert_eq!(
+            expired(end + ms(1)),
+            vec![ended.id, ends_now.id, runs_on.id],
+            "{name}"
+        );
+        assert_eq!(
+            store.expired_operations(end + ms(1), 2).unwrap(),
+            vec![ended.id, ends_now.id],
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn claimable_operations_are_new_oldest_first_and_never_of_closed_carts() {
     for (name, open) in stores::all() {

@@ -153,7 +153,8 @@ pub trait Store: Send + Sync {
     fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
     /// Up to `limit` New operations of carts that are not Closed, oldest first.
     fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError>;
-    /// Up to `limit` Running operations whose lease ended before `now`.
+    /// Up to `limit` Running operations whose lease has ended by `now` (at `now` or before),
+    /// the earliest end first.
     fn expired_operations(&self, now: DateTime<Utc>, limit: usize)
     -> Result<Vec<SfId>, StoreError>;
     /// Claims one claimable operation: offers candidates' snapshots to `claim`, which answers

@@ -8,7 +8,9 @@
 //! this process holds open, then runs `pg_ctl stop -m immediate` and removes the directory;
 //! on a normal exit an `atexit` hook closes the pipe and waits for the watchdog, so no
 //! PostgreSQL process outlives the test run. As root, `initdb` and `pg_ctl` run as the
-//! `postgres` user (initdb refuses root). Otherwise the PostgreSQL tests are skipped.
+//! `postgres` user (initdb refuses root). Otherwise the PostgreSQL tests fail, unless
+//! `CARTFLOW_SKIP_POSTGRES=1` says they may be skipped: a missing server never passes for a
+//! tested store.
 //!
 //! Also the stores every test may run against and a way to wrap one ([`stores`]), and
 //! helpers for tests that run the binary as a server ([`server`]).
@@ -31,6 +33,15 @@ pub mod stores;
 
 /// The variable naming a server to use instead of a throw-away cluster.
 pub const DATABASE_URL_VAR: &str = "CARTFLOW_TEST_DATABASE_URL";
+
+/// The variable that, set to `1`, lets the PostgreSQL tests be skipped when no server can be
+/// had (otherwise they fail).
+pub const SKIP_VAR: &str = "CARTFLOW_SKIP_POSTGRES";
+
+/// Whether the environment lets the PostgreSQL tests be skipped.
+fn skip_allowed() -> bool {
+    std::env::var(SKIP_VAR).is_ok_and(|v| v.trim() == "1")
+}
 
 /// A database that exists for the life of this value, dropped (with its connections) after.
 pub struct TestDb {
@@ -92,8 +103,8 @@ impl Drop for TestDb {
 }
 
 /// A fresh, empty database, or `None` (after one line saying so) when no PostgreSQL can be
-/// had. Panics when PostgreSQL is there but fails to start: that is a broken setup, not a
-/// reason to skip.
+/// had and [`SKIP_VAR`] allows skipping. Panics when no PostgreSQL can be had otherwise, and
+/// when PostgreSQL is there but fails to start: that is a broken setup, not a reason to skip.
 pub fn postgres() -> Option<TestDb> {
     let server = server()?;
     let name = format!("cartflow_test_{}", uuid::Uuid::new_v4().simple());
@@ -110,7 +121,8 @@ pub fn postgres() -> Option<TestDb> {
     })
 }
 
-/// Whether [`postgres`] will give databases (prints the skip line once when not).
+/// Whether [`postgres`] will give databases (prints the skip line once when not; panics
+/// like it when skipping is not allowed).
 pub fn postgres_available() -> bool {
     server().is_some()
 }
@@ -178,13 +190,17 @@ fn server() -> Option<&'static Server> {
     });
     match server {
         Ok(Some(server)) => Some(server),
+        Ok(None) if !skip_allowed() => panic!(
+            "no PostgreSQL for the PostgreSQL tests: install initdb and pg_ctl, set \
+             {DATABASE_URL_VAR}, or set {SKIP_VAR}=1 to skip them"
+        ),
         Ok(None) => {
             static SKIPPED: Once = Once::new();
             // Straight to stderr, past the test harness's capture: the line must be seen.
             SKIPPED.call_once(|| {
                 let _ = writeln!(
                     std::io::stderr(),
-                    "PostgreSQL tests skipped: no initdb/pg_ctl found and {DATABASE_URL_VAR} unset"
+                    "PostgreSQL tests skipped ({SKIP_VAR}=1): no initdb/pg_ctl found and {DATABASE_URL_VAR} unset"
                 );
             });
             None
