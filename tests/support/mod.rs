@@ -8,9 +8,9 @@
 //! this process holds open, then runs `pg_ctl stop -m immediate` and removes the directory;
 //! on a normal exit an `atexit` hook closes the pipe and waits for the watchdog, so no
 //! PostgreSQL process outlives the test run. As root, `initdb` and `pg_ctl` run as the
-//! `postgres` user (initdb refuses root). Otherwise the PostgreSQL tests fail, unless
-//! `CARTFLOW_SKIP_POSTGRES=1` says they may be skipped: a missing server never passes for a
-//! tested store.
+//! `postgres` user (initdb refuses root). Otherwise the PostgreSQL tests are skipped, each
+//! run saying so on stderr, or fail when `CARTFLOW_REQUIRE_POSTGRES=1` (as `.ci/run` sets it):
+//! where the store must be tested, a missing server never passes for a tested one.
 //!
 //! Also the stores every test may run against and a way to wrap one ([`stores`]), and
 //! helpers for tests that run the binary as a server ([`server`]).
@@ -34,13 +34,13 @@ pub mod stores;
 /// The variable naming a server to use instead of a throw-away cluster.
 pub const DATABASE_URL_VAR: &str = "CARTFLOW_TEST_DATABASE_URL";
 
-/// The variable that, set to `1`, lets the PostgreSQL tests be skipped when no server can be
-/// had (otherwise they fail).
-pub const SKIP_VAR: &str = "CARTFLOW_SKIP_POSTGRES";
+/// The variable that, set to `1`, makes the PostgreSQL tests fail when no server can be had
+/// (otherwise they are skipped, saying so).
+pub const REQUIRE_VAR: &str = "CARTFLOW_REQUIRE_POSTGRES";
 
 /// Whether the environment lets the PostgreSQL tests be skipped.
 fn skip_allowed() -> bool {
-    std::env::var(SKIP_VAR).is_ok_and(|v| v.trim() == "1")
+    !std::env::var(REQUIRE_VAR).is_ok_and(|v| v.trim() == "1")
 }
 
 /// A database that exists for the life of this value, dropped (with its connections) after.
@@ -103,8 +103,9 @@ impl Drop for TestDb {
 }
 
 /// A fresh, empty database, or `None` (after one line saying so) when no PostgreSQL can be
-/// had and [`SKIP_VAR`] allows skipping. Panics when no PostgreSQL can be had otherwise, and
-/// when PostgreSQL is there but fails to start: that is a broken setup, not a reason to skip.
+/// had and [`REQUIRE_VAR`] does not require it. Panics when it is required and cannot be had,
+/// and when PostgreSQL is there but fails to start: that is a broken setup, not a reason to
+/// skip.
 pub fn postgres() -> Option<TestDb> {
     let server = server()?;
     let name = format!("cartflow_test_{}", uuid::Uuid::new_v4().simple());
@@ -191,8 +192,8 @@ fn server() -> Option<&'static Server> {
     match server {
         Ok(Some(server)) => Some(server),
         Ok(None) if !skip_allowed() => panic!(
-            "no PostgreSQL for the PostgreSQL tests: install initdb and pg_ctl, set \
-             {DATABASE_URL_VAR}, or set {SKIP_VAR}=1 to skip them"
+            "{REQUIRE_VAR}=1 and no PostgreSQL for the PostgreSQL tests: install initdb and \
+             pg_ctl, or set {DATABASE_URL_VAR}"
         ),
         Ok(None) => {
             static SKIPPED: Once = Once::new();
@@ -200,7 +201,8 @@ fn server() -> Option<&'static Server> {
             SKIPPED.call_once(|| {
                 let _ = writeln!(
                     std::io::stderr(),
-                    "PostgreSQL tests skipped ({SKIP_VAR}=1): no initdb/pg_ctl found and {DATABASE_URL_VAR} unset"
+                    "PostgreSQL tests skipped: no initdb/pg_ctl found and {DATABASE_URL_VAR} unset \
+                     (set {REQUIRE_VAR}=1 to fail instead)"
                 );
             });
             None
