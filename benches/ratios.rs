@@ -349,14 +349,14 @@ struct InventoryRows {
     session_id: String,
     session_version: i64,
     session_archived: bool,
-    session: Value,
+    session: Body,
     operation_id: String,
     operation_cart: String,
     operation_status: &'static str,
     operation_submitted: chrono::DateTime<Utc>,
     operation_expires: Option<chrono::DateTime<Utc>>,
-    operation: Value,
-    history: Vec<(String, Value)>,
+    operation: Body,
+    history: Vec<(String, Body)>,
 }
 
 impl InventoryRows {
@@ -391,25 +391,37 @@ impl InventoryRows {
             session_id: session.id.to_string(),
             session_version: session.version as i64,
             session_archived: session.is_archived,
-            session: value(session),
+            session: Body::of(session),
             operation_id: operation.id.to_string(),
             operation_cart: operation.cart_id.to_string(),
             operation_status: operation.status.as_str(),
             operation_submitted: operation.submitted_at,
             operation_expires: operation.expires_at,
-            operation: value(operation),
+            operation: Body::of(operation),
             history: commit
                 .history
                 .iter()
-                .map(|h| (h.cart_id.to_string(), value(h)))
+                .map(|h| (h.cart_id.to_string(), Body::of(h)))
                 .collect(),
         }
     }
 }
 
-/// A record as the stores serialize it.
-fn value<T: serde::Serialize>(record: &T) -> Value {
-    serde_json::to_value(record).expect("a record serializes")
+/// A record serialized before the timing: as JSON text for SQLite, as a JSON value that the
+/// `postgres` client encodes (as it does the store's records) for PostgreSQL.
+struct Body {
+    value: Value,
+    text: String,
+}
+
+impl Body {
+    fn of<T: serde::Serialize>(record: &T) -> Body {
+        let value = serde_json::to_value(record).expect("a record serializes");
+        Body {
+            text: value.to_string(),
+            value,
+        }
+    }
 }
 
 /// A raw connection of the same kind and settings as a store's.
@@ -454,7 +466,7 @@ impl RawSqlite {
              CREATE INDEX plain_history_by_cart ON plain_history (cart_id, seq);",
         )
         .expect("the plain tables");
-        let plain_session = rows.session.to_string();
+        let plain_session = rows.session.text.clone();
         for n in 0..PLAIN_ROWS {
             conn.execute(
                 "INSERT INTO plain_sessions (id, version, body) VALUES (?1, 1, ?2)",
@@ -465,7 +477,7 @@ impl RawSqlite {
         RawSqlite {
             conn,
             plain_session,
-            plain_history: rows.history[0].1.to_string(),
+            plain_history: rows.history[0].1.text.clone(),
         }
     }
 }
@@ -489,7 +501,7 @@ impl Raw for RawSqlite {
                 s.execute(rusqlite::params![
                     rows.session_version,
                     rows.session_archived,
-                    rows.session.to_string(),
+                    rows.session.text,
                     rows.session_id,
                     rows.session_version - 1
                 ])
@@ -510,7 +522,7 @@ impl Raw for RawSqlite {
                 rows.operation_status,
                 sqlite_time(&rows.operation_submitted),
                 rows.operation_expires.as_ref().map(sqlite_time),
-                rows.operation.to_string()
+                rows.operation.text
             ])
         })
         .expect("the operation insert");
@@ -519,7 +531,7 @@ impl Raw for RawSqlite {
             .expect("the history insert prepares");
         for (cart, body) in &rows.history {
             history
-                .execute(rusqlite::params![cart, body.to_string()])
+                .execute(rusqlite::params![cart, body.text])
                 .expect("a history insert");
         }
         drop(history);
@@ -577,7 +589,7 @@ impl RawPostgres {
             client
                 .execute(
                     "INSERT INTO plain_sessions (id, version, body) VALUES ($1, 1, $2)",
-                    &[&plain_row_id(n), &Json(&rows.session)],
+                    &[&plain_row_id(n), &Json(&rows.session.value)],
                 )
                 .expect("a plain row");
         }
@@ -601,8 +613,8 @@ impl RawPostgres {
             history_insert,
             plain_update,
             plain_insert,
-            plain_session: rows.session.clone(),
-            plain_history: rows.history[0].1.clone(),
+            plain_session: rows.session.value.clone(),
+            plain_history: rows.history[0].1.value.clone(),
         }
     }
 }
@@ -616,7 +628,7 @@ impl Raw for RawPostgres {
                 &[
                     &rows.session_version,
                     &rows.session_archived,
-                    &Json(&rows.session),
+                    &Json(&rows.session.value),
                     &rows.session_id,
                     &(rows.session_version - 1),
                 ],
@@ -634,12 +646,12 @@ impl Raw for RawPostgres {
                 &rows.operation_status,
                 &rows.operation_submitted,
                 &rows.operation_expires,
-                &Json(&rows.operation),
+                &Json(&rows.operation.value),
             ],
         )
         .expect("the operation insert");
         for (cart, body) in &rows.history {
-            tx.execute(&self.history_insert, &[cart, &Json(body)])
+            tx.execute(&self.history_insert, &[cart, &Json(&body.value)])
                 .expect("a history insert");
         }
         tx.commit().expect("the commit");
@@ -1341,7 +1353,10 @@ fn main() {
     let plan = if bench { Plan::BENCH } else { Plan::SMOKE };
     let started = Instant::now();
     // Before any database is asked for: the cluster starts once per process.
-    support::start_with_fsync();
+    assert!(
+        support::start_with_fsync(),
+        "the PostgreSQL cluster started before fsync was asked for"
+    );
 
     let rows = InventoryRows::of(&prepared(1, Stage::InventoryLocked).inventory_commits[0]);
     println!(
@@ -1355,7 +1370,15 @@ fn main() {
     ];
     match Target::postgres() {
         Some(target) => {
-            println!("postgres: {}", postgres_settings(&target));
+            let settings = postgres_settings(&target);
+            println!("postgres: {settings}");
+            // The harness's own cluster must commit as a durable server does.
+            let external =
+                std::env::var(support::DATABASE_URL_VAR).is_ok_and(|url| !url.trim().is_empty());
+            assert!(
+                external || settings == "fsync=on, synchronous_commit=on, full_page_writes=on",
+                "the benchmark's cluster runs with {settings}"
+            );
             targets.push(target);
         }
         None => {
