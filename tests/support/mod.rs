@@ -3,7 +3,8 @@
 //! With `CARTFLOW_TEST_DATABASE_URL` set, databases are created on that server. Otherwise,
 //! when `initdb` and `pg_ctl` are found (on `PATH` or under `/usr/lib/postgresql/*/bin`), one
 //! throw-away cluster is started per test process: data directory and unix socket in a
-//! temporary directory, no TCP listener (so no port can collide), fsync off. It is stopped
+//! temporary directory, no TCP listener (so no port can collide), fsync off (on after
+//! [`start_with_fsync`], for benchmarks of durable commits). It is stopped
 //! when the process ends, however it ends: a watchdog process waits for the end of a pipe
 //! this process holds open, then runs `pg_ctl stop -m immediate` and removes the directory;
 //! on a normal exit an `atexit` hook closes the pipe and waits for the watchdog, so no
@@ -22,6 +23,7 @@ use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::Instant;
 
@@ -120,6 +122,19 @@ pub fn postgres() -> Option<TestDb> {
         url: server.url_for(&name),
         name,
     })
+}
+
+/// Whether this process's cluster is to start with fsync on; see [`start_with_fsync`].
+static FSYNC: AtomicBool = AtomicBool::new(false);
+
+/// Makes this process's throw-away cluster durable when it starts: `fsync`,
+/// `synchronous_commit` and `full_page_writes` on, as a production server commits. For
+/// benchmarks; the tests keep the faster default. Must come before the first database is
+/// asked for: false when the cluster already runs (with fsync off). A server named by
+/// [`DATABASE_URL_VAR`] keeps its own settings.
+pub fn start_with_fsync() -> bool {
+    FSYNC.store(true, Ordering::SeqCst);
+    SERVER.get().is_none()
 }
 
 /// Whether [`postgres`] will give databases (prints the skip line once when not; panics
@@ -355,10 +370,14 @@ fn init_cluster(bin: &Path, dir: &Path, data: &Path, as_postgres: bool) -> Resul
             .args(["-E", "UTF8", "--locale=C"]),
         "initdb",
     )?;
+    let durability = if FSYNC.load(Ordering::SeqCst) {
+        "fsync = on\nsynchronous_commit = on\nfull_page_writes = on\n"
+    } else {
+        "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+    };
     let settings = format!(
         "\n# cartflow test cluster\nlisten_addresses = ''\nunix_socket_directories = '{}'\n\
-         port = {CLUSTER_PORT}\nmax_connections = 300\nshared_buffers = 32MB\n\
-         fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+         port = {CLUSTER_PORT}\nmax_connections = 300\nshared_buffers = 32MB\n{durability}",
         dir.display()
     );
     std::fs::OpenOptions::new()

@@ -1,0 +1,1444 @@
+//! The ratio benchmark: each store against its raw ceiling on the same kind of connection, in
+//! one process and one run, written to `target/cartflow-ratios.json` for scripts (the keys
+//! and their definitions are in `docs/performance.md`) with a short summary on stdout.
+//!
+//! Run with `cargo bench --bench ratios`. Without `--bench` (as `cargo test --benches` runs
+//! it) every figure is measured once on tiny budgets and the JSON goes to a temporary file: a
+//! smoke test that every measurement still runs and the file still has its keys.
+//!
+//! How a figure is measured (no criterion: a plain timed loop). A *batch* prepares its work
+//! outside the timing (carts walked to the wanted stage on an in-memory store and imported,
+//! a fresh engine) and then times only the work itself. One warm-up batch is thrown away;
+//! then [`RUNS`] runs each time batches until their timed total reaches the figure's budget;
+//! a run's rate is its units over its timed total, and the figure is the median run. Times per
+//! unit (`decide_ns`, the `_us` figures) are the inverse of that median rate.
+//!
+//! PostgreSQL is the test harness's throw-away cluster started with fsync on
+//! ([`support::start_with_fsync`]), or the server `CARTFLOW_TEST_DATABASE_URL` names (its own
+//! settings, printed); without either the PostgreSQL keys are left out, with a line saying so.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
+use cartflow::ids::{RandomIds, SequentialIds};
+use cartflow::integrations::Integrations;
+use cartflow::machine::{
+    Action, Changes, Command, DecideContext, Decision, Event, IdSource, Machine, Move, Node,
+    OperationNode, OperationSettings, Output, Phase, ProviderAction, SessionNode, Snapshot,
+    TransitionTable, decide,
+};
+use cartflow::model::{
+    Access, BackgroundOperation, CartCheckoutSession, CartStatus, KeyPrefix, OperationStatus,
+    OrderStatus, Permission, SessionState, SfId, WebCart,
+};
+use cartflow::sample;
+use cartflow::store::{Commit, DataSet, Durability, LoadKey, PostgresStore, SqliteStore};
+use cartflow::{Engine, MemoryStore, Store, StoreError};
+use chrono::{SecondsFormat, Utc};
+use postgres::types::Json;
+use rusqlite::TransactionBehavior;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The worker binary; Cargo builds it (bench profile) before running a benchmark.
+const BIN: &str = env!("CARGO_BIN_EXE_cartflow");
+
+/// Timed runs per figure; the figure is their median.
+const RUNS: usize = 3;
+
+/// Carts seeded with a New inventory operation for each worker-process run.
+const WORKER_CARTS: u64 = 400;
+
+/// Session rows the plain UPDATE + INSERT transactions update in turn.
+const PLAIN_ROWS: u64 = 1_000;
+
+/// Cart sizes of `lines.checkout_us_by_lines`.
+const CHECKOUT_LINES: [u64; 3] = [1, 100, 2_000];
+
+/// Record numbers for copied carts and lines: every preparation takes new ones, so the carts
+/// of successive preparations can be imported into one database.
+static NEXT_CART: AtomicU64 = AtomicU64::new(1 << 32);
+
+/// How much measuring a run does: the full benchmark, or the smoke test.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    /// Timed runs per figure.
+    runs: usize,
+    /// Whether to throw a warm-up batch away first.
+    warm_up: bool,
+    /// Budgets are multiplied by this (0: one batch per run).
+    budget_scale: u32,
+    /// Carts per worker run.
+    worker_carts: u64,
+}
+
+impl Plan {
+    const BENCH: Plan = Plan {
+        runs: RUNS,
+        warm_up: true,
+        budget_scale: 1,
+        worker_carts: WORKER_CARTS,
+    };
+    const SMOKE: Plan = Plan {
+        runs: 1,
+        warm_up: false,
+        budget_scale: 0,
+        worker_carts: 10,
+    };
+
+    /// The median rate (units per second) of this plan's runs of `batch`, each run timing
+    /// batches until `budget_ms` of timed work.
+    fn rate(&self, budget_ms: u64, mut batch: impl FnMut() -> Timed) -> f64 {
+        if self.warm_up {
+            batch();
+        }
+        let budget = Duration::from_millis(budget_ms) * self.budget_scale;
+        let mut rates: Vec<f64> = (0..self.runs)
+            .map(|_| {
+                let (mut time, mut units) = (Duration::ZERO, 0);
+                loop {
+                    let timed = batch();
+                    time += timed.elapsed;
+                    units += timed.units;
+                    if time >= budget {
+                        break;
+                    }
+                }
+                units as f64 / time.as_secs_f64().max(1e-9)
+            })
+            .collect();
+        median(&mut rates)
+    }
+}
+
+/// The timed part of one batch.
+struct Timed {
+    elapsed: Duration,
+    units: u64,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// `units` of work done in the time `work` takes.
+fn timed(units: u64, work: impl FnOnce()) -> Timed {
+    let started = Instant::now();
+    work();
+    Timed {
+        elapsed: started.elapsed(),
+        units,
+    }
+}
+
+/// Rounded for the file: figures are noisy well before their third decimal.
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn buyer() -> String {
+    sample::buyer_id().to_string()
+}
+
+fn cart_input(cart: &SfId) -> Value {
+    json!({"cartId": cart.to_string()})
+}
+
+/// An engine on `store` as a server process has it: random IDs, the sample providers.
+fn engine_on(store: Arc<dyn Store>) -> Engine {
+    Engine::new(store)
+        .with_ids(Arc::new(RandomIds))
+        .with_integrations(sample::integrations(&sample::dataset()))
+}
+
+fn buyer_input() -> BuyerInput {
+    BuyerInput {
+        deliver_to: Some(sample::denver()),
+        delivery_method_id: None,
+        payment_token: Some(sample::GOOD_TOKEN.into()),
+        place_order: true,
+    }
+}
+
+fn check_out(engine: &Engine, cart: &SfId) {
+    match drive(engine, &buyer(), cart, &buyer_input(), Waiting::RunInline) {
+        Ok(Drive::Complete { .. }) => {}
+        other => panic!("cart {cart} did not complete: {other:?}"),
+    }
+}
+
+fn invoke_inventory(engine: &Engine, cart: &SfId) {
+    let started = engine.invoke("checkCartInventoryAction", &cart_input(cart), &buyer());
+    assert!(started.is_success, "{:?}", started.errors);
+}
+
+/// A store that counts its commits and, while asked to, keeps a copy of each.
+struct Recorder {
+    inner: Arc<dyn Store>,
+    commits: AtomicU64,
+    kept: Mutex<Option<Vec<Commit>>>,
+}
+
+impl Recorder {
+    fn new(inner: Arc<dyn Store>) -> Recorder {
+        Recorder {
+            inner,
+            commits: AtomicU64::new(0),
+            kept: Mutex::new(None),
+        }
+    }
+
+    /// Keeps every commit from now on.
+    fn keep(&self) {
+        *self.kept.lock().expect("the recorder") = Some(Vec::new());
+    }
+
+    fn kept(&self) -> Vec<Commit> {
+        self.kept
+            .lock()
+            .expect("the recorder")
+            .take()
+            .unwrap_or_default()
+    }
+}
+
+// `claim_next` is left to the default, so a claim's commit is counted too.
+impl Store for Recorder {
+    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if let Some(kept) = self.kept.lock().expect("the recorder").as_mut() {
+            kept.push(commit.clone());
+        }
+        self.inner.commit(commit)
+    }
+    delegate_store!(inner => load, user, claimable_operations, expired_operations,
+        operation_counts, cart, cart_items, cart_item, validation_output, session, sessions_of,
+        operation, operations_of, order, validation_outputs, history, owner_of, begin_keyed,
+        keep_answer, release_key);
+}
+
+/// How far carts are taken before a measurement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Active, no session.
+    Active,
+    /// Session at Inventory with the step locked (IsProcessing): ready for
+    /// `checkCartInventoryAction`.
+    InventoryLocked,
+    /// The inventory check invoked: a New operation waits for a worker.
+    InventoryStarted,
+}
+
+/// Fresh copies of the sample in-stock cart (three lines), taken to a stage through the
+/// library on an in-memory store.
+struct Prepared {
+    /// The records of those carts only, ready to import into a store holding the sample
+    /// world.
+    data: DataSet,
+    carts: Vec<SfId>,
+    /// For `InventoryLocked`: the commit `checkCartInventoryAction` made on each cart (on
+    /// the in-memory store, from the records in `data`).
+    inventory_commits: Vec<Commit>,
+}
+
+fn prepared(n: u64, stage: Stage) -> Prepared {
+    let mut data = sample::dataset();
+    let first = NEXT_CART.fetch_add(n, Ordering::Relaxed);
+    let carts = sample::add_in_stock_copies(&mut data, first, n);
+    if stage == Stage::Active {
+        return Prepared {
+            data: only_carts(data, &carts),
+            carts,
+            inventory_commits: Vec::new(),
+        };
+    }
+    let memory = Arc::new(MemoryStore::from_dataset(data).expect("a valid data set"));
+    let recorder = Arc::new(Recorder::new(memory.clone()));
+    let engine = engine_on(recorder.clone());
+    for cart in &carts {
+        sample::lock_inventory_step(&engine, &buyer(), *cart).expect("the Inventory step locks");
+    }
+    let locked = memory.to_dataset();
+    recorder.keep();
+    for cart in &carts {
+        invoke_inventory(&engine, cart);
+    }
+    let inventory_commits = recorder.kept();
+    let data = match stage {
+        Stage::InventoryStarted => memory.to_dataset(),
+        _ => locked,
+    };
+    Prepared {
+        data: only_carts(data, &carts),
+        carts,
+        inventory_commits,
+    }
+}
+
+/// The records of `carts` in `data`, without the world they live in.
+fn only_carts(data: DataSet, carts: &[SfId]) -> DataSet {
+    let keep: BTreeSet<SfId> = carts.iter().copied().collect();
+    let DataSet {
+        carts: all_carts,
+        items,
+        sessions,
+        operations,
+        validation_outputs,
+        orders,
+        history,
+        ..
+    } = data;
+    DataSet {
+        carts: all_carts
+            .into_iter()
+            .filter(|c| keep.contains(&c.id))
+            .collect(),
+        items: items
+            .into_iter()
+            .filter(|r| keep.contains(&r.cart_id))
+            .collect(),
+        sessions: sessions
+            .into_iter()
+            .filter(|r| keep.contains(&r.web_cart_id))
+            .collect(),
+        operations: operations
+            .into_iter()
+            .filter(|r| keep.contains(&r.cart_id))
+            .collect(),
+        validation_outputs: validation_outputs
+            .into_iter()
+            .filter(|r| keep.contains(&r.cart_id))
+            .collect(),
+        orders: orders
+            .into_iter()
+            .filter(|r| keep.contains(&r.cart_id))
+            .collect(),
+        history: history
+            .into_iter()
+            .filter(|r| keep.contains(&r.cart_id))
+            .collect(),
+        ..DataSet::default()
+    }
+}
+
+fn merge(into: &mut DataSet, part: DataSet) {
+    into.carts.extend(part.carts);
+    into.items.extend(part.items);
+    into.sessions.extend(part.sessions);
+    into.operations.extend(part.operations);
+    into.validation_outputs.extend(part.validation_outputs);
+    into.orders.extend(part.orders);
+    into.history.extend(part.history);
+}
+
+/// The rows one `checkCartInventoryAction` commit writes, serialized as the stores store
+/// them: the session update (guarded by its old version), the new operation, the history.
+struct InventoryRows {
+    session_id: String,
+    session_version: i64,
+    session_archived: bool,
+    session: Body,
+    operation_id: String,
+    operation_cart: String,
+    operation_status: &'static str,
+    operation_submitted: chrono::DateTime<Utc>,
+    operation_expires: Option<chrono::DateTime<Utc>>,
+    operation: Body,
+    history: Vec<(String, Body)>,
+}
+
+impl InventoryRows {
+    /// The rows of `commit`; panics when the action writes anything else, since the raw
+    /// transaction would then no longer write what the store does.
+    fn of(commit: &Commit) -> InventoryRows {
+        let Changes {
+            carts,
+            sessions,
+            operations,
+            items,
+            removed_items,
+            orders,
+            clear_outputs_of,
+            outputs,
+        } = &commit.changes;
+        assert!(
+            carts.is_empty()
+                && items.is_empty()
+                && removed_items.is_empty()
+                && orders.is_empty()
+                && clear_outputs_of.is_none()
+                && outputs.is_empty()
+                && sessions.len() == 1
+                && operations.len() == 1
+                && operations[0].version == 1,
+            "checkCartInventoryAction now writes more than a session update, an operation \
+             insert and history: the raw transaction needs those rows too"
+        );
+        let (session, operation) = (&sessions[0], &operations[0]);
+        InventoryRows {
+            session_id: session.id.to_string(),
+            session_version: session.version as i64,
+            session_archived: session.is_archived,
+            session: Body::of(session),
+            operation_id: operation.id.to_string(),
+            operation_cart: operation.cart_id.to_string(),
+            operation_status: operation.status.as_str(),
+            operation_submitted: operation.submitted_at,
+            operation_expires: operation.expires_at,
+            operation: Body::of(operation),
+            history: commit
+                .history
+                .iter()
+                .map(|h| (h.cart_id.to_string(), Body::of(h)))
+                .collect(),
+        }
+    }
+}
+
+/// A record serialized before the timing: as JSON text for SQLite, as a JSON value that the
+/// `postgres` client encodes (as it does the store's records) for PostgreSQL.
+struct Body {
+    value: Value,
+    text: String,
+}
+
+impl Body {
+    fn of<T: serde::Serialize>(record: &T) -> Body {
+        let value = serde_json::to_value(record).expect("a record serializes");
+        Body {
+            text: value.to_string(),
+            value,
+        }
+    }
+}
+
+/// A raw connection of the same kind and settings as a store's.
+trait Raw {
+    /// Writes `rows` with prepared statements in one transaction.
+    fn inventory_rows(&mut self, rows: &InventoryRows);
+    /// The plain ceiling: one single-row UPDATE (session row `n % PLAIN_ROWS`) and one INSERT
+    /// (a history row) in one transaction, on tables of their own.
+    fn update_insert(&mut self, n: u64);
+}
+
+fn plain_row_id(n: u64) -> String {
+    SfId::from_number(KeyPrefix::CartCheckoutSession, n).to_string()
+}
+
+/// SQLite through rusqlite, as the store connects: WAL, the same `synchronous`, a busy
+/// timeout, `BEGIN IMMEDIATE`, statements from the connection's cache.
+struct RawSqlite {
+    conn: rusqlite::Connection,
+    plain_session: String,
+    plain_history: String,
+}
+
+impl RawSqlite {
+    /// A connection to `path`, a database the store's own schema made; the plain tables are
+    /// added to it.
+    fn open(path: &Path, durability: Durability, rows: &InventoryRows) -> RawSqlite {
+        let conn = rusqlite::Connection::open(path).expect("the raw database opens");
+        conn.busy_timeout(Duration::from_secs(10))
+            .expect("a busy timeout");
+        let sync = match durability {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .expect("synchronous");
+        conn.execute_batch(
+            "CREATE TABLE plain_sessions (id TEXT PRIMARY KEY, version INTEGER NOT NULL,
+                                          body TEXT NOT NULL);
+             CREATE TABLE plain_history (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                                         cart_id TEXT NOT NULL, body TEXT NOT NULL);
+             CREATE INDEX plain_history_by_cart ON plain_history (cart_id, seq);",
+        )
+        .expect("the plain tables");
+        let plain_session = rows.session.text.clone();
+        for n in 0..PLAIN_ROWS {
+            conn.execute(
+                "INSERT INTO plain_sessions (id, version, body) VALUES (?1, 1, ?2)",
+                rusqlite::params![plain_row_id(n), plain_session],
+            )
+            .expect("a plain row");
+        }
+        RawSqlite {
+            conn,
+            plain_session,
+            plain_history: rows.history[0].1.text.clone(),
+        }
+    }
+}
+
+fn sqlite_time(t: &chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+impl Raw for RawSqlite {
+    fn inventory_rows(&mut self, rows: &InventoryRows) {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .expect("a transaction");
+        let updated = tx
+            .prepare_cached(
+                "UPDATE sessions SET version = ?1, is_archived = ?2, body = ?3
+                 WHERE id = ?4 AND version = ?5",
+            )
+            .and_then(|mut s| {
+                s.execute(rusqlite::params![
+                    rows.session_version,
+                    rows.session_archived,
+                    rows.session.text,
+                    rows.session_id,
+                    rows.session_version - 1
+                ])
+            })
+            .expect("the session update");
+        assert_eq!(
+            updated, 1,
+            "the session row is at the version the commit expects"
+        );
+        tx.prepare_cached(
+            "INSERT INTO operations (id, cart_id, version, status, submitted_at, expires_at, body)
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| {
+            s.execute(rusqlite::params![
+                rows.operation_id,
+                rows.operation_cart,
+                rows.operation_status,
+                sqlite_time(&rows.operation_submitted),
+                rows.operation_expires.as_ref().map(sqlite_time),
+                rows.operation.text
+            ])
+        })
+        .expect("the operation insert");
+        let mut history = tx
+            .prepare_cached("INSERT INTO history (cart_id, body) VALUES (?1, ?2)")
+            .expect("the history insert prepares");
+        for (cart, body) in &rows.history {
+            history
+                .execute(rusqlite::params![cart, body.text])
+                .expect("a history insert");
+        }
+        drop(history);
+        tx.commit().expect("the commit");
+    }
+
+    fn update_insert(&mut self, n: u64) {
+        let id = plain_row_id(n % PLAIN_ROWS);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .expect("a transaction");
+        let updated = tx
+            .prepare_cached(
+                "UPDATE plain_sessions SET version = version + 1, body = ?1 WHERE id = ?2",
+            )
+            .and_then(|mut s| s.execute(rusqlite::params![self.plain_session, id]))
+            .expect("the update");
+        assert_eq!(updated, 1);
+        tx.prepare_cached("INSERT INTO plain_history (cart_id, body) VALUES (?1, ?2)")
+            .and_then(|mut s| s.execute(rusqlite::params![id, self.plain_history]))
+            .expect("the insert");
+        tx.commit().expect("the commit");
+    }
+}
+
+/// PostgreSQL through the `postgres` client the store uses, READ COMMITTED as the store's
+/// commits, statements prepared once.
+struct RawPostgres {
+    client: postgres::Client,
+    session_update: postgres::Statement,
+    operation_insert: postgres::Statement,
+    history_insert: postgres::Statement,
+    plain_update: postgres::Statement,
+    plain_insert: postgres::Statement,
+    plain_session: Value,
+    plain_history: Value,
+}
+
+impl RawPostgres {
+    /// A connection to `db`, a database the store's own schema made; the plain tables are
+    /// added to it.
+    fn open(db: &support::TestDb, rows: &InventoryRows) -> RawPostgres {
+        let mut client = db.client();
+        client
+            .batch_execute(
+                "CREATE TABLE plain_sessions (id text PRIMARY KEY, version bigint NOT NULL,
+                                              body jsonb NOT NULL);
+                 CREATE TABLE plain_history (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                                             cart_id text NOT NULL, body jsonb NOT NULL);
+                 CREATE INDEX plain_history_by_cart ON plain_history (cart_id, seq);",
+            )
+            .expect("the plain tables");
+        for n in 0..PLAIN_ROWS {
+            client
+                .execute(
+                    "INSERT INTO plain_sessions (id, version, body) VALUES ($1, 1, $2)",
+                    &[&plain_row_id(n), &Json(&rows.session.value)],
+                )
+                .expect("a plain row");
+        }
+        let mut prepare = |sql: &str| client.prepare(sql).expect("a statement prepares");
+        let session_update = prepare(
+            "UPDATE sessions SET version = $1, is_archived = $2, body = $3
+             WHERE id = $4 AND version = $5",
+        );
+        let operation_insert = prepare(
+            "INSERT INTO operations (id, cart_id, version, status, submitted_at, expires_at, body)
+             VALUES ($1, $2, 1, $3, $4, $5, $6)",
+        );
+        let history_insert = prepare("INSERT INTO history (cart_id, body) VALUES ($1, $2)");
+        let plain_update =
+            prepare("UPDATE plain_sessions SET version = version + 1, body = $1 WHERE id = $2");
+        let plain_insert = prepare("INSERT INTO plain_history (cart_id, body) VALUES ($1, $2)");
+        RawPostgres {
+            client,
+            session_update,
+            operation_insert,
+            history_insert,
+            plain_update,
+            plain_insert,
+            plain_session: rows.session.value.clone(),
+            plain_history: rows.history[0].1.value.clone(),
+        }
+    }
+}
+
+impl Raw for RawPostgres {
+    fn inventory_rows(&mut self, rows: &InventoryRows) {
+        let mut tx = self.client.transaction().expect("a transaction");
+        let updated = tx
+            .execute(
+                &self.session_update,
+                &[
+                    &rows.session_version,
+                    &rows.session_archived,
+                    &Json(&rows.session.value),
+                    &rows.session_id,
+                    &(rows.session_version - 1),
+                ],
+            )
+            .expect("the session update");
+        assert_eq!(
+            updated, 1,
+            "the session row is at the version the commit expects"
+        );
+        tx.execute(
+            &self.operation_insert,
+            &[
+                &rows.operation_id,
+                &rows.operation_cart,
+                &rows.operation_status,
+                &rows.operation_submitted,
+                &rows.operation_expires,
+                &Json(&rows.operation.value),
+            ],
+        )
+        .expect("the operation insert");
+        for (cart, body) in &rows.history {
+            tx.execute(&self.history_insert, &[cart, &Json(&body.value)])
+                .expect("a history insert");
+        }
+        tx.commit().expect("the commit");
+    }
+
+    fn update_insert(&mut self, n: u64) {
+        let id = plain_row_id(n % PLAIN_ROWS);
+        let mut tx = self.client.transaction().expect("a transaction");
+        let updated = tx
+            .execute(&self.plain_update, &[&Json(&self.plain_session), &id])
+            .expect("the update");
+        assert_eq!(updated, 1);
+        tx.execute(&self.plain_insert, &[&id, &Json(&self.plain_history)])
+            .expect("the insert");
+        tx.commit().expect("the commit");
+    }
+}
+
+/// A durable store under test, and a second database of the same kind and settings (made by
+/// the same store code, so with the same schema and indexes) for the raw transactions.
+enum Target {
+    Sqlite {
+        durability: Durability,
+        _dir: TempDir,
+        store: Arc<SqliteStore>,
+        raw_store: SqliteStore,
+    },
+    Postgres {
+        _db: support::TestDb,
+        store: Arc<PostgresStore>,
+        raw_db: support::TestDb,
+        raw_store: Box<PostgresStore>,
+    },
+}
+
+impl Target {
+    fn sqlite(durability: Durability) -> Target {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let open = |name: &str| {
+            let store = SqliteStore::open(dir.path().join(name), durability)
+                .expect("the SQLite store opens");
+            store
+                .import(&sample::dataset())
+                .expect("the sample world imports");
+            store
+        };
+        let (store, raw_store) = (open("cartflow.db"), open("raw.db"));
+        Target::Sqlite {
+            durability,
+            _dir: dir,
+            store: Arc::new(store),
+            raw_store,
+        }
+    }
+
+    fn postgres() -> Option<Target> {
+        let open = |db: &support::TestDb| {
+            let store = PostgresStore::connect(db.url()).expect("the PostgreSQL store connects");
+            store
+                .import(&sample::dataset())
+                .expect("the sample world imports");
+            store
+        };
+        let db = support::postgres()?;
+        let raw_db = support::postgres()?;
+        Some(Target::Postgres {
+            store: Arc::new(open(&db)),
+            raw_store: Box::new(open(&raw_db)),
+            _db: db,
+            raw_db,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Target::Sqlite {
+                durability: Durability::Normal,
+                ..
+            } => "sqlite_normal",
+            Target::Sqlite {
+                durability: Durability::Full,
+                ..
+            } => "sqlite_full",
+            Target::Postgres { .. } => "postgres",
+        }
+    }
+
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Target::Sqlite { store, .. } => store.clone(),
+            Target::Postgres { store, .. } => store.clone(),
+        }
+    }
+
+    fn import(&self, data: &DataSet) {
+        match self {
+            Target::Sqlite { store, .. } => store.import(data),
+            Target::Postgres { store, .. } => store.import(data),
+        }
+        .expect("the prepared carts import");
+    }
+
+    fn import_raw(&self, data: &DataSet) {
+        match self {
+            Target::Sqlite { raw_store, .. } => raw_store.import(data),
+            Target::Postgres { raw_store, .. } => raw_store.import(data),
+        }
+        .expect("the prepared carts import");
+    }
+
+    fn raw(&self, rows: &InventoryRows) -> Box<dyn Raw> {
+        match self {
+            Target::Sqlite {
+                durability,
+                raw_store,
+                ..
+            } => Box::new(RawSqlite::open(raw_store.path(), *durability, rows)),
+            Target::Postgres { raw_db, .. } => Box::new(RawPostgres::open(raw_db, rows)),
+        }
+    }
+
+    /// Carts per prepared batch: fewer where each unit is slow.
+    fn batch(&self, fast: u64, slow: u64) -> u64 {
+        match self {
+            Target::Sqlite { .. } => fast,
+            Target::Postgres { .. } => slow,
+        }
+    }
+}
+
+/// The commits the store receives during one whole checkout of a fresh cart.
+fn commits_per_checkout(target: &Target) -> u64 {
+    let recorder = Arc::new(Recorder::new(target.store()));
+    let engine = engine_on(recorder.clone());
+    let cart = prepared(1, Stage::Active);
+    target.import(&cart.data);
+    check_out(&engine, &cart.carts[0]);
+    recorder.commits.load(Ordering::Relaxed)
+}
+
+/// The six figures of one durable store.
+fn durable_figures(plan: &Plan, target: &Target) -> Value {
+    let engine = engine_on(target.store());
+    let batch = target.batch(100, 25);
+    let first = prepared(1, Stage::InventoryLocked);
+    target.import_raw(&first.data);
+    let sample_rows = InventoryRows::of(&first.inventory_commits[0]);
+    let mut raw = target.raw(&sample_rows);
+    raw.inventory_rows(&sample_rows);
+
+    let raw_txn_per_s = plan.rate(400, || {
+        let part = prepared(batch, Stage::InventoryLocked);
+        target.import_raw(&part.data);
+        let rows: Vec<InventoryRows> = part
+            .inventory_commits
+            .iter()
+            .map(InventoryRows::of)
+            .collect();
+        timed(batch, || rows.iter().for_each(|r| raw.inventory_rows(r)))
+    });
+    let mut n = 0;
+    let raw_update_insert_per_s = plan.rate(400, || {
+        timed(batch, || {
+            for _ in 0..batch {
+                n += 1;
+                raw.update_insert(n);
+            }
+        })
+    });
+    let action_per_s = plan.rate(600, || {
+        let part = prepared(batch, Stage::InventoryLocked);
+        target.import(&part.data);
+        timed(batch, || {
+            part.carts.iter().for_each(|c| invoke_inventory(&engine, c))
+        })
+    });
+    let commits = commits_per_checkout(target);
+    let checkouts = target.batch(10, 4);
+    let checkout_per_s = plan.rate(1_500, || {
+        let part = prepared(checkouts, Stage::Active);
+        target.import(&part.data);
+        timed(checkouts, || {
+            part.carts.iter().for_each(|c| check_out(&engine, c))
+        })
+    });
+    // A checkout's time over the time of the raw transactions its commits would be.
+    let equiv = (1.0 / checkout_per_s) / (commits as f64 / raw_txn_per_s);
+    json!({
+        "raw_txn_per_s": round(raw_txn_per_s),
+        "raw_update_insert_per_s": round(raw_update_insert_per_s),
+        "action_per_s": round(action_per_s),
+        "action_ratio": round(action_per_s / raw_txn_per_s),
+        "checkout_per_s": round(checkout_per_s),
+        "commits_per_checkout": commits,
+        "checkout_raw_txn_equiv": round(equiv),
+    })
+}
+
+/// Hands out one ID, every time: `decide` and the hand-written decision then make equal
+/// decisions.
+struct OneId(SfId);
+
+impl IdSource for OneId {
+    fn next_id(&self, _kind: KeyPrefix) -> SfId {
+        self.0
+    }
+}
+
+/// Why the hand-written decision refuses (a name, no message built).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    NotThisCommand,
+    Caller,
+    CartId,
+    CartAccess,
+    Account,
+    StoreMember,
+    CartStatus,
+    NoActiveSession,
+    SessionExpired,
+    NotAtInventory,
+    NotLocked,
+    NextState,
+    OrderActivated,
+    AlreadyInProcess,
+}
+
+/// `checkCartInventoryAction` decided by hand: the baseline of `decide_ns`.
+///
+/// It makes the same checks as the action's guards, in their order (the caller's
+/// permission, the cart ID, edit access, the effective account, store membership, the cart in
+/// Checkout, an active unexpired session at Inventory, locked, NextState Confirm Price, no
+/// activated order, no operation in progress) and builds the same decision: the New
+/// operation, the session pointing at it with its version bumped, the two moves and the
+/// answer. It does not read the transition table or the template (the Inventory row, its
+/// provider kind, NextState and the moves are written in), builds no refusal message, does
+/// not check its moves against the table, and handles no other step or command.
+fn decide_by_hand(
+    ctx: &DecideContext<'_>,
+    snapshot: &Snapshot,
+    command: &Command,
+) -> Result<Decision, Refused> {
+    let (cart, session) = check_by_hand(ctx, snapshot, command)?;
+    Ok(start_by_hand(ctx, cart, session))
+}
+
+/// The checks of [`decide_by_hand`], in the guards' order: the cart and session they passed.
+fn check_by_hand<'s>(
+    ctx: &DecideContext<'_>,
+    snapshot: &'s Snapshot,
+    command: &Command,
+) -> Result<(&'s WebCart, &'s CartCheckoutSession), Refused> {
+    let Command::RunStep {
+        action: ProviderAction::CheckCartInventory,
+        cart_id,
+    } = command
+    else {
+        return Err(Refused::NotThisCommand);
+    };
+    let user = snapshot.user.as_ref().ok_or(Refused::Caller)?;
+    let permitted = [
+        Permission::B2BBuyer,
+        Permission::B2BCommerceIntegrator,
+        Permission::ModifyAllData,
+    ];
+    if !permitted.iter().any(|p| user.has(*p)) {
+        return Err(Refused::Caller);
+    }
+    let cart = snapshot.cart.as_ref().ok_or(Refused::CartId)?;
+    match SfId::parse_kind(cart_id, KeyPrefix::WebCart) {
+        Ok(id) if id == cart.id => {}
+        _ => return Err(Refused::CartId),
+    }
+    if cart.access_of(user) != Some(Access::Edit) {
+        return Err(Refused::CartAccess);
+    }
+    match &snapshot.account {
+        Some(a) if a.is_active && user.account_id.is_none_or(|own| own == a.id) => {}
+        _ => return Err(Refused::Account),
+    }
+    let buyer = user.account_id.unwrap_or(cart.account_id);
+    let store = snapshot
+        .store
+        .as_ref()
+        .filter(|s| s.buyer_accounts.contains(&buyer))
+        .ok_or(Refused::StoreMember)?;
+    if cart.status != CartStatus::Checkout {
+        return Err(Refused::CartStatus);
+    }
+    let session = snapshot
+        .session
+        .as_ref()
+        .filter(|s| !s.is_archived)
+        .ok_or(Refused::NoActiveSession)?;
+    let expiry = session.created_date.and_then(|c| store.checkout_expiry(c));
+    if expiry.is_some_and(|e| ctx.now >= e) {
+        return Err(Refused::SessionExpired);
+    }
+    if session.state != Some(SessionState::Inventory) {
+        return Err(Refused::NotAtInventory);
+    }
+    if !session.is_processing {
+        return Err(Refused::NotLocked);
+    }
+    if session.next_state != Some(SessionState::ConfirmPrice) {
+        return Err(Refused::NextState);
+    }
+    if let Some(order) = &snapshot.order
+        && session.order_id == Some(order.id)
+        && order.status == OrderStatus::Activated
+    {
+        return Err(Refused::OrderActivated);
+    }
+    let in_progress = snapshot
+        .operation
+        .as_ref()
+        .is_some_and(|op| op.status.is_active());
+    if in_progress || snapshot.cart_has_active_operation {
+        return Err(Refused::AlreadyInProcess);
+    }
+    Ok((cart, session))
+}
+
+/// The decision of [`decide_by_hand`] once its checks passed: the New operation, the
+/// session pointing at it, the two moves, the answer.
+fn start_by_hand(
+    ctx: &DecideContext<'_>,
+    cart: &WebCart,
+    session: &CartCheckoutSession,
+) -> Decision {
+    let action = Action::CheckCartInventory;
+    let operation = BackgroundOperation {
+        id: ctx.ids.next_id(KeyPrefix::BackgroundOperation),
+        name: action.api_name().to_owned(),
+        cart_id: cart.id,
+        checkout_session_id: session.id,
+        provider_kind: action.provider_kind(),
+        status: OperationStatus::New,
+        error: None,
+        submitted_at: ctx.now,
+        started_at: None,
+        finished_at: None,
+        expires_at: None,
+        attempt: 0,
+        retry_limit: ctx.settings.retry_limit,
+        timeout_ms: ctx.settings.timeout_ms,
+        order_life_cycle_type: None,
+        version: 1,
+    };
+    let mut next = session.clone();
+    next.background_operation_id = Some(operation.id);
+    next.version += 1;
+    let state = Some(SessionState::Inventory);
+    let moves = vec![
+        Move {
+            machine: Machine::Session,
+            record: session.id,
+            from: Node::Session(SessionNode::At(state, Phase::Locked)),
+            to: Node::Session(SessionNode::At(state, Phase::Running)),
+        },
+        Move {
+            machine: Machine::Operation,
+            record: operation.id,
+            from: Node::Operation(OperationNode::Absent),
+            to: Node::Operation(OperationNode::Is(OperationStatus::New)),
+        },
+    ];
+    let output = Output::BackgroundOperationId(operation.id);
+    Decision {
+        event: Event::Action(action),
+        moves,
+        changes: Changes {
+            sessions: vec![next],
+            operations: vec![operation],
+            ..Changes::default()
+        },
+        output,
+    }
+}
+
+/// The snapshot `checkCartInventoryAction` decides on, as the engine loads it.
+fn inventory_snapshot(store: &MemoryStore, cart: SfId) -> Snapshot {
+    let mut snapshot = store.load(LoadKey::Cart(cart)).expect("the store reads");
+    snapshot.user = store.user(&sample::buyer_id()).expect("the store reads");
+    snapshot
+}
+
+/// `decide` and the hand-written decision on one locked session, in nanoseconds each.
+fn decide_figures(plan: &Plan) -> (f64, f64) {
+    let part = prepared(1, Stage::InventoryLocked);
+    let cart = part.carts[0];
+    let mut data = sample::dataset();
+    merge(&mut data, part.data);
+    let store = MemoryStore::from_dataset(data).expect("a valid data set");
+    let open = inventory_snapshot(&store, cart);
+    let table = TransitionTable::standard();
+    let ids = OneId(SfId::from_number(KeyPrefix::BackgroundOperation, 1 << 40));
+    let ctx = DecideContext {
+        table: &table,
+        now: Utc::now(),
+        ids: &ids,
+        settings: OperationSettings::default(),
+    };
+    let command = Command::RunStep {
+        action: ProviderAction::CheckCartInventory,
+        cart_id: cart.to_string(),
+    };
+    let by_table = decide(&ctx, &open, &command).expect("the inventory check is accepted");
+    let by_hand = decide_by_hand(&ctx, &open, &command).expect("accepted by hand too");
+    assert_eq!(by_table, by_hand, "the hand-written decision is decide's");
+
+    // Once its operation exists, both refuse a second check.
+    let engine = engine_on(Arc::new(store));
+    invoke_inventory(&engine, &cart);
+    let mut running = engine.store().load(LoadKey::Cart(cart)).expect("read");
+    running.user = engine.store().user(&sample::buyer_id()).expect("read");
+    assert!(decide(&ctx, &running, &command).is_err());
+    assert_eq!(
+        decide_by_hand(&ctx, &running, &command),
+        Err(Refused::AlreadyInProcess)
+    );
+
+    const CALLS: u64 = 20_000;
+    let decide_per_s = plan.rate(500, || {
+        timed(CALLS, || {
+            for _ in 0..CALLS {
+                let _ = black_box(decide(&ctx, black_box(&open), black_box(&command)));
+            }
+        })
+    });
+    let match_per_s = plan.rate(500, || {
+        timed(CALLS, || {
+            for _ in 0..CALLS {
+                let _ = black_box(decide_by_hand(&ctx, black_box(&open), black_box(&command)));
+            }
+        })
+    });
+    (1e9 / decide_per_s, 1e9 / match_per_s)
+}
+
+/// An engine over a fresh in-memory store of `data`, with sequential IDs and `integrations`.
+fn memory_engine(data: DataSet, integrations: Integrations) -> Engine {
+    let store = Arc::new(MemoryStore::from_dataset(data).expect("a valid data set"));
+    Engine::new(store)
+        .with_ids(Arc::new(SequentialIds::starting_at(1 << 40)))
+        .with_integrations(integrations)
+}
+
+/// Whole checkouts per second on the in-memory store, one thread.
+fn memory_checkouts(plan: &Plan) -> f64 {
+    const BATCH: u64 = 50;
+    plan.rate(1_500, || {
+        let mut data = sample::dataset();
+        let first = NEXT_CART.fetch_add(BATCH, Ordering::Relaxed);
+        let carts = sample::add_in_stock_copies(&mut data, first, BATCH);
+        let integrations = sample::integrations(&data);
+        let engine = memory_engine(data, integrations);
+        timed(BATCH, || carts.iter().for_each(|c| check_out(&engine, c)))
+    })
+}
+
+/// The sample world plus a bulk cart of `lines` lines (one SKU each, exactly the stock it
+/// needs, each SKU at 1.00 in the price book), and its integrations.
+fn bulk_world(lines: u64) -> (DataSet, SfId, Integrations) {
+    let mut data = sample::dataset();
+    let (cart, items) = sample::bulk_cart(1, lines, lines);
+    let id = cart.id;
+    data.carts.push(cart);
+    data.items.extend(items);
+    data.stock.extend(sample::bulk_stock(lines, 1));
+    let mut config = sample::provider_config();
+    let providers = config
+        .get_mut(&sample::store_id())
+        .expect("the sample store's providers");
+    let book = providers.price.take().expect("the sample price book");
+    providers.price =
+        Some((0..lines).fold(book, |book, n| book.list(&format!("SKU-{n}"), Decimal::ONE)));
+    let mut integrations = Integrations::with_stock_tables(&data.stock);
+    integrations
+        .configure(&config)
+        .expect("the bulk configuration is valid");
+    (data, id, integrations)
+}
+
+/// One inventory operation (the action, then worker steps until it applied) on a 2,000-line
+/// cart, and whole checkouts of 1, 100 and 2,000 lines, in microseconds each.
+fn lines_figures(plan: &Plan) -> Value {
+    let (data, cart, integrations) = bulk_world(2_000);
+    let locked = {
+        let store = Arc::new(MemoryStore::from_dataset(data).expect("a valid data set"));
+        let engine = Engine::new(store.clone())
+            .with_ids(Arc::new(SequentialIds::starting_at(1 << 44)))
+            .with_integrations(integrations.clone());
+        sample::lock_inventory_step(&engine, &buyer(), cart).expect("the Inventory step locks");
+        store.to_dataset()
+    };
+    let inventory_per_s = plan.rate(500, || {
+        let engine = memory_engine(locked.clone(), integrations.clone());
+        timed(1, || {
+            invoke_inventory(&engine, &cart);
+            while let Some(report) = engine.run_next_operation().expect("the worker step runs") {
+                if report.applied {
+                    break;
+                }
+            }
+        })
+    });
+    let mut by_lines = serde_json::Map::new();
+    for lines in CHECKOUT_LINES {
+        let (data, cart, integrations) = bulk_world(lines);
+        let per_s = plan.rate(800, || {
+            let engine = memory_engine(data.clone(), integrations.clone());
+            timed(1, || check_out(&engine, &cart))
+        });
+        by_lines.insert(lines.to_string(), json!(round(1e6 / per_s)));
+    }
+    json!({
+        "inventory_2000_us": round(1e6 / inventory_per_s),
+        "checkout_us_by_lines": by_lines,
+    })
+}
+
+/// One run: a fresh database seeded with `carts` New inventory operations, then the time
+/// from spawning `processes` workers (`--exit-when-idle`) until the last one exits, which
+/// includes each process's start and its idle exit.
+fn worker_run(processes: usize, carts: u64) -> Duration {
+    let db = support::postgres().expect("PostgreSQL was available a moment ago");
+    let part = prepared(carts, Stage::InventoryStarted);
+    let operations: Vec<SfId> = part.data.operations.iter().map(|op| op.id).collect();
+    assert_eq!(operations.len(), part.carts.len());
+    let mut data = sample::dataset();
+    merge(&mut data, part.data);
+    let store = PostgresStore::connect(db.url()).expect("the PostgreSQL store connects");
+    store.import(&data).expect("the seeded carts import");
+    let url = db.cli_url();
+    let logs = tempfile::tempdir().expect("a temporary directory");
+
+    let started = Instant::now();
+    let mut workers: Vec<(Child, PathBuf)> = (0..processes)
+        .map(|n| {
+            let log = logs.path().join(format!("worker-{n}.err"));
+            let child = Process::new(BIN)
+                .args([
+                    "worker",
+                    "--data",
+                    &url,
+                    "--threads",
+                    "1",
+                    "--exit-when-idle",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(File::create(&log).expect("a log file"))
+                .spawn()
+                .expect("the worker starts");
+            (child, log)
+        })
+        .collect();
+    let statuses: Vec<_> = workers
+        .iter_mut()
+        .map(|(child, _)| child.wait().expect("the worker ends"))
+        .collect();
+    let elapsed = started.elapsed();
+
+    for ((_, log), status) in workers.iter().zip(&statuses) {
+        assert!(
+            status.success(),
+            "a worker failed ({status}): {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    for id in &operations {
+        let op = store.operation(id).expect("the store reads");
+        assert_eq!(
+            op.map(|op| op.status),
+            Some(OperationStatus::Complete),
+            "operation {id}"
+        );
+    }
+    elapsed
+}
+
+fn worker_figures(plan: &Plan) -> Value {
+    let ops_per_s = |processes: usize| {
+        let carts = plan.worker_carts;
+        let mut rates: Vec<f64> = (0..plan.runs)
+            .map(|_| carts as f64 / worker_run(processes, carts).as_secs_f64())
+            .collect();
+        round(median(&mut rates))
+    };
+    json!({"ops_per_s_1": ops_per_s(1), "ops_per_s_2": ops_per_s(2)})
+}
+
+/// What the PostgreSQL server does with commits, for the summary.
+fn postgres_settings(target: &Target) -> String {
+    let Target::Postgres { raw_db, .. } = target else {
+        return String::new();
+    };
+    let mut client = raw_db.client();
+    let show = |client: &mut postgres::Client, name: &str| -> String {
+        let row = client
+            .query_one(&format!("SHOW {name}"), &[])
+            .expect("a setting reads");
+        format!("{name}={}", row.get::<_, String>(0))
+    };
+    ["fsync", "synchronous_commit", "full_page_writes"]
+        .map(|name| show(&mut client, name))
+        .join(", ")
+}
+
+/// The keys of the file, as issue-level scripts read them.
+const STORE_KEYS: [&str; 7] = [
+    "raw_txn_per_s",
+    "raw_update_insert_per_s",
+    "action_per_s",
+    "action_ratio",
+    "checkout_per_s",
+    "commits_per_checkout",
+    "checkout_raw_txn_equiv",
+];
+
+/// Panics unless `report` has exactly the file's keys (the PostgreSQL ones only when
+/// `with_postgres`), each a number.
+fn check_keys(report: &Value, with_postgres: bool) {
+    let keys = |value: &Value| -> BTreeSet<String> {
+        value
+            .as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect()
+    };
+    let set =
+        |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
+    let mut top = vec!["sqlite_normal", "sqlite_full", "memory", "lines"];
+    if with_postgres {
+        top.extend(["postgres", "workers_postgres"]);
+    }
+    assert_eq!(keys(report), set(&top));
+    let stores: &[&str] = if with_postgres {
+        &["sqlite_normal", "sqlite_full", "postgres"]
+    } else {
+        &["sqlite_normal", "sqlite_full"]
+    };
+    let groups = stores.iter().map(|s| (*s, &STORE_KEYS[..])).chain([
+        ("memory", &["checkout_per_s", "decide_ns", "match_ns"][..]),
+        ("lines", &["inventory_2000_us", "checkout_us_by_lines"][..]),
+    ]);
+    for (group, names) in groups {
+        assert_eq!(keys(&report[group]), set(names), "the keys of {group}");
+    }
+    if with_postgres {
+        assert_eq!(
+            keys(&report["workers_postgres"]),
+            set(&["ops_per_s_1", "ops_per_s_2"])
+        );
+    }
+    let by_lines = &report["lines"]["checkout_us_by_lines"];
+    assert_eq!(keys(by_lines), set(&["1", "100", "2000"]));
+    let mut numbers = vec![&report["lines"]["inventory_2000_us"]];
+    numbers.extend(by_lines.as_object().expect("an object").values());
+    for group in stores.iter().copied().chain(["memory", "workers_postgres"]) {
+        if let Some(fields) = report[group].as_object() {
+            numbers.extend(fields.values());
+        }
+    }
+    for value in numbers {
+        assert!(
+            value.as_f64().is_some_and(|x| x.is_finite() && x > 0.0),
+            "{value} is not a positive number"
+        );
+    }
+}
+
+/// Where the file goes: `target/cartflow-ratios.json` (under `CARGO_TARGET_DIR` when set).
+fn report_path() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("cartflow-ratios.json")
+}
+
+fn print_store(name: &str, f: &Value) {
+    println!(
+        "{name}: raw txn {}/s (plain UPDATE+INSERT {}/s); action {}/s, ratio {}; \
+         checkout {}/s, {} commits, {}x the raw time of its commits",
+        f["raw_txn_per_s"],
+        f["raw_update_insert_per_s"],
+        f["action_per_s"],
+        f["action_ratio"],
+        f["checkout_per_s"],
+        f["commits_per_checkout"],
+        f["checkout_raw_txn_equiv"]
+    );
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let plan = if bench { Plan::BENCH } else { Plan::SMOKE };
+    let started = Instant::now();
+    // Before any database is asked for: the cluster starts once per process.
+    assert!(
+        support::start_with_fsync(),
+        "the PostgreSQL cluster started before fsync was asked for"
+    );
+
+    let rows = InventoryRows::of(&prepared(1, Stage::InventoryLocked).inventory_commits[0]);
+    println!(
+        "raw txn: the action's rows, 1 session update, 1 operation insert, {} history inserts",
+        rows.history.len()
+    );
+    let mut report = serde_json::Map::new();
+    let mut targets = vec![
+        Target::sqlite(Durability::Normal),
+        Target::sqlite(Durability::Full),
+    ];
+    match Target::postgres() {
+        Some(target) => {
+            let settings = postgres_settings(&target);
+            println!("postgres: {settings}");
+            // The harness's own cluster must commit as a durable server does.
+            let external =
+                std::env::var(support::DATABASE_URL_VAR).is_ok_and(|url| !url.trim().is_empty());
+            assert!(
+                external || settings == "fsync=on, synchronous_commit=on, full_page_writes=on",
+                "the benchmark's cluster runs with {settings}"
+            );
+            targets.push(target);
+        }
+        None => {
+            println!("postgres, workers_postgres: skipped, no PostgreSQL cluster could be started")
+        }
+    }
+    let with_postgres = targets.len() == 3;
+    for target in &targets {
+        let figures = durable_figures(&plan, target);
+        print_store(target.name(), &figures);
+        report.insert(target.name().into(), figures);
+    }
+    drop(targets);
+
+    let (decide_ns, match_ns) = decide_figures(&plan);
+    let checkout_per_s = memory_checkouts(&plan);
+    println!(
+        "memory: checkout {checkout_per_s:.0}/s; decide {decide_ns:.0} ns, hand-written match \
+         {match_ns:.0} ns"
+    );
+    report.insert(
+        "memory".into(),
+        json!({"checkout_per_s": round(checkout_per_s), "decide_ns": round(decide_ns),
+               "match_ns": round(match_ns)}),
+    );
+    if with_postgres {
+        let workers = worker_figures(&plan);
+        println!(
+            "workers_postgres: {} ops/s with one process, {} with two",
+            workers["ops_per_s_1"], workers["ops_per_s_2"]
+        );
+        report.insert("workers_postgres".into(), workers);
+    }
+    let lines = lines_figures(&plan);
+    println!(
+        "lines: inventory operation on 2,000 lines {} us; checkout by lines (us) {}",
+        lines["inventory_2000_us"], lines["checkout_us_by_lines"]
+    );
+    report.insert("lines".into(), lines);
+
+    let report = Value::Object(report);
+    check_keys(&report, with_postgres);
+    let text = serde_json::to_string_pretty(&report).expect("the report serializes");
+    let scratch = tempfile::tempdir().expect("a temporary directory");
+    let path = if bench {
+        report_path()
+    } else {
+        scratch.path().join("cartflow-ratios.json")
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("the report's directory");
+    }
+    std::fs::write(&path, &text).expect("the report writes");
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the report reads"))
+            .expect("the report is JSON");
+    check_keys(&written, with_postgres);
+    println!(
+        "wrote {} in {:.0} s",
+        path.display(),
+        started.elapsed().as_secs_f64()
+    );
+}
