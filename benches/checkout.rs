@@ -6,6 +6,8 @@
 //! Run with `cargo bench --bench checkout`; results and the machine they came from are in
 //! `docs/performance.md`.
 
+mod common;
+
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ use cartflow::model::SfId;
 use cartflow::sample;
 use cartflow::store::DataSet;
 use cartflow::{Engine, MemoryStore};
+use common::buyer_input;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// Carts prepared together in one store: each measured batch checks out this many (the
@@ -45,17 +48,6 @@ fn prepared(n: u64) -> (Engine, Vec<SfId>) {
         .with_ids(Arc::new(SequentialIds::starting_at(MINTED_FROM)))
         .with_integrations(integrations);
     (engine, carts)
-}
-
-/// What the buyer enters: a Denver address, the cheapest delivery, a card the sample
-/// gateway authorises, and the order placed.
-fn buyer_input() -> BuyerInput {
-    BuyerInput {
-        deliver_to: Some(sample::denver()),
-        delivery_method_id: None,
-        payment_token: Some(sample::GOOD_TOKEN.into()),
-        place_order: true,
-    }
 }
 
 /// Checks out every cart of `carts`, failing loudly on anything but a completed checkout.

@@ -4,6 +4,8 @@
 //! Run with `cargo bench --bench inventory`; results and the machine they came from are in
 //! `docs/performance.md`.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -21,6 +23,7 @@ use cartflow::model::{KeyPrefix, SessionState, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::{DataSet, LoadKey};
 use cartflow::{Engine, ErrorCode, MemoryStore};
+use common::{bulk_world, buyer};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 /// Cart sizes of the `inventory_operation` group, in lines.
@@ -63,10 +66,6 @@ fn engine_and_store(data: DataSet, first_id: u64) -> (Engine, Arc<MemoryStore>) 
         .with_ids(Arc::new(SequentialIds::starting_at(first_id)))
         .with_integrations(integrations);
     (engine, store)
-}
-
-fn buyer() -> String {
-    sample::buyer_id().to_string()
 }
 
 fn request_id(output: Output) -> SfId {
@@ -126,18 +125,6 @@ fn locked_inventory(data: DataSet, cart: SfId) -> World {
         cart,
         session,
     }
-}
-
-/// The sample world plus a bulk cart of `lines` lines, one SKU per line and exactly the stock
-/// it needs, so the provider reads every line and the check passes.
-fn bulk_world(lines: u64) -> (DataSet, SfId) {
-    let mut data = sample::dataset();
-    let (cart, items) = sample::bulk_cart(1, lines, lines);
-    let id = cart.id;
-    data.carts.push(cart);
-    data.items.extend(items);
-    data.stock.extend(sample::bulk_stock(lines, 1));
-    (data, id)
 }
 
 fn decide_benches(c: &mut Criterion) {

@@ -17,20 +17,22 @@
 //! ([`support::start_with_fsync`]), or the server `CARTFLOW_TEST_DATABASE_URL` names (its own
 //! settings, printed); without either the PostgreSQL keys are left out, with a line saying so.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+mod common;
+
+use common::{
+    DurableStore, PlainPostgres, PlainSqlite, Recorder, Stage, WORKER_CARTS, bulk_world, buyer,
+    check_out, engine_on, invoke_inventory, merge, next_carts, prepared, prepared_recording,
+    support, worker_run,
+};
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
-use cartflow::ids::{RandomIds, SequentialIds};
+use cartflow::ids::SequentialIds;
 use cartflow::integrations::Integrations;
 use cartflow::machine::{
     Action, Changes, Command, DecideContext, Decision, Event, IdSource, Machine, Move, Node,
@@ -42,8 +44,8 @@ use cartflow::model::{
     OrderStatus, Permission, SessionState, SfId, WebCart,
 };
 use cartflow::sample;
-use cartflow::store::{Commit, DataSet, Durability, LoadKey, PostgresStore, SqliteStore};
-use cartflow::{Engine, MemoryStore, Store, StoreError};
+use cartflow::store::{Commit, DataSet, Durability, LoadKey};
+use cartflow::{Engine, MemoryStore, Store};
 use chrono::{SecondsFormat, Utc};
 use postgres::types::Json;
 use rusqlite::TransactionBehavior;
@@ -51,24 +53,11 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-/// The worker binary; Cargo builds it (bench profile) before running a benchmark.
-const BIN: &str = env!("CARGO_BIN_EXE_cartflow");
-
 /// Timed runs per figure; the figure is their median.
 const RUNS: usize = 3;
 
-/// Carts seeded with a New inventory operation for each worker-process run.
-const WORKER_CARTS: u64 = 400;
-
-/// Session rows the plain UPDATE + INSERT transactions update in turn.
-const PLAIN_ROWS: u64 = 1_000;
-
 /// Cart sizes of `lines.checkout_us_by_lines`.
 const CHECKOUT_LINES: [u64; 3] = [1, 100, 2_000];
-
-/// Record numbers for copied carts and lines: every preparation takes new ones, so the carts
-/// of successive preparations can be imported into one database.
-static NEXT_CART: AtomicU64 = AtomicU64::new(1 << 32);
 
 /// How much measuring a run does: the full benchmark, or the smoke test.
 #[derive(Debug, Clone, Copy)]
@@ -146,201 +135,6 @@ fn timed(units: u64, work: impl FnOnce()) -> Timed {
 /// Rounded for the file: figures are noisy well before their third decimal.
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-fn buyer() -> String {
-    sample::buyer_id().to_string()
-}
-
-fn cart_input(cart: &SfId) -> Value {
-    json!({"cartId": cart.to_string()})
-}
-
-/// An engine on `store` as a server process has it: random IDs, the sample providers.
-fn engine_on(store: Arc<dyn Store>) -> Engine {
-    Engine::new(store)
-        .with_ids(Arc::new(RandomIds))
-        .with_integrations(sample::integrations(&sample::dataset()))
-}
-
-fn buyer_input() -> BuyerInput {
-    BuyerInput {
-        deliver_to: Some(sample::denver()),
-        delivery_method_id: None,
-        payment_token: Some(sample::GOOD_TOKEN.into()),
-        place_order: true,
-    }
-}
-
-fn check_out(engine: &Engine, cart: &SfId) {
-    match drive(engine, &buyer(), cart, &buyer_input(), Waiting::RunInline) {
-        Ok(Drive::Complete { .. }) => {}
-        other => panic!("cart {cart} did not complete: {other:?}"),
-    }
-}
-
-fn invoke_inventory(engine: &Engine, cart: &SfId) {
-    let started = engine.invoke("checkCartInventoryAction", &cart_input(cart), &buyer());
-    assert!(started.is_success, "{:?}", started.errors);
-}
-
-/// A store that counts its commits and, while asked to, keeps a copy of each.
-struct Recorder {
-    inner: Arc<dyn Store>,
-    commits: AtomicU64,
-    kept: Mutex<Option<Vec<Commit>>>,
-}
-
-impl Recorder {
-    fn new(inner: Arc<dyn Store>) -> Recorder {
-        Recorder {
-            inner,
-            commits: AtomicU64::new(0),
-            kept: Mutex::new(None),
-        }
-    }
-
-    /// Keeps every commit from now on.
-    fn keep(&self) {
-        *self.kept.lock().expect("the recorder") = Some(Vec::new());
-    }
-
-    fn kept(&self) -> Vec<Commit> {
-        self.kept
-            .lock()
-            .expect("the recorder")
-            .take()
-            .unwrap_or_default()
-    }
-}
-
-// `claim_next` is left to the default, so a claim's commit is counted too.
-impl Store for Recorder {
-    fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        if let Some(kept) = self.kept.lock().expect("the recorder").as_mut() {
-            kept.push(commit.clone());
-        }
-        self.inner.commit(commit)
-    }
-    delegate_store!(inner => load, user, claimable_operations, expired_operations,
-        operation_counts, cart, cart_items, cart_item, validation_output, session, sessions_of,
-        operation, operations_of, order, validation_outputs, history, owner_of, begin_keyed,
-        keep_answer, release_key);
-}
-
-/// How far carts are taken before a measurement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// Active, no session.
-    Active,
-    /// Session at Inventory with the step locked (IsProcessing): ready for
-    /// `checkCartInventoryAction`.
-    InventoryLocked,
-    /// The inventory check invoked: a New operation waits for a worker.
-    InventoryStarted,
-}
-
-/// Fresh copies of the sample in-stock cart (three lines), taken to a stage through the
-/// library on an in-memory store.
-struct Prepared {
-    /// The records of those carts only, ready to import into a store holding the sample
-    /// world.
-    data: DataSet,
-    carts: Vec<SfId>,
-    /// For `InventoryLocked`: the commit `checkCartInventoryAction` made on each cart (on
-    /// the in-memory store, from the records in `data`).
-    inventory_commits: Vec<Commit>,
-}
-
-fn prepared(n: u64, stage: Stage) -> Prepared {
-    let mut data = sample::dataset();
-    let first = NEXT_CART.fetch_add(n, Ordering::Relaxed);
-    let carts = sample::add_in_stock_copies(&mut data, first, n);
-    if stage == Stage::Active {
-        return Prepared {
-            data: only_carts(data, &carts),
-            carts,
-            inventory_commits: Vec::new(),
-        };
-    }
-    let memory = Arc::new(MemoryStore::from_dataset(data).expect("a valid data set"));
-    let recorder = Arc::new(Recorder::new(memory.clone()));
-    let engine = engine_on(recorder.clone());
-    for cart in &carts {
-        sample::lock_inventory_step(&engine, &buyer(), *cart).expect("the Inventory step locks");
-    }
-    let locked = memory.to_dataset();
-    recorder.keep();
-    for cart in &carts {
-        invoke_inventory(&engine, cart);
-    }
-    let inventory_commits = recorder.kept();
-    let data = match stage {
-        Stage::InventoryStarted => memory.to_dataset(),
-        _ => locked,
-    };
-    Prepared {
-        data: only_carts(data, &carts),
-        carts,
-        inventory_commits,
-    }
-}
-
-/// The records of `carts` in `data`, without the world they live in.
-fn only_carts(data: DataSet, carts: &[SfId]) -> DataSet {
-    let keep: BTreeSet<SfId> = carts.iter().copied().collect();
-    let DataSet {
-        carts: all_carts,
-        items,
-        sessions,
-        operations,
-        validation_outputs,
-        orders,
-        history,
-        ..
-    } = data;
-    DataSet {
-        carts: all_carts
-            .into_iter()
-            .filter(|c| keep.contains(&c.id))
-            .collect(),
-        items: items
-            .into_iter()
-            .filter(|r| keep.contains(&r.cart_id))
-            .collect(),
-        sessions: sessions
-            .into_iter()
-            .filter(|r| keep.contains(&r.web_cart_id))
-            .collect(),
-        operations: operations
-            .into_iter()
-            .filter(|r| keep.contains(&r.cart_id))
-            .collect(),
-        validation_outputs: validation_outputs
-            .into_iter()
-            .filter(|r| keep.contains(&r.cart_id))
-            .collect(),
-        orders: orders
-            .into_iter()
-            .filter(|r| keep.contains(&r.cart_id))
-            .collect(),
-        history: history
-            .into_iter()
-            .filter(|r| keep.contains(&r.cart_id))
-            .collect(),
-        ..DataSet::default()
-    }
-}
-
-fn merge(into: &mut DataSet, part: DataSet) {
-    into.carts.extend(part.carts);
-    into.items.extend(part.items);
-    into.sessions.extend(part.sessions);
-    into.operations.extend(part.operations);
-    into.validation_outputs.extend(part.validation_outputs);
-    into.orders.extend(part.orders);
-    into.history.extend(part.history);
 }
 
 /// The rows one `checkCartInventoryAction` commit writes, serialized as the stores store
@@ -433,51 +227,23 @@ trait Raw {
     fn update_insert(&mut self, n: u64);
 }
 
-fn plain_row_id(n: u64) -> String {
-    SfId::from_number(KeyPrefix::CartCheckoutSession, n).to_string()
-}
-
 /// SQLite through rusqlite, as the store connects: WAL, the same `synchronous`, a busy
 /// timeout, `BEGIN IMMEDIATE`, statements from the connection's cache.
 struct RawSqlite {
-    conn: rusqlite::Connection,
-    plain_session: String,
-    plain_history: String,
+    plain: PlainSqlite,
 }
 
 impl RawSqlite {
     /// A connection to `path`, a database the store's own schema made; the plain tables are
     /// added to it.
     fn open(path: &Path, durability: Durability, rows: &InventoryRows) -> RawSqlite {
-        let conn = rusqlite::Connection::open(path).expect("the raw database opens");
-        conn.busy_timeout(Duration::from_secs(10))
-            .expect("a busy timeout");
-        let sync = match durability {
-            Durability::Normal => "NORMAL",
-            Durability::Full => "FULL",
-        };
-        conn.pragma_update(None, "synchronous", sync)
-            .expect("synchronous");
-        conn.execute_batch(
-            "CREATE TABLE plain_sessions (id TEXT PRIMARY KEY, version INTEGER NOT NULL,
-                                          body TEXT NOT NULL);
-             CREATE TABLE plain_history (seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                                         cart_id TEXT NOT NULL, body TEXT NOT NULL);
-             CREATE INDEX plain_history_by_cart ON plain_history (cart_id, seq);",
-        )
-        .expect("the plain tables");
-        let plain_session = rows.session.text.clone();
-        for n in 0..PLAIN_ROWS {
-            conn.execute(
-                "INSERT INTO plain_sessions (id, version, body) VALUES (?1, 1, ?2)",
-                rusqlite::params![plain_row_id(n), plain_session],
-            )
-            .expect("a plain row");
-        }
         RawSqlite {
-            conn,
-            plain_session,
-            plain_history: rows.history[0].1.text.clone(),
+            plain: PlainSqlite::open(
+                path,
+                durability,
+                rows.session.text.clone(),
+                rows.history[0].1.text.clone(),
+            ),
         }
     }
 }
@@ -489,6 +255,7 @@ fn sqlite_time(t: &chrono::DateTime<Utc>) -> String {
 impl Raw for RawSqlite {
     fn inventory_rows(&mut self, rows: &InventoryRows) {
         let tx = self
+            .plain
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .expect("a transaction");
@@ -539,60 +306,29 @@ impl Raw for RawSqlite {
     }
 
     fn update_insert(&mut self, n: u64) {
-        let id = plain_row_id(n % PLAIN_ROWS);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .expect("a transaction");
-        let updated = tx
-            .prepare_cached(
-                "UPDATE plain_sessions SET version = version + 1, body = ?1 WHERE id = ?2",
-            )
-            .and_then(|mut s| s.execute(rusqlite::params![self.plain_session, id]))
-            .expect("the update");
-        assert_eq!(updated, 1);
-        tx.prepare_cached("INSERT INTO plain_history (cart_id, body) VALUES (?1, ?2)")
-            .and_then(|mut s| s.execute(rusqlite::params![id, self.plain_history]))
-            .expect("the insert");
-        tx.commit().expect("the commit");
+        self.plain.update_insert(n);
     }
 }
 
 /// PostgreSQL through the `postgres` client the store uses, READ COMMITTED as the store's
 /// commits, statements prepared once.
 struct RawPostgres {
-    client: postgres::Client,
     session_update: postgres::Statement,
     operation_insert: postgres::Statement,
     history_insert: postgres::Statement,
-    plain_update: postgres::Statement,
-    plain_insert: postgres::Statement,
-    plain_session: Value,
-    plain_history: Value,
+    plain: PlainPostgres,
 }
 
 impl RawPostgres {
     /// A connection to `db`, a database the store's own schema made; the plain tables are
     /// added to it.
     fn open(db: &support::TestDb, rows: &InventoryRows) -> RawPostgres {
-        let mut client = db.client();
-        client
-            .batch_execute(
-                "CREATE TABLE plain_sessions (id text PRIMARY KEY, version bigint NOT NULL,
-                                              body jsonb NOT NULL);
-                 CREATE TABLE plain_history (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                                             cart_id text NOT NULL, body jsonb NOT NULL);
-                 CREATE INDEX plain_history_by_cart ON plain_history (cart_id, seq);",
-            )
-            .expect("the plain tables");
-        for n in 0..PLAIN_ROWS {
-            client
-                .execute(
-                    "INSERT INTO plain_sessions (id, version, body) VALUES ($1, 1, $2)",
-                    &[&plain_row_id(n), &Json(&rows.session.value)],
-                )
-                .expect("a plain row");
-        }
+        let mut plain = PlainPostgres::open(
+            db,
+            rows.session.value.clone(),
+            rows.history[0].1.value.clone(),
+        );
+        let client = &mut plain.client;
         let mut prepare = |sql: &str| client.prepare(sql).expect("a statement prepares");
         let session_update = prepare(
             "UPDATE sessions SET version = $1, is_archived = $2, body = $3
@@ -603,25 +339,18 @@ impl RawPostgres {
              VALUES ($1, $2, 1, $3, $4, $5, $6)",
         );
         let history_insert = prepare("INSERT INTO history (cart_id, body) VALUES ($1, $2)");
-        let plain_update =
-            prepare("UPDATE plain_sessions SET version = version + 1, body = $1 WHERE id = $2");
-        let plain_insert = prepare("INSERT INTO plain_history (cart_id, body) VALUES ($1, $2)");
         RawPostgres {
-            client,
             session_update,
             operation_insert,
             history_insert,
-            plain_update,
-            plain_insert,
-            plain_session: rows.session.value.clone(),
-            plain_history: rows.history[0].1.value.clone(),
+            plain,
         }
     }
 }
 
 impl Raw for RawPostgres {
     fn inventory_rows(&mut self, rows: &InventoryRows) {
-        let mut tx = self.client.transaction().expect("a transaction");
+        let mut tx = self.plain.client.transaction().expect("a transaction");
         let updated = tx
             .execute(
                 &self.session_update,
@@ -658,153 +387,94 @@ impl Raw for RawPostgres {
     }
 
     fn update_insert(&mut self, n: u64) {
-        let id = plain_row_id(n % PLAIN_ROWS);
-        let mut tx = self.client.transaction().expect("a transaction");
-        let updated = tx
-            .execute(&self.plain_update, &[&Json(&self.plain_session), &id])
-            .expect("the update");
-        assert_eq!(updated, 1);
-        tx.execute(&self.plain_insert, &[&id, &Json(&self.plain_history)])
-            .expect("the insert");
-        tx.commit().expect("the commit");
+        self.plain.update_insert(n);
     }
 }
 
 /// A durable store under test, and a second database of the same kind and settings (made by
 /// the same store code, so with the same schema and indexes) for the raw transactions.
-enum Target {
-    Sqlite {
-        durability: Durability,
-        _dir: TempDir,
-        store: Arc<SqliteStore>,
-        raw_store: SqliteStore,
-    },
-    Postgres {
+struct Target {
+    durable: DurableStore,
+    raw_store: DurableStore,
+    place: Place,
+}
+
+/// Where a target's two databases live, kept as long as the stores.
+enum Place {
+    /// The directory of both SQLite files.
+    Dir { _dir: TempDir },
+    Databases {
         _db: support::TestDb,
-        store: Arc<PostgresStore>,
         raw_db: support::TestDb,
-        raw_store: Box<PostgresStore>,
     },
 }
 
 impl Target {
     fn sqlite(durability: Durability) -> Target {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let open = |name: &str| {
-            let store = SqliteStore::open(dir.path().join(name), durability)
-                .expect("the SQLite store opens");
-            store
-                .import(&sample::dataset())
-                .expect("the sample world imports");
-            store
-        };
-        let (store, raw_store) = (open("cartflow.db"), open("raw.db"));
-        Target::Sqlite {
-            durability,
-            _dir: dir,
-            store: Arc::new(store),
-            raw_store,
+        Target {
+            durable: DurableStore::sqlite(&dir.path().join("cartflow.db"), durability),
+            raw_store: DurableStore::sqlite(&dir.path().join("raw.db"), durability),
+            place: Place::Dir { _dir: dir },
         }
     }
 
     fn postgres() -> Option<Target> {
-        let open = |db: &support::TestDb| {
-            let store = PostgresStore::connect(db.url()).expect("the PostgreSQL store connects");
-            store
-                .import(&sample::dataset())
-                .expect("the sample world imports");
-            store
-        };
         let db = support::postgres()?;
         let raw_db = support::postgres()?;
-        Some(Target::Postgres {
-            store: Arc::new(open(&db)),
-            raw_store: Box::new(open(&raw_db)),
-            _db: db,
-            raw_db,
+        Some(Target {
+            durable: DurableStore::postgres(&db),
+            raw_store: DurableStore::postgres(&raw_db),
+            place: Place::Databases { _db: db, raw_db },
         })
     }
 
-    fn name(&self) -> &'static str {
-        match self {
-            Target::Sqlite {
-                durability: Durability::Normal,
-                ..
-            } => "sqlite_normal",
-            Target::Sqlite {
-                durability: Durability::Full,
-                ..
-            } => "sqlite_full",
-            Target::Postgres { .. } => "postgres",
-        }
-    }
-
-    fn store(&self) -> Arc<dyn Store> {
-        match self {
-            Target::Sqlite { store, .. } => store.clone(),
-            Target::Postgres { store, .. } => store.clone(),
-        }
-    }
-
-    fn import(&self, data: &DataSet) {
-        match self {
-            Target::Sqlite { store, .. } => store.import(data),
-            Target::Postgres { store, .. } => store.import(data),
-        }
-        .expect("the prepared carts import");
-    }
-
-    fn import_raw(&self, data: &DataSet) {
-        match self {
-            Target::Sqlite { raw_store, .. } => raw_store.import(data),
-            Target::Postgres { raw_store, .. } => raw_store.import(data),
-        }
-        .expect("the prepared carts import");
-    }
-
     fn raw(&self, rows: &InventoryRows) -> Box<dyn Raw> {
-        match self {
-            Target::Sqlite {
-                durability,
-                raw_store,
-                ..
-            } => Box::new(RawSqlite::open(raw_store.path(), *durability, rows)),
-            Target::Postgres { raw_db, .. } => Box::new(RawPostgres::open(raw_db, rows)),
+        match (&self.raw_store, &self.place) {
+            (DurableStore::Sqlite { durability, store }, _) => {
+                Box::new(RawSqlite::open(store.path(), *durability, rows))
+            }
+            (DurableStore::Postgres(_), Place::Databases { raw_db, .. }) => {
+                Box::new(RawPostgres::open(raw_db, rows))
+            }
+            (DurableStore::Postgres(_), Place::Dir { .. }) => {
+                unreachable!("a PostgreSQL target keeps its databases")
+            }
         }
     }
 
     /// Carts per prepared batch: fewer where each unit is slow.
     fn batch(&self, fast: u64, slow: u64) -> u64 {
-        match self {
-            Target::Sqlite { .. } => fast,
-            Target::Postgres { .. } => slow,
+        match self.durable {
+            DurableStore::Sqlite { .. } => fast,
+            DurableStore::Postgres(_) => slow,
         }
     }
 }
 
 /// The commits the store receives during one whole checkout of a fresh cart.
 fn commits_per_checkout(target: &Target) -> u64 {
-    let recorder = Arc::new(Recorder::new(target.store()));
+    let recorder = Arc::new(Recorder::new(target.durable.store()));
     let engine = engine_on(recorder.clone());
     let cart = prepared(1, Stage::Active);
-    target.import(&cart.data);
+    target.durable.import(&cart.data);
     check_out(&engine, &cart.carts[0]);
     recorder.commits.load(Ordering::Relaxed)
 }
 
 /// The six figures of one durable store.
 fn durable_figures(plan: &Plan, target: &Target) -> Value {
-    let engine = engine_on(target.store());
+    let engine = engine_on(target.durable.store());
     let batch = target.batch(100, 25);
-    let first = prepared(1, Stage::InventoryLocked);
-    target.import_raw(&first.data);
+    let first = prepared_recording(1, Stage::InventoryLocked);
+    target.raw_store.import(&first.data);
     let sample_rows = InventoryRows::of(&first.inventory_commits[0]);
     let mut raw = target.raw(&sample_rows);
     raw.inventory_rows(&sample_rows);
 
     let raw_txn_per_s = plan.rate(400, || {
-        let part = prepared(batch, Stage::InventoryLocked);
-        target.import_raw(&part.data);
+        let part = prepared_recording(batch, Stage::InventoryLocked);
+        target.raw_store.import(&part.data);
         let rows: Vec<InventoryRows> = part
             .inventory_commits
             .iter()
@@ -823,7 +493,7 @@ fn durable_figures(plan: &Plan, target: &Target) -> Value {
     });
     let action_per_s = plan.rate(600, || {
         let part = prepared(batch, Stage::InventoryLocked);
-        target.import(&part.data);
+        target.durable.import(&part.data);
         timed(batch, || {
             part.carts.iter().for_each(|c| invoke_inventory(&engine, c))
         })
@@ -832,7 +502,7 @@ fn durable_figures(plan: &Plan, target: &Target) -> Value {
     let checkouts = target.batch(10, 4);
     let checkout_per_s = plan.rate(1_500, || {
         let part = prepared(checkouts, Stage::Active);
-        target.import(&part.data);
+        target.durable.import(&part.data);
         timed(checkouts, || {
             part.carts.iter().for_each(|c| check_out(&engine, c))
         })
@@ -1105,8 +775,7 @@ fn memory_checkouts(plan: &Plan) -> f64 {
     const BATCH: u64 = 50;
     plan.rate(1_500, || {
         let mut data = sample::dataset();
-        let first = NEXT_CART.fetch_add(BATCH, Ordering::Relaxed);
-        let carts = sample::add_in_stock_copies(&mut data, first, BATCH);
+        let carts = sample::add_in_stock_copies(&mut data, next_carts(BATCH), BATCH);
         let integrations = sample::integrations(&data);
         let engine = memory_engine(data, integrations);
         timed(BATCH, || carts.iter().for_each(|c| check_out(&engine, c)))
@@ -1115,13 +784,8 @@ fn memory_checkouts(plan: &Plan) -> f64 {
 
 /// The sample world plus a bulk cart of `lines` lines (one SKU each, exactly the stock it
 /// needs, each SKU at 1.00 in the price book), and its integrations.
-fn bulk_world(lines: u64) -> (DataSet, SfId, Integrations) {
-    let mut data = sample::dataset();
-    let (cart, items) = sample::bulk_cart(1, lines, lines);
-    let id = cart.id;
-    data.carts.push(cart);
-    data.items.extend(items);
-    data.stock.extend(sample::bulk_stock(lines, 1));
+fn priced_bulk_world(lines: u64) -> (DataSet, SfId, Integrations) {
+    let (data, id) = bulk_world(lines);
     let mut config = sample::provider_config();
     let providers = config
         .get_mut(&sample::store_id())
@@ -1139,7 +803,7 @@ fn bulk_world(lines: u64) -> (DataSet, SfId, Integrations) {
 /// One inventory operation (the action, then worker steps until it applied) on a 2,000-line
 /// cart, and whole checkouts of 1, 100 and 2,000 lines, in microseconds each.
 fn lines_figures(plan: &Plan) -> Value {
-    let (data, cart, integrations) = bulk_world(2_000);
+    let (data, cart, integrations) = priced_bulk_world(2_000);
     let locked = {
         let store = Arc::new(MemoryStore::from_dataset(data).expect("a valid data set"));
         let engine = Engine::new(store.clone())
@@ -1161,7 +825,7 @@ fn lines_figures(plan: &Plan) -> Value {
     });
     let mut by_lines = serde_json::Map::new();
     for lines in CHECKOUT_LINES {
-        let (data, cart, integrations) = bulk_world(lines);
+        let (data, cart, integrations) = priced_bulk_world(lines);
         let per_s = plan.rate(800, || {
             let engine = memory_engine(data.clone(), integrations.clone());
             timed(1, || check_out(&engine, &cart))
@@ -1172,66 +836,6 @@ fn lines_figures(plan: &Plan) -> Value {
         "inventory_2000_us": round(1e6 / inventory_per_s),
         "checkout_us_by_lines": by_lines,
     })
-}
-
-/// One run: a fresh database seeded with `carts` New inventory operations, then the time
-/// from spawning `processes` workers (`--exit-when-idle`) until the last one exits, which
-/// includes each process's start and its idle exit.
-fn worker_run(processes: usize, carts: u64) -> Duration {
-    let db = support::postgres().expect("PostgreSQL was available a moment ago");
-    let part = prepared(carts, Stage::InventoryStarted);
-    let operations: Vec<SfId> = part.data.operations.iter().map(|op| op.id).collect();
-    assert_eq!(operations.len(), part.carts.len());
-    let mut data = sample::dataset();
-    merge(&mut data, part.data);
-    let store = PostgresStore::connect(db.url()).expect("the PostgreSQL store connects");
-    store.import(&data).expect("the seeded carts import");
-    let url = db.cli_url();
-    let logs = tempfile::tempdir().expect("a temporary directory");
-
-    let started = Instant::now();
-    let mut workers: Vec<(Child, PathBuf)> = (0..processes)
-        .map(|n| {
-            let log = logs.path().join(format!("worker-{n}.err"));
-            let child = Process::new(BIN)
-                .args([
-                    "worker",
-                    "--data",
-                    &url,
-                    "--threads",
-                    "1",
-                    "--exit-when-idle",
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(File::create(&log).expect("a log file"))
-                .spawn()
-                .expect("the worker starts");
-            (child, log)
-        })
-        .collect();
-    let statuses: Vec<_> = workers
-        .iter_mut()
-        .map(|(child, _)| child.wait().expect("the worker ends"))
-        .collect();
-    let elapsed = started.elapsed();
-
-    for ((_, log), status) in workers.iter().zip(&statuses) {
-        assert!(
-            status.success(),
-            "a worker failed ({status}): {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-    }
-    for id in &operations {
-        let op = store.operation(id).expect("the store reads");
-        assert_eq!(
-            op.map(|op| op.status),
-            Some(OperationStatus::Complete),
-            "operation {id}"
-        );
-    }
-    elapsed
 }
 
 fn worker_figures(plan: &Plan) -> Value {
@@ -1247,7 +851,7 @@ fn worker_figures(plan: &Plan) -> Value {
 
 /// What the PostgreSQL server does with commits, for the summary.
 fn postgres_settings(target: &Target) -> String {
-    let Target::Postgres { raw_db, .. } = target else {
+    let Place::Databases { raw_db, .. } = &target.place else {
         return String::new();
     };
     let mut client = raw_db.client();
@@ -1358,7 +962,8 @@ fn main() {
         "the PostgreSQL cluster started before fsync was asked for"
     );
 
-    let rows = InventoryRows::of(&prepared(1, Stage::InventoryLocked).inventory_commits[0]);
+    let rows =
+        InventoryRows::of(&prepared_recording(1, Stage::InventoryLocked).inventory_commits[0]);
     println!(
         "raw txn: the action's rows, 1 session update, 1 operation insert, {} history inserts",
         rows.history.len()
@@ -1388,8 +993,8 @@ fn main() {
     let with_postgres = targets.len() == 3;
     for target in &targets {
         let figures = durable_figures(&plan, target);
-        print_store(target.name(), &figures);
-        report.insert(target.name().into(), figures);
+        print_store(target.durable.name(), &figures);
+        report.insert(target.durable.name().into(), figures);
     }
     drop(targets);
 

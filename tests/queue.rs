@@ -1,86 +1,34 @@
 //! The operation queue: leases, heartbeats, the sweeper and fencing by attempt.
 
+mod support;
+
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::thread;
 
-use cartflow::clock::ManualClock;
-use cartflow::ids::SequentialIds;
-use cartflow::integrations::{IntegrationRequest, Integrations, ProviderError, Verdict};
-use cartflow::machine::{
-    DecideContext, Decision, OperationSettings, Snapshot, StepOutcome, TransitionTable,
-    WorkerCommand, decide_worker,
-};
-use cartflow::model::{
-    BackgroundOperation, CartStatus, OperationStatus, OutputType, SessionState, SfId,
-};
+use cartflow::integrations::Integrations;
+use cartflow::machine::{OperationSettings, Snapshot, StepOutcome, WorkerCommand};
+use cartflow::model::{BackgroundOperation, CartStatus, OperationStatus, OutputType, SessionState};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::LoadKey;
-use cartflow::{CheckoutError, Engine, EngineConfig, Fenced, MemoryStore};
+use cartflow::{CheckoutError, EngineConfig, Fenced};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
+use support::queue::{Rig, decide_at, rig_on_memory, signalling_gated_provider};
 
-/// A provider that waits until the test releases it, then passes.
+/// A provider that waits until the test releases it, then passes ([`signalling_gated_provider`]
+/// without its receiver).
 fn gated_provider() -> (Integrations, mpsc::Sender<()>) {
     let (integrations, release, _entered) = signalling_gated_provider();
     (integrations, release)
 }
 
-/// [`gated_provider`], which also tells on the returned receiver each time a call enters it,
-/// so a test can wait until a worker is inside the provider (not only past its claim).
-fn signalling_gated_provider() -> (Integrations, mpsc::Sender<()>, mpsc::Receiver<()>) {
-    let (release, gate) = mpsc::channel::<()>();
-    let (enter, entered) = mpsc::channel::<()>();
-    let gate = Mutex::new(gate);
-    let enter = Mutex::new(enter);
-    let mut integrations = Integrations::new();
-    integrations.set_inventory(
-        sample::store_id(),
-        Arc::new(
-            move |_: &IntegrationRequest| -> Result<Verdict, ProviderError> {
-                let _ = enter.lock().unwrap().send(());
-                let _ = gate.lock().unwrap().recv();
-                Ok(Verdict::Passed)
-            },
-        ),
-    );
-    (integrations, release, entered)
-}
-
-struct Rig {
-    engine: Engine,
-    clock: Arc<ManualClock>,
-    session: SfId,
-    operation: SfId,
-}
-
 /// An engine with a manual clock whose InStock cart has a New inventory operation.
 fn rig(integrations: Integrations, config: EngineConfig) -> Rig {
-    let clock = Arc::new(ManualClock::new(
+    rig_on_memory(
         Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
-    ));
-    let engine = Engine::new(Arc::new(
-        MemoryStore::from_dataset(sample::dataset()).unwrap(),
-    ))
-    .with_ids(Arc::new(SequentialIds::default()))
-    .with_clock(clock.clone())
-    .with_integrations(integrations)
-    .with_config(config);
-    let buyer = sample::buyer_id().to_string();
-    let cart = json!({"cartId": SampleCart::InStock.id().to_string()});
-    let session = sample::lock_inventory_step(&engine, &buyer, SampleCart::InStock.id()).unwrap();
-    let op = engine.invoke("checkCartInventoryAction", &cart, &buyer);
-    let operation = op.output_values.unwrap()["backgroundOperationId"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    Rig {
-        engine,
-        clock,
-        session,
-        operation,
-    }
+        integrations,
+        config,
+    )
 }
 
 fn quiet_config(retry_limit: u32) -> EngineConfig {
@@ -240,23 +188,6 @@ fn worker_snapshot(rig: &Rig) -> Snapshot {
         .store()
         .load(LoadKey::Operation(rig.operation))
         .unwrap()
-}
-
-/// Decides a worker command on `snapshot` at `now`, over the standard table.
-fn decide_at(
-    snapshot: &Snapshot,
-    now: DateTime<Utc>,
-    command: &WorkerCommand,
-) -> Result<Decision, CheckoutError> {
-    let table = TransitionTable::standard();
-    let ids = SequentialIds::starting_at(9_000);
-    let ctx = DecideContext {
-        table: &table,
-        now,
-        ids: &ids,
-        settings: OperationSettings::default(),
-    };
-    decide_worker(&ctx, snapshot, command)
 }
 
 fn fenced(snapshot: &Snapshot, now: DateTime<Utc>, command: WorkerCommand) -> Fenced {

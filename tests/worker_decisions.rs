@@ -5,23 +5,18 @@
 
 mod support;
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use support::queue::{Rig, decide_at, rig_on_memory, rig_over, signalling_gated_provider};
+
+use std::sync::Arc;
 use std::thread;
 
-use cartflow::clock::ManualClock;
-use cartflow::ids::SequentialIds;
-use cartflow::integrations::{IntegrationRequest, Integrations, ProviderError, Verdict};
-use cartflow::machine::{
-    Changes, DecideContext, Decision, OperationSettings, Snapshot, StepOutcome, TransitionTable,
-    WorkerCommand, decide_worker,
-};
+use cartflow::integrations::Integrations;
+use cartflow::machine::{Changes, OperationSettings, Snapshot, StepOutcome, WorkerCommand};
 use cartflow::model::{CartStatus, OperationStatus, SfId};
-use cartflow::sample::{self, SampleCart};
+use cartflow::sample::SampleCart;
 use cartflow::store::{Commit, LoadKey};
-use cartflow::{CheckoutError, Engine, EngineConfig, Fenced, MemoryStore, Store, StoreError};
+use cartflow::{CheckoutError, EngineConfig, Fenced, MemoryStore, Store, StoreError};
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use serde_json::json;
 
 /// The lease every claim here takes.
 const LEASE_MS: u64 = 30_000;
@@ -72,73 +67,19 @@ impl Store for StaleLeaseReads {
         operation_counts, owner_of);
 }
 
-struct Rig {
-    engine: Engine,
-    memory: Arc<MemoryStore>,
-    clock: Arc<ManualClock>,
-    operation: SfId,
-}
-
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap()
 }
 
-/// An engine (over `wrap` of a memory store) whose InStock cart has a New inventory
-/// operation; `integrations` are its providers.
-fn rig_over(
-    integrations: Integrations,
-    wrap: impl FnOnce(Arc<MemoryStore>) -> Arc<dyn Store>,
-) -> Rig {
-    let memory = Arc::new(MemoryStore::from_dataset(sample::dataset()).unwrap());
-    let clock = Arc::new(ManualClock::new(start()));
-    let engine = Engine::new(wrap(memory.clone()))
-        .with_ids(Arc::new(SequentialIds::default()))
-        .with_clock(clock.clone())
-        .with_integrations(integrations)
-        .with_config(config());
-    let buyer = sample::buyer_id().to_string();
-    sample::lock_inventory_step(&engine, &buyer, SampleCart::InStock.id()).unwrap();
-    let cart = json!({"cartId": SampleCart::InStock.id().to_string()});
-    let started = engine.invoke("checkCartInventoryAction", &cart, &buyer);
-    let operation = started.output_values.unwrap()["backgroundOperationId"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    Rig {
-        engine,
-        memory,
-        clock,
-        operation,
-    }
-}
-
 /// [`rig_over`] the memory store itself, or the stale-reading wrapper around it.
 fn rig(stale_reads: bool) -> Rig {
-    rig_over(Integrations::new(), |memory| {
+    rig_over(start(), Integrations::new(), config(), |memory| {
         if stale_reads {
             Arc::new(StaleLeaseReads { inner: memory })
         } else {
             memory
         }
     })
-}
-
-/// Decides `command` on `snapshot` at `now` over the standard table.
-fn decide_at(
-    snapshot: &Snapshot,
-    now: DateTime<Utc>,
-    command: &WorkerCommand,
-) -> Result<Decision, CheckoutError> {
-    let table = TransitionTable::standard();
-    let ids = SequentialIds::starting_at(9_000);
-    let ctx = DecideContext {
-        table: &table,
-        now,
-        ids: &ids,
-        settings: OperationSettings::default(),
-    };
-    decide_worker(&ctx, snapshot, command)
 }
 
 fn claim(operation_id: SfId) -> WorkerCommand {
@@ -245,7 +186,7 @@ fn expire_refuses_a_lease_that_runs_on_and_changes_nothing() {
     }
 
     // Through the sweep, even when the store offers the running claim as expired.
-    let rig = rig_over(Integrations::new(), |memory| {
+    let rig = rig_over(start(), Integrations::new(), config(), |memory| {
         Arc::new(StaleLeaseReads { inner: memory })
     });
     let until = claim_and_die(&rig);
@@ -381,29 +322,10 @@ fn the_sweep_leaves_an_expired_claim_of_a_closed_cart_alone() {
     );
 }
 
-/// A provider that tells when it is entered and passes once released.
-fn gated_provider() -> (Integrations, mpsc::Receiver<()>, mpsc::Sender<()>) {
-    let (enter, entered) = mpsc::channel::<()>();
-    let (release, gate) = mpsc::channel::<()>();
-    let (enter, gate) = (Mutex::new(enter), Mutex::new(gate));
-    let mut integrations = Integrations::new();
-    integrations.set_inventory(
-        sample::store_id(),
-        Arc::new(
-            move |_: &IntegrationRequest| -> Result<Verdict, ProviderError> {
-                let _ = enter.lock().unwrap().send(());
-                let _ = gate.lock().unwrap().recv();
-                Ok(Verdict::Passed)
-            },
-        ),
-    );
-    (integrations, entered, release)
-}
-
 #[test]
 fn a_report_for_a_cart_closed_while_its_provider_ran_is_discarded() {
-    let (integrations, entered, release) = gated_provider();
-    let rig = rig_over(integrations, |memory| memory);
+    let (integrations, release, entered) = signalling_gated_provider();
+    let rig = rig_on_memory(start(), integrations, config());
     let worker = {
         let engine = rig.engine.clone();
         thread::spawn(move || engine.run_next_operation())

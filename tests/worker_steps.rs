@@ -2,44 +2,33 @@
 //! (`Engine::claim_operation`, `heartbeat`, `perform`, `report`), and the timeout measured on
 //! the engine's clock.
 
+mod support;
+
 use std::sync::Arc;
 
 use cartflow::clock::ManualClock;
-use cartflow::ids::SequentialIds;
 use cartflow::integrations::{IntegrationRequest, Integrations, ProviderError, Verdict};
 use cartflow::machine::{OperationSettings, StepOutcome};
-use cartflow::model::{OperationStatus, SessionState, SfId};
+use cartflow::model::{OperationStatus, SessionState};
 use cartflow::sample::{self, SampleCart};
-use cartflow::{CheckoutError, Engine, EngineConfig, MemoryStore, Store};
+use cartflow::{CheckoutError, EngineConfig, Store};
 use chrono::{Duration, TimeZone, Utc};
-use serde_json::json;
+use support::queue::{Rig, rig_on_memory};
 
 const LEASE_MS: u64 = 30_000;
 const TIMEOUT_MS: u64 = 10_000;
-
-struct Rig {
-    engine: Engine,
-    store: Arc<MemoryStore>,
-    clock: Arc<ManualClock>,
-    operation: SfId,
-}
 
 /// An engine on a manual clock whose InStock cart has a New inventory operation, checked by
 /// `inventory`.
 fn rig(
     inventory: impl Fn(&IntegrationRequest) -> Result<Verdict, ProviderError> + Send + Sync + 'static,
 ) -> Rig {
-    let clock = Arc::new(ManualClock::new(
-        Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 0).unwrap(),
-    ));
-    let store = Arc::new(MemoryStore::from_dataset(sample::dataset()).unwrap());
     let mut integrations = Integrations::new();
     integrations.set_inventory(sample::store_id(), Arc::new(inventory));
-    let engine = Engine::new(store.clone())
-        .with_ids(Arc::new(SequentialIds::default()))
-        .with_clock(clock.clone())
-        .with_integrations(integrations)
-        .with_config(EngineConfig {
+    rig_on_memory(
+        Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 0).unwrap(),
+        integrations,
+        EngineConfig {
             operations: OperationSettings {
                 timeout_ms: TIMEOUT_MS,
                 retry_limit: 2,
@@ -48,22 +37,8 @@ fn rig(
             // No heartbeat from the machine's time: the test sends them.
             heartbeat_ms: 3_600_000,
             ..EngineConfig::default()
-        });
-    let buyer = sample::buyer_id().to_string();
-    sample::lock_inventory_step(&engine, &buyer, SampleCart::InStock.id()).unwrap();
-    let cart = json!({"cartId": SampleCart::InStock.id().to_string()});
-    let answer = engine.invoke("checkCartInventoryAction", &cart, &buyer);
-    let operation = answer.output_values.unwrap()["backgroundOperationId"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    Rig {
-        engine,
-        store,
-        clock,
-        operation,
-    }
+        },
+    )
 }
 
 fn passes(_: &IntegrationRequest) -> Result<Verdict, ProviderError> {
@@ -80,7 +55,7 @@ fn claim_heartbeat_perform_and_report_are_one_operation_in_four_calls() {
 
     rig.clock.advance(Duration::seconds(20));
     rig.engine.heartbeat(&claim).unwrap();
-    let renewed = rig.store.operation(&rig.operation).unwrap().unwrap();
+    let renewed = rig.memory.operation(&rig.operation).unwrap().unwrap();
     assert_eq!(
         renewed.expires_at.unwrap(),
         rig.engine.now() + Duration::milliseconds(LEASE_MS as i64)
@@ -88,17 +63,17 @@ fn claim_heartbeat_perform_and_report_are_one_operation_in_four_calls() {
     assert!(renewed.expires_at.unwrap() > claimed_until);
 
     // The work changes nothing until it is reported.
-    let before = rig.store.to_dataset();
+    let before = rig.memory.to_dataset();
     let performed = rig.engine.perform(&claim).unwrap();
     assert_eq!(performed.outcome(), &StepOutcome::Passed);
-    assert_eq!(rig.store.to_dataset(), before);
+    assert_eq!(rig.memory.to_dataset(), before);
 
     let report = rig.engine.report(&performed).unwrap();
     assert!(report.applied, "{report:?}");
-    let done = rig.store.operation(&rig.operation).unwrap().unwrap();
+    let done = rig.memory.operation(&rig.operation).unwrap().unwrap();
     assert_eq!(done.status, OperationStatus::Complete);
     let cart = SampleCart::InStock.id();
-    let session = rig.store.sessions_of(&cart).unwrap().pop().unwrap();
+    let session = rig.memory.sessions_of(&cart).unwrap().pop().unwrap();
     assert_eq!(session.state, Some(SessionState::ConfirmPrice));
     assert!(!session.is_processing);
 }
@@ -109,10 +84,10 @@ fn a_report_made_twice_is_applied_once() {
     let claim = rig.engine.claim_operation().unwrap().unwrap();
     let performed = rig.engine.perform(&claim).unwrap();
     assert!(rig.engine.report(&performed).unwrap().applied);
-    let after_first = rig.store.to_dataset();
+    let after_first = rig.memory.to_dataset();
     let again = rig.engine.report(&performed).unwrap();
     assert!(!again.applied, "{again:?}");
-    assert_eq!(rig.store.to_dataset(), after_first);
+    assert_eq!(rig.memory.to_dataset(), after_first);
 }
 
 #[test]
@@ -122,16 +97,16 @@ fn a_heartbeat_after_the_lease_was_swept_is_fenced_and_the_late_report_discarded
     rig.clock
         .advance(Duration::milliseconds(LEASE_MS as i64 + 1));
     assert_eq!(rig.engine.sweep_expired().unwrap(), 1);
-    let swept = rig.store.to_dataset();
+    let swept = rig.memory.to_dataset();
     assert!(matches!(
         rig.engine.heartbeat(&claim),
         Err(CheckoutError::Fenced(_))
     ));
     let performed = rig.engine.perform(&claim).unwrap();
     assert!(!rig.engine.report(&performed).unwrap().applied);
-    assert_eq!(rig.store.to_dataset(), swept);
+    assert_eq!(rig.memory.to_dataset(), swept);
     // The operation waits for its next claim.
-    let op = rig.store.operation(&rig.operation).unwrap().unwrap();
+    let op = rig.memory.operation(&rig.operation).unwrap().unwrap();
     assert_eq!(op.status, OperationStatus::New);
 }
 
@@ -158,7 +133,7 @@ fn an_answer_later_than_the_timeout_on_the_engines_clock_fails_the_step() {
         "{reason}"
     );
     rig.engine.report(&performed).unwrap();
-    let op = rig.store.operation(&rig.operation).unwrap().unwrap();
+    let op = rig.memory.operation(&rig.operation).unwrap().unwrap();
     assert_eq!(op.status, OperationStatus::Error);
 }
 

@@ -30,6 +30,7 @@ use std::time::Instant;
 use postgres::{Client, NoTls};
 
 pub mod data;
+pub mod queue;
 pub mod server;
 pub mod stores;
 
