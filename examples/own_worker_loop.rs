@@ -35,10 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         engine.heartbeat(&claim)?;
         let performed = engine.perform(&claim)?;
         println!("the provider answered {:?}", performed.outcome());
-        let report = engine.report(&performed)?;
+        let report = engine.report(performed.clone())?;
         println!("reported; applied: {}", report.applied);
         // A report made twice is applied once: the second is fenced.
-        println!("again; applied: {}", engine.report(&performed)?.applied);
+        println!("again; applied: {}", engine.report(performed)?.applied);
     }
     let session = engine
         .store()

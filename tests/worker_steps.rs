@@ -68,7 +68,7 @@ fn claim_heartbeat_perform_and_report_are_one_operation_in_four_calls() {
     assert_eq!(performed.outcome(), &StepOutcome::Passed);
     assert_eq!(rig.memory.to_dataset(), before);
 
-    let report = rig.engine.report(&performed).unwrap();
+    let report = rig.engine.report(performed).unwrap();
     assert!(report.applied, "{report:?}");
     let done = rig.memory.operation(&rig.operation).unwrap().unwrap();
     assert_eq!(done.status, OperationStatus::Complete);
@@ -83,9 +83,9 @@ fn a_report_made_twice_is_applied_once() {
     let rig = rig(passes);
     let claim = rig.engine.claim_operation().unwrap().unwrap();
     let performed = rig.engine.perform(&claim).unwrap();
-    assert!(rig.engine.report(&performed).unwrap().applied);
+    assert!(rig.engine.report(performed.clone()).unwrap().applied);
     let after_first = rig.memory.to_dataset();
-    let again = rig.engine.report(&performed).unwrap();
+    let again = rig.engine.report(performed).unwrap();
     assert!(!again.applied, "{again:?}");
     assert_eq!(rig.memory.to_dataset(), after_first);
 }
@@ -103,7 +103,7 @@ fn a_heartbeat_after_the_lease_was_swept_is_fenced_and_the_late_report_discarded
         Err(CheckoutError::Fenced(_))
     ));
     let performed = rig.engine.perform(&claim).unwrap();
-    assert!(!rig.engine.report(&performed).unwrap().applied);
+    assert!(!rig.engine.report(performed).unwrap().applied);
     assert_eq!(rig.memory.to_dataset(), swept);
     // The operation waits for its next claim.
     let op = rig.memory.operation(&rig.operation).unwrap().unwrap();
@@ -132,7 +132,7 @@ fn an_answer_later_than_the_timeout_on_the_engines_clock_fails_the_step() {
         reason.contains("did not answer within 10000 ms"),
         "{reason}"
     );
-    rig.engine.report(&performed).unwrap();
+    rig.engine.report(performed).unwrap();
     let op = rig.memory.operation(&rig.operation).unwrap().unwrap();
     assert_eq!(op.status, OperationStatus::Error);
 }

@@ -77,7 +77,7 @@ impl Claim {
 }
 
 /// A claimed operation's work, done and not yet reported: what [`Engine::report`] commits.
-/// Reporting it twice applies it at most once (the second report is fenced).
+/// Reporting it twice (a clone of it) applies it at most once: the second report is fenced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Performed {
     operation_id: SfId,
@@ -141,20 +141,23 @@ impl Engine {
 
     /// Commits `performed`'s outcome. A report that no longer holds (the operation moved on,
     /// or its records changed so that it no longer fits them) is discarded: nothing of it is
-    /// applied, and the answer says `applied: false`.
-    pub fn report(&self, performed: &Performed) -> Result<OperationReport, CheckoutError> {
+    /// applied, and the answer says `applied: false`. It takes the work by value, so that a
+    /// large cart's lines are not copied on the way to the store; a caller that reports
+    /// twice clones it first.
+    pub fn report(&self, performed: Performed) -> Result<OperationReport, CheckoutError> {
         let Performed {
             operation_id,
             attempt,
             outcome,
-            ..
+            update,
+            order,
         } = performed;
         let finish = WorkerCommand::Finish {
-            operation_id: *operation_id,
-            attempt: *attempt,
+            operation_id,
+            attempt,
             outcome: outcome.clone(),
-            update: performed.update.clone(),
-            order: performed.order.clone(),
+            update,
+            order,
         };
         let applied = match self.execute_worker(&finish) {
             Ok(_) => true,
@@ -171,9 +174,9 @@ impl Engine {
             Err(e) => return Err(e),
         };
         Ok(OperationReport {
-            operation_id: *operation_id,
-            attempt: *attempt,
-            outcome: outcome.clone(),
+            operation_id,
+            attempt,
+            outcome,
             applied,
         })
     }
@@ -261,7 +264,7 @@ impl Engine {
     /// Performs and reports `claim`, counting the outcome in `cartflow_operations_total`.
     fn run_claimed(&self, claim: Claim) -> Result<OperationReport, CheckoutError> {
         let performed = self.perform(&claim)?;
-        let report = self.report(&performed)?;
+        let report = self.report(performed)?;
         let result = match (&report.outcome, report.applied) {
             (_, false) => "discarded",
             (StepOutcome::Passed, _) => "passed",

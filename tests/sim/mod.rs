@@ -576,14 +576,14 @@ impl Worker {
         let Some(performed) = self.performed.take() else {
             return "nothing to report".into();
         };
-        let report = engine.report(&performed);
+        let report = engine.report(performed.clone());
         if matches!(&report, Ok(r) if !r.applied) {
             world.count("reports discarded");
         }
         let mut line = format!("report {:?} -> {}", performed.outcome(), result(&report));
         if rng.random_range(0..100) < 10 {
             world.count("answered twice");
-            let again = engine.report(&performed);
+            let again = engine.report(performed);
             let applied =
                 |r: &Result<cartflow::engine::OperationReport, _>| matches!(r, Ok(r) if r.applied);
             if applied(&report) && applied(&again) {
