@@ -4,6 +4,8 @@
 //! - `CARTFLOW_SIM_SEED=<seed>` replays one run exactly and prints its step log.
 //! - `CARTFLOW_SIM_STEPS=<n>`: how many steps in all (default 400,000; at least 1,000 seeds).
 //! - `CARTFLOW_SIM_STEPS_PER_SEED=<n>`: each run's length (default 400).
+//! - `CARTFLOW_SIM_SEEDS=<n>`: how many runs, in place of `CARTFLOW_SIM_STEPS` and its floor of
+//!   1,000 seeds (for quick runs, such as each mutant of a mutation test).
 //!
 //! A failure prints its seed and the shortest prefix of its run that still fails (found by
 //! bisection over the run's length: a seed's first `n` steps are the same whatever its
@@ -172,8 +174,11 @@ fn simulated_deployments_keep_every_invariant() {
         println!("seed {seed}: {} steps, 0 violations", outcome.steps);
         return;
     }
-    let steps = env_u64("CARTFLOW_SIM_STEPS").unwrap_or(DEFAULT_STEPS);
-    let seeds = (steps / per_seed).max(1_000);
+    let seeds = env_u64("CARTFLOW_SIM_SEEDS").map_or_else(
+        || (env_u64("CARTFLOW_SIM_STEPS").unwrap_or(DEFAULT_STEPS) / per_seed).max(1_000),
+        |seeds| seeds.max(1),
+    );
+    let steps = seeds * per_seed;
     let base = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
