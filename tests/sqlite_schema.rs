@@ -84,20 +84,20 @@ fn schema_4_keeps_the_history_of_a_schema_3_database_in_order() {
 /// one finds its rows through an index (a `SEARCH`), none reads a whole table (a `SCAN`) or
 /// sorts its rows (a temporary B-tree).
 const HOT_QUERIES: [&str; 12] = [
-    "SELECT body FROM carts WHERE id = ?1",
-    "SELECT body FROM cart_items WHERE cart_id = ?1 ORDER BY id",
-    "SELECT body FROM sessions WHERE cart_id = ?1 AND is_archived = 0",
-    "SELECT body FROM operations WHERE id = ?1",
-    "SELECT COUNT(*) FROM operations WHERE cart_id = ?1 AND status IN ('New', 'Running')",
-    "SELECT EXISTS (SELECT 1 FROM validation_outputs WHERE cart_id = ?1
-       AND json_extract(body, '$.Level') = 'Error' AND NOT json_extract(body, '$.IsDismissed'))",
-    "SELECT body FROM history WHERE cart_id = ?1 ORDER BY seq",
+    "SELECT body FROM carts WHERE id = $1",
+    "SELECT body FROM cart_items WHERE cart_id = $1 ORDER BY id",
+    "SELECT body FROM sessions WHERE cart_id = $1 AND is_archived = false",
+    "SELECT body FROM operations WHERE id = $1",
+    "SELECT 1 FROM operations WHERE cart_id = $1 AND status IN ('New', 'Running') LIMIT 1",
+    "SELECT 1 FROM validation_outputs WHERE cart_id = $1
+       AND body->>'Level' = 'Error' AND NOT (body->'IsDismissed' = 'true') LIMIT 1",
+    "SELECT body FROM history WHERE cart_id = $1 ORDER BY seq",
     "SELECT o.id FROM operations o JOIN carts c ON c.id = o.cart_id
      WHERE o.status = 'New' AND c.status != ?1 ORDER BY o.submitted_at, o.id LIMIT ?2",
     "SELECT id FROM operations WHERE status = 'Running' AND expires_at <= ?1
      ORDER BY expires_at, id LIMIT ?2",
-    "UPDATE sessions SET version = ?1, is_archived = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
-    "DELETE FROM record_owners WHERE owner_id = ?1",
+    "UPDATE sessions SET version = $1, is_archived = $2, body = $3 WHERE id = $4 AND version = $5",
+    "DELETE FROM record_owners WHERE owner_id = $1",
     "SELECT owner_id FROM record_owners WHERE id = ?1",
 ];
 

@@ -172,6 +172,50 @@ fn a_commit_applies_every_record_or_none() {
     }
 }
 
+/// The checks every store makes before it writes, alike on each: lines only with their cart
+/// (whose version guards them), and never a line that another cart holds. Nothing changes.
+#[test]
+fn lines_without_their_cart_or_of_another_cart_are_refused_alike_on_every_store() {
+    for (name, open) in stores::all() {
+        let (store, _dir) = open(sample::dataset());
+        let (cart_id, other_id) = (SampleCart::InStock.id(), SampleCart::ShortStock.id());
+        let lines = store.cart_items(&cart_id).unwrap();
+        let others = store.cart_items(&other_id).unwrap();
+        let mut cart = store.cart(&cart_id).unwrap().unwrap();
+        cart.version += 1;
+        let mut taken = others[0].clone();
+        taken.cart_id = cart_id;
+        let refused = [
+            Changes {
+                items: vec![lines[0].clone()],
+                ..Changes::default()
+            },
+            Changes {
+                removed_items: vec![lines[0].id],
+                ..Changes::default()
+            },
+            Changes {
+                carts: vec![cart.clone()],
+                items: vec![taken],
+                ..Changes::default()
+            },
+        ];
+        for changes in refused {
+            let result = store.commit(&commit(changes));
+            assert!(
+                matches!(result, Err(StoreError::Invariant(_))),
+                "{name}: {result:?}"
+            );
+            assert_eq!(
+                store.cart(&cart_id).unwrap().unwrap().version,
+                cart.version - 1
+            );
+            assert_eq!(store.cart_items(&cart_id).unwrap(), lines, "{name}");
+            assert_eq!(store.cart_items(&other_id).unwrap(), others, "{name}");
+        }
+    }
+}
+
 #[test]
 fn the_store_refuses_a_second_active_session_or_operation() {
     for (name, open) in stores::all() {

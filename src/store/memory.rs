@@ -23,6 +23,8 @@ struct Tables {
     users: HashMap<SfId, User>,
     carts: HashMap<SfId, WebCart>,
     items: HashMap<SfId, Vec<CartItem>>,
+    /// Line -> its cart.
+    line_cart: HashMap<SfId, SfId>,
     stock: Vec<StockLevel>,
     sessions: HashMap<SfId, CartCheckoutSession>,
     sessions_by_cart: HashMap<SfId, Vec<SfId>>,
@@ -167,20 +169,18 @@ impl Tables {
             }
             expect("cart", cart.id, stored, cart.version)?;
         }
-        if !changes.removed_items.is_empty() && changes.carts.is_empty() {
-            return Err(StoreError::Invariant(
-                "lines are removed without their cart, whose version guards them".into(),
-            ));
-        }
-        if let Some(item) = changes
-            .items
-            .iter()
-            .find(|i| !changes.carts.iter().any(|c| c.id == i.cart_id))
-        {
-            return Err(StoreError::Invariant(format!(
-                "line {} is written without its cart {}, whose version guards it",
-                item.id, item.cart_id
-            )));
+        super::check_shape(commit)?;
+        for item in &changes.items {
+            if self
+                .line_cart
+                .get(&item.id)
+                .is_some_and(|c| *c != item.cart_id)
+            {
+                return Err(StoreError::Invariant(format!(
+                    "line {} belongs to a cart other than {}",
+                    item.id, item.cart_id
+                )));
+            }
         }
         let mut active_session = HashMap::new();
         for session in &changes.sessions {
@@ -246,6 +246,11 @@ impl Tables {
             if let Some(lines) = self.items.get_mut(&cart.id) {
                 lines.retain(|l| !removed.contains(&l.id));
             }
+            for id in &removed {
+                if self.line_cart.get(id) == Some(&cart.id) {
+                    self.line_cart.remove(id);
+                }
+            }
         }
         let mut at: HashMap<SfId, HashMap<SfId, usize>> = HashMap::new();
         for item in &changes.items {
@@ -257,6 +262,7 @@ impl Tables {
                 Some(&i) => lines[i] = item.clone(),
                 None => {
                     index.insert(item.id, lines.len());
+                    self.line_cart.insert(item.id, item.cart_id);
                     lines.push(item.clone());
                 }
             }
@@ -324,6 +330,7 @@ impl MemoryStore {
             ..Tables::default()
         };
         for item in data.items {
+            t.line_cart.insert(item.id, item.cart_id);
             t.items.entry(item.cart_id).or_default().push(item);
         }
         t.stock = data.stock;
@@ -469,13 +476,9 @@ impl Store for MemoryStore {
     }
 
     fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
-        Ok(self
-            .read()
-            .items
-            .values()
-            .flatten()
-            .find(|l| l.id == *id)
-            .cloned())
+        let t = self.read();
+        let lines = t.line_cart.get(id).and_then(|cart| t.items.get(cart));
+        Ok(lines.into_iter().flatten().find(|l| l.id == *id).cloned())
     }
 
     fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {

@@ -3,6 +3,7 @@
 mod dataset;
 mod memory;
 mod postgres;
+mod sql;
 mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -219,6 +220,28 @@ pub trait Store: Send + Sync {
     /// How many operations wait for a worker and how many a worker holds (the queue depth
     /// `/metrics` reports), in one read.
     fn operation_counts(&self) -> Result<OperationCounts, StoreError>;
+}
+
+/// The checks of a commit that need no stored state, made by every store before it writes:
+/// lines are written and removed only with their cart, whose version guards them.
+pub(crate) fn check_shape(commit: &Commit) -> Result<(), StoreError> {
+    let changes = &commit.changes;
+    if !changes.removed_items.is_empty() && changes.carts.is_empty() {
+        return Err(StoreError::Invariant(
+            "lines are removed without their cart, whose version guards them".into(),
+        ));
+    }
+    if let Some(item) = changes
+        .items
+        .iter()
+        .find(|i| !changes.carts.iter().any(|c| c.id == i.cart_id))
+    {
+        return Err(StoreError::Invariant(format!(
+            "line {} is written without its cart {}, whose version guards it",
+            item.id, item.cart_id
+        )));
+    }
+    Ok(())
 }
 
 /// The records held inside the records a commit writes, by holder: every cart, line and

@@ -8,11 +8,11 @@ use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use postgres::error::{DbError, SqlState};
-use postgres::types::{Json, ToSql};
+use postgres::types::{IsNull, Json, ToSql, Type};
 use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Statement};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
@@ -21,6 +21,7 @@ use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, Order,
     SfId, User, WebCart, WebStore,
 };
+use crate::store::sql::{self, SqlTx, Table, Value};
 use crate::store::{
     ClaimFn, Commit, DataSet, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey,
     StockLevel, Store, key_state,
@@ -137,6 +138,15 @@ fn with_causes(e: &postgres::Error) -> String {
 fn pg_error(e: postgres::Error) -> StoreError {
     let message = with_causes(&e);
     match e.code() {
+        // A second insert of one ID lost a race: the record exists now.
+        Some(code)
+            if *code == SqlState::UNIQUE_VIOLATION
+                && e.as_db_error()
+                    .and_then(DbError::constraint)
+                    .is_some_and(|c| c.ends_with("_pkey")) =>
+        {
+            StoreError::Conflict(message)
+        }
         Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Invariant(message),
         Some(code)
             if *code == SqlState::T_R_SERIALIZATION_FAILURE
@@ -146,24 +156,6 @@ fn pg_error(e: postgres::Error) -> StoreError {
         }
         _ => StoreError::Io(message),
     }
-}
-
-/// Whether `e` broke the unique constraint `constraint`.
-fn violates(e: &postgres::Error, constraint: &str) -> bool {
-    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-        && e.as_db_error().and_then(DbError::constraint) == Some(constraint)
-}
-
-fn conflict(kind: &str, id: &SfId, expected: u64) -> StoreError {
-    StoreError::Conflict(format!("{kind} {id} is no longer at version {expected}"))
-}
-
-fn exists_already(kind: &str, id: &SfId) -> StoreError {
-    StoreError::Conflict(format!("{kind} {id} exists already"))
-}
-
-fn version(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 fn limit(n: usize) -> i64 {
@@ -287,32 +279,8 @@ impl PostgresStore {
 
     /// Adds every record of a data set in one transaction (for seeding a new database).
     pub fn import(&self, data: &DataSet) -> Result<(), StoreError> {
-        data.validate()
-            .map_err(|e| StoreError::Invariant(e.to_string()))?;
         self.in_tx(IsolationLevel::ReadCommitted, false, |db| {
-            for r in &data.stores {
-                insert_body(db, "INSERT INTO stores (id, body) VALUES ($1, $2)", &r.id, r)?;
-            }
-            for r in &data.accounts {
-                insert_body(db, "INSERT INTO accounts (id, body) VALUES ($1, $2)", &r.id, r)?;
-            }
-            for r in &data.users {
-                insert_body(db, "INSERT INTO users (id, body) VALUES ($1, $2)", &r.id, r)?;
-            }
-            for r in &data.carts {
-                db.execute(
-                    "INSERT INTO carts (id, version, status, body) VALUES ($1, $2, $3, $4)",
-                    &[&r.id.as_str(), &version(r.version), &r.status.as_str(), &Json(r)],
-                )
-                .map_err(pg_error)?;
-            }
-            for r in &data.items {
-                db.execute(
-                    "INSERT INTO cart_items (id, cart_id, body) VALUES ($1, $2, $3)",
-                    &[&r.id.as_str(), &r.cart_id.as_str(), &Json(r)],
-                )
-                .map_err(pg_error)?;
-            }
+            sql::import(db, data)?;
             for s in &data.stock {
                 db.execute(
                     "INSERT INTO stock (store_id, sku, quantity) VALUES ($1, $2, $3::text::numeric)",
@@ -320,22 +288,7 @@ impl PostgresStore {
                 )
                 .map_err(pg_error)?;
             }
-            for r in &data.sessions {
-                insert_session(db, r)?;
-            }
-            for r in &data.operations {
-                insert_operation(db, r)?;
-            }
-            for r in &data.validation_outputs {
-                insert_output(db, r)?;
-            }
-            for o in &data.orders {
-                insert_order(db, o)?;
-            }
-            for h in &data.history {
-                insert_history(db, h)?;
-            }
-            reindex(db, crate::store::held_in_dataset(data))
+            Ok(())
         })
     }
 
@@ -483,105 +436,63 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
     tx.commit().map_err(pg_error)
 }
 
-fn insert_body<C: GenericClient, T: Serialize + std::fmt::Debug + Sync>(
-    db: &mut Db<'_, C>,
-    sql: &'static str,
-    id: &SfId,
-    record: &T,
-) -> Result<(), StoreError> {
-    db.execute(sql, &[&id.as_str(), &Json(record)])
-        .map_err(pg_error)?;
-    Ok(())
-}
-
-fn insert_session<C: GenericClient>(
-    db: &mut Db<'_, C>,
-    s: &CartCheckoutSession,
-) -> Result<(), StoreError> {
-    db.execute(
-        "INSERT INTO sessions (id, cart_id, version, is_archived, body) VALUES ($1, $2, $3, $4, $5)",
-        &[&s.id.as_str(), &s.web_cart_id.as_str(), &version(s.version), &s.is_archived, &Json(s)],
-    )
-    .map_err(|e| {
-        if violates(&e, "sessions_pkey") {
-            exists_already("session", &s.id)
-        } else {
-            pg_error(e)
+impl ToSql for Value<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        match self {
+            Value::Text(text) => text.to_sql(ty, out),
+            Value::Int(n) => n.to_sql(ty, out),
+            Value::Bool(flag) => flag.to_sql(ty, out),
+            Value::Json(raw) => Json(&**raw).to_sql(ty, out),
+            Value::Time(t) => t.to_sql(ty, out),
         }
-    })?;
-    Ok(())
-}
+    }
 
-fn insert_operation<C: GenericClient>(
-    db: &mut Db<'_, C>,
-    op: &BackgroundOperation,
-) -> Result<(), StoreError> {
-    db.execute(
-        "INSERT INTO operations (id, cart_id, version, status, submitted_at, expires_at, body)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &[
-            &op.id.as_str(),
-            &op.cart_id.as_str(),
-            &version(op.version),
-            &op.status.as_str(),
-            &op.submitted_at,
-            &op.expires_at,
-            &Json(op),
-        ],
-    )
-    .map_err(|e| {
-        if violates(&e, "operations_pkey") {
-            exists_already("operation", &op.id)
-        } else {
-            pg_error(e)
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    /// Checks the type as the value's own kind does.
+    fn to_sql_checked(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        match self {
+            Value::Text(text) => text.to_sql_checked(ty, out),
+            Value::Int(n) => n.to_sql_checked(ty, out),
+            Value::Bool(flag) => flag.to_sql_checked(ty, out),
+            Value::Json(raw) => Json(&**raw).to_sql_checked(ty, out),
+            Value::Time(t) => t.to_sql_checked(ty, out),
         }
-    })?;
-    Ok(())
+    }
 }
 
-fn insert_output<C: GenericClient>(
-    db: &mut Db<'_, C>,
-    o: &CartValidationOutput,
-) -> Result<(), StoreError> {
-    db.execute(
-        "INSERT INTO validation_outputs (id, cart_id, body) VALUES ($1, $2, $3)",
-        &[&o.id.as_str(), &o.cart_id.as_str(), &Json(o)],
-    )
-    .map_err(pg_error)?;
-    Ok(())
+/// The error type of a value's conversion.
+type BoxError = Box<dyn std::error::Error + Sync + Send>;
+
+fn bound<'a>(params: &'a [Value<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
-fn insert_order<C: GenericClient>(db: &mut Db<'_, C>, o: &Order) -> Result<(), StoreError> {
-    db.execute(
-        "INSERT INTO orders (id, cart_id, version, status, body) VALUES ($1, $2, $3, $4, $5)",
-        &[
-            &o.id.as_str(),
-            &o.cart_id.as_str(),
-            &version(o.version),
-            &o.status.as_str(),
-            &Json(o),
-        ],
-    )
-    .map_err(|e| {
-        if violates(&e, "orders_pkey") {
-            exists_already("order", &o.id)
-        } else {
-            pg_error(e)
-        }
-    })?;
-    Ok(())
-}
+impl<C: GenericClient> SqlTx for Db<'_, C> {
+    fn execute(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<u64, StoreError> {
+        Db::execute(self, sql, &bound(params)).map_err(pg_error)
+    }
 
-fn insert_history<C: GenericClient>(
-    db: &mut Db<'_, C>,
-    h: &HistoryEntry,
-) -> Result<(), StoreError> {
-    db.execute(
-        "INSERT INTO history (cart_id, body) VALUES ($1, $2)",
-        &[&h.cart_id.as_str(), &Json(h)],
-    )
-    .map_err(pg_error)?;
-    Ok(())
+    fn records<T: DeserializeOwned>(
+        &mut self,
+        sql: &'static str,
+        params: &[Value<'_>],
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = self.query(sql, &bound(params)).map_err(pg_error)?;
+        rows.iter().map(record).collect()
+    }
+
+    fn exists(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<bool, StoreError> {
+        let row = self.query_opt(sql, &bound(params)).map_err(pg_error)?;
+        Ok(row.is_some())
+    }
+
+    /// Two statements whatever the number of holders.
+    fn reindex(&mut self, held: Vec<(SfId, Vec<SfId>)>) -> Result<(), StoreError> {
+        reindex(self, held)
+    }
 }
 
 /// Rewrites which records each holder holds, in two statements whatever the number of holders.
@@ -614,285 +525,6 @@ fn reindex<C: GenericClient>(
     )
     .map_err(pg_error)?;
     Ok(())
-}
-
-/// Whether `table` holds a record with this ID.
-fn exists<C: GenericClient>(
-    db: &mut Db<'_, C>,
-    table: &'static str,
-    id: &SfId,
-) -> Result<bool, StoreError> {
-    let sql = match table {
-        "sessions" => "SELECT 1 FROM sessions WHERE id = $1",
-        "operations" => "SELECT 1 FROM operations WHERE id = $1",
-        _ => "SELECT 1 FROM orders WHERE id = $1",
-    };
-    Ok(db
-        .query_opt(sql, &[&id.as_str()])
-        .map_err(pg_error)?
-        .is_some())
-}
-
-/// One record by ID; `sql` selects `body` by `id = $1`.
-fn body<C: GenericClient, T: DeserializeOwned>(
-    db: &mut Db<'_, C>,
-    sql: &'static str,
-    id: &SfId,
-) -> Result<Option<T>, StoreError> {
-    db.query_opt(sql, &[&id.as_str()])
-        .map_err(pg_error)?
-        .map(|row| record(&row))
-        .transpose()
-}
-
-/// Every record a query keyed by `$1` returns.
-fn bodies<C: GenericClient, T: DeserializeOwned>(
-    db: &mut Db<'_, C>,
-    sql: &'static str,
-    key: &SfId,
-) -> Result<Vec<T>, StoreError> {
-    db.query(sql, &[&key.as_str()])
-        .map_err(pg_error)?
-        .iter()
-        .map(record)
-        .collect()
-}
-
-const STORE_BY_ID: &str = "SELECT body FROM stores WHERE id = $1";
-const ACCOUNT_BY_ID: &str = "SELECT body FROM accounts WHERE id = $1";
-const USER_BY_ID: &str = "SELECT body FROM users WHERE id = $1";
-const CART_BY_ID: &str = "SELECT body FROM carts WHERE id = $1";
-const SESSION_BY_ID: &str = "SELECT body FROM sessions WHERE id = $1";
-const OPERATION_BY_ID: &str = "SELECT body FROM operations WHERE id = $1";
-const ORDER_BY_ID: &str = "SELECT body FROM orders WHERE id = $1";
-
-fn cart_snapshot<C: GenericClient>(
-    db: &mut Db<'_, C>,
-    cart_id: &SfId,
-) -> Result<Snapshot, StoreError> {
-    let Some(cart) = body::<_, WebCart>(db, CART_BY_ID, cart_id)? else {
-        return Ok(Snapshot::default());
-    };
-    let session: Option<CartCheckoutSession> = body(
-        db,
-        "SELECT body FROM sessions WHERE cart_id = $1 AND NOT is_archived",
-        cart_id,
-    )?;
-    let operation = match session.as_ref().and_then(|s| s.background_operation_id) {
-        Some(op) => body(db, OPERATION_BY_ID, &op)?,
-        None => None,
-    };
-    let active = db
-        .query_opt(
-            "SELECT 1 FROM operations WHERE cart_id = $1 AND status IN ('New', 'Running') LIMIT 1",
-            &[&cart_id.as_str()],
-        )
-        .map_err(pg_error)?
-        .is_some();
-    let order = match session.as_ref().and_then(|s| s.order_id) {
-        Some(id) => body(db, ORDER_BY_ID, &id)?,
-        None => None,
-    };
-    let has_error_outputs = db
-        .query_opt(
-            "SELECT 1 FROM validation_outputs WHERE cart_id = $1
-               AND body->>'Level' = 'Error' AND NOT (body->>'IsDismissed')::boolean LIMIT 1",
-            &[&cart_id.as_str()],
-        )
-        .map_err(pg_error)?
-        .is_some();
-    Ok(Snapshot {
-        user: None,
-        store: body(db, STORE_BY_ID, &cart.web_store_id)?,
-        account: body(db, ACCOUNT_BY_ID, &cart.account_id)?,
-        cart: Some(cart),
-        session,
-        operation,
-        cart_has_active_operation: active,
-        order,
-        has_error_outputs,
-        edited_item: None,
-        lines: Vec::new(),
-    })
-}
-
-fn snapshot<C: GenericClient>(db: &mut Db<'_, C>, key: LoadKey) -> Result<Snapshot, StoreError> {
-    match key {
-        LoadKey::Cart(cart) => cart_snapshot(db, &cart),
-        LoadKey::Session(id) => match body::<_, CartCheckoutSession>(db, SESSION_BY_ID, &id)? {
-            None => Ok(Snapshot::default()),
-            Some(session) => {
-                let mut snap = cart_snapshot(db, &session.web_cart_id)?;
-                snap.operation = match session.background_operation_id {
-                    Some(op) => body(db, OPERATION_BY_ID, &op)?,
-                    None => None,
-                };
-                snap.session = Some(session);
-                Ok(snap)
-            }
-        },
-        LoadKey::Operation(id) => match body::<_, BackgroundOperation>(db, OPERATION_BY_ID, &id)? {
-            None => Ok(Snapshot::default()),
-            Some(op) => {
-                let mut snap = cart_snapshot(db, &op.cart_id)?;
-                snap.session = body(db, SESSION_BY_ID, &op.checkout_session_id)?;
-                snap.operation = Some(op);
-                Ok(snap)
-            }
-        },
-    }
-}
-
-/// Writes a commit inside the caller's transaction: every update guarded by the version the
-/// decision read, archives and endings before activations so the unique indexes see the
-/// commit's end state, never a half-applied one.
-fn apply<C: GenericClient>(db: &mut Db<'_, C>, commit: &Commit) -> Result<(), StoreError> {
-    let changes = &commit.changes;
-    for cart in &changes.carts {
-        let updated = db
-            .execute(
-                "UPDATE carts SET version = $1, status = $2, body = $3 WHERE id = $4 AND version = $5",
-                &[
-                    &version(cart.version),
-                    &cart.status.as_str(),
-                    &Json(cart),
-                    &cart.id.as_str(),
-                    &(version(cart.version) - 1),
-                ],
-            )
-            .map_err(pg_error)?;
-        if updated != 1 {
-            let exists = db
-                .query_opt("SELECT 1 FROM carts WHERE id = $1", &[&cart.id.as_str()])
-                .map_err(pg_error)?
-                .is_some();
-            return Err(if exists {
-                conflict("cart", &cart.id, cart.version.saturating_sub(1))
-            } else {
-                StoreError::Invariant(format!("cart {} does not exist", cart.id))
-            });
-        }
-    }
-    let (archiving, others): (Vec<_>, Vec<_>) =
-        changes.sessions.iter().partition(|s| s.is_archived);
-    for s in archiving.into_iter().chain(others) {
-        let updated = db
-            .execute(
-                "UPDATE sessions SET version = $1, is_archived = $2, body = $3 WHERE id = $4 AND version = $5",
-                &[
-                    &version(s.version),
-                    &s.is_archived,
-                    &Json(s),
-                    &s.id.as_str(),
-                    &(version(s.version) - 1),
-                ],
-            )
-            .map_err(pg_error)?;
-        if updated != 1 {
-            // Version 1 is a new record (or one imported at version 0, updated above).
-            if s.version == 1 && !exists(db, "sessions", &s.id)? {
-                insert_session(db, s)?;
-                continue;
-            }
-            return Err(conflict("session", &s.id, s.version.saturating_sub(1)));
-        }
-    }
-    let (ending, others): (Vec<_>, Vec<_>) = changes
-        .operations
-        .iter()
-        .partition(|o| !o.status.is_active());
-    for op in ending.into_iter().chain(others) {
-        let updated = db
-            .execute(
-                "UPDATE operations SET version = $1, status = $2, expires_at = $3, body = $4
-                 WHERE id = $5 AND version = $6",
-                &[
-                    &version(op.version),
-                    &op.status.as_str(),
-                    &op.expires_at,
-                    &Json(op),
-                    &op.id.as_str(),
-                    &(version(op.version) - 1),
-                ],
-            )
-            .map_err(pg_error)?;
-        if updated != 1 {
-            // Version 1 is a new record (or one imported at version 0, updated above).
-            if op.version == 1 && !exists(db, "operations", &op.id)? {
-                insert_operation(db, op)?;
-                continue;
-            }
-            return Err(conflict("operation", &op.id, op.version.saturating_sub(1)));
-        }
-    }
-    if let Some(item) = changes
-        .items
-        .iter()
-        .find(|i| !changes.carts.iter().any(|c| c.id == i.cart_id))
-    {
-        return Err(StoreError::Invariant(format!(
-            "line {} is written without its cart {}, whose version guards it",
-            item.id, item.cart_id
-        )));
-    }
-    for cart in &changes.carts {
-        for removed in &changes.removed_items {
-            db.execute(
-                "DELETE FROM cart_items WHERE id = $1 AND cart_id = $2",
-                &[&removed.as_str(), &cart.id.as_str()],
-            )
-            .map_err(pg_error)?;
-        }
-    }
-    for item in &changes.items {
-        db.execute(
-            "INSERT INTO cart_items (id, cart_id, body) VALUES ($1, $2, $3)
-             ON CONFLICT (id) DO UPDATE SET body = excluded.body
-             WHERE cart_items.cart_id = excluded.cart_id",
-            &[&item.id.as_str(), &item.cart_id.as_str(), &Json(item)],
-        )
-        .map_err(pg_error)?;
-    }
-    for order in &changes.orders {
-        let updated = db
-            .execute(
-                "UPDATE orders SET version = $1, status = $2, body = $3 WHERE id = $4 AND version = $5",
-                &[
-                    &version(order.version),
-                    &order.status.as_str(),
-                    &Json(order),
-                    &order.id.as_str(),
-                    &(version(order.version) - 1),
-                ],
-            )
-            .map_err(pg_error)?;
-        if updated != 1 {
-            // Version 1 is a new record (or one imported at version 0, updated above).
-            if order.version == 1 && !exists(db, "orders", &order.id)? {
-                insert_order(db, order)?;
-                continue;
-            }
-            return Err(conflict(
-                "order",
-                &order.id,
-                order.version.saturating_sub(1),
-            ));
-        }
-    }
-    if let Some(cart) = changes.clear_outputs_of {
-        db.execute(
-            "DELETE FROM validation_outputs WHERE cart_id = $1",
-            &[&cart.as_str()],
-        )
-        .map_err(pg_error)?;
-    }
-    for output in &changes.outputs {
-        insert_output(db, output)?;
-    }
-    for entry in &commit.history {
-        insert_history(db, entry)?;
-    }
-    reindex(db, crate::store::held_records(changes))
 }
 
 /// How one claim transaction ended.
@@ -941,11 +573,11 @@ fn claim_round(
             return Ok(Round::Empty);
         };
         let id = id_of(&row)?;
-        let Some(commit) = claim(snapshot(&mut db, LoadKey::Operation(id))?)? else {
+        let Some(commit) = claim(sql::snapshot(&mut db, LoadKey::Operation(id))?)? else {
             passed.push(id.to_string());
             continue;
         };
-        match apply(&mut db, &commit) {
+        match sql::apply(&mut db, &commit) {
             Ok(()) => break id,
             Err(StoreError::Conflict(_) | StoreError::Invariant(_)) => {
                 // Dropping the transaction rolls it back; this candidate is passed by.
@@ -961,17 +593,21 @@ fn claim_round(
 
 impl Store for PostgresStore {
     fn user(&self, id: &SfId) -> Result<Option<User>, StoreError> {
-        self.read(|db| body(db, USER_BY_ID, id))
+        self.read(|db| sql::by_id(db, Table::Users, id))
     }
 
     fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError> {
-        self.in_tx(IsolationLevel::RepeatableRead, true, |db| snapshot(db, key))
+        self.in_tx(IsolationLevel::RepeatableRead, true, |db| {
+            sql::snapshot(db, key)
+        })
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         // READ COMMITTED suffices: nothing here is read to decide; a version-guarded UPDATE
         // racing another waits for it and then matches zero rows (a Conflict).
-        self.in_tx(IsolationLevel::ReadCommitted, false, |db| apply(db, commit))
+        self.in_tx(IsolationLevel::ReadCommitted, false, |db| {
+            sql::apply(db, commit)
+        })
     }
 
     fn claimable_operations(&self, n: usize) -> Result<Vec<SfId>, StoreError> {
@@ -1019,12 +655,12 @@ impl Store for PostgresStore {
     }
 
     fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
-        self.read(|db| body(db, CART_BY_ID, id))
+        self.read(|db| sql::by_id(db, Table::Carts, id))
     }
 
     fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
         self.read(|db| {
-            bodies(
+            sql::listed(
                 db,
                 "SELECT body FROM cart_items WHERE cart_id = $1 ORDER BY id",
                 cart_id,
@@ -1033,12 +669,12 @@ impl Store for PostgresStore {
     }
 
     fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError> {
-        self.read(|db| body(db, SESSION_BY_ID, id))
+        self.read(|db| sql::by_id(db, Table::Sessions, id))
     }
 
     fn sessions_of(&self, cart_id: &SfId) -> Result<Vec<CartCheckoutSession>, StoreError> {
         self.read(|db| {
-            bodies(
+            sql::listed(
                 db,
                 "SELECT body FROM sessions WHERE cart_id = $1 ORDER BY seq",
                 cart_id,
@@ -1047,12 +683,12 @@ impl Store for PostgresStore {
     }
 
     fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError> {
-        self.read(|db| body(db, OPERATION_BY_ID, id))
+        self.read(|db| sql::by_id(db, Table::Operations, id))
     }
 
     fn operations_of(&self, cart_id: &SfId) -> Result<Vec<BackgroundOperation>, StoreError> {
         self.read(|db| {
-            bodies(
+            sql::listed(
                 db,
                 "SELECT body FROM operations WHERE cart_id = $1 ORDER BY submitted_at, seq",
                 cart_id,
@@ -1062,7 +698,7 @@ impl Store for PostgresStore {
 
     fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError> {
         self.read(|db| {
-            bodies(
+            sql::listed(
                 db,
                 "SELECT body FROM validation_outputs WHERE cart_id = $1 ORDER BY seq",
                 cart_id,
@@ -1071,20 +707,20 @@ impl Store for PostgresStore {
     }
 
     fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
-        self.read(|db| body(db, "SELECT body FROM cart_items WHERE id = $1", id))
+        self.read(|db| sql::by_id(db, Table::CartItems, id))
     }
 
     fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {
-        self.read(|db| body(db, "SELECT body FROM validation_outputs WHERE id = $1", id))
+        self.read(|db| sql::by_id(db, Table::Outputs, id))
     }
 
     fn order(&self, id: &SfId) -> Result<Option<Order>, StoreError> {
-        self.read(|db| body(db, ORDER_BY_ID, id))
+        self.read(|db| sql::by_id(db, Table::Orders, id))
     }
 
     fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError> {
         self.read(|db| {
-            bodies(
+            sql::listed(
                 db,
                 "SELECT body FROM history WHERE cart_id = $1 ORDER BY seq",
                 cart_id,

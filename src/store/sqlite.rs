@@ -6,10 +6,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{
     Connection, ErrorCode, OptionalExtension, Transaction, TransactionBehavior, params,
 };
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
@@ -18,6 +18,7 @@ use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, Order,
     SfId, User, WebCart, WebStore,
 };
+use crate::store::sql::{self, SqlTx, Table, Value};
 use crate::store::{
     Commit, DataSet, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey, StockLevel, Store,
     key_state,
@@ -71,35 +72,51 @@ fn write_error(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Rewrites which records each holder holds (the statements prepared once per connection).
-fn reindex(tx: &Transaction<'_>, held: Vec<(SfId, Vec<SfId>)>) -> Result<(), StoreError> {
-    let mut forget = tx
-        .prepare_cached("DELETE FROM record_owners WHERE owner_id = ?1")
-        .map_err(io)?;
-    let mut hold = tx
-        .prepare_cached(
-            "INSERT INTO record_owners (id, owner_id) VALUES (?1, ?2)
-             ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id",
-        )
-        .map_err(io)?;
-    for (holder, children) in held {
-        forget
-            .execute(params![holder.as_str()])
-            .map_err(write_error)?;
-        for child in children {
-            hold.execute(params![child.as_str(), holder.as_str()])
-                .map_err(write_error)?;
-        }
+/// A transaction as the shared SQL path runs it.
+struct Sqlite<'a>(&'a Transaction<'a>);
+
+impl rusqlite::ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            Value::Int(n) => ToSqlOutput::Owned(SqlValue::Integer(*n)),
+            Value::Bool(flag) => ToSqlOutput::Owned(SqlValue::Integer(i64::from(*flag))),
+            Value::Json(raw) => ToSqlOutput::Borrowed(ValueRef::Text(raw.get().as_bytes())),
+            Value::Time(Some(t)) => ToSqlOutput::Owned(SqlValue::Text(time(t))),
+            Value::Time(None) => ToSqlOutput::Owned(SqlValue::Null),
+        })
     }
-    Ok(())
+}
+
+impl SqlTx for Sqlite<'_> {
+    fn execute(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<u64, StoreError> {
+        let written = run(self.0, sql, rusqlite::params_from_iter(params)).map_err(write_error)?;
+        Ok(written as u64)
+    }
+
+    fn records<T: DeserializeOwned>(
+        &mut self,
+        sql: &'static str,
+        params: &[Value<'_>],
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.0.prepare_cached(sql).map_err(io)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(io)?;
+        let mut records = Vec::new();
+        while let Some(row) = rows.next().map_err(io)? {
+            let text = row.get_ref(0).map_err(io)?.as_str().map_err(io)?;
+            records.push(from_json(text)?);
+        }
+        Ok(records)
+    }
+
+    fn exists(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<bool, StoreError> {
+        let mut stmt = self.0.prepare_cached(sql).map_err(io)?;
+        stmt.exists(rusqlite::params_from_iter(params)).map_err(io)
+    }
 }
 
 fn time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
-
-fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(io)
 }
 
 fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
@@ -184,39 +201,8 @@ impl SqliteStore {
 
     /// Adds every record of a data set in one transaction (for seeding a new database).
     pub fn import(&self, data: &DataSet) -> Result<(), StoreError> {
-        data.validate()
-            .map_err(|e| StoreError::Invariant(e.to_string()))?;
         self.in_tx(TransactionBehavior::Immediate, |tx| {
-            for r in &data.stores {
-                insert_body(tx, "stores", &r.id, r)?;
-            }
-            for r in &data.accounts {
-                insert_body(tx, "accounts", &r.id, r)?;
-            }
-            for r in &data.users {
-                insert_body(tx, "users", &r.id, r)?;
-            }
-            for r in &data.carts {
-                run(
-                    tx,
-                    "INSERT INTO carts (id, version, status, body) VALUES (?1, ?2, ?3, ?4)",
-                    params![
-                        r.id.as_str(),
-                        r.version as i64,
-                        r.status.as_str(),
-                        to_json(r)?
-                    ],
-                )
-                .map_err(write_error)?;
-            }
-            for r in &data.items {
-                run(
-                    tx,
-                    "INSERT INTO cart_items (id, cart_id, body) VALUES (?1, ?2, ?3)",
-                    params![r.id.as_str(), r.cart_id.as_str(), to_json(r)?],
-                )
-                .map_err(write_error)?;
-            }
+            sql::import(&mut Sqlite(tx), data)?;
             for s in &data.stock {
                 run(
                     tx,
@@ -225,22 +211,7 @@ impl SqliteStore {
                 )
                 .map_err(write_error)?;
             }
-            for r in &data.sessions {
-                insert_session(tx, r)?;
-            }
-            for r in &data.operations {
-                insert_operation(tx, r)?;
-            }
-            for r in &data.validation_outputs {
-                insert_output(tx, r)?;
-            }
-            for o in &data.orders {
-                insert_order(tx, o)?;
-            }
-            for h in &data.history {
-                insert_history(tx, h)?;
-            }
-            reindex(tx, crate::store::held_in_dataset(data))
+            Ok(())
         })
     }
 
@@ -400,342 +371,18 @@ fn one_row<T>(
     tx.prepare_cached(sql)?.query_row(params, row)
 }
 
-fn insert_body<T: Serialize>(
-    tx: &Transaction<'_>,
-    table: &str,
-    id: &SfId,
-    record: &T,
-) -> Result<(), StoreError> {
-    run(
-        tx,
-        &format!("INSERT INTO {table} (id, body) VALUES (?1, ?2)"),
-        params![id.as_str(), to_json(record)?],
-    )
-    .map_err(write_error)?;
-    Ok(())
-}
-
-fn insert_session(tx: &Transaction<'_>, s: &CartCheckoutSession) -> Result<(), StoreError> {
-    run(tx,
-        "INSERT INTO sessions (id, cart_id, version, is_archived, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![s.id.as_str(), s.web_cart_id.as_str(), s.version as i64, s.is_archived, to_json(s)?],
-    )
-    .map_err(write_error)?;
-    Ok(())
-}
-
-fn insert_operation(tx: &Transaction<'_>, op: &BackgroundOperation) -> Result<(), StoreError> {
-    run(
-        tx,
-        "INSERT INTO operations (id, cart_id, version, status, submitted_at, expires_at, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            op.id.as_str(),
-            op.cart_id.as_str(),
-            op.version as i64,
-            op.status.as_str(),
-            time(&op.submitted_at),
-            op.expires_at.as_ref().map(time),
-            to_json(op)?
-        ],
-    )
-    .map_err(write_error)?;
-    Ok(())
-}
-
-fn insert_output(tx: &Transaction<'_>, o: &CartValidationOutput) -> Result<(), StoreError> {
-    run(
-        tx,
-        "INSERT INTO validation_outputs (id, cart_id, body) VALUES (?1, ?2, ?3)",
-        params![o.id.as_str(), o.cart_id.as_str(), to_json(o)?],
-    )
-    .map_err(write_error)?;
-    Ok(())
-}
-
-fn insert_order(tx: &Transaction<'_>, o: &Order) -> Result<(), StoreError> {
-    run(
-        tx,
-        "INSERT INTO orders (id, cart_id, version, status, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            o.id.as_str(),
-            o.cart_id.as_str(),
-            o.version as i64,
-            o.status.as_str(),
-            to_json(o)?
-        ],
-    )
-    .map_err(write_error)?;
-    Ok(())
-}
-
-fn insert_history(tx: &Transaction<'_>, h: &HistoryEntry) -> Result<(), StoreError> {
-    run(
-        tx,
-        "INSERT INTO history (cart_id, body) VALUES (?1, ?2)",
-        params![h.cart_id.as_str(), to_json(h)?],
-    )
-    .map_err(write_error)?;
-    Ok(())
-}
-
-/// Whether `table` holds a record with this ID.
-fn exists(tx: &Transaction<'_>, table: &str, id: &SfId) -> Result<bool, StoreError> {
-    one_row(
-        tx,
-        &format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ?1)"),
-        [id.as_str()],
-        |r| r.get(0),
-    )
-    .map_err(io)
-}
-
-/// One record's body by ID.
-fn body<T: DeserializeOwned>(
-    tx: &Transaction<'_>,
-    table: &str,
-    id: &SfId,
-) -> Result<Option<T>, StoreError> {
-    let text: Option<String> = one_row(
-        tx,
-        &format!("SELECT body FROM {table} WHERE id = ?1"),
-        [id.as_str()],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(io)?;
-    text.map(|t| from_json(&t)).transpose()
-}
-
-/// Every body a query returns.
-fn bodies<T: DeserializeOwned>(
-    tx: &Transaction<'_>,
-    sql: &str,
-    key: &str,
-) -> Result<Vec<T>, StoreError> {
-    let mut stmt = tx.prepare_cached(sql).map_err(io)?;
-    let rows = stmt
-        .query_map([key], |r| r.get::<_, String>(0))
-        .map_err(io)?;
-    let mut out = Vec::new();
-    for row in rows {
-        out.push(from_json(&row.map_err(io)?)?);
-    }
-    Ok(out)
-}
-
-fn cart_snapshot(tx: &Transaction<'_>, cart_id: &SfId) -> Result<Snapshot, StoreError> {
-    let Some(cart) = body::<WebCart>(tx, "carts", cart_id)? else {
-        return Ok(Snapshot::default());
-    };
-    let session: Option<CartCheckoutSession> = bodies(
-        tx,
-        "SELECT body FROM sessions WHERE cart_id = ?1 AND is_archived = 0",
-        cart_id.as_str(),
-    )?
-    .into_iter()
-    .next();
-    let operation = match session.as_ref().and_then(|s| s.background_operation_id) {
-        Some(op) => body(tx, "operations", &op)?,
-        None => None,
-    };
-    let active: i64 = one_row(
-        tx,
-        "SELECT COUNT(*) FROM operations WHERE cart_id = ?1 AND status IN ('New', 'Running')",
-        [cart_id.as_str()],
-        |r| r.get(0),
-    )
-    .map_err(io)?;
-    let order = match session.as_ref().and_then(|s| s.order_id) {
-        Some(id) => body(tx, "orders", &id)?,
-        None => None,
-    };
-    let has_error_outputs: bool = one_row(
-        tx,
-        "SELECT EXISTS (SELECT 1 FROM validation_outputs WHERE cart_id = ?1
-               AND json_extract(body, '$.Level') = 'Error'
-               AND NOT json_extract(body, '$.IsDismissed'))",
-        [cart_id.as_str()],
-        |r| r.get(0),
-    )
-    .map_err(io)?;
-    Ok(Snapshot {
-        user: None,
-        store: body(tx, "stores", &cart.web_store_id)?,
-        account: body(tx, "accounts", &cart.account_id)?,
-        cart: Some(cart),
-        session,
-        operation,
-        cart_has_active_operation: active > 0,
-        order,
-        has_error_outputs,
-        edited_item: None,
-        lines: Vec::new(),
-    })
-}
-
-fn conflict(kind: &str, id: &SfId, expected: u64) -> StoreError {
-    StoreError::Conflict(format!("{kind} {id} is no longer at version {expected}"))
-}
-
 impl Store for SqliteStore {
     fn user(&self, id: &SfId) -> Result<Option<User>, StoreError> {
-        self.read(|tx| body(tx, "users", id))
+        self.read(|tx| sql::by_id(&mut Sqlite(tx), Table::Users, id))
     }
 
     fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError> {
-        self.read(|tx| match key {
-            LoadKey::Cart(cart) => cart_snapshot(tx, &cart),
-            LoadKey::Session(id) => match body::<CartCheckoutSession>(tx, "sessions", &id)? {
-                None => Ok(Snapshot::default()),
-                Some(session) => {
-                    let mut snap = cart_snapshot(tx, &session.web_cart_id)?;
-                    snap.operation = match session.background_operation_id {
-                        Some(op) => body(tx, "operations", &op)?,
-                        None => None,
-                    };
-                    snap.session = Some(session);
-                    Ok(snap)
-                }
-            },
-            LoadKey::Operation(id) => match body::<BackgroundOperation>(tx, "operations", &id)? {
-                None => Ok(Snapshot::default()),
-                Some(op) => {
-                    let mut snap = cart_snapshot(tx, &op.cart_id)?;
-                    snap.session = body(tx, "sessions", &op.checkout_session_id)?;
-                    snap.operation = Some(op);
-                    Ok(snap)
-                }
-            },
-        })
+        self.read(|tx| sql::snapshot(&mut Sqlite(tx), key))
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        let changes = &commit.changes;
         self.in_tx(TransactionBehavior::Immediate, |tx| {
-            for cart in &changes.carts {
-                let updated = run(tx,
-                        "UPDATE carts SET version = ?1, status = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
-                        params![
-                            cart.version as i64,
-                            cart.status.as_str(),
-                            to_json(cart)?,
-                            cart.id.as_str(),
-                            cart.version as i64 - 1
-                        ],
-                    )
-                    .map_err(write_error)?;
-                if updated != 1 {
-                    return Err(conflict("cart", &cart.id, cart.version - 1));
-                }
-            }
-            if let Some(item) = changes
-                .items
-                .iter()
-                .find(|i| !changes.carts.iter().any(|c| c.id == i.cart_id))
-            {
-                return Err(StoreError::Invariant(format!(
-                    "line {} is written without its cart {}, whose version guards it",
-                    item.id, item.cart_id
-                )));
-            }
-            for cart in &changes.carts {
-                for removed in &changes.removed_items {
-                    run(tx,
-                        "DELETE FROM cart_items WHERE id = ?1 AND cart_id = ?2",
-                        params![removed.as_str(), cart.id.as_str()],
-                    )
-                    .map_err(write_error)?;
-                }
-            }
-            for item in &changes.items {
-                run(tx,
-                    "INSERT INTO cart_items (id, cart_id, body) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (id) DO UPDATE SET body = excluded.body
-                     WHERE cart_items.cart_id = excluded.cart_id",
-                    params![item.id.as_str(), item.cart_id.as_str(), to_json(item)?],
-                )
-                .map_err(write_error)?;
-            }
-            // Archive before activating, so a restart's archive-then-create passes the index.
-            let (archiving, others): (Vec<_>, Vec<_>) =
-                changes.sessions.iter().partition(|s| s.is_archived);
-            for s in archiving.into_iter().chain(others) {
-
-                let updated = run(tx,
-                        "UPDATE sessions SET version = ?1, is_archived = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
-                        params![s.version as i64, s.is_archived, to_json(s)?, s.id.as_str(), s.version as i64 - 1],
-                    )
-                    .map_err(write_error)?;
-                if updated != 1 {
-                    // Version 1 is a new record (or one imported at version 0, updated above).
-                    if s.version == 1 && !exists(tx, "sessions", &s.id)? {
-                        insert_session(tx, s)?;
-                        continue;
-                    }
-                    return Err(conflict("session", &s.id, s.version.saturating_sub(1)));
-                }
-            }
-            let (ending, others): (Vec<_>, Vec<_>) =
-                changes.operations.iter().partition(|o| !o.status.is_active());
-            for op in ending.into_iter().chain(others) {
-
-                let updated = run(tx,
-                        "UPDATE operations SET version = ?1, status = ?2, expires_at = ?3, body = ?4
-                         WHERE id = ?5 AND version = ?6",
-                        params![
-                            op.version as i64,
-                            op.status.as_str(),
-                            op.expires_at.as_ref().map(time),
-                            to_json(op)?,
-                            op.id.as_str(),
-                            op.version as i64 - 1
-                        ],
-                    )
-                    .map_err(write_error)?;
-                if updated != 1 {
-                    // Version 1 is a new record (or one imported at version 0, updated above).
-                    if op.version == 1 && !exists(tx, "operations", &op.id)? {
-                        insert_operation(tx, op)?;
-                        continue;
-                    }
-                    return Err(conflict("operation", &op.id, op.version.saturating_sub(1)));
-                }
-            }
-            for order in &changes.orders {
-
-                let updated = run(tx,
-                        "UPDATE orders SET version = ?1, status = ?2, body = ?3 WHERE id = ?4 AND version = ?5",
-                        params![
-                            order.version as i64,
-                            order.status.as_str(),
-                            to_json(order)?,
-                            order.id.as_str(),
-                            order.version as i64 - 1
-                        ],
-                    )
-                    .map_err(write_error)?;
-                if updated != 1 {
-                    // Version 1 is a new record (or one imported at version 0, updated above).
-                    if order.version == 1 && !exists(tx, "orders", &order.id)? {
-                        insert_order(tx, order)?;
-                        continue;
-                    }
-                    return Err(conflict("order", &order.id, order.version.saturating_sub(1)));
-                }
-            }
-            if let Some(cart) = changes.clear_outputs_of {
-                run(tx, "DELETE FROM validation_outputs WHERE cart_id = ?1", [cart.as_str()])
-                    .map_err(write_error)?;
-            }
-            for output in &changes.outputs {
-                insert_output(tx, output)?;
-            }
-            for entry in &commit.history {
-                insert_history(tx, entry)?;
-            }
-            reindex(tx, crate::store::held_records(changes))?;
-            Ok(())
+            sql::apply(&mut Sqlite(tx), commit)
         })
     }
 
@@ -785,75 +432,75 @@ impl Store for SqliteStore {
     }
 
     fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {
-        self.read(|tx| body(tx, "carts", id))
+        self.read(|tx| sql::by_id(&mut Sqlite(tx), Table::Carts, id))
     }
 
     fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
         self.read(|tx| {
-            bodies(
-                tx,
-                "SELECT body FROM cart_items WHERE cart_id = ?1 ORDER BY id",
-                cart_id.as_str(),
+            sql::listed(
+                &mut Sqlite(tx),
+                "SELECT body FROM cart_items WHERE cart_id = $1 ORDER BY id",
+                cart_id,
             )
         })
     }
 
     fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
-        self.read(|tx| body(tx, "cart_items", id))
+        self.read(|tx| sql::by_id(&mut Sqlite(tx), Table::CartItems, id))
     }
 
     fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {
-        self.read(|tx| body(tx, "validation_outputs", id))
+        self.read(|tx| sql::by_id(&mut Sqlite(tx), Table::Outputs, id))
     }
 
     fn session(&self, id: &SfId) -> Result<Option<CartCheckoutSession>, StoreError> {
-        self.read(|tx| body(tx, "sessions", id))
+        self.read(|tx| sql::by_id(&mut Sqlite(tx), Table::Sessions, id))
     }
 
     fn sessions_of(&self, cart_id: &SfId) -> Result<Vec<CartCheckoutSession>, StoreError> {
         self.read(|tx| {
-            bodies(
-                tx,
-                "SELECT body FROM sessions WHERE cart_id = ?1 ORDER BY rowid",
-                cart_id.as_str(),
+            sql::listed(
+                &mut Sqlite(tx),
+                "SELECT body FROM sessions WHERE cart_id = $1 ORDER BY rowid",
+                cart_id,
             )
         })
     }
 
     fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError> {
-        self.read(|tx| body(tx, "operations", id))
+        self.read(|tx| sql::by_id(&mut Sqlite(tx), Table::Operations, id))
     }
 
     fn operations_of(&self, cart_id: &SfId) -> Result<Vec<BackgroundOperation>, StoreError> {
         self.read(|tx| {
-            bodies(
-                tx,
-                "SELECT body FROM operations WHERE cart_id = ?1 ORDER BY submitted_at, rowid",
-                cart_id.as_str(),
+            sql::listed(
+                &mut Sqlite(tx),
+                "SELECT body FROM operations WHERE cart_id = $1 ORDER BY submitted_at, rowid",
+                cart_id,
             )
         })
     }
 
     fn order(&self, id: &SfId) -> Result<Option<Order>, StoreError> {
-        self.read(|tx| body(tx, "orders", id))
+        self.read(|tx| sql::by_id(&mut Sqlite(tx), Table::Orders, id))
     }
 
     fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError> {
         self.read(|tx| {
-            bodies(
-                tx,
-                "SELECT body FROM validation_outputs WHERE cart_id = ?1 ORDER BY rowid",
-                cart_id.as_str(),
+            sql::listed(
+                &mut Sqlite(tx),
+                "SELECT body FROM validation_outputs WHERE cart_id = $1 ORDER BY rowid",
+                cart_id,
             )
         })
     }
 
     fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError> {
         self.read(|tx| {
-            bodies(
-                tx,
-                "SELECT body FROM history WHERE cart_id = ?1 ORDER BY seq",
-                cart_id.as_str(),
+            sql::listed(
+                &mut Sqlite(tx),
+                "SELECT body FROM history WHERE cart_id = $1 ORDER BY seq",
+                cart_id,
             )
         })
     }
@@ -969,5 +616,30 @@ impl Store for SqliteStore {
             }
             Ok(counts)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite numbers `$n` placeholders in the order they first appear and binds by that
+    /// number: the shared statements must name `$1`, `$2`, ... in that order.
+    #[test]
+    fn every_shared_statement_names_its_placeholders_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("cartflow.db"), Durability::Normal).unwrap();
+        let conn = store.take().unwrap();
+        for statement in sql::STATEMENTS {
+            let prepared = conn.prepare(statement).unwrap();
+            assert!(prepared.parameter_count() > 0, "{statement}");
+            for n in 1..=prepared.parameter_count() {
+                assert_eq!(
+                    prepared.parameter_name(n),
+                    Some(format!("${n}").as_str()),
+                    "{statement}"
+                );
+            }
+        }
     }
 }
