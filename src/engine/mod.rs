@@ -21,7 +21,7 @@ use crate::machine::{
     SessionNode, Snapshot, StepKind, Target, TransitionTable, Unmet, WorkerCommand,
 };
 use crate::model::{BackgroundOperation, KeyPrefix, OperationStatus, SfId};
-use crate::store::{Commit, HistoryEntry, LoadKey, Store};
+use crate::store::{Commit, HistoryEntry, LoadKey, Reads, Store, load_reads};
 
 /// A command as the engine carries it out: a user's, or one of its own workers'.
 #[derive(Debug, Clone, Copy)]
@@ -182,43 +182,17 @@ impl Engine {
 
     /// Loads what `command` needs, with `actor` as the acting user (`None`: a worker).
     fn load(&self, actor: Option<&str>, command: &Command) -> Result<Snapshot, CheckoutError> {
-        let key = match command.target() {
-            Target::Cart(raw) => SfId::parse_kind(&raw, KeyPrefix::WebCart)
-                .ok()
-                .map(LoadKey::Cart),
-            Target::Session(raw) => SfId::parse(&raw).ok().map(LoadKey::Session),
+        let snapshot = match reads_of(actor, command) {
+            Some(reads) => load_reads(self.store.as_ref(), &reads)?,
+            None => Snapshot {
+                user: match actor.map(SfId::parse) {
+                    Some(Ok(id)) => self.store.user(&id)?,
+                    _ => None,
+                },
+                ..Snapshot::default()
+            },
         };
-        let mut snapshot = match key {
-            Some(key) => self.store.load(key)?,
-            None => Snapshot::default(),
-        };
-        // An input that changes amounts, or an edit of the lines, which drops them: the cart's
-        // lines, read after the cart, whose version the commit checks.
-        if matches!(
-            command,
-            Command::SetDetails { .. }
-                | Command::SetDeliveryMethod { .. }
-                | Command::EditCart { .. }
-        ) && let Some(cart) = &snapshot.cart
-        {
-            snapshot.lines = self.store.cart_items(&cart.id)?;
-        }
-        // An edit naming a line: the line, if it is one of the cart's.
-        if let Command::EditCart {
-            edit:
-                crate::machine::CartEdit::SetQuantity { item_id, .. }
-                | crate::machine::CartEdit::RemoveItem { item_id },
-            ..
-        } = command
-            && let Ok(item) = SfId::parse(item_id)
-        {
-            snapshot.edited_item = snapshot.lines.iter().find(|line| line.id == item).cloned();
-        }
-        snapshot.user = match actor.map(SfId::parse) {
-            Some(Ok(id)) => self.store.user(&id)?,
-            _ => None,
-        };
-        Ok(snapshot)
+        Ok(with_edited_item(command, snapshot))
     }
 
     /// Carries out a command as `actor` (a user ID as given): decides it against a fresh
@@ -330,19 +304,39 @@ impl Engine {
     fn execute_as(&self, actor: Option<&str>, input: Input<'_>) -> Result<Output, CheckoutError> {
         let _span = tracing::info_span!("command", event = %input.event(&self.table)).entered();
         let actor_id = actor.and_then(|a| SfId::parse(a).ok());
-        for _ in 0..self.config.max_attempts.max(1) {
+        let reads = match input {
+            Input::User(command) => reads_of(actor, command),
+            Input::Worker(command) => Some(Reads {
+                key: LoadKey::Operation(command.operation_id()),
+                lines: false,
+                user: None,
+            }),
+        };
+        let Some(reads) = reads else {
+            // A target that is no ID names no record: decided on no cart, it writes nothing.
             let snapshot = match input {
                 Input::User(command) => self.load(actor, command)?,
-                Input::Worker(command) => self
-                    .store
-                    .load(LoadKey::Operation(command.operation_id()))?,
+                Input::Worker(_) => Snapshot::default(),
             };
-            let prepared = self.prepare(actor_id, &snapshot, input)?;
-            let Some(commit) = prepared.commit else {
-                return Ok(prepared.output);
-            };
-            match self.store.commit(&commit) {
+            return Ok(self.prepare(actor_id, &snapshot, input)?.output);
+        };
+        for _ in 0..self.config.max_attempts.max(1) {
+            let mut decided = None;
+            let result = self.store.transact(&reads, &mut |snapshot| {
+                let snapshot = match input {
+                    Input::User(command) => with_edited_item(command, snapshot),
+                    Input::Worker(_) => snapshot,
+                };
+                let mut prepared = self.prepare(actor_id, &snapshot, input);
+                let commit = prepared.as_mut().ok().and_then(|p| p.commit.take());
+                decided = Some(prepared);
+                Ok(commit)
+            });
+            match result {
                 Ok(()) => {
+                    let prepared = decided.ok_or_else(|| {
+                        StoreError::Io("the store answered without deciding".into())
+                    })??;
                     if prepared.creates_work {
                         self.signal.notify();
                     }
@@ -541,4 +535,36 @@ impl Engine {
     pub(crate) fn integrations(&self) -> &Integrations {
         &self.integrations
     }
+}
+
+/// What `command` reads, with `actor` as the acting user (`None`: a worker); `None` when its
+/// target is no ID at all.
+fn reads_of(actor: Option<&str>, command: &Command) -> Option<Reads> {
+    let key = match command.target() {
+        Target::Cart(raw) => LoadKey::Cart(SfId::parse_kind(&raw, KeyPrefix::WebCart).ok()?),
+        Target::Session(raw) => LoadKey::Session(SfId::parse(&raw).ok()?),
+    };
+    // An input that changes amounts, or an edit of the lines, which drops them: the cart's
+    // lines, read in the view of the cart, whose version the commit checks.
+    let lines = matches!(
+        command,
+        Command::SetDetails { .. } | Command::SetDeliveryMethod { .. } | Command::EditCart { .. }
+    );
+    let user = actor.and_then(|a| SfId::parse(a).ok());
+    Some(Reads { key, lines, user })
+}
+
+/// An edit naming a line gets the line, if it is one of the cart's.
+fn with_edited_item(command: &Command, mut snapshot: Snapshot) -> Snapshot {
+    if let Command::EditCart {
+        edit:
+            crate::machine::CartEdit::SetQuantity { item_id, .. }
+            | crate::machine::CartEdit::RemoveItem { item_id },
+        ..
+    } = command
+        && let Ok(item) = SfId::parse(item_id)
+    {
+        snapshot.edited_item = snapshot.lines.iter().find(|line| line.id == item).cloned();
+    }
+    snapshot
 }

@@ -12,8 +12,8 @@ use crate::model::{
     User, WebCart, WebStore,
 };
 use crate::store::{
-    Commit, DataSet, DataSetError, HistoryEntry, KeptAnswer, KeyEntry, KeyState, KeyedRequest,
-    LoadKey, StockLevel, Store,
+    Commit, DataSet, DataSetError, DecideFn, HistoryEntry, KeptAnswer, KeyEntry, KeyState,
+    KeyedRequest, LoadKey, Reads, StockLevel, Store,
 };
 
 #[derive(Debug, Default)]
@@ -105,6 +105,33 @@ impl Tables {
             .get(operation)
             .and_then(|op| self.carts.get(&op.cart_id))
             .is_some_and(|cart| cart.status == crate::model::CartStatus::Closed)
+    }
+
+    fn snapshot(&self, key: LoadKey) -> Snapshot {
+        match key {
+            LoadKey::Cart(cart) => self.cart_snapshot(cart),
+            LoadKey::Session(id) => match self.sessions.get(&id) {
+                None => Snapshot::default(),
+                Some(session) => {
+                    let mut snap = self.cart_snapshot(session.web_cart_id);
+                    snap.operation = session
+                        .background_operation_id
+                        .and_then(|op| self.operations.get(&op))
+                        .cloned();
+                    snap.session = Some(session.clone());
+                    snap
+                }
+            },
+            LoadKey::Operation(id) => match self.operations.get(&id) {
+                None => Snapshot::default(),
+                Some(op) => {
+                    let mut snap = self.cart_snapshot(op.cart_id);
+                    snap.session = self.sessions.get(&op.checkout_session_id).cloned();
+                    snap.operation = Some(op.clone());
+                    snap
+                }
+            },
+        }
     }
 
     fn cart_snapshot(&self, cart_id: SfId) -> Snapshot {
@@ -402,31 +429,26 @@ impl Store for MemoryStore {
     }
 
     fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError> {
-        let t = self.read();
-        Ok(match key {
-            LoadKey::Cart(cart) => t.cart_snapshot(cart),
-            LoadKey::Session(id) => match t.sessions.get(&id) {
-                None => Snapshot::default(),
-                Some(session) => {
-                    let mut snap = t.cart_snapshot(session.web_cart_id);
-                    snap.operation = session
-                        .background_operation_id
-                        .and_then(|op| t.operations.get(&op))
-                        .cloned();
-                    snap.session = Some(session.clone());
-                    snap
-                }
-            },
-            LoadKey::Operation(id) => match t.operations.get(&id) {
-                None => Snapshot::default(),
-                Some(op) => {
-                    let mut snap = t.cart_snapshot(op.cart_id);
-                    snap.session = t.sessions.get(&op.checkout_session_id).cloned();
-                    snap.operation = Some(op.clone());
-                    snap
-                }
-            },
-        })
+        Ok(self.read().snapshot(key))
+    }
+
+    /// Reads, decides and applies under one write lock: no commit can come in between.
+    fn transact(&self, reads: &Reads, decide: &mut DecideFn<'_>) -> Result<(), StoreError> {
+        let mut t = self.write();
+        let mut snapshot = t.snapshot(reads.key);
+        if reads.lines
+            && let Some(cart) = &snapshot.cart
+        {
+            snapshot.lines = t.items.get(&cart.id).cloned().unwrap_or_default();
+        }
+        if let Some(user) = &reads.user {
+            snapshot.user = t.users.get(user).cloned();
+        }
+        if let Some(commit) = decide(snapshot)? {
+            t.check(&commit)?;
+            t.apply(&commit);
+        }
+        Ok(())
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {

@@ -140,6 +140,35 @@ pub enum LoadKey {
     Operation(SfId),
 }
 
+/// What one command reads, in one consistent view: a snapshot, and with it the cart's lines
+/// and the acting user when the command needs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reads {
+    /// The snapshot's key.
+    pub key: LoadKey,
+    /// Whether the cart's lines are read too (into [`Snapshot::lines`], in Id order).
+    pub lines: bool,
+    /// The acting user to read (into [`Snapshot::user`]), or `None` for a worker.
+    pub user: Option<SfId>,
+}
+
+/// Decides on what was read: the commit to apply, or `None` to write nothing.
+pub type DecideFn<'a> = dyn FnMut(Snapshot) -> Result<Option<Commit>, StoreError> + 'a;
+
+/// Reads `reads` with one load and, where asked, one read each of the lines and the user.
+pub fn load_reads<S: Store + ?Sized>(store: &S, reads: &Reads) -> Result<Snapshot, StoreError> {
+    let mut snapshot = store.load(reads.key)?;
+    if reads.lines
+        && let Some(cart) = &snapshot.cart
+    {
+        snapshot.lines = store.cart_items(&cart.id)?;
+    }
+    if let Some(user) = &reads.user {
+        snapshot.user = store.user(user)?;
+    }
+    Ok(snapshot)
+}
+
 /// The contract every store keeps: consistent snapshots, and commits that apply every record
 /// or none, each only where the stored version is the one the decision read. A store also
 /// refuses a commit that would give a cart two New or Running operations or two active
@@ -152,6 +181,17 @@ pub trait Store: Send + Sync {
     fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError>;
     /// Applies a commit atomically; [`StoreError::Conflict`] when a version moved.
     fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+    /// Reads `reads` and applies the commit `decide` answers for them. Stores that can do
+    /// both in one transaction override this, so that one command costs one transaction and
+    /// no other commit can come in between. By default it is [`load_reads`] and then
+    /// [`Store::commit`], whose compare-and-set refuses a commit that came in between
+    /// ([`StoreError::Conflict`]: the caller decides again).
+    fn transact(&self, reads: &Reads, decide: &mut DecideFn<'_>) -> Result<(), StoreError> {
+        match decide(load_reads(self, reads)?)? {
+            Some(commit) => self.commit(&commit),
+            None => Ok(()),
+        }
+    }
     /// Up to `limit` New operations of carts that are not Closed, oldest first.
     fn claimable_operations(&self, limit: usize) -> Result<Vec<SfId>, StoreError>;
     /// Up to `limit` Running operations whose lease has ended by `now` (at `now` or before),

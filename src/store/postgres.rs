@@ -23,8 +23,8 @@ use crate::model::{
 };
 use crate::store::sql::{self, SqlTx, Table, Value};
 use crate::store::{
-    ClaimFn, Commit, DataSet, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey,
-    StockLevel, Store, key_state,
+    ClaimFn, Commit, DataSet, DecideFn, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey,
+    Reads, StockLevel, Store, key_state,
 };
 
 /// The schema migrations, in order; schema version N is the first N applied.
@@ -607,6 +607,15 @@ impl Store for PostgresStore {
         // racing another waits for it and then matches zero rows (a Conflict).
         self.in_tx(IsolationLevel::ReadCommitted, false, |db| {
             sql::apply(db, commit)
+        })
+    }
+
+    /// One REPEATABLE READ transaction for the reads, the decision and the writes: a row
+    /// another commit changed after the reads makes the writes a serialization failure
+    /// ([`StoreError::Conflict`]), and the caller decides again.
+    fn transact(&self, reads: &Reads, decide: &mut DecideFn<'_>) -> Result<(), StoreError> {
+        self.in_tx(IsolationLevel::RepeatableRead, false, |db| {
+            sql::transact(db, reads, decide)
         })
     }
 

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use crate::error::StoreError;
 use crate::machine::Snapshot;
 use crate::model::{BackgroundOperation, CartCheckoutSession, Order, SfId, WebCart};
-use crate::store::{Commit, DataSet, HistoryEntry, LoadKey};
+use crate::store::{Commit, DataSet, DecideFn, HistoryEntry, LoadKey, Reads};
 
 /// A value bound to a placeholder. Each dialect binds it as its columns hold it (a time is
 /// RFC 3339 text on SQLite and a `timestamptz` on PostgreSQL; a record is text or `jsonb`).
@@ -173,6 +173,34 @@ pub(crate) fn snapshot(tx: &mut impl SqlTx, key: LoadKey) -> Result<Snapshot, St
     }
 }
 
+const CART_LINES: &str = "SELECT body FROM cart_items WHERE cart_id = $1 ORDER BY id";
+
+/// Reads what a command reads, inside the caller's transaction.
+fn read(tx: &mut impl SqlTx, reads: &Reads) -> Result<Snapshot, StoreError> {
+    let mut snapshot = snapshot(tx, reads.key)?;
+    if reads.lines
+        && let Some(cart) = &snapshot.cart
+    {
+        snapshot.lines = listed(tx, CART_LINES, &cart.id)?;
+    }
+    if let Some(user) = &reads.user {
+        snapshot.user = by_id(tx, Table::Users, user)?;
+    }
+    Ok(snapshot)
+}
+
+/// Reads, decides and writes inside the caller's transaction.
+pub(crate) fn transact(
+    tx: &mut impl SqlTx,
+    reads: &Reads,
+    decide: &mut DecideFn<'_>,
+) -> Result<(), StoreError> {
+    match decide(read(tx, reads)?)? {
+        Some(commit) => apply(tx, &commit),
+        None => Ok(()),
+    }
+}
+
 fn cart_snapshot(tx: &mut impl SqlTx, cart_id: &SfId) -> Result<Snapshot, StoreError> {
     let Some(cart) = by_id::<WebCart>(tx, Table::Carts, cart_id)? else {
         return Ok(Snapshot::default());
@@ -243,6 +271,7 @@ const CART_EXISTS: &str = "SELECT 1 FROM carts WHERE id = $1";
 /// Every statement of this module, for the dialects' checks of their placeholders and plans.
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[&str] = &[
+    CART_LINES,
     ACTIVE_SESSION,
     HAS_ACTIVE_OPERATION,
     HAS_ERROR_OUTPUTS,

@@ -20,8 +20,8 @@ use crate::model::{
 };
 use crate::store::sql::{self, SqlTx, Table, Value};
 use crate::store::{
-    Commit, DataSet, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey, StockLevel, Store,
-    key_state,
+    Commit, DataSet, DecideFn, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey, Reads,
+    StockLevel, Store, key_state,
 };
 
 /// Prepared statements kept per connection: more than the store has (about 40).
@@ -383,6 +383,14 @@ impl Store for SqliteStore {
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         self.in_tx(TransactionBehavior::Immediate, |tx| {
             sql::apply(&mut Sqlite(tx), commit)
+        })
+    }
+
+    /// One `BEGIN IMMEDIATE` for the reads, the decision and the writes: the database's
+    /// write lock is held from the first read, so no commit of any process comes in between.
+    fn transact(&self, reads: &Reads, decide: &mut DecideFn<'_>) -> Result<(), StoreError> {
+        self.in_tx(TransactionBehavior::Immediate, |tx| {
+            sql::transact(&mut Sqlite(tx), reads, decide)
         })
     }
 
