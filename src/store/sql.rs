@@ -139,7 +139,7 @@ pub(crate) fn listed<T: DeserializeOwned>(
     tx.records(sql, &[Value::Text(key.as_str())])
 }
 
-const ACTIVE_SESSION: &str = "SELECT body FROM sessions WHERE cart_id = $1 AND is_archived = false";
+const ACTIVE_SESSION: &str = "SELECT body FROM sessions WHERE cart_id = $1 AND NOT is_archived";
 const HAS_ACTIVE_OPERATION: &str =
     "SELECT 1 FROM operations WHERE cart_id = $1 AND status IN ('New', 'Running') LIMIT 1";
 const HAS_ERROR_OUTPUTS: &str = "SELECT 1 FROM validation_outputs WHERE cart_id = $1

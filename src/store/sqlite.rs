@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_idempotency_keys.sql"),
     include_str!("../../migrations/sqlite/0003_record_owners.sql"),
     include_str!("../../migrations/sqlite/0004_hot_paths.sql"),
+    include_str!("../../migrations/sqlite/0005_shared_sql.sql"),
 ];
 
 /// How durable a commit is (SQLite's `synchronous` setting in WAL mode).
