@@ -216,6 +216,47 @@ fn lines_without_their_cart_or_of_another_cart_are_refused_alike_on_every_store(
     }
 }
 
+/// A record's text reaches the store as data, whatever it holds: quotes, dollar quotes,
+/// semicolons and SQL come back byte for byte, and nothing else is written.
+#[test]
+fn any_text_in_a_record_is_written_and_read_back_as_it_was() {
+    let texts = [
+        "it's",
+        "$q$'); DELETE FROM carts; --",
+        "$q$$q1$ $1 $$ \\ \" \u{0001} 🛒",
+    ];
+    for (name, open) in stores::all() {
+        let (store, _dir) = open(sample::dataset());
+        let cart_id = SampleCart::InStock.id();
+        for text in texts {
+            let mut cart = store.cart(&cart_id).unwrap().unwrap();
+            cart.version += 1;
+            cart.payment_token = Some(text.to_owned());
+            store
+                .commit(&commit(Changes {
+                    carts: vec![cart.clone()],
+                    ..Changes::default()
+                }))
+                .unwrap_or_else(|e| panic!("{name}: {text:?}: {e}"));
+            assert_eq!(store.cart(&cart_id).unwrap().unwrap(), cart, "{name}");
+        }
+        assert_eq!(
+            store
+                .cart(&SampleCart::ShortStock.id())
+                .unwrap()
+                .unwrap()
+                .version,
+            sample::dataset()
+                .carts
+                .iter()
+                .find(|c| c.id == SampleCart::ShortStock.id())
+                .unwrap()
+                .version,
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn the_store_refuses_a_second_active_session_or_operation() {
     for (name, open) in stores::all() {

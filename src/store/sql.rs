@@ -20,6 +20,10 @@ use crate::store::{Commit, DataSet, DecideFn, HistoryEntry, LoadKey, Reads};
 pub(crate) enum Value<'a> {
     /// Text, such as an ID.
     Text(&'a str),
+    /// An ID held by value.
+    Id(SfId),
+    /// A list of IDs (PostgreSQL's `text[]`; SQLite has no arrays).
+    Ids(Vec<SfId>),
     /// An integer, such as a version.
     Int(i64),
     /// A flag.
@@ -54,18 +58,15 @@ pub(crate) trait SqlTx {
     ) -> Result<Vec<T>, StoreError>;
     /// Whether the query returns a row.
     fn exists(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<bool, StoreError>;
-    /// Rewrites which records each holder holds: the holders' rows go, their children's come.
-    fn reindex(&mut self, held: Vec<(SfId, Vec<SfId>)>) -> Result<(), StoreError> {
-        for (holder, children) in &held {
-            self.execute(FORGET_HELD, &[Value::Text(holder.as_str())])?;
+    /// Adds the writes that record which records each holder now holds: the holders' rows
+    /// go, their children's come.
+    fn held_writes(&self, writes: &mut Vec<Write<'_>>, held: Vec<(SfId, Vec<SfId>)>) {
+        for (holder, children) in held {
+            writes.push(Write::any(FORGET_HELD, vec![Value::Id(holder)]));
             for child in children {
-                self.execute(
-                    HOLD,
-                    &[Value::Text(child.as_str()), Value::Text(holder.as_str())],
-                )?;
+                writes.push(Write::any(HOLD, vec![Value::Id(child), Value::Id(holder)]));
             }
         }
-        Ok(())
     }
 }
 
@@ -176,7 +177,7 @@ pub(crate) fn snapshot(tx: &mut impl SqlTx, key: LoadKey) -> Result<Snapshot, St
 const CART_LINES: &str = "SELECT body FROM cart_items WHERE cart_id = $1 ORDER BY id";
 
 /// Reads what a command reads, inside the caller's transaction.
-fn read(tx: &mut impl SqlTx, reads: &Reads) -> Result<Snapshot, StoreError> {
+pub(crate) fn read(tx: &mut impl SqlTx, reads: &Reads) -> Result<Snapshot, StoreError> {
     let mut snapshot = snapshot(tx, reads.key)?;
     if reads.lines
         && let Some(cart) = &snapshot.cart
@@ -300,160 +301,228 @@ pub(crate) const STATEMENTS: &[&str] = &[
     INSERT_ORDER,
 ];
 
-/// The error of a version-guarded write that matched no row: the stored version moved on.
-fn conflict(kind: &str, id: &SfId, version: u64) -> StoreError {
-    StoreError::Conflict(format!(
-        "{kind} {id} is no longer at version {}",
-        version.saturating_sub(1)
-    ))
+/// What a write must have written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// Any number of rows.
+    Any,
+    /// One row; otherwise the stored version moved on ([`StoreError::Conflict`]).
+    Version(String),
+    /// One row; otherwise the commit would break an invariant ([`StoreError::Invariant`]).
+    Invariant(String),
+    /// One row of a cart; otherwise the cart's version moved on, or there is no such cart
+    /// (an [`StoreError::Invariant`]: carts are never deleted).
+    Cart(SfId, String),
 }
 
-/// Writes a commit inside the caller's transaction: every update guarded by the version the
-/// decision read (a record at version 1 is new, or was imported at version 0), archives and
-/// endings before activations so that the unique indexes see the commit's end state. The
-/// caller rolls back on any error.
+/// One statement of a commit, with its values and the rows it must write.
+#[derive(Debug)]
+pub(crate) struct Write<'a> {
+    /// The statement.
+    pub sql: &'static str,
+    /// Its values, `$1` first.
+    pub params: Vec<Value<'a>>,
+    /// What it must have written.
+    pub expect: Expect,
+}
+
+impl<'a> Write<'a> {
+    /// A write that may write any number of rows.
+    pub(crate) fn any(sql: &'static str, params: Vec<Value<'a>>) -> Write<'a> {
+        Write {
+            sql,
+            params,
+            expect: Expect::Any,
+        }
+    }
+}
+
+/// The error of a write that did not write what it must have.
+pub(crate) fn refusal(tx: &mut impl SqlTx, expect: &Expect) -> Result<StoreError, StoreError> {
+    Ok(match expect {
+        Expect::Any => StoreError::Io("a write was refused".into()),
+        Expect::Version(message) => StoreError::Conflict(message.clone()),
+        Expect::Invariant(message) => StoreError::Invariant(message.clone()),
+        Expect::Cart(id, message) => {
+            if tx.exists(CART_EXISTS, &[Value::Text(id.as_str())])? {
+                StoreError::Conflict(message.clone())
+            } else {
+                StoreError::Invariant(format!("cart {id} does not exist"))
+            }
+        }
+    })
+}
+
+/// The message of a version-guarded write that matched no row: the stored version moved on.
+fn moved_on(kind: &str, id: &SfId, version: u64) -> String {
+    format!(
+        "{kind} {id} is no longer at version {}",
+        version.saturating_sub(1)
+    )
+}
+
+/// Writes a commit inside the caller's transaction, statement by statement; the caller rolls
+/// back on any error.
 pub(crate) fn apply(tx: &mut impl SqlTx, commit: &Commit) -> Result<(), StoreError> {
+    let writes = plan(tx, commit)?;
+    run(tx, &writes)
+}
+
+/// Runs writes one by one, each checked as it must be.
+pub(crate) fn run(tx: &mut impl SqlTx, writes: &[Write<'_>]) -> Result<(), StoreError> {
+    for write in writes {
+        let written = tx.execute(write.sql, &write.params)?;
+        if write.expect != Expect::Any && written != 1 {
+            return Err(refusal(tx, &write.expect)?);
+        }
+    }
+    Ok(())
+}
+
+/// The writes of a commit, in order: every update guarded by the version the decision read
+/// (a record at version 1 is new, or was imported at version 0), archives and endings before
+/// activations so that the unique indexes see the commit's end state.
+pub(crate) fn plan<'c>(tx: &impl SqlTx, commit: &'c Commit) -> Result<Vec<Write<'c>>, StoreError> {
     crate::store::check_shape(commit)?;
     let changes = &commit.changes;
+    let mut writes = Vec::new();
     for cart in &changes.carts {
-        write_cart(tx, cart)?;
+        writes.push(cart_write(cart)?);
     }
     for cart in &changes.carts {
         for removed in &changes.removed_items {
-            let key = [Value::Text(removed.as_str()), Value::Text(cart.id.as_str())];
-            tx.execute(REMOVE_ITEM, &key)?;
+            let key = vec![Value::Text(removed.as_str()), Value::Text(cart.id.as_str())];
+            writes.push(Write::any(REMOVE_ITEM, key));
         }
     }
     for item in &changes.items {
-        let params = [
-            Value::Text(item.id.as_str()),
-            Value::Text(item.cart_id.as_str()),
-            json(item)?,
-        ];
-        if tx.execute(WRITE_ITEM, &params)? != 1 {
-            return Err(StoreError::Invariant(format!(
+        writes.push(Write {
+            sql: WRITE_ITEM,
+            params: vec![
+                Value::Text(item.id.as_str()),
+                Value::Text(item.cart_id.as_str()),
+                json(item)?,
+            ],
+            expect: Expect::Invariant(format!(
                 "line {} belongs to a cart other than {}",
                 item.id, item.cart_id
-            )));
-        }
+            )),
+        });
     }
     let (archiving, others): (Vec<_>, Vec<_>) =
         changes.sessions.iter().partition(|s| s.is_archived);
     for session in archiving.into_iter().chain(others) {
-        write_session(tx, session)?;
+        writes.push(session_write(session)?);
     }
     let (ending, others): (Vec<_>, Vec<_>) = changes
         .operations
         .iter()
         .partition(|o| !o.status.is_active());
     for op in ending.into_iter().chain(others) {
-        write_operation(tx, op)?;
+        writes.push(operation_write(op)?);
     }
     for order in &changes.orders {
-        write_order(tx, order)?;
+        writes.push(order_write(order)?);
     }
-    if let Some(cart) = changes.clear_outputs_of {
-        tx.execute(CLEAR_OUTPUTS, &[Value::Text(cart.as_str())])?;
+    if let Some(cart) = &changes.clear_outputs_of {
+        writes.push(Write::any(CLEAR_OUTPUTS, vec![Value::Text(cart.as_str())]));
     }
-    write_rest(tx, &changes.outputs, &commit.history)?;
-    tx.reindex(crate::store::held_records(changes))
+    additions(&mut writes, &changes.outputs, &commit.history)?;
+    tx.held_writes(&mut writes, crate::store::held_records(changes));
+    Ok(writes)
 }
 
-fn write_cart(tx: &mut impl SqlTx, cart: &WebCart) -> Result<(), StoreError> {
-    let params = [
-        version(cart.version),
-        Value::Text(cart.status.as_str()),
-        json(cart)?,
-        Value::Text(cart.id.as_str()),
-        version(cart.version.saturating_sub(1)),
-    ];
-    if tx.execute(UPDATE_CART, &params)? == 1 {
-        return Ok(());
-    }
-    if tx.exists(CART_EXISTS, &[Value::Text(cart.id.as_str())])? {
-        Err(conflict("cart", &cart.id, cart.version))
-    } else {
-        Err(StoreError::Invariant(format!(
-            "cart {} does not exist",
-            cart.id
-        )))
-    }
+fn cart_write(cart: &WebCart) -> Result<Write<'_>, StoreError> {
+    Ok(Write {
+        sql: UPDATE_CART,
+        params: vec![
+            version(cart.version),
+            Value::Text(cart.status.as_str()),
+            json(cart)?,
+            Value::Text(cart.id.as_str()),
+            version(cart.version.saturating_sub(1)),
+        ],
+        expect: Expect::Cart(cart.id, moved_on("cart", &cart.id, cart.version)),
+    })
 }
 
-/// A version-guarded write wrote its one row, or the stored version moved on.
-fn one_written(written: u64, kind: &str, id: &SfId, version: u64) -> Result<(), StoreError> {
-    if written == 1 {
-        Ok(())
-    } else {
-        Err(conflict(kind, id, version))
-    }
-}
-
-fn write_session(tx: &mut impl SqlTx, s: &CartCheckoutSession) -> Result<(), StoreError> {
+fn session_write(s: &CartCheckoutSession) -> Result<Write<'_>, StoreError> {
     let (id, body) = (Value::Text(s.id.as_str()), json(s)?);
-    let written = if s.version == 1 {
+    let (sql, params) = if s.version == 1 {
         let cart = Value::Text(s.web_cart_id.as_str());
-        let params = [id, cart, version(1), Value::Bool(s.is_archived), body];
-        tx.execute(CREATE_SESSION, &params)?
+        let params = vec![id, cart, version(1), Value::Bool(s.is_archived), body];
+        (CREATE_SESSION, params)
     } else {
         let at = (version(s.version), version(s.version - 1));
-        tx.execute(
-            UPDATE_SESSION,
-            &[at.0, Value::Bool(s.is_archived), body, id, at.1],
-        )?
+        let params = vec![at.0, Value::Bool(s.is_archived), body, id, at.1];
+        (UPDATE_SESSION, params)
     };
-    one_written(written, "session", &s.id, s.version)
+    let expect = Expect::Version(moved_on("session", &s.id, s.version));
+    Ok(Write {
+        sql,
+        params,
+        expect,
+    })
 }
 
-fn write_operation(tx: &mut impl SqlTx, op: &BackgroundOperation) -> Result<(), StoreError> {
+fn operation_write(op: &BackgroundOperation) -> Result<Write<'_>, StoreError> {
     let (id, body) = (Value::Text(op.id.as_str()), json(op)?);
     let (status, expires) = (Value::Text(op.status.as_str()), Value::Time(op.expires_at));
-    let written = if op.version == 1 {
+    let (sql, params) = if op.version == 1 {
         let (cart, submitted) = (
             Value::Text(op.cart_id.as_str()),
             Value::Time(Some(op.submitted_at)),
         );
-        let params = [id, cart, version(1), status, submitted, expires, body];
-        tx.execute(CREATE_OPERATION, &params)?
+        let params = vec![id, cart, version(1), status, submitted, expires, body];
+        (CREATE_OPERATION, params)
     } else {
         let at = (version(op.version), version(op.version - 1));
-        tx.execute(UPDATE_OPERATION, &[at.0, status, expires, body, id, at.1])?
+        let params = vec![at.0, status, expires, body, id, at.1];
+        (UPDATE_OPERATION, params)
     };
-    one_written(written, "operation", &op.id, op.version)
+    let expect = Expect::Version(moved_on("operation", &op.id, op.version));
+    Ok(Write {
+        sql,
+        params,
+        expect,
+    })
 }
 
-fn write_order(tx: &mut impl SqlTx, o: &Order) -> Result<(), StoreError> {
-    let (id, body, status) = (
-        Value::Text(o.id.as_str()),
-        json(o)?,
-        Value::Text(o.status.as_str()),
-    );
-    let written = if o.version == 1 {
+fn order_write(o: &Order) -> Result<Write<'_>, StoreError> {
+    let (id, body) = (Value::Text(o.id.as_str()), json(o)?);
+    let status = Value::Text(o.status.as_str());
+    let (sql, params) = if o.version == 1 {
         let cart = Value::Text(o.cart_id.as_str());
-        tx.execute(CREATE_ORDER, &[id, cart, version(1), status, body])?
+        (CREATE_ORDER, vec![id, cart, version(1), status, body])
     } else {
         let at = (version(o.version), version(o.version - 1));
-        tx.execute(UPDATE_ORDER, &[at.0, status, body, id, at.1])?
+        (UPDATE_ORDER, vec![at.0, status, body, id, at.1])
     };
-    one_written(written, "order", &o.id, o.version)
+    let expect = Expect::Version(moved_on("order", &o.id, o.version));
+    Ok(Write {
+        sql,
+        params,
+        expect,
+    })
 }
 
-/// Adds validation outputs and history entries.
-fn write_rest(
-    tx: &mut impl SqlTx,
-    outputs: &[crate::model::CartValidationOutput],
-    history: &[HistoryEntry],
+/// The inserts of validation outputs and history entries.
+fn additions<'a>(
+    writes: &mut Vec<Write<'a>>,
+    outputs: &'a [crate::model::CartValidationOutput],
+    history: &'a [HistoryEntry],
 ) -> Result<(), StoreError> {
     for o in outputs {
-        let params = [
+        let params = vec![
             Value::Text(o.id.as_str()),
             Value::Text(o.cart_id.as_str()),
             json(o)?,
         ];
-        tx.execute(INSERT_OUTPUT, &params)?;
+        writes.push(Write::any(INSERT_OUTPUT, params));
     }
     for h in history {
-        tx.execute(INSERT_HISTORY, &[Value::Text(h.cart_id.as_str()), json(h)?])?;
+        let params = vec![Value::Text(h.cart_id.as_str()), json(h)?];
+        writes.push(Write::any(INSERT_HISTORY, params));
     }
     Ok(())
 }
@@ -497,8 +566,10 @@ pub(crate) fn import(tx: &mut impl SqlTx, data: &DataSet) -> Result<(), StoreErr
         tx.execute(INSERT_ITEM, &params)?;
     }
     import_records(tx, data)?;
-    write_rest(tx, &data.validation_outputs, &data.history)?;
-    tx.reindex(crate::store::held_in_dataset(data))
+    let mut writes = Vec::new();
+    additions(&mut writes, &data.validation_outputs, &data.history)?;
+    tx.held_writes(&mut writes, crate::store::held_in_dataset(data));
+    run(tx, &writes)
 }
 
 /// Inserts a data set's sessions, operations and orders at the versions they have.

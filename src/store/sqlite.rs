@@ -80,6 +80,12 @@ impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match self {
             Value::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            Value::Id(id) => ToSqlOutput::Borrowed(ValueRef::Text(id.as_str().as_bytes())),
+            Value::Ids(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "SQLite has no arrays: a list of IDs is bound one by one".into(),
+                ));
+            }
             Value::Int(n) => ToSqlOutput::Owned(SqlValue::Integer(*n)),
             Value::Bool(flag) => ToSqlOutput::Owned(SqlValue::Integer(i64::from(*flag))),
             Value::Json(raw) => ToSqlOutput::Borrowed(ValueRef::Text(raw.get().as_bytes())),
