@@ -21,7 +21,7 @@ use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, Order,
     SfId, User, WebCart, WebStore,
 };
-use crate::store::sql::{self, Expect, SqlTx, Table, Value, Write};
+use crate::store::sql::{self, SqlTx, Table, Value, Write};
 use crate::store::{
     ClaimFn, Commit, DataSet, DecideFn, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey,
     Reads, StockLevel, Store, key_state,
@@ -32,7 +32,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_initial.sql"),
     include_str!("../../migrations/postgres/0002_idempotency_keys.sql"),
     include_str!("../../migrations/postgres/0003_record_owners.sql"),
-    include_str!("../../migrations/postgres/0004_batched_commits.sql"),
 ];
 
 /// The advisory lock that serializes migrations across processes ("cartflow" in ASCII).
@@ -503,130 +502,6 @@ impl<C: GenericClient> SqlTx for Db<'_, C> {
     }
 }
 
-/// A value as an SQL literal. Text is dollar-quoted with a tag it does not contain, so no
-/// content can end the literal early.
-fn literal(value: &Value<'_>) -> String {
-    match value {
-        Value::Text(text) => quoted(text),
-        Value::Id(id) => quoted(id.as_str()),
-        Value::Ids(ids) => {
-            let items: Vec<String> = ids.iter().map(|id| quoted(id.as_str())).collect();
-            format!("ARRAY[{}]::text[]", items.join(", "))
-        }
-        Value::Int(n) => n.to_string(),
-        Value::Bool(flag) => flag.to_string(),
-        Value::Json(raw) => format!("{}::jsonb", quoted(raw.get())),
-        Value::Time(Some(t)) => format!(
-            "{}::timestamptz",
-            quoted(&t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        ),
-        Value::Time(None) => "NULL".into(),
-    }
-}
-
-fn quoted(text: &str) -> String {
-    let mut tag = String::from("$q$");
-    let mut n = 0;
-    while text.contains(&tag) {
-        n += 1;
-        tag = format!("$q{n}$");
-    }
-    format!("{tag}{text}{tag}")
-}
-
-/// A statement with its placeholders replaced by its values' literals.
-fn inlined(sql: &str, params: &[Value<'_>]) -> Result<String, StoreError> {
-    let mut out = String::with_capacity(sql.len() + 64);
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let digits = rest[at + 1..]
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len() - at - 1);
-        let n: usize = rest[at + 1..at + 1 + digits]
-            .parse()
-            .map_err(|_| StoreError::Io(format!("a statement has a bare $: {sql}")))?;
-        let value = n
-            .checked_sub(1)
-            .and_then(|i| params.get(i))
-            .ok_or_else(|| StoreError::Io(format!("no value for ${n} in {sql}")))?;
-        out.push_str(&literal(value));
-        rest = &rest[at + 1 + digits..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// The SQLSTATE `cartflow_expect_one` raises for each kind of refusal.
-fn expect_code(expect: &Expect) -> &'static str {
-    match expect {
-        Expect::Any | Expect::Version(_) => "CF409",
-        Expect::Cart(..) => "CF404",
-        Expect::Invariant(_) => "CF422",
-    }
-}
-
-/// One write as a statement of a batch: a write that must write one row fails the batch
-/// when it does not.
-fn batched(write: &Write<'_>) -> Result<String, StoreError> {
-    let statement = inlined(write.sql, &write.params)?;
-    let message = match &write.expect {
-        Expect::Any => return Ok(statement),
-        Expect::Version(m) | Expect::Invariant(m) | Expect::Cart(_, m) => m,
-    };
-    Ok(format!(
-        "WITH w AS ({statement} RETURNING 1) SELECT cartflow_expect_one(count(*), '{}', {}) FROM w",
-        expect_code(&write.expect),
-        quoted(message)
-    ))
-}
-
-/// Sends writes and then `end` (`COMMIT`) in one round trip. On an error the caller rolls
-/// back; a refused write comes back as the error its `Expect` names.
-fn send_batch(client: &mut Client, writes: &[Write<'_>], end: &str) -> Result<(), StoreError> {
-    let mut batch = String::new();
-    for write in writes {
-        batch.push_str(&batched(write)?);
-        batch.push_str(";\n");
-    }
-    batch.push_str(end);
-    match client.simple_query(&batch) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let _ = client.batch_execute("ROLLBACK");
-            Err(batch_error(client, writes, e))
-        }
-    }
-}
-
-/// The error of a failed batch: a refusal `cartflow_expect_one` raised, or the database's.
-fn batch_error(client: &mut Client, writes: &[Write<'_>], e: postgres::Error) -> StoreError {
-    let Some(db) = e.as_db_error() else {
-        return pg_error(e);
-    };
-    let message = db.message().to_owned();
-    match db.code().code() {
-        "CF409" => StoreError::Conflict(message),
-        "CF422" => StoreError::Invariant(message),
-        "CF404" => {
-            let expect = writes
-                .iter()
-                .map(|w| &w.expect)
-                .find(|x| matches!(x, Expect::Cart(_, m) if *m == message));
-            let mut statements = HashMap::new();
-            let mut db = Db {
-                client,
-                statements: &mut statements,
-            };
-            match expect {
-                Some(expect) => sql::refusal(&mut db, expect).unwrap_or_else(|e| e),
-                None => StoreError::Conflict(message),
-            }
-        }
-        _ => pg_error(e),
-    }
-}
-
 /// The writes that record which records each holder now holds: two statements whatever the
 /// number of holders.
 fn held_writes(writes: &mut Vec<Write<'_>>, held: Vec<(SfId, Vec<SfId>)>) {
@@ -738,44 +613,9 @@ impl Store for PostgresStore {
     /// One REPEATABLE READ transaction for the reads, the decision and the writes: a row
     /// another commit changed after the reads makes the writes a serialization failure
     /// ([`StoreError::Conflict`]), and the caller decides again.
-    ///
-    /// The reads are one round trip each; the writes and the `COMMIT` are one more.
     fn transact(&self, reads: &Reads, decide: &mut DecideFn<'_>) -> Result<(), StoreError> {
-        self.with_conn(|conn| {
-            conn.client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-                .map_err(pg_error)?;
-            let decided = {
-                let mut db = Db {
-                    client: &mut conn.client,
-                    statements: &mut conn.statements,
-                };
-                sql::read(&mut db, reads).and_then(decide)
-            };
-            let commit = match decided {
-                Ok(commit) => commit,
-                Err(e) => {
-                    let _ = conn.client.batch_execute("ROLLBACK");
-                    return Err(e);
-                }
-            };
-            let writes = match &commit {
-                Some(commit) => {
-                    let db = Db {
-                        client: &mut conn.client,
-                        statements: &mut conn.statements,
-                    };
-                    sql::plan(&db, commit)
-                }
-                None => Ok(Vec::new()),
-            };
-            match writes {
-                Ok(writes) => send_batch(&mut conn.client, &writes, "COMMIT"),
-                Err(e) => {
-                    let _ = conn.client.batch_execute("ROLLBACK");
-                    Err(e)
-                }
-            }
+        self.in_tx(IsolationLevel::RepeatableRead, false, |db| {
+            sql::transact(db, reads, decide)
         })
     }
 
@@ -1008,26 +848,5 @@ impl Store for PostgresStore {
             }
             Ok(counts)
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_quoted_text_ends_only_where_its_tag_does() {
-        assert_eq!(quoted("it's"), "$q$it's$q$");
-        assert_eq!(quoted("a $q$ b"), "$q1$a $q$ b$q1$");
-        assert_eq!(quoted("$q$ $q1$"), "$q2$$q$ $q1$$q2$");
-    }
-
-    #[test]
-    fn placeholders_are_replaced_by_their_values_whatever_their_number() {
-        let params: Vec<Value<'_>> = (1..=11).map(Value::Int).collect();
-        let sql = inlined("SELECT $1, $10, $11, $2", &params).unwrap();
-        assert_eq!(sql, "SELECT 1, 10, 11, 2");
-        assert!(inlined("SELECT $3", &params[..2]).is_err());
-        assert!(inlined("SELECT $x", &params).is_err());
     }
 }
