@@ -492,6 +492,30 @@ impl<C: GenericClient> SqlTx for Db<'_, C> {
         rows.iter().map(record).collect()
     }
 
+    fn first_row(
+        &mut self,
+        sql: &'static str,
+        params: &[Value<'_>],
+    ) -> Result<Option<Vec<Option<String>>>, StoreError> {
+        let Some(row) = self.query_opt(sql, &bound(params)).map_err(pg_error)? else {
+            return Ok(None);
+        };
+        (0..row.len())
+            .map(|i| match *row.columns()[i].type_() {
+                Type::INT4 => Ok(row
+                    .try_get::<_, Option<i32>>(i)
+                    .map_err(io)?
+                    .map(|n| n.to_string())),
+                Type::INT8 => Ok(row
+                    .try_get::<_, Option<i64>>(i)
+                    .map_err(io)?
+                    .map(|n| n.to_string())),
+                _ => row.try_get::<_, Option<String>>(i).map_err(io),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
     fn exists(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<bool, StoreError> {
         let row = self.query_opt(sql, &bound(params)).map_err(pg_error)?;
         Ok(row.is_some())

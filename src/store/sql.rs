@@ -56,6 +56,13 @@ pub(crate) trait SqlTx {
         sql: &'static str,
         params: &[Value<'_>],
     ) -> Result<Vec<T>, StoreError>;
+    /// The first row the query returns: each column as text (a number as its digits), or
+    /// `None` for NULL.
+    fn first_row(
+        &mut self,
+        sql: &'static str,
+        params: &[Value<'_>],
+    ) -> Result<Option<Vec<Option<String>>>, StoreError>;
     /// Whether the query returns a row.
     fn exists(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<bool, StoreError>;
     /// Adds the writes that record which records each holder now holds: the holders' rows
@@ -85,10 +92,6 @@ fn record<T: DeserializeOwned>(
 /// The tables records are read from by ID.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Table {
-    /// WebStores.
-    Stores,
-    /// Accounts.
-    Accounts,
     /// Users.
     Users,
     /// WebCarts.
@@ -109,8 +112,6 @@ impl Table {
     /// The query that reads one of its records by ID.
     fn by_id(self) -> &'static str {
         match self {
-            Table::Stores => "SELECT body FROM stores WHERE id = $1",
-            Table::Accounts => "SELECT body FROM accounts WHERE id = $1",
             Table::Users => "SELECT body FROM users WHERE id = $1",
             Table::Carts => "SELECT body FROM carts WHERE id = $1",
             Table::CartItems => "SELECT body FROM cart_items WHERE id = $1",
@@ -140,54 +141,127 @@ pub(crate) fn listed<T: DeserializeOwned>(
     tx.records(sql, &[Value::Text(key.as_str())])
 }
 
-const ACTIVE_SESSION: &str = "SELECT body FROM sessions WHERE cart_id = $1 AND NOT is_archived";
-const HAS_ACTIVE_OPERATION: &str =
-    "SELECT 1 FROM operations WHERE cart_id = $1 AND status IN ('New', 'Running') LIMIT 1";
-const HAS_ERROR_OUTPUTS: &str = "SELECT 1 FROM validation_outputs WHERE cart_id = $1
-       AND body->>'Level' = 'Error' AND NOT (body->'IsDismissed' = 'true') LIMIT 1";
+/// The columns of a snapshot, each record's JSON as text: the cart, the session, the
+/// operation, the active session's order, the store, the account, whether the cart has a New
+/// or Running operation, whether it has an undismissed Error output, and the user `$1` (the
+/// record is `$2`: placeholders are numbered in the order they appear).
+macro_rules! snapshot_query {
+    ($from:literal, $joins:literal, $key:literal) => {
+        concat!(
+            "SELECT CAST(c.body AS TEXT), CAST(s.body AS TEXT), CAST(o.body AS TEXT),
+               CAST(ord.body AS TEXT), CAST(st.body AS TEXT), CAST(a.body AS TEXT),
+               CAST(EXISTS (SELECT 1 FROM operations x
+                            WHERE x.cart_id = c.id AND x.status IN ('New', 'Running'))
+                    AS INTEGER),
+               CAST(EXISTS (SELECT 1 FROM validation_outputs v WHERE v.cart_id = c.id
+                              AND v.body->>'Level' = 'Error'
+                              AND NOT (v.body->'IsDismissed' = 'true'))
+                    AS INTEGER),
+               (SELECT CAST(u.body AS TEXT) FROM users u WHERE u.id = $1)
+             FROM ",
+            $from,
+            "
+             LEFT JOIN sessions act ON act.cart_id = c.id AND NOT act.is_archived
+             LEFT JOIN orders ord ON ord.id = act.body->>'OrderId'
+             LEFT JOIN stores st ON st.id = c.body->>'WebStoreId'
+             LEFT JOIN accounts a ON a.id = c.body->>'AccountId'
+             ",
+            $joins,
+            " WHERE ",
+            $key
+        )
+    };
+}
+
+/// A cart's snapshot: its active session and that session's operation.
+const CART_SNAPSHOT: &str = snapshot_query!(
+    "carts c",
+    "LEFT JOIN sessions s ON s.id = act.id
+     LEFT JOIN operations o ON o.id = s.body->>'BackgroundOperationId'",
+    "c.id = $2"
+);
+/// A session's snapshot (archived or not): its cart, and its own operation.
+const SESSION_SNAPSHOT: &str = snapshot_query!(
+    "sessions s LEFT JOIN carts c ON c.id = s.cart_id",
+    "LEFT JOIN operations o ON o.id = s.body->>'BackgroundOperationId'",
+    "s.id = $2"
+);
+/// An operation's snapshot: its session and its cart.
+const OPERATION_SNAPSHOT: &str = snapshot_query!(
+    "operations o LEFT JOIN carts c ON c.id = o.cart_id",
+    "LEFT JOIN sessions s ON s.id = o.body->>'CheckoutSessionId'",
+    "o.id = $2"
+);
 
 /// Reads everything `decide` needs about one cart, inside the caller's transaction.
 pub(crate) fn snapshot(tx: &mut impl SqlTx, key: LoadKey) -> Result<Snapshot, StoreError> {
-    match key {
-        LoadKey::Cart(cart) => cart_snapshot(tx, &cart),
-        LoadKey::Session(id) => {
-            let Some(session) = by_id::<CartCheckoutSession>(tx, Table::Sessions, &id)? else {
-                return Ok(Snapshot::default());
-            };
-            let mut snap = cart_snapshot(tx, &session.web_cart_id)?;
-            snap.operation = match session.background_operation_id {
-                Some(op) => by_id(tx, Table::Operations, &op)?,
-                None => None,
-            };
-            snap.session = Some(session);
-            Ok(snap)
-        }
-        LoadKey::Operation(id) => {
-            let Some(op) = by_id::<BackgroundOperation>(tx, Table::Operations, &id)? else {
-                return Ok(Snapshot::default());
-            };
-            let mut snap = cart_snapshot(tx, &op.cart_id)?;
-            snap.session = by_id(tx, Table::Sessions, &op.checkout_session_id)?;
-            snap.operation = Some(op);
-            Ok(snap)
-        }
-    }
+    read(
+        tx,
+        &Reads {
+            key,
+            lines: false,
+            user: None,
+        },
+    )
+}
+
+/// One column of a snapshot's row as a record.
+fn column<T: DeserializeOwned>(row: &[Option<String>], i: usize) -> Result<Option<T>, StoreError> {
+    row.get(i)
+        .and_then(Option::as_deref)
+        .map(|text| {
+            serde_json::from_str(text)
+                .map_err(|e| StoreError::Io(format!("a stored record is unreadable: {e}")))
+        })
+        .transpose()
+}
+
+/// One column of a snapshot's row as a flag (`1` is true).
+fn flag(row: &[Option<String>], i: usize) -> bool {
+    row.get(i).and_then(Option::as_deref) == Some("1")
 }
 
 const CART_LINES: &str = "SELECT body FROM cart_items WHERE cart_id = $1 ORDER BY id";
 
-/// Reads what a command reads, inside the caller's transaction.
+/// Reads what a command reads, inside the caller's transaction: one statement for the
+/// snapshot and the user, and one for the lines when they are asked for.
 pub(crate) fn read(tx: &mut impl SqlTx, reads: &Reads) -> Result<Snapshot, StoreError> {
-    let mut snapshot = snapshot(tx, reads.key)?;
-    if reads.lines
-        && let Some(cart) = &snapshot.cart
-    {
-        snapshot.lines = listed(tx, CART_LINES, &cart.id)?;
-    }
-    if let Some(user) = &reads.user {
-        snapshot.user = by_id(tx, Table::Users, user)?;
-    }
-    Ok(snapshot)
+    let (sql, id) = match &reads.key {
+        LoadKey::Cart(id) => (CART_SNAPSHOT, id),
+        LoadKey::Session(id) => (SESSION_SNAPSHOT, id),
+        LoadKey::Operation(id) => (OPERATION_SNAPSHOT, id),
+    };
+    let user = reads.user.as_ref().map_or("", SfId::as_str);
+    let params = [Value::Text(user), Value::Text(id.as_str())];
+    let Some(row) = tx.first_row(sql, &params)? else {
+        // No such record: the user is still read, for a refusal that names the caller.
+        let user = match &reads.user {
+            Some(id) => by_id(tx, Table::Users, id)?,
+            None => None,
+        };
+        return Ok(Snapshot {
+            user,
+            ..Snapshot::default()
+        });
+    };
+    let cart: Option<WebCart> = column(&row, 0)?;
+    let lines = match (&cart, reads.lines) {
+        (Some(cart), true) => listed(tx, CART_LINES, &cart.id)?,
+        _ => Vec::new(),
+    };
+    Ok(Snapshot {
+        cart,
+        session: column(&row, 1)?,
+        operation: column(&row, 2)?,
+        order: column(&row, 3)?,
+        store: column(&row, 4)?,
+        account: column(&row, 5)?,
+        cart_has_active_operation: flag(&row, 6),
+        has_error_outputs: flag(&row, 7),
+        user: column(&row, 8)?,
+        edited_item: None,
+        lines,
+    })
 }
 
 /// Reads, decides and writes inside the caller's transaction.
@@ -200,35 +274,6 @@ pub(crate) fn transact(
         Some(commit) => apply(tx, &commit),
         None => Ok(()),
     }
-}
-
-fn cart_snapshot(tx: &mut impl SqlTx, cart_id: &SfId) -> Result<Snapshot, StoreError> {
-    let Some(cart) = by_id::<WebCart>(tx, Table::Carts, cart_id)? else {
-        return Ok(Snapshot::default());
-    };
-    let key = [Value::Text(cart_id.as_str())];
-    let session: Option<CartCheckoutSession> = record(tx, ACTIVE_SESSION, cart_id)?;
-    let operation = match session.as_ref().and_then(|s| s.background_operation_id) {
-        Some(op) => by_id(tx, Table::Operations, &op)?,
-        None => None,
-    };
-    let order = match session.as_ref().and_then(|s| s.order_id) {
-        Some(id) => by_id(tx, Table::Orders, &id)?,
-        None => None,
-    };
-    Ok(Snapshot {
-        user: None,
-        store: by_id(tx, Table::Stores, &cart.web_store_id)?,
-        account: by_id(tx, Table::Accounts, &cart.account_id)?,
-        cart: Some(cart),
-        session,
-        operation,
-        cart_has_active_operation: tx.exists(HAS_ACTIVE_OPERATION, &key)?,
-        order,
-        has_error_outputs: tx.exists(HAS_ERROR_OUTPUTS, &key)?,
-        edited_item: None,
-        lines: Vec::new(),
-    })
 }
 
 const UPDATE_CART: &str =
@@ -273,9 +318,9 @@ const CART_EXISTS: &str = "SELECT 1 FROM carts WHERE id = $1";
 #[cfg(test)]
 pub(crate) const STATEMENTS: &[&str] = &[
     CART_LINES,
-    ACTIVE_SESSION,
-    HAS_ACTIVE_OPERATION,
-    HAS_ERROR_OUTPUTS,
+    CART_SNAPSHOT,
+    SESSION_SNAPSHOT,
+    OPERATION_SNAPSHOT,
     UPDATE_CART,
     REMOVE_ITEM,
     WRITE_ITEM,

@@ -116,6 +116,31 @@ impl SqlTx for Sqlite<'_> {
         Ok(records)
     }
 
+    fn first_row(
+        &mut self,
+        sql: &'static str,
+        params: &[Value<'_>],
+    ) -> Result<Option<Vec<Option<String>>>, StoreError> {
+        let mut stmt = self.0.prepare_cached(sql).map_err(io)?;
+        let width = stmt.column_count();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(io)?;
+        let Some(row) = rows.next().map_err(io)? else {
+            return Ok(None);
+        };
+        let mut columns = Vec::with_capacity(width);
+        for i in 0..width {
+            columns.push(match row.get_ref(i).map_err(io)? {
+                ValueRef::Null => None,
+                ValueRef::Integer(n) => Some(n.to_string()),
+                ValueRef::Real(x) => Some(x.to_string()),
+                ValueRef::Text(text) | ValueRef::Blob(text) => {
+                    Some(String::from_utf8(text.to_vec()).map_err(io)?)
+                }
+            });
+        }
+        Ok(Some(columns))
+    }
+
     fn exists(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<bool, StoreError> {
         let mut stmt = self.0.prepare_cached(sql).map_err(io)?;
         stmt.exists(rusqlite::params_from_iter(params)).map_err(io)
@@ -653,6 +678,35 @@ mod tests {
                     prepared.parameter_name(n),
                     Some(format!("${n}").as_str()),
                     "{statement}"
+                );
+            }
+        }
+    }
+
+    /// Every shared statement finds its rows through an index (a `SEARCH`): none reads a
+    /// whole table (a `SCAN`) or sorts its rows (a temporary B-tree). The queue's scans read
+    /// its partial indexes, which hold only the queue.
+    #[test]
+    fn every_shared_statement_finds_its_rows_through_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("cartflow.db"), Durability::Normal).unwrap();
+        let conn = store.take().unwrap();
+        for statement in sql::STATEMENTS {
+            let mut plan = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {statement}"))
+                .unwrap();
+            let nulls = vec![rusqlite::types::Null; plan.parameter_count()];
+            let steps: Vec<String> = plan
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            println!("{statement}\n  -> {steps:?}");
+            for step in &steps {
+                let scan = step.starts_with("SCAN ") && step != "SCAN CONSTANT ROW";
+                assert!(
+                    !scan && !step.contains("TEMP B-TREE"),
+                    "{statement}: {steps:?}"
                 );
             }
         }
