@@ -14,7 +14,7 @@ use cartflow::model::{
 };
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::{Commit, LoadKey};
-use cartflow::{Engine, MemoryStore, Store, StoreError};
+use cartflow::{Engine, EngineConfig, MemoryStore, Store, StoreError};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
 use support::stores;
@@ -562,6 +562,60 @@ mod postgres_only {
             .iter()
             .map(|row| row.get(0))
             .collect()
+    }
+
+    /// Work one process commits wakes an idle worker of another at once: with an idle poll of
+    /// an hour, the worker can only have started through the store's announcement (`NOTIFY`).
+    #[test]
+    fn work_committed_by_another_process_wakes_an_idle_worker() {
+        let Some(db) = support::postgres() else {
+            return;
+        };
+        let data = sample::dataset();
+        let buyers_store = PostgresStore::connect(db.url()).unwrap();
+        buyers_store.import(&data).unwrap();
+        let integrations = Integrations::with_stock_tables(&data.stock);
+        let buyers = Engine::new(Arc::new(buyers_store)).with_integrations(integrations.clone());
+        let workers = Engine::new(Arc::new(PostgresStore::connect(db.url()).unwrap()))
+            .with_integrations(integrations)
+            .with_config(EngineConfig {
+                idle_poll_ms: 3_600_000,
+                ..EngineConfig::default()
+            });
+        let pool = workers.start_workers(1);
+        let buyer = sample::buyer_id().to_string();
+        for cart in [
+            SampleCart::InStock,
+            SampleCart::Reorder,
+            SampleCart::ShortStock,
+        ] {
+            // Time for the worker to go idle: what follows must wake it.
+            thread::sleep(std::time::Duration::from_millis(300));
+            sample::lock_inventory_step(&buyers, &buyer, cart.id()).unwrap();
+            let body = json!({"cartId": cart.id().to_string()});
+            let started = buyers.invoke("checkCartInventoryAction", &body, &buyer);
+            let operation: SfId = started.output_values.unwrap()["backgroundOperationId"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while buyers
+                .store()
+                .operation(&operation)
+                .unwrap()
+                .unwrap()
+                .status
+                .is_active()
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{cart:?}: the idle worker was not woken"
+                );
+                thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        pool.stop();
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct EngineConfig {
     pub lease_ms: u64,
     /// How often a worker renews its claim while the provider works, in milliseconds.
     pub heartbeat_ms: u64,
+    /// How long an idle worker waits before it looks for work again, in milliseconds. Work
+    /// this engine creates wakes it at once, and so does work another process commits to a
+    /// store that announces it (PostgreSQL: see [`Store::watch_for_work`]).
+    pub idle_poll_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -62,6 +66,7 @@ impl Default for EngineConfig {
             max_attempts: 64,
             lease_ms: 30_000,
             heartbeat_ms: 10_000,
+            idle_poll_ms: 50,
         }
     }
 }
@@ -528,6 +533,18 @@ impl Engine {
     }
 
     /// Waits up to `timeout` for new work (used by idle workers).
+    /// Asks the store to wake this engine's idle workers when another process commits work.
+    pub(crate) fn watch_for_work(&self) -> Option<crate::store::WorkWatch> {
+        let signal = Arc::clone(&self.signal);
+        match self.store.watch_for_work(Arc::new(move || signal.notify())) {
+            Ok(watch) => watch,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the store for new work: idle workers poll");
+                None
+            }
+        }
+    }
+
     pub(crate) fn wait_for_work(&self, timeout: Duration) {
         self.signal.wait(timeout);
     }

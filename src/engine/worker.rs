@@ -551,6 +551,7 @@ impl Engine {
             stop,
             restarts,
             handles,
+            watch: self.watch_for_work(),
         }
     }
 
@@ -563,14 +564,18 @@ impl Engine {
                     if let Err(e) = self.sweep_expired() {
                         tracing::warn!(error = %e, "sweeping expired claims failed");
                     }
-                    self.wait_for_work(Duration::from_millis(50));
+                    self.wait_for_work(self.idle_poll());
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "worker step failed");
-                    self.wait_for_work(Duration::from_millis(50));
+                    self.wait_for_work(self.idle_poll());
                 }
             }
         }
+    }
+
+    fn idle_poll(&self) -> Duration {
+        Duration::from_millis(self.config.idle_poll_ms.max(1))
     }
 
     /// Waits `pause` (new work does not cut it short), or until `stopped`.
@@ -685,6 +690,8 @@ pub struct WorkerPool {
     stop: Arc<AtomicBool>,
     restarts: Arc<AtomicU64>,
     handles: Vec<JoinHandle<()>>,
+    /// Wakes the workers when another process commits work; stops when the pool is dropped.
+    watch: Option<crate::store::WorkWatch>,
 }
 
 impl WorkerPool {
@@ -699,6 +706,7 @@ impl WorkerPool {
     }
 
     fn shutdown(&mut self) {
+        self.watch.take();
         self.stop.store(true, Ordering::Release);
         self.engine.signal.notify();
         for handle in self.handles.drain(..) {

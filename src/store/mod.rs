@@ -169,6 +169,46 @@ pub fn load_reads<S: Store + ?Sized>(store: &S, reads: &Reads) -> Result<Snapsho
     Ok(snapshot)
 }
 
+/// A store's watch for work that other processes commit: it calls its wake-up each time one
+/// does, until it is dropped (which stops its thread and waits for it).
+pub struct WorkWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WorkWatch {
+    /// Runs `watch` on a thread of its own; `watch` returns once the flag it is given is set.
+    pub(crate) fn spawn(
+        name: &str,
+        watch: impl FnOnce(&std::sync::atomic::AtomicBool) + Send + 'static,
+    ) -> std::io::Result<WorkWatch> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || watch(&flag))?;
+        Ok(WorkWatch {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for WorkWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for WorkWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkWatch").finish_non_exhaustive()
+    }
+}
+
 /// The contract every store keeps: consistent snapshots, and commits that apply every record
 /// or none, each only where the stored version is the one the decision read. A store also
 /// refuses a commit that would give a cart two New or Running operations or two active
@@ -213,6 +253,17 @@ pub trait Store: Send + Sync {
                 Err(e) => return Err(e),
             }
         }
+        Ok(None)
+    }
+    /// Starts calling `wake` whenever another process commits work (a New operation) to this
+    /// store, until the returned watch is dropped. `None`, the default, when the store has no
+    /// way to tell: idle workers then find such work at their next poll
+    /// ([`EngineConfig::idle_poll_ms`](crate::EngineConfig::idle_poll_ms)).
+    fn watch_for_work(
+        &self,
+        wake: std::sync::Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Option<WorkWatch>, StoreError> {
+        let _ = wake;
         Ok(None)
     }
     /// A cart by ID.

@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use chrono::{DateTime, Utc};
 use postgres::error::{DbError, SqlState};
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{IsNull, Json, ToSql, Type};
 use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Statement};
 use serde::de::DeserializeOwned;
@@ -24,7 +26,7 @@ use crate::model::{
 use crate::store::sql::{self, SqlTx, Table, Value, Write};
 use crate::store::{
     ClaimFn, Commit, DataSet, DecideFn, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey,
-    Reads, StockLevel, Store, key_state,
+    Reads, StockLevel, Store, WorkWatch, key_state,
 };
 
 /// The schema migrations, in order; schema version N is the first N applied.
@@ -39,6 +41,16 @@ const MIGRATION_LOCK: i64 = 0x6361_7274_666c_6f77;
 
 /// Idle connections kept for reuse; more are opened while more threads need one at once.
 const MAX_IDLE: usize = 16;
+
+/// The channel on which commits that create work notify listening workers.
+const ANNOUNCE_WORK: &str = "SELECT pg_notify('cartflow_work', '')";
+const LISTEN_FOR_WORK: &str = "LISTEN cartflow_work";
+
+/// How often a listener looks up from waiting, to see whether it should stop.
+const LISTEN_TICK: Duration = Duration::from_millis(200);
+
+/// How long a listener whose connection broke waits before it connects again.
+const LISTEN_RECONNECT: Duration = Duration::from_secs(1);
 
 /// How many candidates one `claim_next` offers before giving up, as the default does.
 const CLAIM_CANDIDATES: usize = 8;
@@ -399,6 +411,49 @@ fn stock_levels<C: GenericClient>(db: &mut Db<'_, C>) -> Result<Vec<StockLevel>,
     Ok(levels)
 }
 
+/// A connection listening on the work channel.
+fn listener(config: &Config) -> Result<Client, StoreError> {
+    let mut client = config.connect(NoTls).map_err(|e| {
+        StoreError::Io(format!("cannot connect to PostgreSQL: {}", with_causes(&e)))
+    })?;
+    client.batch_execute(LISTEN_FOR_WORK).map_err(pg_error)?;
+    Ok(client)
+}
+
+/// Calls `wake` for each notification until `stop` is set, connecting again when the
+/// connection breaks.
+fn listen(mut client: Client, config: &Config, stop: &AtomicBool, wake: &dyn Fn()) {
+    while !stop.load(Ordering::Acquire) {
+        let next = client.notifications().timeout_iter(LISTEN_TICK).next();
+        match next {
+            Ok(Some(_)) => wake(),
+            Ok(None) if !client.is_closed() => {}
+            broken => {
+                if let Err(e) = broken {
+                    tracing::warn!(error = %with_causes(&e), "listening for work failed");
+                }
+                let Some(again) = reconnect(config, stop) else {
+                    return;
+                };
+                client = again;
+                wake();
+            }
+        }
+    }
+}
+
+/// A new listening connection, tried once a second until one opens or `stop` is set.
+fn reconnect(config: &Config, stop: &AtomicBool) -> Option<Client> {
+    while !stop.load(Ordering::Acquire) {
+        std::thread::sleep(LISTEN_RECONNECT);
+        match listener(config) {
+            Ok(client) => return Some(client),
+            Err(e) => tracing::warn!(error = %e, "listening for work: reconnecting failed"),
+        }
+    }
+    None
+}
+
 /// Applies the migrations this build knows and the database lacks, in one transaction under
 /// an advisory lock, so processes starting together migrate once.
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -524,6 +579,10 @@ impl<C: GenericClient> SqlTx for Db<'_, C> {
     fn held_writes(&self, writes: &mut Vec<Write<'_>>, held: Vec<(SfId, Vec<SfId>)>) {
         held_writes(writes, held);
     }
+
+    fn announce_work(&self, writes: &mut Vec<Write<'_>>) {
+        writes.push(Write::any(ANNOUNCE_WORK, Vec::new()));
+    }
 }
 
 /// The writes that record which records each holder now holds: two statements whatever the
@@ -641,6 +700,22 @@ impl Store for PostgresStore {
         self.in_tx(IsolationLevel::RepeatableRead, false, |db| {
             sql::transact(db, reads, decide)
         })
+    }
+
+    /// A thread with a connection of its own `LISTEN`s on the channel every commit that creates
+    /// work notifies. A broken connection is opened again (after a second), and the workers are
+    /// woken then, for what they may have missed.
+    fn watch_for_work(
+        &self,
+        wake: Arc<dyn Fn() + Send + Sync>,
+    ) -> Result<Option<WorkWatch>, StoreError> {
+        let client = listener(&self.config)?;
+        let config = self.config.clone();
+        WorkWatch::spawn("cartflow-listen", move |stop| {
+            listen(client, &config, stop, &*wake);
+        })
+        .map(Some)
+        .map_err(|e| StoreError::Io(format!("cannot start listening for work: {e}")))
     }
 
     fn claimable_operations(&self, n: usize) -> Result<Vec<SfId>, StoreError> {

@@ -65,6 +65,11 @@ pub(crate) trait SqlTx {
     ) -> Result<Option<Vec<Option<String>>>, StoreError>;
     /// Whether the query returns a row.
     fn exists(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<bool, StoreError>;
+    /// Adds the write that tells other processes the commit creates work, where the dialect
+    /// can (PostgreSQL's `NOTIFY`, delivered when the transaction commits).
+    fn announce_work(&self, writes: &mut Vec<Write<'_>>) {
+        let _ = writes;
+    }
     /// Adds the writes that record which records each holder now holds: the holders' rows
     /// go, their children's come.
     fn held_writes(&self, writes: &mut Vec<Write<'_>>, held: Vec<(SfId, Vec<SfId>)>) {
@@ -474,6 +479,13 @@ pub(crate) fn plan<'c>(tx: &impl SqlTx, commit: &'c Commit) -> Result<Vec<Write<
     }
     additions(&mut writes, &changes.outputs, &commit.history)?;
     tx.held_writes(&mut writes, crate::store::held_records(changes));
+    if changes
+        .operations
+        .iter()
+        .any(|op| op.status == crate::model::OperationStatus::New)
+    {
+        tx.announce_work(&mut writes);
+    }
     Ok(writes)
 }
 

@@ -190,6 +190,8 @@ impl World {
             lease_ms: LEASE_MS,
             // Heartbeats are the workers' own tasks: none comes from the machine's time.
             heartbeat_ms: 24 * 3_600_000,
+            // The simulated workers never wait: the scheduler runs them.
+            idle_poll_ms: 50,
         };
         let engines = (0..2u64)
             .map(|k| {
