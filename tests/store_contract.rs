@@ -216,6 +216,56 @@ fn lines_without_their_cart_or_of_another_cart_are_refused_alike_on_every_store(
     }
 }
 
+/// A second insert of one Id lost a race with the first: on both SQL stores that is a
+/// `Conflict` (the caller decides again), whatever the table, and nothing of the commit is
+/// written.
+#[test]
+fn a_second_insert_of_one_id_is_a_conflict_on_the_sql_stores() {
+    for (name, open) in stores::all()
+        .into_iter()
+        .filter(|(name, _)| *name != "memory")
+    {
+        let (store, _dir) = open(sample::dataset());
+        let cart_id = SampleCart::InStock.id();
+        let output = cartflow::model::CartValidationOutput {
+            id: id(KeyPrefix::CartValidationOutput, 1),
+            cart_id,
+            background_operation_id: None,
+            level: cartflow::model::Level::Error,
+            output_type: cartflow::model::OutputType::Inventory,
+            message: "out of stock".into(),
+            related_entity_id: None,
+            is_dismissed: false,
+        };
+        let adds = |version: u64| {
+            let mut cart = store.cart(&cart_id).unwrap().unwrap();
+            cart.version = version + 1;
+            commit(Changes {
+                carts: vec![cart],
+                outputs: vec![output.clone()],
+                ..Changes::default()
+            })
+        };
+        let at = store.cart(&cart_id).unwrap().unwrap().version;
+        store.commit(&adds(at)).unwrap();
+        let again = store.commit(&adds(at + 1));
+        assert!(
+            matches!(again, Err(StoreError::Conflict(_))),
+            "{name}: {again:?}"
+        );
+        assert_eq!(
+            store.cart(&cart_id).unwrap().unwrap().version,
+            at + 1,
+            "{name}"
+        );
+        assert_eq!(
+            store.validation_outputs(&cart_id).unwrap(),
+            vec![output],
+            "{name}"
+        );
+    }
+}
+
 /// A record's text reaches the store as data, whatever it holds: quotes, dollar quotes,
 /// semicolons and SQL come back byte for byte, and nothing else is written.
 #[test]

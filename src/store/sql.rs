@@ -82,18 +82,6 @@ pub(crate) trait SqlTx {
     }
 }
 
-/// The first record a query returns, if any.
-fn record<T: DeserializeOwned>(
-    tx: &mut impl SqlTx,
-    sql: &'static str,
-    id: &SfId,
-) -> Result<Option<T>, StoreError> {
-    Ok(tx
-        .records(sql, &[Value::Text(id.as_str())])?
-        .into_iter()
-        .next())
-}
-
 /// The tables records are read from by ID.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Table {
@@ -134,7 +122,8 @@ pub(crate) fn by_id<T: DeserializeOwned>(
     table: Table,
     id: &SfId,
 ) -> Result<Option<T>, StoreError> {
-    record(tx, table.by_id(), id)
+    let records = tx.records(table.by_id(), &[Value::Text(id.as_str())])?;
+    Ok(records.into_iter().next())
 }
 
 /// The records a query keyed by one ID returns, in its order.
@@ -351,29 +340,45 @@ pub(crate) const STATEMENTS: &[&str] = &[
     INSERT_ORDER,
 ];
 
-/// What a write must have written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Expect {
-    /// Any number of rows.
-    Any,
-    /// One row; otherwise the stored version moved on ([`StoreError::Conflict`]).
-    Version(String),
-    /// One row; otherwise the commit would break an invariant ([`StoreError::Invariant`]).
-    Invariant(String),
-    /// One row of a cart; otherwise the cart's version moved on, or there is no such cart
-    /// (an [`StoreError::Invariant`]: carts are never deleted).
-    Cart(SfId, String),
+/// A write that must write one row, and what it means when it writes none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guard {
+    /// The record's stored version moved on from the one the decision read
+    /// ([`StoreError::Conflict`]).
+    Version {
+        /// The kind of record, for the message.
+        kind: &'static str,
+        /// The record.
+        id: SfId,
+        /// The version the write writes.
+        version: u64,
+    },
+    /// The cart's version moved on, or there is no such cart (an [`StoreError::Invariant`]:
+    /// carts are never deleted).
+    Cart {
+        /// The cart.
+        id: SfId,
+        /// The version the write writes.
+        version: u64,
+    },
+    /// The line's Id is held by another cart ([`StoreError::Invariant`]).
+    LineOfCart {
+        /// The line.
+        line: SfId,
+        /// The cart the commit writes it to.
+        cart: SfId,
+    },
 }
 
-/// One statement of a commit, with its values and the rows it must write.
+/// One statement of a commit, with its values and, for a guarded write, its guard.
 #[derive(Debug)]
 pub(crate) struct Write<'a> {
     /// The statement.
     pub sql: &'static str,
     /// Its values, `$1` first.
     pub params: Vec<Value<'a>>,
-    /// What it must have written.
-    pub expect: Expect,
+    /// `None` for a write of any number of rows.
+    pub guard: Option<Guard>,
 }
 
 impl<'a> Write<'a> {
@@ -382,33 +387,31 @@ impl<'a> Write<'a> {
         Write {
             sql,
             params,
-            expect: Expect::Any,
+            guard: None,
         }
     }
 }
 
-/// The error of a write that did not write what it must have.
-pub(crate) fn refusal(tx: &mut impl SqlTx, expect: &Expect) -> Result<StoreError, StoreError> {
-    Ok(match expect {
-        Expect::Any => StoreError::Io("a write was refused".into()),
-        Expect::Version(message) => StoreError::Conflict(message.clone()),
-        Expect::Invariant(message) => StoreError::Invariant(message.clone()),
-        Expect::Cart(id, message) => {
+/// The error of a guarded write that wrote no row. Built only then, so a commit that holds
+/// formats no message.
+fn refusal(tx: &mut impl SqlTx, guard: Guard) -> Result<StoreError, StoreError> {
+    let moved_on = |kind: &str, id: SfId, version: u64| {
+        let read = version.saturating_sub(1);
+        StoreError::Conflict(format!("{kind} {id} is no longer at version {read}"))
+    };
+    Ok(match guard {
+        Guard::Version { kind, id, version } => moved_on(kind, id, version),
+        Guard::Cart { id, version } => {
             if tx.exists(CART_EXISTS, &[Value::Text(id.as_str())])? {
-                StoreError::Conflict(message.clone())
+                moved_on("cart", id, version)
             } else {
                 StoreError::Invariant(format!("cart {id} does not exist"))
             }
         }
+        Guard::LineOfCart { line, cart } => {
+            StoreError::Invariant(format!("line {line} belongs to a cart other than {cart}"))
+        }
     })
-}
-
-/// The message of a version-guarded write that matched no row: the stored version moved on.
-fn moved_on(kind: &str, id: &SfId, version: u64) -> String {
-    format!(
-        "{kind} {id} is no longer at version {}",
-        version.saturating_sub(1)
-    )
 }
 
 /// Writes a commit inside the caller's transaction, statement by statement; the caller rolls
@@ -422,8 +425,10 @@ pub(crate) fn apply(tx: &mut impl SqlTx, commit: &Commit) -> Result<(), StoreErr
 pub(crate) fn run(tx: &mut impl SqlTx, writes: &[Write<'_>]) -> Result<(), StoreError> {
     for write in writes {
         let written = tx.execute(write.sql, &write.params)?;
-        if write.expect != Expect::Any && written != 1 {
-            return Err(refusal(tx, &write.expect)?);
+        if let Some(guard) = write.guard
+            && written != 1
+        {
+            return Err(refusal(tx, guard)?);
         }
     }
     Ok(())
@@ -453,10 +458,10 @@ pub(crate) fn plan<'c>(tx: &impl SqlTx, commit: &'c Commit) -> Result<Vec<Write<
                 Value::Text(item.cart_id.as_str()),
                 json(item)?,
             ],
-            expect: Expect::Invariant(format!(
-                "line {} belongs to a cart other than {}",
-                item.id, item.cart_id
-            )),
+            guard: Some(Guard::LineOfCart {
+                line: item.id,
+                cart: item.cart_id,
+            }),
         });
     }
     let (archiving, others): (Vec<_>, Vec<_>) =
@@ -499,7 +504,10 @@ fn cart_write(cart: &WebCart) -> Result<Write<'_>, StoreError> {
             Value::Text(cart.id.as_str()),
             version(cart.version.saturating_sub(1)),
         ],
-        expect: Expect::Cart(cart.id, moved_on("cart", &cart.id, cart.version)),
+        guard: Some(Guard::Cart {
+            id: cart.id,
+            version: cart.version,
+        }),
     })
 }
 
@@ -514,12 +522,12 @@ fn session_write(s: &CartCheckoutSession) -> Result<Write<'_>, StoreError> {
         let params = vec![at.0, Value::Bool(s.is_archived), body, id, at.1];
         (UPDATE_SESSION, params)
     };
-    let expect = Expect::Version(moved_on("session", &s.id, s.version));
-    Ok(Write {
-        sql,
-        params,
-        expect,
-    })
+    let guard = Some(Guard::Version {
+        kind: "session",
+        id: s.id,
+        version: s.version,
+    });
+    Ok(Write { sql, params, guard })
 }
 
 fn operation_write(op: &BackgroundOperation) -> Result<Write<'_>, StoreError> {
@@ -537,12 +545,12 @@ fn operation_write(op: &BackgroundOperation) -> Result<Write<'_>, StoreError> {
         let params = vec![at.0, status, expires, body, id, at.1];
         (UPDATE_OPERATION, params)
     };
-    let expect = Expect::Version(moved_on("operation", &op.id, op.version));
-    Ok(Write {
-        sql,
-        params,
-        expect,
-    })
+    let guard = Some(Guard::Version {
+        kind: "operation",
+        id: op.id,
+        version: op.version,
+    });
+    Ok(Write { sql, params, guard })
 }
 
 fn order_write(o: &Order) -> Result<Write<'_>, StoreError> {
@@ -555,12 +563,12 @@ fn order_write(o: &Order) -> Result<Write<'_>, StoreError> {
         let at = (version(o.version), version(o.version - 1));
         (UPDATE_ORDER, vec![at.0, status, body, id, at.1])
     };
-    let expect = Expect::Version(moved_on("order", &o.id, o.version));
-    Ok(Write {
-        sql,
-        params,
-        expect,
-    })
+    let guard = Some(Guard::Version {
+        kind: "order",
+        id: o.id,
+        version: o.version,
+    });
+    Ok(Write { sql, params, guard })
 }
 
 /// The inserts of validation outputs and history entries.
