@@ -20,7 +20,9 @@ use cartflow::integrations::{
 use cartflow::machine::{
     Action, Command, Event, Machine, Output, ProviderAction, Snapshot, ValidationMessage,
 };
-use cartflow::model::{CartStatus, Level, OperationStatus, OrderStatus, SessionState, SfId};
+use cartflow::model::{
+    CartStatus, Level, OperationStatus, OrderStatus, ProviderKind, SessionState, SfId,
+};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::{DataSet, LoadKey};
 use cartflow::{ActionResult, Engine, ErrorCode, MemoryStore, Store, StoreError};
@@ -29,8 +31,8 @@ use serde_json::json;
 
 type ProviderFn = dyn Fn(&IntegrationRequest) -> Result<Verdict, ProviderError> + Send + Sync;
 
-/// An engine over `data` whose sample store runs `provider` for inventory checks and a
-/// gateway that authorises every payment.
+/// An engine over `data` whose sample store prices by the sample's price book, runs `provider` for
+/// inventory checks and a gateway that authorises every order's grand total.
 fn engine_with(data: DataSet, provider: Arc<ProviderFn>) -> Engine {
     engine_over(
         Arc::new(MemoryStore::from_dataset(data).expect("a valid data set")),
@@ -41,10 +43,15 @@ fn engine_with(data: DataSet, provider: Arc<ProviderFn>) -> Engine {
 /// [`engine_with`] over `store`.
 fn engine_over(store: Arc<dyn Store>, provider: Arc<ProviderFn>) -> Engine {
     common::quiet_provider_panics();
+    // The sample store's price book, so an order has the grand total its payment authorises.
+    let price =
+        sample::integrations(&sample::dataset()).provider(sample::store_id(), ProviderKind::Price);
     let mut integrations = Integrations::new();
+    integrations.set(sample::store_id(), price);
     integrations.set_inventory(sample::store_id(), Arc::new(Shared(provider)));
-    let approve =
-        |_: &IntegrationRequest| -> Result<Verdict, ProviderError> { Ok(Verdict::Passed) };
+    let approve = |request: &IntegrationRequest| -> Result<Verdict, ProviderError> {
+        Ok(Verdict::authorized("AUTH-approved", request))
+    };
     integrations.set(sample::store_id(), Provider::Payment(Arc::new(approve)));
     let start = Utc
         .timestamp_opt(1_700_000_000, 0)
@@ -832,8 +839,13 @@ fn race_order_step(engine: &Engine, action: &str, input: serde_json::Value, roun
 fn racing_order_steps_make_one_order_and_activate_it_once() {
     let cart = SampleCart::InStock.id();
     let input = json!({"cartId": cart.to_string()});
+    // The cart carries its payment method: a priced order is paid for.
+    let mut data = sample::dataset();
+    for c in data.carts.iter_mut().filter(|c| c.id == cart) {
+        c.payment_token = Some(sample::GOOD_TOKEN.into());
+    }
     for round in 0..40 {
-        let engine = engine_with(sample::dataset(), passing());
+        let engine = engine_with(data.clone(), passing());
         let session = to_locked_cart_to_order(&engine, cart);
         let store = engine.store();
         let draft = race_order_step(&engine, "cartToOrderAction", input.clone(), round);

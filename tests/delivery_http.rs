@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use cartflow::Engine;
 use cartflow::http::{Server, ServerConfig, Tokens};
 use cartflow::integrations::{
-    CartPatch, IntegrationRequest, Integrations, PaymentProvider, Provider, ProviderError, Verdict,
+    CartPatch, IntegrationRequest, Integrations, Provider, ProviderError, Verdict,
 };
 use cartflow::model::Address;
 use cartflow::sample::{self, SampleCart};
@@ -771,48 +771,65 @@ fn a_checkout_cancelled_after_its_payment_leaves_no_authorisation_on_the_next_or
     f.stop();
 }
 
-/// A gateway that authorises a cent more than the order's total.
-struct OffByACent;
+type PaymentAnswer = fn(&IntegrationRequest) -> Result<Verdict, ProviderError>;
 
-impl PaymentProvider for OffByACent {
-    fn authorize_payment(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
+/// Payment answers that pass without paying for the order: each must fail the step.
+const UNUSABLE_PAYMENT_ANSWERS: [(&str, PaymentAnswer); 4] = [
+    ("a cent more than the order's total", |request| {
         let total = request.order.as_ref().and_then(|o| o.grand_total_amount);
         Ok(Verdict::Updated(CartPatch {
             payment_authorization_id: Some("AUTH-OFF-BY-A-CENT".into()),
             authorized_amount: total.map(|t| t + Decimal::new(1, 2)),
             ..CartPatch::default()
         }))
-    }
-}
+    }),
+    ("a pass that authorises nothing", |_| Ok(Verdict::Passed)),
+    ("an authorisation with a blank reference", |request| {
+        Ok(Verdict::authorized("  ", request))
+    }),
+    ("a reference with no amount", |_| {
+        Ok(Verdict::Updated(CartPatch {
+            payment_authorization_id: Some("AUTH-NO-AMOUNT".into()),
+            ..CartPatch::default()
+        }))
+    }),
+];
 
 #[test]
-fn an_authorisation_of_another_amount_than_the_orders_total_fails_the_step() {
-    let mut integrations = sample::integrations(&sample::dataset());
-    integrations.set(sample::store_id(), Provider::Payment(Arc::new(OffByACent)));
-    let mut f = start_on(integrations, 1);
-    let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
-    f.set_on_cart(&cart, json!({ "DeliveryMethodId": "GROUND" }));
-    through_taxes(&f, &cart, &session);
-    let order = through_cart_to_order(&f, &cart, &session);
+fn a_payment_answer_that_does_not_authorise_the_orders_total_fails_the_step() {
+    for (what, answer) in UNUSABLE_PAYMENT_ANSWERS {
+        let mut integrations = sample::integrations(&sample::dataset());
+        integrations.set(sample::store_id(), Provider::Payment(Arc::new(answer)));
+        let mut f = start_on(integrations, 1);
+        let (cart, session) = to_delivery_method(&f, SampleCart::InStock, &sample::denver());
+        f.set_on_cart(&cart, json!({ "DeliveryMethodId": "GROUND" }));
+        through_taxes(&f, &cart, &session);
+        let order = through_cart_to_order(&f, &cart, &session);
 
-    f.succeed(
-        "updateCheckoutSessionStateAction",
-        json!({"checkoutSessionId": session, "expCurrentState": "Authorize Payment", "nextState": "Activate Order"}),
-    );
-    f.succeed("authorizePayment", json!({ "cartId": cart }));
-    let failed = f.settled_session(&session);
-    assert_eq!(failed["State"], "Error", "{failed}");
-    let outputs = f.get(&format!("/sobjects/WebCart/{cart}/CartValidationOutputs"));
-    let types: Vec<&Value> = outputs.body["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| &o["Type"])
-        .collect();
-    assert_eq!(types, [&json!("SystemError")], "{:?}", outputs.body);
-    let unpaid = f.record("WebCart", &cart);
-    assert!(unpaid["PaymentAuthorizationId"].is_null(), "{unpaid}");
-    assert!(unpaid["AuthorizedAmount"].is_null(), "{unpaid}");
-    assert_eq!(f.record("Order", &order)["Status"], "Draft");
-    f.stop();
+        f.succeed(
+            "updateCheckoutSessionStateAction",
+            json!({"checkoutSessionId": session, "expCurrentState": "Authorize Payment", "nextState": "Activate Order"}),
+        );
+        f.succeed("authorizePayment", json!({ "cartId": cart }));
+        let failed = f.settled_session(&session);
+        assert_eq!(failed["State"], "Error", "{what}: {failed}");
+        let outputs = f.get(&format!("/sobjects/WebCart/{cart}/CartValidationOutputs"));
+        let types: Vec<&Value> = outputs.body["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| &o["Type"])
+            .collect();
+        assert_eq!(types, [&json!("SystemError")], "{what}: {:?}", outputs.body);
+        let unpaid = f.record("WebCart", &cart);
+        assert!(
+            unpaid["PaymentAuthorizationId"].is_null(),
+            "{what}: {unpaid}"
+        );
+        assert!(unpaid["AuthorizedAmount"].is_null(), "{what}: {unpaid}");
+        let draft = f.record("Order", &order);
+        assert_eq!(draft["Status"], "Draft", "{what}");
+        assert!(draft["PaymentAuthorizationId"].is_null(), "{what}: {draft}");
+        f.stop();
+    }
 }

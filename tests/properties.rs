@@ -506,7 +506,8 @@ enum Mapping {
 enum Payment {
     /// None: no order may be placed (no payment is ever authorised without a gateway).
     Unmapped,
-    /// A gateway that authorises every payment.
+    /// A gateway that authorises every order's grand total (the step is a SystemError when
+    /// the session has no order with a total).
     Approve,
     /// A gateway that declines every payment, with one message.
     Decline,
@@ -2406,7 +2407,11 @@ impl Model {
             .filter(|k| !matches!(k, ProviderKind::Inventory | ProviderKind::Custom));
         let provider = computing.map(|kind| self.providers.provider(store, kind));
         let Some(provider) = provider.filter(|p| !matches!(p, Provider::Internal)) else {
-            return (self.outcome(cart, op, behaviour), None);
+            let outcome = self.outcome(cart, op, behaviour);
+            if o.work == Work::Payment && outcome == Outcome::Passed {
+                return authorization(c, o);
+            }
+            return (outcome, None);
         };
         let session = c.sessions.iter().find(|s| s.id == o.session);
         let order = session
@@ -2422,12 +2427,17 @@ impl Model {
             order: order.map(|order| order.record(&c.record)),
         };
         match provider.run(&request) {
+            // A payment passes only on an authorisation of the order's grand total.
+            Ok(Verdict::Passed) if o.work == Work::Payment => (Outcome::System, None),
             Ok(Verdict::Passed) => (Outcome::Passed, None),
             Ok(Verdict::Updated(patch)) => {
-                // An authorisation of anything but the order's grand total is unusable.
                 let total = order.and_then(|o| o.grand_total);
-                let unusable = patch.payment_authorization_id.is_some()
-                    && (total.is_none() || patch.authorized_amount != total);
+                let unreferenced = patch
+                    .payment_authorization_id
+                    .as_deref()
+                    .is_none_or(|r| r.trim().is_empty());
+                let unusable = o.work == Work::Payment
+                    && (unreferenced || total.is_none() || patch.authorized_amount != total);
                 if unusable {
                     (Outcome::System, None)
                 } else {
@@ -3557,7 +3567,10 @@ impl CustomProvider for Scripted {
 
 impl PaymentProvider for Scripted {
     fn authorize_payment(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
-        self.answer(request)
+        Ok(match self.answer(request)? {
+            Verdict::Passed => authorize(request),
+            other => other,
+        })
     }
 }
 
@@ -3623,8 +3636,40 @@ enum Resolved {
     Wait(u32),
 }
 
-fn approve(_: &IntegrationRequest) -> Result<Verdict, ProviderError> {
-    Ok(Verdict::Passed)
+fn approve(request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
+    Ok(authorize(request))
+}
+
+/// What the model's passing payment providers ([`approve`], the scripted one) answer: an
+/// authorisation of the order's grand total, under the reference the token gateway would use.
+fn authorize(request: &IntegrationRequest) -> Verdict {
+    Verdict::authorized(
+        TokenGateway::authorization_id(&request.operation_id),
+        request,
+    )
+}
+
+/// The model of [`authorize`]'s answer for `o`, once the engine has checked it: an
+/// authorisation of the order's grand total, or an unusable answer (a SystemError) when the
+/// session has no order with a total.
+fn authorization(c: &MCart, o: &MOp) -> (Outcome, Option<CartPatch>) {
+    let total = c
+        .sessions
+        .iter()
+        .find(|s| s.id == o.session)
+        .and_then(|s| c.order(s.order))
+        .and_then(|order| order.grand_total);
+    match total {
+        None => (Outcome::System, None),
+        Some(total) => (
+            Outcome::Passed,
+            Some(CartPatch {
+                payment_authorization_id: Some(TokenGateway::authorization_id(&o.id)),
+                authorized_amount: Some(total),
+                ..CartPatch::default()
+            }),
+        ),
+    }
 }
 
 fn decline(request: &IntegrationRequest) -> Result<Verdict, ProviderError> {

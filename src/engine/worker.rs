@@ -23,23 +23,32 @@ use crate::model::{
     OrderLifeCycleType, OrderStatus, ProviderKind, SfId, WebCart,
 };
 
-/// A payment provider's answer must authorise exactly the order's grand total: an
-/// authorisation of any other amount (or with no order to pay) is unusable.
+/// A payment step passes only on an authorisation, under a reference, of exactly the
+/// order's grand total: a payment provider's pass that authorises nothing, another amount,
+/// or an order without a total is unusable, so no order is activated unpaid. A decline needs
+/// no authorisation, and the other steps' answers are not payments.
 fn authorizes_the_order(
     op: &BackgroundOperation,
-    patch: &CartPatch,
+    outcome: &StepOutcome,
+    patch: Option<&CartPatch>,
     order: Option<&Order>,
 ) -> Result<(), crate::integrations::ProviderError> {
-    if op.provider_kind != Some(ProviderKind::Payment) || patch.payment_authorization_id.is_none() {
+    if op.provider_kind != Some(ProviderKind::Payment) || *outcome != StepOutcome::Passed {
         return Ok(());
     }
+    let reference = patch.and_then(|p| p.payment_authorization_id.as_deref());
+    if reference.is_none_or(|r| r.trim().is_empty()) {
+        return Err(crate::integrations::ProviderError(
+            "the payment provider passed without an authorisation reference".into(),
+        ));
+    }
+    let authorized = patch.and_then(|p| p.authorized_amount);
     let total = order.and_then(|o| o.grand_total_amount);
-    if total.is_some() && patch.authorized_amount == total {
+    if total.is_some() && authorized == total {
         return Ok(());
     }
     Err(crate::integrations::ProviderError(format!(
-        "the payment provider authorised {:?}, not the order's grand total {:?}",
-        patch.authorized_amount, total
+        "the payment provider authorised {authorized:?}, not the order's grand total {total:?}"
     )))
 }
 
@@ -376,10 +385,10 @@ impl Engine {
             now: self.clock.now(),
             new_id: &new_id,
         };
-        let applied = patch.map(|p| {
-            authorizes_the_order(op, &p, order.as_ref())?;
-            crate::integrations::apply_patch(&cart, &items, &p, &ctx)
-        });
+        let applied = match authorizes_the_order(op, &outcome, patch.as_ref(), order.as_ref()) {
+            Ok(()) => patch.map(|p| crate::integrations::apply_patch(&cart, &items, &p, &ctx)),
+            Err(e) => Some(Err(e)),
+        };
         Ok(match applied {
             None => (outcome, None),
             Some(Ok(update)) => (outcome, Some(update)),

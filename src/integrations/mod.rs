@@ -56,6 +56,19 @@ pub enum Verdict {
     Failed(Vec<ValidationMessage>),
 }
 
+impl Verdict {
+    /// A payment provider's pass: an authorisation, under `reference`, of the grand total of
+    /// the order `request` carries. The engine accepts a passed payment step only with such
+    /// an authorisation (a plain [`Verdict::Passed`] from a payment provider is unusable).
+    pub fn authorized(reference: impl Into<String>, request: &IntegrationRequest) -> Verdict {
+        Verdict::Updated(CartPatch {
+            payment_authorization_id: Some(reference.into()),
+            authorized_amount: request.order.as_ref().and_then(|o| o.grand_total_amount),
+            ..CartPatch::default()
+        })
+    }
+}
+
 /// New amounts of one cart line; `None` leaves a field as it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ItemAmounts {

@@ -6,7 +6,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::integrations::price_book::{config_error, problem};
-use crate::integrations::{CartPatch, IntegrationRequest, PaymentProvider, ProviderError, Verdict};
+use crate::integrations::{IntegrationRequest, PaymentProvider, ProviderError, Verdict};
 use crate::model::SfId;
 
 /// A payment gateway for tokenized payment methods. Authorises the order's GrandTotalAmount
@@ -143,13 +143,10 @@ impl PaymentProvider for TokenGateway {
             }
         }
         Ok(if problems.is_empty() {
-            Verdict::Updated(CartPatch {
-                payment_authorization_id: Some(TokenGateway::authorization_id(
-                    &request.operation_id,
-                )),
-                authorized_amount: total,
-                ..CartPatch::default()
-            })
+            Verdict::authorized(
+                TokenGateway::authorization_id(&request.operation_id),
+                request,
+            )
         } else {
             Verdict::Failed(problems)
         })
