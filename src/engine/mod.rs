@@ -85,9 +85,15 @@ impl WorkSignal {
         self.ready.notify_all();
     }
 
-    fn wait(&self, timeout: Duration) {
+    /// How many times work was announced: a worker reads it before it looks for work.
+    fn generation(&self) -> u64 {
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits up to `timeout` unless work was announced since `seen` was read, so an
+    /// announcement made while the worker was looking is not lost.
+    fn wait_since(&self, seen: u64, timeout: Duration) {
         let g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
-        let seen = *g;
         let _ = self
             .ready
             .wait_timeout_while(g, timeout, |g| *g == seen)
@@ -532,7 +538,6 @@ impl Engine {
         Ok(permitted)
     }
 
-    /// Waits up to `timeout` for new work (used by idle workers).
     /// Asks the store to wake this engine's idle workers when another process commits work.
     pub(crate) fn watch_for_work(&self) -> Option<crate::store::WorkWatch> {
         let signal = Arc::clone(&self.signal);
@@ -545,8 +550,15 @@ impl Engine {
         }
     }
 
-    pub(crate) fn wait_for_work(&self, timeout: Duration) {
-        self.signal.wait(timeout);
+    /// How many times new work was announced to this engine's idle workers so far.
+    pub(crate) fn work_generation(&self) -> u64 {
+        self.signal.generation()
+    }
+
+    /// Waits up to `timeout` for new work announced after `seen` (a
+    /// [`work_generation`](Engine::work_generation)); returns at once if some already was.
+    pub(crate) fn wait_for_work(&self, seen: u64, timeout: Duration) {
+        self.signal.wait_since(seen, timeout);
     }
 
     pub(crate) fn integrations(&self) -> &Integrations {

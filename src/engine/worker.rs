@@ -567,17 +567,19 @@ impl Engine {
     /// One worker's loop: run operations, sweep expired claims when idle, until `stopped`.
     fn work_until(&self, stopped: &dyn Fn() -> bool) {
         while !stopped() {
+            // Read before looking, so work announced while this worker looks wakes it.
+            let seen = self.work_generation();
             match self.run_next_operation() {
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     if let Err(e) = self.sweep_expired() {
                         tracing::warn!(error = %e, "sweeping expired claims failed");
                     }
-                    self.wait_for_work(self.idle_poll());
+                    self.wait_for_work(seen, self.idle_poll());
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "worker step failed");
-                    self.wait_for_work(self.idle_poll());
+                    self.wait_for_work(seen, self.idle_poll());
                 }
             }
         }
@@ -595,7 +597,7 @@ impl Engine {
             if left.is_zero() {
                 break;
             }
-            self.wait_for_work(left);
+            self.wait_for_work(self.work_generation(), left);
         }
     }
 }
