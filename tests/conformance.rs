@@ -575,13 +575,21 @@ fn inventory_req5_closed_cart_is_invalid_operation_403() {
     let (mut data, _) = locked_at(SampleCart::InStock, SessionState::Inventory);
     set_status(&mut data, SampleCart::InStock, CartStatus::Closed);
     let world = World::new(data);
-    world.refuse(
+    let message = world.refuse(
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
         R::CartRow,
         INVALID_OPERATION,
         403,
+    );
+    // The message names the statuses the table lets the step run on.
+    assert_eq!(
+        message,
+        format!(
+            "cart {} is Closed; checkCartInventoryAction needs Checkout",
+            SampleCart::InStock.id()
+        )
     );
     // The sample's own Closed cart, with no session at all, is refused the same way.
     world.refuse(
@@ -600,13 +608,18 @@ fn inventory_req6_session_not_processing_is_invalid_operation_403() {
     // NextState is set, so only IsProcessing is wrong.
     data.sessions[0].next_state = Some(SessionState::ConfirmPrice);
     let world = World::new(data);
-    world.refuse(
+    let message = world.refuse(
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
         R::SessionPhaseRow,
         INVALID_OPERATION,
         403,
+    );
+    assert_eq!(
+        message,
+        "the session is not locked (IsProcessing is false): \
+         call updateCheckoutSessionStateAction first"
     );
 }
 
@@ -615,13 +628,17 @@ fn inventory_req7_next_state_not_set_is_invalid_operation_403() {
     let (mut data, _) = locked_at(SampleCart::InStock, SessionState::Inventory);
     data.sessions[0].next_state = None;
     let world = World::new(data);
-    world.refuse(
+    let message = world.refuse(
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
         R::NextStateRow,
         INVALID_OPERATION,
         403,
+    );
+    assert_eq!(
+        message,
+        "the session's NextState is (empty), expected Confirm Price"
     );
 }
 
@@ -638,7 +655,10 @@ fn inventory_req7_next_state_of_another_step_is_invalid_operation_403() {
         INVALID_OPERATION,
         403,
     );
-    assert!(message.contains("Confirm Price"), "{message}");
+    assert_eq!(
+        message,
+        "the session's NextState is Taxes, expected Confirm Price"
+    );
 }
 
 #[test]
@@ -646,7 +666,7 @@ fn inventory_req8_empty_state_is_invalid_operation_403() {
     let (mut data, _) = locked_at(SampleCart::InStock, SessionState::Inventory);
     data.sessions[0].state = None;
     let world = World::new(data);
-    world.refuse(
+    let message = world.refuse(
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
@@ -654,6 +674,7 @@ fn inventory_req8_empty_state_is_invalid_operation_403() {
         INVALID_OPERATION,
         403,
     );
+    assert_eq!(message, "the session's State is empty");
 }
 
 #[test]
@@ -737,7 +758,7 @@ fn inventory_no_active_session_is_invalid_operation_403() {
     let mut data = base();
     set_status(&mut data, SampleCart::InStock, CartStatus::Checkout);
     let world = World::new(data);
-    world.refuse(
+    let message = world.refuse(
         INVENTORY,
         &cart_input(SampleCart::InStock),
         buyer(),
@@ -745,6 +766,7 @@ fn inventory_no_active_session_is_invalid_operation_403() {
         INVALID_OPERATION,
         403,
     );
+    assert_eq!(message, "the cart has no checkout session");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1056,8 +1078,10 @@ fn inventory_wrong_step_is_invalid_operation_403_naming_the_expected_step() {
         INVALID_OPERATION,
         403,
     );
-    assert!(message.contains("Inventory"), "{message}");
-    assert!(message.contains("Confirm Price"), "{message}");
+    assert_eq!(
+        message,
+        "checkCartInventoryAction runs in the Inventory step; the session is in Confirm Price"
+    );
 }
 
 #[test]
@@ -1722,15 +1746,19 @@ fn start_account_not_associated_with_the_store_is_bad_request_400() {
 
 #[test]
 fn start_cart_already_in_progress_is_bad_request_400() {
-    let (data, _) = locked_at(SampleCart::InStock, SessionState::Inventory);
+    let (data, session) = locked_at(SampleCart::InStock, SessionState::Inventory);
     let world = World::new(data);
-    world.refuse(
+    let message = world.refuse(
         START,
         &start_input(SampleCart::InStock),
         buyer(),
         R::SessionPhaseRow,
         BAD_REQUEST,
         400,
+    );
+    assert_eq!(
+        message,
+        format!("cart already in progress: session {session} is locked (IsProcessing is true)")
     );
 }
 
@@ -1805,7 +1833,10 @@ fn update_state_mismatch_is_invalid_operation_409() {
         INVALID_OPERATION,
         409,
     );
-    assert!(message.contains("Inventory"), "{message}");
+    assert_eq!(
+        message,
+        "the session's State is Inventory, not the expected \"Shipping Address\""
+    );
 }
 
 #[test]
@@ -1893,13 +1924,18 @@ fn update_invalid_session_id_is_unknown_exception_403() {
         SfId::from_number(KeyPrefix::CartCheckoutSession, 9_999).to_string(),
         SampleCart::InStock.id().to_string(),
     ] {
-        world.refuse(
+        let message = world.refuse(
             UPDATE,
             &json!({ "checkoutSessionId": id, "nextState": "Confirm Price", "expCurrentState": "Inventory" }),
             buyer(),
             R::SessionIdValid,
             UNKNOWN_EXCEPTION,
             403,
+        );
+        // The message names the Id the caller gave, as given.
+        assert_eq!(
+            message,
+            format!("invalid checkoutSessionId {id:?}: no such session")
         );
     }
 }
@@ -2007,7 +2043,7 @@ fn update_next_state_other_than_the_step_after_is_invalid_operation_403() {
     let (data, session) = open_at(SampleCart::InStock, SessionState::Inventory);
     let world = World::new(data);
     for next in [SessionState::Taxes, SessionState::Inventory] {
-        world.refuse(
+        let message = world.refuse(
             UPDATE,
             &update_input(&session, SessionState::Inventory, next),
             buyer(),
@@ -2015,11 +2051,18 @@ fn update_next_state_other_than_the_step_after_is_invalid_operation_403() {
             INVALID_OPERATION,
             403,
         );
+        assert_eq!(
+            message,
+            format!(
+                "updateCheckoutSessionStateAction from Inventory leads to Confirm Price, not {:?}",
+                next.as_str()
+            )
+        );
     }
     // A screen step is not locked: it is written straight onto the session.
     let (data, session) = open_at(SampleCart::InStock, SessionState::ShippingAddress);
     let world = World::new(data);
-    world.refuse(
+    let message = world.refuse(
         UPDATE,
         &update_input(
             &session,
@@ -2030,6 +2073,10 @@ fn update_next_state_other_than_the_step_after_is_invalid_operation_403() {
         R::TargetIsNextStep,
         INVALID_OPERATION,
         403,
+    );
+    assert_eq!(
+        message,
+        "updateCheckoutSessionStateAction is not declared from Shipping Address"
     );
 }
 
@@ -2057,7 +2104,7 @@ fn update_archived_session_is_invalid_operation_403() {
     let (mut data, session) = open_at(SampleCart::InStock, SessionState::Inventory);
     data.sessions[0].is_archived = true;
     let world = World::new(data);
-    world.refuse(
+    let message = world.refuse(
         UPDATE,
         &update_input(
             &session,
@@ -2069,6 +2116,7 @@ fn update_archived_session_is_invalid_operation_403() {
         INVALID_OPERATION,
         403,
     );
+    assert_eq!(message, format!("session {session} is archived"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2397,7 +2445,7 @@ fn activate_order_with_a_life_cycle_type_other_than_unmanaged_or_managed_is_inva
 fn activate_order_without_a_draft_order_is_invalid_input_403() {
     let (data, _) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
     let world = World::new(data);
-    world.refuse(
+    let message = world.refuse(
         "activateOrderAction",
         &activate_input(SampleCart::InStock, "Activated", true),
         buyer(),
@@ -2405,6 +2453,24 @@ fn activate_order_without_a_draft_order_is_invalid_input_403() {
         "INVALID_INPUT",
         403,
     );
+    assert_eq!(
+        message,
+        "the session has no order: run cartToOrderAction first"
+    );
+    // An order that is no longer Draft is named, with its status.
+    let (mut data, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
+    let order = add_draft_order(&mut data, session, SampleCart::InStock);
+    data.orders[0].status = cartflow::model::OrderStatus::Activated;
+    let world = World::new(data);
+    let message = world.refuse(
+        "activateOrderAction",
+        &activate_input(SampleCart::InStock, "Activated", true),
+        buyer(),
+        R::DraftOrderOnSession,
+        "INVALID_INPUT",
+        403,
+    );
+    assert_eq!(message, format!("order {order} is Activated, not Draft"));
 }
 
 #[test]
@@ -2449,20 +2515,39 @@ fn activate_order_outside_its_step_or_while_processing_is_invalid_input_403() {
 
     let (mut data, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
     add_draft_order(&mut data, session, SampleCart::InStock);
-    add_operation(
+    let running = add_operation(
         &mut data,
         session,
         Action::ActivateOrder,
         OperationStatus::Running,
     );
-    let world = World::new(data);
-    world.refuse(
+    let world = World::new(data.clone());
+    let message = world.refuse(
         "activateOrderAction",
         &activate_input(SampleCart::InStock, "Activated", true),
         buyer(),
         R::NoOperationInProgress,
         "INVALID_INPUT",
         403,
+    );
+    assert_eq!(
+        message,
+        format!("an integration is already in progress: operation {running} is Running")
+    );
+    // An operation of the cart that the session does not name is in progress all the same.
+    data.sessions[0].background_operation_id = None;
+    let world = World::new(data);
+    let message = world.refuse(
+        "activateOrderAction",
+        &activate_input(SampleCart::InStock, "Activated", true),
+        buyer(),
+        R::NoOperationInProgress,
+        "INVALID_INPUT",
+        403,
+    );
+    assert_eq!(
+        message,
+        "an integration is already in progress for this cart"
     );
 }
 

@@ -50,6 +50,15 @@ impl Reply {
             .or_else(|| error["errors"][0]["statusCode"].as_str())
             .unwrap_or_default()
     }
+
+    /// The message of a record route's error, or of an action's first element.
+    fn message(&self) -> &str {
+        let error = &self.body[0];
+        error["message"]
+            .as_str()
+            .or_else(|| error["errors"][0]["message"].as_str())
+            .unwrap_or_default()
+    }
 }
 
 struct Fixture {
@@ -511,8 +520,12 @@ fn the_delivery_method_screen_does_not_move_on_without_a_chosen_method() {
     let before = f.checkout(&cart, &session);
     let refused = f.move_to(&session, "Taxes");
     assert_eq!(
-        (refused.status, refused.error_code()),
-        (400, "REQUIRED_FIELD_MISSING"),
+        (refused.status, refused.error_code(), refused.message()),
+        (
+            400,
+            "REQUIRED_FIELD_MISSING",
+            "Delivery Method cannot move on without one of the offered delivery methods (DeliveryMethodId)"
+        ),
         "{:?}",
         refused.body
     );
@@ -534,8 +547,12 @@ fn the_payment_screen_does_not_move_on_without_a_payment_token() {
     assert_eq!(before[0]["PaymentTokenSet"], false);
     let refused = f.move_to(&session, "Checkout Summary");
     assert_eq!(
-        (refused.status, refused.error_code()),
-        (400, "REQUIRED_FIELD_MISSING"),
+        (refused.status, refused.error_code(), refused.message()),
+        (
+            400,
+            "REQUIRED_FIELD_MISSING",
+            "Payment And Billing Address cannot move on without a payment method (PaymentToken)"
+        ),
         "{:?}",
         refused.body
     );

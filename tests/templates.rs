@@ -1098,3 +1098,68 @@ fn the_demo_runs_the_credit_check_template_through_its_custom_step_to_an_activat
         assert!(story.contains(line), "{line}: {story}");
     }
 }
+
+#[test]
+fn a_screen_that_collects_the_address_does_not_move_on_without_one_and_names_it() {
+    let mut template = Template::standard();
+    let screen = template
+        .steps
+        .iter_mut()
+        .find(|s| s.state == SessionState::ShippingAddress)
+        .unwrap();
+    screen.collects.insert(StepInput::DeliveryAddress);
+    let table = TransitionTable::build(template).unwrap();
+    let data = sample::dataset();
+    let store = std::sync::Arc::new(cartflow::MemoryStore::from_dataset(data).unwrap());
+    let engine = cartflow::Engine::new(store).with_table(table);
+    let buyer = sample::buyer_id().to_string();
+    let cart = SampleCart::InStock.id();
+    assert!(
+        engine
+            .store()
+            .cart(&cart)
+            .unwrap()
+            .unwrap()
+            .deliver_to
+            .is_none()
+    );
+    let started = engine.execute(
+        &buyer,
+        cartflow::machine::Command::StartSession {
+            cart_id: cart.to_string(),
+            initial_state: Some("Start".into()),
+        },
+    );
+    let Ok(cartflow::machine::Output::RequestId(session)) = started else {
+        panic!("checkoutSessionAction answered {started:?}");
+    };
+    let advance = |to: &str| {
+        engine.execute(
+            &buyer,
+            cartflow::machine::Command::Advance {
+                session_id: session.to_string(),
+                state: to.into(),
+                exp_current_state: None,
+            },
+        )
+    };
+    advance("Shipping Address").unwrap();
+    let history = engine.store().history(&cart).unwrap();
+    match advance("Inventory") {
+        Err(cartflow::CheckoutError::Refused {
+            code,
+            status,
+            message,
+            ..
+        }) => assert_eq!(
+            (code.as_str(), status, message.as_str()),
+            (
+                "REQUIRED_FIELD_MISSING",
+                400,
+                "Shipping Address cannot move on without a delivery address (DeliverTo)"
+            )
+        ),
+        other => panic!("the address screen moved on without an address: {other:?}"),
+    }
+    assert_eq!(engine.store().history(&cart).unwrap(), history);
+}
