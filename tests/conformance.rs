@@ -2500,6 +2500,64 @@ fn activate_order_with_error_outputs_on_the_cart_is_invalid_input_403() {
 }
 
 #[test]
+fn an_activation_runs_over_outputs_that_do_not_block_and_stops_at_one_that_arrives_and_does() {
+    let output = |n: u64, level, is_dismissed| cartflow::model::CartValidationOutput {
+        id: SfId::from_number(KeyPrefix::CartValidationOutput, 8_000 + n),
+        cart_id: SampleCart::InStock.id(),
+        background_operation_id: None,
+        level,
+        output_type: cartflow::model::OutputType::Pricing,
+        message: format!("output {n}"),
+        related_entity_id: None,
+        is_dismissed,
+    };
+    use cartflow::model::Level;
+    let (mut data, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
+    let order = add_draft_order(&mut data, session, SampleCart::InStock);
+    // A warning, a note, and an Error the buyer dismissed: none blocks the order.
+    data.validation_outputs.extend([
+        output(1, Level::Warning, false),
+        output(2, Level::Info, false),
+        output(3, Level::Error, true),
+    ]);
+    let world = World::new(data.clone());
+    let op: SfId = world
+        .accept(
+            "activateOrderAction",
+            &activate_input(SampleCart::InStock, "Activated", true),
+            buyer(),
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+    world.engine.run_until_idle().unwrap();
+    assert_eq!(world.operation(&op).status, OperationStatus::Complete);
+    let activated = world.store.order(&order).unwrap().unwrap();
+    assert_eq!(activated.status, cartflow::model::OrderStatus::Activated);
+
+    // An Error that arrives after the activation was accepted stops it when it runs.
+    let world = World::new(data);
+    let op: SfId = world
+        .accept(
+            "activateOrderAction",
+            &activate_input(SampleCart::InStock, "Activated", true),
+            buyer(),
+        )
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut blocked = world.data();
+    blocked
+        .validation_outputs
+        .push(output(4, Level::Error, false));
+    let world = World::new(blocked);
+    world.engine.run_until_idle().unwrap();
+    assert_eq!(world.operation(&op).status, OperationStatus::Error);
+    let draft = world.store.order(&order).unwrap().unwrap();
+    assert_eq!(draft.status, cartflow::model::OrderStatus::Draft);
+}
+
+#[test]
 fn activate_order_outside_its_step_or_while_processing_is_invalid_input_403() {
     let (mut data, session) = locked_at(SampleCart::InStock, SessionState::CartToOrder);
     add_draft_order(&mut data, session, SampleCart::InStock);

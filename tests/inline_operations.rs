@@ -18,13 +18,15 @@ use cartflow::{Engine, EngineConfig, MemoryStore, StoreError};
 use serde_json::json;
 
 /// A store on which a worker claims every new operation the moment it is committed, before
-/// the call that created it can run it inline. The claim goes to `claims`; the first read of
-/// the claimed operation afterwards (the waiting call's first look) is told on `awaited`.
+/// the call that created it can run it inline. The claim goes to `claims`; the second read of
+/// the claimed operation afterwards is told on `awaited`: the first may be the call's try at
+/// running the operation itself, the second is the call waiting for the worker.
 struct WorkerClaimsFirst {
     inner: Arc<MemoryStore>,
     worker: Engine,
     claims: Mutex<Sender<Claim>>,
     claimed: Mutex<Option<SfId>>,
+    looks: Mutex<u32>,
     awaited: Mutex<Option<Sender<()>>>,
 }
 
@@ -44,12 +46,17 @@ impl Store for WorkerClaimsFirst {
     }
 
     fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError> {
-        if *self.claimed.lock().unwrap() == Some(*id)
-            && let Some(awaited) = self.awaited.lock().unwrap().take()
-        {
-            let _ = awaited.send(());
+        let operation = self.inner.operation(id);
+        if *self.claimed.lock().unwrap() == Some(*id) {
+            let mut looks = self.looks.lock().unwrap();
+            *looks += 1;
+            if *looks == 2
+                && let Some(awaited) = self.awaited.lock().unwrap().take()
+            {
+                let _ = awaited.send(());
+            }
         }
-        self.inner.operation(id)
+        operation
     }
 
     delegate_store!(inner =>
@@ -60,7 +67,7 @@ impl Store for WorkerClaimsFirst {
 }
 
 /// The in-stock cart locked at Cart To Order, an engine over a store whose worker claims
-/// first, the claim as it is made, and word of the call's first look at the operation.
+/// first, the claim as it is made, and word of the call's wait for the operation.
 fn rig(config: EngineConfig) -> (Engine, Receiver<Claim>, Receiver<()>, Engine) {
     let session = SfId::parse("2z9000000000009AAA").unwrap();
     let mut data = support::data::in_checkout_at(session, SessionState::CartToOrder, true);
@@ -79,6 +86,7 @@ fn rig(config: EngineConfig) -> (Engine, Receiver<Claim>, Receiver<()>, Engine) 
         worker: worker.clone(),
         claims: Mutex::new(claims),
         claimed: Mutex::new(None),
+        looks: Mutex::new(0),
         awaited: Mutex::new(Some(awaited)),
     });
     let engine = Engine::new(store)
@@ -101,8 +109,8 @@ fn a_call_waits_for_the_worker_that_claimed_its_operation_first_and_answers_its_
     let (engine, claimed, first_look, worker) = rig(EngineConfig::default());
     let working = thread::spawn(move || {
         let claim = claimed.recv_timeout(WAIT).expect("a worker claimed first");
-        // The worker finishes only once the call is waiting for it.
-        first_look.recv_timeout(WAIT).expect("the call looked");
+        // The worker finishes only once the call has seen the operation Running and waits on.
+        first_look.recv_timeout(WAIT).expect("the call waited");
         let performed = worker.perform(&claim).unwrap();
         worker.report(performed).unwrap();
         claim.operation().id
