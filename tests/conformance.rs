@@ -2443,34 +2443,29 @@ fn activate_order_with_a_life_cycle_type_other_than_unmanaged_or_managed_is_inva
 
 #[test]
 fn activate_order_without_a_draft_order_is_invalid_input_403() {
-    let (data, _) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
-    let world = World::new(data);
-    let message = world.refuse(
-        "activateOrderAction",
-        &activate_input(SampleCart::InStock, "Activated", true),
-        buyer(),
-        R::DraftOrderOnSession,
-        "INVALID_INPUT",
-        403,
-    );
+    let refused_without_draft = |data: DataSet| {
+        World::new(data).refuse(
+            "activateOrderAction",
+            &activate_input(SampleCart::InStock, "Activated", true),
+            buyer(),
+            R::DraftOrderOnSession,
+            "INVALID_INPUT",
+            403,
+        )
+    };
+    let (data, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
     assert_eq!(
-        message,
+        refused_without_draft(data.clone()),
         "the session has no order: run cartToOrderAction first"
     );
     // An order that is no longer Draft is named, with its status.
-    let (mut data, session) = locked_at(SampleCart::InStock, SessionState::ActivateOrder);
+    let mut data = data;
     let order = add_draft_order(&mut data, session, SampleCart::InStock);
     data.orders[0].status = cartflow::model::OrderStatus::Activated;
-    let world = World::new(data);
-    let message = world.refuse(
-        "activateOrderAction",
-        &activate_input(SampleCart::InStock, "Activated", true),
-        buyer(),
-        R::DraftOrderOnSession,
-        "INVALID_INPUT",
-        403,
+    assert_eq!(
+        refused_without_draft(data),
+        format!("order {order} is Activated, not Draft")
     );
-    assert_eq!(message, format!("order {order} is Activated, not Draft"));
 }
 
 #[test]
@@ -2520,16 +2515,13 @@ fn an_activation_runs_over_outputs_that_do_not_block_and_stops_at_one_that_arriv
         output(2, Level::Info, false),
         output(3, Level::Error, true),
     ]);
+    let queue_activation = |world: &World| -> SfId {
+        let input = activate_input(SampleCart::InStock, "Activated", true);
+        let op = world.accept("activateOrderAction", &input, buyer());
+        op.unwrap().parse().unwrap()
+    };
     let world = World::new(data.clone());
-    let op: SfId = world
-        .accept(
-            "activateOrderAction",
-            &activate_input(SampleCart::InStock, "Activated", true),
-            buyer(),
-        )
-        .unwrap()
-        .parse()
-        .unwrap();
+    let op = queue_activation(&world);
     world.engine.run_until_idle().unwrap();
     assert_eq!(world.operation(&op).status, OperationStatus::Complete);
     let activated = world.store.order(&order).unwrap().unwrap();
@@ -2537,15 +2529,7 @@ fn an_activation_runs_over_outputs_that_do_not_block_and_stops_at_one_that_arriv
 
     // An Error that arrives after the activation was accepted stops it when it runs.
     let world = World::new(data);
-    let op: SfId = world
-        .accept(
-            "activateOrderAction",
-            &activate_input(SampleCart::InStock, "Activated", true),
-            buyer(),
-        )
-        .unwrap()
-        .parse()
-        .unwrap();
+    let op = queue_activation(&world);
     let mut blocked = world.data();
     blocked
         .validation_outputs
@@ -2579,32 +2563,24 @@ fn activate_order_outside_its_step_or_while_processing_is_invalid_input_403() {
         Action::ActivateOrder,
         OperationStatus::Running,
     );
-    let world = World::new(data.clone());
-    let message = world.refuse(
-        "activateOrderAction",
-        &activate_input(SampleCart::InStock, "Activated", true),
-        buyer(),
-        R::NoOperationInProgress,
-        "INVALID_INPUT",
-        403,
-    );
+    let refused_in_progress = |data: DataSet| {
+        World::new(data).refuse(
+            "activateOrderAction",
+            &activate_input(SampleCart::InStock, "Activated", true),
+            buyer(),
+            R::NoOperationInProgress,
+            "INVALID_INPUT",
+            403,
+        )
+    };
     assert_eq!(
-        message,
+        refused_in_progress(data.clone()),
         format!("an integration is already in progress: operation {running} is Running")
     );
     // An operation of the cart that the session does not name is in progress all the same.
     data.sessions[0].background_operation_id = None;
-    let world = World::new(data);
-    let message = world.refuse(
-        "activateOrderAction",
-        &activate_input(SampleCart::InStock, "Activated", true),
-        buyer(),
-        R::NoOperationInProgress,
-        "INVALID_INPUT",
-        403,
-    );
     assert_eq!(
-        message,
+        refused_in_progress(data),
         "an integration is already in progress for this cart"
     );
 }

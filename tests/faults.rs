@@ -394,25 +394,6 @@ impl Store for PanicsOnFirstClaim {
         operation_counts, owner_of);
 }
 
-/// Locks `cart`'s Inventory step and starts its inventory check; returns the operation.
-fn start_inventory_check(engine: &Engine, cart: SfId) -> SfId {
-    let buyer = sample::buyer_id().to_string();
-    sample::lock_inventory_step(engine, &buyer, cart).unwrap();
-    let started = engine
-        .execute(
-            &buyer,
-            Cmd::RunStep {
-                action: ProviderAction::CheckCartInventory,
-                cart_id: cart.to_string(),
-            },
-        )
-        .unwrap();
-    let Output::BackgroundOperationId(op) = started else {
-        panic!("checkCartInventoryAction answered {started:?}");
-    };
-    op
-}
-
 /// Waits (within [`BOUND`]) until the operation is no longer New or Running.
 fn wait_until_finished(store: &dyn Store, op: &SfId) -> OperationStatus {
     let deadline = Instant::now() + BOUND;
@@ -440,7 +421,7 @@ fn a_worker_thread_that_panics_is_restarted_counted_and_runs_later_operations() 
         .with_ids(Arc::new(SequentialIds::starting_at(1)))
         .with_integrations(sample::integrations(&data));
     // Waiting before the pool starts: the first claim of its only thread panics.
-    let first = start_inventory_check(&engine, SampleCart::InStock.id());
+    let first = support::queue::start_inventory_check(&engine, SampleCart::InStock.id());
     let pool = engine.start_workers(1);
     assert_eq!(
         wait_until_finished(store.as_ref(), &first),
@@ -448,7 +429,7 @@ fn a_worker_thread_that_panics_is_restarted_counted_and_runs_later_operations() 
     );
     assert!(store.panicked.load(Ordering::SeqCst));
     // And after the restart, a later operation runs too.
-    let later = start_inventory_check(&engine, SampleCart::Reorder.id());
+    let later = support::queue::start_inventory_check(&engine, SampleCart::Reorder.id());
     assert_eq!(
         wait_until_finished(store.as_ref(), &later),
         OperationStatus::Complete

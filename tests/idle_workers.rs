@@ -71,25 +71,6 @@ fn engine(panics: bool) -> (Engine, Arc<CountsClaims>) {
     (engine, store)
 }
 
-/// Locks `cart`'s Inventory step and starts its inventory check; returns the operation.
-fn start_inventory_check(engine: &Engine, cart: SfId) -> SfId {
-    let buyer = sample::buyer_id().to_string();
-    sample::lock_inventory_step(engine, &buyer, cart).unwrap();
-    let started = engine
-        .execute(
-            &buyer,
-            Cmd::RunStep {
-                action: ProviderAction::CheckCartInventory,
-                cart_id: cart.to_string(),
-            },
-        )
-        .unwrap();
-    let Output::BackgroundOperationId(op) = started else {
-        panic!("checkCartInventoryAction answered {started:?}");
-    };
-    op
-}
-
 /// Whether `done()` holds within `bound`.
 fn within(bound: Duration, done: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + bound;
@@ -117,7 +98,7 @@ fn an_idle_worker_wakes_when_work_is_committed_not_when_its_poll_ends() {
     let pool = engine.start_workers(1);
     // The worker has looked once and found nothing: it now waits for work, or for an hour.
     wait_until("the worker's first claim", || store.claims() >= 1);
-    let op = start_inventory_check(&engine, SampleCart::InStock.id());
+    let op = support::queue::start_inventory_check(&engine, SampleCart::InStock.id());
     if !within(BOUND, || finished(store.as_ref(), &op)) {
         // Stopping would wait for the sleeping worker: leave it to the process's end.
         std::mem::forget(pool);
@@ -133,7 +114,7 @@ fn an_idle_worker_does_not_look_for_work_again_before_its_poll_ends() {
     let (engine, store) = engine(false);
     let pool = engine.start_workers(1);
     // One operation first, so the signal has announced work once before the worker idles.
-    let op = start_inventory_check(&engine, SampleCart::InStock.id());
+    let op = support::queue::start_inventory_check(&engine, SampleCart::InStock.id());
     wait_until("the inventory check", || finished(store.as_ref(), &op));
     let before = store.claims();
     thread::sleep(Duration::from_millis(300));

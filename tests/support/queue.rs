@@ -107,3 +107,22 @@ pub fn decide_at(
     };
     decide_worker(&ctx, snapshot, command)
 }
+
+/// Locks `cart`'s Inventory step and starts its inventory check; returns the operation.
+pub fn start_inventory_check(engine: &Engine, cart: SfId) -> SfId {
+    let buyer = sample::buyer_id().to_string();
+    sample::lock_inventory_step(engine, &buyer, cart).unwrap();
+    let started = engine
+        .execute(
+            &buyer,
+            cartflow::machine::Command::RunStep {
+                action: cartflow::machine::ProviderAction::CheckCartInventory,
+                cart_id: cart.to_string(),
+            },
+        )
+        .unwrap();
+    let cartflow::machine::Output::BackgroundOperationId(op) = started else {
+        panic!("checkCartInventoryAction answered {started:?}");
+    };
+    op
+}
