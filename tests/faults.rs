@@ -17,7 +17,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cartflow::ids::SequentialIds;
-use cartflow::machine::{Command as Cmd, Output, ProviderAction};
 use cartflow::model::{OperationStatus, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::ClaimFn;

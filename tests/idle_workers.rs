@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use cartflow::engine::{EngineConfig, RESTART_BACKOFF};
 use cartflow::ids::SequentialIds;
-use cartflow::machine::{Command as Cmd, Output, ProviderAction};
 use cartflow::model::{OperationStatus, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::ClaimFn;
@@ -124,6 +123,11 @@ fn an_idle_worker_does_not_look_for_work_again_before_its_poll_ends() {
     assert!(
         looked <= 2,
         "an idle worker claimed {looked} times while no work came"
+    );
+    assert_eq!(
+        pool.restarts(),
+        0,
+        "a worker that never panicked was restarted"
     );
     pool.stop();
 }
