@@ -372,7 +372,7 @@ impl Store for Watched {
         Ok(snapshot)
     }
     delegate_store!(inner => user, commit, claimable_operations, expired_operations, claim_next,
-        cart, cart_items, cart_item, validation_output, session, sessions_of, operation,
+        cart, carts_after, cart_items, cart_item, validation_output, session, sessions_of, operation,
         operations_of, order, validation_outputs, history, begin_keyed, keep_answer, release_key,
         operation_counts, owner_of);
 }

@@ -3137,7 +3137,7 @@ impl Store for Faulty {
         (self.after_commit)(commit);
         Ok(())
     }
-    delegate_store!(inner => user, claimable_operations, expired_operations, cart, cart_items,
+    delegate_store!(inner => user, claimable_operations, expired_operations, cart, carts_after, cart_items,
         cart_item, validation_output, session, sessions_of, operation, operations_of, order,
         validation_outputs, history, begin_keyed, keep_answer, release_key, operation_counts, owner_of);
 }

@@ -388,7 +388,7 @@ impl Store for PanicsOnFirstClaim {
         self.inner.claim_next(claim)
     }
     delegate_store!(inner => user, load, commit, claimable_operations, expired_operations,
-        cart, cart_items, cart_item, validation_output, session, sessions_of, operation,
+        cart, carts_after, cart_items, cart_item, validation_output, session, sessions_of, operation,
         operations_of, order, validation_outputs, history, begin_keyed, keep_answer, release_key,
         operation_counts, owner_of);
 }

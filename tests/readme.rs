@@ -137,11 +137,12 @@ fn the_readme_over_http_blocks_run_as_written() {
         "the calls failed ({}): {stderr}\nstdout: {stdout}",
         ran.status
     );
-    // What the block's comments promise: the versions, the session at its new State, and the
-    // refusal of a call without a token.
+    // What the block's comments promise: the versions, the session at its new State (read,
+    // and found by a query), and the refusal of a call without a token.
     assert!(stdout.contains(r#""version":"64.0""#), "{stdout}");
     assert!(stdout.contains(r#""State":"Shipping Address""#), "{stdout}");
     assert!(stdout.contains(r#""Id":"2z9"#), "{stdout}");
+    assert!(stdout.contains(r#""totalSize":1"#), "{stdout}");
     assert!(stdout.contains("INVALID_SESSION_ID"), "{stdout}");
     assert!(!stdout.contains("NOT_FOUND"), "{stdout}");
 }

@@ -50,7 +50,7 @@ impl Store for Gated {
         self.inner.commit(commit)
     }
     delegate_store!(inner => user, load, claimable_operations, expired_operations, cart,
-        cart_items, cart_item, validation_output, session, sessions_of, operation, operations_of,
+        carts_after, cart_items, cart_item, validation_output, session, sessions_of, operation, operations_of,
         order, validation_outputs, history, begin_keyed, keep_answer, release_key,
         operation_counts, owner_of);
 }

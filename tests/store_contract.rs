@@ -467,6 +467,40 @@ fn claimable_operations_are_new_oldest_first_and_never_of_closed_carts() {
 }
 
 #[test]
+fn a_scan_of_carts_pages_through_every_cart_once_in_one_order() {
+    for (name, open) in stores::all() {
+        let mut data = sample::dataset();
+        sample::add_in_stock_copies(&mut data, 100, 7);
+        let mut expected: Vec<SfId> = data.carts.iter().map(|c| c.id).collect();
+        let (store, _dir) = open(data);
+        let mut seen: Vec<SfId> = Vec::new();
+        loop {
+            let page = store.carts_after(seen.last(), 3).unwrap();
+            assert!(page.len() <= 3, "{name}: a page of {}", page.len());
+            let done = page.len() < 3;
+            seen.extend(page.iter().map(|c| c.id));
+            if done {
+                break;
+            }
+        }
+        let whole: Vec<SfId> = store
+            .carts_after(None, 1_000)
+            .unwrap()
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(
+            seen, whole,
+            "{name}: the pages are the whole scan, in its order"
+        );
+        seen.sort();
+        expected.sort();
+        assert_eq!(seen, expected, "{name}: every cart, once");
+        assert!(store.carts_after(None, 0).unwrap().is_empty(), "{name}");
+    }
+}
+
+#[test]
 fn a_checkout_runs_the_same_on_every_store() {
     for (name, open) in stores::all() {
         let data = sample::dataset();

@@ -62,7 +62,7 @@ impl Store for StaleLeaseReads {
             .collect())
     }
     delegate_store!(inner => user, load, commit, claimable_operations, claim_next, cart,
-        cart_items, cart_item, validation_output, session, sessions_of, operation,
+        carts_after, cart_items, cart_item, validation_output, session, sessions_of, operation,
         operations_of, order, validation_outputs, history, begin_keyed, keep_answer, release_key,
         operation_counts, owner_of);
 }

@@ -1,5 +1,5 @@
-//! The facade's body parsing without a server, for the fuzz targets in `fuzz/`: the same
-//! functions the handlers call, nothing else. Only built with the `fuzzing` feature.
+//! The facade's body and query parsing without a server, for the fuzz targets in `fuzz/`: the
+//! same functions the handlers call, nothing else. Only built with the `fuzzing` feature.
 
 use super::SfError;
 use super::actions::parse_inputs;
@@ -25,4 +25,10 @@ pub fn patch_body(object: &str, body: &[u8]) -> Option<Result<(), SfError>> {
             .and_then(|value| parse_update(object, value))
             .map(|_| ()),
     )
+}
+
+/// Runs a SOQL query as `GET .../query` does, over the sample data as the sample buyer: the
+/// number of rows it answers, or the facade's refusal of it.
+pub fn query(text: &str) -> Result<usize, SfError> {
+    super::query::answer_rows(text)
 }

@@ -56,8 +56,11 @@ mod error;
 pub mod fuzzing;
 mod idempotency;
 mod ops;
+mod query;
 mod records;
+mod schema;
 mod server;
+mod soql;
 mod versions;
 
 use std::any::Any;
@@ -170,6 +173,8 @@ fn app(engine: Engine, tokens: Tokens, config: &ServerConfig, draining: Arc<Atom
             "/services/data/{version}/sobjects/{object}/{id}/{relationship}",
             get(records::related),
         )
+        .route("/services/data/{version}/query", get(query::run))
+        .route("/services/data/{version}/query/{locator}", get(query::more))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::scrape))

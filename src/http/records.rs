@@ -76,7 +76,7 @@ impl Object {
     }
 
     /// Object names in URLs are case-insensitive, as Salesforce's are.
-    fn parse(name: &str) -> Option<Object> {
+    pub(super) fn parse(name: &str) -> Option<Object> {
         Object::ALL
             .into_iter()
             .find(|o| o.name().eq_ignore_ascii_case(name))
@@ -145,7 +145,11 @@ fn locate(
 }
 
 /// A record's fields and its cart.
-fn find(store: &dyn Store, object: Object, id: &SfId) -> Result<Option<(Value, SfId)>, StoreError> {
+pub(super) fn find(
+    store: &dyn Store,
+    object: Object,
+    id: &SfId,
+) -> Result<Option<(Value, SfId)>, StoreError> {
     let with = |record: Value, cart: SfId| Some((record, cart));
     Ok(match object {
         Object::CartCheckoutSession => store
@@ -227,7 +231,7 @@ fn order_item_json(order: &Order, item: &OrderItem) -> Value {
     value
 }
 
-fn to_value(record: &impl Serialize) -> Value {
+pub(super) fn to_value(record: &impl Serialize) -> Value {
     serde_json::to_value(record).unwrap_or(Value::Null)
 }
 
@@ -310,7 +314,7 @@ fn relation(object: Object, relationship: &str) -> Option<Object> {
 }
 
 /// The `child` records of the `object` record `parent`, each with its Id.
-fn children(
+pub(super) fn children(
     store: &dyn Store,
     object: Object,
     parent: &SfId,
@@ -354,7 +358,7 @@ fn children(
 }
 
 /// An order's items or delivery groups, each with its Id.
-fn order_children(
+pub(super) fn order_children(
     store: &dyn Store,
     order_id: &SfId,
     child: Object,

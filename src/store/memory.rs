@@ -493,6 +493,17 @@ impl Store for MemoryStore {
         Ok(self.read().carts.get(id).cloned())
     }
 
+    fn carts_after(&self, after: Option<&SfId>, limit: usize) -> Result<Vec<WebCart>, StoreError> {
+        let t = self.read();
+        let mut carts: Vec<&WebCart> = t
+            .carts
+            .values()
+            .filter(|c| after.is_none_or(|after| c.id > *after))
+            .collect();
+        carts.sort_by_key(|c| c.id);
+        Ok(carts.into_iter().take(limit).cloned().collect())
+    }
+
     fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
         Ok(self.read().items.get(cart_id).cloned().unwrap_or_default())
     }

@@ -268,6 +268,9 @@ pub trait Store: Send + Sync {
     }
     /// A cart by ID.
     fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError>;
+    /// Up to `limit` carts, in order of ID, each after `after` when it is given: a scan of
+    /// every cart, one page at a time.
+    fn carts_after(&self, after: Option<&SfId>, limit: usize) -> Result<Vec<WebCart>, StoreError>;
     /// A cart's lines.
     fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError>;
     /// A cart line by ID.

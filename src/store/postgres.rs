@@ -766,6 +766,10 @@ impl Store for PostgresStore {
         self.read(|db| sql::by_id(db, Table::Carts, id))
     }
 
+    fn carts_after(&self, after: Option<&SfId>, limit: usize) -> Result<Vec<WebCart>, StoreError> {
+        self.read(|db| sql::carts_after(db, after, limit))
+    }
+
     fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
         self.read(|db| {
             sql::listed(

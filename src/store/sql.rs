@@ -126,6 +126,21 @@ pub(crate) fn by_id<T: DeserializeOwned>(
     Ok(records.into_iter().next())
 }
 
+/// Up to `limit` carts in order of ID, each after `after` (every cart when it is `None`).
+pub(crate) fn carts_after(
+    tx: &mut impl SqlTx,
+    after: Option<&SfId>,
+    limit: usize,
+) -> Result<Vec<WebCart>, StoreError> {
+    tx.records(
+        "SELECT body FROM carts WHERE id > $1 ORDER BY id LIMIT $2",
+        &[
+            Value::Text(after.map_or("", SfId::as_str)),
+            Value::Int(i64::try_from(limit).unwrap_or(i64::MAX)),
+        ],
+    )
+}
+
 /// The records a query keyed by one ID returns, in its order.
 pub(crate) fn listed<T: DeserializeOwned>(
     tx: &mut impl SqlTx,

@@ -475,6 +475,10 @@ impl Store for SqliteStore {
         self.read(|tx| sql::by_id(&mut Sqlite(tx), Table::Carts, id))
     }
 
+    fn carts_after(&self, after: Option<&SfId>, limit: usize) -> Result<Vec<WebCart>, StoreError> {
+        self.read(|tx| sql::carts_after(&mut Sqlite(tx), after, limit))
+    }
+
     fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
         self.read(|tx| {
             sql::listed(

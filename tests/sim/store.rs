@@ -205,7 +205,7 @@ impl Store for SimStore {
     // `claim_next` is the trait's own: it claims through this store's yielding reads and
     // faulty commits.
     crate::delegate_store!(enter() =>
-        user, load, claimable_operations, expired_operations, cart, cart_items, cart_item,
+        user, load, claimable_operations, expired_operations, cart, carts_after, cart_items, cart_item,
         validation_output, session, sessions_of, operation, operations_of, order,
         validation_outputs, history, begin_keyed, keep_answer, release_key, owner_of,
         operation_counts

@@ -29,6 +29,7 @@ use std::time::Instant;
 
 use postgres::{Client, NoTls};
 
+pub mod checkout_http;
 pub mod data;
 pub mod queue;
 pub mod server;

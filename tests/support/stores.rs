@@ -106,6 +106,12 @@ macro_rules! delegate_store {
         $crate::delegate_store!(@fn cart(id: &::cartflow::model::SfId)
             -> Option<::cartflow::model::WebCart>, $($with)*);
     };
+    (@method carts_after, $($with:tt)*) => {
+        $crate::delegate_store!(@fn carts_after(
+            after: Option<&::cartflow::model::SfId>,
+            limit: usize
+        ) -> Vec<::cartflow::model::WebCart>, $($with)*);
+    };
     (@method cart_items, $($with:tt)*) => {
         $crate::delegate_store!(@fn cart_items(cart_id: &::cartflow::model::SfId)
             -> Vec<::cartflow::model::CartItem>, $($with)*);
