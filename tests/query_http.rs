@@ -2,8 +2,9 @@
 //! finds the cart's active session and another buyer finds nothing; malformed queries,
 //! unknown objects and fields are refused as Salesforce refuses them; every field a record
 //! shows can be selected, and answers what the record shows; filters, parent fields, order,
-//! LIMIT, OFFSET and COUNT() select what they say; and a result past a batch answers a
-//! locator for the rest.
+//! LIMIT, OFFSET and COUNT() select what they say; a result past a batch answers a locator
+//! for the rest; and the objects, their descriptions, `?fields=` and the composite retrieve
+//! answer what a client asks before and besides a query.
 
 #![cfg(feature = "http")]
 
@@ -101,7 +102,7 @@ fn a_buyer_finds_the_carts_active_session_and_another_buyer_finds_nothing() {
     let idle = f.ids(&format!(
         "SELECT Id FROM CartCheckoutSession WHERE BackgroundOperationId = null AND WebCartId = '{cart}'"
     ));
-    assert_eq!(idle, [session.clone()]);
+    assert_eq!(idle, std::slice::from_ref(&session));
     // The filter is applied: the cart has no archived session.
     let archived = text.replace("IsArchived = false", "IsArchived = true");
     assert_eq!(f.rows(&archived), Vec::<Value>::new());
@@ -402,5 +403,146 @@ fn a_result_past_a_batch_answers_a_locator_for_the_rest() {
     sorted.sort();
     assert_eq!(seen, sorted, "the batches follow the query's order");
     assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), owned);
+    f.stop();
+}
+
+#[test]
+fn the_objects_and_their_descriptions_name_every_field_a_query_accepts() {
+    let mut f = start_with(0);
+    let listed = f.get("/sobjects");
+    assert_eq!(listed.status, 200, "{:?}", listed.body);
+    let objects = listed.body["sobjects"].as_array().unwrap();
+    assert_eq!(objects.len(), 12);
+    let cart = objects.iter().find(|o| o["name"] == "WebCart").unwrap();
+    assert_eq!(cart["keyPrefix"], "0a6");
+    assert_eq!(
+        cart["urls"]["describe"],
+        format!("/services/data/{V}/sobjects/WebCart/describe")
+    );
+
+    for object in objects {
+        let name = object["name"].as_str().unwrap();
+        let described = f.get(&format!("/sobjects/{name}/describe"));
+        assert_eq!(described.status, 200, "{name}: {:?}", described.body);
+        let fields = described.body["fields"].as_array().unwrap();
+        let names: Vec<&str> = fields.iter().map(|f| f["name"].as_str().unwrap()).collect();
+        assert_eq!(names[0], "Id", "{name}");
+        // Every field described is one a query selects.
+        let rows = f.query(&format!("SELECT {} FROM {name} LIMIT 1", names.join(", ")));
+        assert_eq!(rows.status, 200, "{name}: {:?}", rows.body);
+        for relationship in described.body["childRelationships"].as_array().unwrap() {
+            let child = relationship["childSObject"].as_str().unwrap();
+            assert!(
+                objects.iter().any(|o| o["name"] == child),
+                "{name}: {relationship}"
+            );
+        }
+    }
+    let session = f.get("/sobjects/CartCheckoutSession/describe").body;
+    let web_cart = session["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "WebCartId")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            web_cart["type"].clone(),
+            web_cart["referenceTo"].clone(),
+            web_cart["relationshipName"].clone(),
+            web_cart["nillable"].clone()
+        ),
+        (
+            json!("reference"),
+            json!(["WebCart"]),
+            json!("WebCart"),
+            json!(false)
+        )
+    );
+    let state = session["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "State")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (state["updateable"].clone(), state["nillable"].clone()),
+        (json!(true), json!(true))
+    );
+    let cart = f.get("/sobjects/WebCart/describe").body;
+    let children: Vec<&str> = cart["childRelationships"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["relationshipName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        children,
+        [
+            "CartItems",
+            "CartValidationOutputs",
+            "CartDeliveryGroups",
+            "CartDeliveryGroupMethods",
+            "CartTaxes"
+        ]
+    );
+    assert_eq!(f.get("/sobjects/Nothing/describe").status, 404);
+    assert_eq!(f.get_as("nobody", "/sobjects").status, 401);
+    f.stop();
+}
+
+#[test]
+fn a_read_with_fields_and_a_composite_retrieve_answer_only_the_fields_asked_for() {
+    let mut f = start_with(0);
+    let cart = SampleCart::InStock.id().to_string();
+    let reorder = SampleCart::Reorder.id().to_string();
+    let whole = f.record("WebCart", &cart);
+
+    let some = f.get(&format!(
+        "/sobjects/WebCart/{cart}?fields=Status,grandtotalamount"
+    ));
+    assert_eq!(some.status, 200, "{:?}", some.body);
+    let expected = json!({"attributes": whole["attributes"], "Status": whole["Status"], "GrandTotalAmount": whole["GrandTotalAmount"]});
+    assert_eq!(some.body, expected);
+    let unknown = f.get(&format!("/sobjects/WebCart/{cart}?fields=Status,Nope"));
+    assert_eq!(
+        (unknown.status, unknown.error_code()),
+        (400, "INVALID_FIELD")
+    );
+
+    let path = format!(
+        "/composite/sobjects/WebCart?ids={cart},0a6000000009999,nope,{reorder}&fields=Status,GrandTotalAmount"
+    );
+    let retrieved = f.get(&path);
+    assert_eq!(retrieved.status, 200, "{:?}", retrieved.body);
+    let records = retrieved.body.as_array().unwrap();
+    assert_eq!(records.len(), 4);
+    assert_eq!(records[0], expected);
+    assert_eq!(
+        (records[1].clone(), records[2].clone()),
+        (Value::Null, Value::Null)
+    );
+    assert_eq!(
+        records[3]["attributes"]["url"],
+        format!(
+            "/services/data/{V}/sobjects/WebCart/{}",
+            f.record("WebCart", &reorder)["Id"].as_str().unwrap()
+        )
+    );
+    // Another buyer reads none of them.
+    let theirs = f.get_as(STRANGER, &path);
+    assert_eq!(theirs.body, json!([null, null, null, null]));
+    let missing = f.get(&format!("/composite/sobjects/WebCart?ids={cart}"));
+    assert_eq!(
+        (missing.status, missing.error_code()),
+        (400, "MISSING_ARGUMENT")
+    );
+    let missing = f.get("/composite/sobjects/WebCart?fields=Id");
+    assert_eq!(
+        (missing.status, missing.error_code()),
+        (400, "MISSING_ARGUMENT")
+    );
     f.stop();
 }

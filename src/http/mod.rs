@@ -50,6 +50,7 @@
 mod actions;
 mod auth;
 mod body;
+mod describe;
 mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
@@ -165,9 +166,18 @@ fn app(engine: Engine, tokens: Tokens, config: &ServerConfig, draining: Arc<Atom
             "/services/data/{version}/actions/custom/apex/{name}",
             get(actions::describe_custom).post(actions::invoke_custom),
         )
+        .route("/services/data/{version}/sobjects", get(describe::list))
+        .route(
+            "/services/data/{version}/sobjects/{object}/describe",
+            get(describe::describe),
+        )
         .route(
             "/services/data/{version}/sobjects/{object}/{id}",
             get(records::read).patch(records::update),
+        )
+        .route(
+            "/services/data/{version}/composite/sobjects/{object}",
+            get(describe::retrieve),
         )
         .route(
             "/services/data/{version}/sobjects/{object}/{id}/{relationship}",

@@ -153,14 +153,9 @@ fn parse_locator(locator: &str) -> Option<(usize, usize, String)> {
 
 /// The `q` parameter, decoded; missing, not UTF-8 or too long is refused.
 fn query_text(query_string: &str) -> Result<String, SfError> {
-    let raw = query_string
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("q="))
-        .ok_or_else(|| malformed("A query string has to be specified: ?q=SELECT ..."))?;
-    let text = percent_decode_str(&raw.replace('+', " "))
-        .decode_utf8()
-        .map_err(|_| malformed("The query is not UTF-8 text"))?
-        .into_owned();
+    let text = query_param(query_string, "q")
+        .ok_or_else(|| malformed("A query string has to be specified: ?q=SELECT ..."))?
+        .map_err(|_| malformed("The query is not UTF-8 text"))?;
     if text.chars().count() > MAX_QUERY_CHARS {
         return Err(SfError::new(
             StatusCode::URI_TOO_LONG,
@@ -169,6 +164,23 @@ fn query_text(query_string: &str) -> Result<String, SfError> {
         ));
     }
     Ok(text)
+}
+
+/// The first parameter `name` of a query string, decoded as a form encodes it (`+` is a
+/// space); `Err` when it is not UTF-8.
+pub(super) fn query_param(
+    query_string: &str,
+    name: &str,
+) -> Option<Result<String, std::str::Utf8Error>> {
+    let raw = query_string.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })?;
+    Some(
+        percent_decode_str(&raw.replace('+', " "))
+            .decode_utf8()
+            .map(|text| text.into_owned()),
+    )
 }
 
 /// The batch size `Sforce-Query-Options: batchSize=N` asks for, within

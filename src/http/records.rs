@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::error::{SfError, json_response};
 use super::{AppState, api_version, authenticate, blocking, parse_json, read_body};
+use super::{describe, schema};
 use crate::engine::Engine;
 use crate::error::{CheckoutError, StoreError};
 use crate::machine::{CheckoutDetails, Command};
@@ -54,7 +55,7 @@ impl Object {
         Object::PaymentAuthorization,
     ];
 
-    fn kind(self) -> KeyPrefix {
+    pub(super) fn kind(self) -> KeyPrefix {
         match self {
             Object::CartCheckoutSession => KeyPrefix::CartCheckoutSession,
             Object::BackgroundOperation => KeyPrefix::BackgroundOperation,
@@ -83,7 +84,7 @@ impl Object {
     }
 
     /// The fields a PATCH may set.
-    fn updatable(self) -> &'static [&'static str] {
+    pub(super) fn updatable(self) -> &'static [&'static str] {
         match self {
             Object::CartCheckoutSession => &["State"],
             Object::WebCart => &["DeliverTo", "DeliveryMethodId", "PaymentToken"],
@@ -235,26 +236,41 @@ pub(super) fn to_value(record: &impl Serialize) -> Value {
     serde_json::to_value(record).unwrap_or(Value::Null)
 }
 
-/// `GET .../sobjects/{Object}/{Id}`.
+/// `GET .../sobjects/{Object}/{Id}`, or only some of its fields with `?fields=a,b`.
 pub(super) async fn read(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     path: Result<Path<(String, String, String)>, PathRejection>,
 ) -> Result<Response, SfError> {
     let user = authenticate(&state, &headers).await?;
     let Path(segments) = path.map_err(|_| SfError::not_found())?;
     let (version, object, id) = target(segments)?;
+    let fields = describe::requested_fields(object, uri.query().unwrap_or_default())?;
     let engine = state.0.engine.clone();
-    let record = blocking(move || -> Result<Option<Value>, StoreError> {
-        match locate(&engine, object, &version, &id)? {
-            Some((record, cart)) if can_read(&engine, &user, &cart)? => Ok(Some(record)),
-            _ => Ok(None),
-        }
-    })
-    .await?
-    .map_err(|e| SfError::internal(&e))?
-    .ok_or_else(SfError::not_found)?;
+    let record = blocking(move || readable(&engine, &user, object, &version, &id))
+        .await?
+        .map_err(|e| SfError::internal(&e))?
+        .ok_or_else(SfError::not_found)?;
+    let record = match fields {
+        Some(fields) => describe::only(record, &fields),
+        None => record,
+    };
     Ok(json_response(StatusCode::OK, &record))
+}
+
+/// The record `id` of `object`, with its attributes, when there is one `user` may read.
+pub(super) fn readable(
+    engine: &Engine,
+    user: &User,
+    object: Object,
+    version: &str,
+    id: &SfId,
+) -> Result<Option<Value>, StoreError> {
+    match locate(engine, object, version, id)? {
+        Some((record, cart)) if can_read(engine, user, &cart)? => Ok(Some(record)),
+        _ => Ok(None),
+    }
 }
 
 /// `GET .../sobjects/{Object}/{Id}/{Relationship}`: a record's related list, as a query
@@ -270,7 +286,7 @@ pub(super) async fn related(
     let user = authenticate(&state, &headers).await?;
     let Path((version, object, id, relationship)) = path.map_err(|_| SfError::not_found())?;
     let (version, object, parent) = target((version, object, id))?;
-    let child = relation(object, &relationship).ok_or_else(SfError::not_found)?;
+    let child = schema::child_relationship(object, &relationship).ok_or_else(SfError::not_found)?;
     let engine = state.0.engine.clone();
     let records = blocking(move || -> Result<Option<Vec<Value>>, StoreError> {
         let store = engine.store().as_ref();
@@ -293,24 +309,6 @@ pub(super) async fn related(
         StatusCode::OK,
         &json!({"totalSize": records.len(), "done": true, "records": records}),
     ))
-}
-
-/// The object of the related list `relationship` of an `object` record (names match
-/// case-insensitively).
-fn relation(object: Object, relationship: &str) -> Option<Object> {
-    let relationship = relationship.to_ascii_lowercase();
-    Some(match (object, relationship.as_str()) {
-        (Object::WebCart, "cartitems") => Object::CartItem,
-        (Object::WebCart, "cartvalidationoutputs") => Object::CartValidationOutput,
-        (Object::WebCart, "cartdeliverygroups") => Object::CartDeliveryGroup,
-        (Object::WebCart | Object::CartDeliveryGroup, "cartdeliverygroupmethods") => {
-            Object::CartDeliveryGroupMethod
-        }
-        (Object::WebCart | Object::CartItem, "carttaxes") => Object::CartTax,
-        (Object::Order, "orderitems") => Object::OrderItem,
-        (Object::Order, "orderdeliverygroups") => Object::OrderDeliveryGroup,
-        _ => return None,
-    })
 }
 
 /// The `child` records of the `object` record `parent`, each with its Id.

@@ -51,10 +51,26 @@ pub(super) struct Field {
     pub(super) name: &'static str,
     /// What it holds.
     pub(super) kind: FieldType,
+    /// Whether a record may have no value for it.
+    pub(super) nillable: bool,
 }
 
+/// A field every record has a value for.
 const fn f(name: &'static str, kind: FieldType) -> Field {
-    Field { name, kind }
+    Field {
+        name,
+        kind,
+        nillable: false,
+    }
+}
+
+/// A field a record may leave empty.
+const fn o(name: &'static str, kind: FieldType) -> Field {
+    Field {
+        name,
+        kind,
+        nillable: true,
+    }
 }
 
 use FieldType::{
@@ -75,45 +91,45 @@ const WEB_CART: [Field; 18] = [
     f("OwnerId", UNSERVED),
     f("Status", Picklist),
     f("Shares", Compound),
-    f("DeliverTo", Compound),
+    o("DeliverTo", Compound),
     f("DeliveryOptions", Compound),
-    f("DeliveryMethodId", Text),
+    o("DeliveryMethodId", Text),
     f("PaymentTokenSet", Boolean),
-    f("PaymentAuthorizationId", Text),
-    f("AuthorizedAmount", Currency),
-    f("TotalProductAmount", Currency),
-    f("TotalAdjustmentAmount", Currency),
-    f("TotalChargeAmount", Currency),
-    f("TotalTaxAmount", Currency),
-    f("GrandTotalAmount", Currency),
+    o("PaymentAuthorizationId", Text),
+    o("AuthorizedAmount", Currency),
+    o("TotalProductAmount", Currency),
+    o("TotalAdjustmentAmount", Currency),
+    o("TotalChargeAmount", Currency),
+    o("TotalTaxAmount", Currency),
+    o("GrandTotalAmount", Currency),
     f("Version", Int),
 ];
 
 const CART_ITEM: [Field; 11] = [
     f("Id", Id),
     f("CartId", to(Object::WebCart)),
-    f("Sku", Text),
-    f("Product2Id", Text),
+    o("Sku", Text),
+    o("Product2Id", Text),
     f("Quantity", Number),
     f("Type", Picklist),
-    f("SalesPrice", Currency),
-    f("ListPrice", Currency),
-    f("TotalPrice", Currency),
-    f("AdjustmentAmount", Currency),
-    f("TaxAmount", Currency),
+    o("SalesPrice", Currency),
+    o("ListPrice", Currency),
+    o("TotalPrice", Currency),
+    o("AdjustmentAmount", Currency),
+    o("TaxAmount", Currency),
 ];
 
 const SESSION: [Field; 11] = [
     f("Id", Id),
     f("WebCartId", to(Object::WebCart)),
-    f("State", Picklist),
-    f("NextState", Picklist),
+    o("State", Picklist),
+    o("NextState", Picklist),
     f("IsProcessing", Boolean),
     f("IsError", Boolean),
     f("IsArchived", Boolean),
-    f("BackgroundOperationId", to(Object::BackgroundOperation)),
-    f("OrderId", to(Object::Order)),
-    f("CreatedDate", DateTime),
+    o("BackgroundOperationId", to(Object::BackgroundOperation)),
+    o("OrderId", to(Object::Order)),
+    o("CreatedDate", DateTime),
     f("Version", Int),
 ];
 
@@ -122,28 +138,28 @@ const OPERATION: [Field; 16] = [
     f("Name", Text),
     f("CartId", to(Object::WebCart)),
     f("CheckoutSessionId", to(Object::CartCheckoutSession)),
-    f("ProviderKind", Picklist),
+    o("ProviderKind", Picklist),
     f("Status", Picklist),
-    f("Error", Text),
+    o("Error", Text),
     f("SubmittedAt", DateTime),
-    f("StartedAt", DateTime),
-    f("FinishedAt", DateTime),
-    f("ExpiresAt", DateTime),
+    o("StartedAt", DateTime),
+    o("FinishedAt", DateTime),
+    o("ExpiresAt", DateTime),
     f("RetryCount", Int),
     f("RetryLimit", Int),
     f("Timeout", Int),
-    f("OrderLifeCycleType", Picklist),
+    o("OrderLifeCycleType", Picklist),
     f("Version", Int),
 ];
 
 const OUTPUT: [Field; 8] = [
     f("Id", Id),
     f("CartId", to(Object::WebCart)),
-    f("BackgroundOperationId", to(Object::BackgroundOperation)),
+    o("BackgroundOperationId", to(Object::BackgroundOperation)),
     f("Level", Picklist),
     f("Type", Picklist),
     f("Message", Text),
-    f("RelatedEntityId", UNSERVED),
+    o("RelatedEntityId", UNSERVED),
     f("IsDismissed", Boolean),
 ];
 
@@ -155,16 +171,16 @@ const ORDER: [Field; 19] = [
     f("OwnerId", UNSERVED),
     f("Status", Picklist),
     f("Items", Compound),
-    f("DeliverTo", Compound),
-    f("DeliveryMethodId", Text),
-    f("DeliveryGroup", Compound),
-    f("PaymentAuthorization", Compound),
-    f("PaymentAuthorizationId", Text),
-    f("AuthorizedAmount", Currency),
-    f("GrandTotalAmount", Currency),
+    o("DeliverTo", Compound),
+    o("DeliveryMethodId", Text),
+    o("DeliveryGroup", Compound),
+    o("PaymentAuthorization", Compound),
+    o("PaymentAuthorizationId", Text),
+    o("AuthorizedAmount", Currency),
+    o("GrandTotalAmount", Currency),
     f("CreatedDate", DateTime),
-    f("ActivatedDate", DateTime),
-    f("OrderSummaryId", UNSERVED),
+    o("ActivatedDate", DateTime),
+    o("OrderSummaryId", UNSERVED),
     f("OrderLifeCycleType", Picklist),
     f("Version", Int),
 ];
@@ -173,12 +189,12 @@ const DELIVERY_GROUP: [Field; 9] = [
     f("Id", Id),
     f("CartId", to(Object::WebCart)),
     f("Name", Text),
-    f("DeliverToStreet", Text),
-    f("DeliverToCity", Text),
-    f("DeliverToState", Text),
-    f("DeliverToPostalCode", Text),
-    f("DeliverToCountry", Text),
-    f("DeliveryMethodId", Text),
+    o("DeliverToStreet", Text),
+    o("DeliverToCity", Text),
+    o("DeliverToState", Text),
+    o("DeliverToPostalCode", Text),
+    o("DeliverToCountry", Text),
+    o("DeliveryMethodId", Text),
 ];
 
 const DELIVERY_METHOD: [Field; 6] = [
@@ -194,7 +210,7 @@ const CART_TAX: [Field; 7] = [
     f("Id", Id),
     f("CartItemId", to(Object::CartItem)),
     f("Amount", Currency),
-    f("TaxRate", Number),
+    o("TaxRate", Number),
     f("Name", Text),
     f("TaxType", Picklist),
     f("TaxCalculationDate", DateTime),
@@ -204,25 +220,25 @@ const ORDER_ITEM: [Field; 11] = [
     f("Id", Id),
     f("OrderId", to(Object::Order)),
     f("CartItemId", to(Object::CartItem)),
-    f("Sku", Text),
-    f("Product2Id", Text),
+    o("Sku", Text),
+    o("Product2Id", Text),
     f("Quantity", Number),
     f("Type", Picklist),
-    f("UnitPrice", Currency),
-    f("TotalPrice", Currency),
-    f("AdjustmentAmount", Currency),
-    f("TaxAmount", Currency),
+    o("UnitPrice", Currency),
+    o("TotalPrice", Currency),
+    o("AdjustmentAmount", Currency),
+    o("TaxAmount", Currency),
 ];
 
 const ORDER_DELIVERY_GROUP: [Field; 8] = [
     f("Id", Id),
     f("OrderId", to(Object::Order)),
-    f("DeliverToStreet", Text),
-    f("DeliverToCity", Text),
-    f("DeliverToState", Text),
-    f("DeliverToPostalCode", Text),
-    f("DeliverToCountry", Text),
-    f("OrderDeliveryMethodId", Text),
+    o("DeliverToStreet", Text),
+    o("DeliverToCity", Text),
+    o("DeliverToState", Text),
+    o("DeliverToPostalCode", Text),
+    o("DeliverToCountry", Text),
+    o("OrderDeliveryMethodId", Text),
 ];
 
 const PAYMENT_AUTHORIZATION: [Field; 6] = [
@@ -272,6 +288,92 @@ pub(super) fn relationship(object: Object, name: &str) -> Option<(Field, Object)
         }
         _ => None,
     })
+}
+
+/// A related list: its parent, its name, the child object, and the child's field naming the
+/// parent (`None` when the child reaches it through another record, as a cart's taxes do
+/// through its lines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ChildRelationship {
+    pub(super) parent: Object,
+    pub(super) name: &'static str,
+    pub(super) child: Object,
+    pub(super) field: Option<&'static str>,
+}
+
+const fn child(
+    parent: Object,
+    name: &'static str,
+    child: Object,
+    field: Option<&'static str>,
+) -> ChildRelationship {
+    ChildRelationship {
+        parent,
+        name,
+        child,
+        field,
+    }
+}
+
+/// Every related list served.
+pub(super) const CHILD_RELATIONSHIPS: [ChildRelationship; 9] = [
+    child(
+        Object::WebCart,
+        "CartItems",
+        Object::CartItem,
+        Some("CartId"),
+    ),
+    child(
+        Object::WebCart,
+        "CartValidationOutputs",
+        Object::CartValidationOutput,
+        Some("CartId"),
+    ),
+    child(
+        Object::WebCart,
+        "CartDeliveryGroups",
+        Object::CartDeliveryGroup,
+        Some("CartId"),
+    ),
+    child(
+        Object::WebCart,
+        "CartDeliveryGroupMethods",
+        Object::CartDeliveryGroupMethod,
+        Some("WebCartId"),
+    ),
+    child(Object::WebCart, "CartTaxes", Object::CartTax, None),
+    child(
+        Object::CartDeliveryGroup,
+        "CartDeliveryGroupMethods",
+        Object::CartDeliveryGroupMethod,
+        Some("CartDeliveryGroupId"),
+    ),
+    child(
+        Object::CartItem,
+        "CartTaxes",
+        Object::CartTax,
+        Some("CartItemId"),
+    ),
+    child(
+        Object::Order,
+        "OrderItems",
+        Object::OrderItem,
+        Some("OrderId"),
+    ),
+    child(
+        Object::Order,
+        "OrderDeliveryGroups",
+        Object::OrderDeliveryGroup,
+        Some("OrderId"),
+    ),
+];
+
+/// The child object of `parent`'s related list `name` (matched without regard to case).
+pub(super) fn child_relationship(parent: Object, name: &str) -> Option<Object> {
+    CHILD_RELATIONSHIPS
+        .iter()
+        .find(|r| r.parent == parent && r.name.eq_ignore_ascii_case(name))
+        .map(|r| r.child)
 }
 
 #[cfg(test)]
