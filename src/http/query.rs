@@ -271,9 +271,13 @@ struct Plan {
     object: Object,
     /// The selected columns, or `None` for `COUNT()`.
     columns: Option<Vec<Column>>,
+    /// The rows kept.
     test: Option<Test>,
+    /// The sort keys, first to last: the column, descending, nulls first.
     order: Vec<(Column, bool, bool)>,
+    /// Rows skipped before the first one answered.
     offset: usize,
+    /// At most this many rows.
     limit: Option<usize>,
 }
 
