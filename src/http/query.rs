@@ -295,13 +295,14 @@ impl Plan {
 
     fn run(&self, store: &dyn Store, user: &User, version: &str) -> Result<Rows, QueryError> {
         let mut reader = Reader::new(store, version);
+        let reached = self.relationships();
         let mut rows = Vec::new();
         for cart in self.carts(store)? {
             if cart.access_of(user).is_none() {
                 continue;
             }
             for (id, fields) in rows_of(store, self.object, &cart)? {
-                let row = reader.row(self, id, fields)?;
+                let row = reader.row(&reached, id, fields)?;
                 if self.test.as_ref().is_none_or(|t| holds(t, &row)) {
                     rows.push(row);
                 }
@@ -319,6 +320,21 @@ impl Plan {
                     .collect(),
             ),
         })
+    }
+
+    /// Each relationship a selected, tested or sorted column goes through, once: worked out
+    /// once per query, not per row.
+    fn relationships(&self) -> Vec<(&'static str, Field, Object)> {
+        let tested = self.test.iter().flat_map(tested_columns);
+        let used = self.columns.iter().flatten().copied();
+        let sorted = self.order.iter().map(|o| o.0);
+        let mut reached: Vec<(&'static str, Field, Object)> = Vec::new();
+        for through in used.chain(tested).chain(sorted).filter_map(|c| c.through) {
+            if !reached.iter().any(|r| r.0 == through.0) {
+                reached.push(through);
+            }
+        }
+        reached
     }
 
     fn sort(&self, rows: &mut [Row]) {
@@ -795,28 +811,19 @@ impl<'s> Reader<'s> {
         }
     }
 
-    /// A row, with each parent a column of the plan reaches.
-    fn row(&mut self, plan: &Plan, id: SfId, fields: Json) -> Result<Row, StoreError> {
+    /// A row, with each parent in `reached` (the plan's relationships).
+    fn row(
+        &mut self,
+        reached: &[(&'static str, Field, Object)],
+        id: SfId,
+        fields: Json,
+    ) -> Result<Row, StoreError> {
         let mut row = Row {
             id,
             fields,
             parents: HashMap::new(),
         };
-        let tested = plan.test.iter().flat_map(tested_columns);
-        let used = plan
-            .columns
-            .iter()
-            .flatten()
-            .copied()
-            .chain(tested)
-            .chain(plan.order.iter().map(|o| o.0));
-        for column in used {
-            let Some((relationship, reference, parent)) = column.through else {
-                continue;
-            };
-            if row.parents.contains_key(relationship) {
-                continue;
-            }
+        for &(relationship, reference, parent) in reached {
             let parent_id = row
                 .fields
                 .get(reference.name)
