@@ -196,6 +196,24 @@ named on stderr at start (no order can be placed there). SIGTERM or SIGINT stops
 lets the requests in flight finish, then stops the workers after the operations in hand
 (exit 0). See docs/http.md.")]
     Serve(ServeArgs),
+    /// Drive concurrent buyers through whole checkouts and summarise rates, latencies and
+    /// failures.
+    #[cfg(feature = "http")]
+    #[command(after_help = "\
+Examples:
+  cartflow load --data /tmp/load --checkouts 500 --concurrency 4
+  cartflow load --data /tmp/load --checkouts 500 --concurrency 4 --json
+  cartflow load --data /tmp/served --checkouts 200 --seed-only
+  cartflow serve --data /tmp/served --workers 2 &
+  cartflow load --url http://127.0.0.1:8080 --token load-buyer-token --checkouts 200
+
+--data seeds a new (or empty) directory with the sample world, one in-stock cart per checkout
+and a token, then serves it in-process on a loopback port; existing data is never written to.
+--url checks out the Active carts the token's user can read on a running server. Each buyer
+walks the standard template over REST, as docs/http.md describes. A host that is not loopback
+is refused unless --allow-remote is given. Exit status 0 when every checkout completed, 1 when
+some failed or were not started, 2 when the run could not start. See docs/load.md.")]
+    Load(LoadArgs),
 }
 
 /// The `--template` flag every command that runs or draws a checkout takes.
@@ -327,6 +345,50 @@ struct ServeArgs {
     limits: cli::serve::Limits,
 }
 
+/// The arguments of `cartflow load`.
+#[cfg(feature = "http")]
+#[derive(Debug, clap::Args)]
+struct LoadArgs {
+    /// A new or empty directory to seed and serve in-process.
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "url",
+        conflicts_with = "url"
+    )]
+    data: Option<PathBuf>,
+    /// A running server's root, http://host:port.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// Checkouts to run, one cart each.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    checkouts: u64,
+    /// Buyers checking out at once.
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    concurrency: u64,
+    /// No checkout starts after this many seconds; those left are counted as not started.
+    #[arg(long, value_name = "S", default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    max_seconds: u64,
+    /// The bearer token of the buyer (--url).
+    #[arg(long, value_name = "TOKEN", requires = "url")]
+    token: Option<String>,
+    /// Worker threads of the in-process server (--data).
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "data")]
+    workers: usize,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Accept a --url host that is not loopback.
+    #[arg(long, requires = "url")]
+    allow_remote: bool,
+    /// Seed --data and stop, for a server to serve and a --url run to load.
+    #[arg(long, requires = "data")]
+    seed_only: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::install_log_subscriber(cli.log_format);
@@ -387,6 +449,8 @@ fn main() -> ExitCode {
             template: args.template.template,
         }),
         #[cfg(feature = "http")]
+        Commands::Load(args) => cli::load::run(&load_request(args)),
+        #[cfg(feature = "http")]
         Commands::Serve(args) => cli::serve::run(&cli::serve::Request {
             data: args.data,
             addr: args.addr,
@@ -396,5 +460,24 @@ fn main() -> ExitCode {
             template: args.template.template,
             limits: args.limits,
         }),
+    }
+}
+
+#[cfg(feature = "http")]
+fn load_request(args: LoadArgs) -> cli::load::Request {
+    let target = match (args.data, args.url) {
+        (Some(dir), _) => cli::load::Target::Data(dir),
+        (None, url) => cli::load::Target::Url(url.unwrap_or_default()),
+    };
+    cli::load::Request {
+        target,
+        checkouts: usize::try_from(args.checkouts).unwrap_or(usize::MAX),
+        concurrency: usize::try_from(args.concurrency).unwrap_or(usize::MAX),
+        max_duration: std::time::Duration::from_secs(args.max_seconds),
+        token: args.token,
+        workers: args.workers,
+        json: args.json,
+        allow_remote: args.allow_remote,
+        seed_only: args.seed_only,
     }
 }

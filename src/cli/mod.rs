@@ -22,6 +22,8 @@ pub mod demo;
 pub mod inspect;
 pub mod invoke;
 #[cfg(feature = "http")]
+pub mod load;
+#[cfg(feature = "http")]
 pub mod serve;
 pub mod template;
 pub mod transfer;
