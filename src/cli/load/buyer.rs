@@ -1,9 +1,12 @@
-//! One buyer: a Salesforce REST client that walks a cart through the standard template's
-//! checkout, call by call, as `docs/http.md` describes it, timing every call.
+//! One buyer: a Salesforce REST client that walks a cart through a template's checkout step
+//! by step, as `docs/http.md` describes it, timing every call. The steps, their order and
+//! their actions come from the template; the buyer only supplies each screen's input.
 
 use std::thread;
 use std::time::{Duration, Instant};
 
+use cartflow::machine::{Action, PAYMENT_OPERATION, StepKind, Template};
+use cartflow::model::SessionState;
 use cartflow::sample;
 use serde_json::{Value, json};
 
@@ -20,34 +23,15 @@ pub const STEP_TIMEOUT: &str = "STEP_TIMEOUT";
 /// The failure code of a call the server never answered (refused, reset, timed out).
 pub const NO_ANSWER: &str = "NO_ANSWER";
 
+/// The failure code of a template the walk cannot follow (no entry step, a State with no
+/// step).
+pub const NO_STEP: &str = "NO_STEP";
+
 /// The failure code of a background step that left its session in Error.
 pub const SESSION_ERROR: &str = "SESSION_ERROR";
 
 /// The pause between two reads of a processing session.
 const POLL_PAUSE: Duration = Duration::from_millis(5);
-
-/// The async steps before the Delivery Method screen: from, to, action.
-const PRICING_STEPS: [(&str, &str, &str); 4] = [
-    ("Inventory", "Confirm Price", "checkCartInventoryAction"),
-    ("Confirm Price", "Calculate Promotions", "priceCart"),
-    (
-        "Calculate Promotions",
-        "Shipping Cost",
-        "calcCartPromotionsAction",
-    ),
-    ("Shipping Cost", "Delivery Method", "calcCartShipmentAction"),
-];
-
-/// The async steps after the Checkout Summary screen.
-const ORDER_STEPS: [(&str, &str, &str); 3] = [
-    ("Cart To Order", "Authorize Payment", "cartToOrderAction"),
-    ("Authorize Payment", "Activate Order", "authorizePayment"),
-    (
-        "Activate Order",
-        "Order Confirmation",
-        "activateOrderAction",
-    ),
-];
 
 /// One timed call: what it was (`POST checkCartInventoryAction`, `PATCH WebCart`, ...) and how
 /// long its answer took.
@@ -207,6 +191,13 @@ fn read(answer: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result
     Ok(Reply { status, body })
 }
 
+fn no_step(during: &str) -> Failure {
+    Failure {
+        code: NO_STEP.into(),
+        during: during.to_owned(),
+    }
+}
+
 fn failure(reply: &Reply, during: &str) -> Failure {
     Failure {
         code: reply.error_code(),
@@ -225,11 +216,11 @@ pub struct Checkout {
     pub outcome: Result<(), Failure>,
 }
 
-/// Walks `cart` from checkout start to Complete, as the standard template's screens and
-/// actions do.
-pub fn checkout(client: &Client, cart: &str) -> Checkout {
+/// Walks `cart` from checkout start to `template`'s terminal state.
+pub fn checkout(client: &Client, template: &Template, cart: &str) -> Checkout {
     let mut walk = Walk {
         client,
+        template,
         cart,
         calls: Vec::new(),
     };
@@ -245,6 +236,7 @@ pub fn checkout(client: &Client, cart: &str) -> Checkout {
 /// A checkout in progress.
 struct Walk<'a> {
     client: &'a Client,
+    template: &'a Template,
     cart: &'a str,
     calls: Vec<Call>,
 }
@@ -253,43 +245,66 @@ impl Walk<'_> {
     fn all_steps(&mut self) -> Result<(), Failure> {
         let session = self.action("checkoutSessionAction", json!({ "cartId": self.cart }))?;
         let session = session["requestId"].as_str().unwrap_or_default().to_owned();
-        self.screen(&session, "Shipping Address")?;
-        self.write_cart(json!({ "DeliverTo": sample::denver() }))?;
-        self.screen(&session, "Inventory")?;
-        for (from, to, action) in PRICING_STEPS {
-            self.async_step(&session, from, to, action)?;
+        let mut state = self
+            .template
+            .entry()
+            .ok_or_else(|| no_step("no entry step"))?;
+        // Each turn moves one step forward, so a walk takes at most one turn per step.
+        for _ in 0..self.template.steps.len() {
+            let step = self
+                .template
+                .step(state)
+                .ok_or_else(|| no_step(state.as_str()))?;
+            let Some(next) = step.next else {
+                return Ok(());
+            };
+            match step.kind {
+                StepKind::Async(_) | StepKind::Payment | StepKind::Custom(_) => {
+                    self.async_step(&session, state, next, step.kind)?;
+                }
+                StepKind::Entry | StepKind::Screen | StepKind::Terminal => {
+                    self.screen_input(state)?;
+                    self.screen(&session, next.as_str())?;
+                }
+            }
+            state = next;
         }
-        let method = self.cheapest_method()?;
-        self.write_cart(json!({ "DeliveryMethodId": method }))?;
-        self.screen(&session, "Taxes")?;
-        self.async_step(
-            &session,
-            "Taxes",
-            "Payment And Billing Address",
-            "calcCartTaxesAction",
-        )?;
-        self.write_cart(json!({ "PaymentToken": sample::GOOD_TOKEN }))?;
-        self.screen(&session, "Checkout Summary")?;
-        self.screen(&session, "Cart To Order")?;
-        for (from, to, action) in ORDER_STEPS {
-            self.async_step(&session, from, to, action)?;
-        }
-        self.screen(&session, "Complete")
+        Err(no_step("a step the walk never reached"))
+    }
+
+    /// What the buyer enters on the screen at `state`, written onto the cart.
+    fn screen_input(&mut self, state: SessionState) -> Result<(), Failure> {
+        let fields = match state {
+            SessionState::ShippingAddress => json!({ "DeliverTo": sample::denver() }),
+            SessionState::DeliveryMethod => json!({ "DeliveryMethodId": self.cheapest_method()? }),
+            SessionState::PaymentAndBillingAddress => {
+                json!({ "PaymentToken": sample::GOOD_TOKEN })
+            }
+            _ => return Ok(()),
+        };
+        self.write_cart(fields)
     }
 
     /// Invokes a standard action with one input; its element's `outputValues`.
     fn action(&mut self, name: &str, input: Value) -> Result<Value, Failure> {
-        let label = format!("POST {name}");
+        self.invoke(
+            &format!("POST {name}"),
+            &format!("/actions/standard/{name}"),
+            input,
+        )
+    }
+
+    /// Invokes the action at `path` with one input; its element's `outputValues`.
+    fn invoke(&mut self, label: &str, path: &str, input: Value) -> Result<Value, Failure> {
         let body = json!({ "inputs": [input] });
-        let path = format!("/actions/standard/{name}");
         let reply = self
             .client
-            .send(&mut self.calls, &label, "POST", &path, Some(&body))?;
+            .send(&mut self.calls, label, "POST", path, Some(&body))?;
         let element = &reply.body[0];
         if reply.status == 200 && element["isSuccess"] == true {
             Ok(element["outputValues"].clone())
         } else {
-            Err(failure(&reply, &label))
+            Err(failure(&reply, label))
         }
     }
 
@@ -336,24 +351,36 @@ impl Walk<'_> {
     fn async_step(
         &mut self,
         session: &str,
-        from: &str,
-        to: &str,
-        action: &str,
+        from: SessionState,
+        to: SessionState,
+        kind: StepKind,
     ) -> Result<(), Failure> {
         self.action(
             "updateCheckoutSessionStateAction",
-            json!({ "checkoutSessionId": session, "expCurrentState": from, "nextState": to }),
+            json!({
+                "checkoutSessionId": session,
+                "expCurrentState": from.as_str(),
+                "nextState": to.as_str(),
+            }),
         )?;
         let mut input = json!({ "cartId": self.cart });
-        if action == "activateOrderAction" {
-            input["orderStatus"] = json!("Activated");
-        }
-        self.action(action, input)?;
-        self.settle(session, action, to)
+        let path = match kind {
+            StepKind::Async(action) => {
+                if action == Action::ActivateOrder {
+                    input["orderStatus"] = json!("Activated");
+                }
+                format!("/actions/standard/{}", action.api_name())
+            }
+            StepKind::Custom(action) => format!("/actions/custom/apex/{}", action.as_str()),
+            _ => format!("/actions/standard/{PAYMENT_OPERATION}"),
+        };
+        let label = format!("POST {}", path.rsplit('/').next().unwrap_or_default());
+        self.invoke(&label, &path, input)?;
+        self.settle(session, &label, to.as_str())
     }
 
     /// Reads the session until it is no longer processing; it must then be at `to`.
-    fn settle(&mut self, session: &str, action: &str, to: &str) -> Result<(), Failure> {
+    fn settle(&mut self, session: &str, during: &str, to: &str) -> Result<(), Failure> {
         let started = Instant::now();
         loop {
             let record = self.record("CartCheckoutSession", session)?;
@@ -363,14 +390,14 @@ impl Walk<'_> {
                 } else {
                     Err(Failure {
                         code: SESSION_ERROR.into(),
-                        during: format!("POST {action}"),
+                        during: during.to_owned(),
                     })
                 };
             }
             if started.elapsed() > STEP_BOUND {
                 return Err(Failure {
                     code: STEP_TIMEOUT.into(),
-                    during: format!("POST {action}"),
+                    during: during.to_owned(),
                 });
             }
             thread::sleep(POLL_PAUSE);

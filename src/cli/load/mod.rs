@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use cartflow::Engine;
 use cartflow::http::{Server, ServerConfig, Tokens};
 use cartflow::ids::RandomIds;
+use cartflow::machine::TransitionTable;
 use cartflow::sample;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -196,15 +197,7 @@ fn connect(root: &str, token: &str) -> Result<Client, String> {
 fn active_carts(client: &Client, wanted: usize) -> Result<Vec<String>, String> {
     let query =
         format!("SELECT Id FROM WebCart WHERE Status = 'Active' ORDER BY Id LIMIT {wanted}");
-    let encoded: String = query
-        .chars()
-        .map(|c| match c {
-            ' ' => "%20".to_owned(),
-            '\'' => "%27".to_owned(),
-            '=' => "%3D".to_owned(),
-            c => c.to_string(),
-        })
-        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(&query, percent_encoding::NON_ALPHANUMERIC);
     let mut page = client
         .get(&format!("{}/query?q={encoded}", client.api()))
         .map_err(|f| format!("the query for Active carts failed: {}", f.code))?;
@@ -244,6 +237,10 @@ fn drive(client: &Client, carts: &[String], request: &Request) -> Summary {
     let next = AtomicUsize::new(0);
     let deadline = Instant::now() + request.max_duration;
     let bar = progress(carts.len());
+    // The standard template: the one a seeded directory has, and the sequence a Salesforce
+    // client of a standard store follows.
+    let table = TransitionTable::standard();
+    let template = table.template();
     let started = Instant::now();
     let checkouts: Vec<Checkout> = thread::scope(|scope| {
         let buyers: Vec<_> = (0..request.concurrency)
@@ -257,7 +254,7 @@ fn drive(client: &Client, carts: &[String], request: &Request) -> Summary {
                         let Some(cart) = carts.get(next.fetch_add(1, Ordering::Relaxed)) else {
                             break;
                         };
-                        done.push(buyer::checkout(&client, cart));
+                        done.push(buyer::checkout(&client, template, cart));
                         bar.inc(1);
                     }
                     done
