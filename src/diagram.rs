@@ -23,6 +23,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use serde_json::json;
+
 use crate::machine::{
     Action, Event, Machine, Node, Phase, SessionNode, Transition, TransitionTable,
 };
@@ -192,6 +194,59 @@ pub fn mermaid(table: &TransitionTable) -> String {
     out
 }
 
+/// The drawing as data, for a page that lays it out itself (the inspector): the same
+/// clusters, nodes, edges and rows as [`dot`], and each table node's drawn identifier, so that
+/// live counts can be put on the nodes.
+pub struct Layout {
+    drawing: Drawing,
+    template: String,
+}
+
+impl Layout {
+    /// The layout of `table`.
+    pub fn of(table: &TransitionTable) -> Layout {
+        Layout {
+            drawing: Drawing::of(table),
+            template: table.template().name.clone(),
+        }
+    }
+
+    /// The identifier `node` is drawn under (the one [`dot`] prints).
+    pub fn id_of(&self, node: Node) -> String {
+        self.drawing.ids.get(node)
+    }
+
+    /// The layout as JSON: `template`, and `clusters`, each with `key`, `title`, `nodes`
+    /// (`id`, `label`, `point` for the collapsed families' sources), `edges` (`from`, `to`,
+    /// `label`, `collapsed`, `fail`) and `rows` (node identifiers drawn side by side: the
+    /// phases of one step).
+    pub fn to_json(&self) -> serde_json::Value {
+        let fail = Event::Fail.label();
+        let clusters: Vec<serde_json::Value> = self
+            .drawing
+            .clusters
+            .iter()
+            .map(|c| {
+                let nodes: Vec<serde_json::Value> = c
+                    .nodes
+                    .iter()
+                    .map(|n| json!({"id": n.id, "label": n.label, "point": n.kind == Kind::Point}))
+                    .collect();
+                let edges: Vec<serde_json::Value> = c
+                    .edges
+                    .iter()
+                    .map(|e| {
+                        json!({"from": e.from, "to": e.to, "label": e.label,
+                               "collapsed": e.collapsed, "fail": e.label == fail})
+                    })
+                    .collect();
+                json!({"key": c.key, "title": c.title, "nodes": nodes, "edges": edges, "rows": c.rows})
+            })
+            .collect();
+        json!({"template": self.template, "clusters": clusters})
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
     State,
@@ -225,6 +280,7 @@ struct Cluster {
 /// The picture both writers print: clusters of sorted nodes and sorted edges.
 struct Drawing {
     clusters: Vec<Cluster>,
+    ids: NodeIds,
 }
 
 impl Drawing {
@@ -322,7 +378,7 @@ impl Drawing {
             }
         })
         .collect();
-        Drawing { clusters }
+        Drawing { clusters, ids }
     }
 }
 
@@ -425,6 +481,34 @@ mod tests {
 
     fn edge_lines<'a>(text: &'a str, arrow: &str) -> Vec<&'a str> {
         text.lines().filter(|l| l.contains(arrow)).collect()
+    }
+
+    #[test]
+    fn the_layout_has_the_nodes_and_edges_dot_draws_under_the_same_names() {
+        let table = TransitionTable::standard();
+        let text = dot(&table);
+        let layout = Layout::of(&table).to_json();
+        let mut edges = 0;
+        for cluster in layout["clusters"].as_array().unwrap() {
+            for node in cluster["nodes"].as_array().unwrap() {
+                let id = node["id"].as_str().unwrap();
+                assert!(text.contains(&format!("    {id} [")), "{id} is not drawn");
+            }
+            for edge in cluster["edges"].as_array().unwrap() {
+                let (from, to) = (edge["from"].as_str().unwrap(), edge["to"].as_str().unwrap());
+                assert!(
+                    text.contains(&format!("    {from} -> {to} [")),
+                    "{from} -> {to}"
+                );
+                edges += 1;
+            }
+        }
+        assert_eq!(edges, edge_lines(&text, " -> ").len());
+        assert_eq!(
+            Layout::of(&table).id_of(Node::Session(SessionNode::Archived)),
+            "session_archived"
+        );
+        assert_eq!(layout["template"], "standard");
     }
 
     #[test]

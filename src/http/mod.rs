@@ -17,6 +17,7 @@
 //! | `GET /healthz` | 200 when the store answers a read, 503 with a reason otherwise |
 //! | `GET /readyz` | 200 while the server takes traffic, 503 once it is stopping |
 //! | `GET /metrics` | Prometheus metrics: requests, latency, operations, queue depth |
+//! | `GET /inspector` | the inspector page; its JSON views under `/inspector/api/` ([`inspector`]) |
 //!
 //! Every Salesforce route but the versions list needs `Authorization: Bearer <token>`
 //! ([`Tokens`]); the caller's permissions and sharing apply to every call and every record
@@ -56,6 +57,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod idempotency;
+pub mod inspector;
 mod ops;
 mod query;
 mod records;
@@ -188,6 +190,7 @@ fn app(engine: Engine, tokens: Tokens, config: &ServerConfig, draining: Arc<Atom
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::scrape))
+        .merge(inspector::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost first: the body timeout wraps the body the handlers read; the metrics

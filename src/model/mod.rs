@@ -92,6 +92,10 @@ pub enum Permission {
     /// Modify All Data: an administrator, who also sees every cart.
     #[serde(rename = "ModifyAllData")]
     ModifyAllData,
+    /// May open the inspector (`/inspector`) and its JSON views, which show every cart's
+    /// checkout read-only. It grants no action and no record read of the REST facade.
+    #[serde(rename = "CheckoutInspector")]
+    CheckoutInspector,
 }
 
 /// A user: the actor of every command.
