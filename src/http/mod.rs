@@ -17,6 +17,7 @@
 //! | `GET /healthz` | 200 when the store answers a read, 503 with a reason otherwise |
 //! | `GET /readyz` | 200 while the server takes traffic, 503 once it is stopping |
 //! | `GET /metrics` | Prometheus metrics: requests, latency, operations, queue depth |
+//! | `GET /services/data/openapi.json` | the OpenAPI 3.1 document of every route here ([`openapi`]) |
 //! | `GET /inspector` | the inspector page; its JSON views under `/inspector/api/` ([`inspector`]) |
 //!
 //! Every Salesforce route but the versions list needs `Authorization: Bearer <token>`
@@ -61,6 +62,7 @@ pub mod inspector;
 mod ops;
 mod query;
 mod records;
+mod routes;
 mod schema;
 mod server;
 mod soql;
@@ -80,7 +82,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::get;
 use http_body_util::BodyExt as _;
 use tokio::sync::oneshot;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -93,6 +94,7 @@ use body::{BodyTimedOut, DeadlineBody};
 pub use auth::{Tokens, TokensError};
 pub use error::SfError;
 pub use idempotency::{DEFAULT_KEY_TTL, IDEMPOTENCY_KEY_HEADER, MAX_KEY_LENGTH, REPLAYED_HEADER};
+pub use routes::{OPENAPI_PATH, document as openapi};
 pub use versions::{ApiVersion, LATEST_VERSION, MIN_VERSION};
 
 use crate::engine::{Engine, WorkerPool};
@@ -149,48 +151,11 @@ fn app(engine: Engine, tokens: Tokens, config: &ServerConfig, draining: Arc<Atom
         key_ttl: config.idempotency_ttl,
         draining,
     }));
-    Router::new()
-        .route("/services/data", get(list_versions))
-        .route("/services/data/", get(list_versions))
-        .route(
-            "/services/data/{version}/actions/standard",
-            get(actions::list),
-        )
-        .route(
-            "/services/data/{version}/actions/standard/{name}",
-            get(actions::describe).post(actions::invoke),
-        )
-        .route(
-            "/services/data/{version}/actions/custom/apex",
-            get(actions::list_custom),
-        )
-        .route(
-            "/services/data/{version}/actions/custom/apex/{name}",
-            get(actions::describe_custom).post(actions::invoke_custom),
-        )
-        .route("/services/data/{version}/sobjects", get(describe::list))
-        .route(
-            "/services/data/{version}/sobjects/{object}/describe",
-            get(describe::describe),
-        )
-        .route(
-            "/services/data/{version}/sobjects/{object}/{id}",
-            get(records::read).patch(records::update),
-        )
-        .route(
-            "/services/data/{version}/composite/sobjects/{object}",
-            get(describe::retrieve),
-        )
-        .route(
-            "/services/data/{version}/sobjects/{object}/{id}/{relationship}",
-            get(records::related),
-        )
-        .route("/services/data/{version}/query", get(query::run))
-        .route("/services/data/{version}/query/{locator}", get(query::more))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::scrape))
-        .merge(inspector::routes())
+    let mut router = Router::new();
+    for route in routes::all() {
+        router = router.route(route.path, route.handlers);
+    }
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Innermost first: the body timeout wraps the body the handlers read; the metrics

@@ -11,7 +11,6 @@
 
 mod view;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +22,7 @@ pub use view::{
 };
 
 use super::query::query_param;
+use super::routes::{Access, Operation, Route};
 use super::{AppState, SfError, authenticate, blocking, error::json_response};
 use crate::engine::Engine;
 use crate::error::StoreError;
@@ -37,18 +37,106 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
      form-action 'none'; frame-ancestors 'none'";
 
-/// The inspector's routes, for the facade's router.
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/inspector", get(page))
-        .route("/inspector/", get(page))
-        .route("/inspector/inspector.js", get(script))
-        .route("/inspector/inspector.css", get(style))
-        .route("/inspector/api/table", get(table))
-        .route("/inspector/api/counts", get(counts))
-        .route("/inspector/api/sessions", get(sessions))
-        .route("/inspector/api/sessions/{id}", get(session))
-        .route("/inspector/api/operations", get(operations))
+/// The inspector's routes, for the facade's route table.
+pub(super) fn routes() -> Vec<Route> {
+    let asset = |id, summary, media| {
+        Operation::new("get", id, "Inspector", summary)
+            .access(Access::Public)
+            .answers(StatusCode::OK, media, None)
+    };
+    let view = |id, summary| {
+        Operation::new("get", id, "Inspector", summary)
+            .access(Access::Inspector)
+            .json("InspectorView")
+    };
+    vec![
+        Route::new(
+            "/inspector",
+            get(page),
+            vec![asset("inspectorPage", "The inspector page", "text/html")],
+        ),
+        Route::new(
+            "/inspector/",
+            get(page),
+            vec![asset(
+                "inspectorPageSlash",
+                "The inspector page",
+                "text/html",
+            )],
+        ),
+        Route::new(
+            "/inspector/inspector.js",
+            get(script),
+            vec![asset(
+                "inspectorScript",
+                "The page's script",
+                "text/javascript",
+            )],
+        ),
+        Route::new(
+            "/inspector/inspector.css",
+            get(style),
+            vec![asset("inspectorStyle", "The page's styles", "text/css")],
+        ),
+        Route::new(
+            "/inspector/api/table",
+            get(table),
+            vec![view(
+                "inspectorTable",
+                "The drawing of the transition table",
+            )],
+        ),
+        Route::new(
+            "/inspector/api/counts",
+            get(counts),
+            vec![view(
+                "inspectorCounts",
+                "How many records are on each node now",
+            )],
+        ),
+        Route::new(
+            "/inspector/api/sessions",
+            get(sessions),
+            vec![
+                view(
+                    "inspectorSessions",
+                    "Sessions by state, store, failure and processing time",
+                )
+                .query(&[
+                    ("state", "A State, or a node such as `Inventory (running)`"),
+                    ("store", "A WebStore Id"),
+                    ("failed", "`true`: only failed sessions"),
+                    (
+                        "processing_over",
+                        "Only sessions processing for at least this many seconds",
+                    ),
+                    ("limit", "The most rows, 1 to 1000 (default 100)"),
+                ]),
+            ],
+        ),
+        Route::new(
+            "/inspector/api/sessions/{id}",
+            get(session),
+            vec![view(
+                "inspectorSession",
+                "One session, its records and its timeline",
+            )],
+        ),
+        Route::new(
+            "/inspector/api/operations",
+            get(operations),
+            vec![
+                view("inspectorOperations", "Stuck or failed operations").query(&[
+                    ("kind", "`stuck` (default) or `failed`"),
+                    (
+                        "older_than",
+                        "Stuck: active for at least this many seconds (default 60)",
+                    ),
+                    ("limit", "The most rows, 1 to 1000 (default 100)"),
+                ]),
+            ],
+        ),
+    ]
 }
 
 /// Whether `user` may open the inspector's views.
