@@ -304,6 +304,37 @@ fn sessions_filter_by_state_store_and_processing() {
 }
 
 #[test]
+fn carts_filter_by_status_and_store_with_their_latest_session() {
+    let w = world();
+    let all = w.engine.store().carts_after(None, 10_000).unwrap();
+    let closed = all.iter().filter(|c| c.status.as_str() == "Closed").count();
+    let view = w.view("/inspector/api/carts?status=Closed");
+    assert_eq!(view["matched"], closed);
+    let rows = view["carts"].as_array().unwrap();
+    assert!(rows.iter().all(|c| c["status"] == "Closed"), "{view}");
+    let completed: Vec<String> = w.completed.iter().map(SfId::to_string).collect();
+    let latest: Vec<&str> = rows
+        .iter()
+        .filter_map(|c| c["latestSession"]["id"].as_str())
+        .collect();
+    for id in &completed {
+        assert!(
+            latest.contains(&id.as_str()),
+            "{id} is not a closed cart's latest session"
+        );
+    }
+    assert_eq!(w.view("/inspector/api/carts")["matched"], all.len());
+    let other = format!("/inspector/api/carts?store={}", sample::other_store_id());
+    let in_other = all
+        .iter()
+        .filter(|c| c.web_store_id == sample::other_store_id())
+        .count();
+    assert_eq!(w.view(&other)["matched"], in_other);
+    let (status, _) = w.get(Some(INSPECTOR), "/inspector/api/carts?store=nope");
+    assert_eq!(status, 400);
+}
+
+#[test]
 fn a_sessions_timeline_lists_its_moves_in_commit_order() {
     let w = world();
     let id = w.completed[0];
@@ -476,6 +507,17 @@ fn the_page_in_headless_chromium_shows_counts_failures_and_a_timeline() {
         "data-operation",
     );
     assert_eq!(listed, [op]);
+
+    // The carts table lists every cart (fewer than a page of them).
+    let carts = w.view("/inspector/api/carts");
+    let listed: Vec<&str> = attributes(&dom, "data-cart=", "data-cart");
+    let expected: Vec<&str> = carts["carts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, expected);
 
     // The session's timeline lists its moves in order.
     let view = w.view(&format!("/inspector/api/sessions/{session}"));

@@ -18,7 +18,8 @@ use axum::routing::get;
 use serde_json::Value;
 
 pub use view::{
-    DEFAULT_ROWS, DEFAULT_STUCK_SECONDS, MAX_ROWS, OperationFilter, SCAN_LIMIT, SessionFilter,
+    CartFilter, DEFAULT_ROWS, DEFAULT_STUCK_SECONDS, MAX_ROWS, OperationFilter, SCAN_LIMIT,
+    SessionFilter,
 };
 
 use super::query::query_param;
@@ -93,6 +94,15 @@ pub(super) fn routes() -> Vec<Route> {
                 "inspectorCounts",
                 "How many records are on each node now",
             )],
+        ),
+        Route::new(
+            "/inspector/api/carts",
+            get(carts),
+            vec![view("inspectorCarts", "Carts by status and store").query(&[
+                ("status", "A cart status: Active, Checkout, Closed, ..."),
+                ("store", "A WebStore Id"),
+                ("limit", "The most rows, 1 to 1000 (default 100)"),
+            ])],
         ),
         Route::new(
             "/inspector/api/sessions",
@@ -214,6 +224,18 @@ async fn counts(State(state): State<AppState>, headers: HeaderMap) -> Result<Res
     gated(&state, &headers, |engine| view::counts(engine).map(Some)).await
 }
 
+async fn carts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, SfError> {
+    let filter = cart_filter(uri.query().unwrap_or_default())?;
+    gated(&state, &headers, move |engine| {
+        view::carts(engine, &filter).map(Some)
+    })
+    .await
+}
+
 async fn sessions(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -313,17 +335,28 @@ fn flag(query: &str, name: &str) -> Result<bool, SfError> {
 /// The most seconds a duration parameter takes (a year).
 const MAX_SECONDS: u64 = 366 * 24 * 3600;
 
+/// `store`: a WebStore Id, or none.
+fn store_param(query: &str) -> Result<Option<SfId>, SfError> {
+    match param(query, "store")? {
+        None => Ok(None),
+        Some(text) => SfId::parse_kind(&text, KeyPrefix::WebStore)
+            .map(Some)
+            .map_err(|_| bad_parameter("store", "is not a WebStore Id")),
+    }
+}
+
+fn cart_filter(query: &str) -> Result<CartFilter, SfError> {
+    Ok(CartFilter {
+        status: param(query, "status")?,
+        store: store_param(query)?,
+        limit: limit(query)?,
+    })
+}
+
 fn session_filter(query: &str) -> Result<SessionFilter, SfError> {
-    let store = match param(query, "store")? {
-        None => None,
-        Some(text) => Some(
-            SfId::parse_kind(&text, KeyPrefix::WebStore)
-                .map_err(|_| bad_parameter("store", "is not a WebStore Id"))?,
-        ),
-    };
     Ok(SessionFilter {
         state: param(query, "state")?,
-        store,
+        store: store_param(query)?,
         failed: flag(query, "failed")?,
         processing_over: number(query, "processing_over", MAX_SECONDS)?,
         limit: limit(query)?,

@@ -94,6 +94,59 @@ pub fn counts(engine: &Engine) -> Result<Value, StoreError> {
     }))
 }
 
+/// Which carts `GET /inspector/api/carts` lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CartFilter {
+    /// The cart's status (`Active`, `Checkout`, `Closed`, ...).
+    pub status: Option<String>,
+    /// The cart's store.
+    pub store: Option<SfId>,
+    /// The most rows answered.
+    pub limit: usize,
+}
+
+/// `GET /inspector/api/carts`: the carts `filter` picks, in Id order, each with its number
+/// of sessions and its latest session's node.
+pub fn carts(engine: &Engine, filter: &CartFilter) -> Result<Value, StoreError> {
+    let store = engine.store().as_ref();
+    let (carts, truncated) = scan(store)?;
+    let picked = carts.iter().filter(|c| {
+        filter.store.is_none_or(|s| s == c.web_store_id)
+            && filter
+                .status
+                .as_ref()
+                .is_none_or(|want| want == c.status.as_str())
+    });
+    let mut rows = Vec::new();
+    let mut matched = 0usize;
+    for cart in picked {
+        matched += 1;
+        if rows.len() >= filter.limit {
+            continue;
+        }
+        let sessions = store.sessions_of(&cart.id)?;
+        let latest = match sessions.iter().max_by_key(|s| s.created_date) {
+            Some(session) => {
+                let operations = store.operations_of(&cart.id)?;
+                let op = current_operation(session, &operations);
+                let node = Node::Session(session_node(engine.table(), Some(session), op));
+                Some(json!({"id": session.id, "node": node.to_string()}))
+            }
+            None => None,
+        };
+        rows.push(json!({
+            "id": cart.id,
+            "storeId": cart.web_store_id,
+            "accountId": cart.account_id,
+            "ownerId": cart.owner_id,
+            "status": cart.status,
+            "sessions": sessions.len(),
+            "latestSession": latest,
+        }));
+    }
+    Ok(json!({"matched": matched, "truncated": truncated, "carts": rows}))
+}
+
 /// Which sessions `GET /inspector/api/sessions` lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionFilter {

@@ -12,6 +12,7 @@ const page = {
   table: null,
   session: null,
   sessionFilter: new URLSearchParams(),
+  cartFilter: new URLSearchParams(),
   olderThan: "",
   timer: null,
 };
@@ -30,6 +31,7 @@ function readHash() {
   for (const name of ["state", "store", "failed", "processing_over"]) {
     if (hash.get(name)) page.sessionFilter.set(name, hash.get(name));
   }
+  if (hash.get("status")) page.cartFilter.set("status", hash.get("status"));
   page.olderThan = hash.get("older_than") || "";
 }
 
@@ -218,6 +220,10 @@ function pickNode(clusterKey, node) {
     page.sessionFilter.set("state", node.label);
     document.querySelector('#session-filters [name="state"]').value = node.label;
     refresh();
+  } else if (clusterKey === "cart") {
+    page.cartFilter.set("status", node.label);
+    document.querySelector('#cart-filters [name="status"]').value = node.label;
+    refresh();
   }
 }
 
@@ -245,6 +251,20 @@ function showSessions(answer) {
         s.isProcessing ? (s.processingSeconds === null ? "yes" : `${s.processingSeconds} s`) : ""),
       el("td", {}, s.operation ? `${s.operation.name} (${s.operation.status})` : "")));
   fillTable("sessions", rows, 6, "no session matches");
+}
+
+function showCarts(answer) {
+  document.getElementById("carts-matched").textContent =
+    `${answer.matched} matched` + (answer.truncated ? ", of the first carts only" : "");
+  const rows = answer.carts.map((c) =>
+    el("tr", { "data-cart": c.id, "data-status": c.status },
+      el("td", { class: "id" }, c.id),
+      el("td", { class: "id" }, c.storeId),
+      el("td", { class: "id" }, c.ownerId),
+      el("td", {}, c.status),
+      el("td", {}, c.sessions),
+      el("td", {}, c.latestSession ? [sessionLink(c.latestSession.id), " ", c.latestSession.node] : "")));
+  fillTable("carts", rows, 6, "no cart matches");
 }
 
 function outputsOf(op) {
@@ -323,13 +343,15 @@ async function refresh() {
     }
     const stuck = new URLSearchParams({ kind: "stuck" });
     if (page.olderThan) stuck.set("older_than", page.olderThan);
-    const [counts, sessions, stuckOps, failedOps] = await Promise.all([
+    const [counts, carts, sessions, stuckOps, failedOps] = await Promise.all([
       api("/inspector/api/counts"),
+      api("/inspector/api/carts?" + page.cartFilter),
       api("/inspector/api/sessions?" + page.sessionFilter),
       api("/inspector/api/operations?" + stuck),
       api("/inspector/api/operations?kind=failed"),
     ]);
     showCounts(counts);
+    showCarts(carts);
     showSessions(sessions);
     showStuck(stuckOps);
     showFailed(failedOps);
@@ -342,6 +364,33 @@ async function refresh() {
   }
 }
 
+// Wires the filter form `formId` to `page[key]`: its text inputs `texts` and checkboxes
+// `checks` (sent as `true`).
+function filterForm(formId, key, texts, checks) {
+  const form = document.getElementById(formId);
+  for (const [name, value] of page[key]) {
+    const input = form.elements[name];
+    if (input && input.type === "checkbox") input.checked = value === "true";
+    else if (input) input.value = value;
+  }
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    page[key] = new URLSearchParams();
+    for (const name of texts) {
+      const value = form.elements[name].value.trim();
+      if (value) page[key].set(name, value);
+    }
+    for (const name of checks) {
+      if (form.elements[name].checked) page[key].set(name, "true");
+    }
+    refresh();
+  });
+  form.addEventListener("reset", () => {
+    page[key] = new URLSearchParams();
+    setTimeout(refresh);
+  });
+}
+
 function start() {
   readHash();
   document.getElementById("login").addEventListener("submit", (event) => {
@@ -351,26 +400,8 @@ function start() {
     page.table = null;
     refresh();
   });
-  const filters = document.getElementById("session-filters");
-  for (const [name, value] of page.sessionFilter) {
-    const input = filters.elements[name];
-    if (input && input.type === "checkbox") input.checked = value === "true";
-    else if (input) input.value = value;
-  }
-  filters.addEventListener("submit", (event) => {
-    event.preventDefault();
-    page.sessionFilter = new URLSearchParams();
-    for (const name of ["state", "store", "processing_over"]) {
-      const value = filters.elements[name].value.trim();
-      if (value) page.sessionFilter.set(name, value);
-    }
-    if (filters.elements.failed.checked) page.sessionFilter.set("failed", "true");
-    refresh();
-  });
-  filters.addEventListener("reset", () => {
-    page.sessionFilter = new URLSearchParams();
-    setTimeout(refresh);
-  });
+  filterForm("session-filters", "sessionFilter", ["state", "store", "processing_over"], ["failed"]);
+  filterForm("cart-filters", "cartFilter", ["status", "store"], []);
   document.getElementById("stuck-filter").addEventListener("submit", (event) => {
     event.preventDefault();
     page.olderThan = event.target.elements.older_than.value.trim();
