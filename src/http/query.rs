@@ -411,16 +411,28 @@ fn pinned_carts(
 
 /// Every cart, page by page; more than [`MAX_SCANNED_CARTS`] is refused.
 fn scan_carts(store: &dyn Store) -> Result<Vec<WebCart>, QueryError> {
+    match first_carts(store, MAX_SCANNED_CARTS)? {
+        (_, true) => Err(QueryError::TooLarge),
+        (carts, false) => Ok(carts),
+    }
+}
+
+/// The first `limit` carts in Id order, read page by page, and whether there are more.
+pub(super) fn first_carts(
+    store: &dyn Store,
+    limit: usize,
+) -> Result<(Vec<WebCart>, bool), StoreError> {
     let mut carts: Vec<WebCart> = Vec::new();
     loop {
         let page = store.carts_after(carts.last().map(|c| &c.id), CART_PAGE)?;
         let last_page = page.len() < CART_PAGE;
         carts.extend(page);
-        if carts.len() > MAX_SCANNED_CARTS {
-            return Err(QueryError::TooLarge);
+        if carts.len() > limit {
+            carts.truncate(limit);
+            return Ok((carts, true));
         }
         if last_page {
-            return Ok(carts);
+            return Ok((carts, false));
         }
     }
 }

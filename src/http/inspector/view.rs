@@ -13,14 +13,12 @@ use crate::machine::{Machine, Node, operation_node, session_node};
 use crate::model::{BackgroundOperation, CartCheckoutSession, OperationStatus, SfId, WebCart};
 use crate::store::{HistoryEntry, Store};
 
+use super::super::query::first_carts;
 use super::super::records::to_value;
 
 /// The most carts one view reads. Past it a view says `"truncated": true` and covers the
 /// first carts in Id order only.
-pub const SCAN_LIMIT: usize = 10_000;
-
-/// Carts read per store call.
-const PAGE: usize = 500;
+pub const SCAN_LIMIT: usize = super::super::query::MAX_SCANNED_CARTS;
 
 /// The most rows a list answers when the request does not say (`limit`).
 pub const DEFAULT_ROWS: usize = 100;
@@ -34,19 +32,7 @@ pub const DEFAULT_STUCK_SECONDS: u64 = 60;
 
 /// Every cart in Id order, at most [`SCAN_LIMIT`] of them, and whether there were more.
 fn scan(store: &dyn Store) -> Result<(Vec<WebCart>, bool), StoreError> {
-    let mut carts: Vec<WebCart> = Vec::new();
-    loop {
-        let page = store.carts_after(carts.last().map(|c| &c.id), PAGE)?;
-        let last_page = page.len() < PAGE;
-        carts.extend(page);
-        if carts.len() > SCAN_LIMIT {
-            carts.truncate(SCAN_LIMIT);
-            return Ok((carts, true));
-        }
-        if last_page {
-            return Ok((carts, false));
-        }
-    }
+    first_carts(store, SCAN_LIMIT)
 }
 
 /// The operation a session waits for, among its cart's.
