@@ -385,6 +385,7 @@ pub fn provider_config() -> ProviderConfig {
                 tax: Some(tax),
                 payment: Some(payment),
                 custom: credit_limit(),
+                http: Default::default(),
             },
         ),
         (

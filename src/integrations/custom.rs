@@ -8,8 +8,10 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::integrations::price_book::{config_error, problem};
-use crate::integrations::{CustomProvider, IntegrationRequest, ProviderError, Verdict};
-use crate::model::{SfId, WebCart};
+use crate::integrations::{
+    CustomProvider, HttpProviderConfig, IntegrationRequest, ProviderError, Verdict,
+};
+use crate::model::{ProviderKind, SfId, WebCart};
 
 /// Refuses a cart whose amount is above its buyer account's credit limit: the account's own
 /// limit when it has one, else the default. The amount is the cart's grand total once the
@@ -103,6 +105,8 @@ impl CustomProvider for CreditLimit {
 pub enum CustomConfig {
     /// A [`CreditLimit`].
     CreditLimit(CreditLimit),
+    /// A service answering over HTTP ([`HttpProviderConfig`]).
+    Http(HttpProviderConfig),
 }
 
 impl CustomConfig {
@@ -110,13 +114,19 @@ impl CustomConfig {
     pub fn validate(&self) -> Result<(), ProviderError> {
         match self {
             CustomConfig::CreditLimit(p) => p.validate(),
+            CustomConfig::Http(p) => p.validate(),
         }
     }
 
-    /// The provider it configures.
-    pub fn provider(&self) -> Arc<dyn CustomProvider> {
+    /// The provider it configures (an HTTP one needs the `http` feature).
+    pub fn provider(&self) -> Result<Arc<dyn CustomProvider>, ProviderError> {
         match self {
-            CustomConfig::CreditLimit(p) => Arc::new(p.clone()),
+            CustomConfig::CreditLimit(p) => Ok(Arc::new(p.clone())),
+            CustomConfig::Http(config) => match super::http_provider(ProviderKind::Custom, config)?
+            {
+                super::Provider::Custom(p) => Ok(p),
+                _ => unreachable!("a Custom HTTP provider is a custom provider"),
+            },
         }
     }
 }

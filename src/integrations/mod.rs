@@ -2,6 +2,7 @@
 //! of kind to provider (StoreIntegratedService).
 
 mod custom;
+mod http;
 mod payment;
 mod price_book;
 mod promotions;
@@ -15,6 +16,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 pub use custom::{CreditLimit, CustomConfig};
+pub use http::{
+    DEFAULT_TIMEOUT_MS, HttpProviderConfig, MAX_TIMEOUT_MS, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+};
+#[cfg(feature = "http")]
+pub use http::{HttpProvider, sign};
 pub use payment::TokenGateway;
 pub use price_book::{NegotiatedPrice, PriceBook, round_money};
 pub use promotions::{PromotionRule, Promotions};
@@ -368,9 +374,67 @@ pub struct StoreProviders {
     #[serde(default)]
     pub payment: Option<TokenGateway>,
     /// Custom providers by the name a template's custom step gives (`"credit-limit"`), each
-    /// a built-in custom provider's configuration.
+    /// a built-in custom provider's configuration or `{"Http": {...}}`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub custom: std::collections::BTreeMap<String, CustomConfig>,
+    /// Kinds answered by an HTTP service instead (`{"Tax": {"Url": ..., "Secret": ...}}`). A
+    /// kind may have a built-in provider or an HTTP one, not both.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub http: std::collections::BTreeMap<ProviderKind, HttpProviderConfig>,
+}
+
+/// Checks a store's HTTP providers: each configuration valid, no custom kind (a custom
+/// step's HTTP provider goes under `Custom`), no kind that also has a built-in provider.
+fn check_http(providers: &StoreProviders) -> Result<(), ProviderError> {
+    let built_in = [
+        (ProviderKind::Price, providers.price.is_some()),
+        (ProviderKind::Promotions, providers.promotions.is_some()),
+        (ProviderKind::Shipment, providers.shipment.is_some()),
+        (ProviderKind::Tax, providers.tax.is_some()),
+        (ProviderKind::Payment, providers.payment.is_some()),
+    ];
+    for (kind, config) in &providers.http {
+        if *kind == ProviderKind::Custom {
+            return Err(ProviderError(
+                "a custom step's HTTP provider goes under Custom, by its name".into(),
+            ));
+        }
+        if built_in.contains(&(*kind, true)) {
+            return Err(ProviderError(format!(
+                "{kind:?} has both a built-in and an HTTP provider; keep one"
+            )));
+        }
+        config
+            .validate()
+            .map_err(|e| ProviderError(format!("{kind:?}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The provider of `kind` answered by the service `config` names.
+#[cfg(feature = "http")]
+fn http_provider(
+    kind: ProviderKind,
+    config: &HttpProviderConfig,
+) -> Result<Provider, ProviderError> {
+    let p = Arc::new(HttpProvider::new(config.clone(), kind)?);
+    Ok(match kind {
+        ProviderKind::Inventory => Provider::Inventory(p),
+        ProviderKind::Price => Provider::Price(p),
+        ProviderKind::Promotions => Provider::Promotions(p),
+        ProviderKind::Shipment => Provider::Shipment(p),
+        ProviderKind::Tax => Provider::Tax(p),
+        ProviderKind::Payment => Provider::Payment(p),
+        ProviderKind::Custom => Provider::Custom(p),
+    })
+}
+
+/// Without the `http` feature there is no HTTP client: a configuration naming one is refused.
+#[cfg(not(feature = "http"))]
+fn http_provider(kind: ProviderKind, _: &HttpProviderConfig) -> Result<Provider, ProviderError> {
+    Err(ProviderError(format!(
+        "the {kind:?} provider is answered over HTTP, which needs cartflow's `http` feature"
+    )))
 }
 
 /// Built-in providers per store, by store ID.
@@ -499,6 +563,7 @@ impl Integrations {
             if let Some(p) = &providers.payment {
                 p.validate().map_err(|e| invalid("Payment", e))?;
             }
+            check_http(providers).map_err(|e| invalid("Http", e))?;
             for (name, p) in &providers.custom {
                 if name.trim().is_empty() {
                     return Err(invalid(
@@ -528,7 +593,10 @@ impl Integrations {
                 self.set(store, Provider::Payment(Arc::new(p.clone())));
             }
             for (name, p) in &providers.custom {
-                self.set_custom(store, name, p.provider());
+                self.set_custom(store, name, p.provider()?);
+            }
+            for (kind, config) in &providers.http {
+                self.set(store, http_provider(*kind, config)?);
             }
         }
         Ok(self)
