@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use cartflow::flow::{self, BuyerInput, Drive, Waiting};
-use cartflow::integrations::{HttpProviderConfig, Integrations};
+use cartflow::integrations::{CustomConfig, HttpProviderConfig, Integrations};
 use cartflow::model::{CartItemType, OperationStatus, OutputType, ProviderKind};
 use cartflow::sample::{self, SampleCart};
 use cartflow::{Engine, MemoryStore};
@@ -215,4 +215,42 @@ fn a_configuration_that_cannot_work_is_refused_whole() {
         .insert(ProviderKind::Tax, http(&service, "/tax", "short", 10_000));
     let error = integrations.configure(&config).err().expect("refused");
     assert!(error.0.contains("Secret"), "{error}");
+}
+
+#[test]
+fn a_custom_step_runs_a_service_over_http() {
+    let service = service();
+    let table = cartflow::machine::TransitionTable::from_json(include_str!(
+        "../examples/templates/credit-check.json"
+    ))
+    .unwrap();
+    let run = |path: &str| {
+        let data = sample::dataset();
+        let mut config = sample::provider_config();
+        let store = config.get_mut(&sample::store_id()).unwrap();
+        store.custom.insert(
+            "credit-limit".into(),
+            CustomConfig::Http(http(&service, path, SECRET, 10_000)),
+        );
+        let mut integrations = Integrations::with_stock_tables(&data.stock);
+        integrations.configure(&config).expect("a valid configuration");
+        let engine = Engine::new(Arc::new(MemoryStore::from_dataset(data).unwrap()))
+            .with_table(table.clone())
+            .with_integrations(integrations);
+        let drive = checkout(&engine, SampleCart::InStock);
+        let operations = engine.store().operations_of(&SampleCart::InStock.id()).unwrap();
+        let custom = operations
+            .into_iter()
+            .find(|op| op.provider_kind == Some(ProviderKind::Custom))
+            .expect("the custom step ran");
+        (drive, custom.status)
+    };
+    // The service passes a cart without STOVE-X: the checkout completes through the step.
+    let (drive, status) = run("/inventory");
+    assert!(matches!(drive, Drive::Complete { .. }), "{drive:?}");
+    assert_eq!(status, OperationStatus::Complete);
+    // A service that errs fails the step, not the engine.
+    let (drive, status) = run("/broken");
+    assert!(matches!(drive, Drive::Failed { .. }), "{drive:?}");
+    assert_eq!(status, OperationStatus::Error);
 }
