@@ -25,6 +25,8 @@
 //! ```
 
 pub mod api;
+#[cfg(feature = "http")]
+pub mod asynchronous;
 pub mod clock;
 pub mod diagram;
 pub mod engine;

@@ -233,12 +233,17 @@ fn a_custom_step_runs_a_service_over_http() {
             CustomConfig::Http(http(&service, path, SECRET, 10_000)),
         );
         let mut integrations = Integrations::with_stock_tables(&data.stock);
-        integrations.configure(&config).expect("a valid configuration");
+        integrations
+            .configure(&config)
+            .expect("a valid configuration");
         let engine = Engine::new(Arc::new(MemoryStore::from_dataset(data).unwrap()))
             .with_table(table.clone())
             .with_integrations(integrations);
         let drive = checkout(&engine, SampleCart::InStock);
-        let operations = engine.store().operations_of(&SampleCart::InStock.id()).unwrap();
+        let operations = engine
+            .store()
+            .operations_of(&SampleCart::InStock.id())
+            .unwrap();
         let custom = operations
             .into_iter()
             .find(|op| op.provider_kind == Some(ProviderKind::Custom))
