@@ -645,7 +645,8 @@ fn the_documented_configurations_parse() {
         .skip(1)
         .map(|rest| rest.split("```").next().unwrap())
         .collect();
-    assert_eq!(blocks.len(), 6);
+    // Six built-in configurations, then the HTTP providers' configuration, request and answers.
+    assert_eq!(blocks.len(), 9);
     let book: PriceBook = serde_json::from_str(blocks[0]).unwrap();
     book.validate().unwrap();
     // The example's account is the sample buyers' account.
@@ -663,6 +664,11 @@ fn the_documented_configurations_parse() {
     let credit: cartflow::integrations::CreditLimit = serde_json::from_str(blocks[5]).unwrap();
     credit.validate().unwrap();
     assert_eq!(credit.limit_for(&sample::account_id()), d("20000.00"));
+    let http: cartflow::integrations::ProviderConfig = serde_json::from_str(blocks[6]).unwrap();
+    let store = &http[&sample::store_id()];
+    assert_eq!(store.http.len(), 2);
+    assert!(store.http.values().all(|c| c.validate().is_ok()));
+    assert!(store.custom["credit-check"].validate().is_ok());
     // Plain JSON numbers are read too.
     let numeric: TokenGateway = serde_json::from_str(r#"{"Limit": 1000.5}"#).unwrap();
     assert_eq!(numeric.limit, Some(d("1000.5")));

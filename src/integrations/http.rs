@@ -186,7 +186,8 @@ fn request_body(kind: ProviderKind, request: &IntegrationRequest) -> Value {
 #[derive(Debug, Deserialize)]
 #[serde(tag = "verdict", deny_unknown_fields)]
 enum Answer {
-    Passed,
+    // A struct variant, so that its unknown fields are refused too.
+    Passed {},
     Updated(Patch),
     Failed { messages: Vec<Message> },
 }
@@ -244,7 +245,7 @@ fn verdict(text: &str, request: &IntegrationRequest) -> Result<Verdict, String> 
     let answer: Answer =
         serde_json::from_str(text).map_err(|e| format!("the answer is not a verdict: {e}"))?;
     match answer {
-        Answer::Passed => Ok(Verdict::Passed),
+        Answer::Passed {} => Ok(Verdict::Passed),
         Answer::Updated(patch) => updated(patch, request),
         Answer::Failed { messages } if messages.is_empty() => {
             Err("a Failed verdict has no messages".into())
@@ -382,7 +383,7 @@ mod tests {
             r#"{"verdict": "Passed", "extra": 1}"#,
             r#"{"verdict": "Failed", "messages": []}"#,
             r#"{"verdict": "Updated", "items": [{"itemId": "x"}]}"#,
-            r#"{"verdict": "Updated", "authorizedAmount": 12.5}"#,
+            r#"{"verdict": "Updated", "authorizedAmount": "twelve"}"#,
             &twice,
             &stranger,
         ] {
