@@ -14,7 +14,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use cartflow::asynchronous::AsyncEngine;
-use cartflow::flow::{BuyerInput, Drive, Waiting};
+use cartflow::flow::{Drive, Waiting};
 use cartflow::model::SfId;
 use cartflow::{Engine, MemoryStore, sample};
 use serde_json::json;
@@ -54,12 +54,7 @@ async fn checkout(State(engine): State<AsyncEngine>, Path(cart): Path<String>) -
     let Ok(cart) = cart.parse::<SfId>() else {
         return (StatusCode::BAD_REQUEST, "not a cart Id").into_response();
     };
-    let input = BuyerInput {
-        deliver_to: Some(sample::denver()),
-        delivery_method_id: None,
-        payment_token: Some(sample::GOOD_TOKEN.into()),
-        place_order: true,
-    };
+    let input = sample::buyer_input();
     let buyer = sample::buyer_id().to_string();
     let body = match engine.drive(&buyer, &cart, input, Waiting::RunInline).await {
         Ok(Drive::Complete { order_id, .. }) => json!({"outcome": "ordered", "orderId": order_id}),

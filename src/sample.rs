@@ -407,6 +407,18 @@ fn credit_limit() -> std::collections::BTreeMap<String, CustomConfig> {
     [("credit-limit".to_owned(), limit)].into_iter().collect()
 }
 
+/// What the sample buyer enters on every screen: the Denver address, the cheapest offered
+/// delivery method, [`GOOD_TOKEN`], and the order placed. A whole checkout of an in-stock
+/// cart completes with it.
+pub fn buyer_input() -> crate::flow::BuyerInput {
+    crate::flow::BuyerInput {
+        deliver_to: Some(denver()),
+        delivery_method_id: None,
+        payment_token: Some(GOOD_TOKEN.into()),
+        place_order: true,
+    }
+}
+
 /// The sample store's integrations: the stock table of `data` and [`provider_config`].
 pub fn integrations(data: &DataSet) -> Integrations {
     let mut integrations = Integrations::with_stock_tables(&data.stock);

@@ -28,12 +28,7 @@ fn engine() -> (AsyncEngine, Vec<cartflow::model::SfId>) {
 }
 
 fn input() -> BuyerInput {
-    BuyerInput {
-        deliver_to: Some(sample::denver()),
-        delivery_method_id: None,
-        payment_token: Some(sample::GOOD_TOKEN.into()),
-        place_order: true,
-    }
+    sample::buyer_input()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

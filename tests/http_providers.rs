@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
-use cartflow::flow::{self, BuyerInput, Drive, Waiting};
+use cartflow::flow::{self, Drive, Waiting};
 use cartflow::integrations::{CustomConfig, HttpProviderConfig, Integrations};
 use cartflow::model::{CartItemType, OperationStatus, OutputType, ProviderKind};
 use cartflow::sample::{self, SampleCart};
@@ -80,12 +80,7 @@ fn engine_with(kinds: &[(ProviderKind, HttpProviderConfig)]) -> Engine {
 }
 
 fn checkout(engine: &Engine, cart: SampleCart) -> Drive {
-    let input = BuyerInput {
-        deliver_to: Some(sample::denver()),
-        delivery_method_id: None,
-        payment_token: Some(sample::GOOD_TOKEN.into()),
-        place_order: true,
-    };
+    let input = sample::buyer_input();
     let buyer = sample::buyer_id().to_string();
     flow::drive(engine, &buyer, &cart.id(), &input, Waiting::RunInline).unwrap()
 }

@@ -71,12 +71,7 @@ fn world() -> World {
     store.import(&data).unwrap();
     let engine = Engine::new(Arc::new(store)).with_integrations(integrations);
     let buyer = sample::buyer_id().to_string();
-    let input = BuyerInput {
-        deliver_to: Some(sample::denver()),
-        delivery_method_id: None,
-        payment_token: Some(sample::GOOD_TOKEN.into()),
-        place_order: true,
-    };
+    let input = sample::buyer_input();
     let mut completed = Vec::new();
     for cart in &copies {
         match flow::drive(&engine, &buyer, cart, &input, Waiting::RunInline).unwrap() {
