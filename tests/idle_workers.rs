@@ -1,5 +1,6 @@
 //! Idle workers: they wake when work is committed, not when their poll ends; they do not spin
-//! while there is none; and a worker loop that panics at once waits before it runs again.
+//! while there is none; a worker loop that panics at once waits before it runs again; and a
+//! pool stopped or dropped claims nothing more.
 //!
 //! No test measures a speed: each counts what a worker did (claims, restarts), or waits for
 //! an operation with a bound that only a worker that never wakes can miss.
@@ -158,4 +159,38 @@ fn a_worker_loop_that_panics_at_once_waits_before_it_runs_again() {
         u128::from(restarts) <= most,
         "{restarts} restarts in {elapsed:?}: the loop does not wait {RESTART_BACKOFF:?}"
     );
+}
+
+/// Stops `pool` with `stop`, then commits work: no worker of the pool may claim it. A pool
+/// whose workers outlived its stop would wake for the work at once and claim it.
+fn no_claims_after(stop: impl FnOnce(cartflow::engine::WorkerPool), how: &str) {
+    let (engine, store) = engine(false);
+    let pool = engine.start_workers(2);
+    wait_until("the workers' first claims", || store.claims() >= 2);
+    stop(pool);
+    let before = store.claims();
+    let op = support::queue::start_inventory_check(&engine, SampleCart::InStock.id());
+    // Long enough for a worker that is still there to wake and claim (it wakes at once).
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        store.claims(),
+        before,
+        "a worker of a {how} pool claimed work"
+    );
+    let status = store.operation(&op).unwrap().unwrap().status;
+    assert_eq!(
+        status,
+        OperationStatus::New,
+        "a worker of a {how} pool ran the operation"
+    );
+}
+
+#[test]
+fn a_stopped_pool_claims_nothing_more() {
+    no_claims_after(cartflow::engine::WorkerPool::stop, "stopped");
+}
+
+#[test]
+fn a_dropped_pool_claims_nothing_more() {
+    no_claims_after(drop, "dropped");
 }
