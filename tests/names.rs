@@ -17,3 +17,10 @@ fn every_provider_action_displays_as_its_actions_api_name() {
     }
     assert_eq!(ProviderAction::ALL[1].to_string(), "priceCart");
 }
+
+/// A custom action debugs as its quoted name, so a message that prints it names the action.
+#[test]
+fn a_custom_action_debugs_as_its_quoted_name() {
+    let action = cartflow::machine::CustomAction::new("creditCheck").unwrap();
+    assert_eq!(format!("{action:?}"), "\"creditCheck\"");
+}
