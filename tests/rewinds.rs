@@ -1,0 +1,177 @@
+//! What a changed input drops: a new address drops what the steps consuming it computed
+//! (the shipping options and the taxes; the prices and promotions too in a template whose
+//! pricing consumes it); an edited line drops the prices and promotions. What no step
+//! computed from the input stays.
+
+use std::sync::Arc;
+
+use cartflow::flow::{self, BuyerInput, Drive, Waiting};
+use cartflow::machine::{
+    Action, CartEdit, CheckoutDetails, Command, StepInput, StepKind, Template, TransitionTable,
+};
+use cartflow::model::{CartItem, CartItemType, SessionState, WebCart};
+use cartflow::sample::{self, SampleCart};
+use cartflow::{Engine, MemoryStore};
+use rust_decimal::Decimal;
+
+fn buyer() -> String {
+    sample::buyer_id().to_string()
+}
+
+/// The in-stock cart's checkout, walked to the payment screen: priced, promoted, shipping
+/// offered and chosen, taxed.
+fn at_payment() -> Engine {
+    let data = sample::dataset();
+    let integrations = sample::integrations(&data);
+    let engine = Engine::new(Arc::new(MemoryStore::from_dataset(data).unwrap()))
+        .with_integrations(integrations);
+    let input = BuyerInput {
+        payment_token: None,
+        ..sample::buyer_input()
+    };
+    let drive = flow::drive(
+        &engine,
+        &buyer(),
+        &SampleCart::InStock.id(),
+        &input,
+        Waiting::RunInline,
+    );
+    assert!(
+        matches!(
+            drive,
+            Ok(Drive::NeedsInput {
+                state: SessionState::PaymentAndBillingAddress,
+                ..
+            })
+        ),
+        "{drive:?}"
+    );
+    engine
+}
+
+fn cart_and_lines(engine: &Engine) -> (WebCart, Vec<CartItem>) {
+    let id = SampleCart::InStock.id();
+    let store = engine.store();
+    (
+        store.cart(&id).unwrap().unwrap(),
+        store.cart_items(&id).unwrap(),
+    )
+}
+
+fn products(lines: &[CartItem]) -> impl Iterator<Item = &CartItem> {
+    lines
+        .iter()
+        .filter(|l| l.item_type == CartItemType::Product)
+}
+
+#[test]
+fn a_new_address_drops_the_shipping_options_and_the_taxes() {
+    let engine = at_payment();
+    let (cart, lines) = cart_and_lines(&engine);
+    assert!(!cart.delivery_options.is_empty());
+    assert!(products(&lines).all(|l| l.tax_amount.is_some()));
+    let details = CheckoutDetails {
+        deliver_to: Some(sample::new_york()),
+        ..CheckoutDetails::default()
+    };
+    let command = Command::SetDetails {
+        cart_id: cart.id.to_string(),
+        details,
+    };
+    engine.execute(&buyer(), command).unwrap();
+    let (after, after_lines) = cart_and_lines(&engine);
+    assert!(
+        after.delivery_options.is_empty(),
+        "{:?}",
+        after.delivery_options
+    );
+    assert!(
+        after_lines
+            .iter()
+            .all(|l| l.tax_amount.is_none() && l.taxes.is_empty())
+    );
+    // The address moves no price: the lines keep theirs and their promotions.
+    for (before, now) in products(&lines).zip(products(&after_lines)) {
+        assert_eq!(before.total_price, now.total_price);
+        assert_eq!(before.adjustment_amount, now.adjustment_amount);
+    }
+}
+
+#[test]
+fn an_edited_line_drops_the_prices_and_promotions() {
+    let engine = at_payment();
+    let (cart, lines) = cart_and_lines(&engine);
+    assert!(products(&lines).all(|l| l.total_price.is_some()));
+    assert!(products(&lines).any(|l| l.adjustment_amount.is_some_and(|a| a != Decimal::ZERO)));
+    let line = products(&lines).next().unwrap();
+    let command = Command::EditCart {
+        cart_id: cart.id.to_string(),
+        edit: CartEdit::SetQuantity {
+            item_id: line.id.to_string(),
+            quantity: line.quantity + Decimal::ONE,
+        },
+    };
+    engine.execute(&buyer(), command).unwrap();
+    let (_, after_lines) = cart_and_lines(&engine);
+    for now in products(&after_lines) {
+        assert_eq!(
+            (now.list_price, now.sales_price, now.total_price),
+            (None, None, None),
+            "{now:?}"
+        );
+        assert_eq!(now.adjustment_amount, None, "{now:?}");
+    }
+}
+
+/// A template whose pricing and promotions depend on where the goods go (regional prices):
+/// their steps consume the delivery address too.
+fn regional_prices() -> TransitionTable {
+    let mut template = Template::standard();
+    template.name = "regional prices".into();
+    for step in &mut template.steps {
+        if matches!(
+            step.kind,
+            StepKind::Async(Action::PriceCart | Action::CalcCartPromotions)
+        ) {
+            step.consumes.insert(StepInput::DeliveryAddress);
+        }
+    }
+    TransitionTable::build(template).expect("a valid template")
+}
+
+#[test]
+fn a_new_address_drops_prices_and_promotions_that_consumed_it() {
+    let data = sample::dataset();
+    let integrations = sample::integrations(&data);
+    let engine = Engine::new(Arc::new(MemoryStore::from_dataset(data).unwrap()))
+        .with_table(regional_prices())
+        .with_integrations(integrations);
+    let input = BuyerInput {
+        payment_token: None,
+        ..sample::buyer_input()
+    };
+    let cart = SampleCart::InStock.id();
+    let drive = flow::drive(&engine, &buyer(), &cart, &input, Waiting::RunInline);
+    assert!(matches!(drive, Ok(Drive::NeedsInput { .. })), "{drive:?}");
+    let (_, lines) = cart_and_lines(&engine);
+    assert!(products(&lines).all(|l| l.total_price.is_some()));
+    assert!(products(&lines).any(|l| l.adjustment_amount.is_some_and(|a| a != Decimal::ZERO)));
+    let details = CheckoutDetails {
+        deliver_to: Some(sample::new_york()),
+        ..CheckoutDetails::default()
+    };
+    let command = Command::SetDetails {
+        cart_id: cart.to_string(),
+        details,
+    };
+    engine.execute(&buyer(), command).unwrap();
+    let (_, after_lines) = cart_and_lines(&engine);
+    for now in products(&after_lines) {
+        assert_eq!(
+            (now.list_price, now.sales_price, now.total_price),
+            (None, None, None),
+            "{now:?}"
+        );
+        assert_eq!(now.adjustment_amount, None, "{now:?}");
+    }
+}
