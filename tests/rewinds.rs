@@ -175,3 +175,27 @@ fn a_new_address_drops_prices_and_promotions_that_consumed_it() {
         assert_eq!(now.adjustment_amount, None, "{now:?}");
     }
 }
+
+#[test]
+fn a_removed_line_is_gone_and_the_others_lose_their_prices() {
+    let engine = at_payment();
+    let (cart, lines) = cart_and_lines(&engine);
+    let gone = products(&lines).next().unwrap().id;
+    let command = Command::EditCart {
+        cart_id: cart.id.to_string(),
+        edit: CartEdit::RemoveItem {
+            item_id: gone.to_string(),
+        },
+    };
+    engine.execute(&buyer(), command).unwrap();
+    let (_, after_lines) = cart_and_lines(&engine);
+    assert!(after_lines.iter().all(|l| l.id != gone), "{after_lines:?}");
+    assert_eq!(products(&after_lines).count(), products(&lines).count() - 1);
+    for now in products(&after_lines) {
+        assert_eq!(
+            (now.total_price, now.adjustment_amount),
+            (None, None),
+            "{now:?}"
+        );
+    }
+}
