@@ -58,6 +58,18 @@ fn cart_and_lines(engine: &Engine) -> (WebCart, Vec<CartItem>) {
     )
 }
 
+/// Every product line lost its prices and its promotion.
+fn assert_unpriced(lines: &[CartItem]) {
+    for now in products(lines) {
+        assert_eq!(
+            (now.list_price, now.sales_price, now.total_price),
+            (None, None, None),
+            "{now:?}"
+        );
+        assert_eq!(now.adjustment_amount, None, "{now:?}");
+    }
+}
+
 fn products(lines: &[CartItem]) -> impl Iterator<Item = &CartItem> {
     lines
         .iter()
@@ -112,15 +124,7 @@ fn an_edited_line_drops_the_prices_and_promotions() {
         },
     };
     engine.execute(&buyer(), command).unwrap();
-    let (_, after_lines) = cart_and_lines(&engine);
-    for now in products(&after_lines) {
-        assert_eq!(
-            (now.list_price, now.sales_price, now.total_price),
-            (None, None, None),
-            "{now:?}"
-        );
-        assert_eq!(now.adjustment_amount, None, "{now:?}");
-    }
+    assert_unpriced(&cart_and_lines(&engine).1);
 }
 
 /// A template whose pricing and promotions depend on where the goods go (regional prices):
@@ -165,15 +169,7 @@ fn a_new_address_drops_prices_and_promotions_that_consumed_it() {
         details,
     };
     engine.execute(&buyer(), command).unwrap();
-    let (_, after_lines) = cart_and_lines(&engine);
-    for now in products(&after_lines) {
-        assert_eq!(
-            (now.list_price, now.sales_price, now.total_price),
-            (None, None, None),
-            "{now:?}"
-        );
-        assert_eq!(now.adjustment_amount, None, "{now:?}");
-    }
+    assert_unpriced(&cart_and_lines(&engine).1);
 }
 
 #[test]

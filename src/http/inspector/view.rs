@@ -44,6 +44,16 @@ fn current_operation<'a>(
     operations.iter().find(|op| op.id == id)
 }
 
+/// The node `session` is on, with its current operation among `operations`.
+fn node_of(
+    engine: &Engine,
+    session: &CartCheckoutSession,
+    operations: &[BackgroundOperation],
+) -> Node {
+    let op = current_operation(session, operations);
+    Node::Session(session_node(engine.table(), Some(session), op))
+}
+
 /// `GET /inspector/api/table`: the drawing of the engine's table.
 pub fn table(engine: &Engine) -> Value {
     Layout::of(engine.table()).to_json()
@@ -64,12 +74,7 @@ pub fn counts(engine: &Engine) -> Result<Value, StoreError> {
             count(Node::Operation(operation_node(Some(op))));
         }
         for session in store.sessions_of(&cart.id)? {
-            let op = current_operation(&session, &operations);
-            count(Node::Session(session_node(
-                engine.table(),
-                Some(&session),
-                op,
-            )));
+            count(node_of(engine, &session, &operations));
         }
     }
     Ok(json!({
@@ -114,8 +119,7 @@ pub fn carts(engine: &Engine, filter: &CartFilter) -> Result<Value, StoreError> 
         let latest = match sessions.iter().max_by_key(|s| s.created_date) {
             Some(session) => {
                 let operations = store.operations_of(&cart.id)?;
-                let op = current_operation(session, &operations);
-                let node = Node::Session(session_node(engine.table(), Some(session), op));
+                let node = node_of(engine, session, &operations);
                 Some(json!({"id": session.id, "node": node.to_string()}))
             }
             None => None,
@@ -163,7 +167,7 @@ pub fn sessions(engine: &Engine, filter: &SessionFilter) -> Result<Value, StoreE
         let mut history: Option<Vec<HistoryEntry>> = None;
         for session in store.sessions_of(&cart.id)? {
             let op = current_operation(&session, &operations);
-            let node = Node::Session(session_node(engine.table(), Some(&session), op)).to_string();
+            let node = node_of(engine, &session, &operations).to_string();
             let state = session.state.map(|s| s.as_str().to_owned());
             if filter
                 .state
@@ -326,8 +330,7 @@ pub fn session(engine: &Engine, id: &SfId) -> Result<Option<Value>, StoreError> 
         .filter(|op| op.checkout_session_id == session.id)
         .collect();
     let timeline = timeline(&store.history(&cart_id)?, &session, &operations);
-    let op = current_operation(&session, &operations);
-    let node = Node::Session(session_node(engine.table(), Some(&session), op)).to_string();
+    let node = node_of(engine, &session, &operations).to_string();
     let order = match session.order_id {
         Some(order_id) => store.order(&order_id)?.map(|o| to_value(&o)),
         None => None,
