@@ -12,7 +12,9 @@ pub struct RandomIds;
 
 impl IdSource for RandomIds {
     fn next_id(&self, kind: KeyPrefix) -> SfId {
-        let bits = uuid::Uuid::new_v4().as_u64_pair().0;
+        // As with a v4 UUID, an operating system that cannot give random bytes is a broken
+        // machine, not a case to answer: no ID can be safe without them.
+        let bits = getrandom::u64().expect("the operating system's random source failed");
         SfId::from_number(kind, bits)
     }
 }

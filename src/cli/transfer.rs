@@ -232,7 +232,9 @@ fn write_stdout(text: &str) -> Result<(), TransferError> {
 /// write leaves any earlier file as it was.
 fn write_whole(file: &Path, text: &str) -> Result<(), TransferError> {
     let mut temporary = file.as_os_str().to_owned();
-    temporary.push(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+    // The process ID keeps two processes writing the same file apart; one process writes
+    // each file once.
+    temporary.push(format!(".{}.tmp", std::process::id()));
     let temporary = PathBuf::from(temporary);
     let written = fs::write(&temporary, text).and_then(|()| fs::rename(&temporary, file));
     written.map_err(|e| {

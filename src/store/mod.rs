@@ -2,8 +2,11 @@
 
 mod dataset;
 mod memory;
+#[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -11,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 pub use dataset::{DataSet, DataSetError, StockLevel};
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::{Durability, SqliteStore};
 
 /// The kept state of one key, as the memory store holds it.
@@ -33,6 +38,7 @@ impl KeyEntry {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// What a lookup finds in a stored key row: fingerprint, status and body (both `None` while
 /// the request runs).
 fn key_state(
@@ -178,6 +184,7 @@ pub struct WorkWatch {
 
 impl WorkWatch {
     /// Runs `watch` on a thread of its own; `watch` returns once the flag it is given is set.
+    #[cfg(feature = "postgres")]
     pub(crate) fn spawn(
         name: &str,
         watch: impl FnOnce(&std::sync::atomic::AtomicBool) + Send + 'static,

@@ -23,6 +23,7 @@ pub(crate) enum Value<'a> {
     /// An ID held by value.
     Id(SfId),
     /// A list of IDs (PostgreSQL's `text[]`; SQLite has no arrays).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     Ids(Vec<SfId>),
     /// An integer, such as a version.
     Int(i64),
@@ -324,7 +325,7 @@ const HOLD: &str = "INSERT INTO record_owners (id, owner_id) VALUES ($1, $2)
 const CART_EXISTS: &str = "SELECT 1 FROM carts WHERE id = $1";
 
 /// Every statement of this module, for the dialects' checks of their placeholders and plans.
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 pub(crate) const STATEMENTS: &[&str] = &[
     CART_LINES,
     CART_SNAPSHOT,
