@@ -38,9 +38,9 @@ impl KeyEntry {
     }
 }
 
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// What a lookup finds in a stored key row: fingerprint, status and body (both `None` while
 /// the request runs).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn key_state(
     stored: &str,
     given: &str,
