@@ -21,32 +21,7 @@ fn buyer() -> String {
 /// The in-stock cart's checkout, walked to the payment screen: priced, promoted, shipping
 /// offered and chosen, taxed.
 fn at_payment() -> Engine {
-    let data = sample::dataset();
-    let integrations = sample::integrations(&data);
-    let engine = Engine::new(Arc::new(MemoryStore::from_dataset(data).unwrap()))
-        .with_integrations(integrations);
-    let input = BuyerInput {
-        payment_token: None,
-        ..sample::buyer_input()
-    };
-    let drive = flow::drive(
-        &engine,
-        &buyer(),
-        &SampleCart::InStock.id(),
-        &input,
-        Waiting::RunInline,
-    );
-    assert!(
-        matches!(
-            drive,
-            Ok(Drive::NeedsInput {
-                state: SessionState::PaymentAndBillingAddress,
-                ..
-            })
-        ),
-        "{drive:?}"
-    );
-    engine
+    at_payment_under(TransitionTable::standard())
 }
 
 fn cart_and_lines(engine: &Engine) -> (WebCart, Vec<CartItem>) {
@@ -127,28 +102,35 @@ fn an_edited_line_drops_the_prices_and_promotions() {
     assert_unpriced(&cart_and_lines(&engine).1);
 }
 
-/// A template whose pricing and promotions depend on where the goods go (regional prices):
-/// their steps consume the delivery address too.
-fn regional_prices() -> TransitionTable {
+/// The standard template, named `name`, with the steps running `actions` consuming `input`
+/// too.
+fn consuming_more(name: &str, actions: &[Action], input: StepInput) -> TransitionTable {
     let mut template = Template::standard();
-    template.name = "regional prices".into();
+    template.name = name.into();
     for step in &mut template.steps {
-        if matches!(
-            step.kind,
-            StepKind::Async(Action::PriceCart | Action::CalcCartPromotions)
-        ) {
-            step.consumes.insert(StepInput::DeliveryAddress);
+        if matches!(step.kind, StepKind::Async(action) if actions.contains(&action)) {
+            step.consumes.insert(input);
         }
     }
     TransitionTable::build(template).expect("a valid template")
 }
 
-#[test]
-fn a_new_address_drops_prices_and_promotions_that_consumed_it() {
+/// A template whose pricing and promotions depend on where the goods go (regional prices):
+/// their steps consume the delivery address too.
+fn regional_prices() -> TransitionTable {
+    consuming_more(
+        "regional prices",
+        &[Action::PriceCart, Action::CalcCartPromotions],
+        StepInput::DeliveryAddress,
+    )
+}
+
+/// `table`'s checkout of the in-stock cart, walked to the payment screen (no token given).
+fn at_payment_under(table: TransitionTable) -> Engine {
     let data = sample::dataset();
     let integrations = sample::integrations(&data);
     let engine = Engine::new(Arc::new(MemoryStore::from_dataset(data).unwrap()))
-        .with_table(regional_prices())
+        .with_table(table)
         .with_integrations(integrations);
     let input = BuyerInput {
         payment_token: None,
@@ -156,7 +138,23 @@ fn a_new_address_drops_prices_and_promotions_that_consumed_it() {
     };
     let cart = SampleCart::InStock.id();
     let drive = flow::drive(&engine, &buyer(), &cart, &input, Waiting::RunInline);
-    assert!(matches!(drive, Ok(Drive::NeedsInput { .. })), "{drive:?}");
+    assert!(
+        matches!(
+            drive,
+            Ok(Drive::NeedsInput {
+                state: SessionState::PaymentAndBillingAddress,
+                ..
+            })
+        ),
+        "{drive:?}"
+    );
+    engine
+}
+
+#[test]
+fn a_new_address_drops_prices_and_promotions_that_consumed_it() {
+    let engine = at_payment_under(regional_prices());
+    let cart = SampleCart::InStock.id();
     let (_, lines) = cart_and_lines(&engine);
     assert!(products(&lines).all(|l| l.total_price.is_some()));
     assert!(products(&lines).any(|l| l.adjustment_amount.is_some_and(|a| a != Decimal::ZERO)));
@@ -194,4 +192,37 @@ fn a_removed_line_is_gone_and_the_others_lose_their_prices() {
             "{now:?}"
         );
     }
+}
+
+/// A template whose prices depend on how the buyer pays (a discount for paying by invoice):
+/// pricing consumes the payment, so a change of it goes back further than a new address.
+#[test]
+fn two_changed_inputs_go_back_to_the_earliest_step_consuming_either() {
+    let table = consuming_more(
+        "prices by payment",
+        &[Action::PriceCart],
+        StepInput::Payment,
+    );
+    let engine = at_payment_under(table);
+    let cart = SampleCart::InStock.id();
+    // The address alone goes back to the shipping step, the payment to pricing, earlier;
+    // given together, the earlier wins whatever order the inputs are listed in.
+    let details = CheckoutDetails {
+        deliver_to: Some(sample::new_york()),
+        payment_token: Some("tok_invoice".into()),
+        ..CheckoutDetails::default()
+    };
+    let command = Command::SetDetails {
+        cart_id: cart.to_string(),
+        details,
+    };
+    engine.execute(&buyer(), command).unwrap();
+    let sessions = engine.store().sessions_of(&cart).unwrap();
+    let active: Vec<_> = sessions.iter().filter(|s| !s.is_archived).collect();
+    assert_eq!(active.len(), 1, "{sessions:?}");
+    assert_eq!(
+        active[0].state,
+        Some(SessionState::ConfirmPrice),
+        "{active:?}"
+    );
 }

@@ -498,6 +498,19 @@ fn a_custom_step_without_a_provider_is_refused_and_only_a_custom_step_names_one(
 }
 
 #[test]
+fn a_custom_step_naming_a_blank_provider_is_refused() {
+    let error = refusal(|t| {
+        let credit = json!({"state": "Credit Check", "kind": "custom", "action": "CreditCheck",
+            "transition": "CheckCredit", "provider": " \t", "next": "Inventory"});
+        steps(t).insert(2, credit);
+        step(t, "Shipping Address")["next"] = json!("Credit Check");
+    });
+    let (error, message) = table_refusal(error, 3, "Credit Check");
+    assert!(matches!(error, TableError::BadProvider(..)));
+    assert_eq!(message, "step 3 \"Credit Check\": names a blank provider");
+}
+
+#[test]
 fn a_template_needs_exactly_one_entry_step() {
     let error = refusal(|t| step(t, "Shipping Address")["kind"] = json!("entry"));
     let (error, message) = table_refusal(error, 2, "Shipping Address");
