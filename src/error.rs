@@ -10,6 +10,7 @@ use crate::model::{OperationStatus, SfId};
 
 /// The Salesforce `errorCode` (`statusCode` in an action result) of a refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[non_exhaustive]
 pub enum ErrorCode {
     /// `UNKNOWN_EXCEPTION`.
     #[serde(rename = "UNKNOWN_EXCEPTION")]
@@ -62,6 +63,7 @@ impl fmt::Display for ErrorCode {
 /// Why a worker command (claim, heartbeat, expiry, report) is fenced off: the operation or
 /// its session moved on since the worker read it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Fenced {
     /// The operation named does not exist.
     #[error("no such operation")]
@@ -114,6 +116,7 @@ pub enum Fenced {
 
 /// A failure of the store underneath the engine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// A record changed since it was read: the compare-and-set lost.
     #[error("conflict: {0}")]
@@ -128,6 +131,7 @@ pub enum StoreError {
 
 /// Why a command was refused or could not be carried out. A refused command changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckoutError {
     /// A documented requirement is unmet.
     #[error("{message}")]

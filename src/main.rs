@@ -1,6 +1,6 @@
 //! `cartflow`: draw the checkout transition table, run the demo, invoke checkout actions
-//! against a data directory or database, run worker processes on a shared database, and
-//! serve the Salesforce-shaped HTTP facade.
+//! against a data directory or database, run worker processes on a shared database, serve
+//! the Salesforce-shaped HTTP facade, and deliver the store's events to webhooks.
 
 mod cli;
 
@@ -24,6 +24,7 @@ Examples:
       --as 0050000000000G9 --data /tmp/cart
   cartflow worker --data /tmp/cart --exit-when-idle
   cartflow serve --data /tmp/cart --addr 127.0.0.1:8080
+  cartflow deliver --data /tmp/cart --webhooks examples/webhooks.json
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=cartflow=debug) to see more, and
 --log-format json for one JSON object per line. A log line that cannot be written is dropped."
@@ -214,6 +215,25 @@ walks the standard template over REST, as docs/http.md describes. A host that is
 is refused unless --allow-remote is given. Exit status 0 when every checkout completed, 1 when
 some failed or were not started, 2 when the run could not start. See docs/load.md.")]
     Load(LoadArgs),
+    /// Deliver the store's events to webhooks (signed HTTP POSTs) until stopped.
+    #[cfg(feature = "http")]
+    #[command(after_help = "\
+Examples:
+  cartflow deliver --data /tmp/cart --webhooks examples/webhooks.json
+  cartflow deliver --data postgres://cartflow@db/cartflow --webhooks webhooks.json \\
+      --max-backoff-ms 10000
+
+Each hook gets the events committed after its first run, in commit order, each until its
+endpoint answers a 2xx: a failed attempt is logged and retried with a growing, randomised
+wait, never dropped. Run one deliverer per hook (`serve --webhooks` and `worker --webhooks`
+are deliverers too). SIGTERM or SIGINT stops it after the attempts in hand (exit 0); an
+event it had not recorded as delivered is sent again by the next run. Exit status 2 for a
+usage or data error. See docs/webhooks.md.")]
+    Deliver(cli::deliver::DeliverArgs),
+    /// Inspect webhook deliveries (`cartflow webhooks log`).
+    #[cfg(feature = "http")]
+    #[command(subcommand)]
+    Webhooks(cli::deliver::WebhooksCommand),
 }
 
 /// The `--template` flag every command that runs or draws a checkout takes.
@@ -314,6 +334,8 @@ struct WorkerArgs {
     integrations: Option<PathBuf>,
     #[command(flatten)]
     template: TemplateArgs,
+    #[command(flatten)]
+    webhooks: cli::deliver::WebhooksFlag,
 }
 
 /// The arguments of `cartflow serve`.
@@ -343,6 +365,8 @@ struct ServeArgs {
     template: TemplateArgs,
     #[command(flatten)]
     limits: cli::serve::Limits,
+    #[command(flatten)]
+    webhooks: cli::deliver::WebhooksFlag,
 }
 
 /// The arguments of `cartflow load`.
@@ -447,6 +471,7 @@ fn main() -> ExitCode {
             progress: args.progress,
             integrations: args.integrations,
             template: args.template.template,
+            webhooks: args.webhooks.webhooks,
         }),
         #[cfg(feature = "http")]
         Commands::Load(args) => cli::load::run(&load_request(args)),
@@ -459,7 +484,12 @@ fn main() -> ExitCode {
             integrations: args.integrations,
             template: args.template.template,
             limits: args.limits,
+            webhooks: args.webhooks.webhooks,
         }),
+        #[cfg(feature = "http")]
+        Commands::Deliver(args) => cli::deliver::run(&args),
+        #[cfg(feature = "http")]
+        Commands::Webhooks(command) => cli::deliver::run_webhooks(&command),
     }
 }
 

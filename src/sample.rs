@@ -1,6 +1,9 @@
 //! A small, fixed world of records for the demo, examples, tests and benchmarks: one store,
 //! its buyer accounts and users with every combination of permission and access that the
 //! requirements distinguish, and carts ready to check out.
+//!
+//! Hidden from the documentation: it serves cartflow's own tests, examples and demo, and
+//! changes whenever they need it to, so it is not part of the API a release keeps stable.
 
 use rust_decimal::Decimal;
 

@@ -18,6 +18,8 @@ macro_rules! err_inline {
 }
 
 pub mod datadir;
+#[cfg(feature = "http")]
+pub mod deliver;
 pub mod demo;
 pub mod inspect;
 pub mod invoke;
@@ -31,6 +33,7 @@ pub mod worker;
 
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::sync::mpsc;
 
 use cartflow::ActionResult;
 use serde_json::Value;
@@ -109,4 +112,22 @@ pub fn element_json(result: &ActionResult) -> Value {
         fields.insert("httpStatus".into(), Value::from(result.http_status));
     }
     value
+}
+
+/// Installs the SIGTERM/SIGINT handler of a long-running command: the first signal is
+/// received on the answered channel, and a second one exits at once with 130 (what the
+/// command had in hand is taken up again by the next run: a claim after its lease, an
+/// undelivered event by the next deliverer).
+pub fn stop_channel() -> Result<mpsc::Receiver<()>, String> {
+    let (stop, stopped) = mpsc::channel();
+    let mut signals = 0u32;
+    ctrlc::set_handler(move || {
+        signals += 1;
+        if signals > 1 {
+            std::process::exit(130);
+        }
+        let _ = stop.send(());
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    Ok(stopped)
 }

@@ -5,14 +5,13 @@ use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use cartflow::http::{Server, ServerConfig, Tokens};
 use cartflow::ids::RandomIds;
 use cartflow::{Engine, MemoryStore};
 
-use crate::cli::{datadir, template};
+use crate::cli::{datadir, deliver, template};
 
 /// The token file a data directory holds.
 pub const TOKENS_FILE: &str = "tokens.json";
@@ -34,6 +33,8 @@ pub struct Request {
     pub template: Option<PathBuf>,
     /// The listener's timeouts and connection cap.
     pub limits: Limits,
+    /// The webhooks file (`--webhooks`) whose hooks are delivered beside the server.
+    pub webhooks: Option<PathBuf>,
 }
 
 /// The listener's timeouts and connection cap (`cartflow serve` flags; defaults from
@@ -107,6 +108,7 @@ fn serve(request: &Request) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let table = template::table(Some(&request.data), request.template.as_deref())
         .map_err(|e| e.to_string())?;
+    let hooks = request.webhooks.as_deref().map(deliver::load).transpose()?;
     let opened = open(&request.data, is_directory)?;
     let integrations = opened
         .integrations(providers.as_ref())
@@ -114,6 +116,7 @@ fn serve(request: &Request) -> Result<(), String> {
     opened.check_template(&integrations, table.template())?;
     opened.warn_unpaid("serve", &integrations);
     let location = opened.location;
+    let store = Arc::clone(&opened.store);
     let engine = Engine::new(opened.store)
         .with_table(table)
         .with_ids(Arc::new(RandomIds))
@@ -125,18 +128,11 @@ fn serve(request: &Request) -> Result<(), String> {
     });
     let server = start_on_first(&candidates, engine, tokens, &config)
         .map_err(|e| format!("cannot listen on {}: {e}", request.addr))?;
+    let delivery = hooks
+        .map(|hooks| deliver::start_beside("serve", &store, &hooks))
+        .transpose()?;
 
-    let (stop, stopped) = mpsc::channel();
-    let mut signals = 0u32;
-    ctrlc::set_handler(move || {
-        signals += 1;
-        if signals > 1 {
-            // A second signal: leave now; claims held are retried once their lease ends.
-            std::process::exit(130);
-        }
-        let _ = stop.send(());
-    })
-    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    let stopped = super::stop_channel()?;
 
     errln!(
         "cartflow serve: listening on http://{} ({location}), {} worker thread(s); stop with \
@@ -148,6 +144,9 @@ fn serve(request: &Request) -> Result<(), String> {
     let _ = stopped.recv();
     errln!("cartflow serve: stopping after the requests and operations in hand");
     server.shutdown();
+    if let Some(delivery) = delivery {
+        delivery.stop();
+    }
     errln!("cartflow serve: stopped");
     Ok(())
 }

@@ -18,7 +18,7 @@ use cartflow::{Engine, EngineConfig, Store};
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
-use crate::cli::{datadir, template};
+use crate::cli::{datadir, deliver, template};
 
 /// How to run, as the command line gave it.
 #[derive(Debug, Clone)]
@@ -39,6 +39,8 @@ pub struct Request {
     pub integrations: Option<PathBuf>,
     /// The template file (`--template`); see [`template::table`].
     pub template: Option<PathBuf>,
+    /// The webhooks file (`--webhooks`) whose hooks are delivered beside the work.
+    pub webhooks: Option<PathBuf>,
 }
 
 /// What the worker threads of this process have done, for the progress display.
@@ -130,6 +132,7 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
         .map_err(|e| e.to_string())?;
     let table = template::table(Some(&request.data), request.template.as_deref())
         .map_err(|e| e.to_string())?;
+    let hooks = request.webhooks.as_deref().map(deliver::load).transpose()?;
     let opened = datadir::open_store(&request.data).map_err(|e| e.to_string())?;
     let integrations = opened
         .integrations(providers.as_ref())
@@ -146,17 +149,7 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
             ..EngineConfig::default()
         });
 
-    let stop = Arc::new(Stop::default());
-    let on_signal = Arc::clone(&stop);
-    ctrlc::set_handler(move || {
-        if on_signal.is_requested() {
-            // A second signal: leave now; the claims held are swept once their lease ends.
-            std::process::exit(130);
-        }
-        errln!("cartflow worker: stopping after the operations in hand");
-        on_signal.request();
-    })
-    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    let stop = stop_on_signal()?;
 
     errln!(
         "cartflow worker: {} thread(s) on {}, lease {} ms, heartbeat {} ms; {}",
@@ -170,28 +163,12 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
             "stop with SIGTERM or Ctrl-C"
         }
     );
-    let settings = (request.lease_ms, request.exit_when_idle);
+    let delivery = hooks
+        .map(|hooks| deliver::start_beside("worker", &opened.store, &hooks))
+        .transpose()?;
     let tally = Arc::new(Tally::default());
     let restarts = Arc::new(AtomicU64::new(0));
-    let handles = (0..request.threads)
-        .map(|n| {
-            let engine = engine.clone();
-            let stop = Arc::clone(&stop);
-            let tally = Arc::clone(&tally);
-            let restarts = Arc::clone(&restarts);
-            thread::Builder::new()
-                .name(format!("cartflow-worker-{n}"))
-                .spawn(move || {
-                    run_restarting(
-                        &|| stop.is_requested(),
-                        &restarts,
-                        &|pause| stop.wait(pause),
-                        &mut || work(&engine, &stop, &tally, settings),
-                    );
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+    let handles = start_workers(request, &engine, &stop, &tally, &restarts)?;
     let progress = request.progress.then(|| {
         let (tally, stop) = (Arc::clone(&tally), Arc::clone(&stop));
         thread::spawn(move || show_progress(&tally, &stop))
@@ -208,15 +185,70 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
     if let Some(display) = progress {
         let _ = display.join();
     }
+    // Then the webhooks: what is left undelivered is sent by the next run.
+    if let Some(delivery) = delivery {
+        delivery.stop();
+    }
+    Ok(stopped(panicked, restarts.load(Ordering::Relaxed)))
+}
+
+/// Says how the workers stopped: exit status 1 when one panicked for good, else 0.
+fn stopped(panicked: bool, restarts: u64) -> ExitCode {
     if panicked {
         errln!("cartflow worker: a worker thread panicked");
-        return Ok(ExitCode::FAILURE);
+        return ExitCode::FAILURE;
     }
-    match restarts.load(Ordering::Relaxed) {
+    match restarts {
         0 => errln!("cartflow worker: stopped"),
         n => errln!("cartflow worker: stopped; worker threads panicked and restarted {n} time(s)"),
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
+}
+
+/// A stop requested by the first SIGTERM or SIGINT; a second one exits at once.
+fn stop_on_signal() -> Result<Arc<Stop>, String> {
+    let stop = Arc::new(Stop::default());
+    let on_signal = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if on_signal.is_requested() {
+            // A second signal: leave now; the claims held are swept once their lease ends.
+            std::process::exit(130);
+        }
+        errln!("cartflow worker: stopping after the operations in hand");
+        on_signal.request();
+    })
+    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
+    Ok(stop)
+}
+
+/// Starts the worker threads of `request`, each restarted after a panic until `stop`.
+fn start_workers(
+    request: &Request,
+    engine: &Engine,
+    stop: &Arc<Stop>,
+    tally: &Arc<Tally>,
+    restarts: &Arc<AtomicU64>,
+) -> Result<Vec<thread::JoinHandle<()>>, String> {
+    let settings = (request.lease_ms, request.exit_when_idle);
+    (0..request.threads)
+        .map(|n| {
+            let engine = engine.clone();
+            let stop = Arc::clone(stop);
+            let tally = Arc::clone(tally);
+            let restarts = Arc::clone(restarts);
+            thread::Builder::new()
+                .name(format!("cartflow-worker-{n}"))
+                .spawn(move || {
+                    run_restarting(
+                        &|| stop.is_requested(),
+                        &restarts,
+                        &|pause| stop.wait(pause),
+                        &mut || work(&engine, &stop, &tally, settings),
+                    );
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot start a worker thread: {e}"))
 }
 
 /// One worker thread's loop (restarted after a panic): claim and run, sweep expired claims

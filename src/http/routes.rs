@@ -329,7 +329,7 @@ async fn openapi() -> Response {
     json_response(StatusCode::OK, document())
 }
 
-/// The OpenAPI 3.1 document of [`all`], built once.
+/// The OpenAPI 3.1 document of every route the facade serves, built once.
 pub fn document() -> &'static Value {
     static DOCUMENT: OnceLock<Value> = OnceLock::new();
     DOCUMENT.get_or_init(|| build(&all()))

@@ -6,6 +6,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use chrono::{DateTime, Utc};
 
 use crate::error::StoreError;
+use crate::events::{Delivery, EventPosition, PublishedEvent};
 use crate::machine::Snapshot;
 use crate::model::{
     Account, BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, Order, SfId,
@@ -36,6 +37,12 @@ struct Tables {
     outputs: HashMap<SfId, Vec<CartValidationOutput>>,
     orders: HashMap<SfId, Order>,
     history: HashMap<SfId, Vec<HistoryEntry>>,
+    /// The history in commit order, as (cart, index in its history): the event log, whose
+    /// `n`-th entry is at position `n + 1`.
+    log: Vec<(SfId, usize)>,
+    /// Each webhook's cursor, and every delivery attempt in the order made.
+    webhook_cursors: HashMap<String, EventPosition>,
+    deliveries: Vec<Delivery>,
     keys: HashMap<(SfId, String), KeyEntry>,
     /// Held record -> its holder, and holder -> what it holds.
     owners: HashMap<SfId, SfId>,
@@ -43,6 +50,22 @@ struct Tables {
 }
 
 impl Tables {
+    /// Adds a committed move to its cart's history and to the event log.
+    fn append_history(&mut self, entry: HistoryEntry) {
+        let cart = entry.cart_id;
+        let history = self.history.entry(cart).or_default();
+        self.log.push((cart, history.len()));
+        history.push(entry);
+    }
+
+    /// The event at log index `index`.
+    fn event(&self, index: usize) -> Option<PublishedEvent> {
+        let (cart, at) = self.log.get(index)?;
+        let entry = self.history.get(cart)?.get(*at)?.clone();
+        let position = EventPosition::sequential(u64::try_from(index).ok()? + 1);
+        Some(PublishedEvent { position, entry })
+    }
+
     /// Records that `holder` now holds exactly `children`.
     fn reindex(&mut self, holder: SfId, children: Vec<SfId>) {
         for old in self.held.remove(&holder).unwrap_or_default() {
@@ -321,10 +344,7 @@ impl Tables {
                 .push(output.clone());
         }
         for entry in &commit.history {
-            self.history
-                .entry(entry.cart_id)
-                .or_default()
-                .push(entry.clone());
+            self.append_history(entry.clone());
         }
         for (holder, children) in crate::store::held_records(changes) {
             self.reindex(holder, children);
@@ -372,7 +392,7 @@ impl MemoryStore {
         }
         t.orders = data.orders.into_iter().map(|o| (o.id, o)).collect();
         for entry in data.history {
-            t.history.entry(entry.cart_id).or_default().push(entry);
+            t.append_history(entry);
         }
         for (holder, children) in held {
             t.reindex(holder, children);
@@ -572,6 +592,58 @@ impl Store for MemoryStore {
             .get(cart_id)
             .cloned()
             .unwrap_or_default())
+    }
+
+    fn events_after(
+        &self,
+        after: Option<&EventPosition>,
+        limit: usize,
+    ) -> Result<Vec<PublishedEvent>, StoreError> {
+        let Some(sequence) = EventPosition::sequence_after(after) else {
+            return Ok(Vec::new());
+        };
+        let t = self.read();
+        // Position n is log index n - 1, so the first after n is index n.
+        let first = usize::try_from(sequence).unwrap_or(usize::MAX);
+        let last = first.saturating_add(limit).min(t.log.len());
+        Ok((first..last).filter_map(|index| t.event(index)).collect())
+    }
+
+    fn last_event(&self) -> Result<Option<EventPosition>, StoreError> {
+        let count = self.read().log.len();
+        Ok((count > 0).then(|| EventPosition::sequential(count as u64)))
+    }
+
+    fn webhook_cursor(&self, hook: &str) -> Result<Option<EventPosition>, StoreError> {
+        Ok(self.read().webhook_cursors.get(hook).copied())
+    }
+
+    fn advance_webhook(
+        &self,
+        hook: &str,
+        to: Option<&EventPosition>,
+        delivery: Option<&Delivery>,
+    ) -> Result<(), StoreError> {
+        let mut t = self.write();
+        if let Some(delivery) = delivery {
+            t.deliveries.push(delivery.clone());
+        }
+        if let Some(&to) = to {
+            let cursor = t.webhook_cursors.entry(hook.to_owned()).or_insert(to);
+            *cursor = (*cursor).max(to);
+        }
+        Ok(())
+    }
+
+    fn deliveries(&self, hook: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let t = self.read();
+        Ok(t.deliveries
+            .iter()
+            .rev()
+            .filter(|d| d.hook == hook)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     fn begin_keyed(

@@ -61,6 +61,7 @@ fn key_state(
 }
 
 use crate::error::StoreError;
+use crate::events::{Delivery, EventPosition, PublishedEvent};
 use crate::machine::{Changes, Event, Machine, Snapshot};
 use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, Order, SfId, User,
@@ -298,6 +299,31 @@ pub trait Store: Send + Sync {
     fn validation_outputs(&self, cart_id: &SfId) -> Result<Vec<CartValidationOutput>, StoreError>;
     /// A cart's history, oldest first.
     fn history(&self, cart_id: &SfId) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Up to `limit` committed moves after `after` (from the first when `None`), in commit
+    /// order: the events of [`crate::events`]. A move committed later never sits before one
+    /// already answered.
+    fn events_after(
+        &self,
+        after: Option<&EventPosition>,
+        limit: usize,
+    ) -> Result<Vec<PublishedEvent>, StoreError>;
+    /// The position of the last event [`Store::events_after`] can answer, or `None` when
+    /// there is none yet: where a consumer that wants only new events starts.
+    fn last_event(&self) -> Result<Option<EventPosition>, StoreError>;
+    /// The position up to which webhook `hook` has delivered (or skipped) the events, or
+    /// `None` when it never ran.
+    fn webhook_cursor(&self, hook: &str) -> Result<Option<EventPosition>, StoreError>;
+    /// In one transaction: appends `delivery` to the delivery log when it is given, and
+    /// moves `hook`'s cursor to `to` when it is given and later than the cursor (a cursor
+    /// never moves back).
+    fn advance_webhook(
+        &self,
+        hook: &str,
+        to: Option<&EventPosition>,
+        delivery: Option<&Delivery>,
+    ) -> Result<(), StoreError>;
+    /// Up to `limit` of webhook `hook`'s delivery attempts, the latest first.
+    fn deliveries(&self, hook: &str, limit: usize) -> Result<Vec<Delivery>, StoreError>;
     /// Looks up `request`'s key at `now`, in one atomic step: a key unused (or whose time ran
     /// out) is reserved for the request until `expires_at`; otherwise the answer says whether
     /// the request is running, was another one, or has its answer kept. Keys whose time ran

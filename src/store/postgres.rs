@@ -18,6 +18,7 @@ use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Statem
 use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
+use crate::events::{Delivery, EventPosition, PublishedEvent};
 use crate::machine::Snapshot;
 use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, Order,
@@ -34,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_initial.sql"),
     include_str!("../../migrations/postgres/0002_idempotency_keys.sql"),
     include_str!("../../migrations/postgres/0003_record_owners.sql"),
+    include_str!("../../migrations/postgres/0004_events.sql"),
 ];
 
 /// The advisory lock that serializes migrations across processes ("cartflow" in ASCII).
@@ -45,6 +47,19 @@ const MAX_IDLE: usize = 16;
 /// The channel on which commits that create work notify listening workers.
 const ANNOUNCE_WORK: &str = "SELECT pg_notify('cartflow_work', '')";
 const LISTEN_FOR_WORK: &str = "LISTEN cartflow_work";
+
+/// The events after a position, in commit order: in (transaction, sequence) order, and only
+/// those of transactions older than every one still running, which can no longer be joined
+/// by an event ordered before them.
+const EVENTS_AFTER: &str = "SELECT body || jsonb_build_object('Position', xid::text || '-' || seq)
+     FROM history
+     WHERE (xid, seq) > ($1::text::xid8, $2) AND xid < pg_snapshot_xmin(pg_current_snapshot())
+     ORDER BY xid, seq LIMIT $3";
+
+/// The last event `EVENTS_AFTER` can answer: its transaction and sequence.
+const LAST_EVENT: &str = "SELECT xid::text, seq FROM history
+     WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+     ORDER BY xid DESC, seq DESC LIMIT 1";
 
 /// How often a listener looks up from waiting, to see whether it should stop.
 const LISTEN_TICK: Duration = Duration::from_millis(200);
@@ -838,6 +853,48 @@ impl Store for PostgresStore {
                 cart_id,
             )
         })
+    }
+
+    fn events_after(
+        &self,
+        after: Option<&EventPosition>,
+        limit: usize,
+    ) -> Result<Vec<PublishedEvent>, StoreError> {
+        let after = after.copied().unwrap_or_default();
+        let transaction = after.transaction().to_string();
+        self.read(|db| {
+            db.records(
+                EVENTS_AFTER,
+                &[
+                    Value::Text(&transaction),
+                    sql::int(after.sequence()),
+                    sql::int(limit as u64),
+                ],
+            )
+        })
+    }
+
+    fn last_event(&self) -> Result<Option<EventPosition>, StoreError> {
+        self.read(|db| sql::last_event(db, LAST_EVENT))
+    }
+
+    fn webhook_cursor(&self, hook: &str) -> Result<Option<EventPosition>, StoreError> {
+        self.read(|db| sql::webhook_cursor(db, hook))
+    }
+
+    fn advance_webhook(
+        &self,
+        hook: &str,
+        to: Option<&EventPosition>,
+        delivery: Option<&Delivery>,
+    ) -> Result<(), StoreError> {
+        self.in_tx(IsolationLevel::ReadCommitted, false, |db| {
+            sql::advance_webhook(db, hook, to, delivery)
+        })
+    }
+
+    fn deliveries(&self, hook: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.read(|db| sql::deliveries(db, hook, limit))
     }
 
     fn begin_keyed(

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 
 use crate::error::StoreError;
+use crate::events::{Delivery, EventPosition};
 use crate::machine::Snapshot;
 use crate::model::{BackgroundOperation, CartCheckoutSession, Order, SfId, WebCart};
 use crate::store::{Commit, DataSet, DecideFn, HistoryEntry, LoadKey, Reads};
@@ -42,9 +43,9 @@ pub(crate) fn json<T: Serialize>(record: &T) -> Result<Value<'static>, StoreErro
         .map_err(|e| StoreError::Io(format!("a record cannot be written: {e}")))
 }
 
-/// A record's version as a column holds it (versions past `i64::MAX` do not occur).
-pub(crate) fn version(v: u64) -> Value<'static> {
-    Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+/// A version, count or position as a column holds it (values past `i64::MAX` do not occur).
+pub(crate) fn int(n: u64) -> Value<'static> {
+    Value::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 /// One transaction on one connection of a dialect.
@@ -514,11 +515,11 @@ fn cart_write(cart: &WebCart) -> Result<Write<'_>, StoreError> {
     Ok(Write {
         sql: UPDATE_CART,
         params: vec![
-            version(cart.version),
+            int(cart.version),
             Value::Text(cart.status.as_str()),
             json(cart)?,
             Value::Text(cart.id.as_str()),
-            version(cart.version.saturating_sub(1)),
+            int(cart.version.saturating_sub(1)),
         ],
         guard: Some(Guard::Cart {
             id: cart.id,
@@ -531,10 +532,10 @@ fn session_write(s: &CartCheckoutSession) -> Result<Write<'_>, StoreError> {
     let (id, body) = (Value::Text(s.id.as_str()), json(s)?);
     let (sql, params) = if s.version == 1 {
         let cart = Value::Text(s.web_cart_id.as_str());
-        let params = vec![id, cart, version(1), Value::Bool(s.is_archived), body];
+        let params = vec![id, cart, int(1), Value::Bool(s.is_archived), body];
         (CREATE_SESSION, params)
     } else {
-        let at = (version(s.version), version(s.version - 1));
+        let at = (int(s.version), int(s.version - 1));
         let params = vec![at.0, Value::Bool(s.is_archived), body, id, at.1];
         (UPDATE_SESSION, params)
     };
@@ -554,10 +555,10 @@ fn operation_write(op: &BackgroundOperation) -> Result<Write<'_>, StoreError> {
             Value::Text(op.cart_id.as_str()),
             Value::Time(Some(op.submitted_at)),
         );
-        let params = vec![id, cart, version(1), status, submitted, expires, body];
+        let params = vec![id, cart, int(1), status, submitted, expires, body];
         (CREATE_OPERATION, params)
     } else {
-        let at = (version(op.version), version(op.version - 1));
+        let at = (int(op.version), int(op.version - 1));
         let params = vec![at.0, status, expires, body, id, at.1];
         (UPDATE_OPERATION, params)
     };
@@ -574,9 +575,9 @@ fn order_write(o: &Order) -> Result<Write<'_>, StoreError> {
     let status = Value::Text(o.status.as_str());
     let (sql, params) = if o.version == 1 {
         let cart = Value::Text(o.cart_id.as_str());
-        (CREATE_ORDER, vec![id, cart, version(1), status, body])
+        (CREATE_ORDER, vec![id, cart, int(1), status, body])
     } else {
-        let at = (version(o.version), version(o.version - 1));
+        let at = (int(o.version), int(o.version - 1));
         (UPDATE_ORDER, vec![at.0, status, body, id, at.1])
     };
     let guard = Some(Guard::Version {
@@ -632,7 +633,7 @@ pub(crate) fn import(tx: &mut impl SqlTx, data: &DataSet) -> Result<(), StoreErr
     for r in &data.carts {
         let params = [
             Value::Text(r.id.as_str()),
-            version(r.version),
+            int(r.version),
             Value::Text(r.status.as_str()),
             json(r)?,
         ];
@@ -659,7 +660,7 @@ fn import_records(tx: &mut impl SqlTx, data: &DataSet) -> Result<(), StoreError>
         let params = [
             Value::Text(s.id.as_str()),
             Value::Text(s.web_cart_id.as_str()),
-            version(s.version),
+            int(s.version),
             Value::Bool(s.is_archived),
             json(s)?,
         ];
@@ -669,7 +670,7 @@ fn import_records(tx: &mut impl SqlTx, data: &DataSet) -> Result<(), StoreError>
         let params = [
             Value::Text(op.id.as_str()),
             Value::Text(op.cart_id.as_str()),
-            version(op.version),
+            int(op.version),
             Value::Text(op.status.as_str()),
             Value::Time(Some(op.submitted_at)),
             Value::Time(op.expires_at),
@@ -681,7 +682,7 @@ fn import_records(tx: &mut impl SqlTx, data: &DataSet) -> Result<(), StoreError>
         let params = [
             Value::Text(o.id.as_str()),
             Value::Text(o.cart_id.as_str()),
-            version(o.version),
+            int(o.version),
             Value::Text(o.status.as_str()),
             json(o)?,
         ];
@@ -697,3 +698,78 @@ const INSERT_OPERATION: &str = "INSERT INTO operations
      VALUES ($1, $2, $3, $4, $5, $6, $7)";
 const INSERT_ORDER: &str =
     "INSERT INTO orders (id, cart_id, version, status, body) VALUES ($1, $2, $3, $4, $5)";
+
+/// A position read back as two text columns.
+fn position_of(row: &[Option<String>]) -> Result<Option<EventPosition>, StoreError> {
+    let part = |i: usize| row.get(i).and_then(Option::as_deref).map(str::parse::<u64>);
+    match (part(0), part(1)) {
+        (Some(Ok(transaction)), Some(Ok(sequence))) => {
+            Ok(Some(EventPosition::new(transaction, sequence)))
+        }
+        (None, _) | (_, None) => Ok(None),
+        _ => Err(StoreError::Io(format!(
+            "a stored event position is unreadable: {row:?}"
+        ))),
+    }
+}
+
+/// The position of the last event, from a query answering its two parts (none when NULL).
+pub(crate) fn last_event(
+    tx: &mut impl SqlTx,
+    sql: &'static str,
+) -> Result<Option<EventPosition>, StoreError> {
+    match tx.first_row(sql, &[])? {
+        Some(row) => position_of(&row),
+        None => Ok(None),
+    }
+}
+
+/// Webhook `hook`'s cursor.
+pub(crate) fn webhook_cursor(
+    tx: &mut impl SqlTx,
+    hook: &str,
+) -> Result<Option<EventPosition>, StoreError> {
+    let sql = "SELECT xid, seq FROM webhook_cursors WHERE hook = $1";
+    match tx.first_row(sql, &[Value::Text(hook)])? {
+        Some(row) => position_of(&row),
+        None => Ok(None),
+    }
+}
+
+/// Appends `delivery` to the log and moves the cursor forward to `to`, each when given, in
+/// the caller's transaction.
+pub(crate) fn advance_webhook(
+    tx: &mut impl SqlTx,
+    hook: &str,
+    to: Option<&EventPosition>,
+    delivery: Option<&Delivery>,
+) -> Result<(), StoreError> {
+    if let Some(delivery) = delivery {
+        tx.execute(
+            "INSERT INTO webhook_deliveries (hook, body) VALUES ($1, $2)",
+            &[Value::Text(hook), json(delivery)?],
+        )?;
+    }
+    if let Some(to) = to {
+        // A cursor never moves back: an older position leaves it where it is.
+        tx.execute(
+            "INSERT INTO webhook_cursors (hook, xid, seq) VALUES ($1, $2, $3)
+             ON CONFLICT (hook) DO UPDATE SET xid = excluded.xid, seq = excluded.seq
+             WHERE (webhook_cursors.xid, webhook_cursors.seq) < (excluded.xid, excluded.seq)",
+            &[Value::Text(hook), int(to.transaction()), int(to.sequence())],
+        )?;
+    }
+    Ok(())
+}
+
+/// Up to `limit` of webhook `hook`'s delivery attempts, the latest first.
+pub(crate) fn deliveries(
+    tx: &mut impl SqlTx,
+    hook: &str,
+    limit: usize,
+) -> Result<Vec<Delivery>, StoreError> {
+    tx.records(
+        "SELECT body FROM webhook_deliveries WHERE hook = $1 ORDER BY seq DESC LIMIT $2",
+        &[Value::Text(hook), int(limit as u64)],
+    )
+}

@@ -13,6 +13,7 @@ use rusqlite::{
 use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
+use crate::events::{Delivery, EventPosition, PublishedEvent};
 use crate::machine::Snapshot;
 use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartStatus, CartValidationOutput, Order,
@@ -34,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_record_owners.sql"),
     include_str!("../../migrations/sqlite/0004_hot_paths.sql"),
     include_str!("../../migrations/sqlite/0005_shared_sql.sql"),
+    include_str!("../../migrations/sqlite/0006_events.sql"),
 ];
 
 /// How durable a commit is (SQLite's `synchronous` setting in WAL mode).
@@ -547,6 +549,46 @@ impl Store for SqliteStore {
                 cart_id,
             )
         })
+    }
+
+    fn events_after(
+        &self,
+        after: Option<&EventPosition>,
+        limit: usize,
+    ) -> Result<Vec<PublishedEvent>, StoreError> {
+        let Some(sequence) = EventPosition::sequence_after(after) else {
+            return Ok(Vec::new());
+        };
+        self.read(|tx| {
+            Sqlite(tx).records(
+                "SELECT json_set(body, '$.Position', '0-' || seq) FROM history
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[sql::int(sequence), sql::int(limit as u64)],
+            )
+        })
+    }
+
+    fn last_event(&self) -> Result<Option<EventPosition>, StoreError> {
+        self.read(|tx| sql::last_event(&mut Sqlite(tx), "SELECT 0, max(seq) FROM history"))
+    }
+
+    fn webhook_cursor(&self, hook: &str) -> Result<Option<EventPosition>, StoreError> {
+        self.read(|tx| sql::webhook_cursor(&mut Sqlite(tx), hook))
+    }
+
+    fn advance_webhook(
+        &self,
+        hook: &str,
+        to: Option<&EventPosition>,
+        delivery: Option<&Delivery>,
+    ) -> Result<(), StoreError> {
+        self.in_tx(TransactionBehavior::Immediate, |tx| {
+            sql::advance_webhook(&mut Sqlite(tx), hook, to, delivery)
+        })
+    }
+
+    fn deliveries(&self, hook: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        self.read(|tx| sql::deliveries(&mut Sqlite(tx), hook, limit))
     }
 
     fn begin_keyed(

@@ -20,8 +20,48 @@ pub fn check(store: &dyn Store, carts: &[SfId], acked: &[Acked]) -> Result<(), S
     durable(store, acked)
 }
 
-/// After the drain: every operation ended (and, by [`check`], no session waits for one).
+/// The event log is the history in commit order: positions only grow, and each cart's
+/// events are its history, in its order, none missing and none added.
+fn events_match_history(store: &dyn Store, carts: &[SfId]) -> Result<(), String> {
+    let mut by_cart: BTreeMap<SfId, Vec<HistoryEntry>> = BTreeMap::new();
+    let mut after = None;
+    loop {
+        let batch = read(store.events_after(after.as_ref(), 500))?;
+        let Some(last) = batch.last() else {
+            break;
+        };
+        if after.is_some_and(|a| batch[0].position <= a)
+            || batch.windows(2).any(|w| w[0].position >= w[1].position)
+        {
+            return Err(format!("event positions went back after {after:?}"));
+        }
+        after = Some(last.position);
+        for event in batch {
+            by_cart
+                .entry(event.entry.cart_id)
+                .or_default()
+                .push(event.entry);
+        }
+    }
+    for cart in carts {
+        let history = read(store.history(cart))?;
+        if by_cart.remove(cart).unwrap_or_default() != history {
+            return Err(format!("cart {cart}'s events are not its history"));
+        }
+    }
+    match by_cart.keys().next() {
+        Some(other) => Err(format!(
+            "events of cart {other}, which the run does not have"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// After the drain: every operation ended (and, by [`check`], no session waits for one),
+/// and the event log is the history. The log only grows, so an event missed, added or out
+/// of order at any step is still so at the end.
 pub fn check_drained(store: &dyn Store, carts: &[SfId]) -> Result<(), String> {
+    events_match_history(store, carts)?;
     for cart in carts {
         let live: Vec<_> = read(store.operations_of(cart))?
             .into_iter()

@@ -207,7 +207,7 @@ impl Store for SimStore {
     crate::delegate_store!(enter() =>
         user, load, claimable_operations, expired_operations, cart, carts_after, cart_items, cart_item,
         validation_output, session, sessions_of, operation, operations_of, order,
-        validation_outputs, history, begin_keyed, keep_answer, release_key, owner_of,
+        validation_outputs, history, events_after, last_event, webhook_cursor, advance_webhook, deliveries, begin_keyed, keep_answer, release_key, owner_of,
         operation_counts
     );
 }

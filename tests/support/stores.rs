@@ -152,6 +152,31 @@ macro_rules! delegate_store {
         $crate::delegate_store!(@fn history(cart_id: &::cartflow::model::SfId)
             -> Vec<::cartflow::store::HistoryEntry>, $($with)*);
     };
+    (@method events_after, $($with:tt)*) => {
+        $crate::delegate_store!(@fn events_after(
+            after: Option<&::cartflow::events::EventPosition>,
+            limit: usize
+        ) -> Vec<::cartflow::events::PublishedEvent>, $($with)*);
+    };
+    (@method last_event, $($with:tt)*) => {
+        $crate::delegate_store!(@fn last_event()
+            -> Option<::cartflow::events::EventPosition>, $($with)*);
+    };
+    (@method webhook_cursor, $($with:tt)*) => {
+        $crate::delegate_store!(@fn webhook_cursor(hook: &str)
+            -> Option<::cartflow::events::EventPosition>, $($with)*);
+    };
+    (@method advance_webhook, $($with:tt)*) => {
+        $crate::delegate_store!(@fn advance_webhook(
+            hook: &str,
+            to: Option<&::cartflow::events::EventPosition>,
+            delivery: Option<&::cartflow::events::Delivery>
+        ) -> (), $($with)*);
+    };
+    (@method deliveries, $($with:tt)*) => {
+        $crate::delegate_store!(@fn deliveries(hook: &str, limit: usize)
+            -> Vec<::cartflow::events::Delivery>, $($with)*);
+    };
     (@method begin_keyed, $($with:tt)*) => {
         $crate::delegate_store!(@fn begin_keyed(
             request: &::cartflow::store::KeyedRequest,
