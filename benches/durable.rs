@@ -64,7 +64,7 @@ impl Store for Counting {
         self.inner.commit(commit)
     }
     delegate_store!(inner, before read => user, claimable_operations, expired_operations,
-        operation_counts, cart, carts_after, cart_items, cart_item, validation_output, session, sessions_of,
+        operation_counts, web_stores, cart, carts_after, cart_items, cart_item, validation_output, session, sessions_of,
         operation, operations_of, order, validation_outputs, history, owner_of);
     delegate_store!(inner => begin_keyed, keep_answer, release_key, events_after, last_event,
         webhook_cursor, advance_webhook, deliveries);

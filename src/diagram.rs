@@ -197,6 +197,7 @@ pub fn mermaid(table: &TransitionTable) -> String {
 /// The drawing as data, for a page that lays it out itself (the inspector): the same
 /// clusters, nodes, edges and rows as [`dot`], and each table node's drawn identifier, so that
 /// live counts can be put on the nodes.
+#[derive(Debug)]
 pub struct Layout {
     drawing: Drawing,
     template: String,
@@ -268,6 +269,7 @@ struct DrawnEdge {
     collapsed: bool,
 }
 
+#[derive(Debug)]
 struct Cluster {
     key: &'static str,
     title: &'static str,
@@ -278,6 +280,7 @@ struct Cluster {
 }
 
 /// The picture both writers print: clusters of sorted nodes and sorted edges.
+#[derive(Debug)]
 struct Drawing {
     clusters: Vec<Cluster>,
     ids: NodeIds,
@@ -404,6 +407,7 @@ fn flow_rank(table: &TransitionTable, node: Node) -> FlowRank {
 /// Each drawn node's identifier: [`node_id`], made unique by a numeric suffix where two
 /// labels read alike once plain (`Credit Check` and `Credit-Check`). Nodes are numbered in
 /// drawing order, so the identifiers are stable.
+#[derive(Debug)]
 struct NodeIds(BTreeMap<Node, String>);
 
 impl NodeIds {

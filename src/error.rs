@@ -1,6 +1,7 @@
 //! `CheckoutError`: every refusal carries a Salesforce errorCode and an HTTP status.
 
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -114,19 +115,166 @@ pub enum Fenced {
     },
 }
 
-/// A failure of the store underneath the engine.
+/// A failure of the store underneath the engine. Only [`StoreError::Conflict`] is worth
+/// retrying: the other variants say the same thing however often the commit is tried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// A record changed since it was read: the compare-and-set lost.
+    /// A concurrent commit won: a version this commit read moved on, or a record it creates
+    /// (an ID, a cart's one active session, a cart's one New or Running operation) was created
+    /// first. Deciding again on what the winner wrote is the answer.
     #[error("conflict: {0}")]
     Conflict(String),
-    /// A commit would break an invariant the store enforces (e.g. a second active operation).
+    /// The commit itself is malformed: it breaks a rule no concurrent commit explains (a line
+    /// written or removed without its cart, a line of another cart, a cart that does not
+    /// exist). A bug in whoever built the commit; nothing was written and retrying cannot help.
     #[error("invariant: {0}")]
     Invariant(String),
-    /// Reading or writing failed.
+    /// A data set given to import is inconsistent (a duplicate ID, a reference to a record it
+    /// lacks); nothing of it was imported.
+    #[error("invalid data set: {0}")]
+    InvalidDataSet(String),
+    /// Reading or writing failed: the database is unreachable or refused the statement, a
+    /// file cannot be opened, a stored record cannot be read back.
     #[error("storage: {0}")]
-    Io(String),
+    Io(#[source] StorageFailure),
+}
+
+impl StoreError {
+    /// A storage failure described by `message` (which should include the cause's text)
+    /// and caused by `cause`, which stays reachable through [`std::error::Error::source`]
+    /// (to downcast it to the database driver's error, say).
+    pub fn caused<E>(message: impl Into<String>, cause: E) -> StoreError
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        StoreError::Io(StorageFailure {
+            message: message.into(),
+            cause: Some(Arc::new(cause)),
+        })
+    }
+}
+
+/// What [`StoreError::Io`] carries: a message for people and, when a driver or the operating
+/// system raised it, the typed cause as the error's source. Two failures are equal when their
+/// messages are.
+#[derive(Clone)]
+pub struct StorageFailure {
+    message: String,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl StorageFailure {
+    /// The message, which includes the cause's text.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<String> for StorageFailure {
+    fn from(message: String) -> StorageFailure {
+        StorageFailure {
+            message,
+            cause: None,
+        }
+    }
+}
+
+impl From<&str> for StorageFailure {
+    fn from(message: &str) -> StorageFailure {
+        StorageFailure::from(message.to_owned())
+    }
+}
+
+impl fmt::Display for StorageFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for StorageFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageFailure")
+            .field("message", &self.message)
+            .field("cause", &self.cause)
+            .finish()
+    }
+}
+
+impl PartialEq for StorageFailure {
+    fn eq(&self, other: &StorageFailure) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for StorageFailure {}
+
+impl std::error::Error for StorageFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The kind of record a [`Stale`] reason names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordKind {
+    /// A WebCart.
+    Cart,
+    /// A cart's line (CartItem).
+    Line,
+    /// A CartCheckoutSession.
+    Session,
+    /// A background operation.
+    Operation,
+    /// An order.
+    Order,
+}
+
+impl fmt::Display for RecordKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RecordKind::Cart => "cart",
+            RecordKind::Line => "line",
+            RecordKind::Session => "session",
+            RecordKind::Operation => "operation",
+            RecordKind::Order => "order",
+        })
+    }
+}
+
+/// Why a command's reading no longer fits what it would change (carried by
+/// [`CheckoutError::Stale`]). Another client or worker changed the records in between;
+/// reading them again shows what is there now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Stale {
+    /// A record the command needs is gone since it was read.
+    #[error("the {0} disappeared")]
+    Vanished(RecordKind),
+    /// A worker's report names a record of another cart (a line, or the order it places).
+    #[error("the report names a {0} of another cart")]
+    ForeignRecord(RecordKind),
+    /// A payment step's authorisation finds no Draft order to be recorded on.
+    #[error("an authorisation with no order to pay")]
+    NoOrderToPay,
+    /// The session stands at a state this engine's template has no step for (the template
+    /// changed since the session reached it).
+    #[error("{0} is not a step of the template")]
+    UnknownState(String),
+    /// The flow driver's steps kept finding the session moved on: another client drives it.
+    #[error("the checkout made no progress; another client may be driving it")]
+    NoProgress,
+    /// The flow driver waited its limit for a session that stays processing.
+    #[error("session {session} still processing after {waited_ms} ms")]
+    StillProcessing {
+        /// The session.
+        session: SfId,
+        /// How long the driver waited.
+        waited_ms: u64,
+    },
 }
 
 /// Why a command was refused or could not be carried out. A refused command changed nothing.
@@ -145,9 +293,10 @@ pub enum CheckoutError {
         /// What is wrong, for a person.
         message: String,
     },
-    /// A record the decision needs vanished or no longer fits it (not a worker's fencing).
+    /// A record the decision needs vanished or no longer fits it (not a worker's fencing);
+    /// nothing was committed.
     #[error("stale: {0}")]
-    Stale(String),
+    Stale(Stale),
     /// A worker command no longer applies (another worker, the sweeper or a cancel won); the
     /// reason says which fence stopped it. Nothing was committed.
     #[error("stale: {0}")]
@@ -175,6 +324,11 @@ pub enum CheckoutError {
     /// The engine computed a move the table does not declare; nothing was committed.
     #[error("undeclared transition on {}: {} -> {}", .0.event, .0.from, .0.to)]
     Undeclared(Box<UndeclaredMove>),
+    /// cartflow broke one of its own rules (a declared move it cannot apply, a complete
+    /// session without an order): a bug, answered 500 and never retried; nothing was
+    /// committed.
+    #[error("internal defect: {0}")]
+    Defect(String),
     /// Concurrent commands kept winning the compare-and-set; nothing was committed.
     #[error("the session kept changing under {0} attempts; nothing was committed")]
     Contention(u32),
@@ -206,7 +360,9 @@ impl CheckoutError {
             | CheckoutError::StringTooLong { .. }
             | CheckoutError::ControlCharacter { .. } => 400,
             CheckoutError::Contention(_) => 503,
-            CheckoutError::Undeclared { .. } | CheckoutError::Store(_) => 500,
+            CheckoutError::Undeclared { .. }
+            | CheckoutError::Defect(_)
+            | CheckoutError::Store(_) => 500,
         }
     }
 

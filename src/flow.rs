@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::engine::Engine;
-use crate::error::CheckoutError;
+use crate::error::{CheckoutError, RecordKind, Stale};
 use crate::machine::{CheckoutDetails, Command, Output, StepKind};
 use crate::model::{Address, CartCheckoutSession, CartValidationOutput, SessionState, SfId};
 
@@ -88,16 +88,18 @@ pub fn drive(
         }
         if Some(state) == engine.table().terminal() {
             let order_id = session.order_id.ok_or_else(|| {
-                CheckoutError::Stale("a complete session without an order".into())
+                CheckoutError::Defect("a complete session without an order".into())
             })?;
             return Ok(Drive::Complete {
                 session_id,
                 order_id,
             });
         }
-        let step = engine.table().template().step(state).ok_or_else(|| {
-            CheckoutError::Stale(format!("{state} is not a step of the template"))
-        })?;
+        let step = engine
+            .table()
+            .template()
+            .step(state)
+            .ok_or_else(|| CheckoutError::Stale(Stale::UnknownState(state.to_string())))?;
         if session.is_processing {
             let active = match session.background_operation_id {
                 Some(op) => engine
@@ -146,9 +148,7 @@ pub fn drive(
             StepKind::Terminal => {}
         }
     }
-    Err(CheckoutError::Stale(
-        "the checkout made no progress; another client may be driving it".into(),
-    ))
+    Err(CheckoutError::Stale(Stale::NoProgress))
 }
 
 /// The cart's active session, starting (or resuming) checkout as the template does.
@@ -177,14 +177,14 @@ fn current_session(
         },
     )?;
     let Output::RequestId(session) = output else {
-        return Err(CheckoutError::Stale(
+        return Err(CheckoutError::Defect(
             "checkoutSessionAction answered no session".into(),
         ));
     };
     engine
         .store()
         .session(&session)?
-        .ok_or_else(|| CheckoutError::Stale("the new session vanished".into()))
+        .ok_or(CheckoutError::Stale(Stale::Vanished(RecordKind::Session)))
 }
 
 fn advance(
@@ -302,11 +302,10 @@ fn wait(
                     return Ok(());
                 }
                 if started.elapsed() > limit {
-                    return Err(CheckoutError::Stale(format!(
-                        "session {} still processing after {} ms",
-                        session.id,
-                        limit.as_millis()
-                    )));
+                    return Err(CheckoutError::Stale(Stale::StillProcessing {
+                        session: session.id,
+                        waited_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+                    }));
                 }
                 thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));

@@ -1,4 +1,7 @@
 #![doc = include_str!("../README.md")]
+// Every public item is documented, printable, and public only where the API needs it.
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations, unreachable_pub)]
 
 pub mod api;
 #[cfg(feature = "http")]
@@ -24,6 +27,8 @@ pub mod store;
 pub mod webhooks;
 
 pub use api::ActionResult;
-pub use engine::{Engine, EngineConfig};
-pub use error::{CheckoutError, ErrorCode, Fenced, StoreError, UndeclaredMove};
+pub use engine::{Engine, EngineConfig, MissingProvider};
+pub use error::{
+    CheckoutError, ErrorCode, Fenced, RecordKind, Stale, StorageFailure, StoreError, UndeclaredMove,
+};
 pub use store::{MemoryStore, Store};

@@ -449,7 +449,9 @@ pub fn lock_inventory_step(
         },
     )?;
     let Output::RequestId(session) = started else {
-        return Err(crate::CheckoutError::Stale("no session was started".into()));
+        return Err(crate::CheckoutError::Stale(crate::Stale::Vanished(
+            crate::RecordKind::Session,
+        )));
     };
     for (from, to) in [
         (SessionState::Start, SessionState::ShippingAddress),

@@ -374,7 +374,7 @@ impl Store for Watched {
     delegate_store!(inner => user, commit, claimable_operations, expired_operations, claim_next,
         cart, carts_after, cart_items, cart_item, validation_output, session, sessions_of, operation,
         operations_of, order, validation_outputs, history, events_after, last_event, webhook_cursor, advance_webhook, deliveries, begin_keyed, keep_answer, release_key,
-        operation_counts, owner_of);
+        operation_counts, web_stores, owner_of);
 }
 
 /// The share of rounds, in percent, in which the cancel must really meet the worker's report.

@@ -99,7 +99,7 @@ impl FailingStore {
 impl Store for FailingStore {
     delegate_store!(inner, before check? => user, load, commit, claimable_operations,
         expired_operations, cart, carts_after, cart_items, cart_item, validation_output, session, sessions_of,
-        operation, operations_of, order, validation_outputs, history, events_after, last_event, webhook_cursor, advance_webhook, deliveries, operation_counts, owner_of,
+        operation, operations_of, order, validation_outputs, history, events_after, last_event, webhook_cursor, advance_webhook, deliveries, operation_counts, web_stores, owner_of,
         begin_keyed, keep_answer, release_key);
 }
 

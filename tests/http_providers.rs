@@ -198,7 +198,7 @@ fn a_configuration_that_cannot_work_is_refused_whole() {
         .http
         .insert(ProviderKind::Tax, http(&service, "/tax", SECRET, 10_000));
     let mut integrations = Integrations::new();
-    let error = integrations.configure(&config).err().expect("refused");
+    let error = integrations.configure(&config).expect_err("refused");
     assert!(
         error.0.contains("both a built-in and an HTTP provider"),
         "{error}"
@@ -208,7 +208,7 @@ fn a_configuration_that_cannot_work_is_refused_whole() {
     store
         .http
         .insert(ProviderKind::Tax, http(&service, "/tax", "short", 10_000));
-    let error = integrations.configure(&config).err().expect("refused");
+    let error = integrations.configure(&config).expect_err("refused");
     assert!(error.0.contains("Secret"), "{error}");
 }
 

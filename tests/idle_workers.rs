@@ -43,7 +43,7 @@ impl Store for CountsClaims {
     delegate_store!(inner => user, load, commit, claimable_operations, expired_operations,
         cart, carts_after, cart_items, cart_item, validation_output, session, sessions_of, operation,
         operations_of, order, validation_outputs, history, events_after, last_event, webhook_cursor, advance_webhook, deliveries, begin_keyed, keep_answer, release_key,
-        operation_counts, owner_of);
+        operation_counts, web_stores, owner_of);
 }
 
 impl CountsClaims {

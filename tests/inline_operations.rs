@@ -62,7 +62,7 @@ impl Store for WorkerClaimsFirst {
     delegate_store!(inner =>
         user, load, claimable_operations, expired_operations, cart, carts_after, cart_items, cart_item,
         validation_output, session, sessions_of, operations_of, order, validation_outputs,
-        history, events_after, last_event, webhook_cursor, advance_webhook, deliveries, begin_keyed, keep_answer, release_key, owner_of, operation_counts
+        history, events_after, last_event, webhook_cursor, advance_webhook, deliveries, begin_keyed, keep_answer, release_key, owner_of, operation_counts, web_stores
     );
 }
 

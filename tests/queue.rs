@@ -6,11 +6,14 @@ use std::sync::mpsc;
 use std::thread;
 
 use cartflow::integrations::Integrations;
-use cartflow::machine::{OperationSettings, Snapshot, StepOutcome, WorkerCommand};
-use cartflow::model::{BackgroundOperation, CartStatus, OperationStatus, OutputType, SessionState};
+use cartflow::machine::{CartUpdate, OperationSettings, Snapshot, StepOutcome, WorkerCommand};
+use cartflow::model::{
+    BackgroundOperation, CartStatus, KeyPrefix, OperationStatus, Order, OrderStatus, OutputType,
+    SessionState, SfId,
+};
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::LoadKey;
-use cartflow::{CheckoutError, EngineConfig, Fenced};
+use cartflow::{CheckoutError, EngineConfig, Fenced, RecordKind, Stale};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
 use support::queue::{Rig, decide_at, rig_on_memory, signalling_gated_provider};
@@ -309,4 +312,71 @@ fn a_cancel_fences_the_claim_of_its_operation() {
         .unwrap()
         .unwrap();
     assert_eq!(op.status, OperationStatus::Canceled);
+}
+
+/// A report naming a record of another cart changes nothing, and the refusal says which kind
+/// of record it named (the worker discards such a report rather than retrying it).
+#[test]
+fn a_report_naming_another_carts_line_or_order_is_stale() {
+    let (integrations, _release) = gated_provider();
+    let rig = rig(integrations, quiet_config(2));
+    let now = rig.engine.now();
+    let new = worker_snapshot(&rig);
+    let op = rig.operation;
+    let claim = WorkerCommand::Claim {
+        operation_id: op,
+        lease_ms: 30_000,
+    };
+    let mut running = new.clone();
+    running.operation = Some(claimed(&new, now, claim));
+    let other = SampleCart::ShortStock.id();
+    let store = rig.engine.store();
+    let mut line = store.cart_items(&SampleCart::InStock.id()).unwrap()[0].clone();
+    line.cart_id = other;
+    let finish = |update, order| WorkerCommand::Finish {
+        operation_id: op,
+        attempt: 1,
+        outcome: StepOutcome::Passed,
+        update,
+        order,
+    };
+    let foreign_line = finish(
+        Some(CartUpdate {
+            items: vec![line],
+            ..CartUpdate::default()
+        }),
+        None,
+    );
+    assert_eq!(
+        decide_at(&running, now, &foreign_line).err(),
+        Some(CheckoutError::Stale(Stale::ForeignRecord(RecordKind::Line)))
+    );
+    let order = Order {
+        id: SfId::from_number(KeyPrefix::Order, 7_001),
+        cart_id: other,
+        web_store_id: sample::store_id(),
+        account_id: sample::account_id(),
+        owner_id: sample::buyer_id(),
+        status: OrderStatus::Draft,
+        items: Vec::new(),
+        deliver_to: None,
+        delivery_method_id: None,
+        delivery_group: None,
+        payment_authorization: None,
+        payment_authorization_id: None,
+        authorized_amount: None,
+        grand_total_amount: None,
+        created_date: now,
+        activated_date: None,
+        order_summary_id: None,
+        order_life_cycle_type: Default::default(),
+        version: 1,
+    };
+    let foreign_order = finish(None, Some(order));
+    assert_eq!(
+        decide_at(&running, now, &foreign_order).err(),
+        Some(CheckoutError::Stale(Stale::ForeignRecord(
+            RecordKind::Order
+        )))
+    );
 }

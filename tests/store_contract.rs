@@ -324,7 +324,7 @@ fn the_store_refuses_a_second_active_session_or_operation() {
             ..Changes::default()
         }));
         assert!(
-            matches!(second, Err(StoreError::Invariant(_))),
+            matches!(second, Err(StoreError::Conflict(_))),
             "{name}: {second:?}"
         );
 
@@ -357,7 +357,7 @@ fn the_store_refuses_a_second_active_session_or_operation() {
             ..Changes::default()
         }));
         assert!(
-            matches!(twice, Err(StoreError::Invariant(_))),
+            matches!(twice, Err(StoreError::Conflict(_))),
             "{name}: {twice:?}"
         );
         assert!(

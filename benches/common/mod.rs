@@ -121,7 +121,7 @@ impl Store for Recorder {
         self.inner.commit(commit)
     }
     crate::delegate_store!(inner => load, user, claimable_operations, expired_operations,
-        operation_counts, cart, carts_after, cart_items, cart_item, validation_output, session, sessions_of,
+        operation_counts, web_stores, cart, carts_after, cart_items, cart_item, validation_output, session, sessions_of,
         operation, operations_of, order, validation_outputs, history, events_after, last_event, webhook_cursor, advance_webhook, deliveries, owner_of, begin_keyed,
         keep_answer, release_key);
 }

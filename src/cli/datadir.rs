@@ -12,9 +12,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cartflow::Engine;
 use cartflow::Store;
 use cartflow::error::StoreError;
-use cartflow::integrations::{Integrations, Provider, ProviderConfig};
+use cartflow::integrations::{Integrations, ProviderConfig};
 use cartflow::machine::Template;
 use cartflow::model::{ProviderKind, WebStore};
 use cartflow::store::{DataSet, DataSetError, Durability, PostgresStore, SqliteStore, StockLevel};
@@ -171,33 +172,33 @@ impl Opened {
             .check_template(template, self.web_stores.iter().map(|store| store.id))
             .map_err(|e| format!("template {:?}: {e}", template.name))
     }
-
-    /// Warns on stderr about each WebStore whose payment step has no provider: no order can
-    /// be placed there. `command` names the command in the message.
-    pub fn warn_unpaid(&self, command: &str, integrations: &Integrations) {
-        for store in unpaid(&self.web_stores, integrations) {
-            errln!(
-                "cartflow {command}: WebStore {} ({}) has no payment provider mapped: orders \
-                 cannot be placed there (give --integrations FILE with a \"Payment\" gateway \
-                 for it; docs/data-format.md)",
-                store.id,
-                store.name
-            );
-        }
-    }
 }
 
-/// The stores among `stores` without a payment provider.
-fn unpaid<'a>(stores: &'a [WebStore], integrations: &Integrations) -> Vec<&'a WebStore> {
-    stores
-        .iter()
-        .filter(|store| {
-            matches!(
-                integrations.provider(store.id, ProviderKind::Payment),
-                Provider::Internal
-            )
-        })
-        .collect()
+/// Warns on stderr about each WebStore that lacks a provider a step of the engine's template
+/// needs (pricing, payment), saying what that means for its orders. `command` names the
+/// command in the message.
+pub fn warn_missing_providers(command: &str, engine: &Engine) {
+    let missing = match engine.check_providers() {
+        Ok(missing) => missing,
+        Err(e) => {
+            errln!("cartflow {command}: cannot check the WebStores' providers: {e}");
+            return;
+        }
+    };
+    for m in missing {
+        // The message's word, and the key the integrations file names the kind by.
+        let (kind, key) = match m.kind {
+            ProviderKind::Payment => ("payment", "Payment"),
+            _ => ("price", "Price"),
+        };
+        errln!(
+            "cartflow {command}: WebStore {} ({}) has no {kind} provider mapped: {} (give \
+             --integrations FILE with a \"{key}\" provider for it; docs/data-format.md)",
+            m.store,
+            m.store_name,
+            m.consequence()
+        );
+    }
 }
 
 /// Whether `spec` is a PostgreSQL URL.
@@ -300,7 +301,7 @@ fn open_directory(dir: &Path) -> Result<SqliteStore, DataError> {
     match store.import(&seed) {
         Ok(()) => Ok(store),
         // Another process seeded it first: the same seed, so use what it wrote.
-        Err(StoreError::Invariant(_)) if !store.is_empty().map_err(database)? => Ok(store),
+        Err(StoreError::Conflict(_)) if !store.is_empty().map_err(database)? => Ok(store),
         Err(e) => {
             if !existed {
                 // Leave the directory as it was: the database this call created goes too.

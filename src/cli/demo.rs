@@ -17,7 +17,7 @@ use cartflow::store::{Durability, SqliteStore};
 use cartflow::{ActionResult, Engine, Store};
 use serde_json::{Value, json};
 
-use crate::cli::datadir::{ProviderFile, remove_database};
+use crate::cli::datadir::{ProviderFile, remove_database, warn_missing_providers};
 use crate::cli::element_json;
 
 macro_rules! say {
@@ -146,6 +146,7 @@ impl Demo {
         if let Some(table) = table {
             engine = engine.with_table(table);
         }
+        warn_missing_providers("demo", &engine);
         Ok(Demo {
             engine,
             store,

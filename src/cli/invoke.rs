@@ -136,11 +136,11 @@ fn invoke(request: &Request) -> Result<u8, String> {
         .integrations(providers.as_ref())
         .map_err(|e| e.to_string())?;
     opened.check_template(&integrations, table.template())?;
-    opened.warn_unpaid("invoke", &integrations);
     let engine = Engine::new(Arc::clone(&opened.store))
         .with_table(table)
         .with_ids(Arc::new(RandomIds))
         .with_integrations(integrations);
+    datadir::warn_missing_providers("invoke", &engine);
 
     let (results, bulk) = match inputs {
         Inputs::One(input) => (

@@ -114,13 +114,13 @@ fn serve(request: &Request) -> Result<(), String> {
         .integrations(providers.as_ref())
         .map_err(|e| e.to_string())?;
     opened.check_template(&integrations, table.template())?;
-    opened.warn_unpaid("serve", &integrations);
     let location = opened.location;
     let store = Arc::clone(&opened.store);
     let engine = Engine::new(opened.store)
         .with_table(table)
         .with_ids(Arc::new(RandomIds))
         .with_integrations(integrations);
+    datadir::warn_missing_providers("serve", &engine);
     let candidates = resolve(&request.addr)?;
     let config = request.limits.apply(ServerConfig {
         workers: request.workers,

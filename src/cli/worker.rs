@@ -138,7 +138,6 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
         .integrations(providers.as_ref())
         .map_err(|e| e.to_string())?;
     opened.check_template(&integrations, table.template())?;
-    opened.warn_unpaid("worker", &integrations);
     let engine = Engine::new(Arc::clone(&opened.store))
         .with_table(table)
         .with_ids(Arc::new(RandomIds))
@@ -148,6 +147,7 @@ fn serve(request: &Request) -> Result<ExitCode, String> {
             heartbeat_ms: request.heartbeat_ms,
             ..EngineConfig::default()
         });
+    datadir::warn_missing_providers("worker", &engine);
 
     let stop = stop_on_signal()?;
 

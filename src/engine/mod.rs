@@ -2,18 +2,21 @@
 //! snapshot, decides, and commits the result in one version-checked store transaction,
 //! retrying from a fresh read when a concurrent command won the compare-and-set.
 
+mod provider_check;
 mod provider_pool;
 mod worker;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 
+pub use provider_check::MissingProvider;
 pub use worker::{Claim, OperationReport, Performed, RESTART_BACKOFF, WorkerPool, run_restarting};
 
 use crate::clock::{Clock, SystemClock};
-use crate::error::{CheckoutError, ErrorCode, StoreError};
+use crate::error::{CheckoutError, ErrorCode, RecordKind, Stale, StoreError};
 use crate::ids::RandomIds;
 use crate::integrations::Integrations;
 use crate::machine::{
@@ -128,6 +131,18 @@ pub struct Engine {
     config: EngineConfig,
     signal: Arc<WorkSignal>,
     providers: Arc<provider_pool::ProviderPool>,
+    /// Whether the provider check has run (every clone shares it).
+    providers_checked: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The store, clock, IDs and providers are trait objects; the template names the rest.
+        f.debug_struct("Engine")
+            .field("template", &self.table.template().name)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Engine {
@@ -143,6 +158,7 @@ impl Engine {
             config: EngineConfig::default(),
             signal: Arc::new(WorkSignal::default()),
             providers: Arc::new(provider_pool::ProviderPool::new()),
+            providers_checked: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -292,7 +308,7 @@ impl Engine {
             let operation = self
                 .store
                 .operation(&id)?
-                .ok_or_else(|| CheckoutError::Stale(format!("operation {id} disappeared")))?;
+                .ok_or(CheckoutError::Stale(Stale::Vanished(RecordKind::Operation)))?;
             if !operation.status.is_active() || started.elapsed() > self.inline_wait(&operation) {
                 return Ok(operation);
             }
@@ -313,6 +329,12 @@ impl Engine {
     }
 
     fn execute_as(&self, actor: Option<&str>, input: Input<'_>) -> Result<Output, CheckoutError> {
+        // Checked at the first command rather than at each builder call: by then the
+        // template and the integrations are the ones the engine runs. Only the first caller
+        // checks, and no other command waits for it.
+        if !self.providers_checked.swap(true, Ordering::Relaxed) {
+            self.warn_missing_providers();
+        }
         let _span = tracing::info_span!("command", event = %input.event(&self.table)).entered();
         let actor_id = actor.and_then(|a| SfId::parse(a).ok());
         let reads = match input {
@@ -354,7 +376,7 @@ impl Engine {
                     return Ok(prepared.output);
                 }
                 // Another command won the compare-and-set: decide again on what it wrote.
-                Err(StoreError::Conflict(_)) | Err(StoreError::Invariant(_)) => continue,
+                Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -390,7 +412,7 @@ impl Engine {
             .cart
             .as_ref()
             .map(|c| c.id)
-            .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
+            .ok_or(CheckoutError::Stale(Stale::Vanished(RecordKind::Cart)))?;
         let history = decision
             .moves
             .iter()

@@ -705,6 +705,16 @@ pub struct WorkerPool {
     watch: Option<crate::store::WorkWatch>,
 }
 
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("workers", &self.handles.len())
+            .field("stopping", &self.stop.load(Ordering::Relaxed))
+            .field("restarts", &self.restarts())
+            .finish_non_exhaustive()
+    }
+}
+
 impl WorkerPool {
     /// How many times a worker of this pool panicked and was started again.
     pub fn restarts(&self) -> u64 {

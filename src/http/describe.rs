@@ -18,7 +18,7 @@ use crate::error::StoreError;
 use crate::model::{SfId, User};
 
 /// The most records one composite retrieve answers.
-pub const MAX_RETRIEVE_IDS: usize = 2_000;
+pub(crate) const MAX_RETRIEVE_IDS: usize = 2_000;
 
 /// `GET .../sobjects`: every object served, with its key prefix and URLs.
 pub(super) async fn list(

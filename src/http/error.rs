@@ -7,10 +7,10 @@ use serde_json::{Value, json};
 use crate::error::CheckoutError;
 
 /// The message Salesforce gives for a missing or bad token.
-pub const INVALID_SESSION_MESSAGE: &str = "Session expired or invalid";
+pub(crate) const INVALID_SESSION_MESSAGE: &str = "Session expired or invalid";
 
 /// The message of every 404: it never says whether a record exists.
-pub const NOT_FOUND_MESSAGE: &str = "The requested resource does not exist";
+pub(crate) const NOT_FOUND_MESSAGE: &str = "The requested resource does not exist";
 
 /// One error answer: its HTTP status and the single element of its body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +109,7 @@ impl IntoResponse for SfError {
 }
 
 /// A JSON answer with this status.
-pub fn json_response(status: StatusCode, body: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
     // Serializing a `Value` cannot fail.
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = (status, bytes).into_response();

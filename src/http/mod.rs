@@ -420,6 +420,14 @@ pub struct Server {
     engine: Option<Engine>,
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Server {
     /// Binds `config.addr`, starts `config.workers` workers and serves [`router`] until
     /// stopped. Fails only when the address cannot be bound or a thread cannot start.

@@ -18,7 +18,7 @@ use crate::machine::{Action, PAYMENT_OPERATION};
 use crate::model::{KeyPrefix, SfId};
 
 /// How long `/healthz` waits for the store before it answers 503.
-pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The route label of a request that matched no route (bounds the label's values).
 const UNMATCHED_ROUTE: &str = "unmatched";

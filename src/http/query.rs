@@ -35,14 +35,14 @@ use crate::model::{SfId, User, WebCart};
 use crate::store::Store;
 
 /// The most records one batch answers, and the batch size unless the caller asks for less.
-pub const MAX_BATCH_SIZE: usize = 2_000;
+pub(crate) const MAX_BATCH_SIZE: usize = 2_000;
 /// The fewest records a batch answers when the caller asks for a batch size (as Salesforce).
-pub const MIN_BATCH_SIZE: usize = 200;
+pub(crate) const MIN_BATCH_SIZE: usize = 200;
 /// The largest OFFSET accepted (as Salesforce).
-pub const MAX_OFFSET: u64 = 2_000;
+pub(crate) const MAX_OFFSET: u64 = 2_000;
 /// The most carts a query that names no cart examines; past this it is refused with 400
 /// `OPERATION_TOO_LARGE`, and should name its carts.
-pub const MAX_SCANNED_CARTS: usize = 10_000;
+pub(crate) const MAX_SCANNED_CARTS: usize = 10_000;
 /// The carts read per page of a scan.
 const CART_PAGE: usize = 500;
 /// The header that sets the batch size: `Sforce-Query-Options: batchSize=N`.

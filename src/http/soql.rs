@@ -29,11 +29,11 @@ use winnow::stream::{Stream, TokenSlice};
 use winnow::token::any;
 
 /// The longest query text accepted, in characters.
-pub const MAX_QUERY_CHARS: usize = 20_000;
+pub(crate) const MAX_QUERY_CHARS: usize = 20_000;
 
 /// A parsed query.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Query {
+pub(crate) struct Query {
     /// What each row answers.
     pub selection: Selection,
     /// The object queried, as written, and where.
@@ -50,7 +50,7 @@ pub struct Query {
 
 /// A name as written, with the byte offset it starts at (for error messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Name {
+pub(crate) struct Name {
     /// The name as written.
     pub text: String,
     /// Its byte offset in the query.
@@ -59,7 +59,7 @@ pub struct Name {
 
 /// What a query selects.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Selection {
+pub(crate) enum Selection {
     /// `COUNT()`: the number of rows, and no records.
     Count,
     /// These fields of each row.
@@ -68,7 +68,7 @@ pub enum Selection {
 
 /// A field of the queried object (`Status`) or of a parent one level up (`WebCart.Status`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldPath {
+pub(crate) struct FieldPath {
     /// The relationship to the parent, when the field is the parent's.
     pub relationship: Option<Name>,
     /// The field.
@@ -77,7 +77,7 @@ pub struct FieldPath {
 
 /// A WHERE condition.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Condition {
+pub(crate) enum Condition {
     /// Every operand holds.
     And(Vec<Condition>),
     /// Some operand holds.
@@ -101,7 +101,7 @@ pub enum Condition {
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Comparison {
+pub(crate) enum Comparison {
     /// `=`
     Equal,
     /// `!=` or `<>`
@@ -118,7 +118,7 @@ pub enum Comparison {
 
 /// A literal value, with where it starts.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Literal {
+pub(crate) struct Literal {
     /// The value.
     pub value: Value,
     /// Its byte offset in the query.
@@ -127,7 +127,7 @@ pub struct Literal {
 
 /// A literal's value.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Value {
+pub(crate) enum Value {
     /// `NULL`.
     Null,
     /// `TRUE` or `FALSE`.
@@ -144,11 +144,11 @@ pub enum Value {
 
 /// A LIKE pattern: `%` is any run of characters, `_` any one, `\%` and `\_` themselves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern(pub Vec<PatternPart>);
+pub(crate) struct Pattern(pub Vec<PatternPart>);
 
 /// One piece of a LIKE pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatternPart {
+pub(crate) enum PatternPart {
     /// This character (compared without regard to case).
     Char(char),
     /// Any one character.
@@ -159,7 +159,7 @@ pub enum PatternPart {
 
 /// A sort key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OrderKey {
+pub(crate) struct OrderKey {
     /// The field sorted by.
     pub field: FieldPath,
     /// `DESC`.
@@ -170,7 +170,7 @@ pub struct OrderKey {
 
 /// A query that is not in the subset, or not SOQL: where, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyntaxError {
+pub(crate) struct SyntaxError {
     /// The byte offset the error is at.
     pub at: usize,
     /// What is wrong there.
@@ -180,14 +180,14 @@ pub struct SyntaxError {
 impl SyntaxError {
     /// The error as Salesforce words it: the query's line, a caret under the column, the row
     /// and column, and the reason.
-    pub fn message(&self, query: &str) -> String {
+    pub(crate) fn message(&self, query: &str) -> String {
         located(query, self.at, &self.reason)
     }
 }
 
 /// `reason`, located at byte `at` of `query` the way Salesforce's query errors are: the
 /// line, a caret, `ERROR at Row:R:Column:C`, then the reason.
-pub fn located(query: &str, at: usize, reason: &str) -> String {
+pub(crate) fn located(query: &str, at: usize, reason: &str) -> String {
     let at = floor_char_boundary(query, at.min(query.len()));
     let line_start = query[..at].rfind('\n').map_or(0, |i| i + 1);
     let line_end = query[at..].find('\n').map_or(query.len(), |i| at + i);
@@ -208,7 +208,7 @@ fn floor_char_boundary(text: &str, mut at: usize) -> usize {
 }
 
 /// Parses `text` as a query of the subset.
-pub fn parse(text: &str) -> Result<Query, SyntaxError> {
+pub(crate) fn parse(text: &str) -> Result<Query, SyntaxError> {
     let tokens = lex(text)?;
     let mut input = TokenSlice::new(&tokens);
     match query.parse_next(&mut input) {

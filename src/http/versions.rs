@@ -46,7 +46,7 @@ fn label(major: u32) -> String {
 }
 
 /// The body of `GET /services/data/`.
-pub fn list() -> Value {
+pub(crate) fn list() -> Value {
     Value::Array(
         (MIN_VERSION..=LATEST_VERSION)
             .map(|major| {

@@ -39,7 +39,7 @@ pub const MAX_TIMEOUT_MS: u64 = 600_000;
 const MAX_ANSWER_BYTES: u64 = 16 << 20;
 
 /// Where and how to call an HTTP provider: `{"Url": ..., "TimeoutMs": ..., "Secret": ...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct HttpProviderConfig {
     /// `http://host:port/path`. Only plain HTTP is spoken: put a TLS proxy in front of a
@@ -51,6 +51,17 @@ pub struct HttpProviderConfig {
     pub timeout_ms: u64,
     /// The key the requests are signed with; the provider checks the signature with it.
     pub secret: String,
+}
+
+impl std::fmt::Debug for HttpProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret stays out of logs.
+        f.debug_struct("HttpProviderConfig")
+            .field("url", &self.url)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 fn default_timeout() -> u64 {

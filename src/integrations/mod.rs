@@ -11,6 +11,7 @@ mod stock;
 mod tax;
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -121,6 +122,15 @@ pub struct PatchContext<'a> {
     pub now: DateTime<Utc>,
     /// Mints the Id of a new record of a kind (a charge line, an offered method, a tax row).
     pub new_id: &'a dyn Fn(KeyPrefix) -> SfId,
+}
+
+impl fmt::Debug for PatchContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PatchContext")
+            .field("kind", &self.kind)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a passed provider computed. The engine applies it to the lines the provider saw and
@@ -323,6 +333,15 @@ pub enum Provider {
     Internal,
 }
 
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The provider itself is a trait object, and may hold a secret: only its kind shows.
+        f.debug_struct("Provider")
+            .field("kind", &self.kind())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Provider {
     /// Runs the provider.
     pub fn run(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
@@ -446,6 +465,21 @@ pub type ProviderConfig = std::collections::BTreeMap<SfId, StoreProviders>;
 pub struct Integrations {
     by_store: HashMap<(SfId, ProviderKind), Provider>,
     custom: HashMap<(SfId, String), Arc<dyn CustomProvider>>,
+}
+
+impl fmt::Debug for Integrations {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Which (store, kind) and (store, name) are mapped, sorted; not the providers, which
+        // are trait objects and may hold secrets.
+        let mut by_store: Vec<_> = self.by_store.keys().collect();
+        by_store.sort();
+        let mut custom: Vec<_> = self.custom.keys().collect();
+        custom.sort();
+        f.debug_struct("Integrations")
+            .field("by_store", &by_store)
+            .field("custom", &custom)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A template's custom step runs a provider that a store does not register: no checkout of

@@ -218,22 +218,22 @@ pub(super) mod testing {
     use crate::model::{CartItem, CartItemType, CartStatus, KeyPrefix, SfId, WebCart};
 
     /// A decimal from its text.
-    pub fn d(text: &str) -> Decimal {
+    pub(crate) fn d(text: &str) -> Decimal {
         Decimal::from_str(text).unwrap()
     }
 
     /// The account of [`cart`]'s carts.
-    pub fn account() -> SfId {
+    pub(crate) fn account() -> SfId {
         SfId::from_number(KeyPrefix::Account, 1)
     }
 
     /// The ID of line `n`.
-    pub fn line(n: u64) -> SfId {
+    pub(crate) fn line(n: u64) -> SfId {
         SfId::from_number(KeyPrefix::CartItem, n)
     }
 
     /// A checkout cart of [`account`] with no lines.
-    pub fn cart() -> WebCart {
+    pub(crate) fn cart() -> WebCart {
         WebCart::new(
             SfId::from_number(KeyPrefix::WebCart, 1),
             SfId::from_number(KeyPrefix::WebStore, 1),
@@ -244,12 +244,12 @@ pub(super) mod testing {
     }
 
     /// An unpriced product line `n` of [`cart`].
-    pub fn product(n: u64, sku: Option<&str>, quantity: &str) -> CartItem {
+    pub(crate) fn product(n: u64, sku: Option<&str>, quantity: &str) -> CartItem {
         CartItem::product(line(n), cart().id, sku.map(str::to_owned), d(quantity))
     }
 
     /// Product line `n` priced at `total` (TotalPrice), optionally with an adjustment.
-    pub fn priced(n: u64, sku: &str, total: &str, adjustment: Option<&str>) -> CartItem {
+    pub(crate) fn priced(n: u64, sku: &str, total: &str, adjustment: Option<&str>) -> CartItem {
         CartItem {
             total_price: Some(d(total)),
             adjustment_amount: adjustment.map(d),
@@ -258,7 +258,7 @@ pub(super) mod testing {
     }
 
     /// A charge line `n` (shipping already on the cart as a line).
-    pub fn charge(n: u64, total: &str) -> CartItem {
+    pub(crate) fn charge(n: u64, total: &str) -> CartItem {
         CartItem {
             item_type: CartItemType::Charge,
             total_price: Some(d(total)),
@@ -267,7 +267,7 @@ pub(super) mod testing {
     }
 
     /// A request for `cart` with `items`.
-    pub fn request(cart: WebCart, items: Vec<CartItem>) -> IntegrationRequest {
+    pub(crate) fn request(cart: WebCart, items: Vec<CartItem>) -> IntegrationRequest {
         IntegrationRequest {
             operation_id: SfId::from_number(KeyPrefix::BackgroundOperation, 7),
             cart,
@@ -277,7 +277,7 @@ pub(super) mod testing {
     }
 
     /// The patch of an `Updated` verdict; panics (fails the test) on any other verdict.
-    pub fn patch(verdict: Verdict) -> CartPatch {
+    pub(crate) fn patch(verdict: Verdict) -> CartPatch {
         match verdict {
             Verdict::Updated(patch) => patch,
             other => panic!("expected Updated, got {other:?}"),
@@ -285,7 +285,7 @@ pub(super) mod testing {
     }
 
     /// The messages of a `Failed` verdict; panics (fails the test) on any other verdict.
-    pub fn failures(verdict: Verdict) -> Vec<ValidationMessage> {
+    pub(crate) fn failures(verdict: Verdict) -> Vec<ValidationMessage> {
         match verdict {
             Verdict::Failed(messages) => messages,
             other => panic!("expected Failed, got {other:?}"),

@@ -112,7 +112,7 @@ impl TaxTable {
 }
 
 /// The name of the taxes the tax table computes (their CartTax rows' Name).
-pub const SALES_TAX: &str = "Sales Tax";
+pub(crate) const SALES_TAX: &str = "Sales Tax";
 
 impl TaxProvider for TaxTable {
     fn calculate_taxes(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use crate::error::{CheckoutError, Fenced};
+use crate::error::{CheckoutError, Fenced, RecordKind, Stale};
 use crate::machine::command::chosen_life_cycle_type;
 use crate::machine::requirement::{as_seen_by_caller, check_fences, guards, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
@@ -61,6 +61,17 @@ pub struct DecideContext<'a> {
     pub ids: &'a dyn IdSource,
     /// Settings for new operations.
     pub settings: OperationSettings,
+}
+
+impl std::fmt::Debug for DecideContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The table and the ID source are shared parts with no state worth printing.
+        f.debug_struct("DecideContext")
+            .field("table", &self.table.template().name)
+            .field("now", &self.now)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One machine's move in a decision, checked against the table before anything is written.
@@ -373,7 +384,7 @@ impl<'a> Plan<'a> {
             .cart
             .as_ref()
             .map(|c| c.id)
-            .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))
+            .ok_or_else(|| CheckoutError::Stale(Stale::Vanished(RecordKind::Cart)))
     }
 
     /// Writes what a passed integration computed onto the cart and its lines.
@@ -385,7 +396,7 @@ impl<'a> Plan<'a> {
             .cart
             .clone()
             .or_else(|| self.snapshot.cart.clone())
-            .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
+            .ok_or_else(|| CheckoutError::Stale(Stale::Vanished(RecordKind::Cart)))?;
         if let Some(options) = &update.delivery_options {
             cart.delivery_options = options.clone();
         }
@@ -401,9 +412,7 @@ impl<'a> Plan<'a> {
         cart.total_tax_amount = update.total_tax_amount;
         cart.grand_total_amount = update.grand_total_amount;
         if update.items.iter().any(|item| item.cart_id != cart.id) {
-            return Err(CheckoutError::Stale(
-                "an update names a line of another cart".into(),
-            ));
+            return Err(CheckoutError::Stale(Stale::ForeignRecord(RecordKind::Line)));
         }
         self.items = update.items.clone();
         self.removed_items = update.removed_items.clone();
@@ -438,7 +447,7 @@ impl<'a> Plan<'a> {
             .snapshot
             .session
             .clone()
-            .ok_or_else(|| CheckoutError::Stale("the session disappeared".into()))?;
+            .ok_or_else(|| CheckoutError::Stale(Stale::Vanished(RecordKind::Session)))?;
         // A second edit in one decision builds on the first.
         if let Some((_, planned)) = self
             .sessions
@@ -480,7 +489,7 @@ impl<'a> Plan<'a> {
             .snapshot
             .operation
             .clone()
-            .ok_or_else(|| CheckoutError::Stale("the operation disappeared".into()))?;
+            .ok_or_else(|| CheckoutError::Stale(Stale::Vanished(RecordKind::Operation)))?;
         if let Some((_, planned)) = self
             .operations
             .iter_mut()
@@ -590,7 +599,7 @@ impl<'a> Plan<'a> {
                 s.state = state;
                 s.is_processing = false;
             }),
-            _ => Err(CheckoutError::Stale(format!(
+            _ => Err(CheckoutError::Defect(format!(
                 "{} cannot move a session to {to}",
                 self.event
             ))),
@@ -645,7 +654,7 @@ impl<'a> Plan<'a> {
             .snapshot
             .cart
             .clone()
-            .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
+            .ok_or_else(|| CheckoutError::Stale(Stale::Vanished(RecordKind::Cart)))?;
         let mut changed = BTreeSet::new();
         if replace(&mut cart.deliver_to, &details.deliver_to) {
             changed.insert(StepInput::DeliveryAddress);
@@ -766,7 +775,7 @@ impl<'a> Plan<'a> {
             .cart
             .clone()
             .or_else(|| self.snapshot.cart.clone())
-            .ok_or_else(|| CheckoutError::Stale("the cart disappeared".into()))?;
+            .ok_or_else(|| CheckoutError::Stale(Stale::Vanished(RecordKind::Cart)))?;
         self.drop_amounts(&mut cart);
         match edit {
             CartEdit::AddItem { sku, quantity } => {
@@ -783,7 +792,7 @@ impl<'a> Plan<'a> {
                     .snapshot
                     .edited_item
                     .clone()
-                    .ok_or_else(|| CheckoutError::Stale("the line disappeared".into()))?;
+                    .ok_or_else(|| CheckoutError::Stale(Stale::Vanished(RecordKind::Line)))?;
                 // A charge line leaves with its delivery method, whatever its quantity.
                 if !self.removed_items.contains(&line.id) {
                     line.quantity = *quantity;
@@ -796,7 +805,7 @@ impl<'a> Plan<'a> {
                     .snapshot
                     .edited_item
                     .as_ref()
-                    .ok_or_else(|| CheckoutError::Stale("the line disappeared".into()))?;
+                    .ok_or_else(|| CheckoutError::Stale(Stale::Vanished(RecordKind::Line)))?;
                 let id = line.id;
                 self.items.retain(|l| l.id != id);
                 if !self.removed_items.contains(&id) {
@@ -856,7 +865,7 @@ impl<'a> Plan<'a> {
             .session
             .as_ref()
             .map(|s| s.id)
-            .ok_or_else(|| CheckoutError::Stale("the session disappeared".into()))?;
+            .ok_or_else(|| CheckoutError::Stale(Stale::Vanished(RecordKind::Session)))?;
         let operation = BackgroundOperation {
             id: self.ctx.ids.next_id(KeyPrefix::BackgroundOperation),
             name: name.to_owned(),
@@ -1051,7 +1060,9 @@ impl<'a> Plan<'a> {
         }
         if let Some(order) = order {
             if order.cart_id != op.cart_id {
-                return Err(CheckoutError::Stale("an order of another cart".into()));
+                return Err(CheckoutError::Stale(Stale::ForeignRecord(
+                    RecordKind::Order,
+                )));
             }
             self.orders.push(order.clone());
             let order_id = order.id;
@@ -1072,9 +1083,7 @@ impl<'a> Plan<'a> {
             return Ok(());
         };
         let Some(order) = self.snapshot.order.as_ref() else {
-            return Err(CheckoutError::Stale(
-                "an authorisation with no order to pay".into(),
-            ));
+            return Err(CheckoutError::Stale(Stale::NoOrderToPay));
         };
         let mut order = order.clone();
         order.payment_authorization = Some(crate::model::PaymentAuthorization {

@@ -1207,7 +1207,7 @@ impl Fences<'_> {
 /// that every requirement answers exactly as for a cart or session that does not exist:
 /// like Salesforce's sharing, an invisible record is indistinguishable from a missing one.
 /// Only user commands are decided this way; workers' commands see every record.
-pub fn as_seen_by_caller(snapshot: &Snapshot) -> Cow<'_, Snapshot> {
+pub(crate) fn as_seen_by_caller(snapshot: &Snapshot) -> Cow<'_, Snapshot> {
     let hidden = snapshot.cart.as_ref().is_some_and(|cart| {
         snapshot
             .user
@@ -1224,7 +1224,7 @@ pub fn as_seen_by_caller(snapshot: &Snapshot) -> Cow<'_, Snapshot> {
 }
 
 /// Every unmet requirement of `command`, in check order (a dry run).
-pub fn unmet(
+pub(crate) fn unmet(
     table: &TransitionTable,
     snapshot: &Snapshot,
     command: &Command,

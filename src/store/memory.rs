@@ -250,7 +250,8 @@ impl Tables {
                 .expect("seen above");
             match current {
                 Some(other) if *other != session.id => {
-                    return Err(StoreError::Invariant(format!(
+                    // A concurrent start won the cart's one active session.
+                    return Err(StoreError::Conflict(format!(
                         "cart {} already has active session {other}",
                         session.web_cart_id
                     )));
@@ -277,7 +278,8 @@ impl Tables {
             let current = active_operation.get_mut(&op.cart_id).expect("seen above");
             match current {
                 Some(other) if *other != op.id => {
-                    return Err(StoreError::Invariant(format!(
+                    // A concurrent command won the cart's one active operation.
+                    return Err(StoreError::Conflict(format!(
                         "cart {} already has New or Running operation {other}",
                         op.cart_id
                     )));
@@ -698,6 +700,12 @@ impl Store for MemoryStore {
             counts.add(op.status.as_str(), 1);
         }
         Ok(counts)
+    }
+
+    fn web_stores(&self) -> Result<Vec<WebStore>, StoreError> {
+        let mut stores: Vec<WebStore> = self.read().stores.values().cloned().collect();
+        stores.sort_by_key(|s| s.id);
+        Ok(stores)
     }
 
     fn owner_of(&self, id: &SfId) -> Result<Option<SfId>, StoreError> {

@@ -53,7 +53,7 @@ fn key_state(
     Ok(match (status, body) {
         (Some(status), Some(body)) => KeyState::Answered(KeptAnswer {
             status: u16::try_from(status)
-                .map_err(|_| StoreError::Io(format!("a kept answer has status {status}")))?,
+                .map_err(|_| StoreError::Io(format!("a kept answer has status {status}").into()))?,
             body,
         }),
         _ => KeyState::InFlight,
@@ -65,7 +65,7 @@ use crate::events::{Delivery, EventPosition, PublishedEvent};
 use crate::machine::{Changes, Event, Machine, Snapshot};
 use crate::model::{
     BackgroundOperation, CartCheckoutSession, CartItem, CartValidationOutput, Order, SfId, User,
-    WebCart,
+    WebCart, WebStore,
 };
 
 /// One committed move, kept forever: who did what, when, from which node to which.
@@ -257,7 +257,7 @@ pub trait Store: Send + Sync {
             };
             match self.commit(&commit) {
                 Ok(()) => return Ok(Some(id)),
-                Err(StoreError::Conflict(_) | StoreError::Invariant(_)) => continue,
+                Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -347,6 +347,8 @@ pub trait Store: Send + Sync {
     /// How many operations wait for a worker and how many a worker holds (the queue depth
     /// `/metrics` reports), in one read.
     fn operation_counts(&self) -> Result<OperationCounts, StoreError>;
+    /// Every WebStore, by ID.
+    fn web_stores(&self) -> Result<Vec<WebStore>, StoreError>;
 }
 
 /// The checks of a commit that need no stored state, made by every store before it writes:

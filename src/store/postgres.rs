@@ -83,6 +83,18 @@ pub struct PostgresStore {
     idle: Mutex<Vec<Conn>>,
 }
 
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Where it connects, never the password.
+        f.debug_struct("PostgresStore")
+            .field("hosts", &self.config.get_hosts())
+            .field("ports", &self.config.get_ports())
+            .field("dbname", &self.config.get_dbname())
+            .field("user", &self.config.get_user())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A pooled client and the statements prepared on it.
 struct Conn {
     client: Client,
@@ -133,8 +145,8 @@ impl<C: GenericClient> Db<'_, C> {
     }
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
+fn io<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
+    StoreError::caused(e.to_string(), e)
 }
 
 fn describe(db: &DbError) -> String {
@@ -165,23 +177,19 @@ fn with_causes(e: &postgres::Error) -> String {
 fn pg_error(e: postgres::Error) -> StoreError {
     let message = with_causes(&e);
     match e.code() {
-        // A second insert of one ID lost a race: the record exists now.
-        Some(code)
-            if *code == SqlState::UNIQUE_VIOLATION
-                && e.as_db_error()
-                    .and_then(DbError::constraint)
-                    .is_some_and(|c| c.ends_with("_pkey")) =>
-        {
-            StoreError::Conflict(message)
-        }
-        Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Invariant(message),
+        // A unique index is a race's referee: a second insert of one ID, a cart's second
+        // active session or operation lost to a concurrent commit.
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(message),
+        // Any other integrity rule (a foreign key, a check, a missing value) is broken by
+        // the commit itself.
+        Some(code) if code.code().starts_with("23") => StoreError::Invariant(message),
         Some(code)
             if *code == SqlState::T_R_SERIALIZATION_FAILURE
                 || *code == SqlState::T_R_DEADLOCK_DETECTED =>
         {
             StoreError::Conflict(message)
         }
-        _ => StoreError::Io(message),
+        _ => StoreError::caused(message, e),
     }
 }
 
@@ -192,7 +200,7 @@ fn limit(n: usize) -> i64 {
 fn record<T: DeserializeOwned>(row: &Row) -> Result<T, StoreError> {
     row.try_get::<_, Json<T>>(0)
         .map(|Json(value)| value)
-        .map_err(|e| StoreError::Io(format!("a stored record is unreadable: {e}")))
+        .map_err(|e| StoreError::caused(format!("a stored record is unreadable: {e}"), e))
 }
 
 fn id_of(row: &Row) -> Result<SfId, StoreError> {
@@ -206,10 +214,10 @@ impl PostgresStore {
     /// at a time under an advisory lock; a database written by a newer schema is refused.
     pub fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         let mut config = Config::from_str(url).map_err(|e| {
-            StoreError::Io(format!(
-                "invalid PostgreSQL connection string: {}",
-                with_causes(&e)
-            ))
+            StoreError::caused(
+                format!("invalid PostgreSQL connection string: {}", with_causes(&e)),
+                e,
+            )
         })?;
         if config.get_application_name().is_none() {
             config.application_name("cartflow");
@@ -229,7 +237,10 @@ impl PostgresStore {
 
     fn open(&self) -> Result<Conn, StoreError> {
         let client = self.config.connect(NoTls).map_err(|e| {
-            StoreError::Io(format!("cannot connect to PostgreSQL: {}", with_causes(&e)))
+            StoreError::caused(
+                format!("cannot connect to PostgreSQL: {}", with_causes(&e)),
+                e,
+            )
         })?;
         Ok(Conn {
             client,
@@ -429,7 +440,10 @@ fn stock_levels<C: GenericClient>(db: &mut Db<'_, C>) -> Result<Vec<StockLevel>,
 /// A connection listening on the work channel.
 fn listener(config: &Config) -> Result<Client, StoreError> {
     let mut client = config.connect(NoTls).map_err(|e| {
-        StoreError::Io(format!("cannot connect to PostgreSQL: {}", with_causes(&e)))
+        StoreError::caused(
+            format!("cannot connect to PostgreSQL: {}", with_causes(&e)),
+            e,
+        )
     })?;
     client.batch_execute(LISTEN_FOR_WORK).map_err(pg_error)?;
     Ok(client)
@@ -489,14 +503,18 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let latest = MIGRATIONS.len();
     let current = usize::try_from(current).unwrap_or(0);
     if current > latest {
-        return Err(StoreError::Io(format!(
-            "the database has schema version {current}, newer than this cartflow's {latest}: upgrade cartflow"
-        )));
+        return Err(StoreError::Io(
+            format!(
+                "the database has schema version {current}, newer than this cartflow's {latest}: upgrade cartflow"
+            )
+            .into(),
+        ));
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let applied = i32::try_from(index + 1).unwrap_or(i32::MAX);
-        tx.batch_execute(sql)
-            .map_err(|e| StoreError::Io(format!("migration {applied}: {}", pg_error(e))))?;
+        tx.batch_execute(sql).map_err(|e| {
+            StoreError::caused(format!("migration {applied}: {}", with_causes(&e)), e)
+        })?;
         tx.execute(
             "INSERT INTO cartflow_schema (version) VALUES ($1)",
             &[&applied],
@@ -677,7 +695,7 @@ fn claim_round(
         };
         match sql::apply(&mut db, &commit) {
             Ok(()) => break id,
-            Err(StoreError::Conflict(_) | StoreError::Invariant(_)) => {
+            Err(StoreError::Conflict(_)) => {
                 // Dropping the transaction rolls it back; this candidate is passed by.
                 passed.push(id.to_string());
                 return Ok(Round::Retry);
@@ -730,7 +748,7 @@ impl Store for PostgresStore {
             listen(client, &config, stop, &*wake);
         })
         .map(Some)
-        .map_err(|e| StoreError::Io(format!("cannot start listening for work: {e}")))
+        .map_err(|e| StoreError::caused(format!("cannot start listening for work: {e}"), e))
     }
 
     fn claimable_operations(&self, n: usize) -> Result<Vec<SfId>, StoreError> {
@@ -986,10 +1004,14 @@ impl Store for PostgresStore {
                 .map_err(pg_error)?;
             row.map(|r| {
                 let text: String = r.get(0);
-                SfId::parse(&text).map_err(|e| StoreError::Io(e.to_string()))
+                SfId::parse(&text).map_err(io)
             })
             .transpose()
         })
+    }
+
+    fn web_stores(&self) -> Result<Vec<WebStore>, StoreError> {
+        PostgresStore::web_stores(self)
     }
 
     fn operation_counts(&self) -> Result<super::OperationCounts, StoreError> {

@@ -40,7 +40,7 @@ pub(crate) enum Value<'a> {
 pub(crate) fn json<T: Serialize>(record: &T) -> Result<Value<'static>, StoreError> {
     serde_json::value::to_raw_value(record)
         .map(Value::Json)
-        .map_err(|e| StoreError::Io(format!("a record cannot be written: {e}")))
+        .map_err(|e| StoreError::caused(format!("a record cannot be written: {e}"), e))
 }
 
 /// A version, count or position as a column holds it (values past `i64::MAX` do not occur).
@@ -222,7 +222,7 @@ fn column<T: DeserializeOwned>(row: &[Option<String>], i: usize) -> Result<Optio
         .and_then(Option::as_deref)
         .map(|text| {
             serde_json::from_str(text)
-                .map_err(|e| StoreError::Io(format!("a stored record is unreadable: {e}")))
+                .map_err(|e| StoreError::caused(format!("a stored record is unreadable: {e}"), e))
         })
         .transpose()
 }
@@ -620,7 +620,7 @@ const INSERT_ITEM: &str = "INSERT INTO cart_items (id, cart_id, body) VALUES ($1
 /// primary keys refuse it.
 pub(crate) fn import(tx: &mut impl SqlTx, data: &DataSet) -> Result<(), StoreError> {
     data.validate()
-        .map_err(|e| StoreError::Invariant(e.to_string()))?;
+        .map_err(|e| StoreError::InvalidDataSet(e.to_string()))?;
     for r in &data.stores {
         tx.execute(INSERT_STORE, &[Value::Text(r.id.as_str()), json(r)?])?;
     }
@@ -707,9 +707,9 @@ fn position_of(row: &[Option<String>]) -> Result<Option<EventPosition>, StoreErr
             Ok(Some(EventPosition::new(transaction, sequence)))
         }
         (None, _) | (_, None) => Ok(None),
-        _ => Err(StoreError::Io(format!(
-            "a stored event position is unreadable: {row:?}"
-        ))),
+        _ => Err(StoreError::Io(
+            format!("a stored event position is unreadable: {row:?}").into(),
+        )),
     }
 }
 

@@ -50,22 +50,29 @@ pub enum Durability {
 }
 
 /// A SQLite database file holding one cartflow store.
+#[derive(Debug)]
 pub struct SqliteStore {
     path: PathBuf,
     durability: Durability,
     idle: Mutex<Vec<Connection>>,
 }
 
-fn io(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(e.to_string())
+fn io<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
+    StoreError::caused(e.to_string(), e)
 }
 
-/// Maps a write error: a broken unique index is an invariant the commit would break.
+/// Maps a write error: a broken unique index is a lost race, any other broken constraint
+/// an invariant the commit itself would break.
 fn write_error(e: rusqlite::Error) -> StoreError {
     const SQLITE_CONSTRAINT_PRIMARYKEY: std::ffi::c_int = 1555;
+    const SQLITE_CONSTRAINT_UNIQUE: std::ffi::c_int = 2067;
     match &e {
-        // A second insert of one ID lost a race: the record exists now.
-        rusqlite::Error::SqliteFailure(f, _) if f.extended_code == SQLITE_CONSTRAINT_PRIMARYKEY => {
+        // A second insert of one ID, a cart's second active session or operation: a
+        // concurrent commit won.
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == SQLITE_CONSTRAINT_PRIMARYKEY
+                || f.extended_code == SQLITE_CONSTRAINT_UNIQUE =>
+        {
             StoreError::Conflict(e.to_string())
         }
         rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation => {
@@ -155,7 +162,7 @@ fn time(t: &DateTime<Utc>) -> String {
 
 fn from_json<T: DeserializeOwned>(text: &str) -> Result<T, StoreError> {
     serde_json::from_str(text)
-        .map_err(|e| StoreError::Io(format!("a stored record is unreadable: {e}")))
+        .map_err(|e| StoreError::caused(format!("a stored record is unreadable: {e}"), e))
 }
 
 impl SqliteStore {
@@ -181,8 +188,9 @@ impl SqliteStore {
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
-        let conn = Connection::open(&self.path)
-            .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", self.path.display())))?;
+        let conn = Connection::open(&self.path).map_err(|e| {
+            StoreError::caused(format!("cannot open {}: {e}", self.path.display()), e)
+        })?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(io)?;
         // Room for every statement the store runs, so none is compiled twice.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
@@ -357,7 +365,7 @@ impl SqliteStore {
             if answer == "ok" {
                 Ok(())
             } else {
-                Err(StoreError::Io(format!("integrity_check: {answer}")))
+                Err(StoreError::Io(format!("integrity_check: {answer}").into()))
             }
         })
     }
@@ -369,9 +377,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .map_err(io)?;
     let latest = MIGRATIONS.len() as i64;
     if current > latest {
-        return Err(StoreError::Io(format!(
-            "the database has schema version {current}, newer than this cartflow's {latest}: upgrade cartflow"
-        )));
+        return Err(StoreError::Io(
+            format!(
+                "the database has schema version {current}, newer than this cartflow's {latest}: upgrade cartflow"
+            )
+            .into(),
+        ));
     }
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -382,7 +393,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .map_err(io)?;
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
         tx.execute_batch(sql)
-            .map_err(|e| StoreError::Io(format!("migration {}: {e}", index + 1)))?;
+            .map_err(|e| StoreError::caused(format!("migration {}: {e}", index + 1), e))?;
         tx.pragma_update(None, "user_version", (index + 1) as i64)
             .map_err(io)?;
     }
@@ -678,10 +689,12 @@ impl Store for SqliteStore {
                 .query_row(params![id.as_str()], |r| r.get(0))
                 .optional()
                 .map_err(io)?;
-            owner
-                .map(|text| SfId::parse(&text).map_err(|e| StoreError::Io(e.to_string())))
-                .transpose()
+            owner.map(|text| SfId::parse(&text).map_err(io)).transpose()
         })
+    }
+
+    fn web_stores(&self) -> Result<Vec<WebStore>, StoreError> {
+        SqliteStore::web_stores(self)
     }
 
     fn operation_counts(&self) -> Result<super::OperationCounts, StoreError> {

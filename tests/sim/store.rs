@@ -208,6 +208,6 @@ impl Store for SimStore {
         user, load, claimable_operations, expired_operations, cart, carts_after, cart_items, cart_item,
         validation_output, session, sessions_of, operation, operations_of, order,
         validation_outputs, history, events_after, last_event, webhook_cursor, advance_webhook, deliveries, begin_keyed, keep_answer, release_key, owner_of,
-        operation_counts
+        operation_counts, web_stores
     );
 }

@@ -202,6 +202,10 @@ macro_rules! delegate_store {
         $crate::delegate_store!(@fn operation_counts() -> ::cartflow::store::OperationCounts,
             $($with)*);
     };
+    (@method web_stores, $($with:tt)*) => {
+        $crate::delegate_store!(@fn web_stores() -> Vec<::cartflow::model::WebStore>,
+            $($with)*);
+    };
 
     (@fn $name:ident($($arg:ident: $ty:ty),*) -> $ok:ty, @call $getter:ident) => {
         fn $name(&self, $($arg: $ty),*) -> ::std::result::Result<$ok, ::cartflow::StoreError> {

@@ -139,6 +139,7 @@ fn serve(dir: &Path, workers: usize) -> Result<Server, String> {
         .with_table(table)
         .with_ids(Arc::new(RandomIds))
         .with_integrations(integrations);
+    datadir::warn_missing_providers("load", &engine);
     let tokens = Tokens::new().with(seed::TOKEN, sample::buyer_id());
     let config = ServerConfig {
         addr: ([127, 0, 0, 1], 0).into(),

@@ -55,13 +55,13 @@ fn node_of(
 }
 
 /// `GET /inspector/api/table`: the drawing of the engine's table.
-pub fn table(engine: &Engine) -> Value {
+pub(crate) fn table(engine: &Engine) -> Value {
     Layout::of(engine.table()).to_json()
 }
 
 /// `GET /inspector/api/counts`: how many carts, sessions and operations are on each drawn
 /// node now.
-pub fn counts(engine: &Engine) -> Result<Value, StoreError> {
+pub(crate) fn counts(engine: &Engine) -> Result<Value, StoreError> {
     let store = engine.store().as_ref();
     let layout = Layout::of(engine.table());
     let (carts, truncated) = scan(store)?;
@@ -98,7 +98,7 @@ pub struct CartFilter {
 
 /// `GET /inspector/api/carts`: the carts `filter` picks, in Id order, each with its number
 /// of sessions and its latest session's node.
-pub fn carts(engine: &Engine, filter: &CartFilter) -> Result<Value, StoreError> {
+pub(crate) fn carts(engine: &Engine, filter: &CartFilter) -> Result<Value, StoreError> {
     let store = engine.store().as_ref();
     let (carts, truncated) = scan(store)?;
     let picked = carts.iter().filter(|c| {
@@ -153,7 +153,7 @@ pub struct SessionFilter {
 }
 
 /// `GET /inspector/api/sessions`: the sessions `filter` picks, in cart Id order.
-pub fn sessions(engine: &Engine, filter: &SessionFilter) -> Result<Value, StoreError> {
+pub(crate) fn sessions(engine: &Engine, filter: &SessionFilter) -> Result<Value, StoreError> {
     let store = engine.store().as_ref();
     let now = engine.now();
     let (carts, truncated) = scan(store)?;
@@ -263,7 +263,7 @@ fn lease_ended(op: &BackgroundOperation, now: DateTime<Utc>) -> bool {
 
 /// `GET /inspector/api/operations`: the operations `filter` picks, each with its attempts,
 /// its lease and the validation outputs it wrote.
-pub fn operations(
+pub(crate) fn operations(
     engine: &Engine,
     filter: OperationFilter,
     limit: usize,
@@ -318,7 +318,7 @@ pub fn operations(
 
 /// `GET /inspector/api/sessions/{id}`: one session beside its records and its timeline;
 /// `None` when there is no such session.
-pub fn session(engine: &Engine, id: &SfId) -> Result<Option<Value>, StoreError> {
+pub(crate) fn session(engine: &Engine, id: &SfId) -> Result<Option<Value>, StoreError> {
     let store = engine.store().as_ref();
     let Some(session) = store.session(id)? else {
         return Ok(None);
