@@ -2318,27 +2318,9 @@ fn add_draft_order(data: &mut DataSet, session: SfId, cart: SampleCart) -> SfId 
     let id = SfId::from_number(KeyPrefix::Order, 7_000 + data.orders.len() as u64);
     let s = data.sessions.iter_mut().find(|s| s.id == session).unwrap();
     s.order_id = Some(id);
-    data.orders.push(cartflow::model::Order {
-        id,
-        cart_id: cart.id(),
-        web_store_id: sample::store_id(),
-        account_id: sample::account_id(),
-        owner_id: buyer(),
-        status: cartflow::model::OrderStatus::Draft,
-        items: Vec::new(),
-        deliver_to: None,
-        delivery_method_id: None,
-        delivery_group: None,
-        payment_authorization: None,
-        payment_authorization_id: None,
-        authorized_amount: None,
-        grand_total_amount: None,
-        created_date: chrono::Utc::now(),
-        activated_date: None,
-        order_summary_id: None,
-        order_life_cycle_type: Default::default(),
-        version: 0,
-    });
+    let web_cart = data.carts.iter().find(|c| c.id == cart.id()).unwrap();
+    let order = cartflow::model::Order::draft(id, web_cart, buyer(), chrono::Utc::now());
+    data.orders.push(order);
     id
 }
 

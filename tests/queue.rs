@@ -8,8 +8,8 @@ use std::thread;
 use cartflow::integrations::Integrations;
 use cartflow::machine::{CartUpdate, OperationSettings, Snapshot, StepOutcome, WorkerCommand};
 use cartflow::model::{
-    BackgroundOperation, CartStatus, KeyPrefix, OperationStatus, Order, OrderStatus, OutputType,
-    SessionState, SfId,
+    BackgroundOperation, CartStatus, KeyPrefix, OperationStatus, Order, OutputType, SessionState,
+    SfId,
 };
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::LoadKey;
@@ -351,27 +351,13 @@ fn a_report_naming_another_carts_line_or_order_is_stale() {
         decide_at(&running, now, &foreign_line).err(),
         Some(CheckoutError::Stale(Stale::ForeignRecord(RecordKind::Line)))
     );
-    let order = Order {
-        id: SfId::from_number(KeyPrefix::Order, 7_001),
-        cart_id: other,
-        web_store_id: sample::store_id(),
-        account_id: sample::account_id(),
-        owner_id: sample::buyer_id(),
-        status: OrderStatus::Draft,
-        items: Vec::new(),
-        deliver_to: None,
-        delivery_method_id: None,
-        delivery_group: None,
-        payment_authorization: None,
-        payment_authorization_id: None,
-        authorized_amount: None,
-        grand_total_amount: None,
-        created_date: now,
-        activated_date: None,
-        order_summary_id: None,
-        order_life_cycle_type: Default::default(),
-        version: 1,
-    };
+    let cart = store.cart(&other).unwrap().unwrap();
+    let order = Order::draft(
+        SfId::from_number(KeyPrefix::Order, 7_001),
+        &cart,
+        sample::buyer_id(),
+        now,
+    );
     let foreign_order = finish(None, Some(order));
     assert_eq!(
         decide_at(&running, now, &foreign_order).err(),

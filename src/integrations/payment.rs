@@ -162,25 +162,13 @@ mod tests {
     /// A request for `cart`, whose session's order totals what the cart does.
     fn request(cart: WebCart, items: Vec<crate::model::CartItem>) -> IntegrationRequest {
         let order = crate::model::Order {
-            id: SfId::from_number(crate::model::KeyPrefix::Order, 1),
-            cart_id: cart.id,
-            web_store_id: cart.web_store_id,
-            account_id: cart.account_id,
-            owner_id: cart.owner_id,
-            status: crate::model::OrderStatus::Draft,
-            items: Vec::new(),
-            deliver_to: None,
-            delivery_method_id: None,
-            delivery_group: None,
-            payment_authorization: None,
-            payment_authorization_id: None,
-            authorized_amount: None,
-            order_life_cycle_type: Default::default(),
             grand_total_amount: cart.grand_total_amount,
-            created_date: chrono::DateTime::UNIX_EPOCH,
-            activated_date: None,
-            order_summary_id: None,
-            version: 0,
+            ..crate::model::Order::draft(
+                SfId::from_number(crate::model::KeyPrefix::Order, 1),
+                &cart,
+                cart.owner_id,
+                chrono::DateTime::UNIX_EPOCH,
+            )
         };
         IntegrationRequest {
             order: Some(order),

@@ -790,6 +790,34 @@ pub struct Order {
     pub version: u64,
 }
 
+impl Order {
+    /// A Draft order of `cart` for `owner`, with no lines, amounts, delivery or payment yet,
+    /// never stored (version 0).
+    pub fn draft(id: SfId, cart: &WebCart, owner: SfId, created: DateTime<Utc>) -> Order {
+        Order {
+            id,
+            cart_id: cart.id,
+            web_store_id: cart.web_store_id,
+            account_id: cart.account_id,
+            owner_id: owner,
+            status: OrderStatus::Draft,
+            items: Vec::new(),
+            deliver_to: None,
+            delivery_method_id: None,
+            delivery_group: None,
+            payment_authorization: None,
+            payment_authorization_id: None,
+            authorized_amount: None,
+            grand_total_amount: None,
+            created_date: created,
+            activated_date: None,
+            order_summary_id: None,
+            order_life_cycle_type: OrderLifeCycleType::default(),
+            version: 0,
+        }
+    }
+}
+
 /// OrderItem.Type in Salesforce's words; the cart's words (`Product`, `Charge`) are read too.
 mod order_item_type {
     use serde::{Deserialize, Deserializer, Serializer};
