@@ -46,3 +46,20 @@ fn an_http_providers_secret_never_prints() {
     assert!(printed.contains("<redacted>"), "{printed}");
     assert!(printed.contains("127.0.0.1:9/tax"), "{printed}");
 }
+
+#[test]
+fn a_decision_context_prints_its_template_time_and_settings() {
+    let table = TransitionTable::build(Template::without_promotions()).unwrap();
+    let ids = cartflow::ids::SequentialIds::default();
+    let now = chrono::DateTime::UNIX_EPOCH;
+    let context = cartflow::machine::DecideContext {
+        table: &table,
+        now,
+        ids: &ids,
+        settings: cartflow::machine::OperationSettings::default(),
+    };
+    let printed = format!("{context:?}");
+    assert!(printed.contains(&table.template().name), "{printed}");
+    assert!(printed.contains("1970-01-01"), "{printed}");
+    assert!(printed.contains("retry_limit"), "{printed}");
+}
