@@ -387,19 +387,6 @@ impl PostgresStore {
         Ok(data)
     }
 
-    /// Every WebStore, by ID.
-    pub fn web_stores(&self) -> Result<Vec<WebStore>, StoreError> {
-        self.read(|db| {
-            let rows = db.query("SELECT body FROM stores", &[]).map_err(pg_error)?;
-            let mut stores = rows
-                .iter()
-                .map(record)
-                .collect::<Result<Vec<WebStore>, _>>()?;
-            stores.sort_by_key(|s| s.id);
-            Ok(stores)
-        })
-    }
-
     /// Whether the database holds no store yet.
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         self.read(|db| {
@@ -1011,7 +998,15 @@ impl Store for PostgresStore {
     }
 
     fn web_stores(&self) -> Result<Vec<WebStore>, StoreError> {
-        PostgresStore::web_stores(self)
+        self.read(|db| {
+            let rows = db.query("SELECT body FROM stores", &[]).map_err(pg_error)?;
+            let mut stores = rows
+                .iter()
+                .map(record)
+                .collect::<Result<Vec<WebStore>, _>>()?;
+            stores.sort_by_key(|s| s.id);
+            Ok(stores)
+        })
     }
 
     fn operation_counts(&self) -> Result<super::OperationCounts, StoreError> {

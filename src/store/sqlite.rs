@@ -266,21 +266,6 @@ impl SqliteStore {
         })
     }
 
-    /// Every WebStore, by ID.
-    pub fn web_stores(&self) -> Result<Vec<WebStore>, StoreError> {
-        self.read(|tx| {
-            let mut stmt = tx
-                .prepare("SELECT body FROM stores ORDER BY id")
-                .map_err(io)?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(io)?;
-            let mut stores = Vec::new();
-            for row in rows {
-                stores.push(from_json(&row.map_err(io)?)?);
-            }
-            Ok(stores)
-        })
-    }
-
     /// Every stock level, for the built-in stock-table provider.
     pub fn stock(&self) -> Result<Vec<StockLevel>, StoreError> {
         self.read(|tx| {
@@ -694,7 +679,17 @@ impl Store for SqliteStore {
     }
 
     fn web_stores(&self) -> Result<Vec<WebStore>, StoreError> {
-        SqliteStore::web_stores(self)
+        self.read(|tx| {
+            let mut stmt = tx
+                .prepare("SELECT body FROM stores ORDER BY id")
+                .map_err(io)?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(io)?;
+            let mut stores = Vec::new();
+            for row in rows {
+                stores.push(from_json(&row.map_err(io)?)?);
+            }
+            Ok(stores)
+        })
     }
 
     fn operation_counts(&self) -> Result<super::OperationCounts, StoreError> {
