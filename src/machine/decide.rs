@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::{CheckoutError, Fenced, RecordKind, Stale};
 use crate::machine::command::chosen_life_cycle_type;
-use crate::machine::requirement::{as_seen_by_caller, check_fences, guards, unmet};
+use crate::machine::requirement::{as_seen_by_caller, check_fences, unmet};
 use crate::machine::table::{OperationNode, Phase, SessionNode};
 use crate::machine::{
     Command, Condition, Event, Machine, Node, Snapshot, StepInput, StepKind, StepOutcome,
@@ -211,22 +211,14 @@ pub fn decide(
 ) -> Result<Decision, CheckoutError> {
     let event = command.event(ctx.table);
     let snapshot = &*as_seen_by_caller(snapshot);
-    for g in guards(event) {
-        if let Err(message) = crate::machine::requirement::evaluate(
-            g.requirement,
-            ctx.table,
-            snapshot,
-            command,
-            ctx.now,
-        ) {
-            return Err(CheckoutError::Refused {
-                requirement: g.requirement,
-                code: g.code,
-                status: g.status,
-                message,
-            });
-        }
-    }
+    crate::machine::requirement::first_unmet(ctx.table, snapshot, command, ctx.now).map_err(
+        |unmet| CheckoutError::Refused {
+            requirement: unmet.requirement,
+            code: unmet.code,
+            status: unmet.status,
+            message: unmet.message,
+        },
+    )?;
     let mut plan = Plan::new(ctx, snapshot, event);
     let output = match command {
         Command::StartSession { .. } => plan.start_session(),
@@ -1261,6 +1253,7 @@ mod tests {
     use super::*;
     use crate::ids::SequentialIds;
     use crate::machine::Action;
+    use crate::machine::requirement::guards;
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap()

@@ -419,48 +419,68 @@ pub fn evaluate(
     command: &Command,
     now: DateTime<Utc>,
 ) -> Result<(), String> {
-    let facts = Facts {
-        table,
-        snapshot,
-        command,
-        event: command.event(table),
-        now,
-    };
-    match requirement {
-        R::CallerMayInvoke => facts.caller_may_invoke(),
-        R::CartIdValid => facts.cart_id_valid(),
-        R::SessionIdValid => facts.session_id_valid(),
-        R::CallerCanEditCart => facts.caller_can_edit_cart(),
-        R::EffectiveAccountValid => facts.effective_account_valid(),
-        R::CallerIsStoreMember => facts.caller_is_store_member(),
-        R::CartRow => facts.cart_row(),
-        R::InitialStateIsEntry => facts.initial_state_is_entry(),
-        R::CheckoutEnabled => facts.checkout_enabled(),
-        R::SessionNotExpired => facts.session_not_expired(),
-        R::SessionRow => facts.session_row(),
-        R::SessionStateRow => facts.session_state_row(),
-        R::SessionPhaseRow => facts.session_phase_row(),
-        R::StepRow => facts.step_row(),
-        R::NextStateRow => facts.next_state_row(),
-        R::ExpectedStateMatches => facts.expected_state_matches(),
-        R::TargetIsNextStep => facts.target_is_next_step(),
-        R::ScreenInputsGiven => facts.screen_inputs_given(),
-        R::EditValid => facts.edit_valid(),
-        R::OrderNotActivated => facts.order_not_activated(),
-        R::OrderStatusIsActivate => facts.order_status_is_activate(),
-        R::OrderLifeCycleTypeValid => facts.order_life_cycle_type_valid(),
-        R::DraftOrderOnSession => facts.draft_order_on_session(),
-        R::NoErrorOutputs => facts.no_error_outputs(),
-        R::DeliveryMethodOffered => facts.delivery_method_offered(),
-        // Checked by the engine once the inline run ended, never before a decision.
-        R::InlineOperationCompleted => Ok(()),
-        // A worker's fences, which no user command lists (see `fence_of`).
-        R::OperationExists
-        | R::OperationRow
-        | R::AttemptCurrent
-        | R::LeaseEnded
-        | R::SessionNodeRow => Ok(()),
-        R::NoOperationInProgress => facts.no_operation_in_progress(),
+    Facts::new(table, snapshot, command, now).evaluate(requirement)
+}
+
+/// The first guard of `command`'s event that `snapshot` does not meet, as the refusal the
+/// caller gets; `Ok` when every guard holds. The facts are gathered once for all guards.
+pub(crate) fn first_unmet(
+    table: &TransitionTable,
+    snapshot: &Snapshot,
+    command: &Command,
+    now: DateTime<Utc>,
+) -> Result<(), Unmet> {
+    let facts = Facts::new(table, snapshot, command, now);
+    for g in guards(facts.event) {
+        facts.evaluate(g.requirement).map_err(|message| Unmet {
+            requirement: g.requirement,
+            code: g.code,
+            status: g.status,
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+impl Facts<'_> {
+    fn evaluate(&self, requirement: Requirement) -> Result<(), String> {
+        let facts = self;
+        match requirement {
+            R::CallerMayInvoke => facts.caller_may_invoke(),
+            R::CartIdValid => facts.cart_id_valid(),
+            R::SessionIdValid => facts.session_id_valid(),
+            R::CallerCanEditCart => facts.caller_can_edit_cart(),
+            R::EffectiveAccountValid => facts.effective_account_valid(),
+            R::CallerIsStoreMember => facts.caller_is_store_member(),
+            R::CartRow => facts.cart_row(),
+            R::InitialStateIsEntry => facts.initial_state_is_entry(),
+            R::CheckoutEnabled => facts.checkout_enabled(),
+            R::SessionNotExpired => facts.session_not_expired(),
+            R::SessionRow => facts.session_row(),
+            R::SessionStateRow => facts.session_state_row(),
+            R::SessionPhaseRow => facts.session_phase_row(),
+            R::StepRow => facts.step_row(),
+            R::NextStateRow => facts.next_state_row(),
+            R::ExpectedStateMatches => facts.expected_state_matches(),
+            R::TargetIsNextStep => facts.target_is_next_step(),
+            R::ScreenInputsGiven => facts.screen_inputs_given(),
+            R::EditValid => facts.edit_valid(),
+            R::OrderNotActivated => facts.order_not_activated(),
+            R::OrderStatusIsActivate => facts.order_status_is_activate(),
+            R::OrderLifeCycleTypeValid => facts.order_life_cycle_type_valid(),
+            R::DraftOrderOnSession => facts.draft_order_on_session(),
+            R::NoErrorOutputs => facts.no_error_outputs(),
+            R::DeliveryMethodOffered => facts.delivery_method_offered(),
+            // Checked by the engine once the inline run ended, never before a decision.
+            R::InlineOperationCompleted => Ok(()),
+            // A worker's fences, which no user command lists (see `fence_of`).
+            R::OperationExists
+            | R::OperationRow
+            | R::AttemptCurrent
+            | R::LeaseEnded
+            | R::SessionNodeRow => Ok(()),
+            R::NoOperationInProgress => facts.no_operation_in_progress(),
+        }
     }
 }
 
@@ -472,6 +492,31 @@ struct Facts<'a> {
     command: &'a Command,
     event: Event,
     now: DateTime<Utc>,
+    /// The session's node as a user command sees it: an archived session is `Archived`,
+    /// wherever it ended.
+    here: SessionNode,
+}
+
+impl<'a> Facts<'a> {
+    fn new(
+        table: &'a TransitionTable,
+        snapshot: &'a Snapshot,
+        command: &'a Command,
+        now: DateTime<Utc>,
+    ) -> Facts<'a> {
+        let here = match snapshot.session.as_ref() {
+            Some(s) if s.is_archived => SessionNode::Archived,
+            session => active_session_node(table, session, snapshot.operation.as_ref()),
+        };
+        Facts {
+            table,
+            snapshot,
+            command,
+            event: command.event(table),
+            now,
+            here,
+        }
+    }
 }
 
 impl Facts<'_> {
@@ -685,23 +730,14 @@ impl Facts<'_> {
         ))
     }
 
-    /// The session's node as a user command sees it: an archived session is `Archived`,
-    /// wherever it ended.
-    fn session_here(&self) -> SessionNode {
-        match self.session() {
-            Some(s) if s.is_archived => SessionNode::Archived,
-            session => active_session_node(self.table, session, self.snapshot.operation.as_ref()),
-        }
-    }
-
     /// Whether a row (or stay row) of the event leaves a session node that agrees with the
     /// session's on `part`.
     fn session_agrees(&self, part: Part) -> bool {
-        let here = self.session_here();
+        let here = self.here;
         self.table
-            .sources(self.event)
-            .into_iter()
-            .any(|from| matches!(from, Node::Session(from) if agrees(from, here, part)))
+            .sources_of(self.event)
+            .iter()
+            .any(|&from| matches!(from, Node::Session(from) if agrees(from, here, part)))
     }
 
     /// What is wrong with a session that is absent or archived, or `None` for an active one.
@@ -998,7 +1034,7 @@ impl Facts<'_> {
     /// Whether the start row that applies to the session at its State archives it (a
     /// restart), whatever its lock: a locked session is refused later, for its lock.
     fn start_restarts(&self) -> bool {
-        let node = match self.session_here() {
+        let node = match self.here {
             SessionNode::At(state, _) => SessionNode::At(state, Phase::Open),
             other => other,
         };
@@ -1231,17 +1267,16 @@ pub(crate) fn unmet(
     now: DateTime<Utc>,
 ) -> Vec<Unmet> {
     let snapshot = &*as_seen_by_caller(snapshot);
-    guards(command.event(table))
+    let facts = Facts::new(table, snapshot, command, now);
+    guards(facts.event)
         .iter()
         .filter_map(|g| {
-            evaluate(g.requirement, table, snapshot, command, now)
-                .err()
-                .map(|message| Unmet {
-                    requirement: g.requirement,
-                    code: g.code,
-                    status: g.status,
-                    message,
-                })
+            facts.evaluate(g.requirement).err().map(|message| Unmet {
+                requirement: g.requirement,
+                code: g.code,
+                status: g.status,
+                message,
+            })
         })
         .collect()
 }

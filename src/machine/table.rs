@@ -226,9 +226,10 @@ pub enum TableError {
 pub struct TransitionTable {
     template: Template,
     rows: Vec<Transition>,
-    by_event_and_source: BTreeMap<(Event, Node), usize>,
-    stays: BTreeMap<(Event, Node), Transition>,
+    /// The rows (by their place in `rows`), stay rows and sources of each event.
+    by_event: BTreeMap<Event, EventIndex>,
     states: BTreeSet<SessionState>,
+    terminal: Option<SessionState>,
 }
 
 /// The nodes a machine can be in without any transition having happened: a cart is created
@@ -257,12 +258,9 @@ impl TransitionTable {
         for row in &mut rows {
             row.name = template.transition_name(row.event).map(str::to_owned);
         }
-        let mut by_event_and_source = BTreeMap::new();
-        for (index, row) in rows.iter().enumerate() {
-            if by_event_and_source
-                .insert((row.event, row.from), index)
-                .is_some()
-            {
+        let mut sources = BTreeSet::new();
+        for row in &rows {
+            if !sources.insert((row.event, row.from)) {
                 return Err(TableError::Ambiguous {
                     event: row.event.to_string(),
                     from: row.from.to_string(),
@@ -278,12 +276,14 @@ impl TransitionTable {
                 _ => None,
             })
             .collect();
+        let terminal = terminal_of(&template);
+        let by_event = index_by_event(&rows, &stays);
         let table = TransitionTable {
             template,
             rows,
-            by_event_and_source,
-            stays,
+            by_event,
             states,
+            terminal,
         };
         table.check_reachable()?;
         Ok(table)
@@ -306,16 +306,17 @@ impl TransitionTable {
 
     /// The row `event` fires from `from`, if any.
     pub fn find(&self, event: Event, from: Node) -> Option<&Transition> {
-        self.by_event_and_source
-            .get(&(event, from))
-            .map(|&index| &self.rows[index])
+        let index = self.by_event.get(&event)?;
+        let &(_, row) = index.rows.iter().find(|(source, _)| *source == from)?;
+        Some(&self.rows[row])
     }
 
     /// The stay row `event` fires from `node`: the event may fire there while that machine
     /// keeps its node (the cart of an async step stays in Checkout). Stay rows are
     /// preconditions: they move nothing, so they are not drawn and reach no node.
     pub fn find_stay(&self, event: Event, node: Node) -> Option<&Transition> {
-        self.stays.get(&(event, node))
+        let index = self.by_event.get(&event)?;
+        index.stays.iter().find(|row| row.from == node)
     }
 
     /// The row or the stay row `event` fires from `node`, if any.
@@ -332,22 +333,19 @@ impl TransitionTable {
 
     /// Every node `event` may fire from (rows and stay rows), sorted.
     pub fn sources(&self, event: Event) -> BTreeSet<Node> {
-        let moving = self
-            .rows
-            .iter()
-            .filter(|r| r.event == event)
-            .map(|r| r.from);
-        let staying = self
-            .stays
-            .keys()
-            .filter(|(e, _)| *e == event)
-            .map(|&(_, node)| node);
-        moving.chain(staying).collect()
+        self.sources_of(event).iter().copied().collect()
+    }
+
+    /// [`TransitionTable::sources`] as the table keeps it: sorted, without building a set.
+    pub(crate) fn sources_of(&self, event: Event) -> &[Node] {
+        self.by_event
+            .get(&event)
+            .map_or(&[], |index| index.sources.as_slice())
     }
 
     /// The template's terminal State: a session archived there keeps its node.
     pub fn terminal(&self) -> Option<SessionState> {
-        terminal_of(&self.template)
+        self.terminal
     }
 
     /// Whether a closing row (a screen's move into the terminal step) enters the State
@@ -411,25 +409,39 @@ impl TransitionTable {
         from: Node,
         change: impl FnOnce(&mut Transition),
     ) -> TransitionTable {
-        let index = self.by_event_and_source[&(event, from)];
-        change(&mut self.rows[index]);
-        self.by_event_and_source = self
+        let index = self
             .rows
             .iter()
-            .enumerate()
-            .map(|(index, row)| ((row.event, row.from), index))
-            .collect();
+            .position(|row| row.event == event && row.from == from)
+            .expect("the row to change exists");
+        change(&mut self.rows[index]);
+        self.by_event = index_by_event(&self.rows, &self.stays());
         self
     }
 
     /// The table with a stay row for `event` at `node` added (`stays`) or removed.
     pub(crate) fn with_stay(mut self, event: Event, node: Node, stays: bool) -> TransitionTable {
+        let mut rows = self.stays();
         if stays {
-            self.stays.insert((event, node), row(event, node, node));
+            rows.insert((event, node), row(event, node, node));
         } else {
-            self.stays.remove(&(event, node));
+            rows.remove(&(event, node));
         }
+        self.by_event = index_by_event(&self.rows, &rows);
         self
+    }
+
+    /// Every stay row, by event and node.
+    fn stays(&self) -> BTreeMap<(Event, Node), Transition> {
+        self.by_event
+            .iter()
+            .flat_map(|(&event, index)| {
+                index
+                    .stays
+                    .iter()
+                    .map(move |r| ((event, r.from), r.clone()))
+            })
+            .collect()
     }
 }
 
@@ -937,6 +949,41 @@ fn archive_rows(rows: &[Transition], terminal: Option<SessionState>) -> Vec<Tran
 }
 
 /// The template's terminal State.
+/// One event's part of the table, as every command asks it: found by the event, then by a
+/// short scan, where a map keyed by event and node compares whole nodes at each level.
+#[derive(Debug, Clone, Default)]
+struct EventIndex {
+    /// Each row's source, and the row's place in the table's rows.
+    rows: Vec<(Node, usize)>,
+    /// The stay rows.
+    stays: Vec<Transition>,
+    /// Every node the event fires from (rows and stay rows), sorted, without repeats.
+    sources: Vec<Node>,
+}
+
+/// The [`EventIndex`] of every event with a row or a stay row.
+fn index_by_event(
+    rows: &[Transition],
+    stays: &BTreeMap<(Event, Node), Transition>,
+) -> BTreeMap<Event, EventIndex> {
+    let mut by_event: BTreeMap<Event, EventIndex> = BTreeMap::new();
+    for (place, row) in rows.iter().enumerate() {
+        let index = by_event.entry(row.event).or_default();
+        index.rows.push((row.from, place));
+        index.sources.push(row.from);
+    }
+    for (&(event, node), row) in stays {
+        let index = by_event.entry(event).or_default();
+        index.stays.push(row.clone());
+        index.sources.push(node);
+    }
+    for index in by_event.values_mut() {
+        index.sources.sort();
+        index.sources.dedup();
+    }
+    by_event
+}
+
 fn terminal_of(template: &Template) -> Option<SessionState> {
     template
         .steps
