@@ -281,7 +281,7 @@ fn provider_benches(c: &mut Criterion) {
             .find(|c| c.id == cart_id)
             .expect("the bulk cart")
             .clone();
-        let items = data
+        let items: Vec<_> = data
             .items
             .iter()
             .filter(|i| i.cart_id == cart_id)
@@ -290,7 +290,7 @@ fn provider_benches(c: &mut Criterion) {
         let request = IntegrationRequest {
             operation_id: SfId::from_number(KeyPrefix::BackgroundOperation, BENCH_IDS_FROM),
             cart,
-            items,
+            items: items.into(),
             order: None,
         };
         let verdict = table.check_inventory(&request).expect("the check runs");

@@ -2423,7 +2423,7 @@ impl Model {
                 status: c.status,
                 ..c.record.clone()
             },
-            items: c.items.clone(),
+            items: c.items.clone().into(),
             order: order.map(|order| order.record(&c.record)),
         };
         match provider.run(&request) {
@@ -5298,7 +5298,7 @@ impl Harness {
             let request = IntegrationRequest {
                 operation_id: id(KeyPrefix::BackgroundOperation, UNKNOWN),
                 cart: fresh.clone(),
-                items: lines.clone(),
+                items: lines.clone().into(),
                 order: None,
             };
             match self

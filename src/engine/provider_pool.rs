@@ -127,7 +127,7 @@ mod tests {
         IntegrationRequest {
             operation_id: sample::store_id(),
             cart: data.carts[0].clone(),
-            items: Vec::new(),
+            items: Vec::new().into(),
             order: None,
         }
     }

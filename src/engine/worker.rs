@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::engine::Engine;
 use crate::engine::Input;
-use crate::engine::provider_pool::ProviderPool;
+use crate::engine::provider_pool::{Answer, ProviderPool};
 use crate::error::CheckoutError;
 use crate::integrations::{CartPatch, IntegrationRequest, PatchContext, Provider, Verdict};
 use crate::machine::amounts;
@@ -19,8 +19,8 @@ use crate::machine::{
     Action, CartUpdate, CustomAction, Snapshot, StepOutcome, ValidationMessage, WorkerCommand,
 };
 use crate::model::{
-    BackgroundOperation, CartDeliveryGroup, KeyPrefix, Level, Order, OrderDeliveryGroup, OrderItem,
-    OrderLifeCycleType, OrderStatus, ProviderKind, SfId, WebCart,
+    BackgroundOperation, CartDeliveryGroup, CartItem, KeyPrefix, Level, Order, OrderDeliveryGroup,
+    OrderItem, OrderLifeCycleType, OrderStatus, ProviderKind, SfId, WebCart,
 };
 
 /// A payment step passes only on an authorisation, under a reference, of exactly the
@@ -346,14 +346,14 @@ impl Engine {
             };
             return Ok((StepOutcome::Failed(vec![message]), None));
         }
-        let items = self.store.cart_items(&cart.id)?;
+        let items = self.store.cart_items_shared(&cart.id)?;
         let order = match op.provider_kind {
             Some(ProviderKind::Payment) => self.order_of(op)?,
             _ => None,
         };
         let request = IntegrationRequest {
             operation_id: op.id,
-            items: items.clone(),
+            items: Arc::clone(&items),
             cart: cart.clone(),
             order: order.clone(),
         };
@@ -431,7 +431,7 @@ impl Engine {
 
     /// `cartToOrderAction`'s work: a Draft order with one line per cart line.
     fn draft_order(&self, cart: &WebCart) -> Result<OrderOutcome, CheckoutError> {
-        let items = self.store.cart_items(&cart.id)?;
+        let items: Arc<[CartItem]> = self.store.cart_items(&cart.id)?.into();
         if items.is_empty() {
             let message = ValidationMessage {
                 level: Level::Error,
@@ -642,11 +642,12 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-text payload".into())
 }
 
-/// Runs the provider on a thread of the engine's provider pool so a timeout can be enforced
-/// and a panic contained, renewing the claim every `heartbeat` while it works. A provider
-/// that overruns is abandoned: its thread finishes in the background and its answer is
-/// dropped. When a heartbeat finds the claim gone (cancelled, or taken over), waiting stops at
-/// once.
+/// Runs the provider so that a timeout can be enforced and a panic contained, renewing the
+/// claim every `heartbeat` while it works: on a thread of the engine's provider pool, or on
+/// this thread when it only computes in memory ([`Provider::computes_in_memory`]). A pooled
+/// provider that overruns is abandoned: its thread finishes in the background and its answer
+/// is dropped. When a heartbeat finds the claim gone (cancelled, or taken over), waiting stops
+/// at once.
 fn call_provider(
     pool: &ProviderPool,
     provider: Provider,
@@ -655,6 +656,9 @@ fn call_provider(
     heartbeat: Duration,
     beat: &dyn Fn() -> bool,
 ) -> (StepOutcome, Option<CartPatch>) {
+    if provider.computes_in_memory() {
+        return outcome_of(call_in_place(&provider, &request, timeout), timeout);
+    }
     let rx = match pool.call(provider, request) {
         Ok(rx) => rx,
         Err(reason) => return (StepOutcome::SystemFailure(reason), None),
@@ -672,6 +676,29 @@ fn call_provider(
             other => break other,
         }
     };
+    outcome_of(answer, timeout)
+}
+
+/// Runs an in-memory provider on this thread: its answer, or its panic, or a timeout when
+/// it answered later than `timeout` (the answer is then dropped, as a pooled one would be).
+fn call_in_place(
+    provider: &Provider,
+    request: &IntegrationRequest,
+    timeout: Duration,
+) -> Result<Answer, mpsc::RecvTimeoutError> {
+    let started = Instant::now();
+    let answer = panic::catch_unwind(AssertUnwindSafe(|| provider.run(request)));
+    if started.elapsed() > timeout {
+        return Err(mpsc::RecvTimeoutError::Timeout);
+    }
+    Ok(answer)
+}
+
+/// The step's outcome from a provider's answer (or the lack of one), and its patch.
+fn outcome_of(
+    answer: Result<Answer, mpsc::RecvTimeoutError>,
+    timeout: Duration,
+) -> (StepOutcome, Option<CartPatch>) {
     let outcome = match answer {
         Ok(Ok(Ok(Verdict::Passed))) => StepOutcome::Passed,
         Ok(Ok(Ok(Verdict::Updated(patch)))) => return (StepOutcome::Passed, Some(patch)),

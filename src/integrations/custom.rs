@@ -83,6 +83,11 @@ impl CreditLimit {
 }
 
 impl CustomProvider for CreditLimit {
+    /// A table lookup in memory: run on the worker's own thread.
+    fn computes_in_memory(&self) -> bool {
+        true
+    }
+
     fn run_step(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
         self.validate()?;
         let cart = &request.cart;

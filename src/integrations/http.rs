@@ -346,7 +346,7 @@ mod tests {
             .find(|c| c.id == SampleCart::InStock.id())
             .cloned()
             .unwrap();
-        let items = data
+        let items: Vec<_> = data
             .items
             .iter()
             .filter(|i| i.cart_id == cart.id)
@@ -355,7 +355,7 @@ mod tests {
         IntegrationRequest {
             operation_id: SfId::from_number(crate::model::KeyPrefix::BackgroundOperation, 1),
             cart,
-            items,
+            items: items.into(),
             order: None,
         }
     }

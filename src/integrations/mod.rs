@@ -45,8 +45,9 @@ pub struct IntegrationRequest {
     pub operation_id: SfId,
     /// The cart.
     pub cart: WebCart,
-    /// The cart's lines.
-    pub items: Vec<CartItem>,
+    /// The cart's lines, shared: the worker keeps them to apply the provider's answer to,
+    /// so a large cart's lines are read once and copied for nobody.
+    pub items: Arc<Vec<CartItem>>,
     /// The session's order, for the payment step: it authorises the order's total, which is
     /// what the buyer pays for. `None` for the other steps.
     pub order: Option<Order>,
@@ -260,6 +261,17 @@ macro_rules! provider_trait {
         pub trait $name: Send + Sync + 'static {
             /// Runs the check on the request's cart.
             fn $method(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError>;
+
+            /// Whether the check only computes from the request and the provider's own data,
+            /// in memory and in bounded time: no I/O, no lock it could wait on. The worker then
+            /// runs it on its own thread, still under `catch_unwind` (a panic fails the
+            /// operation) and still timed (an answer later than the timeout is the timeout's
+            /// failure), instead of handing it to a provider thread, which costs two thread
+            /// switches a call. It renews no lease while it runs. A check that may block keeps
+            /// the default, `false`.
+            fn computes_in_memory(&self) -> bool {
+                false
+            }
         }
 
         impl<F> $name for F
@@ -354,6 +366,21 @@ impl Provider {
             Provider::Payment(p) => p.authorize_payment(request),
             Provider::Custom(p) => p.run_step(request),
             Provider::Internal => Ok(Verdict::Passed),
+        }
+    }
+
+    /// Whether the provider only computes in memory, in bounded time: see
+    /// [`InventoryProvider::computes_in_memory`]. Internal data always does.
+    pub fn computes_in_memory(&self) -> bool {
+        match self {
+            Provider::Inventory(p) => p.computes_in_memory(),
+            Provider::Price(p) => p.computes_in_memory(),
+            Provider::Promotions(p) => p.computes_in_memory(),
+            Provider::Shipment(p) => p.computes_in_memory(),
+            Provider::Tax(p) => p.computes_in_memory(),
+            Provider::Payment(p) => p.computes_in_memory(),
+            Provider::Custom(p) => p.computes_in_memory(),
+            Provider::Internal => true,
         }
     }
 

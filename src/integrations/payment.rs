@@ -91,6 +91,11 @@ impl TokenGateway {
 }
 
 impl PaymentProvider for TokenGateway {
+    /// A table lookup in memory: run on the worker's own thread.
+    fn computes_in_memory(&self) -> bool {
+        true
+    }
+
     fn authorize_payment(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
         self.validate()?;
         let cart = &request.cart;

@@ -151,6 +151,11 @@ impl PriceBook {
 }
 
 impl PriceProvider for PriceBook {
+    /// A table lookup in memory: run on the worker's own thread.
+    fn computes_in_memory(&self) -> bool {
+        true
+    }
+
     fn price_cart(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
         self.validate()?;
         let account = request.cart.account_id;
@@ -271,7 +276,7 @@ pub(super) mod testing {
         IntegrationRequest {
             operation_id: SfId::from_number(KeyPrefix::BackgroundOperation, 7),
             cart,
-            items,
+            items: items.into(),
             order: None,
         }
     }

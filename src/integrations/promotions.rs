@@ -109,6 +109,11 @@ struct Line {
 }
 
 impl PromotionsProvider for Promotions {
+    /// A table lookup in memory: run on the worker's own thread.
+    fn computes_in_memory(&self) -> bool {
+        true
+    }
+
     fn apply_promotions(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
         self.validate()?;
         let mut problems = Vec::new();

@@ -242,6 +242,11 @@ impl ShippingRates {
 }
 
 impl ShipmentProvider for ShippingRates {
+    /// A table lookup in memory: run on the worker's own thread.
+    fn computes_in_memory(&self) -> bool {
+        true
+    }
+
     fn calculate_shipment(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
         self.validate()?;
         let uses = |basis| self.methods.iter().any(|m| m.basis == basis);

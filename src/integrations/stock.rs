@@ -44,6 +44,11 @@ fn problem(message: String, related: SfId) -> ValidationMessage {
 }
 
 impl InventoryProvider for StockTable {
+    /// A table lookup in memory: run on the worker's own thread.
+    fn computes_in_memory(&self) -> bool {
+        true
+    }
+
     fn check_inventory(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
         let products: Vec<_> = request
             .items
@@ -128,7 +133,7 @@ mod tests {
             id(KeyPrefix::User, 1),
             CartStatus::Checkout,
         );
-        let items = lines
+        let items: Vec<_> = lines
             .iter()
             .enumerate()
             .map(|(n, (sku, qty, kind))| CartItem {
@@ -144,7 +149,7 @@ mod tests {
         IntegrationRequest {
             operation_id: id(KeyPrefix::BackgroundOperation, 1),
             cart,
-            items,
+            items: items.into(),
             order: None,
         }
     }

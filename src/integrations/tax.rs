@@ -115,6 +115,11 @@ impl TaxTable {
 pub(crate) const SALES_TAX: &str = "Sales Tax";
 
 impl TaxProvider for TaxTable {
+    /// A table lookup in memory: run on the worker's own thread.
+    fn computes_in_memory(&self) -> bool {
+        true
+    }
+
     fn calculate_taxes(&self, request: &IntegrationRequest) -> Result<Verdict, ProviderError> {
         self.validate()?;
         let cart = &request.cart;

@@ -1,7 +1,7 @@
 //! The in-memory store: the reference implementation of the [`Store`] contract.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
 
@@ -23,7 +23,9 @@ struct Tables {
     accounts: HashMap<SfId, Account>,
     users: HashMap<SfId, User>,
     carts: HashMap<SfId, WebCart>,
-    items: HashMap<SfId, Vec<CartItem>>,
+    /// Each cart's lines, shared with the readers of [`Store::cart_items_shared`]: a commit
+    /// that writes them while a reader holds them copies them first.
+    items: HashMap<SfId, Arc<Vec<CartItem>>>,
     /// Line -> its cart.
     line_cart: HashMap<SfId, SfId>,
     stock: Vec<StockLevel>,
@@ -296,7 +298,7 @@ impl Tables {
         let removed: HashSet<SfId> = changes.removed_items.iter().copied().collect();
         for cart in &changes.carts {
             if let Some(lines) = self.items.get_mut(&cart.id) {
-                lines.retain(|l| !removed.contains(&l.id));
+                Arc::make_mut(lines).retain(|l| !removed.contains(&l.id));
             }
             for id in &removed {
                 if self.line_cart.get(id) == Some(&cart.id) {
@@ -306,7 +308,7 @@ impl Tables {
         }
         let mut at: HashMap<SfId, HashMap<SfId, usize>> = HashMap::new();
         for item in &changes.items {
-            let lines = self.items.entry(item.cart_id).or_default();
+            let lines = Arc::make_mut(self.items.entry(item.cart_id).or_default());
             let index = at
                 .entry(item.cart_id)
                 .or_insert_with(|| lines.iter().enumerate().map(|(i, l)| (l.id, i)).collect());
@@ -380,7 +382,7 @@ impl MemoryStore {
         };
         for item in data.items {
             t.line_cart.insert(item.id, item.cart_id);
-            t.items.entry(item.cart_id).or_default().push(item);
+            Arc::make_mut(t.items.entry(item.cart_id).or_default()).push(item);
         }
         t.stock = data.stock;
         for session in data.sessions {
@@ -419,7 +421,7 @@ impl MemoryStore {
             accounts: sorted(t.accounts.values().cloned(), |r| r.id),
             users: sorted(t.users.values().cloned(), |r| r.id),
             carts: sorted(t.carts.values().cloned(), |r| r.id),
-            items: sorted(t.items.values().flatten().cloned(), |r| r.id),
+            items: sorted(t.items.values().flat_map(|l| l.iter()).cloned(), |r| r.id),
             stock: t.stock.clone(),
             sessions: sorted(t.sessions.values().cloned(), |r| r.id),
             operations: sorted(t.operations.values().cloned(), |r| r.id),
@@ -461,7 +463,11 @@ impl Store for MemoryStore {
         if reads.lines
             && let Some(cart) = &snapshot.cart
         {
-            snapshot.lines = t.items.get(&cart.id).cloned().unwrap_or_default();
+            snapshot.lines = t
+                .items
+                .get(&cart.id)
+                .map(|l| l.to_vec())
+                .unwrap_or_default();
         }
         if let Some(user) = &reads.user {
             snapshot.user = t.users.get(user).cloned();
@@ -527,13 +533,26 @@ impl Store for MemoryStore {
     }
 
     fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError> {
+        Ok(self
+            .read()
+            .items
+            .get(cart_id)
+            .map(|l| l.to_vec())
+            .unwrap_or_default())
+    }
+
+    fn cart_items_shared(&self, cart_id: &SfId) -> Result<Arc<Vec<CartItem>>, StoreError> {
         Ok(self.read().items.get(cart_id).cloned().unwrap_or_default())
     }
 
     fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError> {
         let t = self.read();
         let lines = t.line_cart.get(id).and_then(|cart| t.items.get(cart));
-        Ok(lines.into_iter().flatten().find(|l| l.id == *id).cloned())
+        Ok(lines
+            .into_iter()
+            .flat_map(|l| l.iter())
+            .find(|l| l.id == *id)
+            .cloned())
     }
 
     fn validation_output(&self, id: &SfId) -> Result<Option<CartValidationOutput>, StoreError> {

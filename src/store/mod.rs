@@ -9,6 +9,8 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -281,6 +283,11 @@ pub trait Store: Send + Sync {
     fn carts_after(&self, after: Option<&SfId>, limit: usize) -> Result<Vec<WebCart>, StoreError>;
     /// A cart's lines.
     fn cart_items(&self, cart_id: &SfId) -> Result<Vec<CartItem>, StoreError>;
+    /// A cart's lines, shared: a store that keeps them in memory hands out its own, so that
+    /// a worker reads a large cart without copying it. By default, [`Store::cart_items`].
+    fn cart_items_shared(&self, cart_id: &SfId) -> Result<Arc<Vec<CartItem>>, StoreError> {
+        Ok(Arc::new(self.cart_items(cart_id)?))
+    }
     /// A cart line by ID.
     fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError>;
     /// A CartValidationOutput by ID.
