@@ -952,6 +952,50 @@ fn print_store(name: &str, f: &Value) {
     );
 }
 
+/// Measures one section and prints it (see [`only_section`]).
+fn measure_only(plan: &Plan, section: &str) {
+    match section {
+        "durable" => {
+            for target in [
+                Target::sqlite(Durability::Normal),
+                Target::sqlite(Durability::Full),
+            ] {
+                print_store(target.durable.name(), &durable_figures(plan, &target));
+            }
+        }
+        "decide" => {
+            let (decide_ns, match_ns) = decide_figures(plan);
+            println!("decide {decide_ns:.0} ns, hand-written match {match_ns:.0} ns");
+        }
+        "memory" => {
+            let (decide_ns, match_ns) = decide_figures(plan);
+            let checkout_per_s = memory_checkouts(plan);
+            println!(
+                "memory: checkout {checkout_per_s:.0}/s; decide {decide_ns:.0} ns, \
+                 hand-written match {match_ns:.0} ns"
+            );
+        }
+        "workers" => println!("workers_postgres: {}", worker_figures(plan)),
+        _ => println!("lines: {}", lines_figures(plan)),
+    }
+    println!("--only {section}: no report written");
+}
+
+/// The section `--only <name>` names (`durable`, `decide`, `memory`, `workers`, `lines`), if
+/// any: a
+/// profiling aid that measures that section alone and writes no report.
+fn only_section() -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let at = args.iter().position(|a| a == "--only")?;
+    let name = args.get(at + 1).cloned().unwrap_or_default();
+    let known = ["durable", "decide", "memory", "workers", "lines"];
+    assert!(
+        known.contains(&name.as_str()),
+        "--only takes one of {known:?}, not {name:?}"
+    );
+    Some(name)
+}
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let plan = if bench { Plan::BENCH } else { Plan::SMOKE };
@@ -961,6 +1005,10 @@ fn main() {
         support::start_with_fsync(),
         "the PostgreSQL cluster started before fsync was asked for"
     );
+    if let Some(section) = only_section() {
+        measure_only(&plan, &section);
+        return;
+    }
 
     let rows =
         InventoryRows::of(&prepared_recording(1, Stage::InventoryLocked).inventory_commits[0]);
