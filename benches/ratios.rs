@@ -89,26 +89,42 @@ impl Plan {
     /// The median rate (units per second) of this plan's runs of `batch`, each run timing
     /// batches until `budget_ms` of timed work.
     fn rate(&self, budget_ms: u64, mut batch: impl FnMut() -> Timed) -> f64 {
-        if self.warm_up {
-            batch();
-        }
-        let budget = Duration::from_millis(budget_ms) * self.budget_scale;
-        let mut rates: Vec<f64> = (0..self.runs)
-            .map(|_| {
-                let (mut time, mut units) = (Duration::ZERO, 0);
-                loop {
-                    let timed = batch();
-                    time += timed.elapsed;
-                    units += timed.units;
-                    if time >= budget {
-                        break;
-                    }
-                }
-                units as f64 / time.as_secs_f64().max(1e-9)
-            })
-            .collect();
-        median(&mut rates)
+        self.rates_side_by_side(&mut [(budget_ms, &mut batch)])[0]
     }
+
+    /// [`Plan::rate`] of several figures whose runs take turns (the first figure's run, the
+    /// second's, ..., then the first's again), so that a drift of the machine (a disk whose
+    /// flushes slow down, a neighbour starting) falls on all of them, not on the one measured
+    /// last: a ratio of two of them is then measured side by side.
+    fn rates_side_by_side(&self, figures: &mut [(u64, &mut dyn FnMut() -> Timed)]) -> Vec<f64> {
+        if self.warm_up {
+            figures.iter_mut().for_each(|(_, batch)| {
+                batch();
+            });
+        }
+        let mut rates = vec![Vec::new(); figures.len()];
+        for _ in 0..self.runs {
+            for (figure, (budget_ms, batch)) in figures.iter_mut().enumerate() {
+                let budget = Duration::from_millis(*budget_ms) * self.budget_scale;
+                rates[figure].push(run_rate(budget, batch));
+            }
+        }
+        rates.iter_mut().map(|runs| median(runs)).collect()
+    }
+}
+
+/// One run: batches until `budget` of timed work, and their units per second.
+fn run_rate(budget: Duration, batch: &mut dyn FnMut() -> Timed) -> f64 {
+    let (mut time, mut units) = (Duration::ZERO, 0);
+    loop {
+        let timed = batch();
+        time += timed.elapsed;
+        units += timed.units;
+        if time >= budget {
+            break;
+        }
+    }
+    units as f64 / time.as_secs_f64().max(1e-9)
 }
 
 /// The timed part of one batch.
@@ -472,7 +488,9 @@ fn durable_figures(plan: &Plan, target: &Target) -> Value {
     let mut raw = target.raw(&sample_rows);
     raw.inventory_rows(&sample_rows);
 
-    let raw_txn_per_s = plan.rate(400, || {
+    // The raw transaction and the plain one share a connection.
+    let raw = std::cell::RefCell::new(raw);
+    let mut raw_txn = || {
         let part = prepared_recording(batch, Stage::InventoryLocked);
         target.raw_store.import(&part.data);
         let rows: Vec<InventoryRows> = part
@@ -480,33 +498,50 @@ fn durable_figures(plan: &Plan, target: &Target) -> Value {
             .iter()
             .map(InventoryRows::of)
             .collect();
+        let mut raw = raw.borrow_mut();
         timed(batch, || rows.iter().for_each(|r| raw.inventory_rows(r)))
-    });
+    };
     let mut n = 0;
-    let raw_update_insert_per_s = plan.rate(400, || {
+    let mut raw_update_insert = || {
+        let mut raw = raw.borrow_mut();
         timed(batch, || {
             for _ in 0..batch {
                 n += 1;
                 raw.update_insert(n);
             }
         })
-    });
-    let action_per_s = plan.rate(600, || {
+    };
+    let mut action = || {
         let part = prepared(batch, Stage::InventoryLocked);
         target.durable.import(&part.data);
         timed(batch, || {
             part.carts.iter().for_each(|c| invoke_inventory(&engine, c))
         })
-    });
-    let commits = commits_per_checkout(target);
+    };
     let checkouts = target.batch(10, 4);
-    let checkout_per_s = plan.rate(1_500, || {
+    let mut checkout = || {
         let part = prepared(checkouts, Stage::Active);
         target.durable.import(&part.data);
         timed(checkouts, || {
             part.carts.iter().for_each(|c| check_out(&engine, c))
         })
-    });
+    };
+    let rates = plan.rates_side_by_side(&mut [
+        (400, &mut raw_txn),
+        (400, &mut raw_update_insert),
+        (600, &mut action),
+        (1_500, &mut checkout),
+    ]);
+    let [
+        raw_txn_per_s,
+        raw_update_insert_per_s,
+        action_per_s,
+        checkout_per_s,
+    ] = rates[..]
+    else {
+        unreachable!("four figures, four rates")
+    };
+    let commits = commits_per_checkout(target);
     // A checkout's time over the time of the raw transactions its commits would be.
     let equiv = (1.0 / checkout_per_s) / (commits as f64 / raw_txn_per_s);
     json!({

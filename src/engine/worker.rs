@@ -19,8 +19,8 @@ use crate::machine::{
     Action, CartUpdate, CustomAction, Snapshot, StepOutcome, ValidationMessage, WorkerCommand,
 };
 use crate::model::{
-    BackgroundOperation, CartDeliveryGroup, CartItem, KeyPrefix, Level, Order, OrderDeliveryGroup,
-    OrderItem, OrderLifeCycleType, OrderStatus, ProviderKind, SfId, WebCart,
+    BackgroundOperation, CartDeliveryGroup, KeyPrefix, Level, Order, OrderDeliveryGroup, OrderItem,
+    OrderLifeCycleType, OrderStatus, ProviderKind, SfId, WebCart,
 };
 
 /// A payment step passes only on an authorisation, under a reference, of exactly the
@@ -431,7 +431,7 @@ impl Engine {
 
     /// `cartToOrderAction`'s work: a Draft order with one line per cart line.
     fn draft_order(&self, cart: &WebCart) -> Result<OrderOutcome, CheckoutError> {
-        let items: Arc<[CartItem]> = self.store.cart_items(&cart.id)?.into();
+        let items = self.store.cart_items(&cart.id)?;
         if items.is_empty() {
             let message = ValidationMessage {
                 level: Level::Error,

@@ -1,6 +1,6 @@
 //! The built-in inventory provider: a stock table per store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use rust_decimal::Decimal;
 
@@ -62,8 +62,10 @@ impl InventoryProvider for StockTable {
             )]));
         }
         let mut problems = Vec::new();
-        // Lines sharing a SKU are summed before comparing with stock (BTreeMap: stable order).
-        let mut wanted: BTreeMap<&str, (Decimal, SfId)> = BTreeMap::new();
+        // Lines sharing a SKU are summed before comparing with stock: a map from SKU to its
+        // place in `wanted`, in the order of the lines.
+        let mut place: HashMap<&str, usize> = HashMap::with_capacity(products.len());
+        let mut wanted: Vec<(&str, Decimal, SfId)> = Vec::with_capacity(products.len());
         for item in products {
             let sku = item.sku.as_deref().map(str::trim).unwrap_or_default();
             if sku.is_empty() {
@@ -86,33 +88,54 @@ impl InventoryProvider for StockTable {
                 ));
                 continue;
             }
-            let entry = wanted.entry(sku).or_insert((Decimal::ZERO, item.id));
-            entry.0 += item.quantity;
+            let at = *place.entry(sku).or_insert_with(|| {
+                wanted.push((sku, Decimal::ZERO, item.id));
+                wanted.len() - 1
+            });
+            wanted[at].1 += item.quantity;
         }
-        for (sku, (quantity, first_line)) in wanted {
-            let quantity = quantity.normalize();
-            match self.available(sku) {
-                None => problems.push(problem(
-                    format!(
-                        "SKU {sku}: {quantity} wanted, 0 available (unknown to the stock source)."
-                    ),
-                    first_line,
-                )),
-                Some(available) if available < quantity => problems.push(problem(
-                    format!(
-                        "SKU {sku}: {quantity} wanted, only {} available.",
-                        available.normalize()
-                    ),
-                    first_line,
-                )),
-                Some(_) => {}
-            }
-        }
+        problems.extend(self.short_stock(wanted));
         Ok(if problems.is_empty() {
             Verdict::Passed
         } else {
             Verdict::Failed(problems)
         })
+    }
+}
+
+impl StockTable {
+    /// One problem per SKU that is unknown or short of what its lines want, in SKU order.
+    fn short_stock(&self, wanted: Vec<(&str, Decimal, SfId)>) -> Vec<ValidationMessage> {
+        let mut problems: Vec<(&str, ValidationMessage)> = Vec::new();
+        for (sku, quantity, first_line) in wanted {
+            let quantity = quantity.normalize();
+            match self.available(sku) {
+                None => problems.push((
+                    sku,
+                    problem(
+                        format!(
+                            "SKU {sku}: {quantity} wanted, 0 available (unknown to the stock \
+                             source)."
+                        ),
+                        first_line,
+                    ),
+                )),
+                Some(available) if available < quantity => problems.push((
+                    sku,
+                    problem(
+                        format!(
+                            "SKU {sku}: {quantity} wanted, only {} available.",
+                            available.normalize()
+                        ),
+                        first_line,
+                    ),
+                )),
+                Some(_) => {}
+            }
+        }
+        // Sorting the few problems, not the many SKUs: the order is the SKUs' either way.
+        problems.sort_by(|a, b| a.0.cmp(b.0));
+        problems.into_iter().map(|(_, problem)| problem).collect()
     }
 }
 
