@@ -1203,11 +1203,6 @@ fn seeded_order(
 ) -> Order {
     let made = epoch() - Duration::hours(1);
     Order {
-        id: order_id,
-        cart_id: cart.id,
-        web_store_id: cart.web_store_id,
-        account_id: cart.account_id,
-        owner_id: cart.owner_id,
         status: if activated {
             OrderStatus::Activated
         } else {
@@ -1228,18 +1223,9 @@ fn seeded_order(
                 tax_amount: None,
             })
             .collect(),
-        deliver_to: None,
-        delivery_method_id: None,
-        delivery_group: None,
-        payment_authorization: None,
-        payment_authorization_id: None,
-        authorized_amount: None,
-        grand_total_amount: None,
-        created_date: made,
         activated_date: activated.then_some(made),
         order_summary_id: activated.then(|| id(KeyPrefix::OrderSummary, n)),
-        order_life_cycle_type: Default::default(),
-        version: 0,
+        ..Order::draft(order_id, cart, cart.owner_id, made)
     }
 }
 

@@ -224,6 +224,27 @@ mod tests {
     }
 
     #[test]
+    fn the_lines_problems_come_first_then_each_short_sku_in_sku_order() {
+        let stock = StockTable::new([("A", Decimal::from(1)), ("M", Decimal::from(9))]);
+        let cart = request(&[
+            (Some("Z"), 1, CartItemType::Product),
+            (Some("M"), 2, CartItemType::Product),
+            (Some(" A"), 1, CartItemType::Product),
+            (None, 1, CartItemType::Product),
+            (Some("A "), 1, CartItemType::Product),
+        ]);
+        let line = id(KeyPrefix::CartItem, 3);
+        assert_eq!(
+            messages(stock.check_inventory(&cart).unwrap()),
+            [
+                format!("Cart item {line} has no SKU, so its stock cannot be checked."),
+                "SKU A: 2 wanted, only 1 available.".to_owned(),
+                "SKU Z: 1 wanted, 0 available (unknown to the stock source).".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
     fn a_cart_without_product_lines_is_empty() {
         let stock = StockTable::default();
         for lines in [vec![], vec![(Some("SHIP"), 1, CartItemType::Charge)]] {

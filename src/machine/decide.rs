@@ -1717,26 +1717,13 @@ mod tests {
                 for expired in [false, true] {
                     let mut snapshot = buyer_snapshot(CartStatus::Checkout, state);
                     let order_id = id(KeyPrefix::Order, 1);
+                    let cart = snapshot.cart.as_ref().expect("the buyer's cart");
+                    let owner = id(KeyPrefix::User, 1);
                     snapshot.order = Some(Order {
-                        id: order_id,
-                        cart_id: id(KeyPrefix::WebCart, 1),
-                        web_store_id: id(KeyPrefix::WebStore, 1),
-                        account_id: id(KeyPrefix::Account, 1),
-                        owner_id: id(KeyPrefix::User, 1),
                         status: OrderStatus::Activated,
-                        items: Vec::new(),
-                        deliver_to: None,
-                        delivery_method_id: None,
-                        delivery_group: None,
-                        payment_authorization: None,
-                        payment_authorization_id: None,
-                        authorized_amount: None,
-                        grand_total_amount: None,
-                        created_date: now(),
                         activated_date: Some(now()),
-                        order_summary_id: None,
-                        order_life_cycle_type: Default::default(),
                         version: 1,
+                        ..Order::draft(order_id, cart, owner, now())
                     });
                     let session = snapshot.session.as_mut().unwrap();
                     session.order_id = Some(order_id);

@@ -731,3 +731,36 @@ impl Store for MemoryStore {
         Ok(self.read().owners.get(id).copied())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::machine::Changes;
+    use crate::sample::{self, SampleCart};
+
+    #[test]
+    fn lines_handed_out_shared_stay_as_they_were_when_a_commit_rewrites_them() {
+        let store = MemoryStore::from_dataset(sample::dataset()).expect("the sample is valid");
+        let cart_id = SampleCart::InStock.id();
+        let held = store.cart_items_shared(&cart_id).unwrap();
+        let before = store.cart_items(&cart_id).unwrap();
+        assert!(
+            before.len() >= 2,
+            "the test removes one line and keeps another"
+        );
+        let mut line = held[0].clone();
+        line.quantity += rust_decimal::Decimal::ONE;
+        let cart = store.cart(&cart_id).unwrap().expect("the sample cart");
+        store.write().write_lines(&Changes {
+            carts: vec![cart],
+            items: vec![line.clone()],
+            removed_items: vec![held[1].id],
+            ..Changes::default()
+        });
+        assert_eq!(*held, before, "the held lines changed");
+        let now = store.cart_items(&cart_id).unwrap();
+        assert_eq!(now.len(), held.len() - 1);
+        assert_eq!(now[0], line);
+        assert!(now.iter().all(|l| l.id != held[1].id));
+    }
+}
