@@ -1010,20 +1010,25 @@ fn measure_only(plan: &Plan, section: &str) {
                  hand-written match {match_ns:.0} ns"
             );
         }
+        "postgres" => match Target::postgres() {
+            Some(target) => print_store(target.durable.name(), &durable_figures(plan, &target)),
+            None => println!("postgres: skipped, no PostgreSQL cluster could be started"),
+        },
         "workers" => println!("workers_postgres: {}", worker_figures(plan)),
         _ => println!("lines: {}", lines_figures(plan)),
     }
     println!("--only {section}: no report written");
 }
 
-/// The section `--only <name>` names (`durable`, `decide`, `memory`, `workers`, `lines`), if
-/// any: a
-/// profiling aid that measures that section alone and writes no report.
+/// The section `--only <name>` names (`durable`, `postgres`, `decide`, `memory`, `workers`,
+/// `lines`), if any: a profiling aid that measures that section alone and writes no report.
 fn only_section() -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     let at = args.iter().position(|a| a == "--only")?;
     let name = args.get(at + 1).cloned().unwrap_or_default();
-    let known = ["durable", "decide", "memory", "workers", "lines"];
+    let known = [
+        "durable", "postgres", "decide", "memory", "workers", "lines",
+    ];
     assert!(
         known.contains(&name.as_str()),
         "--only takes one of {known:?}, not {name:?}"

@@ -370,6 +370,49 @@ fn the_store_refuses_a_second_active_session_or_operation() {
     }
 }
 
+/// A commit refused for its first write is refused for that write, whatever its later
+/// writes would have met (the PostgreSQL store sends them all in one round trip, so they run
+/// after the refused one): a cart that moved on is a `Conflict` about the cart, and a cart
+/// that never was is an `Invariant`, though a later session breaks the one-active-session
+/// index. Nothing is written.
+#[test]
+fn the_first_refused_write_decides_a_commit_whatever_follows_it() {
+    for (name, open) in stores::all() {
+        let (store, _dir) = open(sample::dataset());
+        let cart_id = SampleCart::InStock.id();
+        store
+            .commit(&commit(Changes {
+                sessions: vec![session(1, cart_id, false)],
+                ..Changes::default()
+            }))
+            .unwrap();
+        let stored = store.cart(&cart_id).unwrap().unwrap();
+        let mut moved_on = stored.clone();
+        moved_on.version += 5;
+        let mut never_was = stored.clone();
+        never_was.id = id(KeyPrefix::WebCart, 1);
+        never_was.version += 1;
+        for (cart, conflict) in [(moved_on, true), (never_was, false)] {
+            let result = store.commit(&commit(Changes {
+                carts: vec![cart],
+                sessions: vec![session(2, cart_id, false)],
+                ..Changes::default()
+            }));
+            match (&result, conflict) {
+                (Err(StoreError::Conflict(message)), true) => {
+                    assert!(message.starts_with("cart "), "{name}: {message}")
+                }
+                (Err(StoreError::Invariant(message)), false) => {
+                    assert!(message.contains("does not exist"), "{name}: {message}")
+                }
+                _ => panic!("{name}: {result:?}"),
+            }
+            assert_eq!(store.cart(&cart_id).unwrap().unwrap(), stored, "{name}");
+            assert_eq!(store.sessions_of(&cart_id).unwrap().len(), 1, "{name}");
+        }
+    }
+}
+
 /// A lease has ended at the instant it expires (`expires_at <= now`), as the decision reads it:
 /// the sweeper is offered a Running operation from that instant on, never a millisecond
 /// before, and never one that is not Running.

@@ -261,7 +261,7 @@ fn work(engine: &Engine, stop: &Stop, tally: &Tally, (lease_ms, exit_when_idle):
     while !stop.is_requested() {
         let ran = match engine.run_next_operation() {
             Ok(Some(report)) => {
-                print_report(engine.store().as_ref(), &report);
+                print_report(&report);
                 tally.record(&report);
                 true
             }
@@ -310,7 +310,7 @@ fn is_idle(store: &dyn Store) -> Result<bool, cartflow::StoreError> {
 }
 
 /// One JSON line per operation run, on stdout, written once its result is committed.
-fn print_report(store: &dyn Store, report: &OperationReport) {
+fn print_report(report: &OperationReport) {
     let (outcome, messages): (&str, Vec<&str>) = match &report.outcome {
         StepOutcome::Passed => ("passed", Vec::new()),
         StepOutcome::Failed(messages) => (
@@ -327,11 +327,10 @@ fn print_report(store: &dyn Store, report: &OperationReport) {
     } else {
         None
     };
-    let operation = store.operation(&report.operation_id).ok().flatten();
     let line = json!({
         "operationId": report.operation_id.to_string(),
-        "name": operation.as_ref().map(|op| op.name.clone()),
-        "cartId": operation.as_ref().map(|op| op.cart_id.to_string()),
+        "name": report.name,
+        "cartId": report.cart_id.to_string(),
         "attempt": report.attempt,
         "outcome": outcome,
         "messages": messages,

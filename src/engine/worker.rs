@@ -22,6 +22,20 @@ use crate::model::{
     BackgroundOperation, CartDeliveryGroup, KeyPrefix, Level, Order, OrderDeliveryGroup, OrderItem,
     OrderLifeCycleType, OrderStatus, ProviderKind, SfId, WebCart,
 };
+use crate::store::Commit;
+
+/// The claim `commit` makes of operation `id`: the operation as it writes it, and the cart
+/// as it writes it or else as the claim's snapshot read it.
+fn claimed_in(commit: &Commit, id: SfId, read: Option<WebCart>) -> Option<Claim> {
+    let changes = &commit.changes;
+    let operation = changes.operations.iter().find(|op| op.id == id)?.clone();
+    let written = changes.carts.iter().find(|c| c.id == operation.cart_id);
+    let cart = written
+        .cloned()
+        .or(read)
+        .filter(|c| c.id == operation.cart_id);
+    Some(Claim { operation, cart })
+}
 
 /// A payment step passes only on an authorisation, under a reference, of exactly the
 /// order's grand total: a payment provider's pass that authorises nothing, another amount,
@@ -60,6 +74,10 @@ type OrderOutcome = (StepOutcome, Option<CartUpdate>, Option<Order>);
 pub struct OperationReport {
     /// The operation.
     pub operation_id: SfId,
+    /// Its name (the action or step it runs, such as `checkCartInventoryAction`).
+    pub name: String,
+    /// Its cart.
+    pub cart_id: SfId,
     /// The attempt the worker held.
     pub attempt: u32,
     /// What the provider answered.
@@ -76,6 +94,10 @@ pub struct OperationReport {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
     operation: BackgroundOperation,
+    /// The cart as the claim's own snapshot held it, when the claim read one: the work starts
+    /// from it instead of reading the cart again (the report's version checks catch a cart
+    /// that changed since, as they would after a fresh read).
+    cart: Option<WebCart>,
 }
 
 impl Claim {
@@ -90,6 +112,8 @@ impl Claim {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Performed {
     operation_id: SfId,
+    name: String,
+    cart_id: SfId,
     attempt: u32,
     outcome: StepOutcome,
     update: Option<CartUpdate>,
@@ -119,7 +143,7 @@ impl Engine {
     /// [`report`](Engine::report)) that [`Engine::run_next_operation`] takes in one call, for
     /// callers that run their own worker loop.
     pub fn claim_operation(&self) -> Result<Option<Claim>, CheckoutError> {
-        Ok(self.claim_next()?.map(|operation| Claim { operation }))
+        self.claim_next()
     }
 
     /// Renews `claim`'s lease for [`EngineConfig::lease_ms`](crate::EngineConfig) from now.
@@ -138,9 +162,11 @@ impl Engine {
     /// it unreported. Changes nothing but the claim's heartbeats.
     pub fn perform(&self, claim: &Claim) -> Result<Performed, CheckoutError> {
         let op = &claim.operation;
-        let (outcome, update, order) = self.work_on(op)?;
+        let (outcome, update, order) = self.work_on(claim)?;
         Ok(Performed {
             operation_id: op.id,
+            name: op.name.clone(),
+            cart_id: op.cart_id,
             attempt: op.attempt,
             outcome,
             update,
@@ -156,6 +182,8 @@ impl Engine {
     pub fn report(&self, performed: Performed) -> Result<OperationReport, CheckoutError> {
         let Performed {
             operation_id,
+            name,
+            cart_id,
             attempt,
             outcome,
             update,
@@ -184,6 +212,8 @@ impl Engine {
         };
         Ok(OperationReport {
             operation_id,
+            name,
+            cart_id,
             attempt,
             outcome,
             applied,
@@ -204,7 +234,12 @@ impl Engine {
             Err(e) => return Err(e),
         }
         match self.store.operation(&id)? {
-            Some(operation) => self.run_claimed(Claim { operation }).map(Some),
+            Some(operation) => self
+                .run_claimed(Claim {
+                    operation,
+                    cart: None,
+                })
+                .map(Some),
             None => Ok(None),
         }
     }
@@ -243,30 +278,46 @@ impl Engine {
         Ok(swept)
     }
 
-    /// Claims one operation through the store's queue.
-    fn claim_next(&self) -> Result<Option<BackgroundOperation>, CheckoutError> {
+    /// Claims one operation through the store's queue. The claim keeps the operation as its
+    /// commit wrote it and the cart its snapshot read, so the work reads neither again.
+    fn claim_next(&self) -> Result<Option<Claim>, CheckoutError> {
         let lease_ms = self.config.lease_ms;
+        let mut last: Option<Claim> = None;
         let mut claim = |snapshot: Snapshot| {
-            let Some(op) = &snapshot.operation else {
+            last = None;
+            let Some(id) = snapshot.operation.as_ref().map(|op| op.id) else {
                 return Ok(None);
             };
             let command = WorkerCommand::Claim {
-                operation_id: op.id,
+                operation_id: id,
                 lease_ms,
             };
             // A candidate that is no longer claimable is passed by.
             match self.prepare(None, &snapshot, Input::Worker(&command)) {
-                Ok(prepared) => Ok(prepared.commit),
+                Ok(prepared) => {
+                    last = prepared
+                        .commit
+                        .as_ref()
+                        .and_then(|commit| claimed_in(commit, id, snapshot.cart));
+                    Ok(prepared.commit)
+                }
                 Err(CheckoutError::Fenced(_)) => Ok(None),
                 Err(e) => {
-                    tracing::warn!(operation = %op.id, error = %e, "cannot claim; passed by");
+                    tracing::warn!(operation = %id, error = %e, "cannot claim; passed by");
                     Ok(None)
                 }
             }
         };
-        match self.store.claim_next(&mut claim)? {
-            Some(id) => Ok(self.store.operation(&id)?),
-            None => Ok(None),
+        let Some(id) = self.store.claim_next(&mut claim)? else {
+            return Ok(None);
+        };
+        // The closure's last commit is the one the store committed; read it back otherwise.
+        match last.filter(|claim| claim.operation.id == id) {
+            Some(claim) => Ok(Some(claim)),
+            None => Ok(self.store.operation(&id)?.map(|operation| Claim {
+                operation,
+                cart: None,
+            })),
         }
     }
 
@@ -286,8 +337,13 @@ impl Engine {
     }
 
     /// An operation's work: the engine's own order steps, or the store's provider.
-    fn work_on(&self, op: &BackgroundOperation) -> Result<OrderOutcome, CheckoutError> {
-        Ok(match self.store.cart(&op.cart_id)? {
+    fn work_on(&self, claim: &Claim) -> Result<OrderOutcome, CheckoutError> {
+        let op = &claim.operation;
+        let cart = match &claim.cart {
+            Some(cart) => Some(cart.clone()),
+            None => self.store.cart(&op.cart_id)?,
+        };
+        Ok(match cart {
             None => (
                 StepOutcome::SystemFailure(format!("cart {} no longer exists", op.cart_id)),
                 None,

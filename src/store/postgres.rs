@@ -4,6 +4,7 @@
 //! `FOR UPDATE SKIP LOCKED` so they pass each other's candidates by instead of racing.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,11 +12,14 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use chrono::{DateTime, Utc};
+use futures_util::future::{join, join_all, join3};
 use postgres::error::{DbError, SqlState};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{IsNull, Json, ToSql, Type};
-use postgres::{Client, Config, GenericClient, IsolationLevel, NoTls, Row, Statement};
+use postgres::{Client, NoTls, Row, Statement};
 use serde::de::DeserializeOwned;
+use tokio::runtime::Runtime;
+use tokio_postgres::Config;
 
 use crate::error::StoreError;
 use crate::events::{Delivery, EventPosition, PublishedEvent};
@@ -95,24 +99,32 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// A pooled client and the statements prepared on it.
+/// The statement that opens a transaction of each kind this store runs.
+const READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+const REPEATABLE_READ: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ";
+const REPEATABLE_READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+/// A pooled connection: its client, the current-thread runtime that drives it (the
+/// connection's task runs while a call waits on the runtime), and the statements prepared on
+/// it. Requests sent together are pipelined: one round trip carries them all.
 struct Conn {
-    client: Client,
+    runtime: Runtime,
+    client: tokio_postgres::Client,
     statements: HashMap<&'static str, Statement>,
+    /// The `BEGIN` of a transaction not yet sent: it goes with the transaction's first
+    /// request, in the same round trip, and a transaction that sends nothing sends no `BEGIN`.
+    begin: Option<&'static str>,
+    /// A `ROLLBACK` failed: the connection may still be inside a transaction, so it is never
+    /// pooled again.
+    broken: bool,
 }
 
-/// A client or a transaction, with the statement cache of its connection.
-struct Db<'a, C> {
-    client: &'a mut C,
-    statements: &'a mut HashMap<&'static str, Statement>,
-}
-
-impl<C: GenericClient> Db<'_, C> {
+impl Conn {
     fn statement(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
-        let statement = self.client.prepare(sql)?;
+        let statement = self.runtime.block_on(self.client.prepare(sql))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
     }
@@ -123,7 +135,9 @@ impl<C: GenericClient> Db<'_, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.client.query(&statement, params)
+        let begin = self.begin.take();
+        let answer = self.client.query(&statement, params);
+        after_begin(&self.runtime, &self.client, begin, answer)
     }
 
     fn query_opt(
@@ -132,7 +146,9 @@ impl<C: GenericClient> Db<'_, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.client.query_opt(&statement, params)
+        let begin = self.begin.take();
+        let answer = self.client.query_opt(&statement, params);
+        after_begin(&self.runtime, &self.client, begin, answer)
     }
 
     fn execute(
@@ -141,8 +157,73 @@ impl<C: GenericClient> Db<'_, C> {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.client.execute(&statement, params)
+        let begin = self.begin.take();
+        let answer = self.client.execute(&statement, params);
+        after_begin(&self.runtime, &self.client, begin, answer)
     }
+
+    /// Runs statements without parameters (a migration), unprepared.
+    fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        let begin = self.begin.take();
+        let answer = self.client.batch_execute(sql);
+        after_begin(&self.runtime, &self.client, begin, answer)
+    }
+
+    /// Ends the open transaction: commits it, or rolls it back. One that sent nothing has
+    /// nothing to end.
+    fn end(&mut self, commit: bool) -> Result<(), postgres::Error> {
+        if self.begin.take().is_some() {
+            return Ok(());
+        }
+        let ended = self.runtime.block_on(self.client.batch_execute(if commit {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        }));
+        if ended.is_err() && !commit {
+            self.broken = true;
+        }
+        ended
+    }
+
+    /// Runs `f` in a transaction that `begin` opens, committing it when `f` succeeds and
+    /// rolling it back when it fails.
+    fn in_tx<T>(
+        &mut self,
+        begin: &'static str,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.begin = Some(begin);
+        match f(self) {
+            Ok(value) => {
+                self.end(true).map_err(pg_error)?;
+                Ok(value)
+            }
+            Err(e) => {
+                // A rollback that fails marks the connection broken; the error is `f`'s.
+                let _ = self.end(false);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Waits for `answer`, sent in the same round trip as `begin` when a transaction's `BEGIN`
+/// is still to go.
+fn after_begin<T>(
+    runtime: &Runtime,
+    client: &tokio_postgres::Client,
+    begin: Option<&'static str>,
+    answer: impl Future<Output = Result<T, postgres::Error>>,
+) -> Result<T, postgres::Error> {
+    runtime.block_on(async {
+        let Some(begin) = begin else {
+            return answer.await;
+        };
+        let (begun, answer) = join(client.batch_execute(begin), answer).await;
+        begun?;
+        answer
+    })
 }
 
 fn io<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
@@ -229,22 +310,34 @@ impl PostgresStore {
             config,
             idle: Mutex::new(Vec::new()),
         };
-        let mut conn = store.open()?;
-        migrate(&mut conn.client)?;
-        store.release(conn);
+        store.with_conn(migrate)?;
         Ok(store)
     }
 
     fn open(&self) -> Result<Conn, StoreError> {
-        let client = self.config.connect(NoTls).map_err(|e| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::caused(format!("cannot start a PostgreSQL client: {e}"), e))?;
+        let (client, connection) = runtime.block_on(self.config.connect(NoTls)).map_err(|e| {
             StoreError::caused(
                 format!("cannot connect to PostgreSQL: {}", with_causes(&e)),
                 e,
             )
         })?;
+        // The connection's task ends when the server closes it or the runtime is dropped; the
+        // client then answers every request with an error, and the pool drops it.
+        runtime.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %with_causes(&e), "a PostgreSQL connection ended");
+            }
+        });
         Ok(Conn {
+            runtime,
             client,
             statements: HashMap::new(),
+            begin: None,
+            broken: false,
         })
     }
 
@@ -259,7 +352,7 @@ impl PostgresStore {
     /// Returns a connection to the pool; a broken one (server restarted, connection
     /// terminated) is dropped, and the next caller opens a fresh one.
     fn release(&self, conn: Conn) {
-        if conn.client.is_closed() {
+        if conn.broken || conn.client.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -279,45 +372,22 @@ impl PostgresStore {
     }
 
     /// Runs `f` outside a transaction: for single statements, which see one snapshot anyway.
-    fn read<T>(
-        &self,
-        f: impl FnOnce(&mut Db<'_, Client>) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.with_conn(|conn| {
-            f(&mut Db {
-                client: &mut conn.client,
-                statements: &mut conn.statements,
-            })
-        })
+    fn read<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.with_conn(f)
     }
 
-    /// Runs `f` in one transaction of `isolation` and commits it.
+    /// Runs `f` in one transaction that `begin` opens, and commits it.
     fn in_tx<T>(
         &self,
-        isolation: IsolationLevel,
-        read_only: bool,
-        f: impl FnOnce(&mut Db<'_, postgres::Transaction<'_>>) -> Result<T, StoreError>,
+        begin: &'static str,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.with_conn(|conn| {
-            let mut tx = conn
-                .client
-                .build_transaction()
-                .isolation_level(isolation)
-                .read_only(read_only)
-                .start()
-                .map_err(pg_error)?;
-            let value = f(&mut Db {
-                client: &mut tx,
-                statements: &mut conn.statements,
-            })?;
-            tx.commit().map_err(pg_error)?;
-            Ok(value)
-        })
+        self.with_conn(|conn| conn.in_tx(begin, f))
     }
 
     /// Adds every record of a data set in one transaction (for seeding a new database).
     pub fn import(&self, data: &DataSet) -> Result<(), StoreError> {
-        self.in_tx(IsolationLevel::ReadCommitted, false, |db| {
+        self.in_tx(READ_COMMITTED, |db| {
             sql::import(db, data)?;
             for s in &data.stock {
                 db.execute(
@@ -336,8 +406,8 @@ impl PostgresStore {
     /// cart's entries in commit order. Sorting happens here, not in SQL, so the database's
     /// collation cannot reorder IDs.
     pub fn export(&self) -> Result<DataSet, StoreError> {
-        fn all<C: GenericClient, T: DeserializeOwned>(
-            db: &mut Db<'_, C>,
+        fn all<T: DeserializeOwned>(
+            db: &mut Conn,
             sql: &'static str,
             id: impl Fn(&T) -> SfId,
         ) -> Result<Vec<T>, StoreError> {
@@ -346,7 +416,7 @@ impl PostgresStore {
             records.sort_by_key(|r| id(r));
             Ok(records)
         }
-        let mut data = self.in_tx(IsolationLevel::RepeatableRead, true, |db| {
+        let mut data = self.in_tx(REPEATABLE_READ_ONLY, |db| {
             Ok(DataSet {
                 stores: all(db, "SELECT body FROM stores", |r: &WebStore| r.id)?,
                 accounts: all(
@@ -404,7 +474,7 @@ impl PostgresStore {
 }
 
 /// Every stock level, by store and SKU (sorted here: the collation may order text otherwise).
-fn stock_levels<C: GenericClient>(db: &mut Db<'_, C>) -> Result<Vec<StockLevel>, StoreError> {
+fn stock_levels(db: &mut Conn) -> Result<Vec<StockLevel>, StoreError> {
     let rows = db
         .query("SELECT store_id, sku, quantity::text FROM stock", &[])
         .map_err(pg_error)?;
@@ -426,12 +496,14 @@ fn stock_levels<C: GenericClient>(db: &mut Db<'_, C>) -> Result<Vec<StockLevel>,
 
 /// A connection listening on the work channel.
 fn listener(config: &Config) -> Result<Client, StoreError> {
-    let mut client = config.connect(NoTls).map_err(|e| {
-        StoreError::caused(
-            format!("cannot connect to PostgreSQL: {}", with_causes(&e)),
-            e,
-        )
-    })?;
+    let mut client = postgres::Config::from(config.clone())
+        .connect(NoTls)
+        .map_err(|e| {
+            StoreError::caused(
+                format!("cannot connect to PostgreSQL: {}", with_causes(&e)),
+                e,
+            )
+        })?;
     client.batch_execute(LISTEN_FOR_WORK).map_err(pg_error)?;
     Ok(client)
 }
@@ -472,43 +544,45 @@ fn reconnect(config: &Config, stop: &AtomicBool) -> Option<Client> {
 
 /// Applies the migrations this build knows and the database lacks, in one transaction under
 /// an advisory lock, so processes starting together migrate once.
-fn migrate(client: &mut Client) -> Result<(), StoreError> {
-    let mut tx = client.transaction().map_err(pg_error)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .map_err(pg_error)?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS cartflow_schema (
-             version integer PRIMARY KEY,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         )",
-    )
-    .map_err(pg_error)?;
-    let current: i32 = tx
-        .query_one("SELECT COALESCE(MAX(version), 0) FROM cartflow_schema", &[])
-        .and_then(|row| row.try_get(0))
-        .map_err(pg_error)?;
-    let latest = MIGRATIONS.len();
-    let current = usize::try_from(current).unwrap_or(0);
-    if current > latest {
-        return Err(StoreError::Io(
-            format!(
-                "the database has schema version {current}, newer than this cartflow's {latest}: upgrade cartflow"
-            )
-            .into(),
-        ));
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let applied = i32::try_from(index + 1).unwrap_or(i32::MAX);
-        tx.batch_execute(sql).map_err(|e| {
-            StoreError::caused(format!("migration {applied}: {}", with_causes(&e)), e)
-        })?;
-        tx.execute(
-            "INSERT INTO cartflow_schema (version) VALUES ($1)",
-            &[&applied],
+fn migrate(conn: &mut Conn) -> Result<(), StoreError> {
+    conn.in_tx(READ_COMMITTED, |db| {
+        db.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(pg_error)?;
+        db.batch_execute(
+            "CREATE TABLE IF NOT EXISTS cartflow_schema (
+                 version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
         )
         .map_err(pg_error)?;
-    }
-    tx.commit().map_err(pg_error)
+        let current: i32 = db
+            .query_opt("SELECT COALESCE(MAX(version), 0) FROM cartflow_schema", &[])
+            .map_err(pg_error)?
+            .map_or(Ok(0), |row| row.try_get(0))
+            .map_err(pg_error)?;
+        let latest = MIGRATIONS.len();
+        let current = usize::try_from(current).unwrap_or(0);
+        if current > latest {
+            return Err(StoreError::Io(
+                format!(
+                    "the database has schema version {current}, newer than this cartflow's {latest}: upgrade cartflow"
+                )
+                .into(),
+            ));
+        }
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            let applied = i32::try_from(index + 1).unwrap_or(i32::MAX);
+            db.batch_execute(sql).map_err(|e| {
+                StoreError::caused(format!("migration {applied}: {}", with_causes(&e)), e)
+            })?;
+            db.execute(
+                "INSERT INTO cartflow_schema (version) VALUES ($1)",
+                &[&applied],
+            )
+            .map_err(pg_error)?;
+        }
+        Ok(())
+    })
 }
 
 impl ToSql for Value<'_> {
@@ -553,9 +627,9 @@ fn bound<'a>(params: &'a [Value<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
-impl<C: GenericClient> SqlTx for Db<'_, C> {
+impl SqlTx for Conn {
     fn execute(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<u64, StoreError> {
-        Db::execute(self, sql, &bound(params)).map_err(pg_error)
+        Conn::execute(self, sql, &bound(params)).map_err(pg_error)
     }
 
     fn records<T: DeserializeOwned>(
@@ -596,6 +670,70 @@ impl<C: GenericClient> SqlTx for Db<'_, C> {
         Ok(row.is_some())
     }
 
+    /// Every write in one round trip, with the transaction's `BEGIN` when it is still to go,
+    /// after asking whether each cart a write is guarded by exists (the answer a refusal
+    /// needs, asked before any write can abort the transaction). The answers are read in
+    /// order, so the error is the one the writes would meet one by one; the writes after it
+    /// ran in vain, and the caller rolls them back.
+    fn run_writes(&mut self, writes: &[Write<'_>]) -> Result<(), StoreError> {
+        let statements = writes
+            .iter()
+            .map(|w| self.statement(w.sql))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(pg_error)?;
+        let carts: Vec<SfId> = writes.iter().filter_map(guarded_cart).collect();
+        let exists = match carts.is_empty() {
+            true => None,
+            false => Some(self.statement(sql::CART_EXISTS).map_err(pg_error)?),
+        };
+        let cart_ids = texts(&carts);
+        let cart_params: Vec<[&(dyn ToSql + Sync); 1]> =
+            cart_ids.iter().map(|id| [id as _]).collect();
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+            writes.iter().map(|w| bound(&w.params)).collect();
+        let begin = self.begin.take();
+        let client = &self.client;
+        let (begun, found, written) = self.runtime.block_on(join3(
+            async {
+                match begin {
+                    Some(begin) => client.batch_execute(begin).await,
+                    None => Ok(()),
+                }
+            },
+            join_all(
+                exists
+                    .iter()
+                    .flat_map(|exists| cart_params.iter().map(|p| client.query_opt(exists, p))),
+            ),
+            join_all(
+                statements
+                    .iter()
+                    .zip(&params)
+                    .map(|(s, p)| client.execute(s, p)),
+            ),
+        ));
+        begun.map_err(pg_error)?;
+        let found: Vec<Result<bool, StoreError>> = found
+            .into_iter()
+            .map(|row| row.map(|row| row.is_some()).map_err(pg_error))
+            .collect();
+        for (write, written) in writes.iter().zip(written) {
+            let written = written.map_err(pg_error)?;
+            let Some(guard) = write.guard.filter(|_| written != 1) else {
+                continue;
+            };
+            return Err(sql::refusal(guard, |cart| {
+                let at = carts.iter().position(|c| *c == cart);
+                at.and_then(|at| found.get(at).cloned()).unwrap_or_else(|| {
+                    Err(StoreError::Invariant(format!(
+                        "cart {cart} was not looked up"
+                    )))
+                })
+            })?);
+        }
+        Ok(())
+    }
+
     fn held_writes(&self, writes: &mut Vec<Write<'_>>, held: Vec<(SfId, Vec<SfId>)>) {
         held_writes(writes, held);
     }
@@ -630,6 +768,14 @@ const HOLD: &str = "INSERT INTO record_owners (id, owner_id)
      SELECT * FROM unnest($1::text[], $2::text[])
      ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id";
 
+/// The cart whose existence a write's refusal would ask about.
+fn guarded_cart(write: &Write<'_>) -> Option<SfId> {
+    match write.guard {
+        Some(sql::Guard::Cart { id, .. }) => Some(id),
+        _ => None,
+    }
+}
+
 /// How one claim transaction ended.
 enum Round {
     Claimed(SfId),
@@ -645,53 +791,53 @@ enum Round {
 fn claim_round(
     conn: &mut Conn,
     claim: &mut ClaimFn<'_>,
-    passed: &mut Vec<String>,
+    passed: &mut Vec<SfId>,
 ) -> Result<Round, StoreError> {
-    let mut tx = conn
-        .client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .start()
-        .map_err(pg_error)?;
-    let mut db = Db {
-        client: &mut tx,
-        statements: &mut conn.statements,
-    };
-    let claimed = loop {
+    conn.begin = Some(REPEATABLE_READ);
+    let round = first_claimable(conn, claim, passed);
+    // Only a claim is committed: an empty round, a lost race or an error is rolled back.
+    let claimed = matches!(round, Ok(Round::Claimed(_)));
+    match conn.end(claimed) {
+        Err(e) if claimed => Err(pg_error(e)),
+        _ => round,
+    }
+}
+
+/// Inside the claim transaction: offers candidates to `claim` until one is claimed. Each
+/// candidate is locked and read in one statement.
+fn first_claimable(
+    db: &mut Conn,
+    claim: &mut ClaimFn<'_>,
+    passed: &mut Vec<SfId>,
+) -> Result<Round, StoreError> {
+    loop {
         if passed.len() >= CLAIM_CANDIDATES {
             return Ok(Round::Empty);
         }
         // The transaction's snapshot is taken here; a row that changed since then makes this
         // a serialization failure (Conflict), and the caller starts a fresh transaction.
-        let row = db
-            .query_opt(
-                "SELECT o.id FROM operations o JOIN carts c ON c.id = o.cart_id
-                 WHERE o.status = 'New' AND c.status <> $1 AND o.id <> ALL($2)
-                 ORDER BY o.submitted_at, o.id LIMIT 1
-                 FOR UPDATE OF o SKIP LOCKED",
-                &[&CartStatus::Closed.as_str(), &*passed],
-            )
-            .map_err(pg_error)?;
-        let Some(row) = row else {
+        let Some(snapshot) = sql::claimable_snapshot(db, passed)? else {
             return Ok(Round::Empty);
         };
-        let id = id_of(&row)?;
-        let Some(commit) = claim(sql::snapshot(&mut db, LoadKey::Operation(id))?)? else {
-            passed.push(id.to_string());
+        let Some(id) = snapshot.operation.as_ref().map(|op| op.id) else {
+            return Err(StoreError::Invariant(
+                "a claimable operation's snapshot holds no operation".into(),
+            ));
+        };
+        let Some(commit) = claim(snapshot)? else {
+            passed.push(id);
             continue;
         };
-        match sql::apply(&mut db, &commit) {
-            Ok(()) => break id,
+        return match sql::apply(db, &commit) {
+            Ok(()) => Ok(Round::Claimed(id)),
             Err(StoreError::Conflict(_)) => {
-                // Dropping the transaction rolls it back; this candidate is passed by.
-                passed.push(id.to_string());
-                return Ok(Round::Retry);
+                // The round rolls back; this candidate is passed by.
+                passed.push(id);
+                Ok(Round::Retry)
             }
-            Err(e) => return Err(e),
-        }
-    };
-    tx.commit().map_err(pg_error)?;
-    Ok(Round::Claimed(claimed))
+            Err(e) => Err(e),
+        };
+    }
 }
 
 impl Store for PostgresStore {
@@ -699,27 +845,22 @@ impl Store for PostgresStore {
         self.read(|db| sql::by_id(db, Table::Users, id))
     }
 
+    /// One statement, which sees one snapshot without a transaction around it: one round trip.
     fn load(&self, key: LoadKey) -> Result<Snapshot, StoreError> {
-        self.in_tx(IsolationLevel::RepeatableRead, true, |db| {
-            sql::snapshot(db, key)
-        })
+        self.read(|db| sql::snapshot(db, key))
     }
 
     fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         // READ COMMITTED suffices: nothing here is read to decide; a version-guarded UPDATE
         // racing another waits for it and then matches zero rows (a Conflict).
-        self.in_tx(IsolationLevel::ReadCommitted, false, |db| {
-            sql::apply(db, commit)
-        })
+        self.in_tx(READ_COMMITTED, |db| sql::apply(db, commit))
     }
 
     /// One REPEATABLE READ transaction for the reads, the decision and the writes: a row
     /// another commit changed after the reads makes the writes a serialization failure
     /// ([`StoreError::Conflict`]), and the caller decides again.
     fn transact(&self, reads: &Reads, decide: &mut DecideFn<'_>) -> Result<(), StoreError> {
-        self.in_tx(IsolationLevel::RepeatableRead, false, |db| {
-            sql::transact(db, reads, decide)
-        })
+        self.in_tx(REPEATABLE_READ, |db| sql::transact(db, reads, decide))
     }
 
     /// A thread with a connection of its own `LISTEN`s on the channel every commit that creates
@@ -893,7 +1034,7 @@ impl Store for PostgresStore {
         to: Option<&EventPosition>,
         delivery: Option<&Delivery>,
     ) -> Result<(), StoreError> {
-        self.in_tx(IsolationLevel::ReadCommitted, false, |db| {
+        self.in_tx(READ_COMMITTED, |db| {
             sql::advance_webhook(db, hook, to, delivery)
         })
     }
@@ -910,7 +1051,7 @@ impl Store for PostgresStore {
     ) -> Result<KeyState, StoreError> {
         // READ COMMITTED: a concurrent reservation of the same key makes the insert wait for
         // it and then do nothing; the select that follows sees it.
-        self.in_tx(IsolationLevel::ReadCommitted, false, |db| {
+        self.in_tx(READ_COMMITTED, |db| {
             db.execute(
                 "DELETE FROM idempotency_keys WHERE expires_at <= $1",
                 &[&now],

@@ -67,6 +67,14 @@ pub(crate) trait SqlTx {
     ) -> Result<Option<Vec<Option<String>>>, StoreError>;
     /// Whether the query returns a row.
     fn exists(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<bool, StoreError>;
+    /// Runs a commit's writes as [`run`] does; a dialect that can send them all in one round
+    /// trip does so, with the same outcome: the first failing write's error.
+    fn run_writes(&mut self, writes: &[Write<'_>]) -> Result<(), StoreError>
+    where
+        Self: Sized,
+    {
+        run(self, writes)
+    }
     /// Adds the write that tells other processes the commit creates work, where the dialect
     /// can (PostgreSQL's `NOTIFY`, delivered when the transaction commits).
     fn announce_work(&self, writes: &mut Vec<Write<'_>>) {
@@ -255,24 +263,65 @@ pub(crate) fn read(tx: &mut impl SqlTx, reads: &Reads) -> Result<Snapshot, Store
             ..Snapshot::default()
         });
     };
-    let cart: Option<WebCart> = column(&row, 0)?;
-    let lines = match (&cart, reads.lines) {
+    from_row(tx, &row, reads.lines)
+}
+
+/// The snapshot in a row of `snapshot_query!`'s columns, with the cart's lines read when
+/// `lines` asks for them.
+fn from_row(
+    tx: &mut impl SqlTx,
+    row: &[Option<String>],
+    lines: bool,
+) -> Result<Snapshot, StoreError> {
+    let cart: Option<WebCart> = column(row, 0)?;
+    let lines = match (&cart, lines) {
         (Some(cart), true) => listed(tx, CART_LINES, &cart.id)?,
         _ => Vec::new(),
     };
     Ok(Snapshot {
         cart,
-        session: column(&row, 1)?,
-        operation: column(&row, 2)?,
-        order: column(&row, 3)?,
-        store: column(&row, 4)?,
-        account: column(&row, 5)?,
-        cart_has_active_operation: flag(&row, 6),
-        has_error_outputs: flag(&row, 7),
-        user: column(&row, 8)?,
+        session: column(row, 1)?,
+        operation: column(row, 2)?,
+        order: column(row, 3)?,
+        store: column(row, 4)?,
+        account: column(row, 5)?,
+        cart_has_active_operation: flag(row, 6),
+        has_error_outputs: flag(row, 7),
+        user: column(row, 8)?,
         edited_item: None,
         lines,
     })
+}
+
+/// The oldest New operation of a cart that is not closed ($2), none of those passed by ($3),
+/// that no other transaction holds (locked `FOR UPDATE`, others' locks skipped), with its
+/// operation snapshot: the pick and the read in one statement (PostgreSQL only).
+#[cfg(feature = "postgres")]
+const CLAIMABLE_SNAPSHOT: &str = snapshot_query!(
+    "operations o LEFT JOIN carts c ON c.id = o.cart_id",
+    "LEFT JOIN sessions s ON s.id = o.body->>'CheckoutSessionId'",
+    "o.id = (SELECT q.id FROM operations q JOIN carts qc ON qc.id = q.cart_id
+             WHERE q.status = 'New' AND qc.status <> $2 AND q.id <> ALL($3)
+             ORDER BY q.submitted_at, q.id LIMIT 1
+             FOR UPDATE OF q SKIP LOCKED)"
+);
+
+/// Locks the oldest claimable operation but those `passed` and reads its snapshot, in the
+/// caller's transaction; `None` when there is none.
+#[cfg(feature = "postgres")]
+pub(crate) fn claimable_snapshot(
+    tx: &mut impl SqlTx,
+    passed: &[SfId],
+) -> Result<Option<Snapshot>, StoreError> {
+    let params = [
+        Value::Text(""),
+        Value::Text(crate::model::CartStatus::Closed.as_str()),
+        Value::Ids(passed.to_vec()),
+    ];
+    match tx.first_row(CLAIMABLE_SNAPSHOT, &params)? {
+        Some(row) => from_row(tx, &row, false).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Reads, decides and writes inside the caller's transaction.
@@ -323,7 +372,8 @@ const INSERT_HISTORY: &str = "INSERT INTO history (cart_id, body) VALUES ($1, $2
 const FORGET_HELD: &str = "DELETE FROM record_owners WHERE owner_id = $1";
 const HOLD: &str = "INSERT INTO record_owners (id, owner_id) VALUES ($1, $2)
      ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id";
-const CART_EXISTS: &str = "SELECT 1 FROM carts WHERE id = $1";
+/// Whether a cart exists (a refused cart write asks, to tell a lost race from a bug).
+pub(crate) const CART_EXISTS: &str = "SELECT 1 FROM carts WHERE id = $1";
 
 /// Every statement of this module, for the dialects' checks of their placeholders and plans.
 #[cfg(all(test, feature = "sqlite"))]
@@ -409,9 +459,12 @@ impl<'a> Write<'a> {
     }
 }
 
-/// The error of a guarded write that wrote no row. Built only then, so a commit that holds
-/// formats no message.
-fn refusal(tx: &mut impl SqlTx, guard: Guard) -> Result<StoreError, StoreError> {
+/// The error of a guarded write that wrote no row, `cart_exists` telling a cart that moved on
+/// from one that never was. Built only then, so a commit that holds formats no message.
+pub(crate) fn refusal(
+    guard: Guard,
+    cart_exists: impl FnOnce(SfId) -> Result<bool, StoreError>,
+) -> Result<StoreError, StoreError> {
     let moved_on = |kind: &str, id: SfId, version: u64| {
         let read = version.saturating_sub(1);
         StoreError::Conflict(format!("{kind} {id} is no longer at version {read}"))
@@ -419,7 +472,7 @@ fn refusal(tx: &mut impl SqlTx, guard: Guard) -> Result<StoreError, StoreError> 
     Ok(match guard {
         Guard::Version { kind, id, version } => moved_on(kind, id, version),
         Guard::Cart { id, version } => {
-            if tx.exists(CART_EXISTS, &[Value::Text(id.as_str())])? {
+            if cart_exists(id)? {
                 moved_on("cart", id, version)
             } else {
                 StoreError::Invariant(format!("cart {id} does not exist"))
@@ -431,21 +484,23 @@ fn refusal(tx: &mut impl SqlTx, guard: Guard) -> Result<StoreError, StoreError> 
     })
 }
 
-/// Writes a commit inside the caller's transaction, statement by statement; the caller rolls
-/// back on any error.
+/// Writes a commit inside the caller's transaction; the caller rolls back on any error.
 pub(crate) fn apply(tx: &mut impl SqlTx, commit: &Commit) -> Result<(), StoreError> {
     let writes = plan(tx, commit)?;
-    run(tx, &writes)
+    tx.run_writes(&writes)
 }
 
-/// Runs writes one by one, each checked as it must be.
+/// Runs writes one by one, each checked as it must be: the first write that fails, or that
+/// writes no row where its guard wants one, ends the run with its error.
 pub(crate) fn run(tx: &mut impl SqlTx, writes: &[Write<'_>]) -> Result<(), StoreError> {
     for write in writes {
         let written = tx.execute(write.sql, &write.params)?;
         if let Some(guard) = write.guard
             && written != 1
         {
-            return Err(refusal(tx, guard)?);
+            return Err(refusal(guard, |cart| {
+                tx.exists(CART_EXISTS, &[Value::Text(cart.as_str())])
+            })?);
         }
     }
     Ok(())
