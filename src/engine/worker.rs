@@ -95,8 +95,8 @@ pub struct OperationReport {
 pub struct Claim {
     operation: BackgroundOperation,
     /// The cart as the claim's own snapshot held it, when the claim read one: the work starts
-    /// from it instead of reading the cart again (the report's version checks catch a cart
-    /// that changed since, as they would after a fresh read).
+    /// from it instead of reading the cart again, as a read an instant later could have
+    /// answered; what guards a report against a cart changed meanwhile is unchanged.
     cart: Option<WebCart>,
 }
 
