@@ -305,6 +305,7 @@ fn worker_with_stderr_on_a_full_disk_drains_the_queue_and_exits_0() {
     assert_eq!(reports.len(), 1, "{stdout}");
     assert_eq!(reports[0]["status"], "Complete", "{stdout}");
     assert_eq!(reports[0]["cartId"], "0a60000000000G9AAI", "{stdout}");
+    assert_eq!(reports[0]["name"], "checkCartInventoryAction", "{stdout}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 
 mod support;
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use cartflow::integrations::Integrations;
@@ -13,10 +14,12 @@ use cartflow::model::{
 };
 use cartflow::sample::{self, SampleCart};
 use cartflow::store::LoadKey;
-use cartflow::{CheckoutError, EngineConfig, Fenced, RecordKind, Stale};
+use cartflow::{
+    CheckoutError, EngineConfig, Fenced, MemoryStore, RecordKind, Stale, Store, StoreError,
+};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
-use support::queue::{Rig, decide_at, rig_on_memory, signalling_gated_provider};
+use support::queue::{Rig, decide_at, rig_on_memory, rig_over, signalling_gated_provider};
 
 /// A provider that waits until the test releases it, then passes ([`signalling_gated_provider`]
 /// without its receiver).
@@ -365,4 +368,54 @@ fn a_report_naming_another_carts_line_or_order_is_stale() {
             RecordKind::Order
         )))
     );
+}
+
+/// The memory store, counting the reads of one cart or one operation by Id.
+struct CountedReads {
+    inner: Arc<MemoryStore>,
+    reads: Arc<AtomicU32>,
+}
+
+impl Store for CountedReads {
+    fn cart(&self, id: &SfId) -> Result<Option<cartflow::model::WebCart>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.cart(id)
+    }
+    fn operation(&self, id: &SfId) -> Result<Option<BackgroundOperation>, StoreError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.operation(id)
+    }
+    delegate_store!(inner => user, load, commit, claimable_operations, expired_operations,
+        claim_next, carts_after, cart_items, cart_item, validation_output, session, sessions_of,
+        operations_of, order, validation_outputs, history, events_after, last_event,
+        webhook_cursor, advance_webhook, deliveries, begin_keyed, keep_answer, release_key,
+        operation_counts, web_stores, owner_of);
+}
+
+/// A worker works from what its claim read: the operation as the claim wrote it and the cart
+/// as the claim's snapshot held it, neither read again; its report names both.
+#[test]
+fn a_worker_reads_neither_the_operation_nor_the_cart_again_after_its_claim() {
+    let reads = Arc::new(AtomicU32::new(0));
+    let counted = reads.clone();
+    let rig = rig_over(
+        Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
+        Integrations::new(),
+        quiet_config(2),
+        move |inner| {
+            Arc::new(CountedReads {
+                inner,
+                reads: counted,
+            })
+        },
+    );
+    reads.store(0, Ordering::SeqCst);
+    let report = rig.engine.run_next_operation().unwrap().unwrap();
+    assert_eq!(reads.load(Ordering::SeqCst), 0);
+    assert!(report.applied, "{report:?}");
+    assert_eq!(report.operation_id, rig.operation);
+    assert_eq!(report.name, "checkCartInventoryAction");
+    assert_eq!(report.cart_id, SampleCart::InStock.id());
+    let op = rig.memory.operation(&rig.operation).unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Complete);
 }

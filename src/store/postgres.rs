@@ -217,13 +217,21 @@ fn after_begin<T>(
     answer: impl Future<Output = Result<T, postgres::Error>>,
 ) -> Result<T, postgres::Error> {
     runtime.block_on(async {
-        let Some(begin) = begin else {
-            return answer.await;
-        };
-        let (begun, answer) = join(client.batch_execute(begin), answer).await;
+        let (begun, answer) = join(send_begin(client, begin), answer).await;
         begun?;
         answer
     })
+}
+
+/// Sends the transaction's `BEGIN` when it is still to go (first, when polled first).
+async fn send_begin(
+    client: &tokio_postgres::Client,
+    begin: Option<&'static str>,
+) -> Result<(), postgres::Error> {
+    match begin {
+        Some(begin) => client.batch_execute(begin).await,
+        None => Ok(()),
+    }
 }
 
 fn io<E: std::error::Error + Send + Sync + 'static>(e: E) -> StoreError {
@@ -681,11 +689,8 @@ impl SqlTx for Conn {
             .map(|w| self.statement(w.sql))
             .collect::<Result<Vec<_>, _>>()
             .map_err(pg_error)?;
+        let exists = self.statement(sql::CART_EXISTS).map_err(pg_error)?;
         let carts: Vec<SfId> = writes.iter().filter_map(guarded_cart).collect();
-        let exists = match carts.is_empty() {
-            true => None,
-            false => Some(self.statement(sql::CART_EXISTS).map_err(pg_error)?),
-        };
         let cart_ids = texts(&carts);
         let cart_params: Vec<[&(dyn ToSql + Sync); 1]> =
             cart_ids.iter().map(|id| [id as _]).collect();
@@ -694,17 +699,8 @@ impl SqlTx for Conn {
         let begin = self.begin.take();
         let client = &self.client;
         let (begun, found, written) = self.runtime.block_on(join3(
-            async {
-                match begin {
-                    Some(begin) => client.batch_execute(begin).await,
-                    None => Ok(()),
-                }
-            },
-            join_all(
-                exists
-                    .iter()
-                    .flat_map(|exists| cart_params.iter().map(|p| client.query_opt(exists, p))),
-            ),
+            send_begin(client, begin),
+            join_all(cart_params.iter().map(|p| client.query_opt(&exists, p))),
             join_all(
                 statements
                     .iter()

@@ -212,7 +212,8 @@ const OPERATION_SNAPSHOT: &str = snapshot_query!(
     "o.id = $2"
 );
 
-/// Reads everything `decide` needs about one cart, inside the caller's transaction.
+/// Reads everything `decide` needs about one cart in one statement (a second only to name
+/// the user when the record is missing), inside the caller's transaction or alone.
 pub(crate) fn snapshot(tx: &mut impl SqlTx, key: LoadKey) -> Result<Snapshot, StoreError> {
     read(
         tx,
