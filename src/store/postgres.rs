@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use chrono::{DateTime, Utc};
-use futures_util::future::{join, join_all, join3};
+use futures_util::future::{join, join_all};
 use postgres::error::{DbError, SqlState};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{IsNull, Json, ToSql, Type};
@@ -111,9 +111,15 @@ struct Conn {
     runtime: Runtime,
     client: tokio_postgres::Client,
     statements: HashMap<&'static str, Statement>,
+    /// Each guarded write's statement in the form that fails unless it writes exactly one
+    /// row ([`raising`]), prepared on first use.
+    raising: HashMap<&'static str, Statement>,
     /// The `BEGIN` of a transaction not yet sent: it goes with the transaction's first
     /// request, in the same round trip, and a transaction that sends nothing sends no `BEGIN`.
     begin: Option<&'static str>,
+    /// The open transaction already ended, with its last writes (a commit's `COMMIT` goes in
+    /// their round trip): there is nothing left to commit or roll back.
+    ended: bool,
     /// A `ROLLBACK` failed: the connection may still be inside a transaction, so it is never
     /// pooled again.
     broken: bool,
@@ -127,6 +133,26 @@ impl Conn {
         let statement = self.runtime.block_on(self.client.prepare(sql))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
+    }
+
+    /// The statement of a write: a guarded one in its [`raising`] form.
+    fn write_statement(&mut self, write: &Write<'_>) -> Result<Statement, postgres::Error> {
+        if write.guard.is_none() {
+            return self.statement(write.sql);
+        }
+        if let Some(statement) = self.raising.get(write.sql) {
+            return Ok(statement.clone());
+        }
+        let text = raising(write.sql);
+        let statement = self.runtime.block_on(self.client.prepare(&text))?;
+        self.raising.insert(write.sql, statement.clone());
+        Ok(statement)
+    }
+
+    /// Opens a transaction: `begin` is sent with its first request.
+    fn open_tx(&mut self, begin: &'static str) {
+        self.begin = Some(begin);
+        self.ended = false;
     }
 
     fn query(
@@ -172,7 +198,7 @@ impl Conn {
     /// Ends the open transaction: commits it, or rolls it back. One that sent nothing has
     /// nothing to end.
     fn end(&mut self, commit: bool) -> Result<(), postgres::Error> {
-        if self.begin.take().is_some() {
+        if self.begin.take().is_some() || std::mem::take(&mut self.ended) {
             return Ok(());
         }
         let ended = self.runtime.block_on(self.client.batch_execute(if commit {
@@ -193,7 +219,7 @@ impl Conn {
         begin: &'static str,
         f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.begin = Some(begin);
+        self.open_tx(begin);
         match f(self) {
             Ok(value) => {
                 self.end(true).map_err(pg_error)?;
@@ -344,7 +370,9 @@ impl PostgresStore {
             runtime,
             client,
             statements: HashMap::new(),
+            raising: HashMap::new(),
             begin: None,
+            ended: false,
             broken: false,
         })
     }
@@ -678,15 +706,16 @@ impl SqlTx for Conn {
         Ok(row.is_some())
     }
 
-    /// Every write in one round trip, with the transaction's `BEGIN` when it is still to go,
-    /// after asking whether each cart a write is guarded by exists (the answer a refusal
-    /// needs, asked before any write can abort the transaction). The answers are read in
-    /// order, so the error is the one the writes would meet one by one; the writes after it
-    /// ran in vain, and the caller rolls them back.
-    fn run_writes(&mut self, writes: &[Write<'_>]) -> Result<(), StoreError> {
+    /// Every write and the `COMMIT` in one round trip, with the transaction's `BEGIN` when it
+    /// is still to go, after asking whether each cart a write is guarded by exists (the answer
+    /// a refusal needs, asked before any write can abort the transaction). A guarded write is
+    /// sent in its [`raising`] form, so one that writes no row aborts the transaction and the
+    /// `COMMIT` rolls it back. The answers are read in order, so the error is the one the
+    /// writes would meet one by one.
+    fn finish_with_writes(&mut self, writes: &[Write<'_>]) -> Result<(), StoreError> {
         let statements = writes
             .iter()
-            .map(|w| self.statement(w.sql))
+            .map(|w| self.write_statement(w))
             .collect::<Result<Vec<_>, _>>()
             .map_err(pg_error)?;
         let exists = self.statement(sql::CART_EXISTS).map_err(pg_error)?;
@@ -698,36 +727,41 @@ impl SqlTx for Conn {
             writes.iter().map(|w| bound(&w.params)).collect();
         let begin = self.begin.take();
         let client = &self.client;
-        let (begun, found, written) = self.runtime.block_on(join3(
-            send_begin(client, begin),
-            join_all(cart_params.iter().map(|p| client.query_opt(&exists, p))),
-            join_all(
-                statements
-                    .iter()
-                    .zip(&params)
-                    .map(|(s, p)| client.execute(s, p)),
+        let ((begun, found), (written, committed)) = self.runtime.block_on(join(
+            join(
+                send_begin(client, begin),
+                join_all(cart_params.iter().map(|p| client.query_opt(&exists, p))),
+            ),
+            join(
+                join_all(
+                    statements
+                        .iter()
+                        .zip(&params)
+                        .map(|(s, p)| client.execute(s, p)),
+                ),
+                client.batch_execute("COMMIT"),
             ),
         ));
+        // The `COMMIT` was sent: whatever it answers, the transaction is over.
+        self.ended = true;
         begun.map_err(pg_error)?;
-        let found: Vec<Result<bool, StoreError>> = found
+        let found: Vec<bool> = found
             .into_iter()
-            .map(|row| row.map(|row| row.is_some()).map_err(pg_error))
-            .collect();
+            .map(|row| row.map(|row| row.is_some()))
+            .collect::<Result<_, _>>()
+            .map_err(pg_error)?;
         for (write, written) in writes.iter().zip(written) {
-            let written = written.map_err(pg_error)?;
-            let Some(guard) = write.guard.filter(|_| written != 1) else {
-                continue;
+            let Err(e) = written else { continue };
+            let Some(guard) = write.guard.filter(|_| refused(&e)) else {
+                return Err(pg_error(e));
             };
             return Err(sql::refusal(guard, |cart| {
                 let at = carts.iter().position(|c| *c == cart);
-                at.and_then(|at| found.get(at).cloned()).unwrap_or_else(|| {
-                    Err(StoreError::Invariant(format!(
-                        "cart {cart} was not looked up"
-                    )))
-                })
+                at.map(|at| found[at])
+                    .ok_or_else(|| StoreError::Invariant(format!("cart {cart} was not looked up")))
             })?);
         }
-        Ok(())
+        committed.map_err(pg_error)
     }
 
     fn held_writes(&self, writes: &mut Vec<Write<'_>>, held: Vec<(SfId, Vec<SfId>)>) {
@@ -764,6 +798,17 @@ const HOLD: &str = "INSERT INTO record_owners (id, owner_id)
      SELECT * FROM unnest($1::text[], $2::text[])
      ON CONFLICT (id) DO UPDATE SET owner_id = excluded.owner_id";
 
+/// `sql`, a write guarded to write one row, as a statement that fails (division by zero,
+/// [`refused`]) unless it writes exactly one, so a refusal aborts the transaction it is in.
+fn raising(sql: &str) -> String {
+    format!("WITH written AS ({sql} RETURNING 1) SELECT 1 / (count(*) = 1)::int FROM written")
+}
+
+/// Whether `e` is a [`raising`] write's refusal.
+fn refused(e: &postgres::Error) -> bool {
+    e.code() == Some(&SqlState::DIVISION_BY_ZERO)
+}
+
 /// The cart whose existence a write's refusal would ask about.
 fn guarded_cart(write: &Write<'_>) -> Option<SfId> {
     match write.guard {
@@ -789,7 +834,7 @@ fn claim_round(
     claim: &mut ClaimFn<'_>,
     passed: &mut Vec<SfId>,
 ) -> Result<Round, StoreError> {
-    conn.begin = Some(REPEATABLE_READ);
+    conn.open_tx(REPEATABLE_READ);
     let round = first_claimable(conn, claim, passed);
     // Only a claim is committed: an empty round, a lost race or an error is rolled back.
     let claimed = matches!(round, Ok(Round::Claimed(_)));

@@ -67,9 +67,11 @@ pub(crate) trait SqlTx {
     ) -> Result<Option<Vec<Option<String>>>, StoreError>;
     /// Whether the query returns a row.
     fn exists(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<bool, StoreError>;
-    /// Runs a commit's writes as [`run`] does; a dialect that can send them all in one round
-    /// trip does so, with the same outcome: the first failing write's error.
-    fn run_writes(&mut self, writes: &[Write<'_>]) -> Result<(), StoreError>
+    /// Runs a commit's writes, the transaction's last statements, as [`run`] does. A dialect
+    /// that can send them all in one round trip does so, and may commit with them (the
+    /// caller's commit then has nothing left to do), with the same outcome: the first failing
+    /// write's error, and nothing written.
+    fn finish_with_writes(&mut self, writes: &[Write<'_>]) -> Result<(), StoreError>
     where
         Self: Sized,
     {
@@ -485,10 +487,11 @@ pub(crate) fn refusal(
     })
 }
 
-/// Writes a commit inside the caller's transaction; the caller rolls back on any error.
+/// Writes a commit, the last thing the caller's transaction does; the caller commits on
+/// success (unless the dialect committed with the writes) and rolls back on any error.
 pub(crate) fn apply(tx: &mut impl SqlTx, commit: &Commit) -> Result<(), StoreError> {
     let writes = plan(tx, commit)?;
-    tx.run_writes(&writes)
+    tx.finish_with_writes(&writes)
 }
 
 /// Runs writes one by one, each checked as it must be: the first write that fails, or that
