@@ -954,6 +954,156 @@ mod postgres_only {
         }
     }
 
+    /// The transaction that last wrote each of `ids`' operation rows.
+    fn writers(db: &support::TestDb, ids: &[SfId]) -> Vec<String> {
+        let ids: Vec<&str> = ids.iter().map(SfId::as_str).collect();
+        db.client()
+            .query(
+                "SELECT xmin::text FROM operations WHERE id = ANY($1) ORDER BY id",
+                &[&ids],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
+    /// A batch claim offers the free candidates oldest first, told how many it took so far,
+    /// and writes every claim it takes in one transaction; one that cannot hold (a stale
+    /// version) writes none of the batch, and one candidate is claimed alone instead.
+    #[test]
+    fn a_batch_claim_writes_its_claims_in_one_transaction_or_none() {
+        let Some(db) = support::postgres() else {
+            return;
+        };
+        let mut data = sample::dataset();
+        let carts = [
+            SampleCart::InStock,
+            SampleCart::ShortStock,
+            SampleCart::Reorder,
+            SampleCart::InactiveAccount,
+        ]
+        .map(SampleCart::id);
+        data.sessions = (0..4)
+            .map(|k| session(k + 1, carts[k as usize], false))
+            .collect();
+        data.operations = (0..4)
+            .map(|k| {
+                let s = data.sessions[k as usize].id;
+                operation(
+                    k + 1,
+                    carts[k as usize],
+                    s,
+                    OperationStatus::New,
+                    k as u32 + 1,
+                )
+            })
+            .collect();
+        let ops: Vec<SfId> = data.operations.iter().map(|o| o.id).collect();
+        let store = PostgresStore::connect(db.url()).unwrap();
+        store.import(&data).unwrap();
+        // Another process holds the second oldest's row lock, mid-claim.
+        let mut other = db.client();
+        let mut held = other.transaction().unwrap();
+        held.execute(
+            "SELECT id FROM operations WHERE id = $1 FOR UPDATE",
+            &[&ops[1].as_str()],
+        )
+        .unwrap();
+        let running = |snap: &cartflow::machine::Snapshot, stale: bool| {
+            let mut op = snap.operation.clone().expect("a snapshot of the candidate");
+            op.status = OperationStatus::Running;
+            op.attempt += 1;
+            op.version += if stale { 2 } else { 1 };
+            commit(Changes {
+                operations: vec![op],
+                ..Changes::default()
+            })
+        };
+
+        // The third candidate's claim cannot hold: nothing of the batch is written, and the
+        // oldest is claimed alone.
+        let mut offered = Vec::new();
+        let claimed = store
+            .claim_batch(3, &mut |snap, taken| {
+                let id = snap.operation.as_ref().unwrap().id;
+                offered.push((id, taken));
+                Ok(Some(running(&snap, id == ops[3])))
+            })
+            .unwrap();
+        assert_eq!(claimed, [ops[0]]);
+        assert_eq!(
+            offered,
+            [(ops[0], 0), (ops[2], 1), (ops[3], 2), (ops[0], 0)],
+            "the free candidates, oldest first, then one claimed alone"
+        );
+        let status = |id: &SfId| store.operation(id).unwrap().unwrap().status;
+        assert_eq!(status(&ops[2]), OperationStatus::New);
+        assert_eq!(status(&ops[3]), OperationStatus::New);
+
+        // Both free ones now go in one transaction; the held one is not offered.
+        let mut offered = Vec::new();
+        let claimed = store
+            .claim_batch(8, &mut |snap, taken| {
+                offered.push((snap.operation.as_ref().unwrap().id, taken));
+                Ok(Some(running(&snap, false)))
+            })
+            .unwrap();
+        assert_eq!(claimed, [ops[2], ops[3]]);
+        assert_eq!(offered, [(ops[2], 0), (ops[3], 1)]);
+        let writers = writers(&db, &[ops[2], ops[3]]);
+        assert_eq!(writers[0], writers[1], "one transaction wrote both claims");
+        assert_eq!(status(&ops[1]), OperationStatus::New);
+        held.rollback().unwrap();
+    }
+
+    /// A worker claims quick work (computed in memory) in batches, and slow work alone.
+    #[test]
+    fn a_worker_batches_quick_work_only() {
+        struct Slow;
+        impl cartflow::integrations::InventoryProvider for Slow {
+            fn check_inventory(
+                &self,
+                _: &cartflow::integrations::IntegrationRequest,
+            ) -> Result<cartflow::integrations::Verdict, cartflow::integrations::ProviderError>
+            {
+                Ok(cartflow::integrations::Verdict::Passed)
+            }
+        }
+        let data = sample::dataset();
+        let carts = [
+            SampleCart::InStock,
+            SampleCart::Reorder,
+            SampleCart::ShortStock,
+        ]
+        .map(SampleCart::id);
+        for quick in [true, false] {
+            let Some(db) = support::postgres() else {
+                return;
+            };
+            let store = PostgresStore::connect(db.url()).unwrap();
+            store.import(&data).unwrap();
+            let mut integrations = Integrations::with_stock_tables(&data.stock);
+            if !quick {
+                integrations.set_inventory(sample::store_id(), Arc::new(Slow));
+            }
+            let engine = Engine::new(Arc::new(store)).with_integrations(integrations);
+            for cart in carts {
+                submit_inventory_check(&engine, cart);
+            }
+            let per_call: Vec<usize> = std::iter::from_fn(|| {
+                let outcomes = engine.run_next_operations().unwrap();
+                assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+                (!outcomes.is_empty()).then_some(outcomes.len())
+            })
+            .collect();
+            let expected: &[usize] = if quick { &[3] } else { &[1, 1, 1] };
+            assert_eq!(per_call, expected, "quick work: {quick}");
+            let left = engine.store().claimable_operations(10).unwrap();
+            assert!(left.is_empty(), "operations still New: {left:?}");
+        }
+    }
+
     #[test]
     fn candidates_the_closure_passes_by_stay_new() {
         let Some(db) = support::postgres() else {

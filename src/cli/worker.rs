@@ -259,13 +259,20 @@ fn work(engine: &Engine, stop: &Stop, tally: &Tally, (lease_ms, exit_when_idle):
     let mut last_sweep: Option<Instant> = None;
     let mut idle_once = false;
     while !stop.is_requested() {
-        let ran = match engine.run_next_operation() {
-            Ok(Some(report)) => {
-                print_report(&report);
-                tally.record(&report);
-                true
+        let ran = match engine.run_next_operations() {
+            Ok(outcomes) => {
+                let ran = !outcomes.is_empty();
+                for outcome in outcomes {
+                    match outcome {
+                        Ok(report) => {
+                            print_report(&report);
+                            tally.record(&report);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "a worker step failed"),
+                    }
+                }
+                ran
             }
-            Ok(None) => false,
             Err(e) => {
                 tracing::warn!(error = %e, "a worker step failed");
                 false

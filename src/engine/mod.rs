@@ -60,6 +60,10 @@ pub struct EngineConfig {
     /// this engine creates wakes it at once, and so does work another process commits to a
     /// store that announces it (PostgreSQL: see [`Store::watch_for_work`]).
     pub idle_poll_ms: u64,
+    /// How many operations a worker claims at once, at most, where the store can claim
+    /// several in one commit (PostgreSQL) and their work is computed in memory: see
+    /// [`Engine::run_next_operations`]. 1 claims one at a time.
+    pub claim_batch: usize,
 }
 
 impl Default for EngineConfig {
@@ -70,6 +74,7 @@ impl Default for EngineConfig {
             lease_ms: 30_000,
             heartbeat_ms: 10_000,
             idle_poll_ms: 50,
+            claim_batch: 8,
         }
     }
 }

@@ -137,6 +137,25 @@ impl Engine {
         }
     }
 
+    /// Claims up to [`EngineConfig::claim_batch`](crate::EngineConfig) operations at once,
+    /// where the store can ([`Store::claim_batch`](crate::Store::claim_batch)): the oldest
+    /// claimable one, and more only while it and each further one are computed in memory
+    /// (the built-in tables, the engine's own order steps), whose work is too quick to leave
+    /// the others' leases waiting. Runs and reports each in turn; a claim whose lease has run
+    /// half out by its turn is renewed first, and skipped if it was lost. The outcome of
+    /// each, in order; empty when there was nothing to claim.
+    pub fn run_next_operations(
+        &self,
+    ) -> Result<Vec<Result<OperationReport, CheckoutError>>, CheckoutError> {
+        let mut claims = self.claim_batch()?.into_iter();
+        let Some(first) = claims.next() else {
+            return Ok(Vec::new());
+        };
+        let mut outcomes = vec![self.run_claimed(first)];
+        outcomes.extend(claims.filter_map(|claim| self.run_in_turn(claim)));
+        Ok(outcomes)
+    }
+
     /// Claims the oldest claimable operation for this worker, or `Ok(None)` when there is
     /// none (another worker may have won every candidate). The first of the steps (claim,
     /// [`heartbeat`](Engine::heartbeat), [`perform`](Engine::perform),
@@ -281,44 +300,124 @@ impl Engine {
     /// Claims one operation through the store's queue. The claim keeps the operation as its
     /// commit wrote it and the cart its snapshot read, so the work reads neither again.
     fn claim_next(&self) -> Result<Option<Claim>, CheckoutError> {
-        let lease_ms = self.config.lease_ms;
         let mut last: Option<Claim> = None;
         let mut claim = |snapshot: Snapshot| {
-            last = None;
-            let Some(id) = snapshot.operation.as_ref().map(|op| op.id) else {
-                return Ok(None);
-            };
-            let command = WorkerCommand::Claim {
-                operation_id: id,
-                lease_ms,
-            };
-            // A candidate that is no longer claimable is passed by.
-            match self.prepare(None, &snapshot, Input::Worker(&command)) {
-                Ok(prepared) => {
-                    last = prepared
-                        .commit
-                        .as_ref()
-                        .and_then(|commit| claimed_in(commit, id, snapshot.cart));
-                    Ok(prepared.commit)
-                }
-                Err(CheckoutError::Fenced(_)) => Ok(None),
-                Err(e) => {
-                    tracing::warn!(operation = %id, error = %e, "cannot claim; passed by");
-                    Ok(None)
-                }
-            }
+            let (commit, claim) = self.claim_commit(snapshot).unzip();
+            last = claim.flatten();
+            Ok(commit)
         };
         let Some(id) = self.store.claim_next(&mut claim)? else {
             return Ok(None);
         };
         // The closure's last commit is the one the store committed; read it back otherwise.
-        match last.filter(|claim| claim.operation.id == id) {
-            Some(claim) => Ok(Some(claim)),
-            None => Ok(self.store.operation(&id)?.map(|operation| Claim {
-                operation,
-                cart: None,
-            })),
+        self.kept_or_read(id, &mut last.into_iter().collect())
+            .map(Some)
+    }
+
+    /// Claims up to [`EngineConfig::claim_batch`](crate::EngineConfig) operations in one
+    /// commit where the store can: the oldest claimable one, and more only while it and each
+    /// further one are [worked in memory](Engine::works_in_memory).
+    fn claim_batch(&self) -> Result<Vec<Claim>, CheckoutError> {
+        let mut kept: Vec<Claim> = Vec::new();
+        let mut batchable = false;
+        let mut offer = |snapshot: Snapshot, taken: usize| {
+            let quick = self.works_in_memory(&snapshot);
+            if taken == 0 {
+                batchable = quick;
+            } else if !(batchable && quick) {
+                return Ok(None);
+            }
+            let Some((commit, claim)) = self.claim_commit(snapshot) else {
+                return Ok(None);
+            };
+            if let Some(claim) = claim {
+                // A candidate offered again (the store's first try lost a race) is kept once.
+                kept.retain(|c| c.operation.id != claim.operation.id);
+                kept.push(claim);
+            }
+            Ok(Some(commit))
+        };
+        let ids = self
+            .store
+            .claim_batch(self.config.claim_batch.max(1), &mut offer)?;
+        ids.into_iter()
+            .map(|id| self.kept_or_read(id, &mut kept))
+            .collect()
+    }
+
+    /// The claim of `id` among `kept` (taken out of it), or else as the store holds it.
+    fn kept_or_read(&self, id: SfId, kept: &mut Vec<Claim>) -> Result<Claim, CheckoutError> {
+        if let Some(at) = kept.iter().position(|c| c.operation.id == id) {
+            return Ok(kept.swap_remove(at));
         }
+        let operation = self.store.operation(&id)?.ok_or_else(|| {
+            CheckoutError::Defect(format!("claimed operation {id} cannot be read back"))
+        })?;
+        Ok(Claim {
+            operation,
+            cart: None,
+        })
+    }
+
+    /// The commit that claims the operation `snapshot` offers, with the claim it makes (when
+    /// the commit shows it), or `None` when the candidate is no longer claimable: it is
+    /// passed by.
+    fn claim_commit(&self, snapshot: Snapshot) -> Option<(Commit, Option<Claim>)> {
+        let id = snapshot.operation.as_ref()?.id;
+        let command = WorkerCommand::Claim {
+            operation_id: id,
+            lease_ms: self.config.lease_ms,
+        };
+        match self.prepare(None, &snapshot, Input::Worker(&command)) {
+            Ok(prepared) => {
+                let commit = prepared.commit?;
+                let claim = claimed_in(&commit, id, snapshot.cart);
+                Some((commit, claim))
+            }
+            Err(CheckoutError::Fenced(_)) => None,
+            Err(e) => {
+                tracing::warn!(operation = %id, error = %e, "cannot claim; passed by");
+                None
+            }
+        }
+    }
+
+    /// Whether the work of the operation `snapshot` offers is computed in memory, in bounded
+    /// time: the engine's own order steps, a provider that says so (the built-in tables), or
+    /// work that fails at once (no cart, no provider). Only such work is claimed in batches,
+    /// so no claim waits out its lease behind a slow one.
+    fn works_in_memory(&self, snapshot: &Snapshot) -> bool {
+        let (Some(op), Some(cart)) = (&snapshot.operation, &snapshot.cart) else {
+            return true;
+        };
+        let own = Action::from_api_name(&op.name)
+            .filter(|_| op.provider_kind.is_none())
+            .is_some_and(|a| matches!(a, Action::CartToOrder | Action::ActivateOrder));
+        own || self
+            .provider_for(op, cart.web_store_id)
+            .map_or(true, |provider| provider.computes_in_memory())
+    }
+
+    /// Runs a claim of a batch whose turn came after others': renewed first when half its
+    /// lease has run out, skipped when it was lost meanwhile.
+    fn run_in_turn(&self, claim: Claim) -> Option<Result<OperationReport, CheckoutError>> {
+        let half = chrono::Duration::milliseconds((self.config.lease_ms / 2) as i64);
+        let runs_low = claim
+            .operation
+            .expires_at
+            .is_none_or(|end| end - self.clock.now() < half);
+        if runs_low {
+            match self.heartbeat(&claim) {
+                Ok(()) => {}
+                Err(CheckoutError::Fenced(reason)) => {
+                    let id = claim.operation.id;
+                    tracing::info!(operation = %id, %reason, "a batched claim was lost before its turn");
+                    return None;
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        Some(self.run_claimed(claim))
     }
 
     /// Performs and reports `claim`, counting the outcome in `cartflow_operations_total`.
@@ -625,9 +724,13 @@ impl Engine {
         while !stopped() {
             // Read before looking, so work announced while this worker looks wakes it.
             let seen = self.work_generation();
-            match self.run_next_operation() {
-                Ok(Some(_)) => {}
-                Ok(None) => {
+            match self.run_next_operations() {
+                Ok(outcomes) if !outcomes.is_empty() => {
+                    for e in outcomes.into_iter().filter_map(Result::err) {
+                        tracing::warn!(error = %e, "worker step failed");
+                    }
+                }
+                Ok(_) => {
                     if let Err(e) = self.sweep_expired() {
                         tracing::warn!(error = %e, "sweeping expired claims failed");
                     }

@@ -104,6 +104,10 @@ pub struct Commit {
 /// Builds the commit that claims the operation of a snapshot, or `None` to pass it by.
 pub type ClaimFn<'a> = dyn FnMut(Snapshot) -> Result<Option<Commit>, StoreError> + 'a;
 
+/// [`ClaimFn`] for a batch ([`Store::claim_batch`]): also told how many candidates its
+/// transaction has taken so far (0 for the first), so it can take more only where they fit.
+pub type BatchClaimFn<'a> = dyn FnMut(Snapshot, usize) -> Result<Option<Commit>, StoreError> + 'a;
+
 /// A request made under an `Idempotency-Key`: whose key it is and what was asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyedRequest {
@@ -264,6 +268,22 @@ pub trait Store: Send + Sync {
             }
         }
         Ok(None)
+    }
+    /// Claims up to `max` claimable operations in one transaction, where the store can: offers
+    /// candidates' snapshots to `claim` as [`Store::claim_next`] does, with the number taken
+    /// so far, and applies every commit it answers together, all or none. Returns the claimed
+    /// operations, in the order offered. By default, and whenever a batch cannot be had (its
+    /// commit lost a race), one [`Store::claim_next`].
+    fn claim_batch(
+        &self,
+        max: usize,
+        claim: &mut BatchClaimFn<'_>,
+    ) -> Result<Vec<SfId>, StoreError> {
+        let _ = max;
+        Ok(self
+            .claim_next(&mut |snapshot| claim(snapshot, 0))?
+            .into_iter()
+            .collect())
     }
     /// Starts calling `wake` whenever another process commits work (a New operation) to this
     /// store, until the returned watch is dropped. `None`, the default, when the store has no

@@ -30,8 +30,8 @@ use crate::model::{
 };
 use crate::store::sql::{self, SqlTx, Table, Value, Write};
 use crate::store::{
-    ClaimFn, Commit, DataSet, DecideFn, HistoryEntry, KeptAnswer, KeyState, KeyedRequest, LoadKey,
-    Reads, StockLevel, Store, WorkWatch, key_state,
+    BatchClaimFn, ClaimFn, Commit, DataSet, DecideFn, HistoryEntry, KeptAnswer, KeyState,
+    KeyedRequest, LoadKey, Reads, StockLevel, Store, WorkWatch, key_state,
 };
 
 /// The schema migrations, in order; schema version N is the first N applied.
@@ -306,6 +306,46 @@ fn pg_error(e: postgres::Error) -> StoreError {
         }
         _ => StoreError::caused(message, e),
     }
+}
+
+/// Each column of `row` as text (a number as its digits), or `None` for NULL.
+fn columns_as_text(row: &Row) -> Result<Vec<Option<String>>, StoreError> {
+    (0..row.len())
+        .map(|i| match *row.columns()[i].type_() {
+            Type::INT4 => Ok(row
+                .try_get::<_, Option<i32>>(i)
+                .map_err(io)?
+                .map(|n| n.to_string())),
+            Type::INT8 => Ok(row
+                .try_get::<_, Option<i64>>(i)
+                .map_err(io)?
+                .map(|n| n.to_string())),
+            _ => row.try_get::<_, Option<String>>(i).map_err(io),
+        })
+        .collect()
+}
+
+/// Locks up to `limit` claimable operations but those `passed` and reads their snapshots,
+/// oldest first, in the caller's transaction.
+fn claimable_snapshots(
+    db: &mut Conn,
+    passed: &[SfId],
+    limit: usize,
+) -> Result<Vec<Snapshot>, StoreError> {
+    let params = sql::claimable_params(passed, limit);
+    let rows = db
+        .query(sql::CLAIMABLE_SNAPSHOTS, &bound(&params))
+        .map_err(pg_error)?;
+    rows.iter()
+        .map(|row| sql::claimable_snapshot(db, &columns_as_text(row)?))
+        .collect()
+}
+
+/// The operation a claimable snapshot offers.
+fn offered(snapshot: &Snapshot) -> Result<SfId, StoreError> {
+    snapshot.operation.as_ref().map(|op| op.id).ok_or_else(|| {
+        StoreError::Invariant("a claimable operation's snapshot holds no operation".into())
+    })
 }
 
 fn limit(n: usize) -> i64 {
@@ -630,6 +670,7 @@ impl ToSql for Value<'_> {
             Value::Int(n) => n.to_sql(ty, out),
             Value::Bool(flag) => flag.to_sql(ty, out),
             Value::Json(raw) => Json(&**raw).to_sql(ty, out),
+            Value::JsonList(raws) => json_list(raws).to_sql(ty, out),
             Value::Time(t) => t.to_sql(ty, out),
         }
     }
@@ -647,9 +688,14 @@ impl ToSql for Value<'_> {
             Value::Int(n) => n.to_sql_checked(ty, out),
             Value::Bool(flag) => flag.to_sql_checked(ty, out),
             Value::Json(raw) => Json(&**raw).to_sql_checked(ty, out),
+            Value::JsonList(raws) => json_list(raws).to_sql_checked(ty, out),
             Value::Time(t) => t.to_sql_checked(ty, out),
         }
     }
+}
+
+fn json_list(raws: &[Box<serde_json::value::RawValue>]) -> Vec<Json<&serde_json::value::RawValue>> {
+    raws.iter().map(|raw| Json(&**raw)).collect()
 }
 
 fn texts(ids: &[SfId]) -> Vec<&str> {
@@ -682,23 +728,8 @@ impl SqlTx for Conn {
         sql: &'static str,
         params: &[Value<'_>],
     ) -> Result<Option<Vec<Option<String>>>, StoreError> {
-        let Some(row) = self.query_opt(sql, &bound(params)).map_err(pg_error)? else {
-            return Ok(None);
-        };
-        (0..row.len())
-            .map(|i| match *row.columns()[i].type_() {
-                Type::INT4 => Ok(row
-                    .try_get::<_, Option<i32>>(i)
-                    .map_err(io)?
-                    .map(|n| n.to_string())),
-                Type::INT8 => Ok(row
-                    .try_get::<_, Option<i64>>(i)
-                    .map_err(io)?
-                    .map(|n| n.to_string())),
-                _ => row.try_get::<_, Option<String>>(i).map_err(io),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+        let row = self.query_opt(sql, &bound(params)).map_err(pg_error)?;
+        row.as_ref().map(columns_as_text).transpose()
     }
 
     fn exists(&mut self, sql: &'static str, params: &[Value<'_>]) -> Result<bool, StoreError> {
@@ -768,6 +799,27 @@ impl SqlTx for Conn {
         held_writes(writes, held);
     }
 
+    /// One statement for all of a commit's history, its rows numbered in order.
+    fn history_writes<'a>(
+        &self,
+        writes: &mut Vec<Write<'a>>,
+        history: &'a [HistoryEntry],
+    ) -> Result<(), StoreError> {
+        if history.is_empty() {
+            return Ok(());
+        }
+        let carts = history.iter().map(|h| h.cart_id).collect();
+        let bodies = history
+            .iter()
+            .map(sql::raw_json)
+            .collect::<Result<_, _>>()?;
+        writes.push(Write::any(
+            APPEND_HISTORY,
+            vec![Value::Ids(carts), Value::JsonList(bodies)],
+        ));
+        Ok(())
+    }
+
     fn announce_work(&self, writes: &mut Vec<Write<'_>>) {
         writes.push(Write::any(ANNOUNCE_WORK, Vec::new()));
     }
@@ -793,6 +845,10 @@ fn held_writes(writes: &mut Vec<Write<'_>>, held: Vec<(SfId, Vec<SfId>)>) {
     }
 }
 
+/// A commit's history rows, numbered (`seq`) in the order given.
+const APPEND_HISTORY: &str = "INSERT INTO history (cart_id, body)
+     SELECT cart_id, body FROM unnest($1::text[], $2::jsonb[]) WITH ORDINALITY
+       AS h(cart_id, body, n) ORDER BY n";
 const FORGET_HELD: &str = "DELETE FROM record_owners WHERE owner_id = ANY($1)";
 const HOLD: &str = "INSERT INTO record_owners (id, owner_id)
      SELECT * FROM unnest($1::text[], $2::text[])
@@ -857,14 +913,10 @@ fn first_claimable(
         }
         // The transaction's snapshot is taken here; a row that changed since then makes this
         // a serialization failure (Conflict), and the caller starts a fresh transaction.
-        let Some(snapshot) = sql::claimable_snapshot(db, passed)? else {
+        let Some(snapshot) = claimable_snapshots(db, passed, 1)?.pop() else {
             return Ok(Round::Empty);
         };
-        let Some(id) = snapshot.operation.as_ref().map(|op| op.id) else {
-            return Err(StoreError::Invariant(
-                "a claimable operation's snapshot holds no operation".into(),
-            ));
-        };
+        let id = offered(&snapshot)?;
         let Some(commit) = claim(snapshot)? else {
             passed.push(id);
             continue;
@@ -879,6 +931,62 @@ fn first_claimable(
             Err(e) => Err(e),
         };
     }
+}
+
+/// How one batch claim transaction ended.
+enum Batch {
+    /// These were claimed, in the order offered.
+    Claimed(Vec<SfId>),
+    /// No operation is claimable.
+    Empty,
+    /// Every candidate was passed by.
+    Passed,
+}
+
+/// One batch claim transaction: lock and read up to `max` candidates in one statement, let
+/// `claim` take what it will, write every claim with the `COMMIT` in one round trip.
+fn claim_batch_round(
+    conn: &mut Conn,
+    max: usize,
+    claim: &mut BatchClaimFn<'_>,
+) -> Result<Batch, StoreError> {
+    conn.open_tx(REPEATABLE_READ);
+    let batch = take_batch(conn, max, claim);
+    let claimed = matches!(batch, Ok(Batch::Claimed(_)));
+    match conn.end(claimed) {
+        Err(e) if claimed => Err(pg_error(e)),
+        _ => batch,
+    }
+}
+
+/// Inside the batch claim transaction: offers each candidate, then writes the claims taken.
+fn take_batch(
+    db: &mut Conn,
+    max: usize,
+    claim: &mut BatchClaimFn<'_>,
+) -> Result<Batch, StoreError> {
+    let snapshots = claimable_snapshots(db, &[], max)?;
+    if snapshots.is_empty() {
+        return Ok(Batch::Empty);
+    }
+    let mut taken = Vec::new();
+    for snapshot in snapshots {
+        let id = offered(&snapshot)?;
+        if let Some(commit) = claim(snapshot, taken.len())? {
+            taken.push((id, commit));
+        }
+    }
+    if taken.is_empty() {
+        return Ok(Batch::Passed);
+    }
+    let mut writes = Vec::new();
+    for (_, commit) in &taken {
+        writes.extend(sql::plan(db, commit)?);
+    }
+    db.finish_with_writes(&writes)?;
+    Ok(Batch::Claimed(
+        taken.into_iter().map(|(id, _)| id).collect(),
+    ))
 }
 
 impl Store for PostgresStore {
@@ -962,6 +1070,24 @@ impl Store for PostgresStore {
             }
         }
         Ok(None)
+    }
+
+    /// Up to `max` candidates locked and read in one statement, their claims written with the
+    /// `COMMIT` in one round trip. A batch whose commit lost a race, or that took nothing,
+    /// falls back to one [`Store::claim_next`].
+    fn claim_batch(
+        &self,
+        max: usize,
+        claim: &mut BatchClaimFn<'_>,
+    ) -> Result<Vec<SfId>, StoreError> {
+        match self.with_conn(|conn| claim_batch_round(conn, max.max(1), claim)) {
+            Ok(Batch::Claimed(ids)) => return Ok(ids),
+            Ok(Batch::Empty) => return Ok(Vec::new()),
+            Ok(Batch::Passed) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let one = self.claim_next(&mut |snapshot| claim(snapshot, 0))?;
+        Ok(one.into_iter().collect())
     }
 
     fn cart(&self, id: &SfId) -> Result<Option<WebCart>, StoreError> {

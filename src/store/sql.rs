@@ -32,14 +32,21 @@ pub(crate) enum Value<'a> {
     Bool(bool),
     /// A record, serialized once.
     Json(Box<RawValue>),
+    /// Records, each serialized once (PostgreSQL's `jsonb[]`; SQLite has no arrays).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    JsonList(Vec<Box<RawValue>>),
     /// An instant, or none.
     Time(Option<DateTime<Utc>>),
 }
 
 /// A record as the JSON body its table keeps.
 pub(crate) fn json<T: Serialize>(record: &T) -> Result<Value<'static>, StoreError> {
+    raw_json(record).map(Value::Json)
+}
+
+/// A record serialized as its table keeps it.
+pub(crate) fn raw_json<T: Serialize>(record: &T) -> Result<Box<RawValue>, StoreError> {
     serde_json::value::to_raw_value(record)
-        .map(Value::Json)
         .map_err(|e| StoreError::caused(format!("a record cannot be written: {e}"), e))
 }
 
@@ -81,6 +88,18 @@ pub(crate) trait SqlTx {
     /// can (PostgreSQL's `NOTIFY`, delivered when the transaction commits).
     fn announce_work(&self, writes: &mut Vec<Write<'_>>) {
         let _ = writes;
+    }
+    /// Adds the writes that append `history` to its table, in order: a row each.
+    fn history_writes<'a>(
+        &self,
+        writes: &mut Vec<Write<'a>>,
+        history: &'a [HistoryEntry],
+    ) -> Result<(), StoreError> {
+        for h in history {
+            let params = vec![Value::Text(h.cart_id.as_str()), json(h)?];
+            writes.push(Write::any(INSERT_HISTORY, params));
+        }
+        Ok(())
     }
     /// Adds the writes that record which records each holder now holds: the holders' rows
     /// go, their children's come.
@@ -296,35 +315,41 @@ fn from_row(
     })
 }
 
-/// The oldest New operation of a cart that is not closed ($2), none of those passed by ($3),
-/// that no other transaction holds (locked `FOR UPDATE`, others' locks skipped), with its
-/// operation snapshot: the pick and the read in one statement (PostgreSQL only).
+/// The oldest New operations ($4 at most) of carts that are not closed ($2), none of those
+/// passed by ($3), that no other transaction holds (locked `FOR UPDATE`, others' locks
+/// skipped), each with its operation snapshot, oldest first: the pick and the read in one
+/// statement (PostgreSQL only).
 #[cfg(feature = "postgres")]
-const CLAIMABLE_SNAPSHOT: &str = snapshot_query!(
-    "operations o LEFT JOIN carts c ON c.id = o.cart_id",
-    "LEFT JOIN sessions s ON s.id = o.body->>'CheckoutSessionId'",
-    "o.id = (SELECT q.id FROM operations q JOIN carts qc ON qc.id = q.cart_id
-             WHERE q.status = 'New' AND qc.status <> $2 AND q.id <> ALL($3)
-             ORDER BY q.submitted_at, q.id LIMIT 1
-             FOR UPDATE OF q SKIP LOCKED)"
+pub(crate) const CLAIMABLE_SNAPSHOTS: &str = concat!(
+    snapshot_query!(
+        "operations o LEFT JOIN carts c ON c.id = o.cart_id",
+        "LEFT JOIN sessions s ON s.id = o.body->>'CheckoutSessionId'",
+        "o.id = ANY(ARRAY(SELECT q.id FROM operations q JOIN carts qc ON qc.id = q.cart_id
+                 WHERE q.status = 'New' AND qc.status <> $2 AND q.id <> ALL($3)
+                 ORDER BY q.submitted_at, q.id LIMIT $4
+                 FOR UPDATE OF q SKIP LOCKED))"
+    ),
+    " ORDER BY o.submitted_at, o.id"
 );
 
-/// Locks the oldest claimable operation but those `passed` and reads its snapshot, in the
-/// caller's transaction; `None` when there is none.
+/// The values of [`CLAIMABLE_SNAPSHOTS`]: at most `limit` candidates, none of `passed`.
 #[cfg(feature = "postgres")]
-pub(crate) fn claimable_snapshot(
-    tx: &mut impl SqlTx,
-    passed: &[SfId],
-) -> Result<Option<Snapshot>, StoreError> {
-    let params = [
+pub(crate) fn claimable_params(passed: &[SfId], limit: usize) -> [Value<'static>; 4] {
+    [
         Value::Text(""),
         Value::Text(crate::model::CartStatus::Closed.as_str()),
         Value::Ids(passed.to_vec()),
-    ];
-    match tx.first_row(CLAIMABLE_SNAPSHOT, &params)? {
-        Some(row) => from_row(tx, &row, false).map(Some),
-        None => Ok(None),
-    }
+        int(limit as u64),
+    ]
+}
+
+/// The snapshot in one row of [`CLAIMABLE_SNAPSHOTS`] (PostgreSQL only).
+#[cfg(feature = "postgres")]
+pub(crate) fn claimable_snapshot(
+    tx: &mut impl SqlTx,
+    row: &[Option<String>],
+) -> Result<Snapshot, StoreError> {
+    from_row(tx, row, false)
 }
 
 /// Reads, decides and writes inside the caller's transaction.
@@ -558,7 +583,7 @@ pub(crate) fn plan<'c>(tx: &impl SqlTx, commit: &'c Commit) -> Result<Vec<Write<
     if let Some(cart) = &changes.clear_outputs_of {
         writes.push(Write::any(CLEAR_OUTPUTS, vec![Value::Text(cart.as_str())]));
     }
-    additions(&mut writes, &changes.outputs, &commit.history)?;
+    additions(tx, &mut writes, &changes.outputs, &commit.history)?;
     tx.held_writes(&mut writes, crate::store::held_records(changes));
     if changes
         .operations
@@ -649,6 +674,7 @@ fn order_write(o: &Order) -> Result<Write<'_>, StoreError> {
 
 /// The inserts of validation outputs and history entries.
 fn additions<'a>(
+    tx: &impl SqlTx,
     writes: &mut Vec<Write<'a>>,
     outputs: &'a [crate::model::CartValidationOutput],
     history: &'a [HistoryEntry],
@@ -661,11 +687,7 @@ fn additions<'a>(
         ];
         writes.push(Write::any(INSERT_OUTPUT, params));
     }
-    for h in history {
-        let params = vec![Value::Text(h.cart_id.as_str()), json(h)?];
-        writes.push(Write::any(INSERT_HISTORY, params));
-    }
-    Ok(())
+    tx.history_writes(writes, history)
 }
 
 const INSERT_STORE: &str = "INSERT INTO stores (id, body) VALUES ($1, $2)";
@@ -708,7 +730,7 @@ pub(crate) fn import(tx: &mut impl SqlTx, data: &DataSet) -> Result<(), StoreErr
     }
     import_records(tx, data)?;
     let mut writes = Vec::new();
-    additions(&mut writes, &data.validation_outputs, &data.history)?;
+    additions(tx, &mut writes, &data.validation_outputs, &data.history)?;
     tx.held_writes(&mut writes, crate::store::held_in_dataset(data));
     run(tx, &writes)
 }

@@ -90,9 +90,9 @@ impl rusqlite::ToSql for Value<'_> {
         Ok(match self {
             Value::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
             Value::Id(id) => ToSqlOutput::Borrowed(ValueRef::Text(id.as_str().as_bytes())),
-            Value::Ids(_) => {
+            Value::Ids(_) | Value::JsonList(_) => {
                 return Err(rusqlite::Error::ToSqlConversionFailure(
-                    "SQLite has no arrays: a list of IDs is bound one by one".into(),
+                    "SQLite has no arrays: a list is bound one by one".into(),
                 ));
             }
             Value::Int(n) => ToSqlOutput::Owned(SqlValue::Integer(*n)),

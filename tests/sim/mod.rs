@@ -192,6 +192,7 @@ impl World {
             heartbeat_ms: 24 * 3_600_000,
             // The simulated workers never wait: the scheduler runs them.
             idle_poll_ms: 50,
+            ..EngineConfig::default()
         };
         let engines = (0..2u64)
             .map(|k| {
