@@ -101,6 +101,12 @@ pub fn drive(
             .step(state)
             .ok_or_else(|| CheckoutError::Stale(Stale::UnknownState(state.to_string())))?;
         if session.is_processing {
+            // Running the operation here is the common case: tried before reading it.
+            if let (Waiting::RunInline, Some(op)) = (&waiting, session.background_operation_id)
+                && engine.run_operation_now(op)?.is_some()
+            {
+                continue;
+            }
             let active = match session.background_operation_id {
                 Some(op) => engine
                     .store()

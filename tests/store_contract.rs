@@ -510,6 +510,29 @@ fn claimable_operations_are_new_oldest_first_and_never_of_closed_carts() {
 }
 
 #[test]
+fn the_lines_of_several_carts_read_at_once_are_each_carts_lines_in_order() {
+    for (name, open) in stores::all() {
+        let mut data = sample::dataset();
+        sample::add_in_stock_copies(&mut data, 5, 3);
+        let mut carts: Vec<SfId> = data.carts.iter().map(|c| c.id).collect();
+        let (store, _dir) = open(data);
+        let lineless = id(KeyPrefix::WebCart, 999_999);
+        carts.push(lineless);
+        let lines = store.cart_items_of(&carts).unwrap();
+        assert_eq!(lines.len(), carts.len(), "{name}: one entry per cart");
+        let mut with_lines = 0;
+        for cart in &carts {
+            let one_by_one = store.cart_items(cart).unwrap();
+            with_lines += usize::from(!one_by_one.is_empty());
+            assert_eq!(*lines[cart], one_by_one, "{name}: the lines of {cart}");
+        }
+        assert!(with_lines > 3, "{name}: only {with_lines} carts hold lines");
+        assert!(lines[&lineless].is_empty(), "{name}");
+        assert!(store.cart_items_of(&[]).unwrap().is_empty(), "{name}");
+    }
+}
+
+#[test]
 fn a_scan_of_carts_pages_through_every_cart_once_in_one_order() {
     for (name, open) in stores::all() {
         let mut data = sample::dataset();
@@ -661,6 +684,10 @@ mod sqlite_only {
 mod postgres_only {
     use super::*;
     use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use cartflow::model::CartItem;
+    use cartflow::store::{BatchClaimFn, CartLines, DecideFn, Reads};
     use std::sync::{Barrier, Mutex};
     use std::thread;
 
@@ -1102,6 +1129,94 @@ mod postgres_only {
             let left = engine.store().claimable_operations(10).unwrap();
             assert!(left.is_empty(), "operations still New: {left:?}");
         }
+    }
+
+    /// A PostgreSQL store that counts how its lines are read: one cart at a time, or many.
+    struct CountsLineReads {
+        inner: PostgresStore,
+        one_cart: AtomicUsize,
+        many_carts: AtomicUsize,
+    }
+
+    impl Store for CountsLineReads {
+        fn cart_items_shared(&self, cart_id: &SfId) -> Result<Arc<Vec<CartItem>>, StoreError> {
+            self.one_cart.fetch_add(1, SeqCst);
+            self.inner.cart_items_shared(cart_id)
+        }
+
+        fn cart_items_of(&self, carts: &[SfId]) -> Result<CartLines, StoreError> {
+            self.many_carts.fetch_add(1, SeqCst);
+            self.inner.cart_items_of(carts)
+        }
+
+        fn claim_batch(
+            &self,
+            max: usize,
+            claim: &mut BatchClaimFn<'_>,
+        ) -> Result<Vec<SfId>, StoreError> {
+            self.inner.claim_batch(max, claim)
+        }
+
+        fn transact(&self, reads: &Reads, decide: &mut DecideFn<'_>) -> Result<(), StoreError> {
+            self.inner.transact(reads, decide)
+        }
+
+        crate::delegate_store!(inner =>
+            user, load, commit, claimable_operations, expired_operations, claim_next, cart,
+            carts_after, cart_items, cart_item, validation_output, session, sessions_of,
+            operation, operations_of, order, validation_outputs, history, events_after,
+            last_event, webhook_cursor, advance_webhook, deliveries, begin_keyed, keep_answer,
+            release_key, owner_of, operation_counts, web_stores
+        );
+    }
+
+    #[test]
+    fn a_batch_reads_the_lines_of_all_its_carts_at_once() {
+        let Some(db) = support::postgres() else {
+            return;
+        };
+        let data = sample::dataset();
+        let inner = PostgresStore::connect(db.url()).unwrap();
+        inner.import(&data).unwrap();
+        let store = Arc::new(CountsLineReads {
+            inner,
+            one_cart: AtomicUsize::new(0),
+            many_carts: AtomicUsize::new(0),
+        });
+        let integrations = Integrations::with_stock_tables(&data.stock);
+        let engine = Engine::new(store.clone()).with_integrations(integrations);
+        let carts = [SampleCart::InStock, SampleCart::Reorder].map(SampleCart::id);
+        for cart in carts {
+            submit_inventory_check(&engine, cart);
+        }
+        let (one, many) = (store.one_cart.load(SeqCst), store.many_carts.load(SeqCst));
+        let outcomes = engine.run_next_operations().unwrap();
+        assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        let read_one_by_one = store.one_cart.load(SeqCst) - one;
+        let read_at_once = store.many_carts.load(SeqCst) - many;
+        assert_eq!((read_one_by_one, read_at_once), (0, 1));
+        // Alone, a claim reads its cart's lines as it works.
+        submit_inventory_check(&engine, SampleCart::ShortStock.id());
+        assert_eq!(engine.run_next_operations().unwrap().len(), 1);
+        assert_eq!(store.one_cart.load(SeqCst) - one, 1);
+        assert_eq!(store.many_carts.load(SeqCst) - many, 1);
+        // The batch's history, written in one statement, is each cart's, in order, up to
+        // its claim as a claim alone writes it (the short cart's check then fails).
+        let moves = |cart: SfId| -> Vec<String> {
+            let history = store.history(&cart).unwrap();
+            assert!(history.iter().all(|h| h.cart_id == cart));
+            history
+                .iter()
+                .map(|h| format!("{:?} {} {}->{}", h.machine, h.event, h.from, h.to))
+                .collect()
+        };
+        let alone = moves(SampleCart::ShortStock.id());
+        let claimed = alone.iter().position(|m| m.starts_with("Operation claim"));
+        let through_claim = &alone[..=claimed.expect("the claim is in the history")];
+        let [first, second] = carts.map(moves);
+        assert_eq!(first, second);
+        assert_eq!(&first[..through_claim.len()], through_claim);
     }
 
     #[test]

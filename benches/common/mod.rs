@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
 use cartflow::ids::RandomIds;
+use cartflow::machine::Machine;
 use cartflow::model::{KeyPrefix, OperationStatus, SfId};
 use cartflow::sample;
-use cartflow::store::{Commit, DataSet, Durability, PostgresStore, SqliteStore};
+use cartflow::store::{Commit, DataSet, Durability, HistoryEntry, PostgresStore, SqliteStore};
 use cartflow::{Engine, MemoryStore, Store, StoreError};
 use postgres::types::Json;
 use rusqlite::TransactionBehavior;
@@ -270,11 +271,25 @@ pub fn bulk_world(lines: u64) -> (DataSet, SfId) {
     (data, id)
 }
 
-/// One run: a fresh database seeded with `carts` New inventory operations, then the time
-/// from spawning `processes` workers (`--exit-when-idle`) until the last one exits. The time
-/// includes each process's start (exec, connect, schema check, stock read) and its idle exit
-/// (two idle checks a 50 ms poll apart).
+/// One run of [`worker_run_spans`]: its whole time.
 pub fn worker_run(processes: usize, carts: u64) -> Duration {
+    worker_run_spans(processes, carts).whole
+}
+
+/// The two times of one worker run.
+pub struct WorkerSpans {
+    /// From spawning the workers until the last one exits: each process's start (exec,
+    /// connect, schema check, stock read) and its idle exit (two idle checks a 50 ms poll
+    /// apart) are inside it.
+    pub whole: Duration,
+    /// From the first claim to the last completion, as the operations' history records them
+    /// (the workers' clocks, on this machine): the work alone.
+    pub working: Duration,
+}
+
+/// One run: a fresh database seeded with `carts` New inventory operations, then `processes`
+/// workers (`--exit-when-idle`) until the last one exits.
+pub fn worker_run_spans(processes: usize, carts: u64) -> WorkerSpans {
     let db = support::postgres().expect("PostgreSQL was available a moment ago");
     let part = prepared(carts, Stage::InventoryStarted);
     let operations: Vec<SfId> = part.data.operations.iter().map(|op| op.id).collect();
@@ -328,7 +343,33 @@ pub fn worker_run(processes: usize, carts: u64) -> Duration {
             "operation {id}"
         );
     }
-    elapsed
+    WorkerSpans {
+        whole: elapsed,
+        working: working_span(&store, &part.carts),
+    }
+}
+
+/// From the first claim of an operation of `carts` to the last completion, by their history.
+fn working_span(store: &PostgresStore, carts: &[SfId]) -> Duration {
+    let moves: Vec<HistoryEntry> = carts
+        .iter()
+        .flat_map(|cart| store.history(cart).expect("the store reads"))
+        .filter(|h| h.machine == Machine::Operation)
+        .collect();
+    let first_claim = moves
+        .iter()
+        .filter(|h| h.to == "Running")
+        .map(|h| h.at)
+        .min();
+    let last_completion = moves
+        .iter()
+        .filter(|h| h.to == "Complete")
+        .map(|h| h.at)
+        .max();
+    match (first_claim, last_completion) {
+        (Some(first), Some(last)) => (last - first).to_std().unwrap_or_default(),
+        _ => Duration::ZERO,
+    }
 }
 
 /// A durable store holding the sample world, as a benchmark measures it.

@@ -334,6 +334,17 @@ impl Engine {
     }
 
     fn execute_as(&self, actor: Option<&str>, input: Input<'_>) -> Result<Output, CheckoutError> {
+        self.execute_seeing(actor, input, &mut |_, _| {})
+    }
+
+    /// [`Engine::execute_as`], showing `seen` each decision's snapshot and commit as it is
+    /// made (again after a conflict): the last it is shown is the one committed.
+    pub(crate) fn execute_seeing(
+        &self,
+        actor: Option<&str>,
+        input: Input<'_>,
+        seen: &mut dyn FnMut(&Snapshot, Option<&Commit>),
+    ) -> Result<Output, CheckoutError> {
         // Checked at the first command rather than at each builder call: by then the
         // template and the integrations are the ones the engine runs. Only the first caller
         // checks, and no other command waits for it.
@@ -367,6 +378,7 @@ impl Engine {
                 };
                 let mut prepared = self.prepare(actor_id, &snapshot, input);
                 let commit = prepared.as_mut().ok().and_then(|p| p.commit.take());
+                seen(&snapshot, commit.as_ref());
                 decided = Some(prepared);
                 Ok(commit)
             });

@@ -19,8 +19,8 @@ use crate::machine::{
     Action, CartUpdate, CustomAction, Snapshot, StepOutcome, ValidationMessage, WorkerCommand,
 };
 use crate::model::{
-    BackgroundOperation, CartDeliveryGroup, KeyPrefix, Level, Order, OrderDeliveryGroup, OrderItem,
-    OrderLifeCycleType, OrderStatus, ProviderKind, SfId, WebCart,
+    BackgroundOperation, CartDeliveryGroup, CartItem, KeyPrefix, Level, Order, OrderDeliveryGroup,
+    OrderItem, OrderLifeCycleType, OrderStatus, ProviderKind, SfId, WebCart,
 };
 use crate::store::Commit;
 
@@ -34,7 +34,11 @@ fn claimed_in(commit: &Commit, id: SfId, read: Option<WebCart>) -> Option<Claim>
         .cloned()
         .or(read)
         .filter(|c| c.id == operation.cart_id);
-    Some(Claim { operation, cart })
+    Some(Claim {
+        operation,
+        cart,
+        items: None,
+    })
 }
 
 /// A payment step passes only on an authorisation, under a reference, of exactly the
@@ -98,6 +102,9 @@ pub struct Claim {
     /// from it instead of reading the cart again, as a read an instant later could have
     /// answered; what guards a report against a cart changed meanwhile is unchanged.
     cart: Option<WebCart>,
+    /// The cart's lines, when a batch claim read them with the other claims' lines, as a
+    /// read at the start of the work could have answered.
+    items: Option<Arc<Vec<CartItem>>>,
 }
 
 impl Claim {
@@ -246,21 +253,20 @@ impl Engine {
             operation_id: id,
             lease_ms: self.config.lease_ms,
         };
-        match self.execute_worker(&command) {
+        // The claim as its commit wrote it, so the work need not read the operation again.
+        let mut claimed = None;
+        let mut keep = |snapshot: &Snapshot, commit: Option<&Commit>| {
+            claimed = commit.and_then(|c| claimed_in(c, id, snapshot.cart.clone()));
+        };
+        match self.execute_seeing(None, Input::Worker(&command), &mut keep) {
             Ok(_) => {}
             // A worker claimed it first (or a cancel won).
             Err(CheckoutError::Fenced(_)) => return Ok(None),
             Err(e) => return Err(e),
         }
-        match self.store.operation(&id)? {
-            Some(operation) => self
-                .run_claimed(Claim {
-                    operation,
-                    cart: None,
-                })
-                .map(Some),
-            None => Ok(None),
-        }
+        let mut kept: Vec<Claim> = claimed.into_iter().collect();
+        self.run_claimed(self.kept_or_read(id, &mut kept)?)
+            .map(Some)
     }
 
     /// Runs operations until none is New. Returns how many ran.
@@ -340,9 +346,35 @@ impl Engine {
         let ids = self
             .store
             .claim_batch(self.config.claim_batch.max(1), &mut offer)?;
-        ids.into_iter()
+        let mut claims = ids
+            .into_iter()
             .map(|id| self.kept_or_read(id, &mut kept))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        if claims.len() > 1 {
+            self.read_lines_of(&mut claims)?;
+        }
+        Ok(claims)
+    }
+
+    /// Reads the lines of every claim's cart at once ([`Store::cart_items_of`]), where one
+    /// read each would cost a statement each.
+    ///
+    /// [`Store::cart_items_of`]: crate::Store::cart_items_of
+    fn read_lines_of(&self, claims: &mut [Claim]) -> Result<(), CheckoutError> {
+        let carts: Vec<SfId> = claims.iter().map(|c| c.operation.cart_id).collect();
+        let lines = self.store.cart_items_of(&carts)?;
+        for claim in claims {
+            claim.items = lines.get(&claim.operation.cart_id).cloned();
+        }
+        Ok(())
+    }
+
+    /// The lines of `claim`'s cart: those its batch read, or else read now.
+    fn lines_of(&self, claim: &Claim) -> Result<Arc<Vec<CartItem>>, CheckoutError> {
+        match &claim.items {
+            Some(items) => Ok(Arc::clone(items)),
+            None => Ok(self.store.cart_items_shared(&claim.operation.cart_id)?),
+        }
     }
 
     /// The claim of `id` among `kept` (taken out of it), or else as the store holds it.
@@ -356,6 +388,7 @@ impl Engine {
         Ok(Claim {
             operation,
             cart: None,
+            items: None,
         })
     }
 
@@ -452,10 +485,10 @@ impl Engine {
             // custom action may share an order action's name.
             Some(cart) => {
                 match Action::from_api_name(&op.name).filter(|_| op.provider_kind.is_none()) {
-                    Some(Action::CartToOrder) => self.draft_order(&cart)?,
+                    Some(Action::CartToOrder) => self.draft_order(&cart, &self.lines_of(claim)?)?,
                     Some(Action::ActivateOrder) => self.activate_order(op)?,
                     _ => {
-                        let (outcome, update) = self.run_integration(op, cart)?;
+                        let (outcome, update) = self.run_integration(claim, cart)?;
                         (outcome, update, None)
                     }
                 }
@@ -484,9 +517,10 @@ impl Engine {
     /// outside any lock, with a timeout and heartbeats.
     fn run_integration(
         &self,
-        op: &BackgroundOperation,
+        claim: &Claim,
         cart: WebCart,
     ) -> Result<(StepOutcome, Option<CartUpdate>), CheckoutError> {
+        let op = &claim.operation;
         let provider = match self.provider_for(op, cart.web_store_id) {
             Ok(provider) => provider,
             Err(reason) => return Ok((StepOutcome::SystemFailure(reason), None)),
@@ -501,7 +535,7 @@ impl Engine {
             };
             return Ok((StepOutcome::Failed(vec![message]), None));
         }
-        let items = self.store.cart_items_shared(&cart.id)?;
+        let items = self.lines_of(claim)?;
         let order = match op.provider_kind {
             Some(ProviderKind::Payment) => self.order_of(op)?,
             _ => None,
@@ -585,8 +619,11 @@ impl Engine {
     }
 
     /// `cartToOrderAction`'s work: a Draft order with one line per cart line.
-    fn draft_order(&self, cart: &WebCart) -> Result<OrderOutcome, CheckoutError> {
-        let items = self.store.cart_items(&cart.id)?;
+    fn draft_order(
+        &self,
+        cart: &WebCart,
+        items: &[CartItem],
+    ) -> Result<OrderOutcome, CheckoutError> {
         if items.is_empty() {
             let message = ValidationMessage {
                 level: Level::Error,

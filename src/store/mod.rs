@@ -101,6 +101,9 @@ pub struct Commit {
     pub history: Vec<HistoryEntry>,
 }
 
+/// The lines of several carts, by cart ([`Store::cart_items_of`]).
+pub type CartLines = std::collections::HashMap<SfId, Arc<Vec<CartItem>>>;
+
 /// Builds the commit that claims the operation of a snapshot, or `None` to pass it by.
 pub type ClaimFn<'a> = dyn FnMut(Snapshot) -> Result<Option<Commit>, StoreError> + 'a;
 
@@ -307,6 +310,15 @@ pub trait Store: Send + Sync {
     /// a worker reads a large cart without copying it. By default, [`Store::cart_items`].
     fn cart_items_shared(&self, cart_id: &SfId) -> Result<Arc<Vec<CartItem>>, StoreError> {
         Ok(Arc::new(self.cart_items(cart_id)?))
+    }
+    /// The lines of each of `carts`, shared as [`Store::cart_items_shared`] shares them: a
+    /// cart with none maps to an empty list. A worker that claimed several operations reads
+    /// their carts' lines at once. By default, one [`Store::cart_items_shared`] per cart.
+    fn cart_items_of(&self, carts: &[SfId]) -> Result<CartLines, StoreError> {
+        carts
+            .iter()
+            .map(|cart| Ok((*cart, self.cart_items_shared(cart)?)))
+            .collect()
     }
     /// A cart line by ID.
     fn cart_item(&self, id: &SfId) -> Result<Option<CartItem>, StoreError>;
