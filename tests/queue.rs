@@ -419,3 +419,33 @@ fn a_worker_reads_neither_the_operation_nor_the_cart_again_after_its_claim() {
     let op = rig.memory.operation(&rig.operation).unwrap().unwrap();
     assert_eq!(op.status, OperationStatus::Complete);
 }
+
+/// An operation run now (`runAsync` false, the flow driver's inline mode) works from what its
+/// claim's command read and wrote, like a worker's claim: neither is read again.
+#[test]
+fn an_operation_run_now_reads_neither_itself_nor_its_cart_again_after_its_claim() {
+    let reads = Arc::new(AtomicU32::new(0));
+    let counted = reads.clone();
+    let rig = rig_over(
+        Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
+        Integrations::new(),
+        quiet_config(2),
+        move |inner| {
+            Arc::new(CountedReads {
+                inner,
+                reads: counted,
+            })
+        },
+    );
+    reads.store(0, Ordering::SeqCst);
+    let report = rig
+        .engine
+        .run_operation_now(rig.operation)
+        .unwrap()
+        .unwrap();
+    assert_eq!(reads.load(Ordering::SeqCst), 0);
+    assert!(report.applied, "{report:?}");
+    assert_eq!(report.operation_id, rig.operation);
+    let op = rig.memory.operation(&rig.operation).unwrap().unwrap();
+    assert_eq!(op.status, OperationStatus::Complete);
+}
