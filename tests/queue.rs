@@ -392,10 +392,8 @@ impl Store for CountedReads {
         operation_counts, web_stores, owner_of);
 }
 
-/// A worker works from what its claim read: the operation as the claim wrote it and the cart
-/// as the claim's snapshot held it, neither read again; its report names both.
-#[test]
-fn a_worker_reads_neither_the_operation_nor_the_cart_again_after_its_claim() {
+/// A rig over [`CountedReads`], and its count, set to zero.
+fn counted_rig() -> (Rig, Arc<AtomicU32>) {
     let reads = Arc::new(AtomicU32::new(0));
     let counted = reads.clone();
     let rig = rig_over(
@@ -410,6 +408,14 @@ fn a_worker_reads_neither_the_operation_nor_the_cart_again_after_its_claim() {
         },
     );
     reads.store(0, Ordering::SeqCst);
+    (rig, reads)
+}
+
+/// A worker works from what its claim read: the operation as the claim wrote it and the cart
+/// as the claim's snapshot held it, neither read again; its report names both.
+#[test]
+fn a_worker_reads_neither_the_operation_nor_the_cart_again_after_its_claim() {
+    let (rig, reads) = counted_rig();
     let report = rig.engine.run_next_operation().unwrap().unwrap();
     assert_eq!(reads.load(Ordering::SeqCst), 0);
     assert!(report.applied, "{report:?}");
@@ -424,20 +430,7 @@ fn a_worker_reads_neither_the_operation_nor_the_cart_again_after_its_claim() {
 /// claim's command read and wrote, like a worker's claim: neither is read again.
 #[test]
 fn an_operation_run_now_reads_neither_itself_nor_its_cart_again_after_its_claim() {
-    let reads = Arc::new(AtomicU32::new(0));
-    let counted = reads.clone();
-    let rig = rig_over(
-        Utc.with_ymd_and_hms(2026, 3, 1, 9, 0, 0).unwrap(),
-        Integrations::new(),
-        quiet_config(2),
-        move |inner| {
-            Arc::new(CountedReads {
-                inner,
-                reads: counted,
-            })
-        },
-    );
-    reads.store(0, Ordering::SeqCst);
+    let (rig, reads) = counted_rig();
     let report = rig
         .engine
         .run_operation_now(rig.operation)

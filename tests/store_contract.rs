@@ -709,13 +709,22 @@ mod postgres_only {
             .count() as i32
     }
 
+    /// The first column of what `sql` answers, straight from the test database.
+    fn column<T: for<'a> postgres::types::FromSql<'a>>(
+        db: &support::TestDb,
+        sql: &str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Vec<T> {
+        let rows = db.client().query(sql, params).unwrap();
+        rows.iter().map(|row| row.get(0)).collect()
+    }
+
     fn recorded_versions(db: &support::TestDb) -> Vec<i32> {
-        db.client()
-            .query("SELECT version FROM cartflow_schema ORDER BY version", &[])
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
+        column(
+            db,
+            "SELECT version FROM cartflow_schema ORDER BY version",
+            &[],
+        )
     }
 
     /// Work one process commits wakes an idle worker of another at once: with an idle poll of
@@ -984,15 +993,8 @@ mod postgres_only {
     /// The transaction that last wrote each of `ids`' operation rows.
     fn writers(db: &support::TestDb, ids: &[SfId]) -> Vec<String> {
         let ids: Vec<&str> = ids.iter().map(SfId::as_str).collect();
-        db.client()
-            .query(
-                "SELECT xmin::text FROM operations WHERE id = ANY($1) ORDER BY id",
-                &[&ids],
-            )
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
+        let sql = "SELECT xmin::text FROM operations WHERE id = ANY($1) ORDER BY id";
+        column(db, sql, &[&ids])
     }
 
     /// A batch claim offers the free candidates oldest first, told how many it took so far,
