@@ -118,7 +118,7 @@ pub fn drive(
                 wait(engine, &session, waiting, started)?;
             } else {
                 // Locked but not yet invoked (perhaps by a process that stopped): invoke.
-                run_step_action(engine, actor, &cart_id, step.kind)?;
+                run_step_action(engine, actor, &cart_id, step.kind, waiting)?;
             }
             continue;
         }
@@ -149,7 +149,7 @@ pub fn drive(
                         exp_current_state: Some(state.as_str().to_owned()),
                     },
                 )?;
-                run_step_action(engine, actor, &cart_id, step.kind)?;
+                run_step_action(engine, actor, &cart_id, step.kind, waiting)?;
             }
             StepKind::Terminal => {}
         }
@@ -210,18 +210,28 @@ fn advance(
     Ok(())
 }
 
-/// The command of an async step (or the payment step).
+/// The command of an async step (or the payment step). Run inline, its operation is claimed
+/// in the commit that starts it (where the engine allows) and run at once.
 fn run_step_action(
     engine: &Engine,
     actor: &str,
     cart_id: &str,
     kind: StepKind,
+    waiting: Waiting,
 ) -> Result<(), CheckoutError> {
     let Some(command) = Command::for_step(kind, cart_id.to_owned()) else {
         return Ok(());
     };
-    match engine.execute(actor, command) {
-        Ok(_) => Ok(()),
+    let started = match waiting {
+        Waiting::RunInline => engine
+            .execute_claiming(actor, &command)
+            .and_then(|(_, claim)| {
+                claim.map_or(Ok(()), |claim| engine.run_claimed(claim).map(drop))
+            }),
+        Waiting::Poll(_) => engine.execute(actor, command).map(drop),
+    };
+    match started {
+        Ok(()) => Ok(()),
         // Another client invoked the step first (it may even have finished): the next turn
         // re-reads the session and goes on from there.
         Err(e) if e.requirement().is_some_and(moved_on) => Ok(()),

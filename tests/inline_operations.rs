@@ -1,6 +1,7 @@
-//! A `runAsync: false` call whose operation a worker claimed first: the call waits for that
-//! worker and answers with its result, or gives up once the worker's lease and timeout have
-//! passed.
+//! A `runAsync: false` call claims its operation in the commit that starts it, so no worker
+//! can take it first. With that off (`EngineConfig::claim_inline`), a call whose operation a
+//! worker claimed first waits for that worker and answers with its result, or gives up once
+//! the worker's lease and timeout have passed.
 
 mod support;
 
@@ -106,7 +107,7 @@ fn cart_to_order(engine: &Engine) -> cartflow::ActionResult {
 
 #[test]
 fn a_call_waits_for_the_worker_that_claimed_its_operation_first_and_answers_its_result() {
-    let (engine, claimed, first_look, worker) = rig(EngineConfig::default());
+    let (engine, claimed, first_look, worker) = rig(leaves_it_new());
     let working = thread::spawn(move || {
         let claim = claimed.recv_timeout(WAIT).expect("a worker claimed first");
         // The worker finishes only once the call has seen the operation Running and waits on.
@@ -136,7 +137,7 @@ fn a_call_gives_up_on_a_worker_that_claimed_its_operation_and_died() {
             ..OperationSettings::default()
         },
         lease_ms: 30,
-        ..EngineConfig::default()
+        ..leaves_it_new()
     };
     let (engine, claimed, _first_look, _worker) = rig(config);
     let answered = cart_to_order(&engine);
@@ -155,5 +156,47 @@ fn a_call_gives_up_on_a_worker_that_claimed_its_operation_and_died() {
         stored.status,
         OperationStatus::Running,
         "the dead worker's claim was taken"
+    );
+}
+
+/// The engine's configuration with an inline operation left New by the commit that starts it.
+fn leaves_it_new() -> EngineConfig {
+    EngineConfig {
+        claim_inline: false,
+        ..EngineConfig::default()
+    }
+}
+
+/// By default the call's own commit claims the operation: the worker that claims every New
+/// operation at once never sees it, and the call runs it, once.
+#[test]
+fn a_call_claims_its_operation_in_the_commit_that_starts_it() {
+    let (engine, claimed, _first_look, _worker) = rig(EngineConfig::default());
+    let answered = cart_to_order(&engine);
+    assert!(answered.is_success, "{answered:?}");
+    assert!(
+        claimed.try_recv().is_err(),
+        "a worker claimed the operation"
+    );
+    let outputs = answered.output_values.unwrap();
+    let id = SfId::parse(outputs["backgroundOperationId"].as_str().unwrap()).unwrap();
+    let stored = engine.store().operation(&id).unwrap().unwrap();
+    assert_eq!(stored.status, OperationStatus::Complete);
+    assert_eq!(stored.attempt, 1);
+    let moves: Vec<String> = engine
+        .store()
+        .history(&SampleCart::InStock.id())
+        .unwrap()
+        .iter()
+        .filter(|h| h.record == id)
+        .map(|h| format!("{} {}->{}", h.event, h.from, h.to))
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            "cartToOrderAction no operation->New",
+            "claim New->Running",
+            "complete Running->Complete"
+        ]
     );
 }

@@ -64,6 +64,10 @@ pub struct EngineConfig {
     /// several in one commit (PostgreSQL) and their work is computed in memory: see
     /// [`Engine::run_next_operations`]. 1 claims one at a time.
     pub claim_batch: usize,
+    /// Whether an operation that runs where it starts (`runAsync` false, the flow driver's
+    /// inline mode) is claimed in the commit that creates it, one commit fewer, so no worker
+    /// can take it first. False leaves it New for an instant, to this caller or a worker.
+    pub claim_inline: bool,
 }
 
 impl Default for EngineConfig {
@@ -75,6 +79,7 @@ impl Default for EngineConfig {
             heartbeat_ms: 10_000,
             idle_poll_ms: 50,
             claim_batch: 8,
+            claim_inline: true,
         }
     }
 }
@@ -241,8 +246,6 @@ impl Engine {
     /// # }
     /// ```
     pub fn execute(&self, actor: &str, command: Command) -> Result<Output, CheckoutError> {
-        crate::machine::limits::check(&command)?;
-        self.check_custom_action(&command)?;
         let inline = matches!(
             command,
             Command::CartToOrder {
@@ -253,11 +256,50 @@ impl Engine {
                 ..
             }
         );
-        let output = self.execute_as(Some(actor), Input::User(&command))?;
-        if let (true, Output::BackgroundOperationId(id)) = (inline, &output) {
-            self.run_inline(*id)?;
+        if !inline {
+            return self.execute_checked(actor, &command);
+        }
+        let (output, claim) = self.execute_claiming(actor, &command)?;
+        if let Output::BackgroundOperationId(id) = &output {
+            self.run_inline(*id, claim)?;
         }
         Ok(output)
+    }
+
+    /// Carries out a user's command after the checks of its input alone.
+    fn execute_checked(&self, actor: &str, command: &Command) -> Result<Output, CheckoutError> {
+        crate::machine::limits::check(command)?;
+        self.check_custom_action(command)?;
+        self.execute_as(Some(actor), Input::User(command))
+    }
+
+    /// Carries out a user's command that starts an operation to run here, and, when
+    /// [`EngineConfig::claim_inline`] allows, claims it in the same commit: the claim made,
+    /// or `None` when the operation was left New (or none was started).
+    pub(crate) fn execute_claiming(
+        &self,
+        actor: &str,
+        command: &Command,
+    ) -> Result<(Output, Option<Claim>), CheckoutError> {
+        if !self.config.claim_inline {
+            return Ok((self.execute_checked(actor, command)?, None));
+        }
+        crate::machine::limits::check(command)?;
+        self.check_custom_action(command)?;
+        let mut claimed = None;
+        let mut fold = |snapshot: &Snapshot, commit: Option<Commit>| {
+            claimed = None;
+            let commit = commit?;
+            match self.claiming_in(snapshot, &commit) {
+                Some((folded, claim)) => {
+                    claimed = Some(claim);
+                    Some(folded)
+                }
+                None => Some(commit),
+            }
+        };
+        let output = self.execute_seeing(Some(actor), Input::User(command), &mut fold)?;
+        Ok((output, claimed))
     }
 
     /// A custom action the template does not have is refused as input, before anything is
@@ -279,8 +321,11 @@ impl Engine {
     /// worker that claimed it first), and succeeds only when it completed, its result
     /// committed. Otherwise (a concurrent cancel won, or the step failed) the call is refused
     /// with `INVALID_OPERATION` 409: its operation lost to what happened meanwhile.
-    fn run_inline(&self, id: SfId) -> Result<(), CheckoutError> {
-        self.run_operation_now(id)?;
+    fn run_inline(&self, id: SfId, claim: Option<Claim>) -> Result<(), CheckoutError> {
+        match claim {
+            Some(claim) => drop(self.run_claimed(claim)?),
+            None => drop(self.run_operation_now(id)?),
+        }
         let operation = self.await_operation(id)?;
         let message = match operation.status {
             OperationStatus::Complete => return Ok(()),
@@ -334,16 +379,17 @@ impl Engine {
     }
 
     fn execute_as(&self, actor: Option<&str>, input: Input<'_>) -> Result<Output, CheckoutError> {
-        self.execute_seeing(actor, input, &mut |_, _| {})
+        self.execute_seeing(actor, input, &mut |_, commit| commit)
     }
 
-    /// [`Engine::execute_as`], showing `seen` each decision's snapshot and commit as it is
-    /// made (again after a conflict): the last it is shown is the one committed.
+    /// [`Engine::execute_as`], handing `seen` each decision's snapshot and commit as it is
+    /// made (again after a conflict) and committing the commit it answers: the last it is
+    /// handed is the one committed.
     pub(crate) fn execute_seeing(
         &self,
         actor: Option<&str>,
         input: Input<'_>,
-        seen: &mut dyn FnMut(&Snapshot, Option<&Commit>),
+        seen: &mut dyn FnMut(&Snapshot, Option<Commit>) -> Option<Commit>,
     ) -> Result<Output, CheckoutError> {
         // Checked at the first command rather than at each builder call: by then the
         // template and the integrations are the ones the engine runs. Only the first caller
@@ -378,7 +424,7 @@ impl Engine {
                 };
                 let mut prepared = self.prepare(actor_id, &snapshot, input);
                 let commit = prepared.as_mut().ok().and_then(|p| p.commit.take());
-                seen(&snapshot, commit.as_ref());
+                let commit = seen(&snapshot, commit);
                 decided = Some(prepared);
                 Ok(commit)
             });

@@ -255,8 +255,11 @@ impl Engine {
         };
         // The claim as its commit wrote it, so the work need not read the operation again.
         let mut claimed = None;
-        let mut keep = |snapshot: &Snapshot, commit: Option<&Commit>| {
-            claimed = commit.and_then(|c| claimed_in(c, id, snapshot.cart.clone()));
+        let mut keep = |snapshot: &Snapshot, commit: Option<Commit>| {
+            claimed = commit
+                .as_ref()
+                .and_then(|c| claimed_in(c, id, snapshot.cart.clone()));
+            commit
         };
         match self.execute_seeing(None, Input::Worker(&command), &mut keep) {
             Ok(_) => {}
@@ -453,8 +456,57 @@ impl Engine {
         Some(self.run_claimed(claim))
     }
 
+    /// `commit` with the claim of the operation it creates folded in, decided on the records
+    /// as `commit` leaves them, and that claim; `None` when it creates none, or the claim is
+    /// refused or writes more than the operation (then `commit` goes alone).
+    pub(crate) fn claiming_in(
+        &self,
+        snapshot: &Snapshot,
+        commit: &Commit,
+    ) -> Option<(Commit, Claim)> {
+        let changes = &commit.changes;
+        let created = changes
+            .operations
+            .iter()
+            .find(|op| op.status == crate::model::OperationStatus::New)?;
+        let written_cart = changes.carts.iter().find(|c| c.id == created.cart_id);
+        let written_session = changes
+            .sessions
+            .iter()
+            .find(|s| s.id == created.checkout_session_id);
+        let after = Snapshot {
+            cart: written_cart.cloned().or_else(|| snapshot.cart.clone()),
+            session: written_session
+                .cloned()
+                .or_else(|| snapshot.session.clone()),
+            operation: Some(created.clone()),
+            cart_has_active_operation: true,
+            ..snapshot.clone()
+        };
+        let (claim_commit, claim) = self.claim_commit(after)?;
+        let mut claim = claim?;
+        let claimed = claim_commit.changes.operations.first()?.clone();
+        if !(claim_commit.changes.is_empty_but_operations()
+            && claim_commit.changes.operations.len() == 1)
+        {
+            return None;
+        }
+        let mut folded = commit.clone();
+        let slot = folded
+            .changes
+            .operations
+            .iter_mut()
+            .find(|op| op.id == claimed.id)?;
+        // One commit writes the operation once: at the version the start gives it.
+        let version = slot.version;
+        *slot = BackgroundOperation { version, ..claimed };
+        claim.operation.version = version;
+        folded.history.extend(claim_commit.history);
+        Some((folded, claim))
+    }
+
     /// Performs and reports `claim`, counting the outcome in `cartflow_operations_total`.
-    fn run_claimed(&self, claim: Claim) -> Result<OperationReport, CheckoutError> {
+    pub(crate) fn run_claimed(&self, claim: Claim) -> Result<OperationReport, CheckoutError> {
         let performed = self.perform(&claim)?;
         let report = self.report(performed)?;
         let result = match (&report.outcome, report.applied) {

@@ -111,6 +111,15 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// True when the decision writes no record but operations.
+    pub(crate) fn is_empty_but_operations(&self) -> bool {
+        Changes {
+            operations: Vec::new(),
+            ..self.clone()
+        }
+        .is_empty()
+    }
+
     /// True when the decision writes nothing.
     pub fn is_empty(&self) -> bool {
         self.carts.is_empty()
