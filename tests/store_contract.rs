@@ -66,6 +66,21 @@ fn operation(
     }
 }
 
+/// Four of the sample carts, each given a session of its own (the data's only sessions).
+fn four_carts_with_a_session_each(data: &mut cartflow::store::DataSet) -> [SfId; 4] {
+    let carts = [
+        SampleCart::InStock,
+        SampleCart::ShortStock,
+        SampleCart::Reorder,
+        SampleCart::InactiveAccount,
+    ]
+    .map(SampleCart::id);
+    data.sessions = (0..4)
+        .map(|k| session(k + 1, carts[k as usize], false))
+        .collect();
+    carts
+}
+
 fn commit(changes: Changes) -> Commit {
     Commit {
         changes,
@@ -422,16 +437,7 @@ fn expired_operations_are_running_ones_whose_lease_ended_by_now_earliest_first()
     let ms = chrono::Duration::milliseconds;
     for (name, open) in stores::all() {
         let mut data = sample::dataset();
-        let carts = [
-            SampleCart::InStock,
-            SampleCart::ShortStock,
-            SampleCart::Reorder,
-            SampleCart::InactiveAccount,
-        ]
-        .map(SampleCart::id);
-        data.sessions = (0..4)
-            .map(|k| session(k + 1, carts[k as usize], false))
-            .collect();
+        let carts = four_carts_with_a_session_each(&mut data);
         // Leases that ended a millisecond ago, end now, end in a millisecond; and a New one.
         let running = |n: u64, until: chrono::DateTime<Utc>| BackgroundOperation {
             started_at: Some(end - chrono::Duration::minutes(1)),
@@ -1006,16 +1012,7 @@ mod postgres_only {
             return;
         };
         let mut data = sample::dataset();
-        let carts = [
-            SampleCart::InStock,
-            SampleCart::ShortStock,
-            SampleCart::Reorder,
-            SampleCart::InactiveAccount,
-        ]
-        .map(SampleCart::id);
-        data.sessions = (0..4)
-            .map(|k| session(k + 1, carts[k as usize], false))
-            .collect();
+        let carts = four_carts_with_a_session_each(&mut data);
         data.operations = (0..4)
             .map(|k| {
                 let s = data.sessions[k as usize].id;
