@@ -41,6 +41,46 @@ fn claimed_in(commit: &Commit, id: SfId, read: Option<WebCart>) -> Option<Claim>
     })
 }
 
+/// The records a claim of `created` is decided on: `snapshot` as `commit`, which starts
+/// `created`, leaves it.
+fn after_start(snapshot: &Snapshot, commit: &Commit, created: &BackgroundOperation) -> Snapshot {
+    let changes = &commit.changes;
+    let cart = changes.carts.iter().find(|c| c.id == created.cart_id);
+    let session = changes
+        .sessions
+        .iter()
+        .find(|s| s.id == created.checkout_session_id);
+    Snapshot {
+        cart: cart.cloned().or_else(|| snapshot.cart.clone()),
+        session: session.cloned().or_else(|| snapshot.session.clone()),
+        operation: Some(created.clone()),
+        cart_has_active_operation: true,
+        ..snapshot.clone()
+    }
+}
+
+/// `start` with `claim`'s one operation written in place of the one it starts, at the
+/// version the start gives it (one commit writes a record once), and both histories; `None`
+/// when `claim` writes anything else.
+fn folded(start: &Commit, claim: Commit) -> Option<Commit> {
+    let [claimed] = <[BackgroundOperation; 1]>::try_from(claim.changes.operations.clone()).ok()?;
+    if !claim.changes.is_empty_but_operations() {
+        return None;
+    }
+    let mut folded = start.clone();
+    let slot = folded
+        .changes
+        .operations
+        .iter_mut()
+        .find(|op| op.id == claimed.id)?;
+    *slot = BackgroundOperation {
+        version: slot.version,
+        ..claimed
+    };
+    folded.history.extend(claim.history);
+    Some(folded)
+}
+
 /// A payment step passes only on an authorisation, under a reference, of exactly the
 /// order's grand total: a payment provider's pass that authorises nothing, another amount,
 /// or an order without a total is unusable, so no order is activated unpaid. A decline needs
@@ -464,44 +504,15 @@ impl Engine {
         snapshot: &Snapshot,
         commit: &Commit,
     ) -> Option<(Commit, Claim)> {
-        let changes = &commit.changes;
-        let created = changes
+        let created = commit
+            .changes
             .operations
             .iter()
             .find(|op| op.status == crate::model::OperationStatus::New)?;
-        let written_cart = changes.carts.iter().find(|c| c.id == created.cart_id);
-        let written_session = changes
-            .sessions
-            .iter()
-            .find(|s| s.id == created.checkout_session_id);
-        let after = Snapshot {
-            cart: written_cart.cloned().or_else(|| snapshot.cart.clone()),
-            session: written_session
-                .cloned()
-                .or_else(|| snapshot.session.clone()),
-            operation: Some(created.clone()),
-            cart_has_active_operation: true,
-            ..snapshot.clone()
-        };
-        let (claim_commit, claim) = self.claim_commit(after)?;
+        let (claim_commit, claim) = self.claim_commit(after_start(snapshot, commit, created))?;
         let mut claim = claim?;
-        let claimed = claim_commit.changes.operations.first()?.clone();
-        if !(claim_commit.changes.is_empty_but_operations()
-            && claim_commit.changes.operations.len() == 1)
-        {
-            return None;
-        }
-        let mut folded = commit.clone();
-        let slot = folded
-            .changes
-            .operations
-            .iter_mut()
-            .find(|op| op.id == claimed.id)?;
-        // One commit writes the operation once: at the version the start gives it.
-        let version = slot.version;
-        *slot = BackgroundOperation { version, ..claimed };
-        claim.operation.version = version;
-        folded.history.extend(claim_commit.history);
+        let folded = folded(commit, claim_commit)?;
+        claim.operation.version = created.version;
         Some((folded, claim))
     }
 
