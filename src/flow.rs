@@ -75,8 +75,14 @@ pub fn drive(
     let cart_id = cart.to_string();
     let started = Instant::now();
     // Each turn makes progress or returns, so the number of turns is bounded by the template.
+    // The session as the driver's last command left it, when that command wrote it: the next
+    // turn starts from it instead of reading it again, as a read an instant later would.
+    let mut known: Option<CartCheckoutSession> = None;
     for _ in 0..(4 * engine.table().template().steps.len() + 16) {
-        let session = current_session(engine, actor, &cart_id)?;
+        let session = match known.take() {
+            Some(session) => session,
+            None => current_session(engine, actor, &cart_id)?,
+        };
         let session_id = session.id;
         let state = session.state.unwrap_or(SessionState::Error);
         if session.is_error || state == SessionState::Error {
@@ -118,12 +124,12 @@ pub fn drive(
                 wait(engine, &session, waiting, started)?;
             } else {
                 // Locked but not yet invoked (perhaps by a process that stopped): invoke.
-                run_step_action(engine, actor, &cart_id, step.kind, waiting)?;
+                known = run_step_action(engine, actor, &cart_id, step.kind, waiting)?;
             }
             continue;
         }
         match step.kind {
-            StepKind::Entry => advance(engine, actor, &session, step.next)?,
+            StepKind::Entry => known = advance(engine, actor, &session, step.next)?,
             StepKind::Screen => {
                 let Some(details) = screen_input(engine, cart, state, input)? else {
                     return Ok(Drive::NeedsInput { session_id, state });
@@ -137,7 +143,7 @@ pub fn drive(
                         },
                     )?;
                 }
-                advance(engine, actor, &session, step.next)?;
+                known = advance(engine, actor, &session, step.next)?;
             }
             StepKind::Async(_) | StepKind::Payment | StepKind::Custom(_) => {
                 let next = step.next.map(|s| s.as_str().to_owned()).unwrap_or_default();
@@ -149,7 +155,7 @@ pub fn drive(
                         exp_current_state: Some(state.as_str().to_owned()),
                     },
                 )?;
-                run_step_action(engine, actor, &cart_id, step.kind, waiting)?;
+                known = run_step_action(engine, actor, &cart_id, step.kind, waiting)?;
             }
             StepKind::Terminal => {}
         }
@@ -171,7 +177,7 @@ fn current_session(
         .sessions_of(&id)?
         .into_iter()
         .rev()
-        .find(|s| !s.is_archived || (s.state.is_some() && s.state == engine.table().terminal()));
+        .find(|s| is_current(engine, s));
     if let Some(session) = latest {
         return Ok(session);
     }
@@ -193,48 +199,78 @@ fn current_session(
         .ok_or(CheckoutError::Stale(Stale::Vanished(RecordKind::Session)))
 }
 
+/// Whether `session` is the one the driver goes on with: active, or archived at the end.
+fn is_current(engine: &Engine, session: &CartCheckoutSession) -> bool {
+    !session.is_archived || (session.state.is_some() && session.state == engine.table().terminal())
+}
+
+/// Hands a commit on unchanged, keeping in `known` the current session it writes, when it
+/// writes exactly one ([`is_current`]).
+fn keeping_session<'a>(
+    engine: &'a Engine,
+    known: &'a mut Option<CartCheckoutSession>,
+) -> impl FnMut(&crate::machine::Snapshot, Option<crate::store::Commit>) -> Option<crate::store::Commit>
++ 'a {
+    move |_, commit| {
+        let mut current = commit
+            .iter()
+            .flat_map(|c| &c.changes.sessions)
+            .filter(|s| is_current(engine, s));
+        *known = match (current.next(), current.next()) {
+            (Some(only), None) => Some(only.clone()),
+            _ => None,
+        };
+        commit
+    }
+}
+
+/// Advances the session to `next`: the session as the advance wrote it.
 fn advance(
     engine: &Engine,
     actor: &str,
     session: &CartCheckoutSession,
     next: Option<SessionState>,
-) -> Result<(), CheckoutError> {
-    engine.execute(
-        actor,
-        Command::Advance {
-            session_id: session.id.to_string(),
-            state: next.map(|s| s.as_str().to_owned()).unwrap_or_default(),
-            exp_current_state: session.state.map(|s| s.as_str().to_owned()),
-        },
-    )?;
-    Ok(())
+) -> Result<Option<CartCheckoutSession>, CheckoutError> {
+    let command = Command::Advance {
+        session_id: session.id.to_string(),
+        state: next.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+        exp_current_state: session.state.map(|s| s.as_str().to_owned()),
+    };
+    let mut known = None;
+    engine.execute_user_seeing(actor, &command, &mut keeping_session(engine, &mut known))?;
+    Ok(known)
 }
 
 /// The command of an async step (or the payment step). Run inline, its operation is claimed
-/// in the commit that starts it (where the engine allows) and run at once.
+/// in the commit that starts it (where the engine allows) and run at once: the session as
+/// its report wrote it.
 fn run_step_action(
     engine: &Engine,
     actor: &str,
     cart_id: &str,
     kind: StepKind,
     waiting: Waiting,
-) -> Result<(), CheckoutError> {
+) -> Result<Option<CartCheckoutSession>, CheckoutError> {
     let Some(command) = Command::for_step(kind, cart_id.to_owned()) else {
-        return Ok(());
+        return Ok(None);
     };
+    let mut known = None;
     let started = match waiting {
         Waiting::RunInline => engine
             .execute_claiming(actor, &command)
             .and_then(|(_, claim)| {
-                claim.map_or(Ok(()), |claim| engine.run_claimed(claim).map(drop))
+                claim.map_or(Ok(()), |claim| {
+                    let mut keep = keeping_session(engine, &mut known);
+                    engine.run_claimed_seeing(claim, &mut keep).map(drop)
+                })
             }),
         Waiting::Poll(_) => engine.execute(actor, command).map(drop),
     };
     match started {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(known),
         // Another client invoked the step first (it may even have finished): the next turn
         // re-reads the session and goes on from there.
-        Err(e) if e.requirement().is_some_and(moved_on) => Ok(()),
+        Err(e) if e.requirement().is_some_and(moved_on) => Ok(None),
         Err(e) => Err(e),
     }
 }

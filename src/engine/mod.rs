@@ -268,9 +268,20 @@ impl Engine {
 
     /// Carries out a user's command after the checks of its input alone.
     fn execute_checked(&self, actor: &str, command: &Command) -> Result<Output, CheckoutError> {
+        self.execute_user_seeing(actor, command, &mut |_, commit| commit)
+    }
+
+    /// [`Engine::execute_checked`], handing `seen` each decision's commit as
+    /// [`Engine::execute_seeing`] does. Runs no operation inline.
+    pub(crate) fn execute_user_seeing(
+        &self,
+        actor: &str,
+        command: &Command,
+        seen: &mut dyn FnMut(&Snapshot, Option<Commit>) -> Option<Commit>,
+    ) -> Result<Output, CheckoutError> {
         crate::machine::limits::check(command)?;
         self.check_custom_action(command)?;
-        self.execute_as(Some(actor), Input::User(command))
+        self.execute_seeing(Some(actor), Input::User(command), seen)
     }
 
     /// Carries out a user's command that starts an operation to run here, and, when

@@ -246,6 +246,16 @@ impl Engine {
     /// large cart's lines are not copied on the way to the store; a caller that reports
     /// twice clones it first.
     pub fn report(&self, performed: Performed) -> Result<OperationReport, CheckoutError> {
+        self.report_seeing(performed, &mut |_, commit| commit)
+    }
+
+    /// [`Engine::report`], handing `seen` each decision's commit as
+    /// [`Engine::execute_seeing`] does.
+    fn report_seeing(
+        &self,
+        performed: Performed,
+        seen: &mut dyn FnMut(&Snapshot, Option<Commit>) -> Option<Commit>,
+    ) -> Result<OperationReport, CheckoutError> {
         let Performed {
             operation_id,
             name,
@@ -262,7 +272,7 @@ impl Engine {
             update,
             order,
         };
-        let applied = match self.execute_worker(&finish) {
+        let applied = match self.execute_seeing(None, Input::Worker(&finish), seen) {
             Ok(_) => true,
             Err(CheckoutError::Fenced(reason)) => {
                 tracing::info!(operation = %operation_id, %reason, "discarded a stale report");
@@ -518,8 +528,18 @@ impl Engine {
 
     /// Performs and reports `claim`, counting the outcome in `cartflow_operations_total`.
     pub(crate) fn run_claimed(&self, claim: Claim) -> Result<OperationReport, CheckoutError> {
+        self.run_claimed_seeing(claim, &mut |_, commit| commit)
+    }
+
+    /// [`Engine::run_claimed`], handing `seen` the report's commit as
+    /// [`Engine::execute_seeing`] does.
+    pub(crate) fn run_claimed_seeing(
+        &self,
+        claim: Claim,
+        seen: &mut dyn FnMut(&Snapshot, Option<Commit>) -> Option<Commit>,
+    ) -> Result<OperationReport, CheckoutError> {
         let performed = self.perform(&claim)?;
-        let report = self.report(performed)?;
+        let report = self.report_seeing(performed, seen)?;
         let result = match (&report.outcome, report.applied) {
             (_, false) => "discarded",
             (StepOutcome::Passed, _) => "passed",
