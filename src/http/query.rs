@@ -559,7 +559,11 @@ impl Planner<'_> {
             return Err(SfError::new(
                 StatusCode::BAD_REQUEST,
                 "NUMBER_OUTSIDE_VALID_RANGE",
-                format!("Maximum SOQL offset allowed is {MAX_OFFSET}"),
+                soql::located(
+                    self.text,
+                    query.offset_at,
+                    &format!("Maximum SOQL offset allowed is {MAX_OFFSET}"),
+                ),
             ));
         }
         Ok(Plan {
@@ -1178,6 +1182,16 @@ mod tests {
             Some("NUMBER_OUTSIDE_VALID_RANGE")
         );
         assert_eq!(code("SELEKT Id").as_deref(), Some("MALFORMED_QUERY"));
+        let error = Plan::new("SELECT Id FROM WebCart OFFSET 2001")
+            .err()
+            .unwrap();
+        assert!(
+            error
+                .message
+                .ends_with("\nERROR at Row:1:Column:31\nMaximum SOQL offset allowed is 2000"),
+            "{}",
+            error.message
+        );
         let error = Plan::new("SELECT Id FROM Nothing").err().unwrap();
         assert!(error.message.starts_with("\nSELECT Id FROM Nothing\n               ^\nERROR at Row:1:Column:16\nsObject type 'Nothing' is not supported."), "{}", error.message);
     }

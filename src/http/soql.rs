@@ -46,6 +46,8 @@ pub(crate) struct Query {
     pub limit: Option<u64>,
     /// Rows skipped before the first one answered.
     pub offset: Option<u64>,
+    /// The byte offset the `OFFSET` count is written at, for an error about it.
+    pub offset_at: usize,
 }
 
 /// A name as written, with the byte offset it starts at (for error messages).
@@ -450,7 +452,7 @@ fn query(i: &mut Tokens<'_>) -> Parsed<Query> {
     ))
     .parse_next(i)?;
     let limit = opt(preceded(keyword("LIMIT"), cut_err(count))).parse_next(i)?;
-    let offset = opt(preceded(keyword("OFFSET"), cut_err(count))).parse_next(i)?;
+    let offset = opt(preceded(keyword("OFFSET"), cut_err(count_at))).parse_next(i)?;
     cut_err(any.verify(|t: &&Token| t.kind == Kind::End)).parse_next(i)?;
     Ok(Query {
         selection,
@@ -458,7 +460,8 @@ fn query(i: &mut Tokens<'_>) -> Parsed<Query> {
         filter,
         order_by: order_by.unwrap_or_default(),
         limit,
-        offset,
+        offset: offset.map(|(n, _)| n),
+        offset_at: offset.map_or(0, |(_, at)| at),
     })
 }
 
@@ -634,8 +637,15 @@ fn order_key(i: &mut Tokens<'_>) -> Parsed<OrderKey> {
 }
 
 fn count(i: &mut Tokens<'_>) -> Parsed<u64> {
+    count_at.map(|(n, _)| n).parse_next(i)
+}
+
+/// A count, and the byte offset it is written at.
+fn count_at(i: &mut Tokens<'_>) -> Parsed<(u64, usize)> {
     any.verify_map(|t: &Token| match t.kind {
-        Kind::Number(n) if n.scale() == 0 && !n.is_sign_negative() => u64::try_from(n).ok(),
+        Kind::Number(n) if n.scale() == 0 && !n.is_sign_negative() => {
+            u64::try_from(n).ok().map(|n| (n, t.at))
+        }
         _ => None,
     })
     .parse_next(i)
