@@ -107,7 +107,8 @@ pub fn drive(
             .step(state)
             .ok_or_else(|| CheckoutError::Stale(Stale::UnknownState(state.to_string())))?;
         if session.is_processing {
-            // Running the operation here is the common case: tried before reading it.
+            // A step left running (by a process that stopped, or a claim that could not be
+            // folded into its start): run it here if it is still claimable, before reading it.
             if let (Waiting::RunInline, Some(op)) = (&waiting, session.background_operation_id)
                 && engine.run_operation_now(op)?.is_some()
             {

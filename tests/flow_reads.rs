@@ -6,7 +6,7 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use cartflow::flow::{BuyerInput, Drive, Waiting, drive};
+use cartflow::flow::{Drive, Waiting, drive};
 use cartflow::model::{CartCheckoutSession, SfId};
 use cartflow::sample::{self, SampleCart};
 use cartflow::{Engine, MemoryStore, Store, StoreError};
@@ -29,15 +29,6 @@ impl Store for CountsSessionReads {
         operation_counts, web_stores, owner_of);
 }
 
-fn full_input() -> BuyerInput {
-    BuyerInput {
-        deliver_to: Some(sample::denver()),
-        delivery_method_id: None,
-        payment_token: Some(sample::GOOD_TOKEN.into()),
-        place_order: true,
-    }
-}
-
 #[test]
 fn a_whole_inline_checkout_reads_the_carts_sessions_once() {
     let data = sample::dataset();
@@ -48,11 +39,25 @@ fn a_whole_inline_checkout_reads_the_carts_sessions_once() {
     let engine = Engine::new(store.clone()).with_integrations(sample::integrations(&data));
     let buyer = sample::buyer_id().to_string();
     let cart = SampleCart::InStock.id();
-    let outcome = drive(&engine, &buyer, &cart, &full_input(), Waiting::RunInline).unwrap();
+    let outcome = drive(
+        &engine,
+        &buyer,
+        &cart,
+        &sample::buyer_input(),
+        Waiting::RunInline,
+    )
+    .unwrap();
     assert!(matches!(outcome, Drive::Complete { .. }), "{outcome:?}");
     assert_eq!(store.reads.load(Ordering::SeqCst), 1);
     // A second call starts from the store: it reads them again, and finds the checkout done.
-    let again = drive(&engine, &buyer, &cart, &full_input(), Waiting::RunInline).unwrap();
+    let again = drive(
+        &engine,
+        &buyer,
+        &cart,
+        &sample::buyer_input(),
+        Waiting::RunInline,
+    )
+    .unwrap();
     assert_eq!(again, outcome);
     assert_eq!(store.reads.load(Ordering::SeqCst), 2);
 }

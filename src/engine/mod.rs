@@ -295,8 +295,6 @@ impl Engine {
         if !self.config.claim_inline {
             return Ok((self.execute_checked(actor, command)?, None));
         }
-        crate::machine::limits::check(command)?;
-        self.check_custom_action(command)?;
         let mut claimed = None;
         let mut fold = |snapshot: &Snapshot, commit: Option<Commit>| {
             claimed = None;
@@ -309,7 +307,7 @@ impl Engine {
                 None => Some(commit),
             }
         };
-        let output = self.execute_seeing(Some(actor), Input::User(command), &mut fold)?;
+        let output = self.execute_user_seeing(actor, command, &mut fold)?;
         Ok((output, claimed))
     }
 
